@@ -1,0 +1,1 @@
+//! Coroutines: the async layer on tokio.

@@ -1,0 +1,245 @@
+//! The typed errors of the futures API.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why a task produced no value.
+///
+/// Every executor reports failures with this one type, so code that consumes
+/// handles does not care whether the task ran on a thread, in a child process
+/// or on the async runtime. Inspect it with the `is_*` helpers or match on
+/// [`TaskError::kind`].
+///
+/// # Examples
+///
+/// ```
+/// use troika::ThreadPool;
+///
+/// let pool = ThreadPool::new(1).unwrap();
+/// let err = pool.submit(|| -> u32 { panic!("boom") }).result().unwrap_err();
+/// assert!(err.is_panic());
+/// assert_eq!(err.panic_message(), Some("boom"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct TaskError {
+    kind: ErrorKind,
+}
+
+/// The reason behind a [`TaskError`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The task panicked; the panic message is kept (or a placeholder when the
+    /// payload was not a string).
+    Panicked(String),
+    /// The task ran longer than the executor's per-task timeout, counted from
+    /// the moment it started running.
+    TimedOut(Duration),
+    /// The task was cancelled before it produced a value.
+    Cancelled,
+    /// The executor was shut down before the task could run.
+    ShutDown,
+    /// The worker process running the task died.
+    WorkerDied(Exit),
+    /// The task's arguments or result could not be serialized or deserialized.
+    Serialization(String),
+    /// The executor could not run the task for another reason (for example,
+    /// the function is unknown to the worker); the message says why.
+    Failed(String),
+}
+
+/// How a worker process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal number.
+    Signal(i32),
+    /// It could not be observed (for example, it was already reaped elsewhere).
+    Unknown,
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Exit::Code(code) => write!(f, "exit code {code}"),
+            Exit::Signal(sig) => write!(f, "signal {sig} ({})", signal_name(sig)),
+            Exit::Unknown => f.write_str("an unknown status"),
+        }
+    }
+}
+
+/// The conventional name of a Linux signal number, such as `SIGKILL`.
+pub fn signal_name(sig: i32) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "signal 0",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    usize::try_from(sig)
+        .ok()
+        .and_then(|i| NAMES.get(i).copied())
+        .unwrap_or("a real-time signal")
+}
+
+impl TaskError {
+    /// An error of the given kind.
+    pub fn new(kind: ErrorKind) -> TaskError {
+        TaskError { kind }
+    }
+
+    pub(crate) fn panicked(payload: &(dyn std::any::Any + Send)) -> TaskError {
+        TaskError::new(ErrorKind::Panicked(panic_message(payload)))
+    }
+
+    pub(crate) fn cancelled() -> TaskError {
+        TaskError::new(ErrorKind::Cancelled)
+    }
+
+    pub(crate) fn shut_down() -> TaskError {
+        TaskError::new(ErrorKind::ShutDown)
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
+    /// The task panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.kind, ErrorKind::Panicked(_))
+    }
+
+    /// The panic message, if the task panicked.
+    pub fn panic_message(&self) -> Option<&str> {
+        match &self.kind {
+            ErrorKind::Panicked(msg) => Some(msg),
+            _ => None,
+        }
+    }
+
+    /// The task hit the executor's per-task timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, ErrorKind::TimedOut(_))
+    }
+
+    /// The task was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.kind, ErrorKind::Cancelled)
+    }
+
+    /// The executor was shut down before the task ran.
+    pub fn is_shut_down(&self) -> bool {
+        matches!(self.kind, ErrorKind::ShutDown)
+    }
+
+    /// The worker process died while running the task.
+    pub fn is_worker_died(&self) -> bool {
+        matches!(self.kind, ErrorKind::WorkerDied(_))
+    }
+
+    /// The task's input or output could not be (de)serialized.
+    pub fn is_serialization(&self) -> bool {
+        matches!(self.kind, ErrorKind::Serialization(_))
+    }
+}
+
+impl fmt::Debug for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TaskError").field(&self.kind).finish()
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ErrorKind::Panicked(msg) => write!(f, "task panicked: {msg}"),
+            ErrorKind::TimedOut(limit) => write!(f, "task timed out after {limit:?}"),
+            ErrorKind::Cancelled => f.write_str("task was cancelled"),
+            ErrorKind::ShutDown => f.write_str("executor was shut down before the task ran"),
+            ErrorKind::WorkerDied(exit) => write!(f, "worker process died with {exit}"),
+            ErrorKind::Serialization(msg) => write!(f, "serialization failed: {msg}"),
+            ErrorKind::Failed(msg) => write!(f, "task failed: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_owned()
+    }
+}
+
+/// A task that could not be submitted; the task is handed back.
+///
+/// Returned by `try_submit` when the executor is shut down or its bounded
+/// queue is full.
+#[derive(thiserror::Error)]
+#[error("{reason}")]
+pub struct SubmitError<T> {
+    /// The task that was not submitted.
+    pub task: T,
+    /// Why it was refused.
+    pub reason: SubmitErrorReason,
+}
+
+/// Why [`SubmitError`] was returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitErrorReason {
+    /// The executor is shut down (or closed, in `multiprocessing.Pool` terms).
+    #[error("executor is shut down")]
+    ShutDown,
+    /// The executor's bounded queue is full.
+    #[error("executor queue is full")]
+    Full,
+}
+
+impl<T> fmt::Debug for SubmitError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubmitError")
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configuration value that was out of range, such as zero workers.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub(crate) String);

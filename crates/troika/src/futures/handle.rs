@@ -1,0 +1,485 @@
+//! [`Handle`], the consumer side of a task, and [`Promise`], the side an
+//! executor completes.
+//!
+//! # How a task's life is tracked
+//!
+//! A task moves through four phases kept in one atomic byte: `PENDING` (queued),
+//! `RUNNING` (a worker claimed it), `DONE` (an outcome was decided) and `TAKEN`
+//! (the outcome was moved out). The move to `DONE` is a compare-and-swap, so
+//! exactly one party decides the outcome: the worker that finished the task, a
+//! `cancel()` that won the race against the worker, or a watchdog that timed
+//! the task out. Whoever loses the race drops its value.
+//!
+//! The decided outcome is first *lent* to the done-callbacks (without holding
+//! the lock, so a callback may do anything), then published under the mutex,
+//! and only then are blocked waiters and async wakers woken.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::error::TaskError;
+
+const PENDING: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+
+/// How long a waiter spins before it parks. A kernel wake-up costs tens of
+/// microseconds on an idle core (see COSTS.md), so a short spin makes quick
+/// tasks' round trips fast, while the bound keeps waiting cheap.
+const SPIN: Duration = Duration::from_micros(40);
+
+type Callback<T> = Box<dyn FnOnce(Result<&T, &TaskError>) + Send>;
+
+/// What a stopped executor or helper-aware waiter needs from a handle without
+/// knowing its type.
+pub(crate) trait TaskState: Send + Sync {
+    fn stop_requested(&self) -> bool;
+    fn request_stop(&self);
+}
+
+pub(crate) struct Inner<T> {
+    phase: AtomicU8,
+    /// Set once the outcome is published and may be taken.
+    ready: AtomicBool,
+    stop: AtomicBool,
+    /// The executor that owns the task (0 for none): a waiter that is itself a
+    /// worker of that executor runs queued tasks while it waits.
+    owner: usize,
+    state: Mutex<State<T>>,
+    cond: Condvar,
+}
+
+struct State<T> {
+    outcome: Option<Result<T, TaskError>>,
+    callbacks: Vec<Callback<T>>,
+    /// True while the outcome is out on loan to the callbacks.
+    lent: bool,
+    waker: Option<Waker>,
+    /// Stops a running task for good (the process pool kills its worker).
+    kill: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl<T> TaskState for Inner<T>
+where
+    T: Send,
+{
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A task submitted to an executor: wait for its value, cancel it, or `.await` it.
+///
+/// Every executor in troika returns this one type. A handle is `Send` and `Sync`:
+/// it can be waited on from any thread. Dropping it does not cancel the task.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use troika::ThreadPool;
+///
+/// let pool = ThreadPool::new(2).unwrap();
+/// let handle = pool.submit(|| 6 * 7);
+/// handle.add_done_callback(|outcome| assert_eq!(outcome.ok(), Some(&42)));
+/// assert_eq!(handle.result().unwrap(), 42);
+///
+/// // Waiting with a deadline hands the handle back when the task is not done.
+/// let slow = pool.submit(|| std::thread::sleep(Duration::from_millis(50)));
+/// let slow = match slow.result_timeout(Duration::from_micros(1)) {
+///     Ok(_) => unreachable!("the task sleeps"),
+///     Err(still_running) => still_running,
+/// };
+/// slow.result().unwrap();
+/// ```
+pub struct Handle<T> {
+    inner: Arc<Inner<T>>,
+}
+
+/// The executor's side of a task: claim it, then complete it once.
+pub(crate) struct Promise<T> {
+    inner: Arc<Inner<T>>,
+}
+
+/// Make a linked pair: the executor keeps the [`Promise`], the caller gets the [`Handle`].
+pub(crate) fn pair<T>(owner: usize) -> (Promise<T>, Handle<T>) {
+    let inner = Arc::new(Inner {
+        phase: AtomicU8::new(PENDING),
+        ready: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        owner,
+        state: Mutex::new(State {
+            outcome: None,
+            callbacks: Vec::new(),
+            lent: false,
+            waker: None,
+            kill: None,
+        }),
+        cond: Condvar::new(),
+    });
+    (
+        Promise {
+            inner: Arc::clone(&inner),
+        },
+        Handle { inner },
+    )
+}
+
+impl<T> Inner<T> {
+    /// Decide the outcome if nobody has yet. Returns whether this call decided it.
+    fn decide(&self, outcome: Result<T, TaskError>) -> bool {
+        let mut phase = self.phase.load(Ordering::Acquire);
+        loop {
+            if phase >= DONE {
+                return false;
+            }
+            match self
+                .phase
+                .compare_exchange_weak(phase, DONE, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(actual) => phase = actual,
+            }
+        }
+        let mut state = self.state.lock();
+        state.lent = true;
+        state.kill = None;
+        // Lend the outcome to every callback, including any added meanwhile.
+        loop {
+            let callbacks = std::mem::take(&mut state.callbacks);
+            if callbacks.is_empty() {
+                break;
+            }
+            drop(state);
+            run_callbacks(callbacks, &outcome);
+            state = self.state.lock();
+        }
+        self.publish(state, outcome);
+        true
+    }
+
+    /// Store the outcome and wake every waiter.
+    fn publish(
+        &self,
+        mut state: parking_lot::MutexGuard<'_, State<T>>,
+        outcome: Result<T, TaskError>,
+    ) {
+        state.outcome = Some(outcome);
+        state.lent = false;
+        self.ready.store(true, Ordering::Release);
+        let waker = state.waker.take();
+        drop(state);
+        self.cond.notify_all();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Block until the outcome is published or `deadline` passes.
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        if self.is_ready() {
+            return true;
+        }
+        if self.owner != 0 && crate::thread::help_while(self.owner, || self.is_ready()) {
+            return true;
+        }
+        let spin_end = Instant::now() + SPIN;
+        let mut spins = 0u32;
+        while !self.is_ready() {
+            std::hint::spin_loop();
+            spins += 1;
+            if spins % 64 == 0 && Instant::now() >= spin_end {
+                break;
+            }
+        }
+        let mut state = self.state.lock();
+        while !self.is_ready() {
+            match deadline {
+                None => self.cond.wait(&mut state),
+                Some(deadline) => {
+                    if self.cond.wait_until(&mut state, deadline).timed_out() {
+                        return self.is_ready();
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn take(&self) -> Result<T, TaskError> {
+        let mut state = self.state.lock();
+        // `ready` is only set together with the outcome, and only a consumed
+        // handle takes it, so it is present here.
+        state.outcome.take().unwrap_or_else(|| {
+            Err(TaskError::new(super::ErrorKind::Failed(
+                "outcome already taken".into(),
+            )))
+        })
+    }
+}
+
+fn run_callbacks<T>(callbacks: Vec<Callback<T>>, outcome: &Result<T, TaskError>) {
+    for callback in callbacks {
+        let arg = outcome.as_ref();
+        // A panicking callback must not take down the worker or skip the
+        // others: it is reported and ignored (a documented no-op).
+        if let Err(payload) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || callback(arg)))
+        {
+            let msg = super::error::panic_message(&*payload);
+            eprintln!("troika: a done-callback panicked (ignored): {msg}");
+        }
+    }
+}
+
+impl<T> Handle<T> {
+    /// A handle whose outcome is already decided (used for refused submissions).
+    pub(crate) fn ready(outcome: Result<T, TaskError>) -> Handle<T> {
+        let (promise, handle) = pair(0);
+        promise.complete(outcome);
+        handle
+    }
+
+    /// Block until the task finishes and return its value or error.
+    ///
+    /// Called from a worker of the same thread pool, this runs other queued
+    /// tasks of that pool while it waits, so waiting on your own pool's tasks
+    /// cannot deadlock it.
+    pub fn result(self) -> Result<T, TaskError> {
+        self.inner.wait_until(None);
+        self.inner.take()
+    }
+
+    /// Wait at most `timeout` for the outcome.
+    ///
+    /// Returns `Ok(outcome)` when the task finished in time, or `Err(self)` —
+    /// the handle back, still valid — when it did not.
+    pub fn result_timeout(self, timeout: Duration) -> Result<Result<T, TaskError>, Handle<T>> {
+        let deadline = Instant::now().checked_add(timeout);
+        if self.inner.wait_until(deadline) {
+            Ok(self.inner.take())
+        } else {
+            Err(self)
+        }
+    }
+
+    /// Block until the task finishes, without taking its value.
+    pub fn wait(&self) {
+        self.inner.wait_until(None);
+    }
+
+    /// Block at most `timeout` until the task finishes; true if it did.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.inner.wait_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Whether the task's outcome is decided (finished, failed or cancelled).
+    pub fn is_done(&self) -> bool {
+        self.inner.phase.load(Ordering::Acquire) >= DONE
+    }
+
+    /// Whether a worker has started the task (and it may still be running).
+    pub fn is_running(&self) -> bool {
+        self.inner.phase.load(Ordering::Acquire) == RUNNING
+    }
+
+    /// Try to cancel the task. Returns true if this call cancelled it.
+    ///
+    /// A task that has not started is removed and never runs. A running task
+    /// is asked to stop through its [`CancelToken`](super::CancelToken); the
+    /// thread pool cannot stop a running thread, so for it this returns false,
+    /// while the process pool kills the worker and returns true. Cancelling a
+    /// finished task is a no-op that returns false.
+    pub fn cancel(&self) -> bool {
+        self.inner.stop.store(true, Ordering::Relaxed);
+        if self
+            .inner
+            .phase
+            .compare_exchange(PENDING, DONE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.finish_forced(TaskError::cancelled());
+            return true;
+        }
+        // Running: only an executor that registered a kill hook can stop it.
+        let kill = {
+            let mut state = self.inner.state.lock();
+            if self.inner.phase.load(Ordering::Acquire) == RUNNING {
+                state.kill.take()
+            } else {
+                None
+            }
+        };
+        match kill {
+            Some(kill) if self.inner.decide(Err(TaskError::cancelled())) => {
+                kill();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Publish an outcome after the phase was already moved to `DONE` by CAS.
+    fn finish_forced(&self, err: TaskError) {
+        // Re-enter the normal path with the phase reset by one step: `decide`
+        // expects a phase below DONE, so publish directly instead.
+        let mut state = self.inner.state.lock();
+        state.lent = true;
+        state.kill = None;
+        let outcome = Err(err);
+        loop {
+            let callbacks = std::mem::take(&mut state.callbacks);
+            if callbacks.is_empty() {
+                break;
+            }
+            drop(state);
+            run_callbacks(callbacks, &outcome);
+            state = self.inner.state.lock();
+        }
+        self.inner.publish(state, outcome);
+    }
+
+    /// Run `callback` once the task is done, with a reference to its value or error.
+    ///
+    /// If the task is already done, the callback runs at once on this thread;
+    /// otherwise it runs on the thread that completes the task. A panicking
+    /// callback is reported on stderr and otherwise ignored.
+    pub fn add_done_callback<F>(&self, callback: F)
+    where
+        F: FnOnce(Result<&T, &TaskError>) + Send + 'static,
+    {
+        let mut state = self.inner.state.lock();
+        if !self.inner.is_ready() {
+            state.callbacks.push(Box::new(callback));
+            return;
+        }
+        // Done: borrow the outcome out of the lock so the callback runs unlocked.
+        let Some(outcome) = state.outcome.take() else {
+            return;
+        };
+        state.lent = true;
+        self.inner.ready.store(false, Ordering::Release);
+        drop(state);
+        run_callbacks(vec![Box::new(callback)], &outcome);
+        let mut state = self.inner.state.lock();
+        loop {
+            let callbacks = std::mem::take(&mut state.callbacks);
+            if callbacks.is_empty() {
+                break;
+            }
+            drop(state);
+            run_callbacks(callbacks, &outcome);
+            state = self.inner.state.lock();
+        }
+        self.inner.publish(state, outcome);
+    }
+
+    /// A token that reports whether cancellation of this task was requested.
+    pub fn cancel_token(&self) -> super::CancelToken
+    where
+        T: Send + 'static,
+    {
+        super::CancelToken::from_state(self.inner.clone())
+    }
+}
+
+impl<T> Future for Handle<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.inner.state.lock();
+        if self.inner.is_ready() {
+            drop(state);
+            return Poll::Ready(self.inner.take());
+        }
+        match &state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => state.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> std::fmt::Debug for Handle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let phase = match self.inner.phase.load(Ordering::Relaxed) {
+            PENDING => "pending",
+            RUNNING => "running",
+            _ => "done",
+        };
+        f.debug_struct("Handle").field("phase", &phase).finish()
+    }
+}
+
+impl<T> Promise<T> {
+    /// Claim the task for running. False if it was cancelled (or otherwise
+    /// decided) first: then the executor must skip it.
+    pub(crate) fn start(&self) -> bool {
+        self.inner
+            .phase
+            .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Complete the task. Returns false if its outcome was already decided
+    /// (cancelled or timed out), in which case `outcome` is dropped.
+    pub(crate) fn complete(&self, outcome: Result<T, TaskError>) -> bool {
+        self.inner.decide(outcome)
+    }
+
+    /// Whether the outcome was already decided.
+    pub(crate) fn is_done(&self) -> bool {
+        self.inner.phase.load(Ordering::Acquire) >= DONE
+    }
+
+    /// Whether someone asked the task to stop.
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.inner.stop.load(Ordering::Relaxed)
+    }
+
+    /// Register what `cancel()` does to a running task (the process pool kills
+    /// the worker). Dropped once the task is done.
+    #[allow(dead_code)]
+    pub(crate) fn set_kill(&self, kill: Box<dyn FnOnce() + Send>) {
+        let mut state = self.inner.state.lock();
+        if self.inner.phase.load(Ordering::Acquire) < DONE {
+            state.kill = Some(kill);
+        }
+    }
+
+    /// A type-erased view for cancellation tokens.
+    pub(crate) fn token(&self) -> super::CancelToken
+    where
+        T: Send + 'static,
+    {
+        super::CancelToken::from_state(self.inner.clone())
+    }
+}
+
+impl<T> std::fmt::Debug for Promise<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Promise").finish_non_exhaustive()
+    }
+}
+
+impl<T> Clone for Promise<T> {
+    fn clone(&self) -> Self {
+        Promise {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}

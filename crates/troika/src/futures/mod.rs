@@ -1,0 +1,28 @@
+//! The futures API that every executor shares.
+//!
+//! An executor takes a task and returns a [`Handle`]. Whatever ran the task —
+//! a thread, a child process or the async runtime — the handle is the same:
+//! wait for it with [`Handle::result`], poll it with [`Handle::is_done`],
+//! cancel it, attach a done-callback, or `.await` it from async code. A task
+//! that failed reports a [`TaskError`] saying why.
+//!
+//! On top of `submit`, the [`Executor`] trait provides ordered and unordered
+//! `map` with a bounded in-flight window, and the free functions
+//! [`as_completed`] and [`wait`] work on any handles.
+
+mod cancel;
+mod error;
+mod executor;
+mod handle;
+
+pub use cancel::CancelToken;
+pub(crate) use error::panic_message;
+pub use error::{
+    ConfigError, ErrorKind, Exit, SubmitError, SubmitErrorReason, TaskError, signal_name,
+};
+pub use executor::{
+    AsCompleted, Executor, Map, MapUnordered, Task, WaitMode, WaitOutcome, as_completed,
+    default_window, wait,
+};
+pub use handle::Handle;
+pub(crate) use handle::{Promise, pair};

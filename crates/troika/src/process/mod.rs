@@ -1,0 +1,1 @@
+//! Processes: run functions in child processes, and the `ProcessPool` executor.

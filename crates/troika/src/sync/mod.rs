@@ -1,0 +1,1 @@
+//! Thread synchronisation and queues, in the shape of Python's `threading` and `queue`.

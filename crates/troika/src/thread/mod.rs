@@ -1,0 +1,9 @@
+//! Threads: the [`ThreadPool`] executor and its scoped variant.
+
+mod pool;
+mod scope;
+mod watchdog;
+
+pub(crate) use pool::help_while;
+pub use pool::{PoolStats, ThreadPool, ThreadPoolBuilder};
+pub use scope::Scope;

@@ -1,0 +1,647 @@
+//! [`ThreadPool`]: a fixed set of worker threads behind the futures API.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use parking_lot::{Mutex, RwLock};
+
+use super::watchdog::Watchdog;
+use crate::futures::{
+    ConfigError, Executor, Handle, Promise, SubmitError, SubmitErrorReason, TaskError, pair,
+};
+
+/// How long an idle worker spins on the queue before it parks. Bounded, so an
+/// idle pool uses no CPU; long enough that a task submitted right after the
+/// last one finishes is picked up without a kernel wake-up.
+const IDLE_SPIN: Duration = Duration::from_micros(50);
+
+static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// A queued unit of work. Called with `true` to run it, `false` to cancel it.
+pub(crate) struct Job(Box<dyn FnOnce(bool) + Send>);
+
+impl Job {
+    pub(crate) fn from_box(f: Box<dyn FnOnce(bool) + Send>) -> Job {
+        Job(f)
+    }
+
+    pub(crate) fn run(self) {
+        (self.0)(true)
+    }
+
+    pub(crate) fn cancel_now(self) {
+        (self.0)(false)
+    }
+}
+
+type Initializer = Arc<dyn Fn(usize) + Send + Sync>;
+
+/// Configures and builds a [`ThreadPool`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use troika::ThreadPool;
+///
+/// let pool = ThreadPool::builder()
+///     .workers(4)
+///     .thread_name("resize")
+///     .initializer(|index| eprintln!("worker {index} ready"))
+///     .task_timeout(Duration::from_secs(30))
+///     .build()
+///     .unwrap();
+/// assert_eq!(pool.workers(), 4);
+/// ```
+#[derive(Clone)]
+pub struct ThreadPoolBuilder {
+    workers: Option<usize>,
+    name: String,
+    initializer: Option<Initializer>,
+    timeout: Option<Duration>,
+    queue_capacity: Option<usize>,
+    stack_size: Option<usize>,
+}
+
+impl std::fmt::Debug for ThreadPoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadPoolBuilder")
+            .field("workers", &self.workers)
+            .field("name", &self.name)
+            .field("timeout", &self.timeout)
+            .field("queue_capacity", &self.queue_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ThreadPoolBuilder {
+    fn default() -> Self {
+        ThreadPoolBuilder {
+            workers: None,
+            name: "troika-worker".to_owned(),
+            initializer: None,
+            timeout: None,
+            queue_capacity: None,
+            stack_size: None,
+        }
+    }
+}
+
+impl ThreadPoolBuilder {
+    /// The number of worker threads (default: the available parallelism).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// The prefix of worker thread names; threads are named `prefix-N`.
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.name = prefix.into();
+        self
+    }
+
+    /// Run `init(worker_index)` on each worker thread before its first task,
+    /// also on threads that replace timed-out workers. A panic in it is
+    /// reported on stderr; the worker then serves tasks all the same.
+    pub fn initializer(mut self, init: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.initializer = Some(Arc::new(init));
+        self
+    }
+
+    /// Fail a task with a timed-out error once it has run this long.
+    ///
+    /// The clock starts when a worker starts the task, not when it is queued.
+    /// A running thread cannot be killed safely, so the timed-out task keeps
+    /// running to its end: its handle reports the error at once, its worker is
+    /// retired and a fresh thread takes its place, so the pool keeps its size.
+    /// The retired thread exits when the task returns. Pair this with a
+    /// [`CancelToken`](crate::CancelToken) to stop such tasks early; the
+    /// process pool can kill them outright.
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Bound the queue of waiting tasks: `submit` then blocks while it is full
+    /// and `try_submit` fails with [`SubmitErrorReason::Full`].
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = Some(capacity);
+        self
+    }
+
+    /// The stack size of each worker thread, in bytes.
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Start the pool's threads.
+    pub fn build(self) -> Result<ThreadPool, ConfigError> {
+        let workers = match self.workers {
+            Some(0) => return Err(ConfigError("a pool needs at least one worker".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(ConfigError(
+                "the task timeout must be longer than zero".into(),
+            ));
+        }
+        let (sender, receiver) = match self.queue_capacity {
+            Some(0) => return Err(ConfigError("the queue capacity must be at least 1".into())),
+            Some(cap) => crossbeam_channel::bounded(cap),
+            None => crossbeam_channel::unbounded(),
+        };
+        let shared = Arc::new(Shared {
+            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            sender: RwLock::new(Some(sender)),
+            receiver,
+            workers,
+            name: self.name,
+            initializer: self.initializer,
+            timeout: self.timeout,
+            stack_size: self.stack_size,
+            threads: Mutex::new(Vec::new()),
+            spawned: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            completed: AtomicUsize::new(0),
+            replaced: AtomicUsize::new(0),
+            watchdog: Mutex::new(None),
+        });
+        if let Some(_timeout) = shared.timeout {
+            *shared.watchdog.lock() = Some(Watchdog::start(Arc::downgrade(&shared)));
+        }
+        for _ in 0..workers {
+            shared
+                .spawn_worker()
+                .map_err(|e| ConfigError(format!("could not start a worker thread: {e}")))?;
+        }
+        Ok(ThreadPool { shared })
+    }
+}
+
+/// A pool of worker threads running closures.
+///
+/// `submit` queues a closure and returns a [`Handle`]; `map` runs a function
+/// over an iterator in input order with a bounded number of tasks in flight.
+/// The `multiprocessing.Pool` calls (`apply`, `apply_async`, `imap`, …) are
+/// here too. A panicking task fails only its own handle; the worker lives on.
+///
+/// Dropping the pool shuts it down: queued tasks still run, and the drop
+/// waits for the workers to finish them.
+///
+/// # Examples
+///
+/// ```
+/// use troika::ThreadPool;
+///
+/// let pool = ThreadPool::new(2).unwrap();
+/// let squares: Vec<u64> = pool.map(|x: u64| x * x, 1..=4).map(Result::unwrap).collect();
+/// assert_eq!(squares, [1, 4, 9, 16]);
+/// ```
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) id: usize,
+    sender: RwLock<Option<Sender<Job>>>,
+    receiver: Receiver<Job>,
+    workers: usize,
+    name: String,
+    initializer: Option<Initializer>,
+    pub(crate) timeout: Option<Duration>,
+    stack_size: Option<usize>,
+    threads: Mutex<Vec<(Arc<WorkerSlot>, JoinHandle<()>)>>,
+    spawned: AtomicUsize,
+    busy: AtomicUsize,
+    completed: AtomicUsize,
+    replaced: AtomicUsize,
+    pub(crate) watchdog: Mutex<Option<Watchdog>>,
+}
+
+/// One worker thread's identity, shared with the watchdog.
+#[derive(Debug, Default)]
+pub(crate) struct WorkerSlot {
+    /// Set when the worker's task timed out: it exits once the task returns.
+    pub(crate) retired: AtomicBool,
+}
+
+/// A snapshot of a pool's state, for monitoring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// The pool's configured size.
+    pub workers: usize,
+    /// Tasks waiting in the queue.
+    pub queued: usize,
+    /// Workers running a task now.
+    pub busy: usize,
+    /// Tasks that finished running (successfully or not).
+    pub completed: usize,
+    /// Workers started to replace retired ones.
+    pub replaced: usize,
+}
+
+thread_local! {
+    /// The pool this thread works for, if any: (pool id, its queue, its slot).
+    static CURRENT: std::cell::RefCell<Option<(usize, Receiver<Job>, Arc<WorkerSlot>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// While `done()` is false and this thread is a worker of pool `owner`, run
+/// that pool's queued tasks here. Returns whether `done()` became true; false
+/// means the caller must block (the queue is empty, so whatever it waits for
+/// is running on another thread and blocking cannot deadlock the pool).
+pub(crate) fn help_while(owner: usize, done: impl Fn() -> bool) -> bool {
+    let receiver = CURRENT.with(|current| match &*current.borrow() {
+        Some((id, receiver, _)) if *id == owner => Some(receiver.clone()),
+        _ => None,
+    });
+    let Some(receiver) = receiver else {
+        return done();
+    };
+    loop {
+        if done() {
+            return true;
+        }
+        match receiver.try_recv() {
+            Ok(job) => job.run(),
+            Err(_) => return done(),
+        }
+    }
+}
+
+fn current_slot() -> Option<Arc<WorkerSlot>> {
+    CURRENT.with(|current| {
+        current
+            .borrow()
+            .as_ref()
+            .map(|(_, _, slot)| Arc::clone(slot))
+    })
+}
+
+impl Shared {
+    /// Start one worker thread.
+    pub(crate) fn spawn_worker(self: &Arc<Self>) -> std::io::Result<()> {
+        let index = self.spawned.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(WorkerSlot::default());
+        let mut builder = std::thread::Builder::new().name(format!("{}-{index}", self.name));
+        if let Some(bytes) = self.stack_size {
+            builder = builder.stack_size(bytes);
+        }
+        let shared = Arc::clone(self);
+        let worker_slot = Arc::clone(&slot);
+        let thread = builder.spawn(move || shared.work(index, worker_slot))?;
+        let mut threads = self.threads.lock();
+        threads.retain(|(_, t)| !t.is_finished());
+        threads.push((slot, thread));
+        Ok(())
+    }
+
+    fn work(self: Arc<Self>, index: usize, slot: Arc<WorkerSlot>) {
+        CURRENT.with(|current| {
+            *current.borrow_mut() = Some((self.id, self.receiver.clone(), Arc::clone(&slot)));
+        });
+        if let Some(init) = &self.initializer {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| init(index))) {
+                let msg = crate::futures::panic_message(&*payload);
+                eprintln!("troika: initializer of worker {index} panicked: {msg}");
+            }
+        }
+        while let Some(job) = self.next_job() {
+            job.run();
+            if slot.retired.load(Ordering::Acquire) {
+                break;
+            }
+        }
+        CURRENT.with(|current| current.borrow_mut().take());
+    }
+
+    /// The next job, spinning briefly before parking. `None` once the pool is
+    /// shut down and the queue is drained.
+    fn next_job(&self) -> Option<Job> {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            match self.receiver.try_recv() {
+                Ok(job) => return Some(job),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {}
+            }
+            spins += 1;
+            if spins % 32 == 0 && start.elapsed() >= IDLE_SPIN {
+                return self.receiver.recv().ok();
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Put a job on the queue, or hand it back if the pool is shut down (or,
+    /// with `block == false`, if the bounded queue is full).
+    pub(crate) fn enqueue(&self, job: Job, block: bool) -> Result<(), (Job, SubmitErrorReason)> {
+        let sender = self.sender.read();
+        let Some(sender) = sender.as_ref() else {
+            return Err((job, SubmitErrorReason::ShutDown));
+        };
+        if block {
+            // The pool keeps a receiver, so the channel cannot disconnect.
+            sender
+                .send(job)
+                .map_err(|e| (e.into_inner(), SubmitErrorReason::ShutDown))
+        } else {
+            sender.try_send(job).map_err(|e| match e {
+                TrySendError::Full(job) => (job, SubmitErrorReason::Full),
+                TrySendError::Disconnected(job) => (job, SubmitErrorReason::ShutDown),
+            })
+        }
+    }
+
+    /// Run a claimed scoped task. Scoped tasks are exempt from the task
+    /// timeout: the scope waits for them to return in any case, and the
+    /// watchdog must not hold on to data that only lives for the scope.
+    pub(crate) fn run_scoped<F, R>(&self, promise: &Promise<R>, f: F)
+    where
+        F: FnOnce() -> R,
+        R: Send,
+    {
+        if promise.start() {
+            promise.complete(self.execute(f));
+        }
+    }
+
+    /// Run a claimed task on this worker, under the timeout if there is one.
+    fn run<F, R>(&self, promise: &Promise<R>, f: F)
+    where
+        F: FnOnce() -> R,
+        R: Send + 'static,
+    {
+        if !promise.start() {
+            return;
+        }
+        let guard = self.timeout.and_then(|timeout| {
+            let expired = promise.clone();
+            let watchdog = self.watchdog.lock();
+            Some(watchdog.as_ref()?.watch(timeout, current_slot(), move || {
+                expired.complete(Err(TaskError::new(crate::ErrorKind::TimedOut(timeout))))
+            }))
+        });
+        let outcome = self.execute(f);
+        drop(guard);
+        promise.complete(outcome);
+    }
+
+    /// Call `f`, catching a panic, and keep the counters.
+    fn execute<F: FnOnce() -> R, R>(&self, f: F) -> Result<R, TaskError> {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        let outcome = catch_unwind(AssertUnwindSafe(f)).map_err(|p| TaskError::panicked(&*p));
+        self.busy.fetch_sub(1, Ordering::Relaxed);
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        outcome
+    }
+
+    pub(crate) fn note_replaced(&self) {
+        self.replaced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Build the job for a closure, linked to a new handle.
+    pub(crate) fn job<F, R>(self: &Arc<Self>, f: F) -> (Job, Handle<R>)
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (promise, handle) = pair(self.id);
+        let shared = Arc::clone(self);
+        let job = Job(Box::new(move |run| {
+            if run {
+                shared.run(&promise, f);
+            } else {
+                promise.complete(Err(TaskError::cancelled()));
+            }
+        }));
+        (job, handle)
+    }
+}
+
+impl ThreadPool {
+    /// A pool of `workers` threads with default settings.
+    ///
+    /// Fails if `workers` is zero or a thread cannot be started.
+    pub fn new(workers: usize) -> Result<ThreadPool, ConfigError> {
+        ThreadPool::builder().workers(workers).build()
+    }
+
+    /// A builder for a configured pool.
+    pub fn builder() -> ThreadPoolBuilder {
+        ThreadPoolBuilder::default()
+    }
+
+    /// The number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.shared.workers
+    }
+
+    /// Queue depth, busy workers and counters, readable at any time.
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            workers: self.shared.workers,
+            queued: self.shared.receiver.len(),
+            busy: self.shared.busy.load(Ordering::Relaxed),
+            completed: self.shared.completed.load(Ordering::Relaxed),
+            replaced: self.shared.replaced.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Queue `f` and return its handle.
+    ///
+    /// After shutdown the handle is already failed with a shut-down error.
+    /// With a bounded queue this blocks while the queue is full.
+    pub fn submit<F, R>(&self, f: F) -> Handle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (job, handle) = self.shared.job(f);
+        match self.shared.enqueue(job, true) {
+            Ok(()) => handle,
+            Err((job, _)) => {
+                job.cancel_now();
+                Handle::ready(Err(TaskError::shut_down()))
+            }
+        }
+    }
+
+    /// Queue `f`, or hand it back if the pool is shut down or its bounded queue is full.
+    pub fn try_submit<F, R>(&self, f: F) -> Result<Handle<R>, SubmitError<F>>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        // Check first so the closure can be handed back unboxed.
+        let sender = self.shared.sender.read();
+        let reason = match sender.as_ref() {
+            None => Some(SubmitErrorReason::ShutDown),
+            Some(s) if s.is_full() => Some(SubmitErrorReason::Full),
+            Some(_) => None,
+        };
+        drop(sender);
+        if let Some(reason) = reason {
+            return Err(SubmitError { task: f, reason });
+        }
+        let (job, handle) = self.shared.job(f);
+        match self.shared.enqueue(job, false) {
+            Ok(()) => Ok(handle),
+            Err((job, reason)) => {
+                // Lost a race with shutdown or another producer; the closure is
+                // boxed now, so the caller gets the reason through the handle.
+                job.cancel_now();
+                let error = match reason {
+                    SubmitErrorReason::Full => TaskError::new(crate::ErrorKind::Failed(
+                        "the queue filled up while submitting".into(),
+                    )),
+                    _ => TaskError::shut_down(),
+                };
+                Ok(Handle::ready(Err(error)))
+            }
+        }
+    }
+
+    /// Queue `f`, which receives a [`CancelToken`](crate::CancelToken) that is
+    /// set when the handle is cancelled or the pool terminated.
+    pub fn submit_with_token<F, R>(&self, f: F) -> Handle<R>
+    where
+        F: FnOnce(&crate::CancelToken) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let slot: Arc<Mutex<Option<crate::CancelToken>>> = Arc::default();
+        let task_slot = Arc::clone(&slot);
+        let handle = self.submit(move || {
+            let token = task_slot.lock().take().unwrap_or_default();
+            f(&token)
+        });
+        *slot.lock() = Some(handle.cancel_token());
+        handle
+    }
+
+    /// Shut the pool down.
+    ///
+    /// No new task is accepted. With `cancel_pending`, queued tasks that have
+    /// not started are cancelled; otherwise they still run. With `wait`, this
+    /// returns once every worker has exited (a worker calling this for its own
+    /// pool does not wait for itself). Calling it again is a no-op.
+    pub fn shutdown(&self, wait: bool, cancel_pending: bool) {
+        drop(self.shared.sender.write().take());
+        if cancel_pending {
+            while let Ok(job) = self.shared.receiver.try_recv() {
+                job.cancel_now();
+            }
+        }
+        if wait {
+            self.join_workers();
+        }
+    }
+
+    fn join_workers(&self) {
+        let me = std::thread::current().id();
+        loop {
+            let threads = std::mem::take(&mut *self.shared.threads.lock());
+            if threads.is_empty() {
+                break;
+            }
+            for (slot, thread) in threads {
+                // A retired worker is stuck in a timed-out task: leave it be.
+                if thread.thread().id() != me && !slot.retired.load(Ordering::Acquire) {
+                    let _ = thread.join();
+                }
+            }
+        }
+        if let Some(watchdog) = self.shared.watchdog.lock().take() {
+            watchdog.stop();
+        }
+    }
+
+    /// Run `f` over `items` in input order, lazily, with a bounded window of
+    /// tasks in flight (see [`Executor::map_tasks`]).
+    pub fn map<A, R, F, I>(&self, f: F, items: I) -> impl Iterator<Item = Result<R, TaskError>> + '_
+    where
+        F: Fn(A) -> R + Send + Sync + 'static,
+        A: Send + 'static,
+        R: Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'static,
+    {
+        let f = Arc::new(f);
+        let window = crate::default_window(self.workers());
+        self.map_tasks(
+            items.into_iter().map(move |item| {
+                let f = Arc::clone(&f);
+                move || f(item)
+            }),
+            window,
+        )
+    }
+
+    /// Run `f` over `items`, yielding `(input position, outcome)` in completion order.
+    pub fn map_unordered<A, R, F, I>(
+        &self,
+        f: F,
+        items: I,
+    ) -> impl Iterator<Item = (usize, Result<R, TaskError>)> + '_
+    where
+        F: Fn(A) -> R + Send + Sync + 'static,
+        A: Send + 'static,
+        R: Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'static,
+    {
+        let f = Arc::new(f);
+        let window = crate::default_window(self.workers());
+        self.map_tasks_unordered(
+            items.into_iter().map(move |item| {
+                let f = Arc::clone(&f);
+                move || f(item)
+            }),
+            window,
+        )
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+impl<F, R> Executor<F> for ThreadPool
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    fn submit(&self, task: F) -> Handle<R> {
+        ThreadPool::submit(self, task)
+    }
+
+    fn try_submit(&self, task: F) -> Result<Handle<R>, SubmitError<F>> {
+        ThreadPool::try_submit(self, task)
+    }
+
+    fn parallelism(&self) -> usize {
+        self.workers()
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.shutdown(true, false);
+    }
+}
+
+impl std::fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadPool")
+            .field("name", &self.shared.name)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
