@@ -202,7 +202,7 @@ impl<T> Inner<T> {
         while !self.is_ready() {
             std::hint::spin_loop();
             spins += 1;
-            if spins % 64 == 0 && Instant::now() >= spin_end {
+            if spins.is_multiple_of(64) && Instant::now() >= spin_end {
                 break;
             }
         }
@@ -441,16 +441,6 @@ impl<T> Promise<T> {
         self.inner.decide(outcome)
     }
 
-    /// Whether the outcome was already decided.
-    pub(crate) fn is_done(&self) -> bool {
-        self.inner.phase.load(Ordering::Acquire) >= DONE
-    }
-
-    /// Whether someone asked the task to stop.
-    pub(crate) fn stop_requested(&self) -> bool {
-        self.inner.stop.load(Ordering::Relaxed)
-    }
-
     /// Register what `cancel()` does to a running task (the process pool kills
     /// the worker). Dropped once the task is done.
     #[allow(dead_code)]
@@ -459,14 +449,6 @@ impl<T> Promise<T> {
         if self.inner.phase.load(Ordering::Acquire) < DONE {
             state.kill = Some(kill);
         }
-    }
-
-    /// A type-erased view for cancellation tokens.
-    pub(crate) fn token(&self) -> super::CancelToken
-    where
-        T: Send + 'static,
-    {
-        super::CancelToken::from_state(self.inner.clone())
     }
 }
 

@@ -246,9 +246,12 @@ pub struct PoolStats {
     pub replaced: usize,
 }
 
+/// What a worker thread knows of its pool: (pool id, its queue, its slot).
+type WorkerContext = (usize, Receiver<Job>, Arc<WorkerSlot>);
+
 thread_local! {
-    /// The pool this thread works for, if any: (pool id, its queue, its slot).
-    static CURRENT: std::cell::RefCell<Option<(usize, Receiver<Job>, Arc<WorkerSlot>)>> =
+    /// The pool this thread works for, if any.
+    static CURRENT: std::cell::RefCell<Option<WorkerContext>> =
         const { std::cell::RefCell::new(None) };
 }
 
@@ -306,11 +309,11 @@ impl Shared {
         CURRENT.with(|current| {
             *current.borrow_mut() = Some((self.id, self.receiver.clone(), Arc::clone(&slot)));
         });
-        if let Some(init) = &self.initializer {
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| init(index))) {
-                let msg = crate::futures::panic_message(&*payload);
-                eprintln!("troika: initializer of worker {index} panicked: {msg}");
-            }
+        if let Some(init) = &self.initializer
+            && let Err(payload) = catch_unwind(AssertUnwindSafe(|| init(index)))
+        {
+            let msg = crate::futures::panic_message(&*payload);
+            eprintln!("troika: initializer of worker {index} panicked: {msg}");
         }
         while let Some(job) = self.next_job() {
             job.run();
@@ -333,7 +336,7 @@ impl Shared {
                 Err(TryRecvError::Empty) => {}
             }
             spins += 1;
-            if spins % 32 == 0 && start.elapsed() >= IDLE_SPIN {
+            if spins.is_multiple_of(32) && start.elapsed() >= IDLE_SPIN {
                 return self.receiver.recv().ok();
             }
             std::hint::spin_loop();

@@ -112,14 +112,14 @@ fn watch_loop(inner: &Inner, pool: &Weak<Shared>) {
             continue;
         };
         drop(state);
-        if (entry.expire)() {
-            if let Some(slot) = entry.slot {
-                slot.retired.store(true, Ordering::Release);
-                if let Some(pool) = pool.upgrade() {
-                    pool.note_replaced();
-                    if let Err(e) = pool.spawn_worker() {
-                        eprintln!("troika: could not replace a timed-out worker: {e}");
-                    }
+        if (entry.expire)()
+            && let Some(slot) = entry.slot
+        {
+            slot.retired.store(true, Ordering::Release);
+            if let Some(pool) = pool.upgrade() {
+                pool.note_replaced();
+                if let Err(e) = pool.spawn_worker() {
+                    eprintln!("troika: could not replace a timed-out worker: {e}");
                 }
             }
         }
