@@ -363,10 +363,11 @@ fn worker_states(prefix: &str) -> Vec<char> {
             continue;
         }
         let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
-        if let Some(after) = stat.rsplit_once(')') {
-            if let Some(state) = after.1.trim().chars().next() {
-                states.push(state);
-            }
+        if let Some(state) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim().chars().next())
+        {
+            states.push(state);
         }
     }
     states
