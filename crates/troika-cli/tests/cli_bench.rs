@@ -1,0 +1,112 @@
+//! `troika bench` end to end: output formats and bad input.
+
+use std::process::{Command, Output};
+
+fn troika(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_troika"))
+        .args(args)
+        .output()
+        .expect("the troika binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn json_lines_carry_every_field() {
+    let out = troika(&[
+        "bench",
+        "--workload",
+        "all",
+        "--tasks",
+        "4",
+        "--workers",
+        "2",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4, "{stdout}");
+    for row in &rows {
+        for field in [
+            "workload",
+            "mode",
+            "workers",
+            "tasks",
+            "wall_s",
+            "speedup",
+            "efficiency",
+        ] {
+            assert!(row.get(field).is_some(), "missing {field} in {row}");
+        }
+        assert_eq!(row["tasks"], 4);
+        assert!(row["wall_s"].as_f64().unwrap() > 0.0);
+        if row["workload"] == "overhead" {
+            for field in ["tasks_per_s", "p50_us", "p99_us"] {
+                assert!(row[field].as_f64().unwrap() > 0.0, "{field} in {row}");
+            }
+        }
+        let workers = if row["mode"] == "serial" { 1 } else { 2 };
+        assert_eq!(row["workers"], workers);
+    }
+    let serial_cpu = rows
+        .iter()
+        .find(|r| r["workload"] == "cpu" && r["mode"] == "serial")
+        .unwrap();
+    assert_eq!(serial_cpu["speedup"].as_f64().unwrap(), 1.0);
+}
+
+#[test]
+fn the_table_has_a_header_and_one_line_per_run() {
+    let out = troika(&[
+        "bench",
+        "--workload",
+        "cpu",
+        "--modes",
+        "threads",
+        "--tasks",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].contains("speedup") && lines[0].contains("efficiency"),
+        "{stdout}"
+    );
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[2].starts_with("cpu") && lines[2].contains("threads"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_usage_error() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["bench", "--tasks", "0"], "--tasks must be at least 1"),
+        (&["bench", "--workers", "0"], "--workers must be at least 1"),
+        (&["bench", "--modes", "nonsense"], "unknown mode 'nonsense'"),
+        (&["bench", "--workload", "disk"], "invalid value 'disk'"),
+        (&["bench", "--tasks", "-3"], "unexpected argument '-3'"),
+        (&["frobnicate"], "unrecognized subcommand"),
+    ];
+    for (args, message) in cases {
+        let out = troika(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{args:?}");
+    }
+}
+
+#[test]
+fn help_succeeds() {
+    let out = troika(&["bench", "--help"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--workload"));
+}
