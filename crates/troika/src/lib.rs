@@ -49,10 +49,10 @@
 //! use std::time::Duration;
 //! use troika::ThreadPool;
 //!
-//! let pool = ThreadPool::builder().workers(1).task_timeout(Duration::from_millis(10)).build()?;
+//! let pool = ThreadPool::builder().workers(1).task_timeout(Duration::from_millis(500)).build()?;
 //! let err = pool.submit(|| -> () { panic!("no") }).result().unwrap_err();
 //! assert!(err.is_panic());
-//! let err = pool.submit(|| std::thread::sleep(Duration::from_millis(200))).result().unwrap_err();
+//! let err = pool.submit(|| std::thread::sleep(Duration::from_secs(30))).result().unwrap_err();
 //! assert!(err.is_timeout());
 //! assert_eq!(pool.submit(|| "still serving").result()?, "still serving");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -81,10 +81,10 @@
 //!
 //! # The parts
 //!
-//! - [`futures`]: the shared API — [`Handle`], [`TaskError`], [`Executor`].
-//! - [`thread`]: [`ThreadPool`].
-//! - [`sync`]: Python's `threading` and `queue` in Rust.
-//! - [`process`], [`ipc`], [`aio`]: processes, cross-process IPC and coroutines.
+//! - [`futures`] — the shared API: [`Handle`], [`TaskError`], [`Executor`].
+//! - [`thread`] — the thread pool, [`ThreadPool`].
+//! - [`sync`] — Python's `threading` and `queue` in Rust.
+//! - [`process`], [`ipc`], [`aio`] — processes, cross-process IPC and coroutines.
 
 #![warn(missing_docs)]
 
