@@ -91,6 +91,7 @@
 pub mod aio;
 pub mod futures;
 pub mod ipc;
+mod loom;
 pub mod process;
 pub mod sync;
 pub mod thread;

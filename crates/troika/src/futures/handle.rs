@@ -16,12 +16,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use std::sync::Arc;
+
+use crate::loom::{AtomicBool, AtomicU8, Condvar, Mutex, MutexGuard};
 
 use super::error::TaskError;
 
@@ -169,11 +170,7 @@ impl<T> Inner<T> {
     }
 
     /// Store the outcome and wake every waiter.
-    fn publish(
-        &self,
-        mut state: parking_lot::MutexGuard<'_, State<T>>,
-        outcome: Result<T, TaskError>,
-    ) {
+    fn publish(&self, mut state: MutexGuard<'_, State<T>>, outcome: Result<T, TaskError>) {
         state.outcome = Some(outcome);
         state.lent = false;
         self.ready.store(true, Ordering::Release);
@@ -199,7 +196,8 @@ impl<T> Inner<T> {
         }
         let spin_end = Instant::now() + SPIN;
         let mut spins = 0u32;
-        while !self.is_ready() {
+        // Loom explores interleavings, not time: no spinning under the model.
+        while !cfg!(loom) && !self.is_ready() {
             std::hint::spin_loop();
             spins += 1;
             if spins.is_multiple_of(64) && Instant::now() >= spin_end {
@@ -463,5 +461,72 @@ impl<T> Clone for Promise<T> {
         Promise {
             inner: Arc::clone(&self.inner),
         }
+    }
+}
+
+/// Model checks of the handle's state machine: every interleaving of a
+/// worker completing, a canceller and a waiter decides the outcome once,
+/// runs each callback once and wakes the waiter.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn loom_complete_races_cancel() {
+        loom::model(|| {
+            let (promise, handle) = pair::<u32>(0);
+            let calls = Arc::new(AtomicUsize::new(0));
+            let seen = Arc::clone(&calls);
+            handle.add_done_callback(move |_| {
+                seen.fetch_add(1, Ordering::SeqCst);
+            });
+            let worker = loom::thread::spawn(move || {
+                if promise.start() {
+                    promise.complete(Ok(7));
+                }
+            });
+            let cancelled = handle.cancel();
+            worker.join().unwrap();
+            let outcome = handle.result();
+            match outcome {
+                Ok(v) => {
+                    assert!(!cancelled);
+                    assert_eq!(v, 7);
+                }
+                Err(e) => {
+                    assert!(cancelled);
+                    assert!(e.is_cancelled());
+                }
+            }
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+        });
+    }
+
+    #[test]
+    fn loom_waiter_is_woken_and_late_callback_runs_once() {
+        loom::model(|| {
+            let (promise, handle) = pair::<u32>(0);
+            let handle = Arc::new(handle);
+            let waiter_handle = Arc::clone(&handle);
+            let waiter = loom::thread::spawn(move || waiter_handle.wait());
+            let calls = Arc::new(AtomicUsize::new(0));
+            let seen = Arc::clone(&calls);
+            let adder_handle = Arc::clone(&handle);
+            let adder = loom::thread::spawn(move || {
+                adder_handle.add_done_callback(move |outcome| {
+                    assert_eq!(outcome.ok(), Some(&3));
+                    seen.fetch_add(1, Ordering::SeqCst);
+                });
+            });
+            assert!(promise.start());
+            assert!(promise.complete(Ok(3)));
+            assert!(!promise.complete(Ok(4)), "an outcome is decided once");
+            waiter.join().unwrap();
+            adder.join().unwrap();
+            assert!(handle.is_done());
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+        });
     }
 }
