@@ -1,7 +1,8 @@
 //! The `troika` command: `bench` measures the seeds' experiment across every
-//! concurrency model.
+//! concurrency model; `primes` tests numbers in any mode.
 
 mod bench;
+mod mode;
 mod primes;
 
 use std::process::ExitCode;
@@ -21,6 +22,9 @@ enum Command {
     /// Run the seeds' CPU experiment and the overhead workload in each mode and
     /// print a table of wall time, speedup and parallel efficiency.
     Bench(bench::BenchArgs),
+    /// Test numbers for primality: arguments, --input FILE or stdin, one line
+    /// out per line in, in input order.
+    Primes(primes::command::PrimesArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Bench(args) => bench::run(&args),
+        Command::Primes(args) => primes::command::run(&args),
     };
     match outcome {
         Ok(code) => code,

@@ -92,6 +92,7 @@ pub mod aio;
 pub mod futures;
 pub mod ipc;
 mod loom;
+pub mod primes;
 pub mod process;
 pub mod sync;
 pub mod thread;

@@ -15,13 +15,15 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
+pub(crate) use crate::mode::Mode;
+
 /// Options of `troika bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// Which workload to run.
     #[arg(long, value_enum, default_value_t = WorkloadChoice::All)]
     workload: WorkloadChoice,
-    /// Comma-separated modes to run (serial, threads).
+    /// Comma-separated modes to run.
     #[arg(long, value_delimiter = ',', default_value = "serial,threads")]
     modes: Vec<String>,
     /// Tasks per workload (default: 100 for cpu, 100000 for overhead).
@@ -57,34 +59,6 @@ impl Workload {
         match self {
             Workload::Cpu => 100,
             Workload::Overhead => 100_000,
-        }
-    }
-}
-
-/// A way of running a workload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Mode {
-    /// One thread, no executor.
-    Serial,
-    /// The thread pool.
-    Threads,
-}
-
-impl Mode {
-    fn parse(name: &str) -> anyhow::Result<Mode> {
-        match name.trim() {
-            "serial" => Ok(Mode::Serial),
-            "threads" => Ok(Mode::Threads),
-            "processes" | "async" => {
-                bail!(
-                    "mode '{}' is not available in this build yet (available: serial, threads)",
-                    name.trim()
-                )
-            }
-            other => bail!(
-                "unknown mode '{other}' (expected a comma-separated list of: serial, threads)"
-            ),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use troika::ThreadPool;
 
 use super::{Measured, Mode, Workload};
-use crate::primes::{SEED_NUMBER, is_prime_trial};
+use troika::primes::{SEED_NUMBER, is_prime_trial};
 
 /// How many one-at-a-time round trips the overhead workload times for its
 /// latency percentiles.
@@ -49,6 +49,10 @@ fn cpu(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> {
             drop(pool);
             workers
         }
+        other => anyhow::bail!(
+            "mode '{}' cannot run the cpu workload in this build",
+            other.name()
+        ),
     };
     Ok(Measured {
         workers,
@@ -111,6 +115,10 @@ fn overhead(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> 
                 latency: Some(percentiles(latencies)),
             })
         }
+        other => anyhow::bail!(
+            "mode '{}' cannot run the overhead workload in this build",
+            other.name()
+        ),
     }
 }
 

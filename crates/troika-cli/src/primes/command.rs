@@ -1,0 +1,212 @@
+//! `troika primes`: test numbers from arguments, a file or stdin, in any mode,
+//! one output line per input line, in input order.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use troika::ThreadPool;
+
+use crate::mode::Mode;
+use troika::primes::{Algorithm, Verdict, parse_number};
+
+/// Options of `troika primes`.
+#[derive(Debug, Args)]
+pub(crate) struct PrimesArgs {
+    /// Numbers to test; without them (and without --input) stdin is read,
+    /// one number per line.
+    #[arg(allow_negative_numbers = true)]
+    numbers: Vec<String>,
+    /// Read numbers from this file, one per line.
+    #[arg(long, conflicts_with = "numbers")]
+    input: Option<PathBuf>,
+    /// The test to run: the seeds' trial division, or deterministic Miller–Rabin.
+    #[arg(long, value_enum, default_value_t = AlgorithmArg::MillerRabin)]
+    algorithm: AlgorithmArg,
+    /// How to run the tests: serial or threads.
+    #[arg(long, default_value = "threads")]
+    mode: String,
+    /// Workers of the pool (default: the available parallelism).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// One JSON object per line instead of `n prime|composite`.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `--algorithm` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum AlgorithmArg {
+    /// The seeds' trial division (finds the smallest factor; slow near 2^64).
+    Trial,
+    /// Deterministic Miller–Rabin (about a microsecond for any u64).
+    MillerRabin,
+}
+
+impl From<AlgorithmArg> for Algorithm {
+    fn from(arg: AlgorithmArg) -> Algorithm {
+        match arg {
+            AlgorithmArg::Trial => Algorithm::Trial,
+            AlgorithmArg::MillerRabin => Algorithm::MillerRabin,
+        }
+    }
+}
+
+/// What one input line gave.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Outcome {
+    Checked(Verdict),
+    Bad { input: String, error: String },
+}
+
+/// Test one input line (surrounding ASCII white space is ignored).
+fn check_line(algorithm: Algorithm, line: &str) -> Outcome {
+    let token = line.trim_matches(|c: char| c.is_ascii_whitespace());
+    match parse_number(token) {
+        Ok(n) => Outcome::Checked(algorithm.check(n)),
+        Err(e) => Outcome::Bad {
+            input: line.to_owned(),
+            error: e.to_string(),
+        },
+    }
+}
+
+pub(crate) fn run(args: &PrimesArgs) -> anyhow::Result<ExitCode> {
+    let mode = Mode::parse(&args.mode)?;
+    if args.workers == Some(0) {
+        bail!("--workers must be at least 1");
+    }
+    let (lines, known_len): (
+        Box<dyn Iterator<Item = std::io::Result<String>>>,
+        Option<u64>,
+    ) = match (&args.input, args.numbers.is_empty()) {
+        (Some(path), _) => {
+            let file = File::open(path)
+                .with_context(|| format!("cannot read --input {}", path.display()))?;
+            (Box::new(lines_of(BufReader::new(file))), None)
+        }
+        (None, false) => (
+            Box::new(args.numbers.clone().into_iter().map(Ok)),
+            Some(args.numbers.len() as u64),
+        ),
+        (None, true) => (Box::new(lines_of(std::io::stdin().lock())), None),
+    };
+    let progress = progress_bar(known_len);
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut bad = 0u64;
+    // A read error ends the input; it is reported after the lines before it.
+    let read_error = Rc::new(RefCell::new(None));
+    let record = Rc::clone(&read_error);
+    let lines = lines.map_while(move |line| match line {
+        Ok(line) => Some(line),
+        Err(e) => {
+            *record.borrow_mut() = Some(e);
+            None
+        }
+    });
+    let algorithm = Algorithm::from(args.algorithm);
+    let mut emit = |outcome: Outcome| -> anyhow::Result<()> {
+        bad += u64::from(matches!(outcome, Outcome::Bad { .. }));
+        write_outcome(&mut out, &outcome, args.json)?;
+        progress.inc(1);
+        Ok(())
+    };
+    match mode {
+        Mode::Serial => {
+            for line in lines {
+                emit(check_line(algorithm, &line))?;
+            }
+        }
+        Mode::Threads => {
+            let mut builder = ThreadPool::builder().thread_name("primes");
+            if let Some(workers) = args.workers {
+                builder = builder.workers(workers);
+            }
+            let pool = builder.build()?;
+            // Trial division can take seconds per number: one per task keeps
+            // the workers evenly loaded. Miller–Rabin takes microseconds:
+            // chunks amortise the hand-off.
+            let chunksize = match algorithm {
+                Algorithm::Trial => 1,
+                Algorithm::MillerRabin => 512,
+            };
+            for outcome in pool.imap(
+                move |line: String| check_line(algorithm, &line),
+                lines,
+                chunksize,
+            )? {
+                emit(outcome.map_err(|e| anyhow::anyhow!("a check failed: {e}"))?)?;
+            }
+        }
+        other => bail!(
+            "mode '{}' is not available for primes in this build",
+            other.name()
+        ),
+    }
+    out.flush()?;
+    progress.finish_and_clear();
+    if let Some(e) = read_error.take() {
+        return Err(e).context("reading the input failed");
+    }
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Lines of a reader, split on `\n` with a trailing `\r` dropped; bytes that
+/// are not UTF-8 are kept visible (replaced) so the line still gets its error.
+fn lines_of(reader: impl BufRead) -> impl Iterator<Item = std::io::Result<String>> {
+    reader.split(b'\n').map(|line| {
+        line.map(|mut bytes| {
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
+            }
+            String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        })
+    })
+}
+
+fn write_outcome(out: &mut impl Write, outcome: &Outcome, json: bool) -> std::io::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, outcome)?;
+        return writeln!(out);
+    }
+    match outcome {
+        Outcome::Checked(v) => writeln!(
+            out,
+            "{} {}",
+            v.n,
+            if v.prime { "prime" } else { "composite" }
+        ),
+        Outcome::Bad { input, error } => writeln!(out, "{input} error: {error}"),
+    }
+}
+
+/// A progress bar on stderr, only when stderr is a terminal.
+fn progress_bar(len: Option<u64>) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    match len {
+        Some(len) => ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
+            .with_style(
+                ProgressStyle::with_template("{bar:40} {pos}/{len} numbers, {per_sec}, eta {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
+            ProgressStyle::with_template("{spinner} {pos} numbers, {per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    }
+}

@@ -1,0 +1,3 @@
+//! `troika primes`; the algorithms live in [`troika::primes`].
+
+pub(crate) mod command;
