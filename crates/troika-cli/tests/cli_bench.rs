@@ -31,7 +31,7 @@ fn json_lines_carry_every_field() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert_eq!(rows.len(), 4, "{stdout}");
+    assert_eq!(rows.len(), 6, "three workloads, two modes: {stdout}");
     for row in &rows {
         for field in [
             "workload",
@@ -51,8 +51,12 @@ fn json_lines_carry_every_field() {
                 assert!(row[field].as_f64().unwrap() > 0.0, "{field} in {row}");
             }
         }
-        let workers = if row["mode"] == "serial" { 1 } else { 2 };
-        assert_eq!(row["workers"], workers);
+        let workers = match (row["mode"].as_str(), row["workload"].as_str()) {
+            (Some("serial"), _) => 1,
+            (_, Some("io")) => 64,
+            _ => 2,
+        };
+        assert_eq!(row["workers"], workers, "{row}");
     }
     let serial_cpu = rows
         .iter()
@@ -79,11 +83,17 @@ fn the_table_has_a_header_and_one_line_per_run() {
         lines[0].contains("speedup") && lines[0].contains("efficiency"),
         "{stdout}"
     );
-    assert_eq!(lines.len(), 3, "{stdout}");
     assert!(
         lines[2].starts_with("cpu") && lines[2].contains("threads"),
         "{stdout}"
     );
+    assert_eq!(lines[3], "", "{stdout}");
+    assert!(
+        lines[4].starts_with("machine: ") && lines[4].contains("cores"),
+        "{stdout}"
+    );
+    assert!(lines[5].starts_with("best: cpu → threads"), "{stdout}");
+    assert_eq!(lines.len(), 6, "{stdout}");
 }
 
 #[test]
@@ -91,6 +101,11 @@ fn bad_input_is_a_clear_usage_error() {
     let cases: &[(&[&str], &str)] = &[
         (&["bench", "--tasks", "0"], "--tasks must be at least 1"),
         (&["bench", "--workers", "0"], "--workers must be at least 1"),
+        (&["bench", "--repeat", "0"], "--repeat must be at least 1"),
+        (
+            &["bench", "--report", "/nonexistent-dir/r.html"],
+            "cannot write --report",
+        ),
         (&["bench", "--modes", "nonsense"], "unknown mode 'nonsense'"),
         (&["bench", "--workload", "disk"], "invalid value 'disk'"),
         (&["bench", "--tasks", "-3"], "unexpected argument '-3'"),
@@ -109,4 +124,51 @@ fn help_succeeds() {
     let out = troika(&["bench", "--help"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--workload"));
+}
+
+#[test]
+fn repeat_reports_the_median_and_the_range() {
+    let out = troika(&[
+        "bench",
+        "--workload",
+        "cpu",
+        "--tasks",
+        "2",
+        "--repeat",
+        "3",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(row["runs"], 3);
+        let (min, median, max) = (
+            row["wall_min_s"].as_f64().unwrap(),
+            row["wall_s"].as_f64().unwrap(),
+            row["wall_max_s"].as_f64().unwrap(),
+        );
+        assert!(min <= median && median <= max, "{row}");
+    }
+}
+
+#[test]
+fn report_writes_a_self_contained_html_page() {
+    let path = std::env::temp_dir().join(format!("troika-report-{}.html", std::process::id()));
+    let out = troika(&["bench", "--tasks", "3", "--report", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let html = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(html.starts_with("<!doctype html>"));
+    for needle in [
+        "<svg",
+        "Wall time per mode",
+        "Which worker ran which task",
+        "cpu",
+        "io",
+        "overhead",
+    ] {
+        assert!(html.contains(needle), "missing {needle}");
+    }
+    // Self-contained: nothing is fetched.
+    assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("src="));
 }

@@ -5,14 +5,18 @@
 //! by the workers the mode used). Wall time includes starting and stopping the
 //! pool, as the seed's timing does.
 
+mod html;
 mod report;
 mod workloads;
 
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 pub(crate) use crate::mode::Mode;
@@ -23,23 +27,32 @@ pub(crate) struct BenchArgs {
     /// Which workload to run.
     #[arg(long, value_enum, default_value_t = WorkloadChoice::All)]
     workload: WorkloadChoice,
-    /// Comma-separated modes to run.
-    #[arg(long, value_delimiter = ',', default_value = "serial,threads")]
-    modes: Vec<String>,
-    /// Tasks per workload (default: 100 for cpu, 100000 for overhead).
+    /// Comma-separated modes to run (default: every available mode).
+    #[arg(long, value_delimiter = ',')]
+    modes: Option<Vec<String>>,
+    /// Tasks per workload (default: 100 for cpu, 200 for io, 100000 for overhead).
     #[arg(long)]
     tasks: Option<u64>,
-    /// Workers per pool (default: the available parallelism).
+    /// Workers per pool for cpu and overhead (default: the available
+    /// parallelism); io uses the concurrency that suits each mode.
     #[arg(long)]
     workers: Option<usize>,
+    /// Run each (workload, mode) this many times and report the median with
+    /// the min–max.
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
     /// Print one JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
+    /// Write a self-contained HTML report (charts and per-worker timelines).
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum WorkloadChoice {
     Cpu,
+    Io,
     Overhead,
     All,
 }
@@ -50,6 +63,8 @@ enum WorkloadChoice {
 pub(crate) enum Workload {
     /// The seed's trial-division `is_prime(112272535095293)`, many times.
     Cpu,
+    /// Tasks that wait 50 ms each: what coroutines are for.
+    Io,
     /// Many trivial tasks: the executor's own cost per task.
     Overhead,
 }
@@ -58,55 +73,89 @@ impl Workload {
     fn default_tasks(self) -> u64 {
         match self {
             Workload::Cpu => 100,
+            Workload::Io => 200,
             Workload::Overhead => 100_000,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Workload::Cpu => "cpu",
+            Workload::Io => "io",
+            Workload::Overhead => "overhead",
         }
     }
 }
 
-/// The measurements of one (workload, mode) run.
+/// The measurements of one (workload, mode), over `--repeat` runs.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Row {
     workload: Workload,
     mode: Mode,
     workers: usize,
     tasks: u64,
+    /// Median wall time of the runs.
     wall_s: f64,
-    /// Serial wall time over this mode's; `None` if no serial run was made.
-    speedup: Option<f64>,
+    wall_min_s: f64,
+    wall_max_s: f64,
+    runs: u32,
+    /// Serial wall time over this mode's.
+    speedup: f64,
     /// Speedup over workers.
-    efficiency: Option<f64>,
+    efficiency: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     tasks_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     p50_us: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     p99_us: Option<f64>,
+    /// Which worker ran which task when, from the median run (for the report).
+    #[serde(skip)]
+    spans: Vec<Span>,
 }
 
-/// What one measured run produced before speedups are known.
+/// One task on the timeline: the worker that ran it, and when (seconds since
+/// the run started).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub(crate) struct Span {
+    pub(crate) worker: usize,
+    pub(crate) start: f64,
+    pub(crate) end: f64,
+}
+
+/// What one run produced.
+#[derive(Clone, Debug)]
 pub(crate) struct Measured {
     workers: usize,
     wall: Duration,
     /// For `overhead`: tasks per second, and round-trip latency percentiles.
     throughput: Option<f64>,
     latency: Option<(Duration, Duration)>,
+    spans: Vec<Span>,
 }
 
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let workloads: &[Workload] = match args.workload {
         WorkloadChoice::Cpu => &[Workload::Cpu],
+        WorkloadChoice::Io => &[Workload::Io],
         WorkloadChoice::Overhead => &[Workload::Overhead],
-        WorkloadChoice::All => &[Workload::Cpu, Workload::Overhead],
+        WorkloadChoice::All => &[Workload::Cpu, Workload::Io, Workload::Overhead],
     };
-    let mut modes = Vec::new();
-    for name in &args.modes {
-        let mode = Mode::parse(name).context("bad --modes")?;
-        if !modes.contains(&mode) {
-            modes.push(mode);
+    let modes = match &args.modes {
+        None => crate::mode::AVAILABLE.to_vec(),
+        Some(names) => {
+            let mut modes = Vec::new();
+            for name in names {
+                let mode = Mode::parse(name).context("bad --modes")?;
+                if !modes.contains(&mode) {
+                    modes.push(mode);
+                }
+            }
+            modes
         }
-    }
+    };
     if modes.is_empty() {
-        bail!("--modes is empty (expected: serial, threads)");
+        bail!("--modes is empty");
     }
     if args.tasks == Some(0) {
         bail!("--tasks must be at least 1");
@@ -114,51 +163,103 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if args.workers == Some(0) {
         bail!("--workers must be at least 1");
     }
+    if args.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    if let Some(path) = &args.report {
+        // Fail before the runs, not after them.
+        std::fs::File::create(path)
+            .with_context(|| format!("cannot write --report {}", path.display()))?;
+    }
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
 
+    let steps = workloads.len() as u64 * (modes.len() as u64 + 1) * u64::from(args.repeat);
+    let progress = progress_bar(steps);
     let mut rows = Vec::new();
     for &workload in workloads {
         let tasks = args.tasks.unwrap_or(workload.default_tasks());
+        let runs_of = |mode: Mode| -> anyhow::Result<Vec<Measured>> {
+            (0..args.repeat)
+                .map(|_| {
+                    progress.set_message(format!("{} on {}", workload.name(), mode.name()));
+                    let measured = workloads::measure(workload, mode, tasks, workers);
+                    progress.inc(1);
+                    measured
+                })
+                .collect()
+        };
         let measured = modes
             .iter()
-            .map(|&mode| Ok((mode, workloads::measure(workload, mode, tasks, workers)?)))
+            .map(|&mode| Ok((mode, runs_of(mode)?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         // Speedups need the serial run of the same workload, even if not asked for.
         let serial_wall = match measured.iter().find(|(mode, _)| *mode == Mode::Serial) {
-            Some((_, m)) => m.wall,
-            None => workloads::measure(workload, Mode::Serial, tasks, workers)?.wall,
+            Some((_, runs)) => median_run(runs).wall,
+            None => median_run(&runs_of(Mode::Serial)?).wall,
         };
-        for (mode, m) in &measured {
-            let row = Row::new(workload, *mode, tasks, m, serial_wall);
+        for (mode, runs) in measured {
+            let row = Row::new(workload, mode, tasks, &runs, serial_wall);
             if args.json {
-                report::json_line(&mut std::io::stdout().lock(), &row)?;
+                progress.suspend(|| report::json_line(&mut std::io::stdout().lock(), &row))?;
             }
             rows.push(row);
         }
     }
+    progress.finish_and_clear();
     if !args.json {
         report::table(&mut std::io::stdout().lock(), &rows)?;
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, html::render(&rows))
+            .with_context(|| format!("cannot write --report {}", path.display()))?;
+        if !args.json {
+            println!("report: {}", path.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// The run with the median wall time.
+fn median_run(runs: &[Measured]) -> &Measured {
+    let mut order: Vec<&Measured> = runs.iter().collect();
+    order.sort_by_key(|m| m.wall);
+    order[order.len() / 2]
+}
+
 impl Row {
-    fn new(workload: Workload, mode: Mode, tasks: u64, m: &Measured, serial: Duration) -> Row {
-        let wall_s = m.wall.as_secs_f64().max(1e-9);
+    fn new(workload: Workload, mode: Mode, tasks: u64, runs: &[Measured], serial: Duration) -> Row {
+        let median = median_run(runs);
+        let wall_s = median.wall.as_secs_f64().max(1e-9);
         let speedup = serial.as_secs_f64() / wall_s;
+        let walls = runs.iter().map(|m| m.wall.as_secs_f64());
         Row {
             workload,
             mode,
-            workers: m.workers,
+            workers: median.workers,
             tasks,
             wall_s,
-            speedup: Some(speedup),
-            efficiency: Some(speedup / m.workers as f64),
-            tasks_per_s: m.throughput,
-            p50_us: m.latency.map(|(p50, _)| p50.as_secs_f64() * 1e6),
-            p99_us: m.latency.map(|(_, p99)| p99.as_secs_f64() * 1e6),
+            wall_min_s: walls.clone().fold(f64::INFINITY, f64::min),
+            wall_max_s: walls.fold(0.0, f64::max),
+            runs: runs.len() as u32,
+            speedup,
+            efficiency: speedup / median.workers as f64,
+            tasks_per_s: median.throughput,
+            p50_us: median.latency.map(|(p50, _)| p50.as_secs_f64() * 1e6),
+            p99_us: median.latency.map(|(_, p99)| p99.as_secs_f64() * 1e6),
+            spans: median.spans.clone(),
         }
     }
+}
+
+/// A progress bar on stderr, only when stderr is a terminal.
+fn progress_bar(steps: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr()).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    )
 }

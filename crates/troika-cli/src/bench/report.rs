@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use super::Row;
+use super::{Row, Workload};
 
 /// One JSON object on one line.
 pub(crate) fn json_line(out: &mut impl Write, row: &Row) -> anyhow::Result<()> {
@@ -10,10 +10,6 @@ pub(crate) fn json_line(out: &mut impl Write, row: &Row) -> anyhow::Result<()> {
     writeln!(out)?;
     out.flush()?;
     Ok(())
-}
-
-fn fmt_opt(value: Option<f64>, precision: usize) -> String {
-    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.precision$}"))
 }
 
 fn fmt_rate(value: Option<f64>) -> String {
@@ -25,7 +21,50 @@ fn fmt_rate(value: Option<f64>) -> String {
     }
 }
 
-/// The table: one line per (workload, mode).
+fn fmt_us(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} µs"))
+}
+
+fn fmt_wall(row: &Row) -> String {
+    if row.runs > 1 {
+        format!(
+            "{:.3} s ({:.3}–{:.3})",
+            row.wall_s, row.wall_min_s, row.wall_max_s
+        )
+    } else {
+        format!("{:.3} s", row.wall_s)
+    }
+}
+
+/// The machine, for the footer: cores and CPU model.
+pub(crate) fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!("{cores} cores, {model}")
+}
+
+/// The fastest row of each workload.
+pub(crate) fn best(rows: &[Row]) -> Vec<(Workload, &Row)> {
+    let mut best: Vec<(Workload, &Row)> = Vec::new();
+    for row in rows {
+        match best.iter_mut().find(|(w, _)| *w == row.workload) {
+            Some((_, current)) if row.wall_s < current.wall_s => *current = row,
+            Some(_) => {}
+            None => best.push((row.workload, row)),
+        }
+    }
+    best
+}
+
+/// The table: one line per (workload, mode), then the machine and the best modes.
 pub(crate) fn table(out: &mut impl Write, rows: &[Row]) -> anyhow::Result<()> {
     let header = [
         "workload",
@@ -43,24 +82,16 @@ pub(crate) fn table(out: &mut impl Write, rows: &[Row]) -> anyhow::Result<()> {
         .iter()
         .map(|r| {
             [
-                serde_json::to_value(r.workload)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                serde_json::to_value(r.mode)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                r.workload.name().to_owned(),
+                r.mode.name().to_owned(),
                 r.workers.to_string(),
                 r.tasks.to_string(),
-                format!("{:.3} s", r.wall_s),
-                fmt_opt(r.speedup, 2).to_string() + "x",
-                fmt_opt(r.efficiency, 2),
+                fmt_wall(r),
+                format!("{:.2}x", r.speedup),
+                format!("{:.2}", r.efficiency),
                 fmt_rate(r.tasks_per_s),
-                r.p50_us
-                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.1} µs")),
-                r.p99_us
-                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.1} µs")),
+                fmt_us(r.p50_us),
+                fmt_us(r.p99_us),
             ]
         })
         .collect();
@@ -73,12 +104,12 @@ pub(crate) fn table(out: &mut impl Write, rows: &[Row]) -> anyhow::Result<()> {
     let line = |out: &mut dyn Write, cells: &[String]| -> std::io::Result<()> {
         let mut text = String::new();
         for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
-            let pad = width - cell.chars().count();
+            let pad = " ".repeat(width - cell.chars().count());
             if i < 2 {
                 text.push_str(cell);
-                text.push_str(&" ".repeat(pad));
+                text.push_str(&pad);
             } else {
-                text.push_str(&" ".repeat(pad));
+                text.push_str(&pad);
                 text.push_str(cell);
             }
             text.push_str("  ");
@@ -86,11 +117,17 @@ pub(crate) fn table(out: &mut impl Write, rows: &[Row]) -> anyhow::Result<()> {
         writeln!(out, "{}", text.trim_end())
     };
     line(out, &header.map(str::to_owned))?;
-    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-    line(out, &rule)?;
+    line(out, &widths.map(|w| "-".repeat(w)))?;
     for row in &cells {
         line(out, row)?;
     }
+    writeln!(out)?;
+    writeln!(out, "machine: {}", machine())?;
+    let best: Vec<String> = best(rows)
+        .iter()
+        .map(|(w, r)| format!("{} → {} ({:.3} s)", w.name(), r.mode.name(), r.wall_s))
+        .collect();
+    writeln!(out, "best: {}", best.join(", "))?;
     out.flush()?;
     Ok(())
 }

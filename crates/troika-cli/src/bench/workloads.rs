@@ -1,16 +1,29 @@
-//! The workloads, run in each mode.
+//! The workloads, run in each mode, each task timed for the report's timeline.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use troika::ThreadPool;
-
-use super::{Measured, Mode, Workload};
 use troika::primes::{SEED_NUMBER, is_prime_trial};
+
+use super::{Measured, Mode, Span, Workload};
 
 /// How many one-at-a-time round trips the overhead workload times for its
 /// latency percentiles.
 const LATENCY_SAMPLES: u64 = 10_000;
+
+/// How long each io task waits.
+const IO_WAIT: Duration = Duration::from_millis(50);
+
+/// Threads for the io workload: waiting tasks want many of them.
+const IO_THREADS: usize = 64;
+
+/// The overhead workload times only its first tasks for the timeline, so the
+/// clock reads do not weigh on the throughput it measures.
+const OVERHEAD_SPANS: u64 = 2_000;
+
+/// Worker threads are named `bench-N`: N is the lane on the timeline.
+const THREAD_NAME: &str = "bench";
 
 /// Run `workload` in `mode` and measure it.
 pub(crate) fn measure(
@@ -21,44 +34,102 @@ pub(crate) fn measure(
 ) -> anyhow::Result<Measured> {
     match workload {
         Workload::Cpu => cpu(mode, tasks, workers),
+        Workload::Io => io(mode, tasks),
         Workload::Overhead => overhead(mode, tasks, workers),
     }
 }
 
+/// The timeline lane of the current thread: N of a `bench-N` worker, else 0.
+fn lane() -> usize {
+    std::thread::current()
+        .name()
+        .and_then(|name| {
+            name.strip_prefix(THREAD_NAME)?
+                .strip_prefix('-')?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Run `f`, returning its value and its span relative to `origin`.
+fn timed<R>(origin: Instant, f: impl FnOnce() -> R) -> (R, Span) {
+    let start = origin.elapsed().as_secs_f64();
+    let value = f();
+    let end = origin.elapsed().as_secs_f64();
+    (
+        value,
+        Span {
+            worker: lane(),
+            start,
+            end,
+        },
+    )
+}
+
+fn pool(workers: usize) -> anyhow::Result<ThreadPool> {
+    Ok(ThreadPool::builder()
+        .workers(workers)
+        .thread_name(THREAD_NAME)
+        .build()?)
+}
+
 /// The seed's experiment: `is_prime(112272535095293)` `tasks` times.
 fn cpu(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> {
-    let start = Instant::now();
-    let workers = match mode {
-        Mode::Serial => {
-            for _ in 0..tasks {
-                anyhow::ensure!(
-                    is_prime_trial(black_box(SEED_NUMBER)),
-                    "the seed's number is prime"
-                );
-            }
-            1
-        }
+    let origin = Instant::now();
+    let check = move |n: u64| timed(origin, || is_prime_trial(black_box(n)));
+    let (workers, outcomes): (usize, Vec<(bool, Span)>) = match mode {
+        Mode::Serial => (1, (0..tasks).map(|_| check(SEED_NUMBER)).collect()),
         Mode::Threads => {
-            let pool = ThreadPool::new(workers)?;
-            for prime in pool.map(
-                |n| is_prime_trial(black_box(n)),
-                (0..tasks).map(|_| SEED_NUMBER),
-            ) {
-                anyhow::ensure!(prime?, "the seed's number is prime");
-            }
+            let pool = pool(workers)?;
+            let outcomes = pool
+                .map(check, (0..tasks).map(|_| SEED_NUMBER))
+                .collect::<Result<_, _>>()?;
             drop(pool);
-            workers
+            (workers, outcomes)
         }
         other => anyhow::bail!(
             "mode '{}' cannot run the cpu workload in this build",
             other.name()
         ),
     };
+    let wall = origin.elapsed();
+    anyhow::ensure!(
+        outcomes.iter().all(|(prime, _)| *prime),
+        "the seed's number is prime"
+    );
     Ok(Measured {
         workers,
-        wall: start.elapsed(),
+        wall,
         throughput: None,
         latency: None,
+        spans: outcomes.into_iter().map(|(_, span)| span).collect(),
+    })
+}
+
+/// Tasks that only wait: a blocking wait on threads, all at once on async.
+fn io(mode: Mode, tasks: u64) -> anyhow::Result<Measured> {
+    let origin = Instant::now();
+    let wait = move |_: u64| timed(origin, || std::thread::sleep(IO_WAIT)).1;
+    let (workers, spans): (usize, Vec<Span>) = match mode {
+        Mode::Serial => (1, (0..tasks).map(wait).collect()),
+        Mode::Threads => {
+            let pool = pool(IO_THREADS)?;
+            let spans = pool.map(wait, 0..tasks).collect::<Result<_, _>>()?;
+            drop(pool);
+            (IO_THREADS, spans)
+        }
+        other => anyhow::bail!(
+            "mode '{}' cannot run the io workload in this build",
+            other.name()
+        ),
+    };
+    Ok(Measured {
+        workers,
+        wall: origin.elapsed(),
+        throughput: None,
+        latency: None,
+        spans,
     })
 }
 
@@ -66,15 +137,19 @@ fn cpu(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> {
 /// the round trip of one task at a time.
 fn overhead(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> {
     let samples = tasks.min(LATENCY_SAMPLES);
-    match mode {
+    let origin = Instant::now();
+    let task = move |i: u64| {
+        if i < OVERHEAD_SPANS {
+            let (value, span) = timed(origin, || trivial(i));
+            (value, Some(span))
+        } else {
+            (trivial(i), None)
+        }
+    };
+    let (workers, wall, outcomes, latencies) = match mode {
         Mode::Serial => {
-            let start = Instant::now();
-            let mut sum = 0u64;
-            for i in 0..tasks {
-                sum = sum.wrapping_add(black_box(trivial(i)));
-            }
-            black_box(sum);
-            let wall = start.elapsed();
+            let outcomes: Vec<_> = (0..tasks).map(|i| task(black_box(i))).collect();
+            let wall = origin.elapsed();
             let latencies = (0..samples)
                 .map(|i| {
                     let t = Instant::now();
@@ -82,25 +157,16 @@ fn overhead(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> 
                     t.elapsed()
                 })
                 .collect();
-            Ok(Measured {
-                workers: 1,
-                wall,
-                throughput: Some(tasks as f64 / wall.as_secs_f64().max(1e-9)),
-                latency: Some(percentiles(latencies)),
-            })
+            (1, wall, outcomes, latencies)
         }
         Mode::Threads => {
-            let start = Instant::now();
-            let pool = ThreadPool::new(workers)?;
-            let handles: Vec<_> = (0..tasks)
-                .map(|i| pool.submit(move || trivial(i)))
-                .collect();
-            let mut sum = 0u64;
-            for handle in handles {
-                sum = sum.wrapping_add(handle.result()?);
-            }
-            let wall = start.elapsed();
-            black_box(sum);
+            let pool = pool(workers)?;
+            let handles: Vec<_> = (0..tasks).map(|i| pool.submit(move || task(i))).collect();
+            let outcomes = handles
+                .into_iter()
+                .map(|h| h.result())
+                .collect::<Result<Vec<_>, _>>()?;
+            let wall = origin.elapsed();
             let mut latencies = Vec::with_capacity(samples as usize);
             for i in 0..samples {
                 let t = Instant::now();
@@ -108,23 +174,37 @@ fn overhead(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> 
                 latencies.push(t.elapsed());
             }
             drop(pool);
-            Ok(Measured {
-                workers,
-                wall,
-                throughput: Some(tasks as f64 / wall.as_secs_f64().max(1e-9)),
-                latency: Some(percentiles(latencies)),
-            })
+            (workers, wall, outcomes, latencies)
         }
         other => anyhow::bail!(
             "mode '{}' cannot run the overhead workload in this build",
             other.name()
         ),
-    }
+    };
+    let sum = outcomes
+        .iter()
+        .fold(0u64, |acc, (v, _)| acc.wrapping_add(*v));
+    anyhow::ensure!(
+        sum == expected_sum(tasks),
+        "every trivial task's result arrived"
+    );
+    Ok(Measured {
+        workers,
+        wall,
+        throughput: Some(tasks as f64 / wall.as_secs_f64().max(1e-9)),
+        latency: Some(percentiles(latencies)),
+        spans: outcomes.into_iter().filter_map(|(_, span)| span).collect(),
+    })
 }
 
 #[inline(never)]
 fn trivial(i: u64) -> u64 {
     i.wrapping_mul(2).wrapping_add(1)
+}
+
+/// Σ (2i + 1) for i < n = n², wrapping like the tasks do.
+fn expected_sum(n: u64) -> u64 {
+    n.wrapping_mul(n)
 }
 
 /// The 50th and 99th percentiles.
