@@ -172,3 +172,41 @@ fn report_writes_a_self_contained_html_page() {
     // Self-contained: nothing is fetched.
     assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("src="));
 }
+
+#[test]
+fn compare_python_adds_the_python_rows_when_python3_is_present() {
+    let has_python = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let out = troika(&[
+        "bench",
+        "--workload",
+        "cpu",
+        "--tasks",
+        "2",
+        "--compare-python",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let modes: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["mode"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    if has_python {
+        for mode in ["python-serial", "python-threads", "python-processes"] {
+            assert!(
+                modes.iter().any(|m| m == mode),
+                "{mode} missing from {modes:?}"
+            );
+        }
+    } else {
+        assert!(stderr(&out).contains("python3 not found"));
+    }
+}

@@ -50,7 +50,7 @@ fn bar_chart(rows: &[&Row]) -> String {
             svg,
             r#"<text x="0" y="{ty}" class="label">{mode}</text><rect x="{LABEL}" y="{y}" width="{w:.1}" height="{bar_h}" fill="{c}"><title>{mode}: {wall}</title></rect><text x="{tx:.1}" y="{ty}" class="value">{wall} · {speedup:.2}× · {workers} workers</text>"#,
             ty = y + bar_h * 0.7,
-            mode = row.mode.name(),
+            mode = row.mode,
             c = color(i),
             tx = LABEL + w + 6.0,
             wall = seconds(row.wall_s),
@@ -76,7 +76,7 @@ fn timeline(row: &Row, index: usize) -> String {
     let height = lanes as f64 * lane_h + 24.0;
     let mut svg = format!(
         r#"<svg width="{WIDTH}" height="{height}" role="img" aria-label="timeline of {mode}">"#,
-        mode = row.mode.name()
+        mode = row.mode
     );
     if lanes <= 16 {
         for lane in 0..lanes {
@@ -162,7 +162,7 @@ pub(crate) fn render(rows: &[Row]) -> String {
             let _ = write!(
                 body,
                 "<h4>{mode} — {workers} workers, {wall}, efficiency {eff:.2}</h4>{svg}",
-                mode = row.mode.name(),
+                mode = row.mode,
                 workers = row.workers,
                 wall = seconds(row.wall_s),
                 eff = row.efficiency,
@@ -173,8 +173,27 @@ pub(crate) fn render(rows: &[Row]) -> String {
     }
     let best: Vec<String> = report::best(rows)
         .iter()
-        .map(|(w, r)| format!("{} → <b>{}</b>", w.name(), r.mode.name()))
+        .map(|(w, r)| format!("{} → <b>{}</b>", w.name(), r.mode))
         .collect();
+    let versus: Vec<String> = report::versus_python(rows)
+        .iter()
+        .map(|(w, ours, theirs, ratio)| {
+            format!(
+                "{} <b>{ratio:.1}×</b> ({} vs {})",
+                w.name(),
+                ours.mode,
+                theirs.mode
+            )
+        })
+        .collect();
+    let versus = if versus.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<p class=\"meta\">troika vs Python, best mode each: {}</p>",
+            versus.join(", ")
+        )
+    };
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>troika bench</title>
@@ -190,6 +209,7 @@ svg .tick {{ stroke: #aaa; }}
 </style></head><body>
 <h1>troika bench</h1>
 <p class="meta">machine: {machine} · best: {best}</p>
+{versus}
 {body}
 </body></html>
 "#,

@@ -6,6 +6,7 @@
 //! pool, as the seed's timing does.
 
 mod html;
+mod python;
 mod report;
 mod workloads;
 
@@ -47,6 +48,10 @@ pub(crate) struct BenchArgs {
     /// Write a self-contained HTML report (charts and per-worker timelines).
     #[arg(long, value_name = "FILE.html")]
     report: Option<PathBuf>,
+    /// Also run the seeds' experiment in Python (python3, if present) and add
+    /// its rows, so the comparison comes from one run.
+    #[arg(long)]
+    compare_python: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -91,7 +96,8 @@ impl Workload {
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Row {
     workload: Workload,
-    mode: Mode,
+    /// A troika mode (`threads`) or a Python one (`python-processes`).
+    mode: String,
     workers: usize,
     tasks: u64,
     /// Median wall time of the runs.
@@ -178,6 +184,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let steps = workloads.len() as u64 * (modes.len() as u64 + 1) * u64::from(args.repeat);
     let progress = progress_bar(steps);
     let mut rows = Vec::new();
+    let mut serial_walls = Vec::new();
     for &workload in workloads {
         let tasks = args.tasks.unwrap_or(workload.default_tasks());
         let runs_of = |mode: Mode| -> anyhow::Result<Vec<Measured>> {
@@ -199,12 +206,55 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             Some((_, runs)) => median_run(runs).wall,
             None => median_run(&runs_of(Mode::Serial)?).wall,
         };
+        serial_walls.push((workload, tasks, serial_wall));
         for (mode, runs) in measured {
-            let row = Row::new(workload, mode, tasks, &runs, serial_wall);
+            let row = Row::new(workload, mode.name().to_owned(), tasks, &runs, serial_wall);
             if args.json {
                 progress.suspend(|| report::json_line(&mut std::io::stdout().lock(), &row))?;
             }
             rows.push(row);
+        }
+    }
+    let mut python_failed = false;
+    if args.compare_python {
+        progress.set_message("the Python seed");
+        if !python::available() {
+            progress.suspend(|| eprintln!("troika: python3 not found: --compare-python skipped"));
+        } else {
+            let asked: Vec<(Workload, u64)> =
+                serial_walls.iter().map(|(w, t, _)| (*w, *t)).collect();
+            match python::run(&asked, workers) {
+                Ok(runs) => {
+                    for run in runs {
+                        let Some((_, _, serial)) =
+                            serial_walls.iter().find(|(w, _, _)| *w == run.workload)
+                        else {
+                            continue;
+                        };
+                        let row = Row::new(
+                            run.workload,
+                            run.mode,
+                            run.tasks,
+                            std::slice::from_ref(&run.measured),
+                            *serial,
+                        );
+                        if args.json {
+                            progress.suspend(|| {
+                                report::json_line(&mut std::io::stdout().lock(), &row)
+                            })?;
+                        }
+                        let at = rows
+                            .iter()
+                            .rposition(|r| r.workload == row.workload)
+                            .map_or(rows.len(), |i| i + 1);
+                        rows.insert(at, row);
+                    }
+                }
+                Err(e) => {
+                    python_failed = true;
+                    progress.suspend(|| eprintln!("troika: --compare-python: {e:#}"));
+                }
+            }
         }
     }
     progress.finish_and_clear();
@@ -218,7 +268,11 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             println!("report: {}", path.display());
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if python_failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The run with the median wall time.
@@ -229,7 +283,13 @@ fn median_run(runs: &[Measured]) -> &Measured {
 }
 
 impl Row {
-    fn new(workload: Workload, mode: Mode, tasks: u64, runs: &[Measured], serial: Duration) -> Row {
+    fn new(
+        workload: Workload,
+        mode: String,
+        tasks: u64,
+        runs: &[Measured],
+        serial: Duration,
+    ) -> Row {
         let median = median_run(runs);
         let wall_s = median.wall.as_secs_f64().max(1e-9);
         let speedup = serial.as_secs_f64() / wall_s;

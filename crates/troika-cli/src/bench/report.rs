@@ -64,6 +64,29 @@ pub(crate) fn best(rows: &[Row]) -> Vec<(Workload, &Row)> {
     best
 }
 
+/// Per workload with Python rows: troika's best row, Python's best row, and
+/// how many times faster troika's is.
+pub(crate) fn versus_python(rows: &[Row]) -> Vec<(Workload, &Row, &Row, f64)> {
+    let (python, troika): (Vec<Row>, Vec<Row>) = rows
+        .iter()
+        .cloned()
+        .partition(|r| r.mode.starts_with("python-"));
+    let best_py = best(&python);
+    best(&troika)
+        .into_iter()
+        .filter_map(|(w, ours)| {
+            let (_, theirs) = best_py.iter().find(|(pw, _)| *pw == w)?;
+            let ours = rows
+                .iter()
+                .find(|r| r.workload == w && r.mode == ours.mode)?;
+            let theirs = rows
+                .iter()
+                .find(|r| r.workload == w && r.mode == theirs.mode)?;
+            Some((w, ours, theirs, theirs.wall_s / ours.wall_s))
+        })
+        .collect()
+}
+
 /// The table: one line per (workload, mode), then the machine and the best modes.
 pub(crate) fn table(out: &mut impl Write, rows: &[Row]) -> anyhow::Result<()> {
     let header = [
@@ -83,7 +106,7 @@ pub(crate) fn table(out: &mut impl Write, rows: &[Row]) -> anyhow::Result<()> {
         .map(|r| {
             [
                 r.workload.name().to_owned(),
-                r.mode.name().to_owned(),
+                r.mode.to_owned(),
                 r.workers.to_string(),
                 r.tasks.to_string(),
                 fmt_wall(r),
@@ -125,9 +148,29 @@ pub(crate) fn table(out: &mut impl Write, rows: &[Row]) -> anyhow::Result<()> {
     writeln!(out, "machine: {}", machine())?;
     let best: Vec<String> = best(rows)
         .iter()
-        .map(|(w, r)| format!("{} → {} ({:.3} s)", w.name(), r.mode.name(), r.wall_s))
+        .map(|(w, r)| format!("{} → {} ({:.3} s)", w.name(), r.mode, r.wall_s))
         .collect();
     writeln!(out, "best: {}", best.join(", "))?;
+    let versus: Vec<String> = versus_python(rows)
+        .iter()
+        .map(|(w, ours, theirs, ratio)| {
+            format!(
+                "{} {ratio:.1}× ({} {:.3} s vs {} {:.3} s)",
+                w.name(),
+                ours.mode,
+                ours.wall_s,
+                theirs.mode,
+                theirs.wall_s
+            )
+        })
+        .collect();
+    if !versus.is_empty() {
+        writeln!(
+            out,
+            "troika vs Python, best mode each: {}",
+            versus.join(", ")
+        )?;
+    }
     out.flush()?;
     Ok(())
 }
