@@ -189,7 +189,7 @@ fn compare_python_adds_the_python_rows_when_python3_is_present() {
         "--json",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let modes: Vec<String> = String::from_utf8(out.stdout)
+    let modes: Vec<String> = String::from_utf8(out.stdout.clone())
         .unwrap()
         .lines()
         .map(|l| {
