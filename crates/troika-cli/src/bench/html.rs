@@ -7,7 +7,7 @@ use std::fmt::Write;
 use super::{Row, Workload, report};
 
 const WIDTH: f64 = 860.0;
-const LABEL: f64 = 90.0;
+const LABEL: f64 = 125.0;
 const COLORS: [&str; 4] = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1"];
 
 fn escape(text: &str) -> String {
@@ -48,18 +48,27 @@ fn bar_chart(rows: &[&Row]) -> String {
         let w = ((WIDTH - LABEL - 200.0) * row.wall_s / max).max(1.0);
         let _ = write!(
             svg,
-            r#"<text x="0" y="{ty}" class="label">{mode}</text><rect x="{LABEL}" y="{y}" width="{w:.1}" height="{bar_h}" fill="{c}"><title>{mode}: {wall}</title></rect><text x="{tx:.1}" y="{ty}" class="value">{wall} · {speedup:.2}× · {workers} workers</text>"#,
+            r#"<text x="0" y="{ty}" class="label">{mode}</text><rect x="{LABEL}" y="{y}" width="{w:.1}" height="{bar_h}" fill="{c}"><title>{mode}: {wall}</title></rect><text x="{tx:.1}" y="{ty}" class="value">{wall} · {speedup:.2}× · {workers}</text>"#,
             ty = y + bar_h * 0.7,
             mode = row.mode,
             c = color(i),
             tx = LABEL + w + 6.0,
             wall = seconds(row.wall_s),
             speedup = row.speedup,
-            workers = row.workers,
+            workers = plural(row.workers, "worker"),
         );
     }
     svg.push_str("</svg>");
     svg
+}
+
+/// "1 worker", "2 workers".
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// Lanes per worker, a box per task, on the run's own time axis.
@@ -161,9 +170,9 @@ pub(crate) fn render(rows: &[Row]) -> String {
         for (i, row) in of.iter().enumerate() {
             let _ = write!(
                 body,
-                "<h4>{mode} — {workers} workers, {wall}, efficiency {eff:.2}</h4>{svg}",
+                "<h4>{mode} — {workers}, {wall}, efficiency {eff:.2}</h4>{svg}",
                 mode = row.mode,
-                workers = row.workers,
+                workers = plural(row.workers, "worker"),
                 wall = seconds(row.wall_s),
                 eff = row.efficiency,
                 svg = timeline(row, i)
