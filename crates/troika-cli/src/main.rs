@@ -4,6 +4,7 @@
 mod bench;
 mod mode;
 mod primes;
+mod run;
 
 use std::process::ExitCode;
 
@@ -25,27 +26,38 @@ enum Command {
     /// Test numbers for primality: arguments, --input FILE or stdin, one line
     /// out per line in, in input order.
     Primes(primes::command::PrimesArgs),
+    /// Run a command once per input, in parallel (GNU parallel's job):
+    /// `troika run [OPTIONS] -- COMMAND [ARGS…] [::: INPUT…]`.
+    Run(run::RunArgs),
 }
 
 fn main() -> ExitCode {
+    // `troika run` reports bad usage as 255, as GNU parallel does (2 would
+    // read as two failed jobs); the other commands use 2.
+    let usage_exit = if std::env::args().nth(1).as_deref() == Some("run") {
+        run::USAGE_EXIT
+    } else {
+        2
+    };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            // Help and version go to stdout with success; usage errors exit 2.
+            // Help and version go to stdout with success.
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            return ExitCode::from(if e.use_stderr() { usage_exit } else { 0 });
         }
     };
     let outcome = match cli.command {
         Command::Bench(args) => bench::run(&args),
         Command::Primes(args) => primes::command::run(&args),
+        Command::Run(args) => run::run(args),
     };
     match outcome {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("troika: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(usage_exit)
         }
     }
 }
