@@ -35,7 +35,7 @@ use super::lock::{Held, Lock, LockGuard};
 /// use std::time::Duration;
 /// use troika::sync::{Condition, Thread};
 ///
-/// let items = Arc::new(Condition::new(Vec::<u32>::new()));
+/// let items = Arc::new(Condition::with_data(Vec::<u32>::new()));
 /// let consumer = {
 ///     let items = Arc::clone(&items);
 ///     Thread::spawn("consumer", move || {
@@ -55,17 +55,25 @@ pub struct Condition<T: ?Sized = ()> {
     cv: Condvar,
 }
 
+impl Condition<()> {
+    /// A condition with a new lock of its own that protects no data
+    /// (Python's `Condition()`).
+    pub fn new() -> Condition<()> {
+        Condition::with_data(())
+    }
+}
+
 impl<T> Condition<T> {
-    /// A condition with a new lock of its own that owns `data`
-    /// (Python's `Condition()`; use `Condition::new(())` for no data).
-    pub fn new(data: T) -> Condition<T> {
-        Condition::with_lock(Arc::new(Lock::new(data)))
+    /// A condition with a new lock of its own that owns `data`; the guard
+    /// from [`lock`](Condition::lock) reaches it.
+    pub fn with_data(data: T) -> Condition<T> {
+        Condition::with_lock(Arc::new(Lock::with_data(data)))
     }
 }
 
 impl<T: Default> Default for Condition<T> {
     fn default() -> Condition<T> {
-        Condition::new(T::default())
+        Condition::with_data(T::default())
     }
 }
 

@@ -48,7 +48,7 @@ pub(crate) enum Held {
 /// use std::sync::Arc;
 /// use troika::sync::{Lock, Thread};
 ///
-/// let remaining = Arc::new(Lock::new(BTreeSet::new()));
+/// let remaining = Arc::new(Lock::with_data(BTreeSet::new()));
 /// let threads: Vec<_> = (0..3)
 ///     .map(|i| {
 ///         let remaining = Arc::clone(&remaining);
@@ -64,7 +64,7 @@ pub(crate) enum Held {
 /// assert_eq!(remaining.lock().len(), 3);
 ///
 /// // Seed style: acquire, release; a second release is an error.
-/// let lock = Lock::default();
+/// let lock = Lock::new();
 /// lock.acquire();
 /// assert!(lock.locked());
 /// lock.release().unwrap();
@@ -89,10 +89,17 @@ unsafe impl<T: ?Sized + Send> Sync for Lock<T> {}
 // SAFETY: moving the lock moves the `T` it owns; the rest is `Send`.
 unsafe impl<T: ?Sized + Send> Send for Lock<T> {}
 
+impl Lock<()> {
+    /// A new, unlocked lock that protects no data (Python's `Lock()`).
+    pub fn new() -> Lock<()> {
+        Lock::with_data(())
+    }
+}
+
 impl<T> Lock<T> {
-    /// A new, unlocked lock owning `data`. Use `Lock::default()` (or
-    /// `Lock::new(())`) for a lock with no data.
-    pub fn new(data: T) -> Lock<T> {
+    /// A new, unlocked lock owning `data`, reachable only through
+    /// [`lock`](Lock::lock)'s guard.
+    pub fn with_data(data: T) -> Lock<T> {
         Lock {
             state: Mutex::new(Held::Free),
             freed: Condvar::new(),
@@ -108,7 +115,7 @@ impl<T> Lock<T> {
 
 impl<T: Default> Default for Lock<T> {
     fn default() -> Lock<T> {
-        Lock::new(T::default())
+        Lock::with_data(T::default())
     }
 }
 
@@ -157,14 +164,22 @@ impl<T: ?Sized> Lock<T> {
 
     /// Takes the lock if it is free; `None` if it is held.
     pub fn try_lock(&self) -> Option<LockGuard<'_, T>> {
-        self.try_take(Held::Guard)
-            .then_some(LockGuard { lock: self })
+        // Build the guard only on success: a guard dropped on the failure
+        // path would free a lock someone else holds.
+        if self.try_take(Held::Guard) {
+            Some(LockGuard { lock: self })
+        } else {
+            None
+        }
     }
 
     /// Takes the lock, waiting at most `timeout`; `None` on timeout.
     pub fn lock_timeout(&self, timeout: Duration) -> Option<LockGuard<'_, T>> {
-        self.take(Held::Guard, Instant::now().checked_add(timeout))
-            .then_some(LockGuard { lock: self })
+        if self.take(Held::Guard, Instant::now().checked_add(timeout)) {
+            Some(LockGuard { lock: self })
+        } else {
+            None
+        }
     }
 
     /// Seed style: blocks until the lock is free and takes it, with no guard.
@@ -428,6 +443,12 @@ impl RLock {
     /// Takes the lock and returns a guard that releases one level on drop.
     pub fn lock(&self) -> RLockGuard<'_> {
         self.acquire();
+        self.guard()
+    }
+
+    /// A guard for a level this thread has just taken. Only call it after a
+    /// successful acquire: the guard releases a level when dropped.
+    fn guard(&self) -> RLockGuard<'_> {
         RLockGuard {
             lock: self,
             _not_send: PhantomData,
@@ -437,18 +458,20 @@ impl RLock {
     /// Like [`lock`](RLock::lock) but gives up at once if another thread holds
     /// the lock.
     pub fn try_lock(&self) -> Option<RLockGuard<'_>> {
-        self.try_acquire().then_some(RLockGuard {
-            lock: self,
-            _not_send: PhantomData,
-        })
+        if self.try_acquire() {
+            Some(self.guard())
+        } else {
+            None
+        }
     }
 
     /// Like [`lock`](RLock::lock) but gives up after `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> Option<RLockGuard<'_>> {
-        self.acquire_timeout(timeout).then_some(RLockGuard {
-            lock: self,
-            _not_send: PhantomData,
-        })
+        if self.acquire_timeout(timeout) {
+            Some(self.guard())
+        } else {
+            None
+        }
     }
 
     /// Whether any thread holds the lock.

@@ -21,10 +21,10 @@
 //! | `queue.Full`, `queue.Empty` | [`QueueError::Full`], [`QueueError::Empty`], plus [`QueueError::Timeout`] |
 //! | `q.task_done()`, `q.join()` | [`Queue::task_done`] ([`TaskDoneError`] if called too often), [`Queue::join`] |
 //! | `q.qsize()`, `q.empty()`, `q.full()` | [`Queue::qsize`], [`Queue::is_empty`], [`Queue::is_full`] |
-//! | `threading.Lock()`, `with lock:` | [`Lock`], [`Lock::lock`] (a guard, which can also own the data) |
+//! | `threading.Lock()`, `with lock:` | [`Lock::new`], [`Lock::lock`] (a guard; [`Lock::with_data`] makes the lock own what it protects) |
 //! | `lock.acquire()`, `lock.acquire(False)`, `lock.acquire(timeout=t)`, `lock.release()` | [`Lock::acquire`], [`Lock::try_acquire`], [`Lock::acquire_timeout`], [`Lock::release`] |
 //! | `threading.RLock()` | [`RLock`] |
-//! | `threading.Condition(lock)`, `wait`, `wait_for`, `notify`, `notify_all` | [`Condition::with_lock`], [`ConditionGuard::wait`], [`ConditionGuard::wait_for`], [`Condition::notify`], [`Condition::notify_all`] |
+//! | `threading.Condition()`, `Condition(lock)`, `wait`, `wait_for`, `notify`, `notify_all` | [`Condition::new`] / [`Condition::with_data`], [`Condition::with_lock`], [`ConditionGuard::wait`], [`ConditionGuard::wait_for`], [`Condition::notify`], [`Condition::notify_all`] |
 //! | `threading.Semaphore(n)`, `BoundedSemaphore(n)` | [`Semaphore::new`], [`BoundedSemaphore::new`] |
 //! | `ValueError: Semaphore released too many times` | [`ReleaseError::AboveBound`] |
 //! | `threading.Event()`: `set`, `clear`, `is_set`, `wait(timeout)` | [`Event`]: [`Event::set`], [`Event::clear`], [`Event::is_set`], [`Event::wait_timeout`] |
@@ -108,7 +108,7 @@
 //! ```
 //! use troika::sync::{BoundedSemaphore, Lock, ReleaseError};
 //!
-//! let lock = Lock::new(Vec::new());
+//! let lock = Lock::with_data(Vec::new());
 //! lock.lock().push("started");
 //! assert_eq!(lock.lock().len(), 1);
 //!

@@ -107,18 +107,26 @@ macro_rules! semaphore_common {
 
             /// Like [`access`](Self::access) but only if a unit is free now.
             pub fn try_access(&self) -> Option<SemaphoreGuard<'_>> {
-                self.counter.try_acquire().then_some(SemaphoreGuard {
-                    counter: &self.counter,
-                })
+                // Build the guard only on success: dropping one gives a unit
+                // back.
+                if self.counter.try_acquire() {
+                    Some(SemaphoreGuard {
+                        counter: &self.counter,
+                    })
+                } else {
+                    None
+                }
             }
 
             /// Like [`access`](Self::access) but gives up after `timeout`.
             pub fn access_timeout(&self, timeout: Duration) -> Option<SemaphoreGuard<'_>> {
-                self.counter
-                    .acquire(Instant::now().checked_add(timeout))
-                    .then_some(SemaphoreGuard {
+                if self.counter.acquire(Instant::now().checked_add(timeout)) {
+                    Some(SemaphoreGuard {
                         counter: &self.counter,
                     })
+                } else {
+                    None
+                }
             }
 
             /// Gives one unit back and wakes one waiter.
