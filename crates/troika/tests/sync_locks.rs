@@ -425,7 +425,10 @@ fn regression_failed_try_lock_does_not_free_the_holders_lock() {
     assert!(lock.locked());
     assert!(lock.lock_timeout(SHORT).is_none());
     assert!(lock.locked());
-    assert!(lock.try_lock().is_none(), "still held after the failed attempts");
+    assert!(
+        lock.try_lock().is_none(),
+        "still held after the failed attempts"
+    );
 
     let r = Arc::new(RLock::new());
     r.acquire();

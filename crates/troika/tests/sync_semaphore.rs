@@ -10,6 +10,8 @@ use troika::sync::{BoundedSemaphore, ReleaseError, Semaphore, Thread};
 const PATIENCE: Duration = Duration::from_secs(10);
 const SHORT: Duration = Duration::from_millis(20);
 
+type Op = Arc<dyn Fn() + Send + Sync>;
+
 #[test]
 fn semaphore_counts_units() {
     let s = Semaphore::new(2);
@@ -36,7 +38,10 @@ fn semaphore_overflow_is_an_error() {
     let s = Semaphore::new(1);
     assert_eq!(s.release_n(usize::MAX), Err(ReleaseError::Overflow));
     assert_eq!(s.value(), 1, "a refused release changes nothing");
-    assert_eq!(ReleaseError::Overflow.to_string(), "semaphore counter overflow");
+    assert_eq!(
+        ReleaseError::Overflow.to_string(),
+        "semaphore counter overflow"
+    );
 }
 
 #[test]
@@ -47,7 +52,10 @@ fn bounded_semaphore_refuses_release_past_its_start_value() {
     assert!(tray.try_acquire());
     assert!(tray.try_acquire());
     // All or nothing: 2 back would be fine, 3 would pass the bound.
-    assert_eq!(tray.release_n(3), Err(ReleaseError::AboveBound { bound: 3 }));
+    assert_eq!(
+        tray.release_n(3),
+        Err(ReleaseError::AboveBound { bound: 3 })
+    );
     assert_eq!(tray.value(), 1);
     tray.release_n(2).unwrap();
     assert_eq!(tray.value(), 3);
@@ -102,20 +110,22 @@ fn candy_machine_never_overfills_or_goes_negative() {
 #[test]
 fn blocked_acquire_is_woken_by_release() {
     for bounded in [false, true] {
-        let (acquire, release): (Arc<dyn Fn() + Send + Sync>, Arc<dyn Fn() + Send + Sync>) =
-            if bounded {
-                let s = Arc::new(BoundedSemaphore::new(1));
-                assert!(s.try_acquire());
-                let s2 = Arc::clone(&s);
-                (
-                    Arc::new(move || assert!(s2.acquire_timeout(PATIENCE))),
-                    Arc::new(move || s.release().unwrap()),
-                )
-            } else {
-                let s = Arc::new(Semaphore::new(0));
-                let s2 = Arc::clone(&s);
-                (Arc::new(move || s2.acquire()), Arc::new(move || s.release().unwrap()))
-            };
+        let (acquire, release): (Op, Op) = if bounded {
+            let s = Arc::new(BoundedSemaphore::new(1));
+            assert!(s.try_acquire());
+            let s2 = Arc::clone(&s);
+            (
+                Arc::new(move || assert!(s2.acquire_timeout(PATIENCE))),
+                Arc::new(move || s.release().unwrap()),
+            )
+        } else {
+            let s = Arc::new(Semaphore::new(0));
+            let s2 = Arc::clone(&s);
+            (
+                Arc::new(move || s2.acquire()),
+                Arc::new(move || s.release().unwrap()),
+            )
+        };
         let waiter = Thread::spawn("waiter", move || acquire()).unwrap();
         release();
         waiter.join_timeout(PATIENCE).unwrap();
@@ -181,7 +191,11 @@ fn guards_give_their_unit_back() {
     let b = s.try_access().expect("one left");
     assert!(s.try_access().is_none());
     assert!(s.access_timeout(SHORT).is_none());
-    assert_eq!(s.value(), 0, "failed attempts took nothing and gave nothing back");
+    assert_eq!(
+        s.value(),
+        0,
+        "failed attempts took nothing and gave nothing back"
+    );
     drop(a);
     assert_eq!(s.value(), 1);
     drop(b);
