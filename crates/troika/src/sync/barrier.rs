@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use super::primitives::{Condvar, Mutex};
 
 use super::BarrierError;
 use crate::futures::ConfigError;

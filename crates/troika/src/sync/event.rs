@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use super::primitives::{Condvar, Mutex};
 
 /// A boolean flag that threads can wait on, like Python's `threading.Event`.
 ///

@@ -4,10 +4,9 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use super::primitives::{Condvar, Mutex, MutexGuard, ThreadId, current_thread_id};
 
 use super::ReleaseError;
 
@@ -355,7 +354,7 @@ impl RLock {
     }
 
     fn take(&self, deadline: Option<Instant>) -> bool {
-        let me = std::thread::current().id();
+        let me = current_thread_id();
         let mut owner = self.owner.lock();
         loop {
             match owner.thread {
@@ -392,7 +391,7 @@ impl RLock {
     /// it did.
     #[must_use = "false means the lock was not taken"]
     pub fn try_acquire(&self) -> bool {
-        let me = std::thread::current().id();
+        let me = current_thread_id();
         let mut owner = self.owner.lock();
         match owner.thread {
             None => {
@@ -423,7 +422,7 @@ impl RLock {
     /// [`ReleaseError::NotOwner`] if another thread holds it (Python's
     /// `RuntimeError: cannot release un-acquired lock`).
     pub fn release(&self) -> Result<(), ReleaseError> {
-        let me = std::thread::current().id();
+        let me = current_thread_id();
         let mut owner = self.owner.lock();
         match owner.thread {
             None => Err(ReleaseError::NotLocked),
@@ -481,7 +480,7 @@ impl RLock {
 
     /// Whether the calling thread holds the lock.
     pub fn is_owned(&self) -> bool {
-        self.owner.lock().thread == Some(std::thread::current().id())
+        self.owner.lock().thread == Some(current_thread_id())
     }
 
     /// How many times the owner has taken the lock without releasing it

@@ -126,21 +126,36 @@
 //!
 //! Everything here is built on `parking_lot`'s `Mutex` and `Condvar` (and
 //! `std::thread` for threads); there is no hand-written atomic or futex
-//! protocol, so there is nothing for loom to model-check beyond what
-//! `parking_lot` already is. What troika adds is the Python semantics:
-//! owner tracking for [`RLock`], the bound of [`BoundedSemaphore`], the
+//! protocol. What troika adds is the Python semantics on top: who holds a
+//! [`Lock`], owner and depth for [`RLock`], the release-and-wait of a
+//! [`Condition`] over its lock, the bound of [`BoundedSemaphore`], the
 //! unfinished-task count of [`Queue`], the rounds and broken state of
-//! [`Barrier`], the completion signal behind [`Thread::join_timeout`]. The
+//! [`Barrier`], and the completion signal behind [`Thread::join_timeout`]
+//! (an [`Event`] raised when the thread's closure returns or unwinds). The
 //! only `unsafe` code is [`Lock`]'s access to the data it owns, guarded by
-//! the lock's state (see `lock.rs`). If a primitive is ever rebuilt on
-//! atomics, model-check it with loom in `tests/loom_sync.rs`:
-//! `RUSTFLAGS="--cfg loom" cargo test -p troika --test loom_sync --release`.
+//! the lock's state.
+//!
+//! Those state machines are model-checked with [loom]: under `--cfg loom`
+//! the mutex and condition variable are swapped for loom's models, and
+//! `tests/loom_sync.rs` runs small scenarios (handing a lock over, a
+//! condition's notify racing its wait, a bounded queue, task counting,
+//! barrier rounds and abort) in every interleaving. Run it with:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" cargo test -p troika --test loom_sync --release
+//! ```
+//!
+//! Loom does not model time, so the timed variants are covered by the
+//! ordinary tests (`tests/sync_*.rs`) instead.
+//!
+//! [loom]: https://docs.rs/loom
 
 mod barrier;
 mod condition;
 mod error;
 mod event;
 mod lock;
+mod primitives;
 mod queue;
 mod semaphore;
 mod thread;

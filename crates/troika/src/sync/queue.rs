@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use super::primitives::{Condvar, Mutex};
 
 use super::{PutError, QueueError, TaskDoneError};
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use super::primitives::{Condvar, Mutex};
 
 use super::ReleaseError;
 
