@@ -244,3 +244,56 @@ fn barrier_abort_breaks_a_waiter_or_a_later_wait() {
         assert!(b.is_broken());
     });
 }
+
+#[test]
+fn barrier_action_runs_once_per_round_before_release() {
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    loom::model(|| {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let b = {
+            let runs = Arc::clone(&runs);
+            Arc::new(
+                Barrier::with_action(2, move || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                })
+                .unwrap(),
+            )
+        };
+        let other = {
+            let (b, runs) = (Arc::clone(&b), Arc::clone(&runs));
+            thread::spawn(move || {
+                for round in 1..=2 {
+                    b.wait().unwrap();
+                    assert!(runs.load(Ordering::SeqCst) >= round);
+                }
+            })
+        };
+        for round in 1..=2 {
+            b.wait().unwrap();
+            assert!(runs.load(Ordering::SeqCst) >= round);
+        }
+        other.join().unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    });
+}
+
+#[test]
+fn barrier_abort_racing_a_round_breaks_both_parties_or_neither() {
+    loom::model(|| {
+        let b = Arc::new(Barrier::with_action(2, || {}).unwrap());
+        let parties: Vec<_> = (0..2)
+            .map(|_| {
+                let b = Arc::clone(&b);
+                thread::spawn(move || b.wait())
+            })
+            .collect();
+        b.abort();
+        let results: Vec<_> = parties.into_iter().map(|t| t.join().unwrap()).collect();
+        match (results[0], results[1]) {
+            (Ok(x), Ok(y)) => assert_ne!(x, y),
+            (Err(BarrierError::Broken), Err(BarrierError::Broken)) => {}
+            other => panic!("a round half passed: {other:?}"),
+        }
+        assert!(b.is_broken());
+    });
+}

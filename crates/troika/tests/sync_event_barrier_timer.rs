@@ -1,7 +1,7 @@
 //! `troika::sync::{Event, Barrier, Timer}`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use troika::sync::{Barrier, BarrierError, Event, Thread, Timer};
@@ -286,6 +286,88 @@ fn a_panicking_action_breaks_the_barrier_and_panics_its_runner() {
     }
     assert_eq!((broken, panicked), (1, 1));
     assert!(b.is_broken());
+}
+
+/// A barrier whose action can reach the barrier itself.
+fn barrier_with_self_action(
+    parties: usize,
+    action: impl Fn(&Barrier) + Send + Sync + 'static,
+) -> Arc<Barrier> {
+    let cell: Arc<OnceLock<Weak<Barrier>>> = Arc::new(OnceLock::new());
+    let b = {
+        let cell = Arc::clone(&cell);
+        Arc::new(
+            Barrier::with_action(parties, move || {
+                if let Some(b) = cell.get().and_then(Weak::upgrade) {
+                    action(&b);
+                }
+            })
+            .unwrap(),
+        )
+    };
+    cell.set(Arc::downgrade(&b)).unwrap();
+    b
+}
+
+#[test]
+fn the_action_may_use_its_own_barrier() {
+    let seen = Arc::new(AtomicUsize::new(usize::MAX));
+    let b = {
+        let seen = Arc::clone(&seen);
+        barrier_with_self_action(2, move |b| {
+            // No deadlock: the action runs outside the barrier's lock.
+            seen.store(
+                b.n_waiting() + 10 * usize::from(b.is_broken()),
+                Ordering::SeqCst,
+            );
+        })
+    };
+    for t in spawn_waiters(&b, 2, PATIENCE) {
+        assert!(t.join_timeout(PATIENCE).unwrap().is_ok());
+    }
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        2,
+        "both parties counted, not broken"
+    );
+}
+
+#[test]
+fn an_action_that_aborts_breaks_the_whole_round() {
+    let b = barrier_with_self_action(2, Barrier::abort);
+    for t in spawn_waiters(&b, 2, PATIENCE) {
+        assert_eq!(t.join_timeout(PATIENCE).unwrap(), Err(BarrierError::Broken));
+    }
+    assert!(b.is_broken());
+}
+
+#[test]
+fn parties_arriving_during_the_action_join_the_next_round() {
+    // The action of round 1 lets the round-2 parties arrive while it runs,
+    // and waits until both of them are queued behind it.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let b = {
+        let rounds = Arc::clone(&rounds);
+        barrier_with_self_action(2, move |_| {
+            if rounds.fetch_add(1, Ordering::SeqCst) == 0 {
+                let rx = go_rx.lock().unwrap();
+                rx.recv_timeout(PATIENCE).unwrap();
+            }
+        })
+    };
+    let first = spawn_waiters(&b, 2, PATIENCE);
+    eventually("the first action to start", || {
+        rounds.load(Ordering::SeqCst) == 1
+    });
+    let second = spawn_waiters(&b, 2, PATIENCE);
+    go_tx.send(()).unwrap();
+    for t in first.into_iter().chain(second) {
+        assert!(t.join_timeout(PATIENCE).unwrap().is_ok());
+    }
+    assert_eq!(rounds.load(Ordering::SeqCst), 2, "one action per round");
+    assert!(!b.is_broken());
 }
 
 // ---------------------------------------------------------------- Timer

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use super::primitives::{Condvar, Mutex};
+use super::primitives::{Condvar, Mutex, MutexGuard};
 
 use super::BarrierError;
 use crate::futures::ConfigError;
@@ -40,6 +40,9 @@ struct State {
     round: Arc<Outcome>,
     /// Whether the barrier is broken (until `reset`).
     broken: bool,
+    /// The last party of a round is running the action (outside the mutex);
+    /// new arrivals wait until it is done.
+    busy: bool,
 }
 
 type Action = Box<dyn Fn() + Send + Sync>;
@@ -103,6 +106,7 @@ impl Barrier {
                 arrived: 0,
                 round: Arc::new(Outcome::default()),
                 broken: false,
+                busy: false,
             }),
             changed: Condvar::new(),
             action: None,
@@ -112,7 +116,10 @@ impl Barrier {
     /// A barrier whose last arriving thread runs `action` before anyone is
     /// released (Python's `Barrier(parties, action=…)`). If `action` panics,
     /// the barrier breaks, the other waiters get [`BarrierError::Broken`], and
-    /// the panic continues in the thread that ran it.
+    /// the panic continues in the thread that ran it. The action runs without
+    /// the barrier's internal lock held, so it may call the barrier's own
+    /// methods; if it calls [`abort`](Barrier::abort), every party of the
+    /// round, the runner included, gets [`BarrierError::Broken`].
     ///
     /// # Errors
     ///
@@ -163,37 +170,68 @@ impl Barrier {
         self.wait_until(Instant::now().checked_add(timeout))
     }
 
+    /// Waits on `changed` until notified or `deadline`; `false` if the
+    /// deadline passed.
+    fn wait_changed(&self, state: &mut MutexGuard<'_, State>, deadline: Option<Instant>) -> bool {
+        match deadline {
+            None => {
+                self.changed.wait(state);
+                true
+            }
+            Some(deadline) => !self.changed.wait_until(state, deadline).timed_out(),
+        }
+    }
+
     fn wait_until(&self, deadline: Option<Instant>) -> Result<usize, BarrierError> {
         let mut state = self.state.lock();
+        // The previous round's action may still be running: its round is
+        // full, so wait to join the next one.
+        while state.busy && !state.broken {
+            if !self.wait_changed(&mut state, deadline) && state.busy && !state.broken {
+                self.finish_round(&mut state, BROKEN);
+                return Err(BarrierError::Timeout);
+            }
+        }
         if state.broken {
             return Err(BarrierError::Broken);
         }
         let index = state.arrived;
         state.arrived += 1;
-        if state.arrived == self.parties {
-            if let Some(action) = &self.action
-                && let Err(payload) = catch_unwind(AssertUnwindSafe(action))
-            {
-                self.finish_round(&mut state, BROKEN);
-                drop(state);
-                resume_unwind(payload);
-            }
-            self.finish_round(&mut state, TRIPPED);
-            return Ok(index);
-        }
         let my_round = Arc::clone(&state.round);
-        while my_round.get() == OPEN {
-            match deadline {
-                None => self.changed.wait(&mut state),
-                Some(deadline) => {
-                    if self.changed.wait_until(&mut state, deadline).timed_out()
-                        && my_round.get() == OPEN
-                    {
-                        // Our round is still the current one: break it.
-                        self.finish_round(&mut state, BROKEN);
-                        return Err(BarrierError::Timeout);
-                    }
+        if state.arrived == self.parties {
+            let Some(action) = &self.action else {
+                self.finish_round(&mut state, TRIPPED);
+                return Ok(index);
+            };
+            // Run the action without holding the mutex, so it may call this
+            // barrier's methods (even `abort`) without deadlocking.
+            state.busy = true;
+            drop(state);
+            let outcome = catch_unwind(AssertUnwindSafe(action));
+            let mut state = self.state.lock();
+            state.busy = false;
+            self.changed.notify_all();
+            let aborted = my_round.get() != OPEN;
+            return match outcome {
+                Ok(()) if aborted => Err(BarrierError::Broken),
+                Ok(()) => {
+                    self.finish_round(&mut state, TRIPPED);
+                    Ok(index)
                 }
+                Err(payload) => {
+                    if !aborted {
+                        self.finish_round(&mut state, BROKEN);
+                    }
+                    drop(state);
+                    resume_unwind(payload)
+                }
+            };
+        }
+        while my_round.get() == OPEN {
+            if !self.wait_changed(&mut state, deadline) && my_round.get() == OPEN {
+                // Our round is still the current one: break it.
+                self.finish_round(&mut state, BROKEN);
+                return Err(BarrierError::Timeout);
             }
         }
         if my_round.get() == TRIPPED {
