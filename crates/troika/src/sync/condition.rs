@@ -24,6 +24,9 @@ use super::lock::{Held, Lock, LockGuard};
 /// have changed the state again first), so wait in a loop or use
 /// [`wait_for`](ConditionGuard::wait_for), which re-checks a predicate.
 ///
+/// The lock is a [`Lock`], which is not reentrant (Python's `Condition()`
+/// defaults to an `RLock`): do not take it again inside the guard.
+///
 /// Several conditions can share one lock ([`Condition::with_lock`]), as a
 /// bounded queue's "not empty" and "not full" do. Notifying does not require
 /// holding the lock, but the change being announced should be made under it.

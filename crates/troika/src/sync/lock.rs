@@ -158,7 +158,10 @@ impl<T: ?Sized> Lock<T> {
     /// releases it on drop (Python's `with lock:`).
     pub fn lock(&self) -> LockGuard<'_, T> {
         self.take(Held::Guard, None);
-        LockGuard { lock: self }
+        LockGuard {
+            lock: self,
+            _data: PhantomData,
+        }
     }
 
     /// Takes the lock if it is free; `None` if it is held.
@@ -166,7 +169,10 @@ impl<T: ?Sized> Lock<T> {
         // Build the guard only on success: a guard dropped on the failure
         // path would free a lock someone else holds.
         if self.try_take(Held::Guard) {
-            Some(LockGuard { lock: self })
+            Some(LockGuard {
+                lock: self,
+                _data: PhantomData,
+            })
         } else {
             None
         }
@@ -175,7 +181,10 @@ impl<T: ?Sized> Lock<T> {
     /// Takes the lock, waiting at most `timeout`; `None` on timeout.
     pub fn lock_timeout(&self, timeout: Duration) -> Option<LockGuard<'_, T>> {
         if self.take(Held::Guard, Instant::now().checked_add(timeout)) {
-            Some(LockGuard { lock: self })
+            Some(LockGuard {
+                lock: self,
+                _data: PhantomData,
+            })
         } else {
             None
         }
@@ -264,9 +273,27 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for Lock<T> {
 
 /// Holds a [`Lock`] and gives access to its data; releases the lock when
 /// dropped.
+///
+/// A guard may be sent to another thread (and dropped there) when `T: Send`,
+/// and shared between threads only when `T: Sync`:
+///
+/// ```compile_fail
+/// use std::cell::Cell;
+/// use troika::sync::Lock;
+///
+/// fn shareable<T: Sync>(_: &T) {}
+/// let lock = Lock::with_data(Cell::new(0));
+/// let guard = lock.lock();
+/// shareable(&guard); // error: a `Cell` must not be reached from two threads
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a, T: ?Sized = ()> {
     lock: &'a Lock<T>,
+    /// The guard hands out `&mut T`, so it may be shared between threads only
+    /// if `T: Sync` and sent only if `T: Send`, as `&mut T` itself. (Without
+    /// this, `&Lock<T>` alone would make the guard `Sync` for any `T: Send`,
+    /// letting two threads reach a `Cell` through one shared guard.)
+    _data: PhantomData<&'a mut T>,
 }
 
 impl<'a, T: ?Sized> LockGuard<'a, T> {
