@@ -101,4 +101,5 @@ pub use futures::{
     AsCompleted, CancelToken, ConfigError, ErrorKind, Executor, Exit, Handle, SubmitError,
     SubmitErrorReason, TaskError, WaitMode, WaitOutcome, as_completed, default_window, wait,
 };
+pub use sync::{Runnable, Thread, ThreadBuilder, Timer};
 pub use thread::{Scope, ThreadPool, ThreadPoolBuilder};

@@ -1,0 +1,92 @@
+//! [`Event`]: a flag that threads can wait for (Python's `threading.Event`).
+
+use std::time::{Duration, Instant};
+
+use super::primitives::{Condvar, Mutex};
+
+/// A boolean flag that threads can wait on, like Python's `threading.Event`.
+///
+/// The flag starts unset. [`set`](Event::set) raises it and wakes every
+/// waiter; [`clear`](Event::clear) lowers it again; [`wait`](Event::wait) and
+/// [`wait_timeout`](Event::wait_timeout) block until it is raised.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use troika::sync::{Event, Thread};
+///
+/// let ready = Arc::new(Event::new());
+/// let waiter = {
+///     let ready = Arc::clone(&ready);
+///     Thread::spawn("waiter", move || ready.wait_timeout(Duration::from_secs(10))).unwrap()
+/// };
+/// ready.set();
+/// assert!(waiter.join().unwrap());
+/// assert!(ready.is_set());
+/// ```
+#[derive(Debug, Default)]
+pub struct Event {
+    flag: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Event {
+    /// A new event whose flag is not set.
+    pub fn new() -> Event {
+        Event::default()
+    }
+
+    /// Whether the flag is set (Python's `is_set()`).
+    pub fn is_set(&self) -> bool {
+        *self.flag.lock()
+    }
+
+    /// Sets the flag and wakes every thread waiting for it.
+    pub fn set(&self) {
+        let mut flag = self.flag.lock();
+        *flag = true;
+        self.changed.notify_all();
+    }
+
+    /// Lowers the flag; later waiters block until the next [`set`](Event::set).
+    pub fn clear(&self) {
+        *self.flag.lock() = false;
+    }
+
+    /// Blocks until the flag is set. Returns at once if it already is.
+    pub fn wait(&self) {
+        let mut flag = self.flag.lock();
+        while !*flag {
+            self.changed.wait(&mut flag);
+        }
+    }
+
+    /// Blocks until the flag is set or `timeout` has passed.
+    ///
+    /// Returns the flag: `true` if it was set, `false` on timeout (Python's
+    /// `wait(timeout)` return value).
+    #[must_use = "false means the wait timed out"]
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.wait_deadline(deadline),
+            None => {
+                self.wait();
+                true
+            }
+        }
+    }
+
+    /// Blocks until the flag is set or `deadline` is reached; returns the flag.
+    #[must_use = "false means the deadline passed"]
+    pub fn wait_deadline(&self, deadline: Instant) -> bool {
+        let mut flag = self.flag.lock();
+        while !*flag {
+            if self.changed.wait_until(&mut flag, deadline).timed_out() {
+                return *flag;
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,454 @@
+//! [`Queue`]: a thread-safe FIFO, LIFO or priority queue with `task_done` /
+//! `join` (Python's `queue.Queue`, `queue.LifoQueue`, `queue.PriorityQueue`).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::primitives::{Condvar, Mutex};
+
+use super::{PutError, QueueError, TaskDoneError};
+
+/// The order in which a [`Queue`] hands out its items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QueueKind {
+    /// First in, first out (Python's `queue.Queue`).
+    Fifo,
+    /// Last in, first out (Python's `queue.LifoQueue`).
+    Lifo,
+    /// Smallest first (Python's `queue.PriorityQueue`); equal items come out
+    /// in the order they were put.
+    Priority,
+}
+
+/// A binary min-heap ordered by a comparison captured when the queue was
+/// made, so that `Queue<T>` itself needs no `T: Ord`. Ties are broken by a
+/// sequence number, so equal priorities come out first-in first-out.
+struct Heap<T> {
+    items: Vec<(T, u64)>,
+    next_seq: u64,
+    less: fn(&T, &T) -> bool,
+}
+
+impl<T> Heap<T> {
+    fn before(&self, a: usize, b: usize) -> bool {
+        let (x, y) = (&self.items[a], &self.items[b]);
+        (self.less)(&x.0, &y.0) || (!(self.less)(&y.0, &x.0) && x.1 < y.1)
+    }
+
+    fn push(&mut self, item: T) {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.items.push((item, seq));
+        let mut child = self.items.len() - 1;
+        while child > 0 {
+            let parent = (child - 1) / 2;
+            if !self.before(child, parent) {
+                break;
+            }
+            self.items.swap(child, parent);
+            child = parent;
+        }
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        let last = self.items.len().checked_sub(1)?;
+        self.items.swap(0, last);
+        let top = self.items.pop().map(|(item, _)| item);
+        let len = self.items.len();
+        let mut parent = 0;
+        loop {
+            let left = 2 * parent + 1;
+            if left >= len {
+                break;
+            }
+            let right = left + 1;
+            let child = if right < len && self.before(right, left) {
+                right
+            } else {
+                left
+            };
+            if !self.before(child, parent) {
+                break;
+            }
+            self.items.swap(child, parent);
+            parent = child;
+        }
+        top
+    }
+}
+
+enum Store<T> {
+    Fifo(VecDeque<T>),
+    Lifo(Vec<T>),
+    Priority(Heap<T>),
+}
+
+impl<T> Store<T> {
+    fn push(&mut self, item: T) {
+        match self {
+            Store::Fifo(items) => items.push_back(item),
+            Store::Lifo(items) => items.push(item),
+            Store::Priority(heap) => heap.push(item),
+        }
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        match self {
+            Store::Fifo(items) => items.pop_front(),
+            Store::Lifo(items) => items.pop(),
+            Store::Priority(heap) => heap.pop(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Store::Fifo(items) => items.len(),
+            Store::Lifo(items) => items.len(),
+            Store::Priority(heap) => heap.items.len(),
+        }
+    }
+}
+
+struct State<T> {
+    items: Store<T>,
+    /// Items put and not yet marked done with `task_done`.
+    unfinished: usize,
+}
+
+/// How long an operation may block.
+#[derive(Clone, Copy)]
+enum Block {
+    No,
+    Forever,
+    Until(Instant),
+}
+
+impl Block {
+    fn timeout(timeout: Duration) -> Block {
+        Instant::now()
+            .checked_add(timeout)
+            .map_or(Block::Forever, Block::Until)
+    }
+}
+
+/// A thread-safe queue: many producers [`put`](Queue::put), many consumers
+/// [`get`](Queue::get) (Python's `queue.Queue`, `LifoQueue` and
+/// `PriorityQueue` in one type).
+///
+/// - **Order**: [`Queue::new`] is FIFO, [`Queue::lifo`] is LIFO and
+///   [`Queue::priority`] hands out the smallest item first (needs `T: Ord`;
+///   put `(priority, item)` tuples as in Python). Equal priorities come out in
+///   the order they were put, which Python does not promise.
+/// - **Bound**: `maxsize` items at most; `0` means unbounded. A full queue
+///   blocks [`put`](Queue::put).
+/// - **Three ways to wait**: blocking ([`put`](Queue::put) /
+///   [`get`](Queue::get)), with a timeout ([`put_timeout`](Queue::put_timeout)
+///   / [`get_timeout`](Queue::get_timeout)) and not at all
+///   ([`put_nowait`](Queue::put_nowait) / [`get_nowait`](Queue::get_nowait)).
+///   The fallible ones return [`QueueError::Full`], [`QueueError::Empty`] or
+///   [`QueueError::Timeout`]; a failed put hands the item back in a
+///   [`PutError`].
+/// - **Work tracking**: every put counts one unfinished task; a consumer
+///   calls [`task_done`](Queue::task_done) when it has *processed* an item,
+///   and [`join`](Queue::join) waits until the count is back to zero. Calling
+///   `task_done` too often is a [`TaskDoneError`], not a panic.
+///
+/// Share it between threads with an `Arc`. Built on a `parking_lot` mutex and
+/// three condition variables (not empty, not full, all done), like CPython's.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use troika::sync::{Queue, Thread};
+///
+/// let q = Arc::new(Queue::new(0));
+/// let consumer = {
+///     let q = Arc::clone(&q);
+///     Thread::spawn("consumer", move || {
+///         let mut sum = 0;
+///         while let Some(n) = q.get() {
+///             sum += n;
+///             q.task_done().unwrap();
+///         }
+///         q.task_done().unwrap(); // for the `None` sentinel
+///         sum
+///     })
+///     .unwrap()
+/// };
+/// for n in 1..=10 {
+///     q.put(Some(n));
+/// }
+/// q.join(); // every number has been processed
+/// q.put(None);
+/// assert_eq!(consumer.join().unwrap(), 55);
+///
+/// let pq = Queue::priority(0);
+/// for job in [(3, "low"), (1, "urgent"), (2, "normal")] {
+///     pq.put(job);
+/// }
+/// assert_eq!(pq.get(), (1, "urgent"));
+/// ```
+pub struct Queue<T> {
+    state: Mutex<State<T>>,
+    not_empty: Condvar,
+    not_full: Condvar,
+    all_done: Condvar,
+    maxsize: usize,
+    kind: QueueKind,
+}
+
+impl<T> Queue<T> {
+    fn with_store(maxsize: usize, kind: QueueKind, items: Store<T>) -> Queue<T> {
+        Queue {
+            state: Mutex::new(State {
+                items,
+                unfinished: 0,
+            }),
+            not_empty: Condvar::new(),
+            not_full: Condvar::new(),
+            all_done: Condvar::new(),
+            maxsize,
+            kind,
+        }
+    }
+
+    /// A first-in first-out queue holding at most `maxsize` items (`0`: no
+    /// limit), as Python's `queue.Queue(maxsize)`.
+    pub fn new(maxsize: usize) -> Queue<T> {
+        Queue::with_store(maxsize, QueueKind::Fifo, Store::Fifo(VecDeque::new()))
+    }
+
+    /// An unbounded first-in first-out queue; same as `Queue::new(0)`.
+    pub fn unbounded() -> Queue<T> {
+        Queue::new(0)
+    }
+
+    /// A last-in first-out queue (a stack), as Python's
+    /// `queue.LifoQueue(maxsize)`.
+    pub fn lifo(maxsize: usize) -> Queue<T> {
+        Queue::with_store(maxsize, QueueKind::Lifo, Store::Lifo(Vec::new()))
+    }
+
+    /// A queue that hands out the smallest item first, as Python's
+    /// `queue.PriorityQueue(maxsize)`; ties come out first-in first-out.
+    pub fn priority(maxsize: usize) -> Queue<T>
+    where
+        T: Ord,
+    {
+        Queue::with_store(
+            maxsize,
+            QueueKind::Priority,
+            Store::Priority(Heap {
+                items: Vec::new(),
+                next_seq: 0,
+                less: |a, b| a < b,
+            }),
+        )
+    }
+
+    /// The order this queue hands out items in.
+    pub fn kind(&self) -> QueueKind {
+        self.kind
+    }
+
+    /// The most items the queue holds; `0` means unbounded.
+    pub fn maxsize(&self) -> usize {
+        self.maxsize
+    }
+
+    /// How many items are in the queue now. Another thread may change it
+    /// before you act on it, as in Python.
+    pub fn qsize(&self) -> usize {
+        self.state.lock().items.len()
+    }
+
+    /// Whether the queue holds no items right now (Python's `empty()`).
+    #[doc(alias = "empty")]
+    pub fn is_empty(&self) -> bool {
+        self.qsize() == 0
+    }
+
+    /// Whether the queue is at its `maxsize` right now (Python's `full()`;
+    /// never true if unbounded).
+    #[doc(alias = "full")]
+    pub fn is_full(&self) -> bool {
+        self.maxsize > 0 && self.qsize() >= self.maxsize
+    }
+
+    /// How many put items have not yet been marked done with
+    /// [`task_done`](Queue::task_done).
+    pub fn unfinished_tasks(&self) -> usize {
+        self.state.lock().unfinished
+    }
+
+    fn put_inner(&self, item: T, block: Block) -> Result<(), PutError<T>> {
+        let mut state = self.state.lock();
+        if self.maxsize > 0 {
+            while state.items.len() >= self.maxsize {
+                match block {
+                    Block::No => return Err(PutError::new(QueueError::Full, item)),
+                    Block::Forever => self.not_full.wait(&mut state),
+                    Block::Until(deadline) => {
+                        if self.not_full.wait_until(&mut state, deadline).timed_out()
+                            && state.items.len() >= self.maxsize
+                        {
+                            return Err(PutError::new(QueueError::Timeout, item));
+                        }
+                    }
+                }
+            }
+        }
+        state.items.push(item);
+        state.unfinished = state.unfinished.saturating_add(1);
+        drop(state);
+        self.not_empty.notify_one();
+        Ok(())
+    }
+
+    fn get_inner(&self, block: Block) -> Result<T, QueueError> {
+        let mut state = self.state.lock();
+        loop {
+            if let Some(item) = state.items.pop() {
+                drop(state);
+                if self.maxsize > 0 {
+                    self.not_full.notify_one();
+                }
+                return Ok(item);
+            }
+            match block {
+                Block::No => return Err(QueueError::Empty),
+                Block::Forever => self.not_empty.wait(&mut state),
+                Block::Until(deadline) => {
+                    if self.not_empty.wait_until(&mut state, deadline).timed_out()
+                        && state.items.len() == 0
+                    {
+                        return Err(QueueError::Timeout);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts `item` at the back, blocking while the queue is full.
+    pub fn put(&self, item: T) {
+        // Cannot fail: a blocking put waits until there is room.
+        let _ = self.put_inner(item, Block::Forever);
+    }
+
+    /// Puts `item`, waiting at most `timeout` for room (Python's
+    /// `put(item, timeout=…)`).
+    ///
+    /// # Errors
+    ///
+    /// A [`PutError`] with [`QueueError::Timeout`] and the item if the queue
+    /// stayed full.
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.put_inner(item, Block::timeout(timeout))
+    }
+
+    /// Puts `item` only if there is room now (Python's `put_nowait`).
+    ///
+    /// # Errors
+    ///
+    /// A [`PutError`] with [`QueueError::Full`] and the item if the queue is
+    /// full.
+    pub fn put_nowait(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_inner(item, Block::No)
+    }
+
+    /// Takes the next item, blocking while the queue is empty.
+    pub fn get(&self) -> T {
+        loop {
+            if let Ok(item) = self.get_inner(Block::Forever) {
+                return item;
+            }
+        }
+    }
+
+    /// Takes the next item, waiting at most `timeout` (Python's
+    /// `get(timeout=…)`).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Timeout`] if the queue stayed empty.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, QueueError> {
+        self.get_inner(Block::timeout(timeout))
+    }
+
+    /// Takes the next item if there is one now (Python's `get_nowait`).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Empty`] if the queue is empty.
+    pub fn get_nowait(&self) -> Result<T, QueueError> {
+        self.get_inner(Block::No)
+    }
+
+    /// Marks one item taken with `get` as processed. When every item put has
+    /// been marked, [`join`](Queue::join) returns.
+    ///
+    /// # Errors
+    ///
+    /// [`TaskDoneError`] if there is no unfinished item (called more times
+    /// than items were put); the count stays at zero.
+    pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        let mut state = self.state.lock();
+        if state.unfinished == 0 {
+            return Err(TaskDoneError);
+        }
+        state.unfinished -= 1;
+        if state.unfinished == 0 {
+            self.all_done.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Blocks until every item put has been marked with
+    /// [`task_done`](Queue::task_done). Returns at once if none is unfinished.
+    pub fn join(&self) {
+        let mut state = self.state.lock();
+        while state.unfinished > 0 {
+            self.all_done.wait(&mut state);
+        }
+    }
+
+    /// Like [`join`](Queue::join) but gives up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Timeout`] if items were still unfinished.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), QueueError> {
+        let Block::Until(deadline) = Block::timeout(timeout) else {
+            self.join();
+            return Ok(());
+        };
+        let mut state = self.state.lock();
+        while state.unfinished > 0 {
+            if self.all_done.wait_until(&mut state, deadline).timed_out() && state.unfinished > 0 {
+                return Err(QueueError::Timeout);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T> Default for Queue<T> {
+    /// An unbounded FIFO queue.
+    fn default() -> Queue<T> {
+        Queue::unbounded()
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state.lock();
+        f.debug_struct("Queue")
+            .field("kind", &self.kind)
+            .field("maxsize", &self.maxsize)
+            .field("qsize", &state.items.len())
+            .field("unfinished_tasks", &state.unfinished)
+            .finish()
+    }
+}
