@@ -1,92 +1,154 @@
-//! The synchronisation primitives of hand-written sync code, swapped for
-//! loom's under `--cfg loom` so the model checker can explore every
-//! interleaving (as tokio's `src/loom` facade does).
+//! The synchronisation primitives of troika's hand-written sync code — the
+//! futures' handle and every type in `troika::sync` — swapped for loom's
+//! models under `--cfg loom` (as tokio's `src/loom` facade does).
 //!
-//! `Arc` stays std's: its reference count is not what the models check.
+//! Normally these are `parking_lot`'s `Mutex`/`Condvar`, std's atomics and
+//! `std::thread::current().id()`. Under `--cfg loom` they are thin wrappers
+//! over loom's models with the same API, so the model checks can explore the
+//! state machines built on top (the handle's phases, the lock's holder, the
+//! condition's release-and-wait, the semaphore's count, the queue's task
+//! count, the barrier's rounds) in every interleaving. Loom does not model
+//! time: under loom a timed wait never times out, so the models use the
+//! untimed operations. `Arc` stays std's: its reference count is not what the
+//! models check.
 //!
 //! Run the models with:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" cargo test -p troika --lib --release loom_
+//! RUSTFLAGS="--cfg loom" cargo test -p troika --release --lib loom_
+//! RUSTFLAGS="--cfg loom" cargo test -p troika --release --test loom_sync
 //! ```
 
-#[cfg(not(loom))]
-pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8};
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8};
-#[cfg(loom)]
-pub(crate) use model::{Condvar, Mutex, MutexGuard};
 
-/// parking_lot's API over loom's std-shaped primitives.
+#[cfg(not(loom))]
+pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
+
+/// The calling thread's identity, for [`RLock`](crate::sync::RLock)'s owner.
+#[cfg(not(loom))]
+pub(crate) type ThreadId = std::thread::ThreadId;
+
+/// The calling thread's identity.
+#[cfg(not(loom))]
+pub(crate) fn current_thread_id() -> ThreadId {
+    std::thread::current().id()
+}
+
 #[cfg(loom)]
-mod model {
+pub(crate) use self::loom_model::{Condvar, Mutex, MutexGuard, ThreadId, current_thread_id};
+
+#[cfg(loom)]
+mod loom_model {
+    use std::fmt;
     use std::ops::{Deref, DerefMut};
+    use std::sync::PoisonError;
     use std::time::Instant;
 
-    #[derive(Debug, Default)]
-    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+    pub(crate) type ThreadId = loom::thread::ThreadId;
 
-    pub(crate) struct MutexGuard<'a, T>(Option<loom::sync::MutexGuard<'a, T>>);
+    pub(crate) fn current_thread_id() -> ThreadId {
+        loom::thread::current().id()
+    }
+
+    /// `parking_lot::Mutex`'s API over loom's mutex.
+    #[derive(Default)]
+    pub(crate) struct Mutex<T: ?Sized>(loom::sync::Mutex<T>);
 
     impl<T> Mutex<T> {
-        pub(crate) fn new(value: T) -> Self {
+        pub(crate) fn new(value: T) -> Mutex<T> {
             Mutex(loom::sync::Mutex::new(value))
         }
+    }
 
+    impl<T: ?Sized> Mutex<T> {
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
-            MutexGuard(Some(self.0.lock().unwrap()))
+            MutexGuard(Some(self.0.lock().unwrap_or_else(PoisonError::into_inner)))
         }
     }
 
-    impl<T> Deref for MutexGuard<'_, T> {
+    impl<T: ?Sized> fmt::Debug for Mutex<T> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("Mutex { .. }")
+        }
+    }
+
+    /// The guard; empty only for the duration of a `Condvar` wait.
+    pub(crate) struct MutexGuard<'a, T: ?Sized>(Option<loom::sync::MutexGuard<'a, T>>);
+
+    impl<T: ?Sized> Deref for MutexGuard<'_, T> {
         type Target = T;
+
         fn deref(&self) -> &T {
-            self.0.as_ref().unwrap()
+            match &self.0 {
+                Some(guard) => guard,
+                None => unreachable!("a mutex guard is only empty inside Condvar::wait"),
+            }
         }
     }
 
-    impl<T> DerefMut for MutexGuard<'_, T> {
+    impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
         fn deref_mut(&mut self) -> &mut T {
-            self.0.as_mut().unwrap()
+            match &mut self.0 {
+                Some(guard) => guard,
+                None => unreachable!("a mutex guard is only empty inside Condvar::wait"),
+            }
         }
     }
 
-    #[derive(Debug, Default)]
+    /// `parking_lot::WaitTimeoutResult`'s API.
+    pub(crate) struct WaitTimeoutResult;
+
+    impl WaitTimeoutResult {
+        /// Loom does not model time: a timed wait never times out.
+        pub(crate) fn timed_out(&self) -> bool {
+            false
+        }
+    }
+
+    /// `parking_lot::Condvar`'s API over loom's condition variable.
+    #[derive(Default)]
     pub(crate) struct Condvar(loom::sync::Condvar);
 
-    pub(crate) struct WaitResult(bool);
-
-    impl WaitResult {
-        pub(crate) fn timed_out(&self) -> bool {
-            self.0
-        }
-    }
-
     impl Condvar {
-        pub(crate) fn new() -> Self {
+        pub(crate) fn new() -> Condvar {
             Condvar(loom::sync::Condvar::new())
         }
 
         pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
-            let inner = guard.0.take().unwrap();
-            guard.0 = Some(self.0.wait(inner).unwrap());
+            if let Some(inner) = guard.0.take() {
+                guard.0 = Some(self.0.wait(inner).unwrap_or_else(PoisonError::into_inner));
+            }
         }
 
-        /// Loom has no clock: a deadline wait is modelled as an untimed one.
         pub(crate) fn wait_until<T>(
             &self,
             guard: &mut MutexGuard<'_, T>,
             _deadline: Instant,
-        ) -> WaitResult {
+        ) -> WaitTimeoutResult {
             self.wait(guard);
-            WaitResult(false)
+            WaitTimeoutResult
         }
 
-        pub(crate) fn notify_all(&self) {
+        /// Loom does not say whether a thread was woken; report that one was.
+        pub(crate) fn notify_one(&self) -> bool {
+            self.0.notify_one();
+            true
+        }
+
+        /// Loom does not say how many threads were woken; report none.
+        pub(crate) fn notify_all(&self) -> usize {
             self.0.notify_all();
+            0
+        }
+    }
+
+    impl fmt::Debug for Condvar {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("Condvar { .. }")
         }
     }
 }

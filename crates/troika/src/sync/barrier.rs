@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use super::primitives::{Condvar, Mutex, MutexGuard};
+use crate::loom::{Condvar, Mutex, MutexGuard};
 
 use super::BarrierError;
 use crate::futures::ConfigError;

@@ -6,7 +6,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::primitives::Condvar;
+use crate::loom::Condvar;
 
 use super::lock::{Held, Lock, LockGuard};
 

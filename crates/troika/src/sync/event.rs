@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::primitives::{Condvar, Mutex};
+use crate::loom::{Condvar, Mutex};
 
 /// A boolean flag that threads can wait on, like Python's `threading.Event`.
 ///

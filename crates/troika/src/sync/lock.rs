@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
-use super::primitives::{Condvar, Mutex, MutexGuard, ThreadId, current_thread_id};
+use crate::loom::{Condvar, Mutex, MutexGuard, ThreadId, current_thread_id};
 
 use super::ReleaseError;
 

@@ -155,7 +155,6 @@ mod condition;
 mod error;
 mod event;
 mod lock;
-mod primitives;
 mod queue;
 mod semaphore;
 mod thread;

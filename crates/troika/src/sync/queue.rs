@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::primitives::{Condvar, Mutex};
+use crate::loom::{Condvar, Mutex};
 
 use super::{PutError, QueueError, TaskDoneError};
 

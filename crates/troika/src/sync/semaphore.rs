@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::primitives::{Condvar, Mutex};
+use crate::loom::{Condvar, Mutex};
 
 use super::ReleaseError;
 

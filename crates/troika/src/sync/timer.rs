@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::primitives::{Condvar, Mutex};
+use crate::loom::{Condvar, Mutex};
 
 use super::{Thread, ThreadBuilder};
 use crate::futures::TaskError;
