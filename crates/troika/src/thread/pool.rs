@@ -21,20 +21,25 @@ const IDLE_SPIN: Duration = Duration::from_micros(50);
 
 static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(1);
 
-/// A queued unit of work. Called with `true` to run it, `false` to cancel it.
-pub(crate) struct Job(Box<dyn FnOnce(bool) + Send>);
+/// What a job is called with: the pool's shared state to run on, or `None`
+/// to cancel it. Passing the pool in (rather than each job holding an `Arc`
+/// of it) keeps the pool's reference count off the per-task path.
+pub(crate) type JobFn = Box<dyn FnOnce(Option<&Shared>) + Send>;
+
+/// A queued unit of work.
+pub(crate) struct Job(JobFn);
 
 impl Job {
-    pub(crate) fn from_box(f: Box<dyn FnOnce(bool) + Send>) -> Job {
+    pub(crate) fn from_box(f: JobFn) -> Job {
         Job(f)
     }
 
-    pub(crate) fn run(self) {
-        (self.0)(true)
+    pub(crate) fn run(self, shared: &Shared) {
+        (self.0)(Some(shared))
     }
 
     pub(crate) fn cancel_now(self) {
-        (self.0)(false)
+        (self.0)(None)
     }
 }
 
@@ -246,8 +251,8 @@ pub struct PoolStats {
     pub replaced: usize,
 }
 
-/// What a worker thread knows of its pool: (pool id, its queue, its slot).
-type WorkerContext = (usize, Receiver<Job>, Arc<WorkerSlot>);
+/// What a worker thread knows of its pool: the pool and its own slot.
+type WorkerContext = (Arc<Shared>, Arc<WorkerSlot>);
 
 thread_local! {
     /// The pool this thread works for, if any.
@@ -260,31 +265,26 @@ thread_local! {
 /// means the caller must block (the queue is empty, so whatever it waits for
 /// is running on another thread and blocking cannot deadlock the pool).
 pub(crate) fn help_while(owner: usize, done: impl Fn() -> bool) -> bool {
-    let receiver = CURRENT.with(|current| match &*current.borrow() {
-        Some((id, receiver, _)) if *id == owner => Some(receiver.clone()),
+    let shared = CURRENT.with(|current| match &*current.borrow() {
+        Some((shared, _)) if shared.id == owner => Some(Arc::clone(shared)),
         _ => None,
     });
-    let Some(receiver) = receiver else {
+    let Some(shared) = shared else {
         return done();
     };
     loop {
         if done() {
             return true;
         }
-        match receiver.try_recv() {
-            Ok(job) => job.run(),
+        match shared.receiver.try_recv() {
+            Ok(job) => job.run(&shared),
             Err(_) => return done(),
         }
     }
 }
 
 fn current_slot() -> Option<Arc<WorkerSlot>> {
-    CURRENT.with(|current| {
-        current
-            .borrow()
-            .as_ref()
-            .map(|(_, _, slot)| Arc::clone(slot))
-    })
+    CURRENT.with(|current| current.borrow().as_ref().map(|(_, slot)| Arc::clone(slot)))
 }
 
 impl Shared {
@@ -307,7 +307,7 @@ impl Shared {
 
     fn work(self: Arc<Self>, index: usize, slot: Arc<WorkerSlot>) {
         CURRENT.with(|current| {
-            *current.borrow_mut() = Some((self.id, self.receiver.clone(), Arc::clone(&slot)));
+            *current.borrow_mut() = Some((Arc::clone(&self), Arc::clone(&slot)));
         });
         if let Some(init) = &self.initializer
             && let Err(payload) = catch_unwind(AssertUnwindSafe(|| init(index)))
@@ -316,7 +316,7 @@ impl Shared {
             eprintln!("troika: initializer of worker {index} panicked: {msg}");
         }
         while let Some(job) = self.next_job() {
-            job.run();
+            job.run(&self);
             if slot.retired.load(Ordering::Acquire) {
                 break;
             }
@@ -411,17 +411,15 @@ impl Shared {
     }
 
     /// Build the job for a closure, linked to a new handle.
-    pub(crate) fn job<F, R>(self: &Arc<Self>, f: F) -> (Job, Handle<R>)
+    pub(crate) fn job<F, R>(&self, f: F) -> (Job, Handle<R>)
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
         let (promise, handle) = pair(self.id);
-        let shared = Arc::clone(self);
-        let job = Job(Box::new(move |run| {
-            if run {
-                shared.run(&promise, f);
-            } else {
+        let job = Job(Box::new(move |shared: Option<&Shared>| match shared {
+            Some(shared) => shared.run(&promise, f),
+            None => {
                 promise.complete(Err(TaskError::cancelled()));
             }
         }));

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::pool::{Job, ThreadPool};
+use super::pool::{Job, JobFn, Shared, ThreadPool};
 use crate::futures::{Handle, TaskError};
 
 /// Counts the scope's jobs that have not finished (run or dropped).
@@ -71,15 +71,16 @@ impl<'scope> Scope<'scope, '_> {
         let (promise, handle) = crate::futures::pair(shared.id);
         self.pending.count.fetch_add(1, Ordering::AcqRel);
         let guard = PendingGuard(Arc::clone(&self.pending));
-        let run_shared = Arc::clone(shared);
-        let job: Box<dyn FnOnce(bool) + Send + 'scope> = Box::new(move |run| {
-            let _guard = guard;
-            if run {
-                run_shared.run_scoped(&promise, f);
-            } else {
-                promise.complete(Err(TaskError::cancelled()));
-            }
-        });
+        let job: Box<dyn FnOnce(Option<&Shared>) + Send + 'scope> =
+            Box::new(move |shared: Option<&Shared>| {
+                let _guard = guard;
+                match shared {
+                    Some(shared) => shared.run_scoped(&promise, f),
+                    None => {
+                        promise.complete(Err(TaskError::cancelled()));
+                    }
+                }
+            });
         // SAFETY: the job borrows data that lives for 'scope. `ThreadPool::scope`
         // does not return (nor unwind past its frame) until `pending` is zero,
         // and `pending` is decremented only when the job's `PendingGuard` is
@@ -87,7 +88,7 @@ impl<'scope> Scope<'scope, '_> {
         // dropped unrun. So the job is gone before 'scope ends, and erasing the
         // lifetime to store it in the pool's 'static queue is sound. Only the
         // lifetime changes; the layout of the boxed trait object is the same.
-        let job: Box<dyn FnOnce(bool) + Send + 'static> = unsafe { std::mem::transmute(job) };
+        let job: JobFn = unsafe { std::mem::transmute(job) };
         match shared.enqueue(Job::from_box(job), true) {
             Ok(()) => handle,
             Err((job, _)) => {
