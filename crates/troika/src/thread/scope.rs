@@ -9,6 +9,9 @@ use parking_lot::{Condvar, Mutex};
 use super::pool::{Job, JobFn, Shared, ThreadPool};
 use crate::futures::{Handle, TaskError};
 
+/// A job that may borrow for `'scope` (a [`JobFn`] before its lifetime is erased).
+type ScopedJobFn<'scope> = Box<dyn FnOnce(Option<&Shared>) + Send + 'scope>;
+
 /// Counts the scope's jobs that have not finished (run or dropped).
 #[derive(Default)]
 struct Pending {
@@ -71,16 +74,15 @@ impl<'scope> Scope<'scope, '_> {
         let (promise, handle) = crate::futures::pair(shared.id);
         self.pending.count.fetch_add(1, Ordering::AcqRel);
         let guard = PendingGuard(Arc::clone(&self.pending));
-        let job: Box<dyn FnOnce(Option<&Shared>) + Send + 'scope> =
-            Box::new(move |shared: Option<&Shared>| {
-                let _guard = guard;
-                match shared {
-                    Some(shared) => shared.run_scoped(&promise, f),
-                    None => {
-                        promise.complete(Err(TaskError::cancelled()));
-                    }
+        let job: ScopedJobFn<'scope> = Box::new(move |shared: Option<&Shared>| {
+            let _guard = guard;
+            match shared {
+                Some(shared) => shared.run_scoped(&promise, f),
+                None => {
+                    promise.complete(Err(TaskError::cancelled()));
                 }
-            });
+            }
+        });
         // SAFETY: the job borrows data that lives for 'scope. `ThreadPool::scope`
         // does not return (nor unwind past its frame) until `pending` is zero,
         // and `pending` is decremented only when the job's `PendingGuard` is
