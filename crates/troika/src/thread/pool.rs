@@ -574,15 +574,8 @@ impl ThreadPool {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'static,
     {
-        let f = Arc::new(f);
         let window = crate::default_window(self.workers());
-        self.map_tasks(
-            items.into_iter().map(move |item| {
-                let f = Arc::clone(&f);
-                move || f(item)
-            }),
-            window,
-        )
+        self.map_tasks(item_tasks(f, items.into_iter()), window)
     }
 
     /// Run `f` over `items`, yielding `(input position, outcome)` in completion order.
@@ -598,20 +591,30 @@ impl ThreadPool {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'static,
     {
-        let f = Arc::new(f);
         let window = crate::default_window(self.workers());
-        self.map_tasks_unordered(
-            items.into_iter().map(move |item| {
-                let f = Arc::clone(&f);
-                move || f(item)
-            }),
-            window,
-        )
+        self.map_tasks_unordered(item_tasks(f, items.into_iter()), window)
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
+}
+
+/// One task per item, all sharing `f`.
+fn item_tasks<A, R, F>(
+    f: F,
+    items: impl Iterator<Item = A>,
+) -> impl Iterator<Item = impl FnOnce() -> R + Send + 'static>
+where
+    F: Fn(A) -> R + Send + Sync + 'static,
+    A: Send + 'static,
+    R: Send + 'static,
+{
+    let f = Arc::new(f);
+    items.map(move |item| {
+        let f = Arc::clone(&f);
+        move || f(item)
+    })
 }
 
 impl<F, R> Executor<F> for ThreadPool
