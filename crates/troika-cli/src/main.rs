@@ -2,6 +2,7 @@
 //! concurrency model.
 
 mod bench;
+mod crawl;
 mod primes;
 
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ enum Command {
     /// Run the seeds' CPU experiment and the overhead workload in each mode and
     /// print a table of wall time, speedup and parallel efficiency.
     Bench(bench::BenchArgs),
+    /// Fetch many URLs at once under a concurrency limit: one JSON line per URL.
+    Crawl(crawl::CrawlArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Bench(args) => bench::run(&args),
+        Command::Crawl(args) => crawl::run(&args),
     };
     match outcome {
         Ok(code) => code,

@@ -95,6 +95,7 @@ pub mod process;
 pub mod sync;
 pub mod thread;
 
+pub use aio::{AsyncExecutor, AsyncExecutorBuilder, AsyncTask};
 pub use futures::{
     AsCompleted, CancelToken, ConfigError, ErrorKind, Executor, Exit, Handle, SubmitError,
     SubmitErrorReason, TaskError, WaitMode, WaitOutcome, as_completed, default_window, wait,
