@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LOCATION};
 use reqwest::{Client, Method, Url};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -273,6 +273,24 @@ impl Fetcher {
         };
         let status = response.status().as_u16();
         let final_url = Some(response.url().clone());
+        // The client hands back (instead of following) a redirect to a scheme
+        // it cannot fetch: refuse it here.
+        if response.status().is_redirection()
+            && let Some(target) = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| response.url().join(v).ok())
+            && !matches!(target.scheme(), "http" | "https")
+        {
+            let refusal = Refusal::Scheme(target.scheme().to_owned());
+            return Attempt {
+                status: Some(status),
+                bytes: 0,
+                final_url,
+                failure: Some((Failure::new(refusal.kind(), refusal.to_string()), false)),
+            };
+        }
         let check_utf8 = is_utf8_text(response.headers());
         let declared = response
             .headers()

@@ -19,7 +19,7 @@ use axum::routing::{any, get};
 
 /// What the server saw.
 #[derive(Default)]
-pub struct Seen {
+pub(crate) struct Seen {
     now: AtomicUsize,
     peak: AtomicUsize,
     /// Per listening port: (in flight now, peak).
@@ -31,19 +31,19 @@ pub struct Seen {
 }
 
 impl Seen {
-    pub fn peak(&self) -> usize {
+    pub(crate) fn peak(&self) -> usize {
         self.peak.load(Ordering::SeqCst)
     }
 
-    pub fn peak_on(&self, port: u16) -> usize {
+    pub(crate) fn peak_on(&self, port: u16) -> usize {
         self.per_port.lock().unwrap().get(&port).map_or(0, |p| p.1)
     }
 
-    pub fn hits(&self, path: &str) -> usize {
+    pub(crate) fn hits(&self, path: &str) -> usize {
         self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 
-    pub fn echo(&self) -> Option<(String, HeaderMap, String)> {
+    pub(crate) fn echo(&self) -> Option<(String, HeaderMap, String)> {
         self.echo.lock().unwrap().clone()
     }
 }
@@ -80,8 +80,7 @@ impl Drop for InFlight {
 
 async fn track(State(ctx): State<Ctx>, request: Request, next: Next) -> Response {
     let _in_flight = InFlight::enter(&ctx);
-    *ctx
-        .seen
+    *ctx.seen
         .hits
         .lock()
         .unwrap()
@@ -95,7 +94,10 @@ async fn page(Path(n): Path<u32>, Query(q): Query<HashMap<String, String>>) -> i
     tokio::time::sleep(Duration::from_millis(delay)).await;
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        format!("<html><title>page {n}</title><body>{}</body></html>", "<p>lorem ipsum</p>".repeat(100)),
+        format!(
+            "<html><title>page {n}</title><body>{}</body></html>",
+            "<p>lorem ipsum</p>".repeat(100)
+        ),
     )
 }
 
@@ -104,7 +106,9 @@ fn redirect(to: &str) -> Response {
 }
 
 async fn status(Path(code): Path<u16>) -> Response {
-    StatusCode::from_u16(code).unwrap_or(StatusCode::IM_A_TEAPOT).into_response()
+    StatusCode::from_u16(code)
+        .unwrap_or(StatusCode::IM_A_TEAPOT)
+        .into_response()
 }
 
 async fn flaky(State(ctx): State<Ctx>, Path(key): Path<String>) -> Response {
@@ -119,12 +123,26 @@ async fn flaky(State(ctx): State<Ctx>, Path(key): Path<String>) -> Response {
 async fn endless() -> Response {
     let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
     let stream = futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
-    ([(header::CONTENT_TYPE, "text/plain")], Body::from_stream(stream)).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain")],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
-async fn echo(State(ctx): State<Ctx>, method: Method, headers: HeaderMap, body: String) -> &'static str {
+async fn echo(
+    State(ctx): State<Ctx>,
+    method: Method,
+    headers: HeaderMap,
+    body: String,
+) -> &'static str {
     *ctx.seen.echo.lock().unwrap() = Some((method.to_string(), headers, body));
     "echoed"
+}
+
+/// Accepts the request and never answers.
+async fn never() -> &'static str {
+    std::future::pending().await
 }
 
 fn app(ctx: Ctx) -> Router {
@@ -133,28 +151,49 @@ fn app(ctx: Ctx) -> Router {
         .route("/status/{code}", get(status))
         .route("/self-loop", get(|| async { redirect("/self-loop") }))
         .route("/to-file", get(|| async { redirect("file:///etc/passwd") }))
-        .route("/to-ftp", get(|| async { redirect("ftp://127.0.0.1/pub/file") }))
+        .route(
+            "/to-ftp",
+            get(|| async { redirect("ftp://127.0.0.1/pub/file") }),
+        )
         .route("/to-page", get(|| async { redirect("/page/7") }))
         .route("/endless", get(endless))
-        .route("/never", get(|| std::future::pending::<&'static str>()))
+        .route("/never", get(never))
         .route("/flaky/{key}", get(flaky))
-        .route("/latin1", get(|| async { ([(header::CONTENT_TYPE, "text/html")], &b"caf\xe9 cr\xe8me"[..]).into_response() }))
-        .route("/binary", get(|| async { ([(header::CONTENT_TYPE, "image/png")], &b"\x89PNG\r\n\x1a\n\xff\xfe"[..]).into_response() }))
+        .route(
+            "/latin1",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/html")],
+                    &b"caf\xe9 cr\xe8me"[..],
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/binary",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "image/png")],
+                    &b"\x89PNG\r\n\x1a\n\xff\xfe"[..],
+                )
+                    .into_response()
+            }),
+        )
         .route("/echo", any(echo))
         .layer(middleware::from_fn_with_state(ctx.clone(), track))
         .with_state(ctx)
 }
 
 /// Servers on 127.0.0.1, each on its own free port, sharing one [`Seen`].
-pub struct Servers {
-    pub seen: Arc<Seen>,
-    pub ports: Vec<u16>,
+pub(crate) struct Servers {
+    pub(crate) seen: Arc<Seen>,
+    pub(crate) ports: Vec<u16>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Servers {
     /// Start `n` servers. They are accepting connections when this returns.
-    pub fn start(n: usize) -> Servers {
+    pub(crate) fn start(n: usize) -> Servers {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -181,11 +220,11 @@ impl Servers {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         self.url_on(0, path)
     }
 
-    pub fn url_on(&self, server: usize, path: &str) -> String {
+    pub(crate) fn url_on(&self, server: usize, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.ports[server])
     }
 }
@@ -199,7 +238,7 @@ impl Drop for Servers {
 }
 
 /// A port on 127.0.0.1 that refuses connections (bound, then closed).
-pub fn closed_port() -> u16 {
+pub(crate) fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
