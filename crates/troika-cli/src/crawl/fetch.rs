@@ -198,7 +198,6 @@ impl Fetcher {
     /// Fetch one input line and describe the outcome. Never fails: every
     /// problem becomes the record's error.
     pub(crate) async fn fetch(&self, line: &str) -> Record {
-        let started = Instant::now();
         let url = match parse_url(line) {
             Ok(url) => url,
             Err(failure) => return Record::failed(line.to_owned(), failure),
@@ -209,12 +208,15 @@ impl Fetcher {
             url.port_or_known_default().unwrap_or(0)
         );
         let mut attempts = 0u32;
+        // Timed from the first request, not from the wait for a slot.
+        let mut started = None;
         let last = loop {
             attempts += 1;
             let attempt = {
                 let _host = self.hosts.admit(&host_key).await;
                 // Never closed, so this only fails if the crawl is torn down.
                 let _slot = Arc::clone(&self.global).acquire_owned().await.ok();
+                started.get_or_insert_with(Instant::now);
                 match tokio::time::timeout(self.timeout, self.attempt(url.clone())).await {
                     Ok(attempt) => attempt,
                     Err(_) => Attempt::failed(
@@ -239,7 +241,7 @@ impl Fetcher {
             url: line.to_owned(),
             status: last.status,
             bytes: last.bytes,
-            elapsed_ms: millis(started.elapsed()),
+            elapsed_ms: started.map_or(0.0, |t| millis(t.elapsed())),
             error,
             error_kind,
             attempts,

@@ -70,7 +70,8 @@ pub(crate) struct Record {
     pub(crate) status: Option<u16>,
     /// Body bytes received (at most `--max-bytes`).
     pub(crate) bytes: u64,
-    /// Wall time from the first attempt to the end, including retries.
+    /// Wall time from the start of the first request to the end, retries
+    /// included (waiting for a concurrency slot before it is not).
     pub(crate) elapsed_ms: f64,
     /// Null, or what went wrong.
     pub(crate) error: Option<String>,
