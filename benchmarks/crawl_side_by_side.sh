@@ -74,9 +74,13 @@ for conc in "${levels[@]}"; do
   echo
   echo "-- concurrency $conc, $n pages (limit $limit pages/s)"
   for mode in async threads; do
-    summary=$("$troika" crawl --mode "$mode" --concurrency "$conc" --input "$urls" 2>&1 >/dev/null | tail -1)
+    summary=$(/usr/bin/time -f "peak RSS %M KB" "$troika" crawl --mode "$mode" --concurrency "$conc" --input "$urls" 2>&1 >/dev/null | tail -2 | tr '\n' ' ')
     echo "troika crawl --mode $mode: $summary"
   done
   python3 "$peers/seed_crawler.py" "$SERVER" "$n" "$conc" | sed 's/^/python /'
+  if command -v wrk >/dev/null; then
+    rps=$(wrk -c "$conc" -t 2 -d 5s "$SERVER/page/0?delay_ms=100" | awk '/Requests\/sec/ {print $2}')
+    echo "wrk -c $conc (the server's ceiling with $conc connections): $rps requests/s"
+  fi
   rm -f "$urls"
 done

@@ -15,7 +15,7 @@ mod fetch;
 mod record;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -200,14 +200,15 @@ pub(crate) fn run(args: &CrawlArgs) -> anyhow::Result<ExitCode> {
     } else {
         (Box::new(std::io::stdin()), None)
     };
-    let out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
+    // Buffered: lines are flushed in batches, whenever no other line is ready.
+    let out: Box<dyn Write + Send> = match &args.output {
+        Some(path) => Box::new(BufWriter::new(
             File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
         )),
-        None => Box::new(std::io::stdout().lock()),
+        None => Box::new(BufWriter::with_capacity(1 << 16, std::io::stdout())),
     };
     let show = !args.quiet && std::io::stderr().is_terminal();
-    let mut sink = Sink::new(out, show, known_len);
+    let sink = Sink::new(out, show, known_len);
 
     let (tx, rx) = mpsc::channel::<Line>(1024);
     let reader = std::thread::Builder::new()
@@ -217,15 +218,14 @@ pub(crate) fn run(args: &CrawlArgs) -> anyhow::Result<ExitCode> {
 
     let started = Instant::now();
     // Requests in flight are bounded by the fetcher's semaphore; the window
-    // lets tasks wait for a host's slot without holding up other hosts.
-    let window = concurrency.saturating_mul(2).max(16);
-    let crawled = match args.mode {
-        CrawlMode::Async => crawl_async(&fetcher, rx, window, args.keep_order, &mut sink),
-        CrawlMode::Threads => crawl_threads(&fetcher, rx, concurrency, args.keep_order, &mut sink),
-    };
+    // lets some tasks wait for a host's slot without holding up other hosts.
+    let window = concurrency.saturating_add(64);
+    let mut sink = match args.mode {
+        CrawlMode::Async => crawl_async(&fetcher, rx, window, args.keep_order, sink),
+        CrawlMode::Threads => crawl_threads(&fetcher, rx, concurrency, args.keep_order, sink),
+    }?;
     let wall = started.elapsed();
     sink.finish()?;
-    crawled?;
     // The reader has finished: the channel was drained to its end.
     match reader.join() {
         Ok(result) => result.context("reading the input failed")?,
@@ -297,8 +297,8 @@ fn crawl_async(
     rx: mpsc::Receiver<Line>,
     window: usize,
     keep_order: bool,
-    sink: &mut Sink,
-) -> anyhow::Result<()> {
+    mut sink: Sink,
+) -> anyhow::Result<Sink> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("troika-crawl")
@@ -307,40 +307,58 @@ fn crawl_async(
     let lines = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|line| (line, rx))
     });
-    let result = runtime.block_on(async {
-        if keep_order {
-            let mut index = 0;
-            let records = troika::aio::stream_map_bounded(lines, window, |line| {
-                process(Arc::clone(fetcher), line)
-            });
-            let mut records = std::pin::pin!(records);
-            while let Some(outcome) = records.next().await {
-                sink.write(outcome.unwrap_or_else(|e| lost(index, &e)))?;
-                index += 1;
+    let fetcher = Arc::clone(fetcher);
+    let fetch = move |line| process(Arc::clone(&fetcher), line);
+    // The writer runs as a task on the runtime too, so a finished fetch wakes
+    // it without a cross-thread hand-off to the main thread; lines that are
+    // ready together are written with one flush.
+    let writer = runtime.spawn(async move {
+        let result = async {
+            if keep_order {
+                let mut index = 0;
+                let records = troika::aio::stream_map_bounded(lines, window, fetch);
+                let mut batches = std::pin::pin!(records.ready_chunks(BATCH));
+                while let Some(batch) = batches.next().await {
+                    for outcome in batch {
+                        sink.write(outcome.unwrap_or_else(|e| lost(index, &e)))?;
+                        index += 1;
+                    }
+                    sink.flush()?;
+                }
+            } else {
+                let records = troika::aio::stream_map_bounded_unordered(lines, window, fetch);
+                let mut batches = std::pin::pin!(records.ready_chunks(BATCH));
+                while let Some(batch) = batches.next().await {
+                    for (index, outcome) in batch {
+                        sink.write(outcome.unwrap_or_else(|e| lost(index, &e)))?;
+                    }
+                    sink.flush()?;
+                }
             }
-        } else {
-            let records = troika::aio::stream_map_bounded_unordered(lines, window, |line| {
-                process(Arc::clone(fetcher), line)
-            });
-            let mut records = std::pin::pin!(records);
-            while let Some((index, outcome)) = records.next().await {
-                sink.write(outcome.unwrap_or_else(|e| lost(index, &e)))?;
-            }
+            anyhow::Ok(())
         }
-        anyhow::Ok(())
+        .await;
+        result.map(|()| sink)
     });
+    let result = match runtime.block_on(writer) {
+        Ok(result) => result,
+        Err(e) => Err(anyhow::anyhow!("the crawl stopped: {e}")),
+    };
     // Tasks of an early exit may still hold connections: do not wait for them.
     runtime.shutdown_background();
     result
 }
+
+/// The most lines written between two flushes.
+const BATCH: usize = 1024;
 
 fn crawl_threads(
     fetcher: &Arc<Fetcher>,
     mut rx: mpsc::Receiver<Line>,
     threads: usize,
     keep_order: bool,
-    sink: &mut Sink,
-) -> anyhow::Result<()> {
+    mut sink: Sink,
+) -> anyhow::Result<Sink> {
     // The pool's threads block on their requests; one runtime thread drives
     // the sockets for all of them.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -361,10 +379,12 @@ fn crawl_threads(
         if keep_order {
             for (index, outcome) in pool.map(fetch, lines).enumerate() {
                 sink.write(outcome.unwrap_or_else(|e| lost(index, &e)))?;
+                sink.flush()?;
             }
         } else {
             for (index, outcome) in pool.map_unordered(fetch, lines) {
                 sink.write(outcome.unwrap_or_else(|e| lost(index, &e)))?;
+                sink.flush()?;
             }
         }
         anyhow::Ok(())
@@ -372,18 +392,18 @@ fn crawl_threads(
     pool.shutdown(false, true);
     drop(pool);
     runtime.shutdown_background();
-    result
+    result.map(|()| sink)
 }
 
 /// Where records go: the JSON lines, the progress bar and the summary.
 struct Sink {
-    out: Box<dyn Write>,
+    out: Box<dyn Write + Send>,
     bar: Option<ProgressBar>,
     summary: Summary,
 }
 
 impl Sink {
-    fn new(out: Box<dyn Write>, show_progress: bool, len: Option<u64>) -> Sink {
+    fn new(out: Box<dyn Write + Send>, show_progress: bool, len: Option<u64>) -> Sink {
         let bar = show_progress.then(|| {
             let bar = match len {
                 Some(len) => ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr()),
@@ -410,7 +430,6 @@ impl Sink {
     fn write(&mut self, record: Record) -> anyhow::Result<()> {
         serde_json::to_writer(&mut self.out, &record)?;
         self.out.write_all(b"\n")?;
-        self.out.flush()?;
         self.summary.add(&record);
         if let Some(bar) = &self.bar {
             bar.inc(1);
@@ -419,6 +438,11 @@ impl Sink {
                 bar.set_message(format!("{errors} errors"));
             }
         }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.out.flush()?;
         Ok(())
     }
 
