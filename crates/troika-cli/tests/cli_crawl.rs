@@ -398,3 +398,16 @@ fn bad_usage_exits_2() {
         assert!(out.stdout.is_empty());
     }
 }
+
+#[test]
+fn https_is_spoken_through_rustls() {
+    // A plain-HTTP server answering a TLS client: the handshake fails, which
+    // shows an https URL goes through TLS (nothing past loopback is needed).
+    let servers = Servers::start(1);
+    let url = format!("https://127.0.0.1:{}/page/1", servers.ports[0]);
+    let out = crawl(&["--timeout", "10", &url], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let record = &lines(&out)[0];
+    assert_eq!(record["error_kind"], "connect", "{record}");
+    assert!(record["status"].is_null());
+}
