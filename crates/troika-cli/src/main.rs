@@ -1,7 +1,9 @@
 //! The `troika` command: `bench` measures the seeds' experiment across every
-//! concurrency model; `primes` tests numbers in any mode.
+//! concurrency model; `primes` tests numbers in any mode; `crawl` fetches
+//! many URLs at once; `run` runs a command per input in parallel.
 
 mod bench;
+mod crawl;
 mod mode;
 mod primes;
 mod run;
@@ -29,6 +31,8 @@ enum Command {
     /// Run a command once per input, in parallel (GNU parallel's job):
     /// `troika run [OPTIONS] -- COMMAND [ARGS…] [::: INPUT…]`.
     Run(run::RunArgs),
+    /// Fetch many URLs at once under a concurrency limit: one JSON line per URL.
+    Crawl(crawl::CrawlArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Primes(args) => primes::command::run(&args),
         Command::Run(args) => run::run(args),
+        Command::Crawl(args) => crawl::run(&args),
     };
     match outcome {
         Ok(code) => code,

@@ -31,7 +31,17 @@ fn json_lines_carry_every_field() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert_eq!(rows.len(), 6, "three workloads, two modes: {stdout}");
+    let modes: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r["mode"].as_str().unwrap()).collect();
+    assert!(
+        modes.contains("serial") && modes.contains("threads") && modes.contains("async"),
+        "{stdout}"
+    );
+    assert_eq!(
+        rows.len(),
+        3 * modes.len(),
+        "every workload in every mode: {stdout}"
+    );
     for row in &rows {
         for field in [
             "workload",
@@ -53,7 +63,9 @@ fn json_lines_carry_every_field() {
         }
         let workers = match (row["mode"].as_str(), row["workload"].as_str()) {
             (Some("serial"), _) => 1,
-            (_, Some("io")) => 64,
+            (Some("threads"), Some("io")) => 64,
+            (Some("async"), Some("io")) => 4,
+            (Some("processes"), Some("io")) => 8,
             _ => 2,
         };
         assert_eq!(row["workers"], workers, "{row}");

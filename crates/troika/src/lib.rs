@@ -76,8 +76,11 @@
 //!
 //! # Async code
 //!
-//! A [`Handle`] is a [`Future`](std::future::Future): `handle.await` from async
-//! code waits without blocking the runtime's thread.
+//! A [`Handle`] is a `Future`: `handle.await` from async code waits without
+//! blocking the runtime's thread. [`aio`] adds `gather`, a bounded concurrent
+//! map (the seeds' `Semaphore(10)` crawler), completion-order iteration,
+//! timeouts, `run_in_executor`, and the [`AsyncExecutor`], which offers the
+//! same futures API on tokio.
 //!
 //! # The parts
 //!
@@ -97,6 +100,7 @@ pub mod process;
 pub mod sync;
 pub mod thread;
 
+pub use aio::{AsyncExecutor, AsyncExecutorBuilder, AsyncTask};
 pub use futures::{
     AsCompleted, CancelToken, ConfigError, ErrorKind, Executor, Exit, Handle, SubmitError,
     SubmitErrorReason, TaskError, WaitMode, WaitOutcome, as_completed, default_window, wait,

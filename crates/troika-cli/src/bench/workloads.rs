@@ -3,7 +3,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use troika::ThreadPool;
+use troika::aio::AsyncExecutor;
 use troika::primes::{SEED_NUMBER, is_prime_trial};
 
 use super::{Measured, Mode, Span, Workload};
@@ -22,7 +25,7 @@ const IO_THREADS: usize = 64;
 /// clock reads do not weigh on the throughput it measures.
 const OVERHEAD_SPANS: u64 = 2_000;
 
-/// Worker threads are named `bench-N`: N is the lane on the timeline.
+/// Worker threads' name prefix.
 const THREAD_NAME: &str = "bench";
 
 /// Run `workload` in `mode` and measure it.
@@ -39,17 +42,36 @@ pub(crate) fn measure(
     }
 }
 
-/// The timeline lane of the current thread: N of a `bench-N` worker, else 0.
+/// A number that names the current thread (unique in this process); the
+/// report's lanes are these, renumbered from 0 per run by [`lanes_from_zero`].
 fn lane() -> usize {
-    std::thread::current()
-        .name()
-        .and_then(|name| {
-            name.strip_prefix(THREAD_NAME)?
-                .strip_prefix('-')?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static LANE: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    LANE.with(|lane| *lane)
+}
+
+/// Renumber the spans' threads 0, 1, … in order of first appearance.
+fn lanes_from_zero(mut spans: Vec<Span>) -> Vec<Span> {
+    let mut seen: Vec<usize> = Vec::new();
+    for span in &mut spans {
+        span.worker = match seen.iter().position(|&t| t == span.worker) {
+            Some(i) => i,
+            None => {
+                seen.push(span.worker);
+                seen.len() - 1
+            }
+        };
+    }
+    spans
+}
+
+fn executor(workers: usize) -> anyhow::Result<AsyncExecutor> {
+    Ok(AsyncExecutor::builder()
+        .workers(workers)
+        .thread_name(THREAD_NAME)
+        .build()?)
 }
 
 /// Run `f`, returning its value and its span relative to `origin`.
@@ -88,6 +110,19 @@ fn cpu(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> {
             drop(pool);
             (workers, outcomes)
         }
+        Mode::Async => {
+            // A coroutine that computes holds its runtime thread: this scales
+            // with the runtime's threads, not with the tasks.
+            let executor = executor(workers)?;
+            let outcomes = executor
+                .map(
+                    move |n| async move { check(n) },
+                    (0..tasks).map(|_| SEED_NUMBER),
+                )
+                .collect::<Result<_, _>>()?;
+            drop(executor);
+            (workers, outcomes)
+        }
         other => anyhow::bail!(
             "mode '{}' cannot run the cpu workload in this build",
             other.name()
@@ -103,7 +138,7 @@ fn cpu(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> {
         wall,
         throughput: None,
         latency: None,
-        spans: outcomes.into_iter().map(|(_, span)| span).collect(),
+        spans: lanes_from_zero(outcomes.into_iter().map(|(_, span)| span).collect()),
     })
 }
 
@@ -119,6 +154,29 @@ fn io(mode: Mode, tasks: u64) -> anyhow::Result<Measured> {
             drop(pool);
             (IO_THREADS, spans)
         }
+        Mode::Async => {
+            // Every task in flight at once, each waiting on a timer.
+            let executor = executor(1)?;
+            let handles: Vec<_> = (0..tasks)
+                .map(|_| {
+                    executor.submit(async move {
+                        let start = origin.elapsed().as_secs_f64();
+                        tokio::time::sleep(IO_WAIT).await;
+                        Span {
+                            worker: lane(),
+                            start,
+                            end: origin.elapsed().as_secs_f64(),
+                        }
+                    })
+                })
+                .collect();
+            let spans = handles
+                .into_iter()
+                .map(|h| h.result())
+                .collect::<Result<_, _>>()?;
+            drop(executor);
+            (usize::try_from(tasks).unwrap_or(usize::MAX), spans)
+        }
         other => anyhow::bail!(
             "mode '{}' cannot run the io workload in this build",
             other.name()
@@ -129,7 +187,7 @@ fn io(mode: Mode, tasks: u64) -> anyhow::Result<Measured> {
         wall: origin.elapsed(),
         throughput: None,
         latency: None,
-        spans,
+        spans: lanes_from_zero(spans),
     })
 }
 
@@ -176,6 +234,25 @@ fn overhead(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> 
             drop(pool);
             (workers, wall, outcomes, latencies)
         }
+        Mode::Async => {
+            let executor = executor(workers)?;
+            let handles: Vec<_> = (0..tasks)
+                .map(|i| executor.submit(async move { task(i) }))
+                .collect();
+            let outcomes = handles
+                .into_iter()
+                .map(|h| h.result())
+                .collect::<Result<Vec<_>, _>>()?;
+            let wall = origin.elapsed();
+            let mut latencies = Vec::with_capacity(samples as usize);
+            for i in 0..samples {
+                let t = Instant::now();
+                black_box(executor.submit(async move { trivial(i) }).result()?);
+                latencies.push(t.elapsed());
+            }
+            drop(executor);
+            (workers, wall, outcomes, latencies)
+        }
         other => anyhow::bail!(
             "mode '{}' cannot run the overhead workload in this build",
             other.name()
@@ -193,7 +270,7 @@ fn overhead(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> 
         wall,
         throughput: Some(tasks as f64 / wall.as_secs_f64().max(1e-9)),
         latency: Some(percentiles(latencies)),
-        spans: outcomes.into_iter().filter_map(|(_, span)| span).collect(),
+        spans: lanes_from_zero(outcomes.into_iter().filter_map(|(_, span)| span).collect()),
     })
 }
 

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# troika crawl and the seed's Python crawlers (../shared/peers/seed_crawler.py:
+# asyncio+aiohttp with a Semaphore, and ThreadPoolExecutor+requests) against
+# the same local page server, in one run, so the ratios come from one machine
+# state. Pages take 100 ms, so the limit is concurrency / 0.1 s pages/s.
+#
+#   benchmarks/crawl_side_by_side.sh [CONCURRENCY...]   (default: 10 100)
+#
+# PAGES_PER_SLOT (default 20) sets the pages fetched per unit of concurrency.
+# The page server: SERVER=URL uses one you started (it must answer
+# /page/<n>?delay_ms=100); otherwise nginx with the echo module (Debian:
+# nginx-light libnginx-mod-http-echo) is started when installed, as it is fast
+# enough not to be the bottleneck on 2 cores, else ../shared/peers/delay_server.py
+# (aiohttp, one core: it saturates near 1000 pages/s). PY_SERVER=1 forces it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+peers=${PEERS:-../shared/peers}
+per_slot=${PAGES_PER_SLOT:-20}
+levels=("$@")
+[ ${#levels[@]} -eq 0 ] && levels=(10 100)
+
+python3 -c 'import aiohttp, requests' 2>/dev/null || pip3 install -q aiohttp requests
+cargo build --release --quiet -p troika-cli
+troika=./target/release/troika
+
+server_pid=
+nginx_dir=
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  [ -n "$nginx_dir" ] && nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf" -s stop 2>/dev/null || true
+}
+trap cleanup EXIT
+echo_module=/usr/lib/nginx/modules/ngx_http_echo_module.so
+if [ -z "${SERVER:-}" ]; then
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  SERVER="http://127.0.0.1:$port"
+  if [ -z "${PY_SERVER:-}" ] && command -v nginx >/dev/null && [ -f "$echo_module" ]; then
+    nginx_dir=$(mktemp -d)
+    body=$(python3 -c 'print("<html><head><title>page</title></head><body>" + "<p>lorem ipsum</p>" * 100 + "</body></html>")')
+    cat >"$nginx_dir/nginx.conf" <<CONF
+load_module $echo_module;
+worker_processes 1;
+pid $nginx_dir/nginx.pid;
+error_log $nginx_dir/error.log;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$port backlog=4096;
+    location /page/ { default_type text/html; echo_sleep 0.1; echo '$body'; }
+  }
+}
+CONF
+    nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf"
+    server_kind="nginx + echo_sleep"
+  else
+    python3 "$peers/delay_server.py" "$port" &
+    server_pid=$!
+    server_kind="delay_server.py (aiohttp)"
+  fi
+  for _ in $(seq 100); do
+    curl -fs "$SERVER/page/0?delay_ms=0" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+fi
+
+echo "== machine: $(nproc) cores; server: $SERVER, ${server_kind:-yours} (100 ms pages)"
+for conc in "${levels[@]}"; do
+  n=$((conc * per_slot))
+  limit=$((conc * 10))
+  urls=$(mktemp)
+  for i in $(seq 0 $((n - 1))); do echo "$SERVER/page/$i?delay_ms=100"; done >"$urls"
+  echo
+  echo "-- concurrency $conc, $n pages (limit $limit pages/s)"
+  for mode in async threads; do
+    summary=$(/usr/bin/time -f "peak RSS %M KB" "$troika" crawl --mode "$mode" --concurrency "$conc" --input "$urls" 2>&1 >/dev/null | tail -2 | tr '\n' ' ')
+    echo "troika crawl --mode $mode: $summary"
+  done
+  python3 "$peers/seed_crawler.py" "$SERVER" "$n" "$conc" | sed 's/^/python /'
+  if command -v wrk >/dev/null; then
+    rps=$(wrk -c "$conc" -t 2 -d 5s "$SERVER/page/0?delay_ms=100" | awk '/Requests\/sec/ {print $2}')
+    echo "wrk -c $conc (the server's ceiling with $conc connections): $rps requests/s"
+  fi
+  rm -f "$urls"
+done

@@ -1,0 +1,413 @@
+//! `troika crawl` end to end, against a real HTTP server on 127.0.0.1.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use support::{Servers, closed_port};
+
+/// Run `troika crawl` with `args`, feeding `stdin` (if any).
+fn crawl(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_troika"))
+        .arg("crawl")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the troika binary runs");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn lines(out: &Output) -> Vec<Value> {
+    String::from_utf8(out.stdout.clone())
+        .expect("stdout is UTF-8")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The records keyed by URL (each URL appears once in these tests).
+fn by_url(records: &[Value]) -> HashMap<String, Value> {
+    records
+        .iter()
+        .map(|r| (r["url"].as_str().unwrap().to_owned(), r.clone()))
+        .collect()
+}
+
+fn pages(servers: &Servers, n: usize, delay_ms: u64) -> Vec<String> {
+    (0..n)
+        .map(|i| servers.url(&format!("/page/{i}?delay_ms={delay_ms}")))
+        .collect()
+}
+
+#[test]
+fn every_url_gets_exactly_one_line_with_every_field() {
+    let servers = Servers::start(1);
+    let mut urls = pages(&servers, 40, 5);
+    urls.push(servers.url("/status/404"));
+    let input = urls.join("\n") + "\n";
+    let out = crawl(&["--concurrency", "8"], Some(input.as_bytes()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let records = lines(&out);
+    assert_eq!(records.len(), urls.len());
+    let mut seen: Vec<&str> = records.iter().map(|r| r["url"].as_str().unwrap()).collect();
+    seen.sort();
+    let mut expected: Vec<&str> = urls.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    for record in &records {
+        for field in [
+            "url",
+            "status",
+            "bytes",
+            "elapsed_ms",
+            "error",
+            "error_kind",
+            "attempts",
+        ] {
+            assert!(record.get(field).is_some(), "{field} missing in {record}");
+        }
+    }
+    let records = by_url(&records);
+    let page = &records[&urls[0]];
+    assert_eq!(page["status"], 200);
+    assert!(page["bytes"].as_u64().unwrap() > 1000);
+    assert!(page["error"].is_null());
+    let missing = &records[&servers.url("/status/404")];
+    assert_eq!(missing["status"], 404, "a 404 is a status");
+    assert!(missing["error"].is_null(), "not an error");
+    assert!(
+        stderr(&out).contains("crawled 41 URLs"),
+        "summary: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn keep_order_writes_lines_in_input_order() {
+    let servers = Servers::start(1);
+    // Later URLs answer sooner, so completion order is roughly reversed.
+    let urls: Vec<String> = (0..12)
+        .map(|i| servers.url(&format!("/page/{i}?delay_ms={}", (12 - i) * 10)))
+        .collect();
+    for mode in ["async", "threads"] {
+        let mut args = vec!["--keep-order", "--concurrency", "12", "--mode", mode];
+        args.extend(urls.iter().map(String::as_str));
+        let out = crawl(&args, None);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let got: Vec<String> = lines(&out)
+            .iter()
+            .map(|r| r["url"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(got, urls, "mode {mode}");
+    }
+}
+
+#[test]
+fn the_concurrency_limit_holds_in_both_modes() {
+    for mode in ["async", "threads"] {
+        let servers = Servers::start(1);
+        let urls = pages(&servers, 40, 20);
+        let mut args = vec!["--concurrency", "4", "--mode", mode];
+        args.extend(urls.iter().map(String::as_str));
+        let out = crawl(&args, None);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(lines(&out).len(), 40);
+        let peak = servers.seen.peak();
+        assert!((1..=4).contains(&peak), "mode {mode}: peak {peak} > 4");
+    }
+}
+
+#[test]
+fn the_per_host_limit_holds() {
+    let servers = Servers::start(2);
+    let mut urls = Vec::new();
+    for i in 0..20 {
+        urls.push(servers.url_on(0, &format!("/page/{i}?delay_ms=20")));
+        urls.push(servers.url_on(1, &format!("/page/{i}?delay_ms=20")));
+    }
+    let input = urls.join("\n");
+    let out = crawl(
+        &["--concurrency", "10", "--per-host", "2"],
+        Some(input.as_bytes()),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(lines(&out).len(), 40);
+    for &port in &servers.ports {
+        let peak = servers.seen.peak_on(port);
+        assert!((1..=2).contains(&peak), "port {port}: peak {peak} > 2");
+    }
+    assert!(servers.seen.peak() <= 4);
+}
+
+#[test]
+fn redirects_are_limited_and_only_to_http() {
+    let servers = Servers::start(1);
+    let urls = [
+        servers.url("/self-loop"),
+        servers.url("/to-file"),
+        servers.url("/to-ftp"),
+        servers.url("/to-page"),
+    ];
+    let mut args = vec!["--max-redirects", "3"];
+    args.extend(urls.iter().map(String::as_str));
+    let out = crawl(&args, None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let records = by_url(&lines(&out));
+    let looped = &records[&urls[0]];
+    assert_eq!(looped["error_kind"], "redirect_limit", "{looped}");
+    assert!(looped["error"].as_str().unwrap().contains("redirect limit"));
+    assert_eq!(
+        servers.seen.hits("/self-loop"),
+        4,
+        "the first request and 3 redirects"
+    );
+    for url in &urls[1..3] {
+        let refused = &records[url];
+        assert_eq!(refused["error_kind"], "scheme_not_allowed", "{refused}");
+        assert!(refused["error"].as_str().unwrap().contains("not allowed"));
+    }
+    let followed = &records[&urls[3]];
+    assert_eq!(followed["status"], 200);
+    assert_eq!(followed["final_url"], servers.url("/page/7"));
+}
+
+#[test]
+fn an_endless_body_is_cut_off_at_max_bytes() {
+    let servers = Servers::start(1);
+    let url = servers.url("/endless");
+    let out = crawl(&["--max-bytes", "256K", &url], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let record = &lines(&out)[0];
+    assert_eq!(record["error_kind"], "too_large");
+    assert!(record["error"].as_str().unwrap().contains("too large"));
+    assert!(record["bytes"].as_u64().unwrap() <= 256 * 1024);
+    assert_eq!(record["status"], 200);
+}
+
+#[test]
+fn a_server_that_never_answers_times_out_and_is_retried() {
+    let servers = Servers::start(1);
+    let url = servers.url("/never");
+    let out = crawl(
+        &[
+            "--timeout",
+            "0.5",
+            "--retries",
+            "1",
+            "--backoff-ms",
+            "1",
+            &url,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let record = &lines(&out)[0];
+    assert_eq!(record["error_kind"], "timeout", "{record}");
+    assert!(record["error"].as_str().unwrap().contains("timed out"));
+    assert_eq!(record["attempts"], 2);
+    // Each attempt reached the server unless the machine was too slow to
+    // deliver it within the timeout; never more than the two attempts.
+    assert!(servers.seen.hits("/never") <= 2);
+}
+
+#[test]
+fn retries_happen_only_for_5xx_and_connection_errors() {
+    let servers = Servers::start(1);
+    let refused = format!("http://127.0.0.1:{}/", closed_port());
+    let urls = [
+        servers.url("/flaky/a"),
+        servers.url("/status/503"),
+        servers.url("/status/404"),
+        servers.url("/status/400"),
+        refused.clone(),
+    ];
+    let mut args = vec!["--retries", "2", "--backoff-ms", "1"];
+    args.extend(urls.iter().map(String::as_str));
+    let out = crawl(&args, None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let records = by_url(&lines(&out));
+
+    let flaky = &records[&urls[0]];
+    assert_eq!(flaky["status"], 200, "500 then 200: {flaky}");
+    assert_eq!(flaky["attempts"], 2);
+    assert_eq!(servers.seen.hits("/flaky/a"), 2);
+
+    let failing = &records[&urls[1]];
+    assert_eq!(failing["status"], 503);
+    assert_eq!(failing["attempts"], 3);
+    assert_eq!(servers.seen.hits("/status/503"), 3);
+
+    for (url, path) in [(&urls[2], "/status/404"), (&urls[3], "/status/400")] {
+        assert_eq!(records[url]["attempts"], 1, "4xx is never retried");
+        assert_eq!(servers.seen.hits(path), 1);
+    }
+
+    let no_server = &records[&refused];
+    assert_eq!(no_server["error_kind"], "connect");
+    assert_eq!(no_server["error"], "connection refused");
+    assert_eq!(no_server["attempts"], 3);
+}
+
+#[test]
+fn bad_input_lines_get_error_lines_and_blank_lines_none() {
+    let servers = Servers::start(1);
+    let good = servers.url("/page/1");
+    let mut input = Vec::new();
+    input.extend_from_slice(b"\n   \nnot a url\nftp://127.0.0.1/file\nhttp://\n");
+    input.extend_from_slice(b"http://127.0.0.1/\xff\xfe\n");
+    input.extend_from_slice(format!("  {good}  \r\n\n").as_bytes());
+    let out = crawl(&[], Some(&input));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let records = lines(&out);
+    assert_eq!(records.len(), 5, "blank lines are skipped: {records:?}");
+    let kinds: HashMap<String, Value> = records
+        .iter()
+        .map(|r| {
+            (
+                r["url"].as_str().unwrap().to_owned(),
+                r["error_kind"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds["not a url"], "invalid_url");
+    assert_eq!(kinds["ftp://127.0.0.1/file"], "scheme_not_allowed");
+    assert_eq!(kinds["http://"], "invalid_url");
+    assert_eq!(kinds[&good], Value::Null);
+    let not_utf8 = records
+        .iter()
+        .find(|r| r["error_kind"] == "invalid_input")
+        .expect("a line for the non-UTF-8 input");
+    assert!(
+        not_utf8["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1/")
+    );
+}
+
+#[test]
+fn non_utf8_text_bodies_are_errors_binary_bodies_are_not() {
+    let servers = Servers::start(1);
+    let latin1 = servers.url("/latin1");
+    let binary = servers.url("/binary");
+    let out = crawl(&[&latin1, &binary], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let records = by_url(&lines(&out));
+    assert_eq!(records[&latin1]["error_kind"], "invalid_utf8");
+    assert_eq!(records[&latin1]["status"], 200);
+    assert!(records[&binary]["error"].is_null());
+}
+
+#[test]
+fn method_headers_body_and_user_agent_are_sent() {
+    let servers = Servers::start(1);
+    let url = servers.url("/echo");
+    let out = crawl(
+        &[
+            "--data",
+            r#"{"PageIndex":1}"#,
+            "-H",
+            "Content-Type: application/json; charset=UTF-8",
+            "-H",
+            "x-requested-with: XMLHttpRequest",
+            "--user-agent",
+            "seed-crawler/1.0",
+            &url,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (method, headers, body) = servers.seen.echo().expect("the server saw the request");
+    assert_eq!(method, "POST", "--data implies POST");
+    assert_eq!(body, r#"{"PageIndex":1}"#);
+    assert_eq!(headers["x-requested-with"], "XMLHttpRequest");
+    assert_eq!(headers["content-type"], "application/json; charset=UTF-8");
+    assert_eq!(headers["user-agent"], "seed-crawler/1.0");
+
+    let out = crawl(&["-X", "put", &url], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(servers.seen.echo().unwrap().0, "PUT");
+}
+
+#[test]
+fn input_and_output_files() {
+    let servers = Servers::start(1);
+    let dir = std::env::temp_dir().join(format!("troika-crawl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("urls.txt");
+    let output = dir.join("out.jsonl");
+    std::fs::write(&input, pages(&servers, 5, 0).join("\n")).unwrap();
+    let out = crawl(
+        &[
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--quiet",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(out.stderr.is_empty(), "--quiet: {}", stderr(&out));
+    let written = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(written.lines().count(), 5);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn rate_per_host_still_fetches_everything() {
+    let servers = Servers::start(1);
+    let urls = pages(&servers, 5, 0);
+    let mut args = vec!["--rate-per-host", "100"];
+    args.extend(urls.iter().map(String::as_str));
+    let out = crawl(&args, None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(lines(&out).len(), 5);
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    for args in [
+        &["--concurrency", "0", "http://127.0.0.1/"][..],
+        &["--header", "no colon here", "http://127.0.0.1/"],
+        &["--timeout", "0", "http://127.0.0.1/"],
+        &["--max-bytes", "ten", "http://127.0.0.1/"],
+        &["--mode", "fibers", "http://127.0.0.1/"],
+        &["--input", "/nonexistent/troika/urls.txt"],
+    ] {
+        let out = crawl(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn https_is_spoken_through_rustls() {
+    // A plain-HTTP server answering a TLS client: the handshake fails, which
+    // shows an https URL goes through TLS (nothing past loopback is needed).
+    let servers = Servers::start(1);
+    let url = format!("https://127.0.0.1:{}/page/1", servers.ports[0]);
+    let out = crawl(&["--timeout", "10", &url], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let record = &lines(&out)[0];
+    assert_eq!(record["error_kind"], "connect", "{record}");
+    assert!(record["status"].is_null());
+}

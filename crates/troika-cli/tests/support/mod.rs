@@ -1,0 +1,244 @@
+//! A local HTTP server for the crawl tests: pages with a delay, redirect
+//! loops, redirects to `file:` and `ftp:`, an endless body, a page that never
+//! answers, a page that fails once, and counters of requests in flight.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+
+/// What the server saw.
+#[derive(Default)]
+pub(crate) struct Seen {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+    /// Per listening port: (in flight now, peak).
+    per_port: Mutex<HashMap<u16, (usize, usize)>>,
+    /// Requests per path.
+    hits: Mutex<HashMap<String, usize>>,
+    /// The last request to /echo: method, headers, body.
+    echo: Mutex<Option<(String, HeaderMap, String)>>,
+}
+
+impl Seen {
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn peak_on(&self, port: u16) -> usize {
+        self.per_port.lock().unwrap().get(&port).map_or(0, |p| p.1)
+    }
+
+    pub(crate) fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn echo(&self) -> Option<(String, HeaderMap, String)> {
+        self.echo.lock().unwrap().clone()
+    }
+}
+
+#[derive(Clone)]
+struct Ctx {
+    seen: Arc<Seen>,
+    port: u16,
+}
+
+/// Counts a request in flight until dropped (also when the client hangs up).
+struct InFlight(Ctx);
+
+impl InFlight {
+    fn enter(ctx: &Ctx) -> InFlight {
+        let now = ctx.seen.now.fetch_add(1, Ordering::SeqCst) + 1;
+        ctx.seen.peak.fetch_max(now, Ordering::SeqCst);
+        let mut ports = ctx.seen.per_port.lock().unwrap();
+        let entry = ports.entry(ctx.port).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(entry.0);
+        InFlight(ctx.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.seen.now.fetch_sub(1, Ordering::SeqCst);
+        if let Some(entry) = self.0.seen.per_port.lock().unwrap().get_mut(&self.0.port) {
+            entry.0 -= 1;
+        }
+    }
+}
+
+async fn track(State(ctx): State<Ctx>, request: Request, next: Next) -> Response {
+    let _in_flight = InFlight::enter(&ctx);
+    *ctx.seen
+        .hits
+        .lock()
+        .unwrap()
+        .entry(request.uri().path().to_owned())
+        .or_default() += 1;
+    next.run(request).await
+}
+
+async fn page(Path(n): Path<u32>, Query(q): Query<HashMap<String, String>>) -> impl IntoResponse {
+    let delay: u64 = q.get("delay_ms").and_then(|d| d.parse().ok()).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        format!(
+            "<html><title>page {n}</title><body>{}</body></html>",
+            "<p>lorem ipsum</p>".repeat(100)
+        ),
+    )
+}
+
+fn redirect(to: &str) -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, to.to_owned())]).into_response()
+}
+
+async fn status(Path(code): Path<u16>) -> Response {
+    StatusCode::from_u16(code)
+        .unwrap_or(StatusCode::IM_A_TEAPOT)
+        .into_response()
+}
+
+async fn flaky(State(ctx): State<Ctx>, Path(key): Path<String>) -> Response {
+    // `track` already counted this request.
+    if ctx.seen.hits(&format!("/flaky/{key}")) <= 1 {
+        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    } else {
+        "recovered".into_response()
+    }
+}
+
+async fn endless() -> Response {
+    let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
+    let stream = futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+    (
+        [(header::CONTENT_TYPE, "text/plain")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+async fn echo(
+    State(ctx): State<Ctx>,
+    method: Method,
+    headers: HeaderMap,
+    body: String,
+) -> &'static str {
+    *ctx.seen.echo.lock().unwrap() = Some((method.to_string(), headers, body));
+    "echoed"
+}
+
+/// Accepts the request and never answers.
+async fn never() -> &'static str {
+    std::future::pending().await
+}
+
+fn app(ctx: Ctx) -> Router {
+    Router::new()
+        .route("/page/{n}", get(page))
+        .route("/status/{code}", get(status))
+        .route("/self-loop", get(|| async { redirect("/self-loop") }))
+        .route("/to-file", get(|| async { redirect("file:///etc/passwd") }))
+        .route(
+            "/to-ftp",
+            get(|| async { redirect("ftp://127.0.0.1/pub/file") }),
+        )
+        .route("/to-page", get(|| async { redirect("/page/7") }))
+        .route("/endless", get(endless))
+        .route("/never", get(never))
+        .route("/flaky/{key}", get(flaky))
+        .route(
+            "/latin1",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/html")],
+                    &b"caf\xe9 cr\xe8me"[..],
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/binary",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "image/png")],
+                    &b"\x89PNG\r\n\x1a\n\xff\xfe"[..],
+                )
+                    .into_response()
+            }),
+        )
+        .route("/echo", any(echo))
+        .layer(middleware::from_fn_with_state(ctx.clone(), track))
+        .with_state(ctx)
+}
+
+/// Servers on 127.0.0.1, each on its own free port, sharing one [`Seen`].
+pub(crate) struct Servers {
+    pub(crate) seen: Arc<Seen>,
+    pub(crate) ports: Vec<u16>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Servers {
+    /// Start `n` servers. They are accepting connections when this returns.
+    pub(crate) fn start(n: usize) -> Servers {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let seen = Arc::new(Seen::default());
+        let mut ports = Vec::new();
+        for _ in 0..n {
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let app = app(Ctx {
+                seen: Arc::clone(&seen),
+                port,
+            });
+            runtime.spawn(async move { axum::serve(listener, app).await });
+            ports.push(port);
+        }
+        Servers {
+            seen,
+            ports,
+            runtime: Some(runtime),
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        self.url_on(0, path)
+    }
+
+    pub(crate) fn url_on(&self, server: usize, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports[server])
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A port on 127.0.0.1 that refuses connections (bound, then closed).
+pub(crate) fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}

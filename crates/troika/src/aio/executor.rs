@@ -1,0 +1,473 @@
+//! [`AsyncExecutor`]: futures on a tokio runtime behind the common executor API.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::future::{AbortHandle, Abortable};
+use parking_lot::{Condvar, Mutex};
+use tokio::runtime::{Handle as RuntimeHandle, Runtime};
+use tokio::sync::Semaphore;
+
+use super::spawn::{guarded, join_error};
+use crate::futures::{
+    ConfigError, ErrorKind, Executor, Handle, Promise, SubmitError, SubmitErrorReason, Task,
+    TaskError, pair,
+};
+
+/// How many tasks [`Executor::parallelism`] reports for an executor without a
+/// concurrency limit: async tasks mostly wait, so `map` keeps many in flight.
+const UNLIMITED_PARALLELISM: usize = 256;
+
+/// A boxed future: the task type through which [`AsyncExecutor`] implements
+/// the [`Executor`] trait (the trait's tasks are values, and a future is one).
+///
+/// # Examples
+///
+/// ```
+/// use troika::Executor;
+/// use troika::aio::{AsyncExecutor, AsyncTask};
+///
+/// let executor = AsyncExecutor::new()?;
+/// let tasks = (1..=3u32).map(|n| AsyncTask::new(async move { n * 2 }));
+/// let doubled: Vec<u32> = executor.map_tasks(tasks, 8).collect::<Result<_, _>>()?;
+/// assert_eq!(doubled, [2, 4, 6]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct AsyncTask<R>(Pin<Box<dyn Future<Output = R> + Send>>);
+
+impl<R> AsyncTask<R> {
+    /// Box `future` as a task.
+    pub fn new<F>(future: F) -> AsyncTask<R>
+    where
+        F: Future<Output = R> + Send + 'static,
+    {
+        AsyncTask(Box::pin(future))
+    }
+
+    /// The boxed future.
+    pub fn into_future(self) -> Pin<Box<dyn Future<Output = R> + Send>> {
+        self.0
+    }
+}
+
+impl<R: Send + 'static> Task for AsyncTask<R> {
+    type Output = R;
+}
+
+impl<R> std::fmt::Debug for AsyncTask<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncTask").finish_non_exhaustive()
+    }
+}
+
+/// Configures and builds an [`AsyncExecutor`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use troika::aio::AsyncExecutor;
+///
+/// let executor = AsyncExecutor::builder()
+///     .workers(2)
+///     .concurrency_limit(10)
+///     .task_timeout(Duration::from_secs(30))
+///     .thread_name("crawler")
+///     .build()?;
+/// assert_eq!(executor.concurrency_limit(), Some(10));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct AsyncExecutorBuilder {
+    workers: Option<usize>,
+    limit: Option<usize>,
+    timeout: Option<Duration>,
+    name: Option<String>,
+    runtime: Option<RuntimeHandle>,
+}
+
+impl AsyncExecutorBuilder {
+    /// Runtime worker threads (default: the available parallelism). Ignored
+    /// with [`on_runtime`](Self::on_runtime).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Run at most `n` tasks at once; the others wait, unstarted, for a slot
+    /// (the seeds' `Semaphore(n)`). Default: no limit.
+    pub fn concurrency_limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    /// Fail a task with a timed-out error once it has run this long (counted
+    /// from when it got its slot). The task's future is dropped at that point.
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The prefix of the runtime's thread names.
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.name = Some(prefix.into());
+        self
+    }
+
+    /// Spawn on an existing runtime instead of starting one. Per-task timeouts
+    /// then need that runtime's timer (`enable_time`/`enable_all`).
+    pub fn on_runtime(mut self, runtime: RuntimeHandle) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// Start the executor (and its runtime, unless one was given).
+    pub fn build(self) -> Result<AsyncExecutor, ConfigError> {
+        if self.limit == Some(0) {
+            return Err(ConfigError(
+                "the concurrency limit must be at least 1".into(),
+            ));
+        }
+        if self.workers == Some(0) {
+            return Err(ConfigError("a runtime needs at least one worker".into()));
+        }
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(ConfigError(
+                "the task timeout must be longer than zero".into(),
+            ));
+        }
+        let workers = self
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let (runtime, handle, workers) = match self.runtime {
+            Some(handle) => {
+                let workers = handle.metrics().num_workers();
+                (None, handle, workers)
+            }
+            None => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(workers).enable_all();
+                if let Some(name) = self.name {
+                    builder.thread_name(name);
+                }
+                let runtime = builder
+                    .build()
+                    .map_err(|e| ConfigError(format!("could not start the runtime: {e}")))?;
+                let handle = runtime.handle().clone();
+                (Some(runtime), handle, workers)
+            }
+        };
+        Ok(AsyncExecutor {
+            shared: Arc::new(Shared {
+                handle,
+                limit: self.limit.map(|n| Arc::new(Semaphore::new(n))),
+                limit_size: self.limit,
+                timeout: self.timeout,
+                closed: AtomicBool::new(false),
+                in_flight: Mutex::new(0),
+                idle: Condvar::new(),
+                submitted: AtomicUsize::new(0),
+                workers,
+            }),
+            runtime: Mutex::new(runtime),
+        })
+    }
+}
+
+struct Shared {
+    handle: RuntimeHandle,
+    limit: Option<Arc<Semaphore>>,
+    limit_size: Option<usize>,
+    timeout: Option<Duration>,
+    closed: AtomicBool,
+    in_flight: Mutex<usize>,
+    idle: Condvar,
+    submitted: AtomicUsize,
+    workers: usize,
+}
+
+/// Futures on a tokio runtime, behind the same API as the pools: `submit`
+/// returns a troika [`Handle`], with `map`, `map_unordered`, `shutdown`, and
+/// the free functions [`as_completed`](crate::as_completed) and
+/// [`wait`](crate::wait) working on its handles.
+///
+/// Each submitted future runs as a tokio task. Its handle reports a panic as
+/// [`ErrorKind::Panicked`] (message kept), a per-task timeout as
+/// [`ErrorKind::TimedOut`], and [`Handle::cancel`] stops the future whether
+/// it has started or not — unlike a thread, a future can be dropped at any
+/// `.await`. Handles can be waited on from sync code (`result()`) or awaited
+/// from async code.
+///
+/// Dropping the executor shuts it down and waits for its tasks, as the pools
+/// do; dropped from inside async code it does not block, and the tasks still
+/// running end as [`ErrorKind::ShutDown`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use troika::aio::AsyncExecutor;
+///
+/// let executor = AsyncExecutor::builder().concurrency_limit(100).build()?;
+/// let naps: Vec<_> = (0..200u64)
+///     .map(|i| executor.submit(async move {
+///         tokio::time::sleep(Duration::from_millis(5)).await;
+///         i
+///     }))
+///     .collect();
+/// let total: u64 = naps.into_iter().map(|h| h.result().unwrap()).sum();
+/// assert_eq!(total, 199 * 200 / 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct AsyncExecutor {
+    shared: Arc<Shared>,
+    runtime: Mutex<Option<Runtime>>,
+}
+
+/// Completes the promise when the task's future is dropped without finishing
+/// (runtime shut down, or aborted), and keeps the in-flight count.
+struct Guard<T> {
+    promise: Promise<T>,
+    shared: Arc<Shared>,
+}
+
+impl<T> Drop for Guard<T> {
+    fn drop(&mut self) {
+        // A no-op when the outcome is already decided.
+        self.promise.complete(Err(TaskError::shut_down()));
+        let mut in_flight = self.shared.in_flight.lock();
+        *in_flight = in_flight.saturating_sub(1);
+        if *in_flight == 0 {
+            self.shared.idle.notify_all();
+        }
+    }
+}
+
+impl AsyncExecutor {
+    /// An executor with its own multi-threaded runtime, one worker per core,
+    /// and no concurrency limit.
+    pub fn new() -> Result<AsyncExecutor, ConfigError> {
+        AsyncExecutor::builder().build()
+    }
+
+    /// Configure an executor.
+    pub fn builder() -> AsyncExecutorBuilder {
+        AsyncExecutorBuilder::default()
+    }
+
+    /// The runtime's worker threads.
+    pub fn workers(&self) -> usize {
+        self.shared.workers
+    }
+
+    /// The most tasks run at once, if limited.
+    pub fn concurrency_limit(&self) -> Option<usize> {
+        self.shared.limit_size
+    }
+
+    /// Tasks submitted and not yet finished.
+    pub fn in_flight(&self) -> usize {
+        *self.shared.in_flight.lock()
+    }
+
+    /// Tasks submitted since the executor started.
+    pub fn submitted(&self) -> usize {
+        self.shared.submitted.load(Ordering::Relaxed)
+    }
+
+    /// The runtime the tasks run on, for spawning or entering it directly.
+    pub fn runtime_handle(&self) -> &RuntimeHandle {
+        &self.shared.handle
+    }
+
+    /// Run `future` as a task and return its handle.
+    ///
+    /// After [`shutdown`](Self::shutdown) the handle is already failed with
+    /// [`ErrorKind::ShutDown`].
+    pub fn submit<F>(&self, future: F) -> Handle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Handle::ready(Err(TaskError::shut_down()));
+        }
+        self.spawn(async move { Ok(future.await) })
+    }
+
+    /// Spawn a future whose own outcome may already be a task error.
+    fn spawn<F, T>(&self, future: F) -> Handle<T>
+    where
+        F: Future<Output = Result<T, TaskError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (promise, handle) = pair(0);
+        *self.shared.in_flight.lock() += 1;
+        self.shared.submitted.fetch_add(1, Ordering::Relaxed);
+        let (abort, registration) = AbortHandle::new_pair();
+        promise.set_kill(Box::new(move || abort.abort()));
+        let guard = Guard {
+            promise,
+            shared: Arc::clone(&self.shared),
+        };
+        let limit = self.shared.limit.clone();
+        let timeout = self.shared.timeout;
+        let task = async move {
+            let _permit = match limit {
+                Some(limit) => match limit.acquire_owned().await {
+                    Ok(permit) => Some(permit),
+                    Err(_) => {
+                        // The semaphore is closed: shut down with pending cancelled.
+                        guard.promise.complete(Err(TaskError::cancelled()));
+                        return;
+                    }
+                },
+                None => None,
+            };
+            if !guard.promise.start() {
+                return; // cancelled while waiting for a slot
+            }
+            let outcome = guarded(future, timeout).await.and_then(|inner| inner);
+            guard.promise.complete(outcome);
+        };
+        // Dropping the abortable future (cancel) or the runtime drops the
+        // guard, which settles the handle.
+        drop(self.shared.handle.spawn(Abortable::new(task, registration)));
+        handle
+    }
+
+    /// Run a blocking closure on the runtime's blocking threads (tokio's
+    /// `spawn_blocking`), as a task of this executor.
+    pub fn spawn_blocking<F, R>(&self, f: F) -> Handle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Handle::ready(Err(TaskError::shut_down()));
+        }
+        self.spawn(async move { tokio::task::spawn_blocking(f).await.map_err(join_error) })
+    }
+
+    /// Drive `future` to completion on this executor's runtime from sync
+    /// code, and return its output.
+    ///
+    /// Fails (instead of panicking) when called from inside async code,
+    /// where blocking would stall a runtime thread: `.await` there instead.
+    pub fn block_on<F: Future>(&self, future: F) -> Result<F::Output, TaskError> {
+        if RuntimeHandle::try_current().is_ok() {
+            return Err(TaskError::new(ErrorKind::Failed(
+                "block_on called from async code; .await the future instead".into(),
+            )));
+        }
+        Ok(self.shared.handle.block_on(future))
+    }
+
+    /// Run `f` over `items` as tasks and yield the outcomes in input order,
+    /// from sync code. Lazy, with a bounded window in flight (see
+    /// [`Executor::map_tasks`]).
+    pub fn map<A, F, Fut, I>(
+        &self,
+        f: F,
+        items: I,
+    ) -> impl Iterator<Item = Result<Fut::Output, TaskError>> + '_
+    where
+        F: Fn(A) -> Fut + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'static,
+    {
+        let window = self.window();
+        self.map_tasks(items.into_iter().map(move |a| AsyncTask::new(f(a))), window)
+    }
+
+    /// Like [`map`](Self::map), yielding `(input position, outcome)` in
+    /// completion order.
+    pub fn map_unordered<A, F, Fut, I>(
+        &self,
+        f: F,
+        items: I,
+    ) -> impl Iterator<Item = (usize, Result<Fut::Output, TaskError>)> + '_
+    where
+        F: Fn(A) -> Fut + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'static,
+    {
+        let window = self.window();
+        self.map_tasks_unordered(items.into_iter().map(move |a| AsyncTask::new(f(a))), window)
+    }
+
+    /// The in-flight window of `map`.
+    fn window(&self) -> usize {
+        crate::default_window(self.concurrency_limit().unwrap_or(UNLIMITED_PARALLELISM))
+    }
+
+    /// Stop taking tasks. With `cancel_pending`, tasks still waiting for a
+    /// concurrency slot end as cancelled. With `wait`, block until every
+    /// task has finished (from async code the wait is skipped, since blocking
+    /// there could stall the very tasks being waited for).
+    pub fn shutdown(&self, wait: bool, cancel_pending: bool) {
+        self.shared.closed.store(true, Ordering::Release);
+        if cancel_pending && let Some(limit) = &self.shared.limit {
+            limit.close();
+        }
+        if wait && RuntimeHandle::try_current().is_err() {
+            let mut in_flight = self.shared.in_flight.lock();
+            while *in_flight > 0 {
+                self.shared.idle.wait(&mut in_flight);
+            }
+        }
+    }
+}
+
+impl<R: Send + 'static> Executor<AsyncTask<R>> for AsyncExecutor {
+    fn submit(&self, task: AsyncTask<R>) -> Handle<R> {
+        AsyncExecutor::submit(self, task.0)
+    }
+
+    fn try_submit(&self, task: AsyncTask<R>) -> Result<Handle<R>, SubmitError<AsyncTask<R>>> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(SubmitError {
+                task,
+                reason: SubmitErrorReason::ShutDown,
+            });
+        }
+        let future = task.0;
+        Ok(self.spawn(async move { Ok(future.await) }))
+    }
+
+    fn parallelism(&self) -> usize {
+        self.concurrency_limit().unwrap_or(UNLIMITED_PARALLELISM)
+    }
+}
+
+impl Drop for AsyncExecutor {
+    fn drop(&mut self) {
+        self.shutdown(true, false);
+        if let Some(runtime) = self.runtime.get_mut().take() {
+            if RuntimeHandle::try_current().is_ok() {
+                // Dropping a runtime inside async code would panic.
+                runtime.shutdown_background();
+            } else {
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for AsyncExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncExecutor")
+            .field("workers", &self.shared.workers)
+            .field("concurrency_limit", &self.concurrency_limit())
+            .field("in_flight", &self.in_flight())
+            .field("shut_down", &self.shared.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}

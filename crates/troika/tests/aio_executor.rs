@@ -1,0 +1,221 @@
+//! `AsyncExecutor`: the common futures API on a tokio runtime.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use troika::aio::{AsyncExecutor, AsyncTask};
+use troika::{ErrorKind, Executor, WaitMode, as_completed, wait};
+
+#[test]
+fn submit_returns_a_handle_for_sync_and_async_callers() {
+    let executor = AsyncExecutor::builder().workers(2).build().unwrap();
+    assert_eq!(executor.submit(async { 6 * 7 }).result(), Ok(42));
+    let handle = executor.submit(async { "awaited" });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(handle), Ok("awaited"));
+}
+
+#[test]
+fn panics_timeouts_and_cancellation_are_typed() {
+    let executor = AsyncExecutor::builder()
+        .workers(2)
+        .task_timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let err = executor
+        .submit(async { panic!("coroutine failed") })
+        .result()
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Panicked("coroutine failed".into()));
+
+    let err = executor
+        .submit(std::future::pending::<()>())
+        .result()
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::TimedOut(Duration::from_millis(20)));
+    assert_eq!(
+        executor.submit(async { "still serving" }).result(),
+        Ok("still serving")
+    );
+}
+
+#[test]
+fn cancel_stops_a_running_future() {
+    struct Flag(Arc<AtomicUsize>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let executor = AsyncExecutor::builder().workers(1).build().unwrap();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let flag = Flag(Arc::clone(&dropped));
+    let handle = executor.submit(async move {
+        let _flag = flag;
+        started_tx.send(()).unwrap();
+        std::future::pending::<()>().await
+    });
+    started_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(handle.is_running());
+    assert!(handle.cancel(), "a running future can be cancelled");
+    assert!(handle.result().unwrap_err().is_cancelled());
+    drop(executor); // waits for the aborted task to be dropped
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn the_concurrency_limit_holds_and_pending_tasks_can_be_cancelled() {
+    let executor = AsyncExecutor::builder()
+        .workers(2)
+        .concurrency_limit(3)
+        .build()
+        .unwrap();
+    assert_eq!(executor.concurrency_limit(), Some(3));
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            let (now, peak) = (Arc::clone(&now), Arc::clone(&peak));
+            executor.submit(async move {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(n, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                now.fetch_sub(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.result().unwrap();
+    }
+    assert!(peak.load(Ordering::SeqCst) <= 3);
+
+    // Fill the three slots with futures that never end; the fourth waits.
+    let blockers: Vec<_> = (0..3)
+        .map(|_| executor.submit(std::future::pending::<()>()))
+        .collect();
+    let queued = executor.submit(async { "never" });
+    assert!(
+        queued.cancel(),
+        "a task waiting for a slot is cancelled at once"
+    );
+    assert!(queued.result().unwrap_err().is_cancelled());
+    let more = executor.submit(async { 1 });
+    executor.shutdown(false, true);
+    assert!(
+        more.result().unwrap_err().is_cancelled(),
+        "pending tasks are cancelled by shutdown"
+    );
+    assert!(
+        executor
+            .submit(async { 2 })
+            .result()
+            .unwrap_err()
+            .is_shut_down()
+    );
+    for blocker in &blockers {
+        blocker.cancel();
+    }
+}
+
+#[test]
+fn the_executor_trait_map_and_free_functions_work() {
+    let executor = AsyncExecutor::new().unwrap();
+    assert_eq!(Executor::<AsyncTask<u32>>::parallelism(&executor), 256);
+    let doubled: Vec<u32> = executor
+        .map_tasks((0..20u32).map(|n| AsyncTask::new(async move { n * 2 })), 4)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(doubled, (0..20).map(|n| n * 2).collect::<Vec<_>>());
+
+    let squares: Vec<u64> = executor
+        .map(|n: u64| async move { n * n }, 0..10)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(squares, (0..10).map(|n| n * n).collect::<Vec<_>>());
+
+    let mut unordered: Vec<(usize, u8)> = executor
+        .map_unordered(|n: u8| async move { n }, [5u8, 6, 7])
+        .map(|(i, r)| (i, r.unwrap()))
+        .collect();
+    unordered.sort();
+    assert_eq!(unordered, [(0, 5), (1, 6), (2, 7)]);
+
+    let handles: Vec<_> = (0..5).map(|i| executor.submit(async move { i })).collect();
+    assert!(wait(&handles, WaitMode::All, None).pending.is_empty());
+    let mut seen: Vec<i32> = as_completed(handles)
+        .map(|(_, h)| h.result().unwrap())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, [0, 1, 2, 3, 4]);
+
+    let task = AsyncTask::new(async { 9 });
+    assert_eq!(executor.try_submit(task).unwrap().result(), Ok(9));
+    executor.shutdown(true, false);
+    let refused = executor
+        .try_submit(AsyncTask::new(async { 10 }))
+        .unwrap_err();
+    assert_eq!(refused.reason, troika::SubmitErrorReason::ShutDown);
+}
+
+#[test]
+fn blocking_work_block_on_and_runtime_sharing() {
+    let executor = AsyncExecutor::builder().workers(1).build().unwrap();
+    assert_eq!(executor.spawn_blocking(|| 5 + 5).result(), Ok(10));
+    assert_eq!(
+        executor.block_on(async { "sync caller" }),
+        Ok("sync caller")
+    );
+    // From async code block_on refuses instead of panicking.
+    let nested = executor
+        .submit({
+            let handle = executor.runtime_handle().clone();
+            async move {
+                let inner = AsyncExecutor::builder().on_runtime(handle).build().unwrap();
+                inner.block_on(async { 1 })
+            }
+        })
+        .result()
+        .unwrap();
+    assert!(nested.is_err());
+
+    // An executor on a borrowed runtime, dropped inside async code, does not panic.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let value = rt.block_on(async {
+        let shared = AsyncExecutor::builder()
+            .on_runtime(tokio::runtime::Handle::current())
+            .build()
+            .unwrap();
+        let handle = shared.submit(async { 3 });
+        let value = handle.await;
+        drop(shared);
+        value
+    });
+    assert_eq!(value, Ok(3));
+    // An executor with its own runtime, dropped inside async code, does not panic either.
+    rt.block_on(async {
+        let owned = AsyncExecutor::builder().workers(1).build().unwrap();
+        assert_eq!(owned.submit(async { 4 }).await, Ok(4));
+        drop(owned);
+    });
+}
+
+#[test]
+fn bad_configuration_is_an_error() {
+    assert!(AsyncExecutor::builder().workers(0).build().is_err());
+    assert!(
+        AsyncExecutor::builder()
+            .concurrency_limit(0)
+            .build()
+            .is_err()
+    );
+    assert!(
+        AsyncExecutor::builder()
+            .task_timeout(Duration::ZERO)
+            .build()
+            .is_err()
+    );
+}
