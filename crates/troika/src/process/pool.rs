@@ -162,7 +162,8 @@ impl ProcessPoolBuilder {
                 closed: false,
                 terminating: false,
                 threads: Vec::new(),
-                avg_run_us: 0.0,
+                // Assume slow tasks until some were measured: no batching yet.
+                avg_run_us: 1000.0,
                 startup_failures: 0,
                 exited: 0,
             }),

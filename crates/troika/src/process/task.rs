@@ -106,6 +106,12 @@ pub(crate) fn encode_call<F: RemoteFn, A: serde::Serialize + ?Sized>(
     chunk: bool,
     arg: &A,
 ) -> Result<Vec<u8>, TaskError> {
+    if registry::lookup(F::NAME).is_none() {
+        return Err(TaskError::new(ErrorKind::Failed(format!(
+            "no function named `{}` is registered (define it with troika::remote!)",
+            F::NAME
+        ))));
+    }
     let name = F::NAME.as_bytes();
     let mut frame = Vec::with_capacity(wire::HEADER + name.len() + 16);
     let kind = if chunk { wire::CALL_CHUNK } else { wire::CALL };

@@ -220,11 +220,14 @@ impl FrameReader {
     }
 }
 
-/// Write all of `bytes` to a blocking pipe.
+/// Write all of `bytes` to a blocking pipe, at most 1 MiB per system call (so
+/// progress is visible to the other side and to `/proc/PID/io`).
 pub(crate) fn write_all(fd: &impl AsFd, bytes: &[u8]) -> io::Result<()> {
+    const STEP: usize = 1 << 20;
     let mut rest = bytes;
     while !rest.is_empty() {
-        match rustix::io::write(fd, rest) {
+        let step = rest.len().min(STEP);
+        match rustix::io::write(fd, &rest[..step]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => rest = &rest[n..],
             Err(rustix::io::Errno::INTR) => {}
