@@ -73,6 +73,7 @@ mod spawn;
 mod task;
 mod wire;
 mod worker;
+pub mod workloads;
 
 pub use child::{Process, ProcessBuilder, SpawnError};
 pub use map::{ProcessMap, ProcessMapUnordered};

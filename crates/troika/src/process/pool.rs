@@ -189,10 +189,11 @@ impl ProcessPoolBuilder {
         }
         let mut threads = Vec::with_capacity(workers + 1);
         for (index, spawned) in started.into_iter().enumerate() {
+            let installed = shared.install(index, spawned);
             let worker_shared = Arc::clone(&shared);
             let thread = std::thread::Builder::new()
                 .name(format!("{}-io-{index}", shared.name))
-                .spawn(move || worker_shared.slot_thread(index, Some(spawned)))
+                .spawn(move || worker_shared.slot_thread(index, Some(installed)))
                 .map_err(|e| ConfigError(format!("could not start an I/O thread: {e}")))?;
             threads.push(thread);
         }
@@ -333,6 +334,13 @@ struct Shared {
     done: AtomicUsize,
     failed: AtomicUsize,
     restarts: AtomicUsize,
+}
+
+/// A worker placed in its slot, handed to the slot's I/O thread.
+struct Installed {
+    child: Arc<ChildProc>,
+    from_child: OwnedFd,
+    generation: u64,
 }
 
 /// Calls to write to one worker, taken from the queue under the lock and
@@ -491,12 +499,12 @@ impl Shared {
 
     /// The life of one worker slot: start a worker, serve it, and when it
     /// exits settle its tasks and start the next, until the pool shuts down.
-    fn slot_thread(self: Arc<Self>, index: usize, mut first: Option<spawn::Spawned>) {
+    fn slot_thread(self: Arc<Self>, index: usize, mut first: Option<Installed>) {
         loop {
-            let spawned = match first.take() {
-                Some(s) => s,
+            let installed = match first.take() {
+                Some(installed) => installed,
                 None => match spawn::spawn_worker(self.spawn.clone()) {
-                    Ok(s) => s,
+                    Ok(spawned) => self.install(index, spawned),
                     Err(e) => {
                         if self.spawn_failed(&format!("could not start a worker: {e}")) {
                             return;
@@ -505,22 +513,12 @@ impl Shared {
                     }
                 },
             };
-            let child = Arc::new(spawned.child);
-            let generation = {
-                let mut state = self.state.lock();
-                let slot = &mut state.slots[index];
-                slot.generation += 1;
-                slot.worker = Some(Worker {
-                    child: Arc::clone(&child),
-                    writer: Some(Arc::new(Mutex::new(spawned.to_child))),
-                    ready: false,
-                    retiring: false,
-                });
-                slot.tasks_done = 0;
-                slot.kill_reason = None;
-                slot.generation
-            };
-            let got_ready = match FrameReader::new(spawned.from_child, READER_SPIN) {
+            let Installed {
+                child,
+                from_child,
+                generation,
+            } = installed;
+            let got_ready = match FrameReader::new(from_child, READER_SPIN) {
                 Ok(mut reader) => self.serve(index, &mut reader),
                 Err(_) => false,
             };
@@ -532,6 +530,27 @@ impl Shared {
             if self.settle(index, generation, exit, got_ready) {
                 return;
             }
+        }
+    }
+
+    /// Put a freshly started worker into slot `index`.
+    fn install(&self, index: usize, spawned: spawn::Spawned) -> Installed {
+        let child = Arc::new(spawned.child);
+        let mut state = self.state.lock();
+        let slot = &mut state.slots[index];
+        slot.generation += 1;
+        slot.worker = Some(Worker {
+            child: Arc::clone(&child),
+            writer: Some(Arc::new(Mutex::new(spawned.to_child))),
+            ready: false,
+            retiring: false,
+        });
+        slot.tasks_done = 0;
+        slot.kill_reason = None;
+        Installed {
+            child,
+            from_child: spawned.from_child,
+            generation: slot.generation,
         }
     }
 
