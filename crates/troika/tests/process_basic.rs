@@ -77,3 +77,76 @@ fn process_spawn_and_join() {
     let err = p.join().unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Panicked(m) if m == "in a process"));
 }
+
+troika::remote! {
+    /// A task that runs a process pool of its own, inside a worker.
+    fn nested(n: u64) -> u64 {
+        let pool = ProcessPool::new(1).unwrap();
+        pool.submit(add, (n, 1)).result().unwrap()
+    }
+
+    /// Prints without a newline: the text must not be lost.
+    fn partial_line() -> u32 {
+        print!("[partial line from a worker]");
+        1
+    }
+}
+
+#[test]
+fn a_task_can_use_a_pool_of_its_own() {
+    let pool = ProcessPool::new(1).unwrap();
+    assert_eq!(pool.submit(nested, 41).result().unwrap(), 42);
+}
+
+#[test]
+fn worker_output_is_flushed_after_each_task() {
+    let pool = ProcessPool::new(1).unwrap();
+    assert_eq!(pool.submit(partial_line, ()).result().unwrap(), 1);
+}
+
+#[test]
+fn executor_trait_and_pool_style_calls() {
+    use troika::{Call, Executor, WaitMode, as_completed, wait};
+    let pool = ProcessPool::new(2).unwrap();
+    let via_trait: Vec<u64> = pool
+        .map_tasks((0..10).map(|i| Call::new(add, (i, i))), 4)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(via_trait, (0..10).map(|i| 2 * i).collect::<Vec<_>>());
+    let handles: Vec<_> = (0..5).map(|i| pool.apply_async(add, (i, 0))).collect();
+    assert!(wait(&handles, WaitMode::All, None).pending.is_empty());
+    let total: u64 = as_completed(handles)
+        .map(|(_, h)| h.result().unwrap())
+        .sum();
+    assert_eq!(total, 10);
+    assert_eq!(pool.apply(add, (1, 2)).unwrap(), 3);
+    assert_eq!(pool.starmap(add, [(1, 1), (2, 2)], 1).unwrap(), [2, 4]);
+    assert_eq!(
+        pool.map_all(add, (0..100).map(|i| (i, 0)), 7)
+            .unwrap()
+            .len(),
+        100
+    );
+    let mut unordered: Vec<(usize, u64)> = pool
+        .imap_unordered(add, (0..50).map(|i| (i, 1)), 5)
+        .map(|(i, r)| (i, r.unwrap()))
+        .collect();
+    unordered.sort();
+    assert_eq!(
+        unordered,
+        (0..50).map(|i| (i as usize, i + 1)).collect::<Vec<_>>()
+    );
+    let mapped: Vec<(usize, u64)> = pool
+        .map_unordered(add, (0..20).map(|i| (i, 0)))
+        .map(|(i, r)| (i, r.unwrap()))
+        .collect();
+    assert_eq!(mapped.len(), 20);
+    pool.close();
+    assert!(
+        pool.submit(add, (1, 1))
+            .result()
+            .unwrap_err()
+            .is_shut_down()
+    );
+    pool.join();
+}

@@ -55,7 +55,7 @@ type Request = (SpawnConfig, Sender<io::Result<Spawned>>);
 
 /// Start a worker from the spawner thread.
 pub(crate) fn spawn_worker(config: SpawnConfig) -> io::Result<Spawned> {
-    if std::env::var_os(MARKER).is_some() && super::worker::marked_for_me() {
+    if super::worker::marked_for_me() && !super::worker::is_worker() {
         // A child that was meant to be a worker is running the program's
         // `main` instead: spawning here would recurse without end.
         return Err(io::Error::other(

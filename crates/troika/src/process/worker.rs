@@ -59,6 +59,12 @@ fn parse_marker() -> Option<(i32, i32)> {
         .then_some((read_fd, write_fd))
 }
 
+/// Whether this process is serving as a worker (a task in a worker may start
+/// pools of its own).
+pub(crate) fn is_worker() -> bool {
+    TAKEN.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn take_marker() -> Option<(OwnedFd, OwnedFd)> {
@@ -138,6 +144,9 @@ fn serve(read_fd: OwnedFd, write_fd: &OwnedFd) -> i32 {
             Err(_) => return 71,
         };
         handle(header, body, &mut out);
+        // Output a task printed without a newline reaches the terminal now,
+        // not whenever the buffer next fills (or never, if the worker dies).
+        let _ = std::io::Write::flush(&mut std::io::stdout());
         if wire::write_all(write_fd, &out).is_err() {
             return 0;
         }
