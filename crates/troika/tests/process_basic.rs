@@ -150,3 +150,44 @@ fn executor_trait_and_pool_style_calls() {
     );
     pool.join();
 }
+
+static GREETING: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+troika::remote! {
+    fn set_greeting(text: String) -> () {
+        *GREETING.lock().unwrap() = text;
+    }
+
+    fn greeting() -> String {
+        GREETING.lock().unwrap().clone()
+    }
+
+    fn die_now() -> u32 {
+        std::process::abort()
+    }
+}
+
+#[test]
+fn initializer_runs_in_every_worker_before_tasks() {
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .initializer(set_greeting, "ready".to_string())
+        .build()
+        .unwrap();
+    assert_eq!(pool.submit(greeting, ()).result().unwrap(), "ready");
+    // The replacement of a dead worker is initialized too.
+    assert!(
+        pool.submit(die_now, ())
+            .result()
+            .unwrap_err()
+            .is_worker_died()
+    );
+    assert_eq!(pool.submit(greeting, ()).result().unwrap(), "ready");
+    // A panicking initializer is reported, and the worker serves anyway.
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .initializer(boom, "init failed".to_string())
+        .build()
+        .unwrap();
+    assert_eq!(pool.submit(add, (1, 2)).result().unwrap(), 3);
+}

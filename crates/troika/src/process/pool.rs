@@ -29,6 +29,9 @@ const BATCH_MAX: usize = 64;
 /// so that long tasks go one at a time and spread over the workers.
 const BATCH_WORK_US: f64 = 50.0;
 
+/// The call id of the initializer; tasks count from 1.
+const INIT_ID: u64 = 0;
+
 /// Configures and builds a [`ProcessPool`].
 ///
 /// # Examples
@@ -61,6 +64,7 @@ pub struct ProcessPoolBuilder {
     max_tasks: Option<usize>,
     max_rss: Option<u64>,
     memory_cap: Option<u64>,
+    initializer: Option<Result<Arc<Vec<u8>>, TaskError>>,
 }
 
 impl Default for ProcessPoolBuilder {
@@ -73,6 +77,7 @@ impl Default for ProcessPoolBuilder {
             max_tasks: None,
             max_rss: None,
             memory_cap: None,
+            initializer: None,
         }
     }
 }
@@ -125,6 +130,16 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// Run `f(arg)` in every worker before its first task, also in workers
+    /// that replace dead or recycled ones (Python's `initializer`). Its value
+    /// is dropped; a failure (a panic) is reported on stderr and the worker
+    /// serves tasks all the same. A task timeout does not apply to it.
+    pub fn initializer<F: RemoteFn>(mut self, f: F, arg: F::Arg) -> Self {
+        let _ = f;
+        self.initializer = Some(task::encode_call::<F, _>(INIT_ID, false, &arg).map(Arc::new));
+        self
+    }
+
     /// Start the workers. Returns once every worker process has been started;
     /// tasks submitted before a worker is ready wait in the queue.
     pub fn build(self) -> Result<ProcessPool, ConfigError> {
@@ -141,6 +156,11 @@ impl ProcessPoolBuilder {
         if self.queue_capacity == Some(0) {
             return Err(ConfigError("the queue capacity must be at least 1".into()));
         }
+        let initializer = match self.initializer {
+            Some(Ok(frame)) => Some(frame),
+            Some(Err(e)) => return Err(ConfigError(format!("invalid initializer: {e}"))),
+            None => None,
+        };
         if self.max_tasks == Some(0) {
             return Err(ConfigError(
                 "max tasks per worker must be at least 1".into(),
@@ -156,6 +176,7 @@ impl ProcessPoolBuilder {
             spawn: SpawnConfig {
                 memory_cap: self.memory_cap,
             },
+            initializer,
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 slots: (0..workers).map(|_| Slot::default()).collect(),
@@ -325,6 +346,8 @@ struct Shared {
     max_tasks: Option<usize>,
     max_rss: Option<u64>,
     spawn: SpawnConfig,
+    /// The initializer's call frame, sent to every new worker first.
+    initializer: Option<Arc<Vec<u8>>>,
     state: Mutex<State>,
     /// Signalled when the queue shrinks or the pool changes state.
     space: Condvar,
@@ -610,6 +633,24 @@ impl Shared {
             match header.kind {
                 wire::READY => {
                     ready = true;
+                    if let Some(init) = &self.initializer {
+                        // Before the worker is marked ready, so that nothing
+                        // can be dispatched to it ahead of the initializer.
+                        let writer = {
+                            let state = self.state.lock();
+                            state.slots[index]
+                                .worker
+                                .as_ref()
+                                .and_then(|w| w.writer.clone())
+                        };
+                        if let Some(writer) = writer {
+                            Batch {
+                                writer,
+                                frames: vec![Arc::clone(init)],
+                            }
+                            .write();
+                        }
+                    }
                     let batch = {
                         let mut state = self.state.lock();
                         state.startup_failures = 0;
@@ -620,6 +661,14 @@ impl Shared {
                     };
                     if let Some(batch) = batch {
                         batch.write();
+                    }
+                }
+                wire::REPLY if header.id == INIT_ID => {
+                    if header.status != wire::OK {
+                        eprintln!(
+                            "troika: the initializer of worker {index} failed: {}",
+                            String::from_utf8_lossy(body)
+                        );
                     }
                 }
                 wire::REPLY => {
