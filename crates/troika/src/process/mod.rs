@@ -59,7 +59,7 @@
 //!
 //! # How it works
 //!
-//! Workers talk to the parent over two pipes with a small framed protocol;
+//! Workers talk to the parent over a socket pair and a pipe with a small framed protocol;
 //! `README.md` beside this module describes it, and how deaths are detected.
 
 // The docs show `fn main` on purpose: `troika::init()` belongs at its top.

@@ -379,14 +379,14 @@ impl Batch {
         // A failed write means the worker is dead or dying: its I/O thread
         // sees end of file and deals with the tasks it had.
         let _ = if let [frame] = self.frames.as_slice() {
-            wire::write_all(&*writer, frame)
+            wire::send_all(&*writer, frame)
         } else {
             let total = self.frames.iter().map(|f| f.len()).sum();
             let mut buf = Vec::with_capacity(total);
             for frame in &self.frames {
                 buf.extend_from_slice(frame);
             }
-            wire::write_all(&*writer, &buf)
+            wire::send_all(&*writer, &buf)
         };
     }
 }

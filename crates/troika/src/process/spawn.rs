@@ -30,8 +30,7 @@ use crate::futures::Exit;
 /// The environment variable that turns a re-executed binary into a worker.
 pub(crate) const MARKER: &str = "TROIKA_WORKER";
 
-/// Pipe buffers are enlarged to this, so a batch of small calls never blocks
-/// its writer (see `README.md`, "Why nothing deadlocks").
+/// The reply pipe's buffer is enlarged to this.
 pub(crate) const PIPE_SIZE: usize = 1 << 20;
 
 /// What a new worker needs.
@@ -96,13 +95,19 @@ fn spawner_loop(requests: &Receiver<Request>) {
 fn spawn_now(config: &SpawnConfig) -> io::Result<Spawned> {
     // Make sure the constructor that runs workers is linked into this binary.
     super::worker::link_constructor();
-    let flags = rustix::pipe::PipeFlags::CLOEXEC;
-    let (child_read, to_child) = rustix::pipe::pipe_with(flags)?;
-    let (from_child, child_write) = rustix::pipe::pipe_with(flags)?;
-    for fd in [&to_child, &from_child] {
-        // A larger buffer only helps; failing to get it is not an error.
-        let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_SIZE);
-    }
+    // Parent → worker is a socket pair, so that the parent can write with
+    // MSG_NOSIGNAL: a worker that died mid-write is an EPIPE error, never a
+    // SIGPIPE that would kill a parent which restored its default action.
+    let (to_child, child_read) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    // Worker → parent is a pipe with an enlarged buffer.
+    let (from_child, child_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    // A larger buffer only helps; failing to get it is not an error.
+    let _ = rustix::pipe::fcntl_setpipe_size(&from_child, PIPE_SIZE);
     let parent = rustix::process::getpid();
     let marker = format!(
         "{}:{}:{}",

@@ -223,11 +223,26 @@ impl FrameReader {
 /// Write all of `bytes` to a blocking pipe, at most 1 MiB per system call (so
 /// progress is visible to the other side and to `/proc/PID/io`).
 pub(crate) fn write_all(fd: &impl AsFd, bytes: &[u8]) -> io::Result<()> {
+    write_all_with(bytes, |chunk| rustix::io::write(fd, chunk))
+}
+
+/// Send all of `bytes` on a blocking stream socket without ever raising
+/// `SIGPIPE`: a closed peer is an `EPIPE` error.
+pub(crate) fn send_all(fd: &impl AsFd, bytes: &[u8]) -> io::Result<()> {
+    write_all_with(bytes, |chunk| {
+        rustix::net::send(fd, chunk, rustix::net::SendFlags::NOSIGNAL)
+    })
+}
+
+fn write_all_with(
+    bytes: &[u8],
+    mut write: impl FnMut(&[u8]) -> rustix::io::Result<usize>,
+) -> io::Result<()> {
     const STEP: usize = 1 << 20;
     let mut rest = bytes;
     while !rest.is_empty() {
         let step = rest.len().min(STEP);
-        match rustix::io::write(fd, &rest[..step]) {
+        match write(&rest[..step]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => rest = &rest[n..],
             Err(rustix::io::Errno::INTR) => {}

@@ -72,12 +72,13 @@ fn take_marker() -> Option<(OwnedFd, OwnedFd)> {
     if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return None;
     }
-    // Both descriptors must be open pipes, or the marker is stale.
+    // Both descriptors must be open pipes or sockets, or the marker is stale.
     for fd in [read_fd, write_fd] {
         // SAFETY: only borrowed for the check; `fstat` on any number is sound.
         let borrowed = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
         let stat = rustix::fs::fstat(borrowed).ok()?;
-        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Fifo {
+        let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+        if kind != rustix::fs::FileType::Fifo && kind != rustix::fs::FileType::Socket {
             return None;
         }
         // Close-on-exec again, so that programs a task starts do not hold
