@@ -33,7 +33,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 fn main() {
     troika::init();
     let quick = std::env::var_os("TROIKA_QUICK").is_some() || cfg!(debug_assertions);
-    let scale = if quick { 20 } else { 1 };
+    let scale = if quick { 100 } else { 1 };
 
     // Start-up: build() plus one answer from each worker.
     let start = Instant::now();
@@ -73,7 +73,7 @@ fn main() {
 
     // Replacement: a task kills its worker; time until the pool answers again.
     let mut replace = Vec::new();
-    for _ in 0..10 {
+    for _ in 0..if quick { 3 } else { 10 } {
         let _ = pool.submit(die, 1).result();
         let t = Instant::now();
         pool.submit(workloads::inc, 1)
@@ -102,7 +102,7 @@ fn main() {
     let mut pids = pool.worker_pids();
     pids.push(std::process::id());
     let before: u64 = pids.iter().map(|&p| cpu_ticks(p)).sum();
-    std::thread::sleep(Duration::from_millis(if quick { 200 } else { 1000 }));
+    std::thread::sleep(Duration::from_millis(if quick { 100 } else { 1000 }));
     let after: u64 = pids.iter().map(|&p| cpu_ticks(p)).sum();
     println!(
         "idle cpu:               {} clock ticks over the idle period",

@@ -191,3 +191,59 @@ fn initializer_runs_in_every_worker_before_tasks() {
         .unwrap();
     assert_eq!(pool.submit(add, (1, 2)).result().unwrap(), 3);
 }
+
+troika::remote! {
+    fn nap(ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+}
+
+#[test]
+fn process_kill_and_terminate_report_the_signal() {
+    let p = Process::spawn(nap, 600_000).unwrap();
+    assert!(p.is_alive());
+    assert!(!p.join_timeout(Duration::from_millis(1)));
+    p.kill();
+    assert!(p.join_timeout(Duration::from_secs(60)));
+    assert!(!p.is_alive());
+    assert_eq!(p.exit_status(), Some(troika::Exit::Signal(9)));
+    assert_eq!(
+        p.join().unwrap_err().kind(),
+        &ErrorKind::WorkerDied(troika::Exit::Signal(9))
+    );
+    let p = Process::spawn(nap, 600_000).unwrap();
+    p.terminate();
+    assert_eq!(
+        p.join().unwrap_err().kind(),
+        &ErrorKind::WorkerDied(troika::Exit::Signal(15))
+    );
+}
+
+#[test]
+fn processes_join_in_any_order() {
+    let slow = Process::spawn(nap, 300).unwrap();
+    let fast = Process::spawn(nap, 1).unwrap();
+    assert_ne!(slow.pid(), fast.pid());
+    assert_eq!(fast.join().unwrap(), 1);
+    assert_eq!(slow.join().unwrap(), 300);
+}
+
+#[test]
+fn process_argument_that_cannot_be_encoded() {
+    #[derive(Debug, serde::Deserialize)]
+    struct Never;
+    impl serde::Serialize for Never {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("never"))
+        }
+    }
+    troika::remote! {
+        fn take(x: Never) -> u32 {
+            let _ = x;
+            0
+        }
+    }
+    let err = Process::spawn(take, Never).unwrap_err();
+    assert!(err.is_serialization(), "{err}");
+}
