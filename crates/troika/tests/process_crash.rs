@@ -460,3 +460,26 @@ fn wait_for(cond: impl Fn() -> bool) {
         std::thread::yield_now();
     }
 }
+
+#[test]
+fn cancel_reaches_a_task_that_was_sent_again_after_a_death() {
+    // Quick tasks make the pool batch calls; a crash then sends the calls
+    // behind it again, to the replacement worker.
+    let pool = one_worker();
+    for _ in 0..200 {
+        pool.submit(worker_pid, ()).result().unwrap();
+    }
+    let crash = pool.submit(exit_with, 4);
+    let sleeper = pool.submit(sleep_ms, 600_000);
+    assert_eq!(
+        crash.result().unwrap_err().kind(),
+        &ErrorKind::WorkerDied(Exit::Code(4))
+    );
+    wait_for(|| sleeper.is_running() && pool.stats().busy == 1);
+    let restarts = pool.stats().restarts;
+    // Cancel kills the worker now running it (not the one that died).
+    assert!(sleeper.cancel());
+    assert!(sleeper.result().unwrap_err().is_cancelled());
+    wait_for(|| pool.stats().restarts > restarts);
+    pool.submit(worker_pid, ()).result().unwrap();
+}

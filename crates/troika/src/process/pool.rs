@@ -428,16 +428,17 @@ impl Shared {
                     continue; // cancelled while queued
                 }
                 job.started = true;
-                let weak = Arc::downgrade(self);
-                let (generation, id) = (slot.generation, job.id);
-                job.sink.set_kill(Box::new(move || {
-                    if let Some(shared) = weak.upgrade() {
-                        shared.kill_running(index, generation, id, KillReason::Cancelled);
-                    }
-                }));
             } else if job.sink.is_done() {
-                continue;
+                continue; // sent again after a death, and cancelled meanwhile
             }
+            // (Re)point the task's cancel at the worker that now has it.
+            let weak = Arc::downgrade(self);
+            let (generation, id) = (slot.generation, job.id);
+            job.sink.set_kill(Box::new(move || {
+                if let Some(shared) = weak.upgrade() {
+                    shared.kill_running(index, generation, id, KillReason::Cancelled);
+                }
+            }));
             bytes += job.frame.len();
             frames.push(Arc::clone(&job.frame));
             slot.in_flight.push_back(job);
