@@ -34,7 +34,7 @@ pub(crate) const MARKER: &str = "TROIKA_WORKER";
 pub(crate) const PIPE_SIZE: usize = 1 << 20;
 
 /// What a new worker needs.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct SpawnConfig {
     /// An address-space limit (`RLIMIT_AS`) in bytes.
     pub(crate) memory_cap: Option<u64>,
@@ -87,8 +87,28 @@ pub(crate) fn spawn_worker(config: SpawnConfig) -> io::Result<Spawned> {
 fn spawner_loop(requests: &Receiver<Request>) {
     // Runs for the life of the process: the parent-death signal of every
     // worker is tied to this thread.
+    //
+    // One started worker is kept in reserve for each configuration that was
+    // asked for, so that a dead worker's replacement is handed out at once
+    // instead of after a fork, an exec and the loader (about a millisecond,
+    // many more on a busy machine).
+    let mut spares: Vec<(SpawnConfig, Spawned)> = Vec::new();
     while let Ok((config, reply)) = requests.recv() {
-        let _ = reply.send(spawn_now(&config));
+        let spare = spares
+            .iter()
+            .position(|(c, _)| *c == config)
+            .map(|i| spares.swap_remove(i).1);
+        let spawned = match spare {
+            Some(spare) if spare.child.try_exit().is_none() => Ok(spare),
+            _ => spawn_now(&config),
+        };
+        let _ = reply.send(spawned);
+        // Waiting requests come first; the reserve is refilled when idle.
+        if requests.is_empty()
+            && let Ok(spare) = spawn_now(&config)
+        {
+            spares.push((config, spare));
+        }
     }
 }
 
