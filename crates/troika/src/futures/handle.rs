@@ -202,8 +202,14 @@ impl<T> Inner<T> {
         while !self.is_ready() {
             std::hint::spin_loop();
             spins += 1;
-            if spins % 64 == 0 && Instant::now() >= spin_end {
-                break;
+            if spins.is_multiple_of(64) {
+                if Instant::now() >= spin_end {
+                    break;
+                }
+                // Let a thread that shares this core run: on a busy machine
+                // it may be the very one that completes this task (the
+                // process pool's reader, or a worker process).
+                std::thread::yield_now();
             }
         }
         let mut state = self.state.lock();
