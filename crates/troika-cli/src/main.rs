@@ -36,6 +36,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A process-pool worker is this binary started again: it works here and
+    // never returns.
+    troika::init();
     // `troika run` reports bad usage as 255, as GNU parallel does (2 would
     // read as two failed jobs); the other commands use 2.
     let usage_exit = if std::env::args().nth(1).as_deref() == Some("run") {

@@ -18,7 +18,7 @@ pub(crate) enum Mode {
 }
 
 /// The modes this build can run.
-pub(crate) const AVAILABLE: &[Mode] = &[Mode::Serial, Mode::Threads, Mode::Async];
+pub(crate) const AVAILABLE: &[Mode] = &[Mode::Serial, Mode::Threads, Mode::Processes, Mode::Async];
 
 impl Mode {
     pub(crate) fn name(self) -> &'static str {

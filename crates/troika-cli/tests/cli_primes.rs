@@ -21,7 +21,7 @@ fn stdout(out: &Output) -> String {
 
 #[test]
 fn arguments_in_every_mode_and_algorithm_give_lines_in_input_order() {
-    for mode in ["serial", "threads"] {
+    for mode in ["serial", "threads", "processes", "async"] {
         for algorithm in ["trial", "miller-rabin"] {
             let out = troika(
                 &[
@@ -72,6 +72,11 @@ fn json_reports_the_factor_under_trial_and_null_under_miller_rabin() {
 #[test]
 fn bad_tokens_get_their_own_error_line_and_a_nonzero_exit() {
     let input = "5\nabc\n-3\n18446744073709551616\n\n6\n\u{0661}\n\u{ff}\n";
+    for mode in ["processes", "async", "serial"] {
+        let other = troika(&["primes", "--json", "--mode", mode], input.as_bytes());
+        let threads = troika(&["primes", "--json"], input.as_bytes());
+        assert_eq!(stdout(&other), stdout(&threads), "{mode}");
+    }
     let out = troika(&["primes", "--json"], input.as_bytes());
     assert_eq!(out.status.code(), Some(1));
     let lines: Vec<serde_json::Value> = stdout(&out)
@@ -110,6 +115,10 @@ fn a_file_and_a_long_stdin_are_answered_in_order() {
     std::fs::write(&path, &text).unwrap();
     let from_file = troika(&["primes", "--input", path.to_str().unwrap()], b"");
     let from_stdin = troika(&["primes", "--workers", "3"], text.as_bytes());
+    let from_processes = troika(&["primes", "--mode", "processes"], text.as_bytes());
+    let from_async = troika(&["primes", "--mode", "async"], text.as_bytes());
+    assert_eq!(stdout(&from_file), stdout(&from_processes));
+    assert_eq!(stdout(&from_file), stdout(&from_async));
     assert!(from_file.status.success());
     assert_eq!(stdout(&from_file), stdout(&from_stdin));
     let lines: Vec<String> = stdout(&from_file).lines().map(str::to_owned).collect();

@@ -305,9 +305,13 @@ fn halt_now_kills_running_jobs_and_returns_the_failing_status() {
 fn halt_soon_lets_running_jobs_finish_but_starts_no_new_one() {
     let dir = scratch("halt-soon");
     let log = dir.join("finished");
-    // The failing job is first; the second job runs beside it and finishes.
+    let started = dir.join("beside-started");
+    // The failing job fails once the second one is running beside it; that
+    // one then finishes, and nothing after it starts.
     let script = format!(
-        "if [ $1 = fail ]; then exit 4; fi; sleep 0.3; echo $1 >> {l}",
+        "if [ $1 = fail ]; then while [ ! -e {s} ]; do sleep 0.01; done; exit 4; fi; \
+         touch {s}; sleep 0.3; echo $1 >> {l}",
+        s = started.display(),
         l = log.display()
     );
     let out = troika(&[

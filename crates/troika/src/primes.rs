@@ -115,6 +115,14 @@ pub fn smallest_factor_trial(n: u64) -> Option<u64> {
     None
 }
 
+crate::remote! {
+    /// Check a batch of numbers with `algorithm`, in a worker process: how
+    /// the process pool serves `troika primes` and `troika serve`.
+    pub fn check_numbers(algorithm: Algorithm, numbers: Vec<u64>) -> Vec<Verdict> {
+        numbers.into_iter().map(|n| algorithm.check(n)).collect()
+    }
+}
+
 /// Bases that make Miller–Rabin deterministic for every n < 3.3 · 10^24,
 /// which covers all of u64 (Sorenson and Webster, 2015).
 const BASES: [u64; 12] = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37];

@@ -122,7 +122,7 @@ pub(crate) struct Row {
 
 /// One task on the timeline: the worker that ran it, and when (seconds since
 /// the run started).
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize)]
 pub(crate) struct Span {
     pub(crate) worker: usize,
     pub(crate) start: f64,

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use troika::ThreadPool;
 use troika::aio::AsyncExecutor;
 use troika::primes::{SEED_NUMBER, is_prime_trial};
+use troika::{ProcessPool, ThreadPool};
 
 use super::{Measured, Mode, Span, Workload};
 
@@ -27,6 +27,51 @@ const OVERHEAD_SPANS: u64 = 2_000;
 
 /// Worker threads' name prefix.
 const THREAD_NAME: &str = "bench";
+
+/// Seconds since the Unix epoch: the one clock a parent and its worker
+/// processes share, for the timeline.
+fn epoch_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+troika::remote! {
+    /// The cpu task in a worker process, timed against the parent's `origin`.
+    fn timed_is_prime(n: u64, origin: f64) -> (bool, Span) {
+        let start = epoch_s() - origin;
+        let prime = is_prime_trial(black_box(n));
+        (prime, Span { worker: std::process::id() as usize, start, end: epoch_s() - origin })
+    }
+
+    /// The io task in a worker process: a blocking wait.
+    fn timed_wait(millis: u64, origin: f64) -> Span {
+        let start = epoch_s() - origin;
+        std::thread::sleep(Duration::from_millis(millis));
+        Span { worker: std::process::id() as usize, start, end: epoch_s() - origin }
+    }
+
+    /// The overhead task in a worker process; only the first ones are timed.
+    fn process_trivial(i: u64, origin: f64) -> (u64, Option<Span>) {
+        if i < OVERHEAD_SPANS {
+            let start = epoch_s() - origin;
+            let value = trivial(i);
+            (value, Some(Span { worker: std::process::id() as usize, start, end: epoch_s() - origin }))
+        } else {
+            (trivial(i), None)
+        }
+    }
+}
+
+/// Processes for the io workload.
+const IO_PROCESSES: usize = 8;
+
+fn process_pool(workers: usize) -> anyhow::Result<ProcessPool> {
+    Ok(ProcessPool::builder()
+        .workers(workers)
+        .name(THREAD_NAME)
+        .build()?)
+}
 
 /// Run `workload` in `mode` and measure it.
 pub(crate) fn measure(
@@ -110,6 +155,18 @@ fn cpu(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> {
             drop(pool);
             (workers, outcomes)
         }
+        Mode::Processes => {
+            let origin_epoch = epoch_s() - origin.elapsed().as_secs_f64();
+            let pool = process_pool(workers)?;
+            let outcomes = pool
+                .map(
+                    timed_is_prime,
+                    (0..tasks).map(|_| (SEED_NUMBER, origin_epoch)),
+                )
+                .collect::<Result<_, _>>()?;
+            drop(pool);
+            (workers, outcomes)
+        }
         Mode::Async => {
             // A coroutine that computes holds its runtime thread: this scales
             // with the runtime's threads, not with the tasks.
@@ -123,10 +180,6 @@ fn cpu(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> {
             drop(executor);
             (workers, outcomes)
         }
-        other => anyhow::bail!(
-            "mode '{}' cannot run the cpu workload in this build",
-            other.name()
-        ),
     };
     let wall = origin.elapsed();
     anyhow::ensure!(
@@ -154,6 +207,16 @@ fn io(mode: Mode, tasks: u64) -> anyhow::Result<Measured> {
             drop(pool);
             (IO_THREADS, spans)
         }
+        Mode::Processes => {
+            let origin_epoch = epoch_s() - origin.elapsed().as_secs_f64();
+            let millis = IO_WAIT.as_millis() as u64;
+            let pool = process_pool(IO_PROCESSES)?;
+            let spans = pool
+                .map(timed_wait, (0..tasks).map(|_| (millis, origin_epoch)))
+                .collect::<Result<_, _>>()?;
+            drop(pool);
+            (IO_PROCESSES, spans)
+        }
         Mode::Async => {
             // Every task in flight at once, each waiting on a timer.
             let executor = executor(1)?;
@@ -177,10 +240,6 @@ fn io(mode: Mode, tasks: u64) -> anyhow::Result<Measured> {
             drop(executor);
             (usize::try_from(tasks).unwrap_or(usize::MAX), spans)
         }
-        other => anyhow::bail!(
-            "mode '{}' cannot run the io workload in this build",
-            other.name()
-        ),
     };
     Ok(Measured {
         workers,
@@ -234,6 +293,26 @@ fn overhead(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> 
             drop(pool);
             (workers, wall, outcomes, latencies)
         }
+        Mode::Processes => {
+            let origin_epoch = epoch_s() - origin.elapsed().as_secs_f64();
+            let pool = process_pool(workers)?;
+            let handles: Vec<_> = (0..tasks)
+                .map(|i| pool.submit(process_trivial, (i, origin_epoch)))
+                .collect();
+            let outcomes = handles
+                .into_iter()
+                .map(|h| h.result())
+                .collect::<Result<Vec<_>, _>>()?;
+            let wall = origin.elapsed();
+            let mut latencies = Vec::with_capacity(samples as usize);
+            for _ in 0..samples {
+                let t = Instant::now();
+                black_box(pool.submit(process_trivial, (u64::MAX, 0.0)).result()?);
+                latencies.push(t.elapsed());
+            }
+            drop(pool);
+            (workers, wall, outcomes, latencies)
+        }
         Mode::Async => {
             let executor = executor(workers)?;
             let handles: Vec<_> = (0..tasks)
@@ -253,10 +332,6 @@ fn overhead(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> 
             drop(executor);
             (workers, wall, outcomes, latencies)
         }
-        other => anyhow::bail!(
-            "mode '{}' cannot run the overhead workload in this build",
-            other.name()
-        ),
     };
     let sum = outcomes
         .iter()

@@ -12,7 +12,11 @@ use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use troika::ThreadPool;
+use std::collections::VecDeque;
+
+use troika::aio::AsyncExecutor;
+use troika::primes::check_numbers;
+use troika::{ProcessPool, ThreadPool};
 
 use crate::mode::Mode;
 use troika::primes::{Algorithm, Verdict, parse_number};
@@ -30,7 +34,7 @@ pub(crate) struct PrimesArgs {
     /// The test to run: the seeds' trial division, or deterministic Miller–Rabin.
     #[arg(long, value_enum, default_value_t = AlgorithmArg::MillerRabin)]
     algorithm: AlgorithmArg,
-    /// How to run the tests: serial or threads.
+    /// How to run the tests: serial, threads, processes or async.
     #[arg(long, default_value = "threads")]
     mode: String,
     /// Workers of the pool (default: the available parallelism).
@@ -67,16 +71,57 @@ enum Outcome {
     Bad { input: String, error: String },
 }
 
-/// Test one input line (surrounding ASCII white space is ignored).
-fn check_line(algorithm: Algorithm, line: &str) -> Outcome {
+/// An input line and what it parsed to.
+struct Parsed {
+    input: String,
+    number: Result<u64, String>,
+}
+
+impl Parsed {
+    fn number(&self) -> Result<u64, String> {
+        self.number.clone()
+    }
+}
+
+/// Parse one input line (surrounding ASCII white space is ignored).
+fn parse_line(line: String) -> Parsed {
     let token = line.trim_matches(|c: char| c.is_ascii_whitespace());
-    match parse_number(token) {
+    let number = parse_number(token).map_err(|e| e.to_string());
+    Parsed {
+        input: line,
+        number,
+    }
+}
+
+/// Test one input line.
+fn check_line(algorithm: Algorithm, line: &str) -> Outcome {
+    let parsed = parse_line(line.to_owned());
+    match parsed.number {
         Ok(n) => Outcome::Checked(algorithm.check(n)),
-        Err(e) => Outcome::Bad {
-            input: line.to_owned(),
-            error: e.to_string(),
+        Err(error) => Outcome::Bad {
+            input: parsed.input,
+            error,
         },
     }
+}
+
+/// Numbers per task: trial division can take seconds per number, so one per
+/// task keeps the workers evenly loaded; Miller–Rabin takes about a
+/// microsecond, so chunks amortise the hand-off.
+fn chunksize(algorithm: Algorithm) -> usize {
+    match algorithm {
+        Algorithm::Trial => 1,
+        Algorithm::MillerRabin => 512,
+    }
+}
+
+/// Lines in batches of `size`, lazily.
+fn chunks(lines: impl Iterator<Item = String>, size: usize) -> impl Iterator<Item = Vec<String>> {
+    let mut lines = lines.peekable();
+    std::iter::from_fn(move || {
+        lines.peek()?;
+        Some(lines.by_ref().take(size).collect())
+    })
 }
 
 pub(crate) fn run(args: &PrimesArgs) -> anyhow::Result<ExitCode> {
@@ -131,13 +176,7 @@ pub(crate) fn run(args: &PrimesArgs) -> anyhow::Result<ExitCode> {
                 builder = builder.workers(workers);
             }
             let pool = builder.build()?;
-            // Trial division can take seconds per number: one per task keeps
-            // the workers evenly loaded. Miller–Rabin takes microseconds:
-            // chunks amortise the hand-off.
-            let chunksize = match algorithm {
-                Algorithm::Trial => 1,
-                Algorithm::MillerRabin => 512,
-            };
+            let chunksize = chunksize(algorithm);
             for outcome in pool.imap(
                 move |line: String| check_line(algorithm, &line),
                 lines,
@@ -146,10 +185,64 @@ pub(crate) fn run(args: &PrimesArgs) -> anyhow::Result<ExitCode> {
                 emit(outcome.map_err(|e| anyhow::anyhow!("a check failed: {e}"))?)?;
             }
         }
-        other => bail!(
-            "mode '{}' is not available for primes in this build",
-            other.name()
-        ),
+        Mode::Processes => {
+            let mut builder = ProcessPool::builder().name("primes");
+            if let Some(workers) = args.workers {
+                builder = builder.workers(workers);
+            }
+            let pool = builder.build()?;
+            // Lines are parsed here; only the valid numbers of each chunk
+            // travel to a worker, and the answers are put back in line order.
+            let parsed: Rc<RefCell<VecDeque<Vec<Parsed>>>> = Rc::default();
+            let keep = Rc::clone(&parsed);
+            let batches = chunks(lines, chunksize(algorithm)).map(move |chunk| {
+                let lines: Vec<Parsed> = chunk.into_iter().map(parse_line).collect();
+                let numbers = lines.iter().filter_map(|p| p.number().ok()).collect();
+                keep.borrow_mut().push_back(lines);
+                (algorithm, numbers)
+            });
+            for verdicts in pool.map(check_numbers, batches) {
+                let verdicts = verdicts.map_err(|e| anyhow::anyhow!("a check failed: {e}"))?;
+                let lines = parsed.borrow_mut().pop_front().unwrap_or_default();
+                let mut verdicts = verdicts.into_iter();
+                for line in lines {
+                    let outcome = match line.number() {
+                        Ok(_) => match verdicts.next() {
+                            Some(v) => Outcome::Checked(v),
+                            None => {
+                                anyhow::bail!("a worker answered fewer numbers than it was sent")
+                            }
+                        },
+                        Err(error) => Outcome::Bad {
+                            input: line.input,
+                            error,
+                        },
+                    };
+                    emit(outcome)?;
+                }
+            }
+        }
+        Mode::Async => {
+            let mut builder = AsyncExecutor::builder().thread_name("primes");
+            if let Some(workers) = args.workers {
+                builder = builder.workers(workers);
+            }
+            let executor = builder.build()?;
+            let batches = chunks(lines, chunksize(algorithm));
+            for outcomes in executor.map(
+                move |chunk: Vec<String>| async move {
+                    chunk
+                        .iter()
+                        .map(|line| check_line(algorithm, line))
+                        .collect::<Vec<_>>()
+                },
+                batches,
+            ) {
+                for outcome in outcomes.map_err(|e| anyhow::anyhow!("a check failed: {e}"))? {
+                    emit(outcome)?;
+                }
+            }
+        }
     }
     out.flush()?;
     progress.finish_and_clear();

@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -127,6 +127,8 @@ struct Finished {
     start: SystemTime,
     runtime: Duration,
     outcome: Result<CommandOutput, String>,
+    /// This job's failure was the one that reached `--halt`'s count.
+    halted: bool,
 }
 
 impl Finished {
@@ -264,6 +266,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         running: Arc::clone(&running),
         timeout,
         retries: args.retries,
+        halt,
+        failures: AtomicU64::new(0),
     };
     let task = move |spec: JobSpec| runner.run(spec);
     let finished: Box<dyn Iterator<Item = Result<Option<Finished>, troika::TaskError>>> =
@@ -318,16 +322,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         if done.failed() {
             failed += 1;
-            match halt {
-                Halt::Now(n) | Halt::Soon(n) if failed >= n && halted.is_none() => {
-                    halted = Some(done.exit_code());
-                    running.stop.store(true, Ordering::Release);
-                    if matches!(halt, Halt::Now(_)) {
-                        running.kill_all();
-                    }
-                }
-                _ => {}
-            }
+        }
+        if done.halted {
+            halted = Some(done.exit_code());
         }
     }
     drop(pool);
@@ -385,6 +382,10 @@ struct Runner {
     running: Arc<Running>,
     timeout: Option<Duration>,
     retries: u32,
+    halt: Halt,
+    /// Failed jobs so far, counted where they fail, so a halt takes effect
+    /// before the worker that saw the failure can start another job.
+    failures: AtomicU64,
 }
 
 impl Runner {
@@ -395,15 +396,35 @@ impl Runner {
             if self.running.stop.load(Ordering::Acquire) {
                 return None;
             }
-            let finished = self.attempt(&spec);
+            let mut finished = self.attempt(&spec);
             if !finished.failed()
                 || attempt >= self.retries
                 || self.running.stop.load(Ordering::Acquire)
             {
+                if finished.failed() {
+                    finished.halted = self.count_failure();
+                }
                 return Some(finished);
             }
             attempt += 1;
         }
+    }
+
+    /// Count a failed job; true if it is the one that reaches the halt count
+    /// (then nothing new starts, and under `now` every running job is killed).
+    fn count_failure(&self) -> bool {
+        let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        let (Halt::Now(limit) | Halt::Soon(limit)) = self.halt else {
+            return false;
+        };
+        if failures != limit {
+            return false;
+        }
+        self.running.stop.store(true, Ordering::Release);
+        if matches!(self.halt, Halt::Now(_)) {
+            self.running.kill_all();
+        }
+        true
     }
 
     fn attempt(&self, spec: &JobSpec) -> Finished {
@@ -429,6 +450,7 @@ impl Runner {
             start,
             runtime: clock.elapsed(),
             outcome,
+            halted: false,
         }
     }
 }

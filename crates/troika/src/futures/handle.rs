@@ -200,8 +200,14 @@ impl<T> Inner<T> {
         while !cfg!(loom) && !self.is_ready() {
             std::hint::spin_loop();
             spins += 1;
-            if spins.is_multiple_of(64) && Instant::now() >= spin_end {
-                break;
+            if spins.is_multiple_of(64) {
+                if Instant::now() >= spin_end {
+                    break;
+                }
+                // Let a thread that shares this core run: on a busy machine
+                // it may be the very one that completes this task (the
+                // process pool's reader, or a worker process).
+                std::thread::yield_now();
             }
         }
         let mut state = self.state.lock();
@@ -439,9 +445,13 @@ impl<T> Promise<T> {
         self.inner.decide(outcome)
     }
 
+    /// Whether the outcome was already decided (cancelled, timed out or done).
+    pub(crate) fn is_done(&self) -> bool {
+        self.inner.phase.load(Ordering::Acquire) >= DONE
+    }
+
     /// Register what `cancel()` does to a running task (the process pool kills
     /// the worker). Dropped once the task is done.
-    #[allow(dead_code)]
     pub(crate) fn set_kill(&self, kill: Box<dyn FnOnce() + Send>) {
         let mut state = self.inner.state.lock();
         if self.inner.phase.load(Ordering::Acquire) < DONE {

@@ -3,7 +3,6 @@
 //! child always reaped. `troika run` is built on this.
 
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{ChildStderr, ChildStdout, Command, Stdio};
 use std::sync::Arc;
@@ -11,8 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
-use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
+use rustix::process::{Pid, Signal};
 
+use super::spawn::ChildProc;
 use crate::futures::Exit;
 
 /// How long a timed-out group gets between SIGTERM and SIGKILL.
@@ -79,8 +79,9 @@ impl GroupKiller {
 /// ```
 #[derive(Debug)]
 pub struct GroupChild {
+    /// The leader, held by pidfd: it kills and reaps it if dropped early.
+    child: ChildProc,
     pid: Pid,
-    pidfd: OwnedFd,
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
     reaped: Arc<AtomicBool>,
@@ -96,18 +97,17 @@ impl GroupChild {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        let pid = i32::try_from(child.id())
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let child = ChildProc::adopt(child)?;
+        let pid = i32::try_from(child.pid())
             .ok()
             .and_then(Pid::from_raw)
             .ok_or_else(|| io::Error::other("the child has an invalid pid"))?;
-        // Only this object reaps the child, so the pid names it until then
-        // and the pidfd refers to exactly it.
-        let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())?;
         Ok(GroupChild {
+            child,
             pid,
-            pidfd,
-            stdout: child.stdout.take(),
-            stderr: child.stderr.take(),
+            stdout,
+            stderr,
             reaped: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -177,6 +177,7 @@ impl GroupChild {
     }
 
     fn poll(&self, watch_exit: bool, until: Option<Instant>) -> io::Result<Ready> {
+        let pidfd = self.child.pidfd();
         let mut fds = Vec::with_capacity(3);
         let mut slots = [None; 3];
         if let Some(out) = &self.stdout {
@@ -189,7 +190,7 @@ impl GroupChild {
         }
         if watch_exit {
             slots[2] = Some(fds.len());
-            fds.push(PollFd::new(&self.pidfd, PollFlags::IN));
+            fds.push(PollFd::new(&pidfd, PollFlags::IN));
         }
         let timeout = until.map(|until| {
             let left = until.saturating_duration_since(Instant::now());
@@ -211,31 +212,22 @@ impl GroupChild {
     }
 
     fn try_reap(&self) -> io::Result<Option<Exit>> {
-        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
-        match rustix::process::waitid(WaitId::PidFd(self.pidfd.as_fd()), options) {
-            Ok(Some(status)) => {
-                self.reaped.store(true, Ordering::Release);
-                Ok(Some(exit_of(&status)))
-            }
-            Ok(None) => Ok(None),
-            Err(rustix::io::Errno::CHILD) => {
-                self.reaped.store(true, Ordering::Release);
-                Ok(Some(Exit::Unknown))
-            }
-            Err(e) => Err(e.into()),
+        let exit = self.child.try_exit();
+        if exit.is_some() {
+            self.reaped.store(true, Ordering::Release);
         }
+        Ok(exit)
     }
 }
 
 impl Drop for GroupChild {
     fn drop(&mut self) {
-        // Never leave the group running or the leader a zombie.
-        if !self.reaped.load(Ordering::Acquire) {
+        // Dropped before `communicate` finished: kill the whole group, not
+        // only the leader (which `ChildProc` then reaps).
+        if self.child.try_exit().is_none() {
             self.killer().kill();
-            let _ =
-                rustix::process::waitid(WaitId::PidFd(self.pidfd.as_fd()), WaitIdOptions::EXITED);
-            self.reaped.store(true, Ordering::Release);
         }
+        self.reaped.store(true, Ordering::Release);
     }
 }
 
@@ -256,14 +248,4 @@ fn read_some<R: Read>(pipe: &mut Option<R>, into: &mut Vec<u8>, buf: &mut [u8]) 
         }
     }
     Ok(())
-}
-
-pub(crate) fn exit_of(status: &rustix::process::WaitIdStatus) -> Exit {
-    if let Some(sig) = status.terminating_signal() {
-        Exit::Signal(sig)
-    } else if let Some(code) = status.exit_status() {
-        Exit::Code(code)
-    } else {
-        Exit::Unknown
-    }
 }

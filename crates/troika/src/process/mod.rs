@@ -1,9 +1,100 @@
-//! Processes: run functions in child processes, and the `ProcessPool` executor.
+//! Processes: run functions in child processes, and the [`ProcessPool`]
+//! executor.
+//!
+//! # Hello, child process
+//!
+//! A closure cannot cross into another process, so the functions that run in
+//! one are defined with [`remote!`](crate::remote), which names and registers
+//! them. The first line of `main` is [`init()`]: a worker is this same binary
+//! started again, and `init` is where it goes to work instead of running your
+//! program.
+//!
+//! ```
+//! troika::remote! {
+//!     /// The seed's trial division.
+//!     pub fn is_prime(n: u64) -> bool {
+//!         if n < 2 { return false; }
+//!         if n % 2 == 0 { return n == 2; }
+//!         let mut d = 3;
+//!         while d * d <= n {
+//!             if n % d == 0 { return false; }
+//!             d += 2;
+//!         }
+//!         true
+//!     }
+//! }
+//!
+//! fn main() {
+//!     troika::init();
+//!
+//!     // One call in one child, like multiprocessing.Process.
+//!     let p = troika::Process::spawn(is_prime, 97).unwrap();
+//!     println!("child {} is running", p.pid());
+//!     assert!(p.join().unwrap());
+//!
+//!     // A pool of reusable workers, with the thread pool's API.
+//!     let pool = troika::ProcessPool::new(2).unwrap();
+//!     let handle = pool.submit(is_prime, 112_272_535_095_293);
+//!     let small: Vec<bool> = pool.map(is_prime, 1..=10).map(Result::unwrap).collect();
+//!     assert_eq!(small.iter().filter(|&&p| p).count(), 4);
+//!     assert!(handle.result().unwrap());
+//! }
+//! ```
+//!
+//! # When a worker dies
+//!
+//! A task whose worker crashes — a segfault, an abort, `exit(3)`, a kill
+//! signal, running out of memory — fails with
+//! [`ErrorKind::WorkerDied`](crate::ErrorKind::WorkerDied) naming the signal or
+//! exit code. The pool starts a new worker and carries on; no other task is
+//! lost. A panic is caught in the worker and comes back as
+//! [`ErrorKind::Panicked`](crate::ErrorKind::Panicked) with its message, and the
+//! worker keeps serving.
+//!
+//! # Timeouts and cancellation
+//!
+//! With [`ProcessPoolBuilder::task_timeout`] a task that runs too long has its
+//! worker killed and fails with a timed-out error. [`Handle::cancel`](crate::Handle::cancel)
+//! of a running task kills its worker too; of a queued one removes it.
+//!
+//! # External commands
 //!
 //! [`GroupChild`] runs an external command in a process group of its own,
 //! captures its output, kills the whole group at a deadline and always reaps
 //! it: the supervision that `troika run` is built on.
+//!
+//! # How it works
+//!
+//! Workers talk to the parent over a socket pair and a pipe with a small framed protocol;
+//! `README.md` beside this module describes it, and how deaths are detected.
 
+// The docs show `fn main` on purpose: `troika::init()` belongs at its top.
+#![allow(clippy::needless_doctest_main)]
+
+mod child;
 mod command;
+mod map;
+mod pool;
+mod registry;
+mod spawn;
+mod task;
+mod wire;
+mod worker;
+pub mod workloads;
 
+pub use child::{Process, ProcessBuilder, SpawnError};
 pub use command::{CommandOutput, GroupChild, GroupKiller};
+pub use map::{ProcessMap, ProcessMapUnordered};
+pub use pool::{ProcessPool, ProcessPoolBuilder, ProcessPoolStats};
+pub use registry::RemoteFn;
+pub use task::Call;
+pub use worker::init;
+
+/// What [`remote!`](crate::remote) expands to; not public API.
+#[doc(hidden)]
+pub mod __registry {
+    pub use super::registry::{REMOTE_FNS, Registration};
+}
+
+#[doc(hidden)]
+pub use linkme as __linkme;

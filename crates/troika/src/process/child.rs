@@ -1,0 +1,266 @@
+//! [`Process`]: one function call in its own child process.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use rustix::process::Signal;
+
+use super::registry::RemoteFn;
+use super::spawn::{self, ChildProc, SpawnConfig};
+use super::task;
+use super::wire::{self, FrameReader};
+use crate::futures::{ErrorKind, Exit, TaskError};
+
+/// Why a [`Process`] could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SpawnError {
+    message: String,
+    serialization: bool,
+}
+
+impl SpawnError {
+    /// The argument could not be encoded.
+    pub fn is_serialization(&self) -> bool {
+        self.serialization
+    }
+}
+
+/// Configures a [`Process`]: its name and memory cap.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessBuilder {
+    name: Option<String>,
+    memory_cap: Option<u64>,
+}
+
+impl ProcessBuilder {
+    /// The process's name (default `Process-N`, as in Python).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Limit the child's address space to `bytes` (`RLIMIT_AS`).
+    pub fn memory_cap(mut self, bytes: u64) -> Self {
+        self.memory_cap = Some(bytes);
+        self
+    }
+
+    /// Start `f(arg)` in a new child process.
+    pub fn spawn<F: RemoteFn>(self, f: F, arg: F::Arg) -> Result<Process<F::Output>, SpawnError> {
+        let _ = f;
+        static COUNTER: AtomicUsize = AtomicUsize::new(1);
+        let name = self
+            .name
+            .unwrap_or_else(|| format!("Process-{}", COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let frame = task::encode_call::<F, _>(1, false, &arg).map_err(|e| SpawnError {
+            message: e.to_string(),
+            serialization: true,
+        })?;
+        let spawned = spawn::spawn_worker(SpawnConfig {
+            memory_cap: self.memory_cap,
+        })
+        .map_err(|e| SpawnError {
+            message: format!("could not start a child process: {e}"),
+            serialization: false,
+        })?;
+        let child = Arc::new(spawned.child);
+        let shared = Arc::new(Outcome {
+            state: Mutex::new(State {
+                result: None,
+                exit: None,
+            }),
+            cond: Condvar::new(),
+        });
+        let io_child = Arc::clone(&child);
+        let io_shared = Arc::clone(&shared);
+        let (to_child, from_child) = (spawned.to_child, spawned.from_child);
+        let io = std::thread::Builder::new()
+            .name(format!("troika-{name}"))
+            .spawn(move || {
+                let result = talk::<F::Output>(&frame, to_child, from_child);
+                let exit = io_child.wait_exit(None).unwrap_or(Exit::Unknown);
+                let result = result.unwrap_or(Err(TaskError::new(ErrorKind::WorkerDied(exit))));
+                let mut state = io_shared.state.lock();
+                state.result = Some(result);
+                state.exit = Some(exit);
+                io_shared.cond.notify_all();
+            })
+            .map_err(|e| SpawnError {
+                message: format!("could not start a thread: {e}"),
+                serialization: false,
+            })?;
+        Ok(Process {
+            name,
+            child,
+            shared,
+            io: Some(io),
+        })
+    }
+}
+
+/// Send the call, close the pipe, read the reply. `None` if the child died
+/// before answering.
+fn talk<R: serde::de::DeserializeOwned + Send + 'static>(
+    frame: &[u8],
+    to_child: std::os::fd::OwnedFd,
+    from_child: std::os::fd::OwnedFd,
+) -> Option<Result<R, TaskError>> {
+    // The call may be large: the child reads it whole before it answers, so
+    // writing first cannot deadlock.
+    let sent = wire::send_all(&to_child, frame);
+    drop(to_child);
+    let mut reader = FrameReader::new(from_child, Duration::from_micros(50)).ok()?;
+    loop {
+        let (header, body) = reader.next_frame().ok()??;
+        if header.kind == wire::REPLY {
+            sent.ok()?;
+            let (promise, handle) = crate::futures::pair(0);
+            let sink = task::One { promise };
+            task::Sink::finish(&sink, header.status, body);
+            return Some(handle.result());
+        }
+    }
+}
+
+struct State<R> {
+    result: Option<Result<R, TaskError>>,
+    exit: Option<Exit>,
+}
+
+struct Outcome<R> {
+    state: Mutex<State<R>>,
+    cond: Condvar,
+}
+
+/// A function call running in its own child process, like Python's
+/// `multiprocessing.Process`.
+///
+/// The child is this binary re-executed (see [`init`](crate::init)); the
+/// function is one defined with [`remote!`](crate::remote), its argument and
+/// result cross the process boundary serialized. The child exits once the
+/// call returns. Dropping a `Process` does not stop it; it dies with the
+/// parent at the latest, and is always reaped.
+///
+/// # Examples
+///
+/// ```
+/// use troika::Process;
+///
+/// troika::remote! {
+///     fn shout(word: String) -> String { word.to_uppercase() }
+/// }
+///
+/// fn main() {
+///     troika::init();
+///     let p = Process::builder().name("shouter").spawn(shout, "hi".into()).unwrap();
+///     assert_eq!(p.name(), "shouter");
+///     assert!(p.pid() > 0);
+///     assert_eq!(p.join().unwrap(), "HI");
+/// }
+/// ```
+pub struct Process<R> {
+    name: String,
+    child: Arc<ChildProc>,
+    shared: Arc<Outcome<R>>,
+    io: Option<JoinHandle<()>>,
+}
+
+impl<R: Send + 'static> Process<R> {
+    /// Start `f(arg)` in a new child process with default settings.
+    pub fn spawn<F: RemoteFn<Output = R>>(f: F, arg: F::Arg) -> Result<Process<R>, SpawnError> {
+        ProcessBuilder::default().spawn(f, arg)
+    }
+}
+
+impl Process<()> {
+    /// A builder for a named or memory-capped process.
+    pub fn builder() -> ProcessBuilder {
+        ProcessBuilder::default()
+    }
+}
+
+impl<R> Process<R> {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// The process's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the child is still running.
+    pub fn is_alive(&self) -> bool {
+        self.child.try_exit().is_none()
+    }
+
+    /// How the child ended: `None` while it runs.
+    pub fn exit_status(&self) -> Option<Exit> {
+        self.shared
+            .state
+            .lock()
+            .exit
+            .or_else(|| self.child.try_exit())
+    }
+
+    /// Wait at most `timeout` for the child to end; true if it has.
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut state = self.shared.state.lock();
+        while state.result.is_none() {
+            match deadline {
+                Some(deadline) => {
+                    if self
+                        .shared
+                        .cond
+                        .wait_until(&mut state, deadline)
+                        .timed_out()
+                    {
+                        return state.result.is_some();
+                    }
+                }
+                None => self.shared.cond.wait(&mut state),
+            }
+        }
+        true
+    }
+
+    /// Wait for the child to end and return the function's value, or why
+    /// there is none (it panicked, it died, it was killed…).
+    pub fn join(mut self) -> Result<R, TaskError> {
+        if let Some(io) = self.io.take() {
+            let _ = io.join();
+        }
+        let mut state = self.shared.state.lock();
+        state.result.take().unwrap_or_else(|| {
+            Err(TaskError::new(ErrorKind::Failed(
+                "the process's outcome is unknown".into(),
+            )))
+        })
+    }
+
+    /// Ask the child to stop (`SIGTERM`).
+    pub fn terminate(&self) {
+        self.child.signal(Signal::TERM);
+    }
+
+    /// Kill the child (`SIGKILL`).
+    pub fn kill(&self) {
+        self.child.signal(Signal::KILL);
+    }
+}
+
+impl<R> std::fmt::Debug for Process<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("pid", &self.pid())
+            .field("exit", &self.exit_status())
+            .finish()
+    }
+}

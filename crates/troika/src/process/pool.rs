@@ -1,0 +1,1140 @@
+//! [`ProcessPool`]: worker processes behind the futures API.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use rustix::process::Signal;
+
+use super::registry::RemoteFn;
+use super::spawn::{self, ChildProc, SpawnConfig};
+use super::task::{self, Call, Chunk, ChunkOutcome, Job, One};
+use super::wire::{self, FrameReader};
+use crate::futures::{
+    ConfigError, ErrorKind, Exit, Handle, SubmitError, SubmitErrorReason, TaskError, pair,
+};
+
+/// How long the parent's reader keeps polling a worker's pipe before it blocks.
+const READER_SPIN: Duration = Duration::from_micros(100);
+/// Several small calls are sent to an idle worker in one write, up to this
+/// many bytes (well under the pipe buffer, so the write never blocks).
+const BATCH_BYTES: usize = 32 << 10;
+/// At most this many calls in one batch.
+const BATCH_MAX: usize = 64;
+/// A batch aims at this much work (by the measured run time of recent tasks),
+/// so that long tasks go one at a time and spread over the workers.
+const BATCH_WORK_US: f64 = 50.0;
+
+/// The call id of the initializer; tasks count from 1.
+const INIT_ID: u64 = 0;
+
+/// Configures and builds a [`ProcessPool`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use troika::ProcessPool;
+///
+/// troika::remote! {
+///     fn square(x: u64) -> u64 { x * x }
+/// }
+///
+/// fn main() {
+///     troika::init();
+///     let pool = ProcessPool::builder()
+///         .workers(2)
+///         .task_timeout(Duration::from_secs(30))
+///         .max_tasks_per_worker(10_000)
+///         .build()
+///         .unwrap();
+///     assert_eq!(pool.submit(square, 12).result().unwrap(), 144);
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ProcessPoolBuilder {
+    workers: Option<usize>,
+    name: String,
+    timeout: Option<Duration>,
+    queue_capacity: Option<usize>,
+    max_tasks: Option<usize>,
+    max_rss: Option<u64>,
+    memory_cap: Option<u64>,
+    initializer: Option<Result<Arc<Vec<u8>>, TaskError>>,
+}
+
+impl Default for ProcessPoolBuilder {
+    fn default() -> Self {
+        ProcessPoolBuilder {
+            workers: None,
+            name: "troika-process".to_owned(),
+            timeout: None,
+            queue_capacity: None,
+            max_tasks: None,
+            max_rss: None,
+            memory_cap: None,
+            initializer: None,
+        }
+    }
+}
+
+impl ProcessPoolBuilder {
+    /// The number of worker processes (default: the available parallelism).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// The prefix of the pool's thread names (its I/O threads are `prefix-io-N`).
+    pub fn name(mut self, prefix: impl Into<String>) -> Self {
+        self.name = prefix.into();
+        self
+    }
+
+    /// Kill a task's worker once the task has run this long: the task fails
+    /// with a timed-out error and a fresh worker takes the old one's place.
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Bound the queue of tasks not yet sent to a worker: `submit` then blocks
+    /// while it is full and `try_submit` fails with [`SubmitErrorReason::Full`].
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = Some(capacity);
+        self
+    }
+
+    /// Replace a worker after it has run this many tasks.
+    pub fn max_tasks_per_worker(mut self, tasks: usize) -> Self {
+        self.max_tasks = Some(tasks);
+        self
+    }
+
+    /// Replace a worker whose resident memory exceeds `bytes`, checked
+    /// between tasks (from `/proc/PID/statm`).
+    pub fn max_worker_rss(mut self, bytes: u64) -> Self {
+        self.max_rss = Some(bytes);
+        self
+    }
+
+    /// Limit each worker's address space to `bytes` (`RLIMIT_AS`): an
+    /// allocation beyond it fails in the worker, which then aborts; its task
+    /// fails with a worker-died error and the worker is replaced.
+    pub fn worker_memory_cap(mut self, bytes: u64) -> Self {
+        self.memory_cap = Some(bytes);
+        self
+    }
+
+    /// Run `f(arg)` in every worker before its first task, also in workers
+    /// that replace dead or recycled ones (Python's `initializer`). Its value
+    /// is dropped; a failure (a panic) is reported on stderr and the worker
+    /// serves tasks all the same. A task timeout does not apply to it.
+    pub fn initializer<F: RemoteFn>(mut self, f: F, arg: F::Arg) -> Self {
+        let _ = f;
+        self.initializer = Some(task::encode_call::<F, _>(INIT_ID, false, &arg).map(Arc::new));
+        self
+    }
+
+    /// Start the workers. Returns once every worker process has been started;
+    /// tasks submitted before a worker is ready wait in the queue.
+    pub fn build(self) -> Result<ProcessPool, ConfigError> {
+        let workers = match self.workers {
+            Some(0) => return Err(ConfigError("a pool needs at least one worker".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(ConfigError(
+                "the task timeout must be longer than zero".into(),
+            ));
+        }
+        if self.queue_capacity == Some(0) {
+            return Err(ConfigError("the queue capacity must be at least 1".into()));
+        }
+        let initializer = match self.initializer {
+            Some(Ok(frame)) => Some(frame),
+            Some(Err(e)) => return Err(ConfigError(format!("invalid initializer: {e}"))),
+            None => None,
+        };
+        if self.max_tasks == Some(0) {
+            return Err(ConfigError(
+                "max tasks per worker must be at least 1".into(),
+            ));
+        }
+        let shared = Arc::new(Shared {
+            name: self.name,
+            workers,
+            timeout: self.timeout,
+            capacity: self.queue_capacity,
+            max_tasks: self.max_tasks,
+            max_rss: self.max_rss,
+            spawn: SpawnConfig {
+                memory_cap: self.memory_cap,
+            },
+            initializer,
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                slots: (0..workers).map(|_| Slot::default()).collect(),
+                closed: false,
+                terminating: false,
+                threads: Vec::new(),
+                // Assume slow tasks until some were measured: no batching yet.
+                avg_run_us: 1000.0,
+                startup_failures: 0,
+                exited: 0,
+            }),
+            space: Condvar::new(),
+            watch: Condvar::new(),
+            next_id: AtomicU64::new(1),
+            done: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            restarts: AtomicUsize::new(0),
+        });
+        // Start every worker before any I/O thread, so the spawner works
+        // through them back to back.
+        let mut started = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            match spawn::spawn_worker(shared.spawn.clone()) {
+                Ok(s) => started.push(s),
+                Err(e) => {
+                    return Err(ConfigError(format!(
+                        "could not start a worker process: {e}"
+                    )));
+                }
+            }
+        }
+        let mut threads = Vec::with_capacity(workers + 1);
+        for (index, spawned) in started.into_iter().enumerate() {
+            let installed = shared.install(index, spawned);
+            let worker_shared = Arc::clone(&shared);
+            let thread = std::thread::Builder::new()
+                .name(format!("{}-io-{index}", shared.name))
+                .spawn(move || worker_shared.slot_thread(index, Some(installed)))
+                .map_err(|e| ConfigError(format!("could not start an I/O thread: {e}")))?;
+            threads.push(thread);
+        }
+        if shared.timeout.is_some() {
+            let watch_shared = Arc::clone(&shared);
+            let thread = std::thread::Builder::new()
+                .name(format!("{}-watchdog", shared.name))
+                .spawn(move || watch_shared.watchdog())
+                .map_err(|e| ConfigError(format!("could not start the watchdog: {e}")))?;
+            threads.push(thread);
+        }
+        shared.state.lock().threads = threads;
+        Ok(ProcessPool { shared })
+    }
+}
+
+/// A pool of worker processes running functions defined with
+/// [`remote!`](crate::remote).
+///
+/// It offers the thread pool's futures API — [`submit`](ProcessPool::submit)
+/// returns a [`Handle`], [`map`](ProcessPool::map) runs a function over an
+/// iterator in order, lazily, with a bounded window — and the
+/// `multiprocessing.Pool` calls ([`apply`](ProcessPool::apply),
+/// [`imap`](ProcessPool::imap), …, with `chunksize`). What a process buys over
+/// a thread:
+///
+/// - **crash isolation**: a task whose worker dies (abort, segfault,
+///   `exit(n)`, a signal, out of memory) fails alone with
+///   [`ErrorKind::WorkerDied`] naming the exit code or signal; the worker is
+///   replaced and every other task completes. The pool never breaks.
+/// - a **hard timeout** and a real **cancel**: the worker running the task is
+///   killed and replaced.
+/// - **recycling** after N tasks or above an RSS limit, and a memory cap.
+///
+/// A panic in a task fails that task with its message; the worker survives.
+/// Workers die with the parent (even on `SIGKILL`) and are always reaped.
+///
+/// Dropping the pool shuts it down: queued tasks still run, and the drop waits
+/// for them and for the workers to exit.
+///
+/// # Examples
+///
+/// ```
+/// use troika::ProcessPool;
+///
+/// troika::remote! {
+///     /// The seed's trial division.
+///     fn is_prime(n: u64) -> bool {
+///         n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+///     }
+/// }
+///
+/// fn main() {
+///     troika::init(); // first line of main: a worker never returns from it
+///     let pool = ProcessPool::new(2).unwrap();
+///     let primes: Vec<bool> = pool.map(is_prime, [2, 3, 4, 97]).map(Result::unwrap).collect();
+///     assert_eq!(primes, [true, true, false, true]);
+///     assert!(pool.submit(is_prime, 7919).result().unwrap());
+/// }
+/// ```
+pub struct ProcessPool {
+    shared: Arc<Shared>,
+}
+
+/// A snapshot of a process pool's state, for monitoring and load shedding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessPoolStats {
+    /// The pool's configured size.
+    pub workers: usize,
+    /// Tasks waiting to be sent to a worker.
+    pub queued: usize,
+    /// Workers with a task.
+    pub busy: usize,
+    /// Workers started to replace ones that died, timed out or were recycled.
+    pub restarts: usize,
+    /// Tasks that produced a value.
+    pub done: usize,
+    /// Tasks that failed (panicked, worker died, timed out, serialization…).
+    pub failed: usize,
+}
+
+/// Why the pool killed a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KillReason {
+    TimedOut(Duration),
+    Cancelled,
+    Terminated,
+}
+
+#[derive(Default)]
+struct Slot {
+    worker: Option<Worker>,
+    /// Tasks sent to the worker and not answered yet; the front one runs.
+    in_flight: VecDeque<Job>,
+    /// When the front task started (its predecessor's reply arrived).
+    running_since: Option<Instant>,
+    tasks_done: usize,
+    kill_reason: Option<(u64, KillReason)>,
+    /// Bumped for every new worker in the slot.
+    generation: u64,
+}
+
+struct Worker {
+    child: Arc<ChildProc>,
+    /// `None` once the pool closed the pipe (the worker then exits).
+    writer: Option<Arc<Mutex<OwnedFd>>>,
+    ready: bool,
+    retiring: bool,
+}
+
+struct State {
+    queue: VecDeque<Job>,
+    slots: Vec<Slot>,
+    closed: bool,
+    terminating: bool,
+    threads: Vec<JoinHandle<()>>,
+    /// Moving average of the recent tasks' run time in the workers.
+    avg_run_us: f64,
+    startup_failures: usize,
+    /// Slot threads that have ended (the watchdog ends after the last).
+    exited: usize,
+}
+
+struct Shared {
+    name: String,
+    workers: usize,
+    timeout: Option<Duration>,
+    capacity: Option<usize>,
+    max_tasks: Option<usize>,
+    max_rss: Option<u64>,
+    spawn: SpawnConfig,
+    /// The initializer's call frame, sent to every new worker first.
+    initializer: Option<Arc<Vec<u8>>>,
+    state: Mutex<State>,
+    /// Signalled when the queue shrinks or the pool changes state.
+    space: Condvar,
+    /// Wakes the watchdog.
+    watch: Condvar,
+    next_id: AtomicU64,
+    done: AtomicUsize,
+    failed: AtomicUsize,
+    restarts: AtomicUsize,
+}
+
+/// A worker placed in its slot, handed to the slot's I/O thread.
+struct Installed {
+    child: Arc<ChildProc>,
+    from_child: OwnedFd,
+    generation: u64,
+}
+
+/// Calls to write to one worker, taken from the queue under the lock and
+/// written after it is released.
+struct Batch {
+    writer: Arc<Mutex<OwnedFd>>,
+    frames: Vec<Arc<Vec<u8>>>,
+}
+
+impl Batch {
+    fn write(self) {
+        let writer = self.writer.lock();
+        // A failed write means the worker is dead or dying: its I/O thread
+        // sees end of file and deals with the tasks it had.
+        let _ = if let [frame] = self.frames.as_slice() {
+            wire::send_all(&*writer, frame)
+        } else {
+            let total = self.frames.iter().map(|f| f.len()).sum();
+            let mut buf = Vec::with_capacity(total);
+            for frame in &self.frames {
+                buf.extend_from_slice(frame);
+            }
+            wire::send_all(&*writer, &buf)
+        };
+    }
+}
+
+impl Shared {
+    fn batch_target(&self, state: &State) -> usize {
+        if self.timeout.is_some() {
+            // A task's clock starts when its predecessor's reply arrives;
+            // one call at a time keeps that exact.
+            return 1;
+        }
+        let target = BATCH_WORK_US / (state.avg_run_us + 1.0);
+        (target as usize).clamp(1, BATCH_MAX)
+    }
+
+    /// Take calls for the idle worker in `index`, if it is idle and ready.
+    fn take_batch(self: &Arc<Self>, state: &mut State, index: usize) -> Option<Batch> {
+        let target = self.batch_target(state);
+        let State { queue, slots, .. } = state;
+        let slot = &mut slots[index];
+        let worker = slot.worker.as_ref()?;
+        if !worker.ready || worker.retiring || !slot.in_flight.is_empty() {
+            return None;
+        }
+        let writer = Arc::clone(worker.writer.as_ref()?);
+        let mut frames = Vec::new();
+        let mut bytes = 0;
+        while let Some(job) = queue.front() {
+            if !frames.is_empty()
+                && (frames.len() >= target || bytes + job.frame.len() > BATCH_BYTES)
+            {
+                break;
+            }
+            let Some(mut job) = queue.pop_front() else {
+                break;
+            };
+            if !job.started {
+                if !job.sink.start() {
+                    continue; // cancelled while queued
+                }
+                job.started = true;
+            } else if job.sink.is_done() {
+                continue; // sent again after a death, and cancelled meanwhile
+            }
+            // (Re)point the task's cancel at the worker that now has it.
+            let weak = Arc::downgrade(self);
+            let (generation, id) = (slot.generation, job.id);
+            job.sink.set_kill(Box::new(move || {
+                if let Some(shared) = weak.upgrade() {
+                    shared.kill_running(index, generation, id, KillReason::Cancelled);
+                }
+            }));
+            bytes += job.frame.len();
+            frames.push(Arc::clone(&job.frame));
+            slot.in_flight.push_back(job);
+        }
+        if frames.is_empty() {
+            return None;
+        }
+        slot.running_since = Some(Instant::now());
+        if self.capacity.is_some() {
+            self.space.notify_all();
+        }
+        if self.timeout.is_some() {
+            self.watch.notify_one();
+        }
+        Some(Batch { writer, frames })
+    }
+
+    /// A batch for any idle worker.
+    fn take_any_batch(self: &Arc<Self>, state: &mut State) -> Option<Batch> {
+        if state.queue.is_empty() {
+            return None;
+        }
+        (0..state.slots.len()).find_map(|i| self.take_batch(state, i))
+    }
+
+    /// Kill the worker in slot `index` if it is still running task `id`.
+    fn kill_running(&self, index: usize, generation: u64, id: u64, reason: KillReason) {
+        let mut state = self.state.lock();
+        let Some(slot) = state.slots.get_mut(index) else {
+            return;
+        };
+        if slot.generation != generation || slot.in_flight.front().map(|j| j.id) != Some(id) {
+            // Finished, or still waiting behind another call in the worker's
+            // pipe: its outcome is decided, so its reply will be dropped.
+            return;
+        }
+        if slot.kill_reason.is_none() {
+            slot.kill_reason = Some((id, reason));
+        }
+        if let Some(worker) = &slot.worker {
+            worker.child.signal(Signal::KILL);
+        }
+    }
+
+    /// Queue a job and hand it to an idle worker if there is one.
+    fn enqueue(self: &Arc<Self>, job: Job, block: bool) -> Result<(), (Job, SubmitErrorReason)> {
+        let mut state = self.state.lock();
+        loop {
+            if state.closed {
+                return Err((job, SubmitErrorReason::ShutDown));
+            }
+            match self.capacity {
+                Some(cap) if state.queue.len() >= cap => {
+                    if !block {
+                        return Err((job, SubmitErrorReason::Full));
+                    }
+                    self.space.wait(&mut state);
+                }
+                _ => break,
+            }
+        }
+        state.queue.push_back(job);
+        let batch = self.take_any_batch(&mut state);
+        drop(state);
+        if let Some(batch) = batch {
+            batch.write();
+        }
+        Ok(())
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn note_outcome(&self, ok: bool) {
+        if ok {
+            self.done.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The life of one worker slot: start a worker, serve it, and when it
+    /// exits settle its tasks and start the next, until the pool shuts down.
+    fn slot_thread(self: Arc<Self>, index: usize, mut first: Option<Installed>) {
+        loop {
+            let installed = match first.take() {
+                Some(installed) => installed,
+                None => match spawn::spawn_worker(self.spawn.clone()) {
+                    Ok(spawned) => self.install(index, spawned),
+                    Err(e) => {
+                        if self.spawn_failed(&format!("could not start a worker: {e}")) {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+            };
+            let Installed {
+                child,
+                from_child,
+                generation,
+            } = installed;
+            let got_ready = match FrameReader::new(from_child, READER_SPIN) {
+                Ok(mut reader) => self.serve(index, &mut reader),
+                Err(_) => false,
+            };
+            // The pipe is closed: the worker exited, or is about to. Give it a
+            // moment to finish exiting so its status is the real one.
+            let exit = child
+                .wait_exit(Some(Duration::from_secs(2)))
+                .unwrap_or_else(|| child.kill_and_reap());
+            if self.settle(index, generation, exit, got_ready) {
+                return;
+            }
+        }
+    }
+
+    /// Put a freshly started worker into slot `index`.
+    fn install(&self, index: usize, spawned: spawn::Spawned) -> Installed {
+        let child = Arc::new(spawned.child);
+        let mut state = self.state.lock();
+        let slot = &mut state.slots[index];
+        slot.generation += 1;
+        slot.worker = Some(Worker {
+            child: Arc::clone(&child),
+            writer: Some(Arc::new(Mutex::new(spawned.to_child))),
+            ready: false,
+            retiring: false,
+        });
+        slot.tasks_done = 0;
+        slot.kill_reason = None;
+        Installed {
+            child,
+            from_child: spawned.from_child,
+            generation: slot.generation,
+        }
+    }
+
+    /// Back off after a failed start; true if the thread should end.
+    fn spawn_failed(&self, message: &str) -> bool {
+        let (failures, stop) = {
+            let mut state = self.state.lock();
+            state.startup_failures += 1;
+            let stop = state.terminating || (state.closed && state.queue.is_empty());
+            if stop {
+                state.exited += 1;
+                self.watch.notify_all();
+            }
+            (state.startup_failures, stop)
+        };
+        if stop {
+            return true;
+        }
+        if failures >= 3 {
+            // Workers cannot start at all: fail what waits instead of hanging.
+            let jobs: Vec<Job> = {
+                let mut state = self.state.lock();
+                let ready = state
+                    .slots
+                    .iter()
+                    .any(|s| s.worker.as_ref().is_some_and(|w| w.ready));
+                if ready {
+                    Vec::new()
+                } else {
+                    state.queue.drain(..).collect()
+                }
+            };
+            for job in jobs {
+                job.sink
+                    .fail(TaskError::new(ErrorKind::Failed(message.to_owned())));
+                self.note_outcome(false);
+            }
+            self.space.notify_all();
+        }
+        let pause = Duration::from_millis(20 * failures.min(50) as u64);
+        let mut state = self.state.lock();
+        if !state.terminating {
+            self.space.wait_for(&mut state, pause);
+        }
+        false
+    }
+
+    /// Read the worker's messages until its pipe closes. Returns whether it
+    /// ever reported ready.
+    fn serve(self: &Arc<Self>, index: usize, reader: &mut FrameReader) -> bool {
+        let mut ready = false;
+        loop {
+            let (header, body) = match reader.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) | Err(_) => return ready,
+            };
+            match header.kind {
+                wire::READY => {
+                    ready = true;
+                    if let Some(init) = &self.initializer {
+                        // Before the worker is marked ready, so that nothing
+                        // can be dispatched to it ahead of the initializer.
+                        let writer = {
+                            let state = self.state.lock();
+                            state.slots[index]
+                                .worker
+                                .as_ref()
+                                .and_then(|w| w.writer.clone())
+                        };
+                        if let Some(writer) = writer {
+                            Batch {
+                                writer,
+                                frames: vec![Arc::clone(init)],
+                            }
+                            .write();
+                        }
+                    }
+                    let batch = {
+                        let mut state = self.state.lock();
+                        state.startup_failures = 0;
+                        if let Some(worker) = &mut state.slots[index].worker {
+                            worker.ready = true;
+                        }
+                        self.after_idle(&mut state, index)
+                    };
+                    if let Some(batch) = batch {
+                        batch.write();
+                    }
+                }
+                wire::REPLY if header.id == INIT_ID => {
+                    if header.status != wire::OK {
+                        eprintln!(
+                            "troika: the initializer of worker {index} failed: {}",
+                            String::from_utf8_lossy(body)
+                        );
+                    }
+                }
+                wire::REPLY => {
+                    let (job, batch) = {
+                        let mut state = self.state.lock();
+                        let slot = &mut state.slots[index];
+                        if slot.in_flight.front().map(|j| j.id) != Some(header.id) {
+                            drop(state);
+                            self.protocol_error(index);
+                            return ready;
+                        }
+                        let job = slot.in_flight.pop_front();
+                        slot.tasks_done += 1;
+                        slot.running_since = Some(Instant::now());
+                        let idle = slot.in_flight.is_empty();
+                        state.avg_run_us = 0.9 * state.avg_run_us + 0.1 * f64::from(header.aux);
+                        let batch = if idle {
+                            self.after_idle(&mut state, index)
+                        } else {
+                            if self.timeout.is_some() {
+                                self.watch.notify_one();
+                            }
+                            None
+                        };
+                        (job, batch)
+                    };
+                    if let Some(batch) = batch {
+                        batch.write();
+                    }
+                    if let Some(job) = job {
+                        let ok = job.sink.finish(header.status, body);
+                        self.note_outcome(ok);
+                    }
+                    reader.shrink();
+                }
+                _ => {
+                    self.protocol_error(index);
+                    return ready;
+                }
+            }
+        }
+    }
+
+    /// A worker has nothing in flight: recycle it, close it at shutdown, or
+    /// give it more work.
+    fn after_idle(self: &Arc<Self>, state: &mut State, index: usize) -> Option<Batch> {
+        let slot = &mut state.slots[index];
+        slot.running_since = None;
+        let Some(worker) = &mut slot.worker else {
+            return None;
+        };
+        let worn_out = self.max_tasks.is_some_and(|max| slot.tasks_done >= max)
+            || self
+                .max_rss
+                .is_some_and(|max| rss_bytes(worker.child.pid()).is_some_and(|rss| rss > max));
+        if worn_out {
+            // Closing the pipe makes the worker exit; its I/O thread then
+            // starts a fresh one.
+            worker.retiring = true;
+            worker.writer = None;
+            return None;
+        }
+        if state.closed && state.queue.is_empty() {
+            worker.writer = None;
+            return None;
+        }
+        self.take_batch(state, index)
+    }
+
+    /// The worker sent something that makes no sense: kill it.
+    fn protocol_error(&self, index: usize) {
+        let state = self.state.lock();
+        if let Some(worker) = &state.slots[index].worker {
+            worker.child.signal(Signal::KILL);
+        }
+    }
+
+    /// The worker in slot `index` has exited with `exit`: settle its tasks and
+    /// decide whether to start another. Returns true if the slot is done.
+    fn settle(
+        self: &Arc<Self>,
+        index: usize,
+        generation: u64,
+        exit: Exit,
+        got_ready: bool,
+    ) -> bool {
+        let mut failed = Vec::new();
+        let (stop, batches) = {
+            let mut state = self.state.lock();
+            let slot = &mut state.slots[index];
+            debug_assert_eq!(slot.generation, generation);
+            slot.worker = None;
+            slot.running_since = None;
+            let kill_reason = slot.kill_reason.take();
+            let mut in_flight = std::mem::take(&mut slot.in_flight);
+            // The front task was running: it fails, unless the pool killed the
+            // worker for another task that answered just before it died. The
+            // tasks behind it never started: they go back to the queue's head.
+            let mut requeue = Vec::new();
+            if let Some(job) = in_flight.pop_front() {
+                let err = match kill_reason {
+                    Some((_, KillReason::Terminated)) => Some(TaskError::shut_down()),
+                    Some((id, KillReason::TimedOut(limit))) if id == job.id => {
+                        Some(TaskError::new(ErrorKind::TimedOut(limit)))
+                    }
+                    Some((id, KillReason::Cancelled)) if id == job.id => {
+                        Some(TaskError::cancelled())
+                    }
+                    Some(_) => None,
+                    None => Some(TaskError::new(ErrorKind::WorkerDied(exit))),
+                };
+                match err {
+                    Some(err) => failed.push((job, err)),
+                    None => requeue.push(job),
+                }
+            }
+            requeue.extend(in_flight);
+            if state.terminating {
+                failed.extend(requeue.into_iter().map(|j| (j, TaskError::shut_down())));
+            } else {
+                for job in requeue.into_iter().rev() {
+                    state.queue.push_front(job);
+                }
+            }
+            let stop = state.terminating || (state.closed && state.queue.is_empty());
+            if !stop {
+                self.restarts.fetch_add(1, Ordering::Relaxed);
+            } else {
+                state.exited += 1;
+                self.watch.notify_all();
+            }
+            // Requeued tasks may go to another idle worker at once.
+            let mut batches = Vec::new();
+            while let Some(batch) = self.take_any_batch(&mut state) {
+                batches.push(batch);
+            }
+            (stop, batches)
+        };
+        self.space.notify_all();
+        for batch in batches {
+            batch.write();
+        }
+        for (job, err) in failed {
+            job.sink.fail(err);
+            self.note_outcome(false);
+        }
+        if !stop
+            && !got_ready
+            && self.spawn_failed(&format!(
+                "worker processes exit before they are ready (last: {exit})"
+            ))
+        {
+            return true;
+        }
+        stop
+    }
+
+    /// The per-task timeout: kill a worker whose task passed its deadline.
+    fn watchdog(self: Arc<Self>) {
+        let Some(timeout) = self.timeout else {
+            return;
+        };
+        let mut state = self.state.lock();
+        loop {
+            if state.exited >= self.workers {
+                return;
+            }
+            let now = Instant::now();
+            let mut earliest: Option<Instant> = None;
+            for slot in &mut state.slots {
+                let (Some(since), Some(job), Some(worker)) =
+                    (slot.running_since, slot.in_flight.front(), &slot.worker)
+                else {
+                    continue;
+                };
+                if slot.kill_reason.is_some() {
+                    continue;
+                }
+                let deadline = since + timeout;
+                if deadline <= now {
+                    slot.kill_reason = Some((job.id, KillReason::TimedOut(timeout)));
+                    worker.child.signal(Signal::KILL);
+                } else if earliest.is_none_or(|e| deadline < e) {
+                    earliest = Some(deadline);
+                }
+            }
+            match earliest {
+                Some(deadline) => {
+                    self.watch.wait_until(&mut state, deadline);
+                }
+                None => self.watch.wait(&mut state),
+            }
+        }
+    }
+}
+
+/// A process's resident set size, from `/proc/PID/statm`.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let page = rustix::param::page_size() as u64;
+    Some(pages * page)
+}
+
+impl ProcessPool {
+    /// A pool of `workers` processes with default settings.
+    ///
+    /// Fails if `workers` is zero or a worker cannot be started.
+    pub fn new(workers: usize) -> Result<ProcessPool, ConfigError> {
+        ProcessPool::builder().workers(workers).build()
+    }
+
+    /// A builder for a configured pool.
+    pub fn builder() -> ProcessPoolBuilder {
+        ProcessPoolBuilder::default()
+    }
+
+    /// The number of worker processes.
+    pub fn workers(&self) -> usize {
+        self.shared.workers
+    }
+
+    /// The pids of the current worker processes (a worker being replaced is
+    /// missing for a moment).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let state = self.shared.state.lock();
+        state
+            .slots
+            .iter()
+            .filter_map(|s| s.worker.as_ref().map(|w| w.child.pid()))
+            .collect()
+    }
+
+    /// Queue depth, busy workers and counters, readable at any time.
+    pub fn stats(&self) -> ProcessPoolStats {
+        let state = self.shared.state.lock();
+        ProcessPoolStats {
+            workers: self.shared.workers,
+            queued: state.queue.len(),
+            busy: state
+                .slots
+                .iter()
+                .filter(|s| !s.in_flight.is_empty())
+                .count(),
+            restarts: self.shared.restarts.load(Ordering::Relaxed),
+            done: self.shared.done.load(Ordering::Relaxed),
+            failed: self.shared.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Run `f(arg)` in a worker process; returns its handle at once.
+    ///
+    /// An argument that cannot be encoded fails the handle with a
+    /// serialization error. After shutdown the handle is already failed with a
+    /// shut-down error. With a bounded queue this blocks while it is full.
+    pub fn submit<F: RemoteFn>(&self, f: F, arg: F::Arg) -> Handle<F::Output> {
+        let _ = f;
+        let id = self.shared.next_id();
+        let frame = match task::encode_call::<F, _>(id, false, &arg) {
+            Ok(frame) => frame,
+            Err(err) => {
+                self.shared.note_outcome(false);
+                return Handle::ready(Err(err));
+            }
+        };
+        let (promise, handle) = pair(0);
+        let job = Job {
+            id,
+            frame: Arc::new(frame),
+            sink: Box::new(One { promise }),
+            started: false,
+        };
+        match self.shared.enqueue(job, true) {
+            Ok(()) => handle,
+            Err((job, _)) => {
+                job.sink.fail(TaskError::shut_down());
+                handle
+            }
+        }
+    }
+
+    /// Queue `f(arg)`, or hand the call back if the pool is shut down or its
+    /// bounded queue is full.
+    pub fn try_submit<F: RemoteFn>(
+        &self,
+        f: F,
+        arg: F::Arg,
+    ) -> Result<Handle<F::Output>, SubmitError<Call<F>>> {
+        let refused = {
+            let state = self.shared.state.lock();
+            if state.closed {
+                Some(SubmitErrorReason::ShutDown)
+            } else if self
+                .shared
+                .capacity
+                .is_some_and(|cap| state.queue.len() >= cap)
+            {
+                Some(SubmitErrorReason::Full)
+            } else {
+                None
+            }
+        };
+        if let Some(reason) = refused {
+            return Err(SubmitError {
+                task: Call::new(f, arg),
+                reason,
+            });
+        }
+        let id = self.shared.next_id();
+        let frame = match task::encode_call::<F, _>(id, false, &arg) {
+            Ok(frame) => frame,
+            Err(err) => {
+                self.shared.note_outcome(false);
+                return Ok(Handle::ready(Err(err)));
+            }
+        };
+        let (promise, handle) = pair(0);
+        let job = Job {
+            id,
+            frame: Arc::new(frame),
+            sink: Box::new(One { promise }),
+            started: false,
+        };
+        match self.shared.enqueue(job, false) {
+            Ok(()) => Ok(handle),
+            Err((job, reason)) => {
+                // Lost a race with shutdown or another producer; the argument
+                // is encoded now, so the reason goes through the handle.
+                job.sink.fail(match reason {
+                    SubmitErrorReason::Full => TaskError::new(ErrorKind::Failed(
+                        "the queue filled up while submitting".into(),
+                    )),
+                    _ => TaskError::shut_down(),
+                });
+                Ok(handle)
+            }
+        }
+    }
+
+    /// Run `f` over a chunk of arguments in one message: one handle for the
+    /// whole chunk, with one outcome per item.
+    pub(crate) fn submit_chunk<F: RemoteFn>(
+        &self,
+        args: &[F::Arg],
+    ) -> Handle<ChunkOutcome<F::Output>> {
+        let id = self.shared.next_id();
+        let frame = match task::encode_call::<F, _>(id, true, args) {
+            Ok(frame) => frame,
+            Err(err) => return Handle::ready(Err(err)),
+        };
+        let (promise, handle) = pair(0);
+        let job = Job {
+            id,
+            frame: Arc::new(frame),
+            sink: Box::new(Chunk { promise }),
+            started: false,
+        };
+        match self.shared.enqueue(job, true) {
+            Ok(()) => handle,
+            Err((job, _)) => {
+                job.sink.fail(TaskError::shut_down());
+                handle
+            }
+        }
+    }
+
+    /// Shut the pool down.
+    ///
+    /// No new task is accepted. With `cancel_pending`, queued tasks that have
+    /// not started are cancelled; otherwise they still run. With `wait`, this
+    /// returns once every worker has exited and been reaped. Calling it again
+    /// is a no-op (apart from waiting).
+    pub fn shutdown(&self, wait: bool, cancel_pending: bool) {
+        let (cancelled, threads) = {
+            let mut state = self.shared.state.lock();
+            state.closed = true;
+            let cancelled: Vec<Job> = if cancel_pending {
+                state.queue.drain(..).collect()
+            } else {
+                Vec::new()
+            };
+            if state.queue.is_empty() {
+                for slot in &mut state.slots {
+                    if let (true, Some(worker)) = (slot.in_flight.is_empty(), &mut slot.worker) {
+                        worker.writer = None;
+                    }
+                }
+            }
+            let threads = if wait {
+                std::mem::take(&mut state.threads)
+            } else {
+                Vec::new()
+            };
+            (cancelled, threads)
+        };
+        self.shared.space.notify_all();
+        self.shared.watch.notify_all();
+        for job in cancelled {
+            job.sink.fail(TaskError::cancelled());
+        }
+        self.join_threads(threads);
+    }
+
+    /// Stop at once: cancel queued tasks, kill the workers (their running
+    /// tasks fail with a shut-down error) and wait until they are reaped.
+    pub fn terminate(&self) {
+        let (cancelled, threads) = {
+            let mut state = self.shared.state.lock();
+            state.closed = true;
+            state.terminating = true;
+            let cancelled: Vec<Job> = state.queue.drain(..).collect();
+            for slot in &mut state.slots {
+                let front = slot.in_flight.front().map(|j| j.id);
+                if let Some(worker) = &mut slot.worker {
+                    if let Some(id) = front {
+                        slot.kill_reason = Some((id, KillReason::Terminated));
+                    }
+                    worker.writer = None;
+                    worker.child.signal(Signal::KILL);
+                }
+            }
+            (cancelled, std::mem::take(&mut state.threads))
+        };
+        self.shared.space.notify_all();
+        self.shared.watch.notify_all();
+        for job in cancelled {
+            job.sink.fail(TaskError::cancelled());
+        }
+        self.join_threads(threads);
+    }
+
+    fn join_threads(&self, threads: Vec<JoinHandle<()>>) {
+        let me = std::thread::current().id();
+        for thread in threads {
+            if thread.thread().id() != me {
+                let _ = thread.join();
+            }
+        }
+        // The watchdog waits for the slot threads to be gone.
+        self.shared.watch.notify_all();
+    }
+
+    /// `multiprocessing.Pool.close`: accept no more tasks; queued ones still run.
+    pub fn close(&self) {
+        self.shutdown(false, false);
+    }
+
+    /// `multiprocessing.Pool.join`: wait until every worker has exited (after
+    /// [`close`](ProcessPool::close) or [`terminate`](ProcessPool::terminate)).
+    pub fn join(&self) {
+        self.shutdown(true, false);
+    }
+}
+
+impl Drop for ProcessPool {
+    fn drop(&mut self) {
+        self.shutdown(true, false);
+    }
+}
+
+impl std::fmt::Debug for ProcessPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessPool")
+            .field("name", &self.shared.name)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}

@@ -1,0 +1,263 @@
+//! A task on its way to a worker: its encoded call frame and the type-erased
+//! sink that turns the worker's reply into a value for its [`Handle`].
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use super::registry::{self, ITEM_ENCODE, ITEM_OK, ITEM_PANICKED, RemoteFn};
+use super::wire;
+use crate::futures::{ErrorKind, Executor, Handle, Promise, Task, TaskError};
+
+/// A registered function and its argument: the task type of
+/// [`ProcessPool`](crate::ProcessPool)'s [`Executor`] implementation.
+///
+/// # Examples
+///
+/// ```
+/// troika::remote! {
+///     fn double(x: u32) -> u32 { x * 2 }
+/// }
+///
+/// fn main() {
+///     use troika::{Call, Executor, ProcessPool};
+///     troika::init();
+///     let pool = ProcessPool::new(1).unwrap();
+///     let doubled: Vec<u32> = pool
+///         .map_tasks((1..=3).map(|x| Call::new(double, x)), 4)
+///         .map(Result::unwrap)
+///         .collect();
+///     assert_eq!(doubled, [2, 4, 6]);
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Call<F: RemoteFn> {
+    /// The function.
+    pub f: F,
+    /// Its argument.
+    pub arg: F::Arg,
+}
+
+impl<F: RemoteFn> Call<F> {
+    /// `f(arg)`, to be run by an executor.
+    pub fn new(f: F, arg: F::Arg) -> Call<F> {
+        Call { f, arg }
+    }
+}
+
+impl<F: RemoteFn> Task for Call<F> {
+    type Output = F::Output;
+}
+
+impl<F: RemoteFn> Executor<Call<F>> for super::ProcessPool {
+    fn submit(&self, task: Call<F>) -> Handle<F::Output> {
+        super::ProcessPool::submit(self, task.f, task.arg)
+    }
+
+    fn try_submit(
+        &self,
+        task: Call<F>,
+    ) -> Result<Handle<F::Output>, crate::futures::SubmitError<Call<F>>> {
+        super::ProcessPool::try_submit(self, task.f, task.arg)
+    }
+
+    fn parallelism(&self) -> usize {
+        self.workers()
+    }
+}
+
+/// What the pool needs from a task's promise without knowing its type.
+pub(crate) trait Sink: Send {
+    /// Claim the task; false if it was cancelled first.
+    fn start(&self) -> bool;
+    /// Whether its outcome is decided (cancelled, timed out).
+    fn is_done(&self) -> bool;
+    /// What `cancel()` of the running task does.
+    fn set_kill(&self, kill: Box<dyn FnOnce() + Send>);
+    /// Decode the worker's reply and complete the task. True if it succeeded.
+    fn finish(&self, status: u16, body: &[u8]) -> bool;
+    /// Fail the task.
+    fn fail(&self, err: TaskError);
+}
+
+/// A queued or running task.
+pub(crate) struct Job {
+    pub(crate) id: u64,
+    /// The whole call frame, shared so that a task can be sent again if its
+    /// worker died before starting it.
+    pub(crate) frame: Arc<Vec<u8>>,
+    pub(crate) sink: Box<dyn Sink>,
+    /// Whether `sink.start()` already claimed it.
+    pub(crate) started: bool,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Encode a call frame for `F` with argument `arg` (a single value or, for a
+/// chunk, a slice of them).
+pub(crate) fn encode_call<F: RemoteFn, A: serde::Serialize + ?Sized>(
+    id: u64,
+    chunk: bool,
+    arg: &A,
+) -> Result<Vec<u8>, TaskError> {
+    if registry::lookup(F::NAME).is_none() {
+        return Err(TaskError::new(ErrorKind::Failed(format!(
+            "no function named `{}` is registered (define it with troika::remote!)",
+            F::NAME
+        ))));
+    }
+    let name = F::NAME.as_bytes();
+    let mut frame = Vec::with_capacity(wire::HEADER + name.len() + 16);
+    let kind = if chunk { wire::CALL_CHUNK } else { wire::CALL };
+    let aux = u32::try_from(name.len()).unwrap_or(u32::MAX);
+    let at = wire::begin_frame(&mut frame, kind, 0, aux, id);
+    frame.extend_from_slice(name);
+    registry::encode_into(arg, &mut frame).map_err(|e| {
+        TaskError::new(ErrorKind::Serialization(format!(
+            "encoding the argument in the parent: {e}"
+        )))
+    })?;
+    wire::finish_frame(&mut frame, at);
+    Ok(frame)
+}
+
+/// The error a non-OK reply status stands for.
+fn status_error(status: u16, body: &[u8]) -> TaskError {
+    let msg = String::from_utf8_lossy(body).into_owned();
+    TaskError::new(match status {
+        wire::PANICKED => ErrorKind::Panicked(msg),
+        wire::ARG_DECODE | wire::RESULT_ENCODE => ErrorKind::Serialization(msg),
+        _ => ErrorKind::Failed(msg),
+    })
+}
+
+/// The sink of a single call.
+pub(crate) struct One<R> {
+    pub(crate) promise: Promise<R>,
+}
+
+impl<R: DeserializeOwned + Send + 'static> Sink for One<R> {
+    fn start(&self) -> bool {
+        self.promise.start()
+    }
+
+    fn is_done(&self) -> bool {
+        self.promise.is_done()
+    }
+
+    fn set_kill(&self, kill: Box<dyn FnOnce() + Send>) {
+        self.promise.set_kill(kill);
+    }
+
+    fn finish(&self, status: u16, body: &[u8]) -> bool {
+        let outcome = if status == wire::OK {
+            postcard::from_bytes(body).map_err(|e| {
+                TaskError::new(ErrorKind::Serialization(format!(
+                    "decoding the result in the parent: {e}"
+                )))
+            })
+        } else {
+            Err(status_error(status, body))
+        };
+        let ok = outcome.is_ok();
+        self.promise.complete(outcome);
+        ok
+    }
+
+    fn fail(&self, err: TaskError) {
+        self.promise.complete(Err(err));
+    }
+}
+
+/// The outcomes of a chunk, one per item.
+pub(crate) type ChunkOutcome<R> = Vec<Result<R, TaskError>>;
+
+/// The sink of a chunk of calls that travel as one message.
+pub(crate) struct Chunk<R> {
+    pub(crate) promise: Promise<ChunkOutcome<R>>,
+}
+
+impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
+    fn start(&self) -> bool {
+        self.promise.start()
+    }
+
+    fn is_done(&self) -> bool {
+        self.promise.is_done()
+    }
+
+    fn set_kill(&self, kill: Box<dyn FnOnce() + Send>) {
+        self.promise.set_kill(kill);
+    }
+
+    fn finish(&self, status: u16, body: &[u8]) -> bool {
+        let outcome = if status == wire::OK {
+            decode_chunk(body)
+        } else {
+            Err(status_error(status, body))
+        };
+        let ok = outcome.is_ok();
+        self.promise.complete(outcome);
+        ok
+    }
+
+    fn fail(&self, err: TaskError) {
+        self.promise.complete(Err(err));
+    }
+}
+
+fn decode_chunk<R: DeserializeOwned>(body: &[u8]) -> Result<ChunkOutcome<R>, TaskError> {
+    let corrupt = || {
+        TaskError::new(ErrorKind::Serialization(
+            "decoding the chunk's results in the parent: truncated reply".into(),
+        ))
+    };
+    let count_bytes: [u8; 4] = body
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
+    let count = u32::from_le_bytes(count_bytes) as usize;
+    let mut rest = &body[4..];
+    let mut items = Vec::with_capacity(count.min(rest.len()));
+    for _ in 0..count {
+        let (&tag, after) = rest.split_first().ok_or_else(corrupt)?;
+        rest = after;
+        let item = match tag {
+            ITEM_OK => match postcard::take_from_bytes::<R>(rest) {
+                Ok((value, after)) => {
+                    rest = after;
+                    Ok(value)
+                }
+                Err(e) => {
+                    // The remaining items cannot be located: fail them all.
+                    let err = TaskError::new(ErrorKind::Serialization(format!(
+                        "decoding the result in the parent: {e}"
+                    )));
+                    while items.len() < count {
+                        items.push(Err(err.clone()));
+                    }
+                    return Ok(items);
+                }
+            },
+            ITEM_PANICKED | ITEM_ENCODE => {
+                let (msg, after) =
+                    postcard::take_from_bytes::<String>(rest).map_err(|_| corrupt())?;
+                rest = after;
+                Err(TaskError::new(if tag == ITEM_PANICKED {
+                    ErrorKind::Panicked(msg)
+                } else {
+                    ErrorKind::Serialization(msg)
+                }))
+            }
+            _ => return Err(corrupt()),
+        };
+        items.push(item);
+    }
+    Ok(items)
+}

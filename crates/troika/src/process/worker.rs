@@ -1,0 +1,200 @@
+//! The worker side: how a re-executed binary becomes a worker, and the loop
+//! that runs calls.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use super::registry;
+use super::spawn::MARKER;
+use super::wire::{self, FrameReader};
+
+/// How long an idle worker keeps polling its pipe before it blocks.
+const WORKER_SPIN: Duration = Duration::from_micros(100);
+
+/// Turn this process into a worker if it was started as one; otherwise return
+/// at once.
+///
+/// Call it as the first line of `main` in every binary that uses
+/// [`Process`](crate::Process) or [`ProcessPool`](crate::ProcessPool):
+///
+/// ```no_run
+/// fn main() {
+///     troika::init();
+///     // ... the program, which may start process pools ...
+/// }
+/// ```
+///
+/// A worker is this same binary, re-executed with a marker in its
+/// environment. In a worker, `init` serves calls from the parent until the
+/// parent closes the pipe, then exits the process: it never returns there.
+///
+/// troika also registers a constructor (an `.init_array` entry, run by the
+/// loader before `main`) that does the same check, so test binaries
+/// (`cargo test`), criterion benches and doctests, whose `main` you do not
+/// write, work as workers without this line. Calling `init` anyway keeps the
+/// entry point visible and costs one environment lookup.
+pub fn init() {
+    if let Some((read_fd, write_fd)) = take_marker() {
+        run(read_fd, write_fd);
+    }
+}
+
+/// Whether this process carries a worker marker addressed to it (its parent
+/// is the pid in the marker).
+pub(crate) fn marked_for_me() -> bool {
+    parse_marker().is_some()
+}
+
+fn parse_marker() -> Option<(i32, i32)> {
+    let marker = std::env::var_os(MARKER)?;
+    let marker = marker.to_str()?;
+    let mut parts = marker.split(':');
+    let parent: i32 = parts.next()?.parse().ok()?;
+    let read_fd: i32 = parts.next()?.parse().ok()?;
+    let write_fd: i32 = parts.next()?.parse().ok()?;
+    // A marker inherited by a grandchild (a program the task started) names a
+    // parent that is not ours: ignore it.
+    let ppid = rustix::process::getppid()?;
+    (ppid.as_raw_nonzero().get() == parent && read_fd > 2 && write_fd > 2 && read_fd != write_fd)
+        .then_some((read_fd, write_fd))
+}
+
+/// Whether this process is serving as a worker (a task in a worker may start
+/// pools of its own).
+pub(crate) fn is_worker() -> bool {
+    TAKEN.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn take_marker() -> Option<(OwnedFd, OwnedFd)> {
+    let (read_fd, write_fd) = parse_marker()?;
+    if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return None;
+    }
+    // Both descriptors must be open pipes or sockets, or the marker is stale.
+    for fd in [read_fd, write_fd] {
+        // SAFETY: only borrowed for the check; `fstat` on any number is sound.
+        let borrowed = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
+        let stat = rustix::fs::fstat(borrowed).ok()?;
+        let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+        if kind != rustix::fs::FileType::Fifo && kind != rustix::fs::FileType::Socket {
+            return None;
+        }
+        // Close-on-exec again, so that programs a task starts do not hold
+        // the pipes open (the parent detects a worker's death by end of file).
+        rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC).ok()?;
+    }
+    // SAFETY: the parent handed us these two pipe ends through the marker
+    // (checked above to be open pipes and addressed to this process); nothing
+    // else in this process owns them, and `TAKEN` makes sure they are claimed
+    // only once.
+    unsafe {
+        Some((
+            OwnedFd::from_raw_fd(read_fd),
+            OwnedFd::from_raw_fd(write_fd),
+        ))
+    }
+}
+
+/// The `.init_array` entry: become a worker before `main` runs.
+extern "C" fn constructor() {
+    init();
+}
+
+/// Placed in `.init_array`, which the dynamic loader runs before `main`.
+#[used]
+// SAFETY: `.init_array` holds pointers to `extern "C" fn()` run once at
+// start-up; `constructor` has exactly that type, and it only reads the
+// environment (and, in a worker, never returns).
+#[unsafe(link_section = ".init_array")]
+static CONSTRUCTOR: extern "C" fn() = constructor;
+
+/// Reference the constructor from the spawning code, so that the linker keeps
+/// it in every binary that can start workers (and so is a worker's binary).
+pub(crate) fn link_constructor() {
+    std::hint::black_box(&CONSTRUCTOR);
+}
+
+/// Serve calls until the parent closes the pipe, then exit.
+fn run(read_fd: OwnedFd, write_fd: OwnedFd) -> ! {
+    let code = serve(read_fd, &write_fd);
+    std::process::exit(code)
+}
+
+fn serve(read_fd: OwnedFd, write_fd: &OwnedFd) -> i32 {
+    let mut out = Vec::with_capacity(1 << 12);
+    let pid = rustix::process::getpid()
+        .as_raw_nonzero()
+        .get()
+        .unsigned_abs();
+    let at = wire::begin_frame(&mut out, wire::READY, 0, pid, 0);
+    wire::finish_frame(&mut out, at);
+    if wire::write_all(write_fd, &out).is_err() {
+        return 0;
+    }
+    let Ok(mut reader) = FrameReader::new(read_fd, WORKER_SPIN) else {
+        return 70;
+    };
+    loop {
+        out.clear();
+        let (header, body) = match reader.next_frame() {
+            Ok(Some(frame)) => frame,
+            // End of file: the parent closed the pipe (shutdown) or died.
+            Ok(None) => return 0,
+            Err(_) => return 71,
+        };
+        handle(header, body, &mut out);
+        // Output a task printed without a newline reaches the terminal now,
+        // not whenever the buffer next fills (or never, if the worker dies).
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        if wire::write_all(write_fd, &out).is_err() {
+            return 0;
+        }
+        if out.capacity() > 1 << 20 {
+            out = Vec::with_capacity(1 << 12);
+        }
+        reader.shrink();
+    }
+}
+
+/// Run one call and build its reply frame in `out`.
+fn handle(header: wire::Header, body: &[u8], out: &mut Vec<u8>) {
+    let at = wire::begin_frame(out, wire::REPLY, wire::OK, 0, header.id);
+    let started = Instant::now();
+    let status = match header.kind {
+        wire::CALL | wire::CALL_CHUNK => {
+            let name_len = header.aux as usize;
+            match (body.get(..name_len), body.get(name_len..)) {
+                (Some(name), Some(input)) => match std::str::from_utf8(name)
+                    .ok()
+                    .and_then(|name| registry::lookup(name).map(|f| (name, f)))
+                {
+                    Some((_, run)) => run(input, header.kind == wire::CALL_CHUNK, out),
+                    None => {
+                        let name = String::from_utf8_lossy(name);
+                        out.extend_from_slice(
+                            format!(
+                                "no function named `{name}` is registered in the worker \
+                                 (define it with troika::remote!)"
+                            )
+                            .as_bytes(),
+                        );
+                        wire::UNKNOWN_FN
+                    }
+                },
+                _ => {
+                    out.extend_from_slice(b"malformed call frame");
+                    wire::BAD_FRAME
+                }
+            }
+        }
+        _ => {
+            out.extend_from_slice(b"unexpected frame kind");
+            wire::BAD_FRAME
+        }
+    };
+    let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+    wire::patch_status(out, at, status, micros);
+    wire::finish_frame(out, at);
+}

@@ -1,0 +1,104 @@
+//! Ready-made workloads for benchmarking a [`ProcessPool`]: the seeds' CPU
+//! experiment and the per-task overhead measurements.
+//!
+//! The functions are registered in troika itself, so any binary that links
+//! troika (such as the `troika` command) can run them in its workers.
+//!
+//! # Examples
+//!
+//! ```
+//! use troika::ProcessPool;
+//! use troika::process::workloads;
+//!
+//! fn main() {
+//!     troika::init();
+//!     let pool = ProcessPool::new(2).unwrap();
+//!     let (primes, _elapsed) = workloads::cpu(&pool, 97, 4).unwrap();
+//!     assert_eq!(primes, 4);
+//!     let latency = workloads::round_trips(&pool, 100).unwrap();
+//!     assert_eq!(latency.len(), 100);
+//! }
+//! ```
+
+use std::time::{Duration, Instant};
+
+use super::ProcessPool;
+use crate::futures::TaskError;
+
+pub use crate::primes::{SEED_NUMBER, is_prime_trial};
+
+/// How many times the seeds check [`SEED_NUMBER`].
+pub const SEED_REPEAT: usize = 100;
+
+crate::remote! {
+    /// [`is_prime_trial`] as a function workers can run.
+    pub fn is_prime(n: u64) -> bool {
+        is_prime_trial(n)
+    }
+
+    /// The overhead benchmarks' trivial task (Python peer: `inc`).
+    pub fn inc(x: u64) -> u64 {
+        x.wrapping_add(1)
+    }
+}
+
+/// The seeds' CPU experiment on `pool`: check `n` for primality `repeat`
+/// times, one task each, and return how many were prime and the wall time.
+pub fn cpu(pool: &ProcessPool, n: u64, repeat: usize) -> Result<(usize, Duration), TaskError> {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..repeat).map(|_| pool.submit(is_prime, n)).collect();
+    let mut primes = 0;
+    for handle in handles {
+        primes += usize::from(handle.result()?);
+    }
+    Ok((primes, start.elapsed()))
+}
+
+/// Round-trip latency of one trivial task at a time (submit, wait for the
+/// result), `count` times. The latencies are returned in the order measured.
+pub fn round_trips(pool: &ProcessPool, count: usize) -> Result<Vec<Duration>, TaskError> {
+    // Warm up: every worker has started and answered once.
+    for i in 0..pool.workers() as u64 * 4 {
+        pool.submit(inc, i).result()?;
+    }
+    let mut latencies = Vec::with_capacity(count);
+    for i in 0..count as u64 {
+        let start = Instant::now();
+        pool.submit(inc, i).result()?;
+        latencies.push(start.elapsed());
+    }
+    Ok(latencies)
+}
+
+/// Submit `count` trivial tasks as fast as possible, then wait for all;
+/// returns the wall time (throughput is `count / time`).
+pub fn submit_throughput(pool: &ProcessPool, count: usize) -> Result<Duration, TaskError> {
+    pool.submit(inc, 0).result()?;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..count as u64).map(|i| pool.submit(inc, i)).collect();
+    for handle in handles {
+        handle.result()?;
+    }
+    Ok(start.elapsed())
+}
+
+/// An ordered, chunked `map` of `count` trivial items; returns the wall time.
+pub fn map_throughput(
+    pool: &ProcessPool,
+    count: usize,
+    chunksize: usize,
+) -> Result<Duration, TaskError> {
+    pool.submit(inc, 0).result()?;
+    let start = Instant::now();
+    for (expected, value) in (1u64..).zip(
+        pool.imap(inc, 0..count as u64, chunksize)
+            .map_err(|e| TaskError::new(crate::ErrorKind::Failed(e.to_string())))?,
+    ) {
+        if value? != expected {
+            return Err(TaskError::new(crate::ErrorKind::Failed(
+                "map returned a wrong value".into(),
+            )));
+        }
+    }
+    Ok(start.elapsed())
+}
