@@ -5,6 +5,7 @@ mod bench;
 mod mode;
 mod primes;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,9 @@ enum Command {
     /// Run a command once per input, in parallel (GNU parallel's job):
     /// `troika run [OPTIONS] -- COMMAND [ARGS…] [::: INPUT…]`.
     Run(run::RunArgs),
+    /// Serve the seeds' Flask service over HTTP: /is_prime/<numbers> on a
+    /// pool, / fanning out to a file, SQLite and an HTTP API, /healthz, /metrics.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Primes(args) => primes::command::run(&args),
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match outcome {
         Ok(code) => code,

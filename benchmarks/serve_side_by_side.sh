@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# `troika serve` against the seed's Flask app (../shared/peers/seed_flask_app.py)
+# under wrk, in one run, on the same machine (issue 6's numbers):
+#   - GET / at 1000 connections (p50, requests/s, errors);
+#   - GET /is_prime/112272535095293?algorithm=trial (the seed's algorithm);
+#   - the same with miller-rabin (troika only: the Flask app has only trial
+#     division and ignores the parameter, so its row is the trial figure).
+#
+#   benchmarks/serve_side_by_side.sh [SECONDS]   (per wrk run, default 10)
+#
+# Needs wrk (apt-get install -y wrk) and Flask (pip install flask). wrk runs
+# on the same cores as the servers, so its own CPU use counts against both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+peers=${PEERS:-../shared/peers}
+troika_port=${TROIKA_PORT:-18080}
+flask_port=${FLASK_PORT:-18000}
+pool=${POOL:-threads}
+command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+python3 -c 'import flask' 2>/dev/null || { echo "Flask not found: pip install flask" >&2; exit 1; }
+
+cargo build --release --quiet -p troika-cli
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# troika with its defaults (delays 0.1/0.2/0.3 s, demo file/db/api), logs to a file.
+printf '[server]\ndata_dir = "%s"\n' "$work" > "$work/serve.toml"
+./target/release/troika serve --port "$troika_port" --pool "$pool" --config "$work/serve.toml" \
+  > "$work/troika.out" 2> "$work/troika.log" &
+pids+=($!)
+python3 "$peers/seed_flask_app.py" "$flask_port" > "$work/flask.log" 2>&1 &
+pids+=($!)
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listening on port $1" >&2; exit 1
+}
+wait_port "$troika_port"
+wait_port "$flask_port"
+
+# One wrk run, summarised: p50, p99, requests/s, errors (socket errors + non-2xx).
+run() {
+  local name=$1 conns=$2 url=$3 out
+  out=$(wrk -t2 -c"$conns" -d"${secs}s" --timeout 5s --latency "$url" 2>&1)
+  local p50 p99 rps errs non2xx
+  p50=$(awk '/^ +50%/ {print $2}' <<<"$out")
+  p99=$(awk '/^ +99%/ {print $2}' <<<"$out")
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  errs=$(grep -o 'Socket errors:.*' <<<"$out" || echo "Socket errors: none")
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  printf '%-44s %6s conns  p50 %-9s p99 %-9s %10s req/s  non-2xx %-6s %s\n' \
+    "$name" "$conns" "${p50:-?}" "${p99:-?}" "${rps:-?}" "${non2xx:-0}" "$errs"
+}
+
+echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== troika serve --pool $pool (release) vs seed_flask_app.py ($(python3 --version)), wrk ${secs}s per row"
+t=http://127.0.0.1:$troika_port
+f=http://127.0.0.1:$flask_port
+run "troika  GET /"                                    1000 "$t/"
+run "flask   GET /"                                    1000 "$f/"
+run "flask   GET /"                                      50 "$f/"
+run "troika  GET /is_prime/<seed>?algorithm=trial"       50 "$t/is_prime/112272535095293?algorithm=trial"
+run "flask   GET /is_prime/<seed> (trial)"               50 "$f/is_prime/112272535095293"
+run "troika  GET /is_prime/<seed>?algorithm=miller-rabin" 50 "$t/is_prime/112272535095293?algorithm=miller-rabin"
+echo
+echo "== troika /metrics after the run (pool and shedding)"
+curl -s "$t/metrics" | grep -E '^troika_serve_(pool|shed|requests_total)' || true
+rss=$(awk '/VmRSS/ {print $2, $3}' "/proc/${pids[0]}/status" 2>/dev/null || echo '?')
+echo "== troika RSS at the end: $rss"
