@@ -72,6 +72,30 @@ run "flask   GET /"                                      50 "$f/"
 run "troika  GET /is_prime/<seed>?algorithm=trial"       50 "$t/is_prime/112272535095293?algorithm=trial"
 run "flask   GET /is_prime/<seed> (trial)"               50 "$f/is_prime/112272535095293"
 run "troika  GET /is_prime/<seed>?algorithm=miller-rabin" 50 "$t/is_prime/112272535095293?algorithm=miller-rabin"
+
+# RSS over mixed valid and invalid load (issue: flat within 10 % over 60 s).
+rss_secs=${RSS_SECS:-60}
+if [ "$rss_secs" -gt 0 ]; then
+  cat > "$work/mixed.lua" <<'LUA'
+local paths = {
+  "/is_prime/2,3,4,5,6,7,8,9,10,11", "/is_prime/112272535095293", "/is_prime/abc",
+  "/is_prime/1,,2", "/is_prime/-5", "/is_prime/18446744073709551616", "/is_prime/",
+  "/nope", "/healthz", "/is_prime/7?algorithm=bogus", "/is_prime/%D9%A1",
+}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i % #paths) + 1])
+end
+LUA
+  rss() { awk '/VmRSS/ {print $2}' "/proc/${pids[0]}/status"; }
+  wrk -t2 -c50 -d5s -s "$work/mixed.lua" "$t" >/dev/null 2>&1   # warm up
+  before=$(rss)
+  out=$(wrk -t2 -c50 -d"${rss_secs}s" -s "$work/mixed.lua" "$t" 2>&1)
+  after=$(rss)
+  echo "troika  mixed valid/invalid load ${rss_secs}s: $(awk '/^Requests\/sec/ {print $2}' <<<"$out") req/s;" \
+    "RSS ${before} kB -> ${after} kB ($(awk -v a="$before" -v b="$after" 'BEGIN {printf "%+.1f %%", (b - a) * 100 / a}'))"
+fi
 echo
 echo "== troika /metrics after the run (pool and shedding)"
 curl -s "$t/metrics" | grep -E '^troika_serve_(pool|shed|requests_total)' || true

@@ -89,6 +89,7 @@ fn bad_numbers_get_400_naming_the_bad_token() {
         ("/is_prime/%205", "' 5'"),
         // Arabic-Indic digits, percent-encoded.
         ("/is_prime/%D9%A1%D9%A2", "'١٢'"),
+        ("/is_prime/%FF", "Invalid UTF-8"),
         ("/is_prime/", "empty list"),
         ("/is_prime", "empty list"),
         ("/is_prime/7?algorithm=fast", "unknown algorithm 'fast'"),

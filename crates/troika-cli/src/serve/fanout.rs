@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, InterruptHandle, OpenFlags};
 use serde_json::{Map, Value};
-use tokio::io::AsyncReadExt;
+use std::io::Read;
 
 use super::App;
 use super::config::{Backends, secs};
@@ -197,27 +197,34 @@ where
 }
 
 impl FileSource {
+    /// Open and read the file in one blocking call (tokio's own file API
+    /// would hop to a blocking thread once per read).
     async fn read(&self) -> Result<Value, Failure> {
-        let shown = self.path.display();
-        let file = tokio::fs::File::open(&self.path)
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || read_small_file(&path))
             .await
-            .map_err(|e| Failure::new(format!("cannot open {shown}: {e}")))?;
-        let mut bytes = Vec::new();
-        file.take(MAX_ANSWER_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| Failure::new(format!("cannot read {shown}: {e}")))?;
-        if bytes.len() as u64 > MAX_ANSWER_BYTES {
-            return Err(Failure::new(format!(
-                "{shown} is larger than {MAX_ANSWER_BYTES} bytes"
-            )));
-        }
-        let text = String::from_utf8(bytes)
-            .map_err(|_| Failure::new(format!("{shown} is not UTF-8 text")))?;
-        Ok(Value::String(
-            text.trim_end_matches(['\n', '\r']).to_owned(),
-        ))
+            .map_err(|e| Failure::new(format!("the read task failed: {e}")))?
     }
+}
+
+fn read_small_file(path: &std::path::Path) -> Result<Value, Failure> {
+    let shown = path.display();
+    let file =
+        std::fs::File::open(path).map_err(|e| Failure::new(format!("cannot open {shown}: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_ANSWER_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::new(format!("cannot read {shown}: {e}")))?;
+    if bytes.len() as u64 > MAX_ANSWER_BYTES {
+        return Err(Failure::new(format!(
+            "{shown} is larger than {MAX_ANSWER_BYTES} bytes"
+        )));
+    }
+    let text =
+        String::from_utf8(bytes).map_err(|_| Failure::new(format!("{shown} is not UTF-8 text")))?;
+    Ok(Value::String(
+        text.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
 }
 
 /// Interrupts a SQLite query whose caller gave up (timed out).

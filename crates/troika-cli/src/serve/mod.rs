@@ -54,11 +54,47 @@ pub(crate) struct ServeArgs {
     /// Workers of the pool [default: the available parallelism].
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
-    /// A TOML file with limits, timeouts and backends (see the docs of
-    /// `serve::config`).
-    #[arg(long, value_name = "FILE")]
+    /// A TOML file with limits, timeouts and backends (--help shows its keys).
+    #[arg(long, value_name = "FILE", long_help = CONFIG_HELP)]
     config: Option<PathBuf>,
 }
+
+/// `--config`'s long help: every key with its default.
+const CONFIG_HELP: &str = "A TOML file with limits, timeouts and backends; every key is optional \
+and flags win over it. The keys, with their defaults:
+
+[server]
+host = \"127.0.0.1\"
+port = 8000
+pool = \"threads\"             # or \"processes\"
+workers = 2                  # default: the available parallelism
+data_dir = \"…\"               # the demo file and database; default $XDG_DATA_HOME/troika/serve
+shutdown_grace_secs = 10
+log_requests = true
+
+[limits]
+max_get_numbers = 1000
+max_post_numbers = 100000
+request_deadline_secs = 10
+header_read_timeout_secs = 10
+pool_queue_capacity = 1024   # pool tasks waiting; past it, 503
+max_in_flight = 4096         # requests being served; past it, 503
+
+[backends.file]
+path = \"…\"                   # default: demo.txt in data_dir
+delay_secs = 0.1
+timeout_secs = 1
+
+[backends.db]
+path = \"…\"                   # default: demo.sqlite3 in data_dir (made on first start)
+query = \"SELECT value FROM results WHERE name = 'db'\"
+delay_secs = 0.2
+timeout_secs = 1
+
+[backends.api]
+url = \"…\"                    # default: this service's own /demo/api
+delay_secs = 0.3
+timeout_secs = 1";
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -149,6 +185,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             backends = %app.fanout.describe(),
             "troika serve starting"
         );
+        let signals = server::Signals::watch()?;
         // Tests and scripts read the port from this line (with --port 0).
         println!("listening on http://{local}");
         let router = router(Arc::clone(&app));
@@ -156,7 +193,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             header_read_timeout: secs(config.limits.header_read_timeout_secs),
             grace,
         };
-        server::serve(listener, router, settings).await?;
+        server::serve(listener, router, settings, signals).await?;
         Ok::<_, anyhow::Error>(app)
     });
     // Blocking threads still stuck in a hung backend (a file that never
@@ -188,8 +225,11 @@ fn data_dir(config: &Config) -> anyhow::Result<PathBuf> {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false)
         .with_max_level(tracing::Level::INFO)
         .try_init();
@@ -313,7 +353,7 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
             path = %path,
             route,
             status,
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            latency_ms = elapsed.as_micros() as f64 / 1000.0,
             "request"
         );
     }

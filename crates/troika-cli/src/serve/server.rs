@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// How the server loop behaves.
 #[derive(Clone, Copy, Debug)]
@@ -27,15 +27,35 @@ pub(crate) struct Settings {
     pub(crate) grace: Duration,
 }
 
+/// SIGTERM and SIGINT, watched from before the server says it listens (a
+/// signal sent as soon as the port is known must not kill it outright).
+#[derive(Debug)]
+pub(crate) struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    pub(crate) fn watch() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+        })
+    }
+}
+
 /// Serve `router` on `listener` until SIGTERM or SIGINT, then shut down
 /// gracefully.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     settings: Settings,
+    signals: Signals,
 ) -> anyhow::Result<()> {
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let Signals {
+        term: mut sigterm,
+        int: mut sigint,
+    } = signals;
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
