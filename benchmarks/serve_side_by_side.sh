@@ -63,12 +63,19 @@ run() {
 }
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load $(cut -d' ' -f1-3 /proc/loadavg)"
+# What the cores can do right now: the seed's check, 200 times on 2 threads,
+# without HTTP (the ceiling for the trial row; the machine may be shared).
+yes 112272535095293 | head -200 > "$work/seed200"
+start=$(date +%s.%N)
+./target/release/troika primes --algorithm trial --mode threads --input "$work/seed200" >/dev/null
+end=$(date +%s.%N)
+echo "== ceiling: troika primes, 200 x is_prime(112272535095293) trial on threads: $(echo "scale=1; 200 / ($end - $start)" | bc) checks/s"
 echo "== troika serve --pool $pool (release) vs seed_flask_app.py ($(python3 --version)), wrk ${secs}s per row"
 t=http://127.0.0.1:$troika_port
 f=http://127.0.0.1:$flask_port
 run "troika  GET /"                                    1000 "$t/"
-run "flask   GET /"                                    1000 "$f/"
 run "flask   GET /"                                      50 "$f/"
+run "flask   GET /"                                    1000 "$f/"
 run "troika  GET /is_prime/<seed>?algorithm=trial"       50 "$t/is_prime/112272535095293?algorithm=trial"
 run "flask   GET /is_prime/<seed> (trial)"               50 "$f/is_prime/112272535095293"
 run "troika  GET /is_prime/<seed>?algorithm=miller-rabin" 50 "$t/is_prime/112272535095293?algorithm=miller-rabin"

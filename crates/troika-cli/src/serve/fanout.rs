@@ -23,7 +23,7 @@ use std::io::Read;
 
 use super::App;
 use super::config::{Backends, secs};
-use super::error::json_headers;
+use super::error::{ApiError, json_headers};
 
 /// Answers bigger than this (file contents, API bodies) are refused.
 const MAX_ANSWER_BYTES: u64 = 1024 * 1024;
@@ -367,11 +367,25 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// `GET /`.
 pub(crate) async fn index(State(app): State<Arc<App>>) -> Response {
     let fanout = &app.fanout;
-    let (file, db, api) = tokio::join!(
-        timed(&fanout.file.timing, fanout.file.read()),
-        timed(&fanout.db.timing, fanout.db.query()),
-        timed(&fanout.api.timing, fanout.api.call()),
-    );
+    let all = async {
+        tokio::join!(
+            timed(&fanout.file.timing, fanout.file.read()),
+            timed(&fanout.db.timing, fanout.db.query()),
+            timed(&fanout.api.timing, fanout.api.call()),
+        )
+    };
+    // The backends' own timeouts bound this, unless they are set past the
+    // request deadline.
+    let Ok((file, db, api)) = tokio::time::timeout(app.deadline, all).await else {
+        return ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the request deadline of {} s passed",
+                app.deadline.as_secs_f64()
+            ),
+        )
+        .into_response();
+    };
     let mut body = Map::new();
     let mut errors = Map::new();
     let mut answered = 0;
