@@ -7,6 +7,7 @@ mod crawl;
 mod mode;
 mod primes;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,9 @@ enum Command {
     Run(run::RunArgs),
     /// Fetch many URLs at once under a concurrency limit: one JSON line per URL.
     Crawl(crawl::CrawlArgs),
+    /// Serve the seeds' Flask service over HTTP: /is_prime/<numbers> on a
+    /// pool, / fanning out to a file, SQLite and an HTTP API, /healthz, /metrics.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Command::Primes(args) => primes::command::run(&args),
         Command::Run(args) => run::run(args),
         Command::Crawl(args) => crawl::run(&args),
+        Command::Serve(args) => serve::run(args),
     };
     match outcome {
         Ok(code) => code,
