@@ -245,7 +245,8 @@ impl Segment {
     /// if it would not fit or is misaligned.
     pub(crate) fn state<S: ShmState>(&self, offset: usize) -> Option<&S> {
         let end = offset.checked_add(std::mem::size_of::<S>())?;
-        if end > self.payload_len() || !(HEADER + offset).is_multiple_of(std::mem::align_of::<S>()) {
+        if end > self.payload_len() || !(HEADER + offset).is_multiple_of(std::mem::align_of::<S>())
+        {
             return None;
         }
         // SAFETY: in bounds and aligned (checked above; the mapping itself is

@@ -11,9 +11,12 @@ use std::time::Duration;
 const ROLE: &str = "TROIKA_IPC_TEST_ROLE";
 const ARG: &str = "TROIKA_IPC_TEST_ARG";
 
-/// The role this process plays, if it is a re-executed child.
+/// The role this process plays, if it is a re-executed child. A child dies
+/// with the test thread that spawned it, so a failed test leaves no orphan.
 pub fn role() -> Option<String> {
-    std::env::var(ROLE).ok()
+    let role = std::env::var(ROLE).ok()?;
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    Some(role)
 }
 
 /// The JSON argument handed to this child.
