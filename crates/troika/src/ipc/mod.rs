@@ -23,3 +23,5 @@ mod shared;
 pub use pipe::{DEFAULT_PIPE_BYTES, Pipe};
 pub use queue::{DEFAULT_QUEUE_BYTES, Queue};
 pub use shared::{Array, Pod, SharedGuard, Value};
+mod manager;
+pub use manager::{Manager, ManagerAddress, SharedList, SharedMap};
