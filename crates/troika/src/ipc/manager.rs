@@ -128,9 +128,12 @@ fn read_frame<T: DeserializeOwned>(s: &mut UnixStream, limit: u32) -> std::io::R
     postcard::from_bytes(&buf).map_err(std::io::Error::other)
 }
 
+/// An encoded key or value.
+type Bytes = Vec<u8>;
+
 #[derive(Default)]
 struct Store {
-    maps: HashMap<String, (u64, BTreeMap<Vec<u8>, Vec<u8>>)>,
+    maps: HashMap<String, (u64, BTreeMap<Bytes, Bytes>)>,
     lists: HashMap<String, (u64, Vec<Vec<u8>>)>,
 }
 
@@ -551,6 +554,9 @@ fn unexpected(r: Response, kind: &'static str) -> IpcError {
     }
 }
 
+/// Marks a map's key and value types without owning them.
+type MapTypes<K, V> = fn(K, V) -> (K, V);
+
 /// A proxy to a map held by a [`Manager`] (Python's `manager.dict()`).
 ///
 /// Every call is one request to the manager, atomic there. Keys are compared
@@ -561,7 +567,7 @@ fn unexpected(r: Response, kind: &'static str) -> IpcError {
 pub struct SharedMap<K, V> {
     client: Client,
     name: String,
-    _t: PhantomData<fn(K, V) -> (K, V)>,
+    _t: PhantomData<MapTypes<K, V>>,
 }
 
 impl<K, V> std::fmt::Debug for SharedMap<K, V> {
