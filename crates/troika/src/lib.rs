@@ -17,4 +17,8 @@ pub use futures::{
     AsCompleted, CancelToken, ConfigError, ErrorKind, Executor, Exit, Handle, SubmitError,
     SubmitErrorReason, TaskError, WaitMode, WaitOutcome, as_completed, default_window, wait,
 };
+pub use ipc::{
+    Array, Barrier, BoundedSemaphore, Event, IpcError, Lock, Manager, Pipe, Pod, Queue, Semaphore,
+    SharedList, SharedMap, Value,
+};
 pub use thread::{Scope, ThreadPool, ThreadPoolBuilder};

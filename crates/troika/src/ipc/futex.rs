@@ -41,8 +41,6 @@ pub trait Word {
     ) -> Result<u32, u32>;
     /// Atomic wrapping add; returns the previous value.
     fn fetch_add(&self, val: u32, order: Ordering) -> u32;
-    /// Atomic wrapping subtract; returns the previous value.
-    fn fetch_sub(&self, val: u32, order: Ordering) -> u32;
     /// Atomic bitwise or; returns the previous value.
     fn fetch_or(&self, val: u32, order: Ordering) -> u32;
     /// Sleeps while the word holds `expected`, at most `timeout` (`None`:
@@ -113,9 +111,6 @@ mod real {
         fn fetch_add(&self, val: u32, order: Ordering) -> u32 {
             AtomicU32::fetch_add(self, val, order)
         }
-        fn fetch_sub(&self, val: u32, order: Ordering) -> u32 {
-            AtomicU32::fetch_sub(self, val, order)
-        }
         fn fetch_or(&self, val: u32, order: Ordering) -> u32 {
             AtomicU32::fetch_or(self, val, order)
         }
@@ -184,16 +179,38 @@ pub mod model {
         v: AtomicU32,
         m: Mutex<()>,
         cv: Condvar,
+        timeouts_fire: bool,
     }
 
     impl LoomWord {
-        /// A word holding `v`.
+        /// A word holding `v` whose timed waits time out at once (after a
+        /// yield): this drives the owner-dead path.
         pub fn new(v: u32) -> Self {
             LoomWord {
                 v: AtomicU32::new(v),
                 m: Mutex::new(()),
                 cv: Condvar::new(),
+                timeouts_fire: true,
             }
+        }
+
+        /// A word holding `v` whose timed waits never time out (a legal
+        /// reading of a long timeout): a lost wake-up then shows up as a
+        /// deadlock, which loom reports.
+        pub fn new_patient(v: u32) -> Self {
+            LoomWord {
+                v: AtomicU32::new(v),
+                m: Mutex::new(()),
+                cv: Condvar::new(),
+                timeouts_fire: false,
+            }
+        }
+    }
+
+    impl LoomWord {
+        /// The current value (for assertions after the threads joined).
+        pub fn load_for_test(&self) -> u32 {
+            self.v.load(Ordering::SeqCst)
         }
     }
 
@@ -219,14 +236,11 @@ pub mod model {
         fn fetch_add(&self, val: u32, order: Ordering) -> u32 {
             self.v.fetch_add(val, order)
         }
-        fn fetch_sub(&self, val: u32, order: Ordering) -> u32 {
-            self.v.fetch_sub(val, order)
-        }
         fn fetch_or(&self, val: u32, order: Ordering) -> u32 {
             self.v.fetch_or(val, order)
         }
         fn wait(&self, expected: u32, timeout: Option<Duration>) -> Wake {
-            if timeout.is_some() {
+            if timeout.is_some() && self.timeouts_fire {
                 loom::thread::yield_now();
                 return Wake::TimedOut;
             }

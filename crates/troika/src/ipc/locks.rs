@@ -18,8 +18,8 @@ unsafe impl ShmState for LockState {}
 
 #[repr(C)]
 struct SemState {
-    count: AtomicU32,
-    waiters: AtomicU32,
+    /// Count in bits 0..31, "maybe sleepers" in bit 31.
+    word: AtomicU32,
     max: AtomicU32,
 }
 // SAFETY: repr(C), atomics only, valid for any bits.
@@ -226,7 +226,7 @@ pub struct Semaphore {
 fn new_sem(value: u32, max: u32) -> Result<Segment> {
     let seg = Segment::create(Kind::Semaphore, 0, std::mem::size_of::<SemState>())?;
     let st = state::<SemState>(&seg);
-    st.count.store(value, Ordering::Relaxed);
+    st.word.store(value.min(raw::SEM_MAX), Ordering::Relaxed);
     st.max.store(max, Ordering::Release);
     Ok(seg)
 }
@@ -245,14 +245,12 @@ impl Semaphore {
 
     /// Takes one unit, waiting as long as it takes.
     pub fn acquire(&self) {
-        let st = self.st();
-        raw::sem_acquire(&st.count, &st.waiters, None);
+        raw::sem_acquire(&self.st().word, None);
     }
 
     /// Takes one unit, waiting at most `timeout`.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<()> {
-        let st = self.st();
-        if raw::sem_acquire(&st.count, &st.waiters, deadline_after(timeout)) {
+        if raw::sem_acquire(&self.st().word, deadline_after(timeout)) {
             Ok(())
         } else {
             Err(IpcError::TimedOut)
@@ -261,18 +259,18 @@ impl Semaphore {
 
     /// Takes one unit if one is free now.
     pub fn try_acquire(&self) -> bool {
-        raw::sem_try_acquire(&self.st().count)
+        raw::sem_try_acquire(&self.st().word)
     }
 
     /// Returns one unit, waking one waiter.
     pub fn release(&self) {
         let st = self.st();
-        raw::sem_release(&st.count, &st.waiters, None);
+        raw::sem_release(&st.word, st.max.load(Ordering::Relaxed));
     }
 
     /// The current count (a snapshot).
     pub fn value(&self) -> u32 {
-        self.st().count.load(Ordering::Relaxed)
+        raw::sem_value(&self.st().word)
     }
 }
 
@@ -310,14 +308,12 @@ impl BoundedSemaphore {
 
     /// Takes one unit, waiting as long as it takes.
     pub fn acquire(&self) {
-        let st = self.st();
-        raw::sem_acquire(&st.count, &st.waiters, None);
+        raw::sem_acquire(&self.st().word, None);
     }
 
     /// Takes one unit, waiting at most `timeout`.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<()> {
-        let st = self.st();
-        if raw::sem_acquire(&st.count, &st.waiters, deadline_after(timeout)) {
+        if raw::sem_acquire(&self.st().word, deadline_after(timeout)) {
             Ok(())
         } else {
             Err(IpcError::TimedOut)
@@ -326,7 +322,7 @@ impl BoundedSemaphore {
 
     /// Takes one unit if one is free now.
     pub fn try_acquire(&self) -> bool {
-        raw::sem_try_acquire(&self.st().count)
+        raw::sem_try_acquire(&self.st().word)
     }
 
     /// Returns one unit; [`IpcError::SemaphoreOverflow`] if the count is
@@ -334,7 +330,7 @@ impl BoundedSemaphore {
     pub fn release(&self) -> Result<()> {
         let st = self.st();
         let max = st.max.load(Ordering::Relaxed);
-        if raw::sem_release(&st.count, &st.waiters, Some(max)) {
+        if raw::sem_release(&st.word, max) {
             Ok(())
         } else {
             Err(IpcError::SemaphoreOverflow { max })
@@ -343,7 +339,7 @@ impl BoundedSemaphore {
 
     /// The current count (a snapshot).
     pub fn value(&self) -> u32 {
-        self.st().count.load(Ordering::Relaxed)
+        raw::sem_value(&self.st().word)
     }
 
     /// The maximum (initial) count.

@@ -24,7 +24,7 @@
 //! waiter, or the waiter sees the new count).
 
 use super::futex::{Env, Wake, Word, remaining, spin_hint};
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::time::{Duration, Instant};
 
 /// Bit 31 of a lock word: someone may be sleeping on it.
@@ -136,60 +136,87 @@ pub fn unlock<W: Word + ?Sized, E: Env>(w: &W, env: &E) -> bool {
     }
 }
 
-/// Takes one unit of the semaphore `count` (with its sleeper counter
-/// `waiters`), waiting until `deadline`. Returns false on timeout.
-pub fn sem_acquire<W: Word + ?Sized>(count: &W, waiters: &W, deadline: Option<Instant>) -> bool {
-    if sem_try_acquire(count) {
-        return true;
-    }
-    waiters.fetch_add(1, SeqCst);
-    let got = loop {
-        let c = count.load(SeqCst);
-        if c > 0 {
-            if count.compare_exchange(c, c - 1, SeqCst, Relaxed).is_ok() {
-                break true;
+/// Bit 31 of a semaphore word: someone may be asleep on it. The count is
+/// the low 31 bits. Count and flag share one word so that the kernel's
+/// compare in `futex(WAIT)` covers both: no separate waiter counter, no
+/// store-load race between them.
+pub const SEM_WAITERS: u32 = 1 << 31;
+/// Largest count a semaphore holds.
+pub const SEM_MAX: u32 = SEM_WAITERS - 1;
+
+/// Takes one unit of the semaphore in `w`, waiting until `deadline`.
+/// Returns false on timeout.
+///
+/// A waiter that has slept takes its unit with the flag set again (like the
+/// "locked, maybe waiters" state of a futex mutex), because it cannot know
+/// whether others still sleep; the next release then wakes one of them.
+pub fn sem_acquire<W: Word + ?Sized>(w: &W, deadline: Option<Instant>) -> bool {
+    let mut slept = false;
+    loop {
+        let v = w.load(Relaxed);
+        let count = v & SEM_MAX;
+        if count > 0 {
+            let flag = if slept { SEM_WAITERS } else { v & SEM_WAITERS };
+            if w.compare_exchange(v, (count - 1) | flag, Acquire, Relaxed)
+                .is_ok()
+            {
+                return true;
             }
+            continue;
+        }
+        if v & SEM_WAITERS == 0
+            && w.compare_exchange(v, v | SEM_WAITERS, Relaxed, Relaxed)
+                .is_err()
+        {
             continue;
         }
         let left = remaining(deadline);
         if left.is_some_and(|d| d.is_zero()) {
-            break false;
+            return false;
         }
-        count.wait(0, left);
-    };
-    waiters.fetch_sub(1, SeqCst);
-    got
+        w.wait(SEM_WAITERS, left);
+        slept = true;
+    }
 }
 
 /// Takes one unit if one is free now.
-pub fn sem_try_acquire<W: Word + ?Sized>(count: &W) -> bool {
-    let mut c = count.load(Relaxed);
-    while c > 0 {
-        match count.compare_exchange(c, c - 1, Acquire, Relaxed) {
+pub fn sem_try_acquire<W: Word + ?Sized>(w: &W) -> bool {
+    let mut v = w.load(Relaxed);
+    while v & SEM_MAX > 0 {
+        match w.compare_exchange(v, v - 1, Acquire, Relaxed) {
             Ok(_) => return true,
-            Err(now) => c = now,
+            Err(now) => v = now,
         }
     }
     false
 }
 
-/// Returns one unit; with `max`, refuses (returns false) when the count is
-/// already at `max`.
-pub fn sem_release<W: Word + ?Sized>(count: &W, waiters: &W, max: Option<u32>) -> bool {
-    let mut c = count.load(Relaxed);
+/// Returns one unit, refusing (returning false) when the count is already
+/// at `max` (at most [`SEM_MAX`]). Clears the waiter flag and wakes one
+/// sleeper if it was set.
+pub fn sem_release<W: Word + ?Sized>(w: &W, max: u32) -> bool {
+    let max = max.min(SEM_MAX);
+    let mut v = w.load(Relaxed);
     loop {
-        if c >= max.unwrap_or(u32::MAX) {
+        let count = v & SEM_MAX;
+        if count >= max {
             return false;
         }
-        match count.compare_exchange(c, c + 1, SeqCst, Relaxed) {
-            Ok(_) => break,
-            Err(now) => c = now,
+        match w.compare_exchange(v, count + 1, Release, Relaxed) {
+            Ok(_) => {
+                if v & SEM_WAITERS != 0 {
+                    w.wake(1);
+                }
+                return true;
+            }
+            Err(now) => v = now,
         }
     }
-    if waiters.load(SeqCst) > 0 {
-        count.wake(1);
-    }
-    true
+}
+
+/// The count of a semaphore word.
+pub fn sem_value<W: Word + ?Sized>(w: &W) -> u32 {
+    w.load(Relaxed) & SEM_MAX
 }
 
 /// Sets the event flag and wakes every waiter.
