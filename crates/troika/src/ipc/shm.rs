@@ -294,13 +294,32 @@ pub(crate) fn process_alive(pid: u32) -> bool {
             }
         }
         Err(rustix::io::Errno::SRCH) => false,
-        Err(_) => !matches!(
-            rustix::process::test_kill_process(p),
-            Err(rustix::io::Errno::SRCH)
-        ),
+        // No pidfd (old kernel, or valgrind, which does not know the call):
+        // signal 0 tells whether the pid exists, /proc whether it is a zombie.
+        Err(_) => {
+            !matches!(
+                rustix::process::test_kill_process(p),
+                Err(rustix::io::Errno::SRCH)
+            ) && !is_zombie(pid)
+        }
     }
 }
 
+/// Whether `/proc/<pid>/stat` shows the process as a zombie (or dead).
+fn is_zombie(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may
+    // itself contain spaces and parentheses: take the last ')'.
+    match stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+    {
+        Some(state) => state == "Z" || state == "X",
+        None => false,
+    }
+}
 /// 64 random bits from the kernel (falling back to a time-and-pid mix).
 pub(crate) fn random_u64() -> u64 {
     let mut b = [0u8; 8];
