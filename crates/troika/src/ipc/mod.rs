@@ -94,6 +94,13 @@
 //! needs an `SCM_RIGHTS` rendezvous, and the ring also spins briefly before
 //! sleeping, which a socket read cannot.)
 //!
+//! Measured on the project's 2-core machine (release build, `cargo test
+//! --release -p troika --test ipc_roundtrip -- --ignored --nocapture`): a
+//! `Pipe<u64>` round trip parent → child → parent p50 ≈ 2.5 µs, a `Queue`
+//! pair ≈ 2.3 µs, against ≈ 19 µs for two plain OS pipes in the same run —
+//! when the two processes have a core each. On a loaded machine the spin
+//! misses and a futex wake-up costs tens of microseconds, as for OS pipes.
+//!
 //! # The manager
 //!
 //! A [`Manager`] serves shared maps and lists from a thread of the process

@@ -71,7 +71,7 @@ impl IpcError {
     }
 }
 
-fn ok() -> Result<()> {
+fn ok(_: bool) -> Result<()> {
     Ok(())
 }
 

@@ -41,8 +41,10 @@ use std::time::{Duration, Instant};
 pub(crate) const STATE_LEN: usize = 64;
 /// Largest data area of one ring.
 pub(crate) const MAX_CAPACITY: usize = 1 << 31;
-/// Spins of a consumer before it sleeps.
-const SPINS: u32 = 2000;
+/// How long a consumer spins before it sleeps: long enough to catch a reply
+/// from a process running on another core, short enough that an idle
+/// consumer costs nothing.
+const SPIN_FOR: Duration = Duration::from_micros(20);
 
 #[repr(C)]
 pub(crate) struct RingState {
@@ -176,14 +178,16 @@ impl<'a> Ring<'a> {
     }
 
     /// Appends one frame. Waits for room until `deadline` (then
-    /// `TimedOut`); `check` runs each time the put would wait, and its error
-    /// ends the put (a pipe uses it to notice a dead or departed peer).
+    /// `TimedOut`), sleeping at most `slice` at a time; `check` runs each
+    /// time the put would wait — with `true` after a sleep that ran out its
+    /// slice — and its error ends the put (a pipe uses it to notice a
+    /// departed peer at once, and a dead one after a slice).
     pub(crate) fn put(
         &self,
         msg: &[u8],
         deadline: Option<Instant>,
         slice: Option<Duration>,
-        check: &dyn Fn() -> Result<()>,
+        check: &dyn Fn(bool) -> Result<()>,
     ) -> Result<()> {
         let need = msg.len().saturating_add(4);
         if need > self.capacity() {
@@ -196,8 +200,9 @@ impl<'a> Ring<'a> {
         let len32 = msg.len() as u32;
         let st = self.st;
         let mut held = self.lock();
+        let mut timed_out = false;
         loop {
-            check()?;
+            check(timed_out)?;
             let (tail, puts, head, gets) = self.used();
             let used = tail.wrapping_sub(head);
             if puts.wrapping_sub(gets) < self.max_items()
@@ -225,23 +230,25 @@ impl<'a> Ring<'a> {
             let seen = st.not_full.load(Acquire);
             st.put_waiters.fetch_add(1, SeqCst);
             drop(held);
-            st.not_full.wait(seen, min_opt(left, slice));
+            timed_out = st.not_full.wait(seen, min_opt(left, slice)) == Wake::TimedOut;
             held = self.lock();
             st.put_waiters.fetch_sub(1, SeqCst);
         }
     }
 
     /// Removes one frame. Waits until `deadline` (then `TimedOut`); `check`
-    /// runs each time the ring is found empty, and its error ends the get.
+    /// runs each time the ring is found empty (with `true` after a sleep that
+    /// ran out its slice), and its error ends the get.
     pub(crate) fn get(
         &self,
         deadline: Option<Instant>,
         slice: Option<Duration>,
-        check: &dyn Fn() -> Result<()>,
+        check: &dyn Fn(bool) -> Result<()>,
     ) -> Result<Vec<u8>> {
         let st = self.st;
         let mut held = self.lock();
         let mut spun = false;
+        let mut timed_out = false;
         loop {
             let (tail, puts, head, gets) = self.used();
             if puts != gets {
@@ -273,7 +280,7 @@ impl<'a> Ring<'a> {
                 }
                 return Ok(out);
             }
-            check()?;
+            check(timed_out)?;
             let left = remaining(deadline);
             if left.is_some_and(|d| d.is_zero()) {
                 return Err(IpcError::TimedOut);
@@ -282,10 +289,19 @@ impl<'a> Ring<'a> {
                 spun = true;
                 let seen = st.put_state.load(Acquire);
                 drop(held);
-                for _ in 0..SPINS {
-                    spin_hint();
-                    if st.put_state.load(Relaxed) != seen {
-                        break;
+                // Yield now and then: on a busy machine the producer may be
+                // waiting for this very core.
+                let start = Instant::now();
+                let mut i = 0u32;
+                while st.put_state.load(Relaxed) == seen {
+                    i = i.wrapping_add(1);
+                    if i.is_multiple_of(32) {
+                        if start.elapsed() > SPIN_FOR {
+                            break;
+                        }
+                        std::thread::yield_now();
+                    } else {
+                        spin_hint();
                     }
                 }
                 held = self.lock();
@@ -297,7 +313,8 @@ impl<'a> Ring<'a> {
             let woke = st.not_empty.wait(seen, min_opt(left, slice));
             held = self.lock();
             st.get_waiters.fetch_sub(1, SeqCst);
-            if woke == Wake::Woken {
+            timed_out = woke == Wake::TimedOut;
+            if !timed_out {
                 spun = false;
             }
         }

@@ -30,7 +30,14 @@ pub fn arg<T: serde::de::DeserializeOwned>() -> T {
 pub fn spawn<T: serde::Serialize>(test: &str, role: &str, arg: &T) -> Child {
     let exe = std::env::current_exe().expect("current_exe");
     Command::new(exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .args([
+            test,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
         .env(ROLE, role)
         .env(
             ARG,
