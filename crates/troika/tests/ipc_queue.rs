@@ -193,3 +193,27 @@ fn dev_shm_stays_clean() {
     }
     assert_eq!(ipc_support::shm_entries(), before);
 }
+
+#[test]
+fn a_child_opens_a_queue_its_parent_already_dropped() {
+    if let Some(_r) = role() {
+        let (q, done): (Queue<u32>, Event) = ipc_support::arg();
+        q.put(&1).unwrap();
+        assert_eq!(q.get().unwrap(), 1);
+        done.set();
+        return;
+    }
+    let done = Event::new().unwrap();
+    let child = {
+        let q = Queue::<u32>::new(1).unwrap();
+        spawn(
+            "a_child_opens_a_queue_its_parent_already_dropped",
+            "c",
+            &(&q, &done),
+        )
+        // `q` is dropped here, before the child can have opened it: this
+        // process keeps the exported segment until the child has.
+    };
+    assert!(done.wait_timeout(LONG));
+    join_ok(child);
+}
