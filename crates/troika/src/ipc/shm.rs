@@ -106,14 +106,6 @@ pub(crate) struct SegmentRef {
     len: u64,
 }
 
-impl SegmentRef {
-    /// The pid of the process that serialized this handle.
-    #[allow(dead_code)]
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid
-    }
-}
-
 /// Segments serialized by this process and not yet opened by as many
 /// processes as they were sent to: kept mapped (and their fd numbers valid)
 /// so the receivers can find them even if every handle here was dropped.
@@ -382,6 +374,3 @@ impl AsFd for Segment {
         self.map.fd.as_fd()
     }
 }
-
-#[allow(dead_code)]
-fn _assert_atomic_u32_is_state(_: &AtomicU32) {}
