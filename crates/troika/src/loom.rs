@@ -1,9 +1,9 @@
 //! The synchronisation primitives of troika's hand-written sync code — the
 //! futures' handle and every type in `troika::sync` — swapped for loom's
-//! models under `--cfg loom` (as tokio's `src/loom` facade does).
+//! models under `--cfg troika_loom` (as tokio's `src/loom` facade does).
 //!
 //! Normally these are `parking_lot`'s `Mutex`/`Condvar`, std's atomics and
-//! `std::thread::current().id()`. Under `--cfg loom` they are thin wrappers
+//! `std::thread::current().id()`. Under `--cfg troika_loom` they are thin wrappers
 //! over loom's models with the same API, so the model checks can explore the
 //! state machines built on top (the handle's phases, the lock's holder, the
 //! condition's release-and-wait, the semaphore's count, the queue's task
@@ -15,33 +15,33 @@
 //! Run the models with:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" cargo test -p troika --release --lib loom_
-//! RUSTFLAGS="--cfg loom" cargo test -p troika --release --test loom_sync
+//! RUSTFLAGS="--cfg troika_loom" cargo test -p troika --release --lib loom_
+//! RUSTFLAGS="--cfg troika_loom" cargo test -p troika --release --test loom_sync
 //! ```
 
-#[cfg(not(loom))]
+#[cfg(not(troika_loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8};
 
-#[cfg(loom)]
+#[cfg(troika_loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8};
 
-#[cfg(not(loom))]
+#[cfg(not(troika_loom))]
 pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
 
 /// The calling thread's identity, for [`RLock`](crate::sync::RLock)'s owner.
-#[cfg(not(loom))]
+#[cfg(not(troika_loom))]
 pub(crate) type ThreadId = std::thread::ThreadId;
 
 /// The calling thread's identity.
-#[cfg(not(loom))]
+#[cfg(not(troika_loom))]
 pub(crate) fn current_thread_id() -> ThreadId {
     std::thread::current().id()
 }
 
-#[cfg(loom)]
+#[cfg(troika_loom)]
 pub(crate) use self::loom_model::{Condvar, Mutex, MutexGuard, ThreadId, current_thread_id};
 
-#[cfg(loom)]
+#[cfg(troika_loom)]
 mod loom_model {
     use std::fmt;
     use std::ops::{Deref, DerefMut};

@@ -3,14 +3,14 @@
 //! Run with:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" cargo test -p troika --test loom_sync --release
+//! RUSTFLAGS="--cfg troika_loom" cargo test -p troika --test loom_sync --release
 //! ```
 //!
-//! Under `--cfg loom` the primitives' mutex and condition variable are loom's
+//! Under `--cfg troika_loom` the primitives' mutex and condition variable are loom's
 //! models, so each test below runs in every interleaving loom explores. Loom
 //! does not model time, so only untimed operations are checked; a lost
 //! wake-up shows up as a deadlock, which loom reports.
-#![cfg(loom)]
+#![cfg(troika_loom)]
 
 use loom::sync::Arc;
 use loom::thread;

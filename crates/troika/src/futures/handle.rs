@@ -197,7 +197,7 @@ impl<T> Inner<T> {
         let spin_end = Instant::now() + SPIN;
         let mut spins = 0u32;
         // Loom explores interleavings, not time: no spinning under the model.
-        while !cfg!(loom) && !self.is_ready() {
+        while !cfg!(troika_loom) && !self.is_ready() {
             std::hint::spin_loop();
             spins += 1;
             if spins.is_multiple_of(64) {
@@ -477,7 +477,7 @@ impl<T> Clone for Promise<T> {
 /// Model checks of the handle's state machine: every interleaving of a
 /// worker completing, a canceller and a waiter decides the outcome once,
 /// runs each callback once and wakes the waiter.
-#[cfg(all(test, loom))]
+#[cfg(all(test, troika_loom))]
 mod loom_tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -1,1 +1,148 @@
-//! Cross-process communication and synchronisation.
+//! Cross-process communication and synchronisation: the `multiprocessing`
+//! toolkit — [`Queue`], [`Pipe`], [`Value`], [`Array`], [`Manager`], and
+//! process-shared [`Lock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`]
+//! and [`Barrier`].
+//!
+//! # Hello, processes
+//!
+//! Every object here lives outside any one process: create it, then hand a
+//! copy to another process by **serializing** it (serde) — as the argument of
+//! a child process or a pool task, exactly where Python writes
+//! `Process(target=f, args=(q,))`. What travels is small (where to find the
+//! object, and a token that proves it is the right one); the receiving process
+//! reopens the same object, and both sides then talk through it.
+//!
+//! ```
+//! use troika::ipc::{Queue, Value};
+//!
+//! let q: Queue<String> = Queue::new(16).unwrap();
+//! let hits = Value::new(0u64).unwrap();
+//!
+//! // What a child process would receive (here we reopen it ourselves).
+//! let wire = serde_json::to_string(&(&q, &hits)).unwrap();
+//! let (q2, hits2): (Queue<String>, Value<u64>) = serde_json::from_str(&wire).unwrap();
+//!
+//! q2.put(&"write data to mysql".to_string()).unwrap();
+//! *hits2.lock() += 1;
+//! assert_eq!(q.get().unwrap().replace("write", "read"), "read data to mysql");
+//! assert_eq!(hits.get(), 1);
+//! ```
+//!
+//! Clone an object to share it between threads of one process; clones and
+//! reopened copies all name the same shared object.
+//!
+//! # Where the memory lives
+//!
+//! Every shared object is a segment of an anonymous `memfd_create(2)` file
+//! mapped `MAP_SHARED`. Such a file has no name in any file system — nothing
+//! is ever created in `/dev/shm` — and the kernel frees it when the last
+//! process that maps it or holds its descriptor goes away, **however** that
+//! process ends (exit, panic, SIGKILL). So no segment can be left behind,
+//! which `shm_open` cannot promise (a process killed before `shm_unlink`
+//! leaks its segment until reboot).
+//!
+//! A serialized handle names the segment as `/proc/<pid>/fd/<fd>` of the
+//! process that serialized it, plus a random 64-bit token and the size, which
+//! the receiver checks after opening (a stale or recycled descriptor number
+//! is refused with [`IpcError::InvalidHandle`]), together with the kind of
+//! object and a tag of its element type. Opening `/proc/<pid>/fd/<fd>` needs
+//! the same rights as reading that process's memory (same user, ptrace
+//! "read" access), so other users cannot reach the segments.
+//!
+//! The one condition: **the process that serialized a handle must still be
+//! running when the receiver opens it**. To make this hold in the common case
+//! — a parent that passes `q.clone()` to a child and drops its own copy at
+//! once — a process keeps every segment it serialized mapped until as many
+//! processes have opened it as it was sent to (a count in the segment's
+//! header). A receiver that dies before opening leaves that segment mapped
+//! until the sender exits; nothing outlives the processes.
+//!
+//! # Locks on futexes, and a holder that dies
+//!
+//! The locks, semaphores, events and barriers — and the locks inside queues,
+//! pipes, values and arrays — are 32-bit words in shared memory driven by
+//! `futex(2)` (shared, not private, futexes, so waiters in different
+//! processes meet on the same word). The algorithms are written once against
+//! a small facade and model-checked with loom (`tests/loom_ipc.rs`).
+//!
+//! A [`Lock`] word holds its holder's pid. A waiter sleeps in slices of 20 ms;
+//! when a slice runs out it checks whether the holder's process still runs
+//! (`pidfd_open` and poll, so an unreaped zombie counts as dead), and if it
+//! does not, exactly one waiter takes the lock over and its guard's
+//! [`holder_died`](LockGuard::holder_died) says so: the protected data may be
+//! half-updated. Limits, documented rather than hidden: threads of one
+//! process count as one holder; a pid recycled by the kernel within those
+//! 20 ms would look alive (Linux hands out pids cyclically, so this needs the
+//! whole pid space to wrap around in the meantime).
+//!
+//! Semaphores, events and barriers have no owner, so a dead process is not
+//! detected there: use the `*_timeout` calls where that matters.
+//!
+//! # Queues and pipes
+//!
+//! A [`Queue`] is a ring buffer of postcard frames in shared memory, with a
+//! lock and two futex condition words; a [`Pipe`] is two such rings, one per
+//! direction, plus the pid and "closed" flag of each end. Each operation
+//! commits with a single store, so a process killed in the middle of a put
+//! or get leaves the ring consistent. A value that fails to serialize, or
+//! that is larger than the buffer, is an error to the caller of `put`/`send`,
+//! never a silent drop. The peer of a pipe dropping its end is end-of-file
+//! ([`IpcError::Disconnected`]) after the buffered messages; the peer's
+//! process dying is [`IpcError::PeerDied`], noticed within 20 ms by a waiting
+//! `recv` or `send`. (A Unix-socket design was the alternative; a socket
+//! cannot be reopened through `/proc`, so handing one to an arbitrary process
+//! needs an `SCM_RIGHTS` rendezvous, and the ring also spins briefly before
+//! sleeping, which a socket read cannot.)
+//!
+//! Measured on the project's 2-core machine (release build, `cargo test
+//! --release -p troika --test ipc_roundtrip -- --ignored --nocapture`): a
+//! `Pipe<u64>` round trip parent → child → parent p50 ≈ 2.5 µs, a `Queue`
+//! pair ≈ 2.3 µs, against ≈ 19 µs for two plain OS pipes in the same run —
+//! when the two processes have a core each. On a loaded machine the spin
+//! misses and a futex wake-up costs tens of microseconds, as for OS pipes.
+//!
+//! # The manager
+//!
+//! A [`Manager`] serves shared maps and lists from a thread of the process
+//! that starts it, over a Unix socket in a fresh 0700 directory. It serves a
+//! client only if the kernel says (`SO_PEERCRED`) it runs as the same user
+//! and it presents the manager's 256-bit token, which travels inside each
+//! serialized [`SharedMap`] / [`SharedList`]. Nothing listens beyond the
+//! machine. A dead manager is [`IpcError::ManagerGone`] to its clients.
+//!
+//! # Checking the unsafe code
+//!
+//! The `unsafe` blocks (mmap, references into the mapping, copies in and out
+//! of the rings) carry `// SAFETY:` comments. The IPC tests run under
+//! valgrind's memcheck with `crates/troika/tests/valgrind.sh`:
+//!
+//! ```text
+//! cargo test -p troika --no-run --test ipc_locks   # and the other ipc_* tests
+//! valgrind --error-exitcode=1 --trace-children=yes target/debug/deps/ipc_locks-<hash> --test-threads=1
+//! ```
+
+mod error;
+#[cfg(troika_loom)]
+#[doc(hidden)]
+pub mod futex;
+#[cfg(not(troika_loom))]
+pub(crate) mod futex;
+mod locks;
+#[cfg(troika_loom)]
+#[doc(hidden)]
+pub mod raw;
+#[cfg(not(troika_loom))]
+pub(crate) mod raw;
+mod shm;
+
+pub use error::{IpcError, Result};
+pub use locks::{Barrier, BoundedSemaphore, Event, Lock, LockGuard, Semaphore};
+mod pipe;
+mod queue;
+mod ring;
+mod shared;
+pub use pipe::{DEFAULT_PIPE_BYTES, Pipe};
+pub use queue::{DEFAULT_QUEUE_BYTES, Queue};
+pub use shared::{Array, Pod, SharedGuard, Value};
+mod manager;
+pub use manager::{Manager, ManagerAddress, SharedList, SharedMap};

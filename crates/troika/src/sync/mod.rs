@@ -135,14 +135,14 @@
 //! only `unsafe` code is [`Lock`]'s access to the data it owns, guarded by
 //! the lock's state.
 //!
-//! Those state machines are model-checked with [loom]: under `--cfg loom`
+//! Those state machines are model-checked with [loom]: under `--cfg troika_loom`
 //! the mutex and condition variable are swapped for loom's models, and
 //! `tests/loom_sync.rs` runs small scenarios (handing a lock over, a
 //! condition's notify racing its wait, a bounded queue, task counting,
 //! barrier rounds and abort) in every interleaving. Run it with:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" cargo test -p troika --test loom_sync --release
+//! RUSTFLAGS="--cfg troika_loom" cargo test -p troika --test loom_sync --release
 //! ```
 //!
 //! Loom does not model time, so the timed variants are covered by the

@@ -1,0 +1,273 @@
+//! `Pipe<S, R>`: a two-way typed connection between two processes.
+
+use super::error::{IpcError, Result};
+use super::futex::deadline_after;
+use super::raw::SLICE;
+use super::ring::{self, Ring};
+use super::shm::{self, Kind, Segment, SegmentRef, ShmState, process_alive};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Default buffer of each direction of a pipe (1 MiB).
+pub const DEFAULT_PIPE_BYTES: usize = 1 << 20;
+
+#[repr(C)]
+struct Ends {
+    /// The pid of the process holding each end.
+    owner: [AtomicU32; 2],
+    /// Set when an end is dropped (closed) by its process.
+    closed: [AtomicU32; 2],
+}
+// SAFETY: repr(C), atomics only, valid for any bit pattern.
+unsafe impl ShmState for Ends {}
+
+const ENDS_LEN: usize = 64;
+
+/// One end of a two-way connection between two processes (Python's
+/// `multiprocessing.Pipe()` connection): it sends `S` and receives `R`; its
+/// peer, made by the same [`Pipe::pair`] call, is a `Pipe<R, S>`.
+///
+/// Each direction is a ring buffer in shared memory ([`DEFAULT_PIPE_BYTES`]
+/// unless set with [`Pipe::pair_with_capacity`]); a message whose encoding
+/// exceeds it is refused with [`IpcError::TooLarge`].
+///
+/// # End-of-file and a dead peer
+///
+/// Dropping an end closes it: the peer's `recv` returns the messages still
+/// buffered and then [`IpcError::Disconnected`], and its `send` fails with
+/// `Disconnected` at once. Each end records the pid of the process that holds
+/// it; a `recv` or `send` that waits checks every 20 ms whether that process
+/// still runs, and fails with [`IpcError::PeerDied`] if it does not — a
+/// killed peer is an error, never a hang. (A `send` that finds room does not
+/// ask the OS about the peer, to stay fast: like a write into a socket
+/// buffer, it succeeds and the message is lost with the peer.)
+///
+/// # Handing an end to another process
+///
+/// Serialize it (serde), typically as an argument of a child process or a
+/// pool task. Serializing *moves* the end: the receiving process becomes its
+/// holder, and the copy left here becomes inert (using it returns
+/// [`IpcError::InvalidHandle`], dropping it does not close the pipe). Until
+/// the receiver has opened it, the end counts as held by this process.
+///
+/// # Examples
+///
+/// ```
+/// use troika::ipc::Pipe;
+///
+/// let (parent, child) = Pipe::<String, Vec<i32>>::pair().unwrap();
+/// child.send(&vec![42, 7]).unwrap();
+/// assert_eq!(parent.recv().unwrap(), vec![42, 7]);
+/// parent.send(&"test".to_string()).unwrap();
+/// assert_eq!(child.recv().unwrap(), "test");
+/// drop(parent);
+/// assert!(child.recv().unwrap_err().is_disconnected());
+/// ```
+pub struct Pipe<S, R> {
+    seg: Segment,
+    end: usize,
+    moved: AtomicBool,
+    _t: PhantomData<fn(S) -> R>,
+}
+
+impl<S, R> std::fmt::Debug for Pipe<S, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipe")
+            .field("end", &self.end)
+            .field("seg", &self.seg)
+            .finish()
+    }
+}
+
+fn tag<A, B>() -> u64 {
+    shm::type_tag::<(A, B)>()
+}
+
+fn ring_offset(end: usize, cap: usize) -> usize {
+    ENDS_LEN + end * (ring::STATE_LEN + cap)
+}
+
+impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R> {
+    /// Two connected ends with the default buffer size.
+    pub fn pair() -> Result<(Pipe<S, R>, Pipe<R, S>)> {
+        Self::pair_with_capacity(DEFAULT_PIPE_BYTES)
+    }
+
+    /// Two connected ends with `bytes` of buffer in each direction (at least
+    /// 64, at most 2 GiB).
+    pub fn pair_with_capacity(bytes: usize) -> Result<(Pipe<S, R>, Pipe<R, S>)> {
+        let cap = bytes.clamp(64, ring::MAX_CAPACITY);
+        let total = ENDS_LEN + 2 * (ring::STATE_LEN + cap);
+        let seg = Segment::create(Kind::Pipe, tag::<S, R>(), total)?;
+        for end in 0..2 {
+            ring::init(&seg, ring_offset(end, cap), cap as u32, u32::MAX)?;
+        }
+        let ends = seg
+            .state::<Ends>(0)
+            .ok_or_else(|| IpcError::InvalidHandle("pipe segment too small".into()))?;
+        for o in &ends.owner {
+            o.store(std::process::id(), Ordering::Release);
+        }
+        let a = Pipe {
+            seg: seg.clone(),
+            end: 0,
+            moved: AtomicBool::new(false),
+            _t: PhantomData,
+        };
+        let b = Pipe {
+            seg,
+            end: 1,
+            moved: AtomicBool::new(false),
+            _t: PhantomData,
+        };
+        a.rings()?;
+        Ok((a, b))
+    }
+
+    /// Sends `value`, waiting while the buffer is full.
+    pub fn send(&self, value: &S) -> Result<()> {
+        self.send_until(value, None)
+    }
+
+    /// Sends `value`, waiting at most `timeout` for room.
+    pub fn send_timeout(&self, value: &S, timeout: Duration) -> Result<()> {
+        self.send_until(value, deadline_after(timeout))
+    }
+
+    fn send_until(&self, value: &S, deadline: Option<Instant>) -> Result<()> {
+        let bytes =
+            postcard::to_allocvec(value).map_err(|e| IpcError::Serialization(e.to_string()))?;
+        let (out, _) = self.rings()?;
+        self.peer_gone(false)?;
+        out.put(&bytes, deadline, Some(SLICE), &|slept| {
+            self.peer_gone(slept)
+        })
+    }
+
+    /// Receives the next message, waiting as long as the peer lives.
+    pub fn recv(&self) -> Result<R> {
+        self.recv_until(None)
+    }
+
+    /// Receives the next message, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<R> {
+        self.recv_until(deadline_after(timeout))
+    }
+
+    /// Receives a message if one is buffered; [`IpcError::Empty`] otherwise.
+    pub fn try_recv(&self) -> Result<R> {
+        match self.recv_until(Some(Instant::now())) {
+            Err(IpcError::TimedOut) => Err(IpcError::Empty),
+            other => other,
+        }
+    }
+
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<R> {
+        let (_, inp) = self.rings()?;
+        let bytes = inp.get(deadline, Some(SLICE), &|slept| self.peer_gone(slept))?;
+        postcard::from_bytes(&bytes).map_err(|e| IpcError::Serialization(e.to_string()))
+    }
+}
+
+impl<S, R> Pipe<S, R> {
+    fn ends(&self) -> Result<&Ends> {
+        self.seg
+            .state::<Ends>(0)
+            .ok_or_else(|| IpcError::InvalidHandle("pipe segment too small".into()))
+    }
+
+    /// (ring this end writes, ring this end reads).
+    fn rings(&self) -> Result<(Ring<'_>, Ring<'_>)> {
+        if self.moved.load(Ordering::Acquire) {
+            return Err(IpcError::InvalidHandle(
+                "this pipe end was sent to another process".into(),
+            ));
+        }
+        // Ring 0 starts right after the ends block; its capacity tells where
+        // ring 1 starts. Both are validated against the segment size.
+        let r0 = Ring::at(&self.seg, ring_offset(0, 0))?;
+        let r1 = Ring::at(&self.seg, ring_offset(1, r0.capacity()))?;
+        Ok(if self.end == 0 { (r0, r1) } else { (r1, r0) })
+    }
+
+    /// `Err` if the peer closed its end, or (when `ask_os`, which costs a few
+    /// system calls) if its process died.
+    fn peer_gone(&self, ask_os: bool) -> Result<()> {
+        let ends = self.ends()?;
+        let peer = 1 - self.end;
+        if ends.closed[peer].load(Ordering::Acquire) != 0 {
+            return Err(IpcError::Disconnected);
+        }
+        let pid = ends.owner[peer].load(Ordering::Acquire);
+        if ask_os && pid != std::process::id() && !process_alive(pid) {
+            return Err(IpcError::PeerDied { pid });
+        }
+        Ok(())
+    }
+
+    /// The pid of the process that holds the other end (as far as known).
+    pub fn peer_pid(&self) -> Option<u32> {
+        self.ends()
+            .ok()
+            .map(|e| e.owner[1 - self.end].load(Ordering::Acquire))
+    }
+}
+
+impl<S, R> Drop for Pipe<S, R> {
+    fn drop(&mut self) {
+        if self.moved.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(ends) = self.ends() {
+            ends.closed[self.end].store(1, Ordering::Release);
+        }
+        if let Ok((out, inp)) = self.rings() {
+            out.wake_all();
+            inp.wake_all();
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct PipeRef {
+    seg: SegmentRef,
+    end: u8,
+}
+
+impl<S, R> Serialize for Pipe<S, R> {
+    fn serialize<Ser: Serializer>(&self, s: Ser) -> std::result::Result<Ser::Ok, Ser::Error> {
+        self.moved.store(true, Ordering::Release);
+        PipeRef {
+            seg: self.seg.export(),
+            end: self.end as u8,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, S, R> Deserialize<'de> for Pipe<S, R> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let r = PipeRef::deserialize(d)?;
+        let end = usize::from(r.end.min(1));
+        // End 0's type is (S, R); end 1 is a Pipe<R, S> of the same pair.
+        let want = if end == 0 {
+            tag::<S, R>()
+        } else {
+            tag::<R, S>()
+        };
+        let seg = Segment::open(&r.seg, Kind::Pipe, want).map_err(serde::de::Error::custom)?;
+        let p = Pipe {
+            seg,
+            end,
+            moved: AtomicBool::new(false),
+            _t: PhantomData,
+        };
+        p.rings().map_err(serde::de::Error::custom)?;
+        let ends = p.ends().map_err(serde::de::Error::custom)?;
+        ends.owner[end].store(std::process::id(), Ordering::Release);
+        Ok(p)
+    }
+}

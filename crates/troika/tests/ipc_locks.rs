@@ -1,0 +1,295 @@
+//! Process-shared Lock, Semaphore, BoundedSemaphore, Event and Barrier across
+//! real child processes (this test binary re-executed).
+
+mod ipc_support;
+
+use ipc_support::{LONG, join, join_ok, kill, role, spawn};
+use std::time::Duration;
+use troika::ipc::{Barrier, BoundedSemaphore, Event, Lock, Semaphore, Value};
+
+/// Parks the current thread for ever (a child waiting to be killed).
+fn park_forever() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
+#[test]
+fn lock_holder_killed_is_taken_over_by_a_waiter() {
+    if let Some(r) = role() {
+        assert_eq!(r, "hold");
+        let (lock, ready): (Lock, Event) = ipc_support::arg();
+        let _g = lock.lock();
+        ready.set();
+        park_forever();
+    }
+    let lock = Lock::new().unwrap();
+    let ready = Event::new().unwrap();
+    let child = spawn(
+        "lock_holder_killed_is_taken_over_by_a_waiter",
+        "hold",
+        &(&lock, &ready),
+    );
+    assert!(ready.wait_timeout(LONG), "child never took the lock");
+    assert_eq!(lock.holder(), Some(child.id()));
+    // A waiter already blocked when the holder dies.
+    let waiter = {
+        let lock = lock.clone();
+        std::thread::spawn(move || lock.lock_timeout(LONG).map(|g| g.holder_died()))
+    };
+    assert!(lock.try_lock().is_none(), "the child holds the lock");
+    kill(child);
+    assert!(
+        waiter.join().unwrap().unwrap(),
+        "the waiter must be told the holder died"
+    );
+    let g = lock.lock_timeout(LONG).unwrap();
+    assert!(!g.holder_died(), "a normal release is not a death");
+}
+
+#[test]
+fn lock_holder_killed_and_not_yet_reaped_counts_as_dead() {
+    if let Some(_r) = role() {
+        let (lock, ready): (Lock, Event) = ipc_support::arg();
+        let _g = lock.lock();
+        ready.set();
+        park_forever();
+    }
+    let lock = Lock::new().unwrap();
+    let ready = Event::new().unwrap();
+    let mut child = spawn(
+        "lock_holder_killed_and_not_yet_reaped_counts_as_dead",
+        "hold",
+        &(&lock, &ready),
+    );
+    assert!(ready.wait_timeout(LONG));
+    // SIGKILL without reaping: the holder is a zombie while we take over.
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    let g = lock.lock_timeout(LONG).unwrap();
+    assert!(g.holder_died());
+    drop(g);
+    child.wait().unwrap();
+}
+
+#[test]
+fn lock_excludes_processes() {
+    const ROUNDS: u64 = 300;
+    if let Some(_r) = role() {
+        let (lock, counter): (Lock, Value<u64>) = ipc_support::arg();
+        for _ in 0..ROUNDS {
+            let g = lock.lock();
+            assert!(!g.holder_died());
+            // Two separate locked operations: only the outer lock makes the
+            // increment atomic.
+            let v = counter.get();
+            std::thread::yield_now();
+            counter.set(v + 1);
+        }
+        return;
+    }
+    let lock = Lock::new().unwrap();
+    let counter = Value::new(0u64).unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|_| spawn("lock_excludes_processes", "inc", &(&lock, &counter)))
+        .collect();
+    for _ in 0..ROUNDS {
+        let _g = lock.lock();
+        let v = counter.get();
+        counter.set(v + 1);
+    }
+    children.into_iter().for_each(join_ok);
+    assert_eq!(counter.get(), 4 * ROUNDS);
+}
+
+#[test]
+fn lock_timeout_and_try_lock() {
+    let lock = Lock::new().unwrap();
+    let g = lock.lock();
+    let other = lock.clone();
+    // Same process, other thread: the holder is alive, so it times out.
+    let r = std::thread::spawn(move || other.lock_timeout(Duration::from_millis(30)).map(|_| ()))
+        .join()
+        .unwrap();
+    assert!(r.unwrap_err().is_timeout());
+    drop(g);
+    assert!(lock.try_lock().is_some());
+    assert_eq!(lock.holder(), None);
+}
+
+#[test]
+fn semaphore_bounds_concurrency_across_processes() {
+    if let Some(_r) = role() {
+        let (sem, inside, peak): (Semaphore, Value<u32>, Value<u32>) = ipc_support::arg();
+        for _ in 0..100 {
+            sem.acquire_timeout(LONG).unwrap();
+            {
+                let mut n = inside.lock();
+                *n += 1;
+                let mut p = peak.lock();
+                *p = (*p).max(*n);
+            }
+            std::thread::yield_now();
+            *inside.lock() -= 1;
+            sem.release();
+        }
+        return;
+    }
+    let sem = Semaphore::new(2).unwrap();
+    let inside = Value::new(0u32).unwrap();
+    let peak = Value::new(0u32).unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            spawn(
+                "semaphore_bounds_concurrency_across_processes",
+                "w",
+                &(&sem, &inside, &peak),
+            )
+        })
+        .collect();
+    children.into_iter().for_each(join_ok);
+    assert!(
+        peak.get() <= 2,
+        "peak {} above the semaphore's 2",
+        peak.get()
+    );
+    assert_eq!(sem.value(), 2);
+}
+
+#[test]
+fn semaphore_timeout_and_wakeup() {
+    let sem = Semaphore::new(0).unwrap();
+    assert!(!sem.try_acquire());
+    assert!(
+        sem.acquire_timeout(Duration::from_millis(10))
+            .unwrap_err()
+            .is_timeout()
+    );
+    let s2 = sem.clone();
+    let t = std::thread::spawn(move || s2.acquire_timeout(LONG));
+    sem.release();
+    t.join().unwrap().unwrap();
+    assert_eq!(sem.value(), 0);
+}
+
+#[test]
+fn bounded_semaphore_refuses_overflow() {
+    let tray = BoundedSemaphore::new(2).unwrap();
+    let err = tray.release().unwrap_err();
+    assert!(matches!(
+        err,
+        troika::ipc::IpcError::SemaphoreOverflow { max: 2 }
+    ));
+    tray.acquire();
+    tray.acquire();
+    assert!(!tray.try_acquire());
+    tray.release().unwrap();
+    tray.release().unwrap();
+    assert!(tray.release().is_err());
+    assert_eq!(tray.value(), 2);
+    assert_eq!(tray.max(), 2);
+}
+
+#[test]
+fn event_wakes_a_child_and_the_child_answers() {
+    if let Some(_r) = role() {
+        let (go, done): (Event, Event) = ipc_support::arg();
+        assert!(go.wait_timeout(LONG));
+        done.set();
+        return;
+    }
+    let go = Event::new().unwrap();
+    let done = Event::new().unwrap();
+    let child = spawn(
+        "event_wakes_a_child_and_the_child_answers",
+        "w",
+        &(&go, &done),
+    );
+    assert!(!done.is_set());
+    go.set();
+    assert!(done.wait_timeout(LONG));
+    join_ok(child);
+    go.clear();
+    assert!(!go.is_set());
+    assert!(!go.wait_timeout(Duration::from_millis(5)));
+}
+
+#[test]
+fn barrier_releases_all_parties_with_one_leader() {
+    const ROUNDS: u32 = 20;
+    if let Some(_r) = role() {
+        let (b, leaders): (Barrier, Value<u32>) = ipc_support::arg();
+        for _ in 0..ROUNDS {
+            if b.wait_timeout(LONG).unwrap() {
+                *leaders.lock() += 1;
+            }
+        }
+        return;
+    }
+    let b = Barrier::new(3).unwrap();
+    let leaders = Value::new(0u32).unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            spawn(
+                "barrier_releases_all_parties_with_one_leader",
+                "w",
+                &(&b, &leaders),
+            )
+        })
+        .collect();
+    for _ in 0..ROUNDS {
+        if b.wait_timeout(LONG).unwrap() {
+            *leaders.lock() += 1;
+        }
+    }
+    children.into_iter().for_each(join_ok);
+    assert_eq!(leaders.get(), ROUNDS);
+    assert_eq!(b.parties(), 3);
+}
+
+#[test]
+fn barrier_timeout_breaks_it_for_everyone() {
+    let b = Barrier::new(3).unwrap();
+    let b2 = b.clone();
+    let t = std::thread::spawn(move || b2.wait_timeout(LONG));
+    // Only two of three parties come: the short timeout is the behaviour
+    // under test.
+    let mine = b.wait_timeout(Duration::from_millis(20));
+    let theirs = t.join().unwrap();
+    let errs = [mine.unwrap_err(), theirs.unwrap_err()];
+    assert!(errs.iter().any(|e| e.is_timeout()));
+    assert!(b.is_broken());
+    assert!(matches!(
+        b.wait(),
+        Err(troika::ipc::IpcError::BrokenBarrier)
+    ));
+    b.reset();
+    assert!(!b.is_broken());
+}
+
+#[test]
+fn a_handle_from_a_dead_process_is_an_error_not_a_hang() {
+    if let Some(_r) = role() {
+        let back: troika::ipc::Queue<String> = ipc_support::arg();
+        let lock = Lock::new().unwrap();
+        back.put(&serde_json::to_string(&lock).unwrap()).unwrap();
+        park_forever();
+    }
+    let back = troika::ipc::Queue::<String>::new(4).unwrap();
+    let child = spawn(
+        "a_handle_from_a_dead_process_is_an_error_not_a_hang",
+        "w",
+        &back,
+    );
+    let json = back.get_timeout(LONG).unwrap();
+    // While the creator lives, the handle opens and works.
+    let live: Lock = serde_json::from_str(&json).unwrap();
+    drop(live.lock());
+    kill(child);
+    // The segment we mapped outlives its creator...
+    drop(live.lock());
+    // ...but a handle naming the dead creator cannot be opened.
+    let err = serde_json::from_str::<Lock>(&json).unwrap_err();
+    assert!(err.to_string().contains("cannot open"), "{err}");
+    let _ = join;
+}

@@ -1,0 +1,96 @@
+//! Shared helpers of the `ipc_*` tests: children are this test binary
+//! re-executed (as rayon's `tests/stack_overflow_crash.rs` does) with a role in
+//! the environment and the test's own name as the filter, so the child runs
+//! the same `#[test]` function and takes the child branch.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const ROLE: &str = "TROIKA_IPC_TEST_ROLE";
+const ARG: &str = "TROIKA_IPC_TEST_ARG";
+
+/// The role this process plays, if it is a re-executed child. A child dies
+/// with the test thread that spawned it, so a failed test leaves no orphan.
+pub fn role() -> Option<String> {
+    let role = std::env::var(ROLE).ok()?;
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    Some(role)
+}
+
+/// The JSON argument handed to this child.
+pub fn arg<T: serde::de::DeserializeOwned>() -> T {
+    let s = std::env::var(ARG).expect("child started without an argument");
+    serde_json::from_str(&s).expect("child argument is not valid JSON")
+}
+
+/// Re-executes this test binary to run test `test` as `role`, with `arg`
+/// (serialized as JSON) in its environment.
+pub fn spawn<T: serde::Serialize>(test: &str, role: &str, arg: &T) -> Child {
+    let exe = std::env::current_exe().expect("current_exe");
+    Command::new(exe)
+        .args([
+            test,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(ROLE, role)
+        .env(
+            ARG,
+            serde_json::to_string(arg).expect("serialize child argument"),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn child")
+}
+
+/// Waits for `child` to exit (a generous bound is the failure path only;
+/// on it the child is killed) and returns its status.
+pub fn join(mut child: Child) -> std::process::ExitStatus {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(status) => status.expect("wait for child"),
+        Err(_) => {
+            if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+            panic!("child {pid} did not finish in 60 s");
+        }
+    }
+}
+
+/// Waits for `child` and asserts that it succeeded.
+pub fn join_ok(child: Child) {
+    let status = join(child);
+    assert!(status.success(), "child failed: {status}");
+}
+
+/// Kills `child` with SIGKILL and reaps it.
+pub fn kill(mut child: Child) {
+    child.kill().expect("kill child");
+    child.wait().expect("reap child");
+}
+
+/// Entries of /dev/shm whose name contains "troika".
+pub fn shm_entries() -> Vec<String> {
+    match std::fs::read_dir("/dev/shm") {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("troika"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A generous timeout for waits that should succeed at once.
+pub const LONG: Duration = Duration::from_secs(30);
