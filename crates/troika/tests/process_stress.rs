@@ -427,3 +427,30 @@ fn parent_killed_leaves_no_worker() {
         wait_for("the orphaned worker to die", || !alive(pid));
     }
 }
+
+/// A pool created inside a running tokio runtime (its worker threads already
+/// exist) works, and its handles can be awaited without blocking the runtime.
+#[test]
+fn a_pool_created_inside_a_tokio_runtime_works() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let total = runtime.block_on(async {
+        let pool = ProcessPool::new(2).unwrap();
+        let handles: Vec<_> = (1..=20u64).map(|i| pool.submit(double, i)).collect();
+        let mut total = 0;
+        for handle in handles {
+            total += handle.await.unwrap();
+        }
+        // A task spawned on the runtime can await pool work too.
+        let pool = Arc::new(pool);
+        let inner = Arc::clone(&pool);
+        total += tokio::spawn(async move { inner.submit(double, 100).await.unwrap() })
+            .await
+            .unwrap();
+        total
+    });
+    assert_eq!(total, 420 + 200);
+}
