@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use troika::aio::AsyncExecutor;
 use troika::primes::{SEED_NUMBER, is_prime_trial};
-use troika::{ProcessPool, ThreadPool};
+use troika::{Handle, ProcessPool, ThreadPool};
 
 use super::{Measured, Mode, Span, Workload};
 
@@ -278,57 +278,38 @@ fn overhead(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> 
         }
         Mode::Threads => {
             let pool = pool(workers)?;
-            let handles: Vec<_> = (0..tasks).map(|i| pool.submit(move || task(i))).collect();
-            let outcomes = handles
-                .into_iter()
-                .map(|h| h.result())
-                .collect::<Result<Vec<_>, _>>()?;
-            let wall = origin.elapsed();
-            let mut latencies = Vec::with_capacity(samples as usize);
-            for i in 0..samples {
-                let t = Instant::now();
-                black_box(pool.submit(move || trivial(i)).result()?);
-                latencies.push(t.elapsed());
-            }
+            let (wall, outcomes, latencies) = burst_then_round_trips(
+                origin,
+                tasks,
+                samples,
+                |i| pool.submit(move || task(i)),
+                |i| pool.submit(move || trivial(i)),
+            )?;
             drop(pool);
             (workers, wall, outcomes, latencies)
         }
         Mode::Processes => {
             let origin_epoch = epoch_s() - origin.elapsed().as_secs_f64();
             let pool = process_pool(workers)?;
-            let handles: Vec<_> = (0..tasks)
-                .map(|i| pool.submit(process_trivial, (i, origin_epoch)))
-                .collect();
-            let outcomes = handles
-                .into_iter()
-                .map(|h| h.result())
-                .collect::<Result<Vec<_>, _>>()?;
-            let wall = origin.elapsed();
-            let mut latencies = Vec::with_capacity(samples as usize);
-            for _ in 0..samples {
-                let t = Instant::now();
-                black_box(pool.submit(process_trivial, (u64::MAX, 0.0)).result()?);
-                latencies.push(t.elapsed());
-            }
+            let (wall, outcomes, latencies) = burst_then_round_trips(
+                origin,
+                tasks,
+                samples,
+                |i| pool.submit(process_trivial, (i, origin_epoch)),
+                |_| pool.submit(process_trivial, (u64::MAX, 0.0)),
+            )?;
             drop(pool);
             (workers, wall, outcomes, latencies)
         }
         Mode::Async => {
             let executor = executor(workers)?;
-            let handles: Vec<_> = (0..tasks)
-                .map(|i| executor.submit(async move { task(i) }))
-                .collect();
-            let outcomes = handles
-                .into_iter()
-                .map(|h| h.result())
-                .collect::<Result<Vec<_>, _>>()?;
-            let wall = origin.elapsed();
-            let mut latencies = Vec::with_capacity(samples as usize);
-            for i in 0..samples {
-                let t = Instant::now();
-                black_box(executor.submit(async move { trivial(i) }).result()?);
-                latencies.push(t.elapsed());
-            }
+            let (wall, outcomes, latencies) = burst_then_round_trips(
+                origin,
+                tasks,
+                samples,
+                |i| executor.submit(async move { task(i) }),
+                |i| executor.submit(async move { trivial(i) }),
+            )?;
             drop(executor);
             (workers, wall, outcomes, latencies)
         }
@@ -347,6 +328,31 @@ fn overhead(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> 
         latency: Some(percentiles(latencies)),
         spans: lanes_from_zero(outcomes.into_iter().filter_map(|(_, span)| span).collect()),
     })
+}
+
+/// Submit `tasks` tasks at once and collect every result (the throughput
+/// phase, timed from `origin`), then time `samples` round trips of one task at
+/// a time.
+fn burst_then_round_trips<T, R>(
+    origin: Instant,
+    tasks: u64,
+    samples: u64,
+    submit: impl Fn(u64) -> Handle<T>,
+    one: impl Fn(u64) -> Handle<R>,
+) -> anyhow::Result<(Duration, Vec<T>, Vec<Duration>)> {
+    let handles: Vec<_> = (0..tasks).map(&submit).collect();
+    let outcomes = handles
+        .into_iter()
+        .map(Handle::result)
+        .collect::<Result<Vec<_>, _>>()?;
+    let wall = origin.elapsed();
+    let mut latencies = Vec::with_capacity(samples as usize);
+    for i in 0..samples {
+        let t = Instant::now();
+        black_box(one(i).result()?);
+        latencies.push(t.elapsed());
+    }
+    Ok((wall, outcomes, latencies))
 }
 
 #[inline(never)]
