@@ -6,6 +6,7 @@ mod bench;
 mod crawl;
 mod mode;
 mod primes;
+mod progress;
 mod run;
 mod serve;
 

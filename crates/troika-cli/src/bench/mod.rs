@@ -10,14 +10,12 @@ mod python;
 mod report;
 mod workloads;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 pub(crate) use crate::mode::Mode;
@@ -182,7 +180,8 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
 
     let steps = workloads.len() as u64 * (modes.len() as u64 + 1) * u64::from(args.repeat);
-    let progress = progress_bar(steps);
+    let progress =
+        crate::progress::stderr_bar(Some(steps), "{bar:30} {pos}/{len} {msg} ({elapsed})", "");
     let mut rows = Vec::new();
     let mut serial_walls = Vec::new();
     for &workload in workloads {
@@ -311,15 +310,4 @@ impl Row {
             spans: median.spans.clone(),
         }
     }
-}
-
-/// A progress bar on stderr, only when stderr is a terminal.
-fn progress_bar(steps: u64) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr()).with_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    )
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use futures::{FutureExt, StreamExt};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::mpsc;
@@ -404,18 +404,11 @@ struct Sink {
 impl Sink {
     fn new(out: Box<dyn Write + Send>, show_progress: bool, len: Option<u64>) -> Sink {
         let bar = show_progress.then(|| {
-            let bar = match len {
-                Some(len) => ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr()),
-                None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-            };
-            let template = if len.is_some() {
-                "{elapsed_precise} [{wide_bar}] {pos}/{len} URLs, {per_sec} {msg}"
-            } else {
-                "{elapsed_precise} {spinner} {pos} URLs, {per_sec} {msg}"
-            };
-            if let Ok(style) = ProgressStyle::with_template(template) {
-                bar.set_style(style.progress_chars("=> "));
-            }
+            let bar = crate::progress::stderr_bar(
+                len,
+                "{elapsed_precise} [{wide_bar}] {pos}/{len} URLs, {per_sec} {msg}",
+                "{elapsed_precise} {spinner} {pos} URLs, {per_sec} {msg}",
+            );
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });

@@ -3,14 +3,13 @@
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::collections::VecDeque;
 
@@ -144,7 +143,11 @@ pub(crate) fn run(args: &PrimesArgs) -> anyhow::Result<ExitCode> {
         ),
         (None, true) => (Box::new(lines_of(std::io::stdin().lock())), None),
     };
-    let progress = progress_bar(known_len);
+    let progress = crate::progress::stderr_bar(
+        known_len,
+        "{bar:40} {pos}/{len} numbers, {per_sec}, eta {eta}",
+        "{spinner} {pos} numbers, {per_sec}",
+    );
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut bad = 0u64;
     // A read error ends the input; it is reported after the lines before it.
@@ -283,23 +286,5 @@ fn write_outcome(out: &mut impl Write, outcome: &Outcome, json: bool) -> std::io
             if v.prime { "prime" } else { "composite" }
         ),
         Outcome::Bad { input, error } => writeln!(out, "{input} error: {error}"),
-    }
-}
-
-/// A progress bar on stderr, only when stderr is a terminal.
-fn progress_bar(len: Option<u64>) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    match len {
-        Some(len) => ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
-            .with_style(
-                ProgressStyle::with_template("{bar:40} {pos}/{len} numbers, {per_sec}, eta {eta}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            ),
-        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
-            ProgressStyle::with_template("{spinner} {pos} numbers, {per_sec}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        ),
     }
 }

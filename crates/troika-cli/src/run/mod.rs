@@ -13,7 +13,7 @@ mod template;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
@@ -22,7 +22,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
 use troika::process::{CommandOutput, GroupChild, GroupKiller};
 use troika::{Exit, ThreadPool};
@@ -248,7 +247,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let running = Arc::new(Running::default());
     watch_signals(&running)?;
-    let progress = progress_bar();
+    let progress =
+        crate::progress::stderr_bar(None, "", "{spinner} {pos} jobs done, {per_sec}, {elapsed}");
     let read_error: Arc<Mutex<Option<std::io::Error>>> = Arc::default();
     let record_error = Arc::clone(&read_error);
     let stop_input = Arc::clone(&running);
@@ -471,17 +471,6 @@ fn watch_signals(running: &Arc<Running>) -> anyhow::Result<()> {
         })
         .context("cannot start the signal thread")?;
     Ok(())
-}
-
-/// A progress bar with ETA on stderr, only when stderr is a terminal.
-fn progress_bar() -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
-        ProgressStyle::with_template("{spinner} {pos} jobs done, {per_sec}, {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    )
 }
 
 #[cfg(test)]
