@@ -95,6 +95,54 @@ fn cancel_removes_a_pending_task_but_not_a_running_or_finished_one() {
 }
 
 #[test]
+fn a_tasks_captures_are_dropped_once_it_ran_or_was_cancelled_while_handles_live() {
+    // A task's closure shares one allocation with its handle: the closure's
+    // captures must still go as soon as the task ran, was cancelled in the
+    // queue, or was cancelled by shutdown, not when the handle is dropped.
+    let pool = ThreadPool::new(1).unwrap();
+    let (started_tx, started) = mpsc::channel();
+    let (release, gate) = mpsc::channel::<()>();
+    let blocker = pool.submit(move || {
+        started_tx.send(()).unwrap();
+        gate.recv_timeout(GENEROUS).is_ok()
+    });
+    started.recv_timeout(GENEROUS).unwrap();
+    let captured = Arc::new(());
+    let ran = {
+        let c = Arc::clone(&captured);
+        pool.submit(move || Arc::strong_count(&c))
+    };
+    let cancelled = {
+        let c = Arc::clone(&captured);
+        pool.submit(move || drop(c))
+    };
+    assert!(cancelled.cancel());
+    release.send(()).unwrap();
+    assert!(blocker.result().unwrap());
+    assert_eq!(ran.result().unwrap(), 3, "the task saw both captures");
+    pool.submit(|| ()).result().unwrap(); // the cancelled job has left the queue
+    assert_eq!(Arc::strong_count(&captured), 1);
+    assert!(cancelled.is_done());
+
+    let (started_tx, started) = mpsc::channel();
+    let (release, gate) = mpsc::channel::<()>();
+    let blocker = pool.submit(move || {
+        started_tx.send(()).unwrap();
+        gate.recv_timeout(GENEROUS).is_ok()
+    });
+    started.recv_timeout(GENEROUS).unwrap();
+    let queued = {
+        let c = Arc::clone(&captured);
+        pool.submit(move || drop(c))
+    };
+    pool.shutdown(false, true);
+    assert_eq!(Arc::strong_count(&captured), 1, "shutdown dropped the queued task");
+    assert!(queued.result().unwrap_err().is_cancelled());
+    release.send(()).unwrap();
+    assert!(blocker.result().unwrap());
+}
+
+#[test]
 fn done_callbacks_run_before_and_after_completion_and_a_panicking_one_is_ignored() {
     let pool = ThreadPool::new(1).unwrap();
     let (tx, rx) = mpsc::channel();

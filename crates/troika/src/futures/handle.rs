@@ -44,7 +44,18 @@ pub(crate) trait TaskState: Send + Sync {
     fn request_stop(&self);
 }
 
-pub(crate) struct Inner<T> {
+/// What an executor may keep in a task's allocation after the handle's own
+/// state (the thread pool keeps the task's closure there, so that a task costs
+/// one allocation). Every `Send + Sync` type qualifies.
+pub(crate) trait Tail: Send + Sync {}
+
+impl<X: Send + Sync + ?Sized> Tail for X {}
+
+/// A task's shared state with its executor's tail erased: what handles and
+/// promises point to.
+type Erased<T> = Inner<T, dyn Tail>;
+
+pub(crate) struct Inner<T, J: ?Sized = ()> {
     phase: AtomicU8,
     /// Set once the outcome is published and may be taken.
     ready: AtomicBool,
@@ -54,6 +65,8 @@ pub(crate) struct Inner<T> {
     owner: usize,
     state: Mutex<State<T>>,
     cond: Condvar,
+    /// The executor's part of the allocation (see [`Tail`]).
+    pub(crate) tail: J,
 }
 
 struct State<T> {
@@ -66,16 +79,19 @@ struct State<T> {
     kill: Option<Box<dyn FnOnce() + Send>>,
 }
 
-impl<T> TaskState for Inner<T>
+/// A cancel token's view of one task.
+struct StopFlag<T>(Arc<Erased<T>>);
+
+impl<T> TaskState for StopFlag<T>
 where
     T: Send,
 {
     fn stop_requested(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.0.stop.load(Ordering::Relaxed)
     }
 
     fn request_stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.0.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -104,30 +120,17 @@ where
 /// slow.result().unwrap();
 /// ```
 pub struct Handle<T> {
-    inner: Arc<Inner<T>>,
+    inner: Arc<Erased<T>>,
 }
 
 /// The executor's side of a task: claim it, then complete it once.
 pub(crate) struct Promise<T> {
-    inner: Arc<Inner<T>>,
+    inner: Arc<Erased<T>>,
 }
 
 /// Make a linked pair: the executor keeps the [`Promise`], the caller gets the [`Handle`].
 pub(crate) fn pair<T>(owner: usize) -> (Promise<T>, Handle<T>) {
-    let inner = Arc::new(Inner {
-        phase: AtomicU8::new(PENDING),
-        ready: AtomicBool::new(false),
-        stop: AtomicBool::new(false),
-        owner,
-        state: Mutex::new(State {
-            outcome: None,
-            callbacks: Vec::new(),
-            lent: false,
-            waker: None,
-            kill: None,
-        }),
-        cond: Condvar::new(),
-    });
+    let inner: Arc<Erased<T>> = Arc::new(Inner::new(owner, ()));
     (
         Promise {
             inner: Arc::clone(&inner),
@@ -136,7 +139,29 @@ pub(crate) fn pair<T>(owner: usize) -> (Promise<T>, Handle<T>) {
     )
 }
 
-impl<T> Inner<T> {
+impl<T, J> Inner<T, J> {
+    /// The state of a pending task owned by executor `owner` (0 for none),
+    /// with the executor's `tail` in the same allocation.
+    pub(crate) fn new(owner: usize, tail: J) -> Inner<T, J> {
+        Inner {
+            phase: AtomicU8::new(PENDING),
+            ready: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            owner,
+            state: Mutex::new(State {
+                outcome: None,
+                callbacks: Vec::new(),
+                lent: false,
+                waker: None,
+                kill: None,
+            }),
+            cond: Condvar::new(),
+            tail,
+        }
+    }
+}
+
+impl<T, J: ?Sized> Inner<T, J> {
     /// Decide the outcome if nobody has yet. Returns whether this call decided it.
     fn decide(&self, outcome: Result<T, TaskError>) -> bool {
         let mut phase = self.phase.load(Ordering::Acquire);
@@ -251,6 +276,11 @@ fn run_callbacks<T>(callbacks: Vec<Callback<T>>, outcome: &Result<T, TaskError>)
 }
 
 impl<T> Handle<T> {
+    /// The handle of a task whose state (and executor tail) is `inner`.
+    pub(crate) fn from_inner<J: Tail + 'static>(inner: Arc<Inner<T, J>>) -> Handle<T> {
+        Handle { inner }
+    }
+
     /// A handle whose outcome is already decided (used for refused submissions).
     pub(crate) fn ready(outcome: Result<T, TaskError>) -> Handle<T> {
         let (promise, handle) = pair(0);
@@ -397,7 +427,7 @@ impl<T> Handle<T> {
     where
         T: Send + 'static,
     {
-        super::CancelToken::from_state(self.inner.clone())
+        super::CancelToken::from_state(Arc::new(StopFlag(Arc::clone(&self.inner))))
     }
 }
 
@@ -430,6 +460,11 @@ impl<T> std::fmt::Debug for Handle<T> {
 }
 
 impl<T> Promise<T> {
+    /// The promise of a task whose state (and executor tail) is `inner`.
+    pub(crate) fn from_inner<J: Tail + 'static>(inner: Arc<Inner<T, J>>) -> Promise<T> {
+        Promise { inner }
+    }
+
     /// Claim the task for running. False if it was cancelled (or otherwise
     /// decided) first: then the executor must skip it.
     pub(crate) fn start(&self) -> bool {

@@ -25,4 +25,4 @@ pub use executor::{
     default_window, wait,
 };
 pub use handle::Handle;
-pub(crate) use handle::{Promise, pair};
+pub(crate) use handle::{Inner, Promise, pair};
