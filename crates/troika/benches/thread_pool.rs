@@ -6,6 +6,10 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use troika::ThreadPool;
 
+/// The same allocator as the `troika` command, so the figures agree.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn round_trip(c: &mut Criterion) {
     let pool = ThreadPool::new(2).expect("pool");
     c.bench_function("thread_pool/round_trip", |b| {

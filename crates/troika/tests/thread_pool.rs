@@ -136,7 +136,11 @@ fn a_tasks_captures_are_dropped_once_it_ran_or_was_cancelled_while_handles_live(
         pool.submit(move || drop(c))
     };
     pool.shutdown(false, true);
-    assert_eq!(Arc::strong_count(&captured), 1, "shutdown dropped the queued task");
+    assert_eq!(
+        Arc::strong_count(&captured),
+        1,
+        "shutdown dropped the queued task"
+    );
     assert!(queued.result().unwrap_err().is_cancelled());
     release.send(()).unwrap();
     assert!(blocker.result().unwrap());

@@ -385,8 +385,13 @@ impl Shared {
                 Err(TryRecvError::Empty) => {}
             }
             spins += 1;
-            if spins.is_multiple_of(32) && start.elapsed() >= IDLE_SPIN {
-                return self.receiver.recv().ok();
+            if spins.is_multiple_of(32) {
+                if start.elapsed() >= IDLE_SPIN {
+                    return self.receiver.recv().ok();
+                }
+                // Give the core to a thread that shares it: on a busy
+                // machine that may be the very one submitting the next task.
+                std::thread::yield_now();
             }
             std::hint::spin_loop();
         }
