@@ -14,6 +14,7 @@
 mod config;
 mod error;
 mod fanout;
+mod log;
 mod metrics;
 mod pool;
 mod primes;
@@ -132,7 +133,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let _log_guard = init_logging();
+    let _log_guard = init_logging()?;
     let deadline = secs(config.limits.request_deadline_secs);
     let backend = Backend::start(
         pool_kind,
@@ -222,25 +223,21 @@ fn data_dir(config: &Config) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Logs go to stderr through a writer thread: formatting stays on the
-/// request's thread, but the write calls do not (one `write` per line cost
-/// two thirds of the throughput of a short request). Lines are never
-/// dropped: a full buffer makes the logging thread wait. The guard flushes
-/// what is left when it is dropped, at exit.
-fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr, buffered (see [`log`]): a request pays for formatting
+/// its line and copying it, not for a write. The guard writes what is left
+/// when it is dropped, at exit.
+fn init_logging() -> anyhow::Result<log::LogGuard<std::io::Stderr>> {
     use std::io::IsTerminal;
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("serve-log")
-        .finish(std::io::stderr());
+    let (writer, guard) =
+        log::buffered(std::io::stderr()).context("cannot start the log flusher thread")?;
     let _ = tracing_subscriber::fmt()
         .with_writer(writer)
         .with_ansi(colour)
         .with_target(false)
         .with_max_level(tracing::Level::INFO)
         .try_init();
-    guard
+    Ok(guard)
 }
 
 fn router(app: Arc<App>) -> Router {

@@ -19,7 +19,7 @@ use crate::futures::{
 };
 
 /// How long the parent's reader keeps polling a worker's pipe before it blocks.
-const READER_SPIN: Duration = Duration::from_micros(100);
+const READER_SPIN: Duration = Duration::from_micros(25);
 /// Several small calls are sent to an idle worker in one write, up to this
 /// many bytes (well under the pipe buffer, so the write never blocks).
 const BATCH_BYTES: usize = 32 << 10;

@@ -9,7 +9,7 @@ use super::spawn::MARKER;
 use super::wire::{self, FrameReader};
 
 /// How long an idle worker keeps polling its pipe before it blocks.
-const WORKER_SPIN: Duration = Duration::from_micros(100);
+const WORKER_SPIN: Duration = Duration::from_micros(25);
 
 /// Turn this process into a worker if it was started as one; otherwise return
 /// at once.
