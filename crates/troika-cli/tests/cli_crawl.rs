@@ -5,6 +5,7 @@ mod support;
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::{Servers, closed_port};
@@ -373,14 +374,38 @@ fn input_and_output_files() {
 }
 
 #[test]
-fn rate_per_host_still_fetches_everything() {
-    let servers = Servers::start(1);
-    let urls = pages(&servers, 5, 0);
-    let mut args = vec!["--rate-per-host", "100"];
-    args.extend(urls.iter().map(String::as_str));
-    let out = crawl(&args, None);
+fn rate_per_host_spaces_the_requests_to_each_host() {
+    // 20 requests/s per host: each host's requests 50 ms apart.
+    let servers = Servers::start(2);
+    let n = 6;
+    let mut urls = Vec::new();
+    for i in 0..n {
+        urls.push(servers.url_on(0, &format!("/page/{i}")));
+        urls.push(servers.url_on(1, &format!("/page/{i}")));
+    }
+    let input = urls.join("\n");
+    let out = crawl(
+        &["--rate-per-host", "20", "--concurrency", "10"],
+        Some(input.as_bytes()),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(lines(&out).len(), 5);
+    assert_eq!(lines(&out).len(), 2 * n);
+    let interval = Duration::from_millis(50);
+    for &port in &servers.ports {
+        let arrivals = servers.seen.arrivals_on(port);
+        assert_eq!(arrivals.len(), n, "port {port}");
+        // Request k starts no earlier than k intervals after the first
+        // turn, and arrivals are only ever later than their turns: the
+        // span from the first to the last is at least (n - 1) intervals,
+        // less the first one's own lateness. One interval of slack keeps
+        // this a test of the spacing, not of the machine's speed (without
+        // the limit the six requests arrive within milliseconds).
+        let span = arrivals[n - 1] - arrivals[0];
+        assert!(
+            span >= interval * (n as u32 - 2),
+            "port {port}: {n} requests within {span:?}, not spaced by {interval:?}"
+        );
+    }
 }
 
 #[test]

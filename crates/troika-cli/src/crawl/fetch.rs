@@ -72,12 +72,26 @@ impl Refusal {
 }
 
 /// Per-host concurrency limits and request spacing, keyed by `host:port`.
+///
+/// A host's entry lives while a fetch holds it or its next turn under the
+/// rate limit is still ahead; the table is swept of other entries whenever it
+/// doubles, so a crawl over millions of hosts keeps only the busy ones.
 #[derive(Debug)]
 struct Hosts {
     per_host: Option<usize>,
     interval: Option<Duration>,
-    table: Mutex<HashMap<String, Arc<HostState>>>,
+    table: Mutex<HostTable>,
 }
+
+#[derive(Debug, Default)]
+struct HostTable {
+    hosts: HashMap<String, Arc<HostState>>,
+    /// Sweep when the table grows past this.
+    sweep_at: usize,
+}
+
+/// The table is never swept below this size.
+const MIN_SWEEP: usize = 1024;
 
 #[derive(Debug)]
 struct HostState {
@@ -89,15 +103,36 @@ struct HostState {
 impl Hosts {
     fn state(&self, key: &str) -> Arc<HostState> {
         let mut table = lock(&self.table);
-        if let Some(state) = table.get(key) {
+        if let Some(state) = table.hosts.get(key) {
             return Arc::clone(state);
+        }
+        if table.hosts.len() >= table.sweep_at.max(MIN_SWEEP) {
+            let now = Instant::now();
+            // Held by a fetch, its per-host semaphore held or awaited by
+            // one, or spacing a future request: keep. Anything else is
+            // recreated as new if its host comes back.
+            table.hosts.retain(|_, state| {
+                Arc::strong_count(state) > 1
+                    || state
+                        .permits
+                        .as_ref()
+                        .is_some_and(|p| Arc::strong_count(p) > 1)
+                    || *lock(&state.next_start) > now
+            });
+            table.sweep_at = table.hosts.len() * 2;
         }
         let state = Arc::new(HostState {
             permits: self.per_host.map(|n| Arc::new(Semaphore::new(n))),
             next_start: Mutex::new(Instant::now()),
         });
-        table.insert(key.to_owned(), Arc::clone(&state));
+        table.hosts.insert(key.to_owned(), Arc::clone(&state));
         state
+    }
+
+    /// Hosts in the table now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        lock(&self.table).hosts.len()
     }
 
     /// Wait for a per-host slot, then for this host's next turn under the
@@ -190,7 +225,7 @@ impl Fetcher {
                 interval: options
                     .rate_per_host
                     .and_then(|rate| Duration::try_from_secs_f64(1.0 / rate).ok()),
-                table: Mutex::new(HashMap::new()),
+                table: Mutex::default(),
             },
         })
     }
@@ -503,6 +538,34 @@ fn jitter_seed() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_table_keeps_only_busy_hosts() {
+        let hosts = Hosts {
+            per_host: Some(1),
+            interval: None,
+            table: Mutex::default(),
+        };
+        // A host whose permit is held, and one whose state a fetch holds.
+        let busy = hosts.state("busy:80");
+        let permit = Arc::clone(busy.permits.as_ref().unwrap())
+            .try_acquire_owned()
+            .unwrap();
+        drop(busy);
+        let held = hosts.state("held:80");
+        for i in 0..10 * MIN_SWEEP {
+            hosts.state(&format!("host{i}:80"));
+        }
+        assert!(hosts.len() <= 2 * MIN_SWEEP, "{} hosts kept", hosts.len());
+        // The busy host kept its semaphore: its one slot is still taken.
+        let again = hosts.state("busy:80");
+        assert!(
+            again.permits.as_ref().unwrap().available_permits() == 0,
+            "a swept host got a fresh semaphore while a fetch held its slot"
+        );
+        drop(permit);
+        assert!(Arc::ptr_eq(&held, &hosts.state("held:80")));
+    }
 
     #[test]
     fn utf8_split_across_chunks_is_valid() {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -26,6 +26,8 @@ pub(crate) struct Seen {
     per_port: Mutex<HashMap<u16, (usize, usize)>>,
     /// Requests per path.
     hits: Mutex<HashMap<String, usize>>,
+    /// Per listening port: when each request arrived, in order.
+    arrivals: Mutex<HashMap<u16, Vec<Instant>>>,
     /// The last request to /echo: method, headers, body.
     echo: Mutex<Option<(String, HeaderMap, String)>>,
 }
@@ -37,6 +39,15 @@ impl Seen {
 
     pub(crate) fn peak_on(&self, port: u16) -> usize {
         self.per_port.lock().unwrap().get(&port).map_or(0, |p| p.1)
+    }
+
+    pub(crate) fn arrivals_on(&self, port: u16) -> Vec<Instant> {
+        self.arrivals
+            .lock()
+            .unwrap()
+            .get(&port)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub(crate) fn hits(&self, path: &str) -> usize {
@@ -79,6 +90,13 @@ impl Drop for InFlight {
 }
 
 async fn track(State(ctx): State<Ctx>, request: Request, next: Next) -> Response {
+    ctx.seen
+        .arrivals
+        .lock()
+        .unwrap()
+        .entry(ctx.port)
+        .or_default()
+        .push(Instant::now());
     let _in_flight = InFlight::enter(&ctx);
     *ctx.seen
         .hits
