@@ -5,6 +5,8 @@
 #   - GET /is_prime/112272535095293?algorithm=trial (the seed's algorithm);
 #   - the same with miller-rabin (troika only: the Flask app has only trial
 #     division and ignores the parameter, so its row is the trial figure).
+# troika runs with its default process pool; a second troika with
+# --pool threads gives the is_prime rows for the thread pool too.
 #
 #   benchmarks/serve_side_by_side.sh [SECONDS]   (per wrk run, default 10)
 #
@@ -16,7 +18,7 @@ secs=${1:-10}
 peers=${PEERS:-../shared/peers}
 troika_port=${TROIKA_PORT:-18080}
 flask_port=${FLASK_PORT:-18090}
-pool=${POOL:-threads}
+threads_port=${THREADS_PORT:-18081}
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
 python3 -c 'import flask' 2>/dev/null || { echo "Flask not found: pip install flask" >&2; exit 1; }
 
@@ -32,7 +34,7 @@ cleanup() {
   wait 2>/dev/null || true
   rm -rf "$work"
 }
-for port in "$troika_port" "$flask_port"; do
+for port in "$troika_port" "$threads_port" "$flask_port"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is taken: set TROIKA_PORT / FLASK_PORT" >&2; exit 1
   fi
@@ -41,8 +43,11 @@ trap cleanup EXIT
 
 # troika with its defaults (delays 0.1/0.2/0.3 s, demo file/db/api), logs to a file.
 printf '[server]\ndata_dir = "%s"\n' "$work" > "$work/serve.toml"
-setsid ./target/release/troika serve --port "$troika_port" --pool "$pool" --config "$work/serve.toml" \
+setsid ./target/release/troika serve --port "$troika_port" --config "$work/serve.toml" \
   > "$work/troika.out" 2> "$work/troika.log" &
+pids+=($!)
+setsid ./target/release/troika serve --port "$threads_port" --pool threads --config "$work/serve.toml" \
+  > "$work/troika-threads.out" 2> "$work/troika-threads.log" &
 pids+=($!)
 setsid python3 "$peers/seed_flask_app.py" "$flask_port" > "$work/flask.log" 2>&1 &
 pids+=($!)
@@ -55,6 +60,7 @@ wait_port() {
   echo "nothing listening on port $1" >&2; exit 1
 }
 wait_port "$troika_port"
+wait_port "$threads_port"
 wait_port "$flask_port"
 
 # One wrk run, summarised: p50, p99, requests/s, errors (socket errors + non-2xx).
@@ -72,8 +78,9 @@ run() {
 }
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== troika serve --pool $pool (release) vs seed_flask_app.py ($(python3 --version)), wrk ${secs}s per row"
+echo "== troika serve (release; process pool unless marked threads) vs seed_flask_app.py ($(python3 --version)), wrk ${secs}s per row"
 t=http://127.0.0.1:$troika_port
+tt=http://127.0.0.1:$threads_port
 f=http://127.0.0.1:$flask_port
 run "troika  GET /"                                    1000 "$t/"
 run "flask   GET /"                                      50 "$f/"
@@ -85,9 +92,13 @@ start=$(date +%s.%N)
 end=$(date +%s.%N)
 echo "   (ceiling now: troika primes, 200 x is_prime(112272535095293) trial on threads: $(echo "scale=1; 200 / ($end - $start)" | bc) checks/s, no HTTP)"
 run "troika  GET /is_prime/<seed>?algorithm=trial"       50 "$t/is_prime/112272535095293?algorithm=trial"
-run "flask   GET /is_prime/<seed> (trial)"               50 "$f/is_prime/112272535095293"
 run "troika  GET /is_prime/<seed>?algorithm=miller-rabin" 50 "$t/is_prime/112272535095293?algorithm=miller-rabin"
-# Last: Flask keeps serving a 1000-connection backlog long after wrk stops.
+run "troika threads /is_prime/<seed>?algorithm=trial"    50 "$tt/is_prime/112272535095293?algorithm=trial"
+run "troika threads /is_prime/<seed>?algorithm=m-r"      50 "$tt/is_prime/112272535095293?algorithm=miller-rabin"
+# Last: Flask keeps working through a backlog long after wrk stops (the
+# trial checks on its process pool, the 1000-connection queue), which would
+# take the cores from whatever ran next.
+run "flask   GET /is_prime/<seed> (trial)"               50 "$f/is_prime/112272535095293"
 run "flask   GET /"                                    1000 "$f/"
 
 # RSS over mixed valid and invalid load (issue: flat within 10 % over 60 s).

@@ -396,6 +396,47 @@ fn timeout_kills_and_replaces_the_worker() {
 }
 
 #[test]
+fn with_a_timeout_each_call_of_a_batch_has_its_own_clock() {
+    // Quick calls are sent to a worker in batches, also under a task timeout.
+    // A call's clock starts when the call before it replies: two 200 ms calls
+    // sent together under a 300 ms timeout both succeed, and a call that
+    // hangs fails alone, while the calls queued behind it run on the new
+    // worker. The first call of each round goes out alone; the rest are
+    // queued within microseconds, long before it replies, so they travel as
+    // one batch (the outcome asserted holds whether or not they do).
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .task_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    for _ in 0..100 {
+        pool.submit(worker_pid, ()).result().unwrap(); // quick calls: batches grow
+    }
+    for _ in 0..2 {
+        let first = pool.submit(worker_pid, ());
+        let slow: Vec<_> = (0..2).map(|_| pool.submit(sleep_ms, 200)).collect();
+        let after = pool.submit(worker_pid, ());
+        first.result().unwrap();
+        for handle in slow {
+            assert_eq!(handle.result().unwrap(), 200, "charged for its predecessor");
+        }
+        after.result().unwrap();
+
+        let pid = pool.submit(worker_pid, ()).result().unwrap();
+        let before: Vec<_> = (0..3).map(|_| pool.submit(worker_pid, ())).collect();
+        let hung = pool.submit(sleep_ms, 60_000);
+        let behind: Vec<_> = (0..3).map(|_| pool.submit(worker_pid, ())).collect();
+        for handle in before {
+            assert_eq!(handle.result().unwrap(), pid);
+        }
+        assert!(hung.result().unwrap_err().is_timeout());
+        for handle in behind {
+            assert_ne!(handle.result().unwrap(), pid, "ran on the replacement");
+        }
+    }
+}
+
+#[test]
 fn cancel_of_a_running_task_kills_its_worker() {
     let pool = one_worker();
     let pid = pool.submit(worker_pid, ()).result().unwrap();

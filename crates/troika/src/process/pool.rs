@@ -185,6 +185,7 @@ impl ProcessPoolBuilder {
                 threads: Vec::new(),
                 // Assume slow tasks until some were measured: no batching yet.
                 avg_run_us: 1000.0,
+                watchdog_idle: false,
                 startup_failures: 0,
                 exited: 0,
             }),
@@ -336,6 +337,10 @@ struct State {
     startup_failures: usize,
     /// Slot threads that have ended (the watchdog ends after the last).
     exited: usize,
+    /// The watchdog waits with no deadline: no task is running, so a task
+    /// that starts must wake it. (A task that starts while another runs has
+    /// a later deadline than the one the watchdog already waits for.)
+    watchdog_idle: bool,
 }
 
 struct Shared {
@@ -393,11 +398,9 @@ impl Batch {
 
 impl Shared {
     fn batch_target(&self, state: &State) -> usize {
-        if self.timeout.is_some() {
-            // A task's clock starts when its predecessor's reply arrives;
-            // one call at a time keeps that exact.
-            return 1;
-        }
+        // Under a task timeout, batching is exact enough: a task's clock
+        // starts when its predecessor's reply arrives, which is when the
+        // worker starts it, give or take the parent's read.
         let target = BATCH_WORK_US / (state.avg_run_us + 1.0);
         (target as usize).clamp(1, BATCH_MAX)
     }
@@ -450,10 +453,16 @@ impl Shared {
         if self.capacity.is_some() {
             self.space.notify_all();
         }
-        if self.timeout.is_some() {
+        self.wake_idle_watchdog(state);
+        Some(Batch { writer, frames })
+    }
+
+    /// Tell a watchdog that waits with no deadline that a task started.
+    fn wake_idle_watchdog(&self, state: &mut State) {
+        if self.timeout.is_some() && state.watchdog_idle {
+            state.watchdog_idle = false;
             self.watch.notify_one();
         }
-        Some(Batch { writer, frames })
     }
 
     /// A batch for any idle worker.
@@ -686,12 +695,11 @@ impl Shared {
                         slot.running_since = Some(Instant::now());
                         let idle = slot.in_flight.is_empty();
                         state.avg_run_us = 0.9 * state.avg_run_us + 0.1 * f64::from(header.aux);
+                        // The next call in flight starts now: its deadline
+                        // is later than the one the watchdog waits for.
                         let batch = if idle {
                             self.after_idle(&mut state, index)
                         } else {
-                            if self.timeout.is_some() {
-                                self.watch.notify_one();
-                            }
                             None
                         };
                         (job, batch)
@@ -860,7 +868,11 @@ impl Shared {
                 Some(deadline) => {
                     self.watch.wait_until(&mut state, deadline);
                 }
-                None => self.watch.wait(&mut state),
+                None => {
+                    state.watchdog_idle = true;
+                    self.watch.wait(&mut state);
+                    state.watchdog_idle = false;
+                }
             }
         }
     }
