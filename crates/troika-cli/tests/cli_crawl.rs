@@ -57,6 +57,17 @@ fn pages(servers: &Servers, n: usize, delay_ms: u64) -> Vec<String> {
         .collect()
 }
 
+/// Input lines for pages 0..n on each of two servers, alternating.
+fn on_both_hosts(servers: &Servers, n: usize, query: &str) -> String {
+    let mut urls = Vec::new();
+    for i in 0..n {
+        for host in 0..2 {
+            urls.push(servers.url_on(host, &format!("/page/{i}{query}")));
+        }
+    }
+    urls.join("\n")
+}
+
 #[test]
 fn every_url_gets_exactly_one_line_with_every_field() {
     let servers = Servers::start(1);
@@ -138,12 +149,7 @@ fn the_concurrency_limit_holds_in_both_modes() {
 #[test]
 fn the_per_host_limit_holds() {
     let servers = Servers::start(2);
-    let mut urls = Vec::new();
-    for i in 0..20 {
-        urls.push(servers.url_on(0, &format!("/page/{i}?delay_ms=20")));
-        urls.push(servers.url_on(1, &format!("/page/{i}?delay_ms=20")));
-    }
-    let input = urls.join("\n");
+    let input = on_both_hosts(&servers, 20, "?delay_ms=20");
     let out = crawl(
         &["--concurrency", "10", "--per-host", "2"],
         Some(input.as_bytes()),
@@ -378,12 +384,7 @@ fn rate_per_host_spaces_the_requests_to_each_host() {
     // 20 requests/s per host: each host's requests 50 ms apart.
     let servers = Servers::start(2);
     let n = 6;
-    let mut urls = Vec::new();
-    for i in 0..n {
-        urls.push(servers.url_on(0, &format!("/page/{i}")));
-        urls.push(servers.url_on(1, &format!("/page/{i}")));
-    }
-    let input = urls.join("\n");
+    let input = on_both_hosts(&servers, n, "");
     let out = crawl(
         &["--rate-per-host", "20", "--concurrency", "10"],
         Some(input.as_bytes()),

@@ -6,10 +6,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use troika::{ErrorKind, Executor, SubmitErrorReason, ThreadPool};
+use troika::{ErrorKind, Executor, Handle, SubmitErrorReason, ThreadPool};
 
 /// A failure path only: tests wait on events, and this bounds a broken wait.
 const GENEROUS: Duration = Duration::from_secs(30);
+
+/// Occupy a pool's worker with a task that returns once `release` sends
+/// (true) or after GENEROUS (false); returns when the task has started.
+fn occupy(pool: &ThreadPool) -> (Handle<bool>, mpsc::Sender<()>) {
+    let (started_tx, started) = mpsc::channel();
+    let (release, gate) = mpsc::channel::<()>();
+    let busy = pool.submit(move || {
+        started_tx.send(()).unwrap();
+        gate.recv_timeout(GENEROUS).is_ok()
+    });
+    started.recv_timeout(GENEROUS).unwrap();
+    (busy, release)
+}
 
 #[test]
 fn submit_returns_the_value() {
@@ -67,13 +80,7 @@ fn result_timeout_hands_the_handle_back() {
 #[test]
 fn cancel_removes_a_pending_task_but_not_a_running_or_finished_one() {
     let pool = ThreadPool::new(1).unwrap();
-    let (started_tx, started) = mpsc::channel();
-    let (release, gate) = mpsc::channel::<()>();
-    let running = pool.submit(move || {
-        started_tx.send(()).unwrap();
-        gate.recv_timeout(GENEROUS).is_ok()
-    });
-    started.recv_timeout(GENEROUS).unwrap();
+    let (running, release) = occupy(&pool);
     let ran = Arc::new(AtomicUsize::new(0));
     let ran2 = Arc::clone(&ran);
     let pending = pool.submit(move || ran2.fetch_add(1, Ordering::SeqCst));
@@ -100,13 +107,7 @@ fn a_tasks_captures_are_dropped_once_it_ran_or_was_cancelled_while_handles_live(
     // captures must still go as soon as the task ran, was cancelled in the
     // queue, or was cancelled by shutdown, not when the handle is dropped.
     let pool = ThreadPool::new(1).unwrap();
-    let (started_tx, started) = mpsc::channel();
-    let (release, gate) = mpsc::channel::<()>();
-    let blocker = pool.submit(move || {
-        started_tx.send(()).unwrap();
-        gate.recv_timeout(GENEROUS).is_ok()
-    });
-    started.recv_timeout(GENEROUS).unwrap();
+    let (blocker, release) = occupy(&pool);
     let captured = Arc::new(());
     let ran = {
         let c = Arc::clone(&captured);
@@ -124,13 +125,7 @@ fn a_tasks_captures_are_dropped_once_it_ran_or_was_cancelled_while_handles_live(
     assert_eq!(Arc::strong_count(&captured), 1);
     assert!(cancelled.is_done());
 
-    let (started_tx, started) = mpsc::channel();
-    let (release, gate) = mpsc::channel::<()>();
-    let blocker = pool.submit(move || {
-        started_tx.send(()).unwrap();
-        gate.recv_timeout(GENEROUS).is_ok()
-    });
-    started.recv_timeout(GENEROUS).unwrap();
+    let (blocker, release) = occupy(&pool);
     let queued = {
         let c = Arc::clone(&captured);
         pool.submit(move || drop(c))
@@ -185,13 +180,7 @@ fn submit_after_shutdown_fails_with_shut_down() {
 fn shutdown_without_cancel_runs_queued_tasks_and_with_cancel_cancels_them() {
     for cancel_pending in [false, true] {
         let pool = ThreadPool::new(1).unwrap();
-        let (release, gate) = mpsc::channel::<()>();
-        let (started_tx, started) = mpsc::channel();
-        let first = pool.submit(move || {
-            started_tx.send(()).unwrap();
-            gate.recv_timeout(GENEROUS).is_ok()
-        });
-        started.recv_timeout(GENEROUS).unwrap();
+        let (first, release) = occupy(&pool);
         let queued: Vec<_> = (0..5).map(|i| pool.submit(move || i)).collect();
         pool.shutdown(false, cancel_pending);
         release.send(()).unwrap();
@@ -231,13 +220,7 @@ fn bounded_queue_refuses_with_full() {
         .queue_capacity(1)
         .build()
         .unwrap();
-    let (started_tx, started) = mpsc::channel();
-    let (release, gate) = mpsc::channel::<()>();
-    let busy = pool.submit(move || {
-        started_tx.send(()).unwrap();
-        gate.recv_timeout(GENEROUS).is_ok()
-    });
-    started.recv_timeout(GENEROUS).unwrap();
+    let (busy, release) = occupy(&pool);
     let queued = pool.try_submit(|| 1).unwrap();
     let refused = pool.try_submit(|| 2).unwrap_err();
     assert_eq!(refused.reason, SubmitErrorReason::Full);
