@@ -177,10 +177,19 @@ impl<T, J: ?Sized> Inner<T, J> {
                 Err(actual) => phase = actual,
             }
         }
-        let mut state = self.state.lock();
+        self.lend_then_publish(self.state.lock(), outcome);
+        true
+    }
+
+    /// Lend the decided outcome to every callback, including any added
+    /// meanwhile, without holding the lock; then publish it.
+    fn lend_then_publish<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State<T>>,
+        outcome: Result<T, TaskError>,
+    ) {
         state.lent = true;
         state.kill = None;
-        // Lend the outcome to every callback, including any added meanwhile.
         loop {
             let callbacks = std::mem::take(&mut state.callbacks);
             if callbacks.is_empty() {
@@ -191,7 +200,6 @@ impl<T, J: ?Sized> Inner<T, J> {
             state = self.state.lock();
         }
         self.publish(state, outcome);
-        true
     }
 
     /// Store the outcome and wake every waiter.
@@ -369,22 +377,9 @@ impl<T> Handle<T> {
 
     /// Publish an outcome after the phase was already moved to `DONE` by CAS.
     fn finish_forced(&self, err: TaskError) {
-        // Re-enter the normal path with the phase reset by one step: `decide`
-        // expects a phase below DONE, so publish directly instead.
-        let mut state = self.inner.state.lock();
-        state.lent = true;
-        state.kill = None;
-        let outcome = Err(err);
-        loop {
-            let callbacks = std::mem::take(&mut state.callbacks);
-            if callbacks.is_empty() {
-                break;
-            }
-            drop(state);
-            run_callbacks(callbacks, &outcome);
-            state = self.inner.state.lock();
-        }
-        self.inner.publish(state, outcome);
+        // `decide` expects a phase below DONE, so lend and publish directly.
+        self.inner
+            .lend_then_publish(self.inner.state.lock(), Err(err));
     }
 
     /// Run `callback` once the task is done, with a reference to its value or error.
@@ -409,17 +404,8 @@ impl<T> Handle<T> {
         self.inner.ready.store(false, Ordering::Release);
         drop(state);
         run_callbacks(vec![Box::new(callback)], &outcome);
-        let mut state = self.inner.state.lock();
-        loop {
-            let callbacks = std::mem::take(&mut state.callbacks);
-            if callbacks.is_empty() {
-                break;
-            }
-            drop(state);
-            run_callbacks(callbacks, &outcome);
-            state = self.inner.state.lock();
-        }
-        self.inner.publish(state, outcome);
+        self.inner
+            .lend_then_publish(self.inner.state.lock(), outcome);
     }
 
     /// A token that reports whether cancellation of this task was requested.
