@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use super::spawn::{guarded, join_error};
 use crate::futures::{
     ConfigError, ErrorKind, Executor, Handle, Promise, SubmitError, SubmitErrorReason, Task,
-    TaskError, pair,
+    TaskError, checks, pair,
 };
 
 /// How many tasks [`Executor::parallelism`] reports for an executor without a
@@ -131,17 +131,8 @@ impl AsyncExecutorBuilder {
                 "the concurrency limit must be at least 1".into(),
             ));
         }
-        if self.workers == Some(0) {
-            return Err(ConfigError("a runtime needs at least one worker".into()));
-        }
-        if self.timeout == Some(Duration::ZERO) {
-            return Err(ConfigError(
-                "the task timeout must be longer than zero".into(),
-            ));
-        }
-        let workers = self
-            .workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let workers = checks::workers(self.workers)?;
+        let timeout = checks::timeout(self.timeout)?;
         let (runtime, handle, workers) = match self.runtime {
             Some(handle) => {
                 let workers = handle.metrics().num_workers();
@@ -165,7 +156,7 @@ impl AsyncExecutorBuilder {
                 handle,
                 limit: self.limit.map(|n| Arc::new(Semaphore::new(n))),
                 limit_size: self.limit,
-                timeout: self.timeout,
+                timeout,
                 closed: AtomicBool::new(false),
                 in_flight: Mutex::new(0),
                 idle: Condvar::new(),

@@ -243,3 +243,37 @@ impl<T> fmt::Debug for SubmitError<T> {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub(crate) String);
+
+/// The checks every executor builder shares.
+pub(crate) mod checks {
+    use std::time::Duration;
+
+    use super::ConfigError;
+
+    /// The worker count asked for, or the available parallelism; zero is an error.
+    pub(crate) fn workers(requested: Option<usize>) -> Result<usize, ConfigError> {
+        match requested {
+            Some(0) => Err(ConfigError("a pool needs at least one worker".into())),
+            Some(n) => Ok(n),
+            None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        }
+    }
+
+    /// A per-task timeout, if any, must be longer than zero.
+    pub(crate) fn timeout(timeout: Option<Duration>) -> Result<Option<Duration>, ConfigError> {
+        match timeout {
+            Some(Duration::ZERO) => Err(ConfigError(
+                "the task timeout must be longer than zero".into(),
+            )),
+            other => Ok(other),
+        }
+    }
+
+    /// A queue bound, if any, must hold at least one task.
+    pub(crate) fn queue_capacity(capacity: Option<usize>) -> Result<Option<usize>, ConfigError> {
+        match capacity {
+            Some(0) => Err(ConfigError("the queue capacity must be at least 1".into())),
+            other => Ok(other),
+        }
+    }
+}

@@ -16,10 +16,10 @@ mod executor;
 mod handle;
 
 pub use cancel::CancelToken;
-pub(crate) use error::panic_message;
 pub use error::{
     ConfigError, ErrorKind, Exit, SubmitError, SubmitErrorReason, TaskError, signal_name,
 };
+pub(crate) use error::{checks, panic_message};
 pub use executor::{
     AsCompleted, Executor, Map, MapUnordered, Task, WaitMode, WaitOutcome, as_completed,
     default_window, wait,

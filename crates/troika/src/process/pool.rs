@@ -15,7 +15,7 @@ use super::spawn::{self, ChildProc, SpawnConfig};
 use super::task::{self, Call, Chunk, ChunkOutcome, Job, One};
 use super::wire::{self, FrameReader};
 use crate::futures::{
-    ConfigError, ErrorKind, Exit, Handle, SubmitError, SubmitErrorReason, TaskError, pair,
+    ConfigError, ErrorKind, Exit, Handle, SubmitError, SubmitErrorReason, TaskError, checks, pair,
 };
 
 /// How long the parent's reader keeps polling a worker's pipe before it blocks.
@@ -143,19 +143,9 @@ impl ProcessPoolBuilder {
     /// Start the workers. Returns once every worker process has been started;
     /// tasks submitted before a worker is ready wait in the queue.
     pub fn build(self) -> Result<ProcessPool, ConfigError> {
-        let workers = match self.workers {
-            Some(0) => return Err(ConfigError("a pool needs at least one worker".into())),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
-        if self.timeout == Some(Duration::ZERO) {
-            return Err(ConfigError(
-                "the task timeout must be longer than zero".into(),
-            ));
-        }
-        if self.queue_capacity == Some(0) {
-            return Err(ConfigError("the queue capacity must be at least 1".into()));
-        }
+        let workers = checks::workers(self.workers)?;
+        let timeout = checks::timeout(self.timeout)?;
+        let capacity = checks::queue_capacity(self.queue_capacity)?;
         let initializer = match self.initializer {
             Some(Ok(frame)) => Some(frame),
             Some(Err(e)) => return Err(ConfigError(format!("invalid initializer: {e}"))),
@@ -169,8 +159,8 @@ impl ProcessPoolBuilder {
         let shared = Arc::new(Shared {
             name: self.name,
             workers,
-            timeout: self.timeout,
-            capacity: self.queue_capacity,
+            timeout,
+            capacity,
             max_tasks: self.max_tasks,
             max_rss: self.max_rss,
             spawn: SpawnConfig {

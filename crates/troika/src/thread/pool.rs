@@ -13,6 +13,7 @@ use parking_lot::{Mutex, RwLock};
 use super::watchdog::Watchdog;
 use crate::futures::{
     ConfigError, Executor, Handle, Inner, Promise, SubmitError, SubmitErrorReason, TaskError,
+    checks,
 };
 
 /// How long an idle worker spins on the queue before it parks. Bounded, so an
@@ -195,18 +196,9 @@ impl ThreadPoolBuilder {
 
     /// Start the pool's threads.
     pub fn build(self) -> Result<ThreadPool, ConfigError> {
-        let workers = match self.workers {
-            Some(0) => return Err(ConfigError("a pool needs at least one worker".into())),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
-        if self.timeout == Some(Duration::ZERO) {
-            return Err(ConfigError(
-                "the task timeout must be longer than zero".into(),
-            ));
-        }
-        let (sender, receiver) = match self.queue_capacity {
-            Some(0) => return Err(ConfigError("the queue capacity must be at least 1".into())),
+        let workers = checks::workers(self.workers)?;
+        let timeout = checks::timeout(self.timeout)?;
+        let (sender, receiver) = match checks::queue_capacity(self.queue_capacity)? {
             Some(cap) => crossbeam_channel::bounded(cap),
             None => crossbeam_channel::unbounded(),
         };
@@ -217,7 +209,7 @@ impl ThreadPoolBuilder {
             workers,
             name: self.name,
             initializer: self.initializer,
-            timeout: self.timeout,
+            timeout,
             stack_size: self.stack_size,
             threads: Mutex::new(Vec::new()),
             spawned: AtomicUsize::new(0),
