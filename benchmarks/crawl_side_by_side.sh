@@ -73,6 +73,12 @@ for conc in "${levels[@]}"; do
   for i in $(seq 0 $((n - 1))); do echo "$SERVER/page/$i?delay_ms=100"; done >"$urls"
   echo
   echo "-- concurrency $conc, $n pages (limit $limit pages/s)"
+  # Warm the server up with as many connections first: wrk, which runs
+  # last, meets a server that has already served them all, so the crawlers
+  # should too (a fresh nginx worker is slower to accept its first 1,000).
+  if command -v wrk >/dev/null; then
+    wrk -c "$conc" -t 2 -d 1s "$SERVER/page/0?delay_ms=100" >/dev/null 2>&1 || true
+  fi
   for mode in async threads; do
     summary=$(/usr/bin/time -f "peak RSS %M KB" "$troika" crawl --mode "$mode" --concurrency "$conc" --input "$urls" 2>&1 >/dev/null | tail -2 | tr '\n' ' ')
     echo "troika crawl --mode $mode: $summary"
