@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::FutureExt;
+use futures::future::Either;
 use tokio::task::JoinHandle;
 
 use crate::futures::{ErrorKind, TaskError, panic_message};
@@ -55,24 +56,31 @@ pub async fn timeout<F: Future>(limit: Duration, future: F) -> Result<F::Output,
 }
 
 /// Run `future` with an optional time limit, catching a panic as a value.
-pub(crate) async fn guarded<F: Future>(
+///
+/// Built from combinators rather than as an `async fn`: an `async fn` that
+/// takes a future by value and awaits it in one of two branches keeps room
+/// for the future in its arguments and in each branch, which made a
+/// thousand spawned fetches of `troika crawl` take 3.75 MB instead of about
+/// one.
+pub(crate) fn guarded<F: Future>(
     future: F,
     limit: Option<Duration>,
-) -> Result<F::Output, TaskError> {
-    let caught = AssertUnwindSafe(async move {
+) -> impl Future<Output = Result<F::Output, TaskError>> {
+    let bounded =
         match limit {
-            Some(limit) => timeout(limit, future).await,
-            None => Ok(future.await),
-        }
-    })
-    .catch_unwind()
-    .await;
-    match caught {
-        Ok(outcome) => outcome,
-        Err(payload) => Err(TaskError::new(ErrorKind::Panicked(panic_message(
-            &*payload,
-        )))),
-    }
+            Some(limit) => Either::Left(tokio::time::timeout(limit, future).map(move |outcome| {
+                outcome.map_err(|_| TaskError::new(ErrorKind::TimedOut(limit)))
+            })),
+            None => Either::Right(future.map(Ok)),
+        };
+    AssertUnwindSafe(bounded)
+        .catch_unwind()
+        .map(|caught| match caught {
+            Ok(outcome) => outcome,
+            Err(payload) => Err(TaskError::new(ErrorKind::Panicked(panic_message(
+                &*payload,
+            )))),
+        })
 }
 
 /// A task spawned on the current runtime whose outcome is a
