@@ -16,8 +16,8 @@ use clap::{Parser, Subcommand};
 
 /// The whole command allocates through mimalloc: a task submitted on one
 /// thread is freed on another, and glibc's malloc serialises such frees on
-/// the arena lock (the overhead workload ran at 1.5 M tasks/s with it; see
-/// the README for the measured difference).
+/// the arena lock (the overhead workload ran at 1.4–1.6 M tasks/s with it;
+/// see the README for the measured difference).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -30,7 +30,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Have mimalloc give freed pages back to the system after 1 ms instead of
 /// a second. A crawl at concurrency 1000 frees and reallocates its per-request
 /// memory on both runtime threads all the time; with the default delay its
-/// peak RSS was 3–5 MB higher (49–51 MB against 45–46 MB, same throughput).
+/// peak RSS was 2–4 MB higher (48.8–51.1 MB against 46.0–47.2 MB in
+/// alternating runs, at the same pages/s).
 pub(crate) fn return_freed_memory_promptly() {
     // SAFETY: `mi_option_set` stores an integer that mimalloc reads whenever
     // it decides to purge; setting it at any time, from any thread, is
