@@ -1,10 +1,10 @@
 //! `troika crawl` end to end, against a real HTTP server on 127.0.0.1.
 
+mod common;
 mod support;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -12,23 +12,10 @@ use support::{Servers, closed_port};
 
 /// Run `troika crawl` with `args`, feeding `stdin` (if any).
 fn crawl(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_troika"))
-        .arg("crawl")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the troika binary runs");
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(input).unwrap();
-    }
-    child.wait_with_output().unwrap()
+    let args: Vec<&str> = std::iter::once("crawl")
+        .chain(args.iter().copied())
+        .collect();
+    common::run_troika(&args, stdin)
 }
 
 fn lines(out: &Output) -> Vec<Value> {

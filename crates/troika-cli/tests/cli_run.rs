@@ -1,7 +1,8 @@
 //! `troika run` end to end: ordering, big outputs, timeouts that kill whole
 //! process groups, retries, halting, the job log, resuming, bad input, Ctrl-C.
 
-use std::io::Write;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -9,15 +10,7 @@ use std::time::{Duration, Instant};
 const GENEROUS: Duration = Duration::from_secs(30);
 
 fn troika_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_troika"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the troika binary runs");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    common::run_troika(args, Some(stdin))
 }
 
 fn troika(args: &[&str]) -> Output {
