@@ -341,6 +341,71 @@ fn method_headers_body_and_user_agent_are_sent() {
 }
 
 #[test]
+fn redirects_change_the_method_as_browsers_do() {
+    let servers = Servers::start(1);
+    let via = |status: u16| format!("{}?status={status}&to=/echo", servers.url("/redirect"));
+    let post = [
+        "--data",
+        "x=1",
+        "-H",
+        "Content-Type: application/x-www-form-urlencoded",
+    ];
+
+    // 303 (and 301, 302): the request goes on as a GET without its body.
+    let out = crawl(&[&post[..], &[&via(303)]].concat(), None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (method, headers, body) = servers.seen.echo().expect("the redirect was followed");
+    assert_eq!((method.as_str(), body.as_str()), ("GET", ""));
+    assert!(!headers.contains_key("content-type"), "{headers:?}");
+    assert!(
+        lines(&out)[0]["final_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/echo")
+    );
+
+    // 307 and 308: the same request again, body included.
+    for status in [307, 308] {
+        let out = crawl(&[&post[..], &[&via(status)]].concat(), None);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let (method, headers, body) = servers.seen.echo().unwrap();
+        assert_eq!(
+            (method.as_str(), body.as_str()),
+            ("POST", "x=1"),
+            "{status}"
+        );
+        assert_eq!(headers["content-type"], "application/x-www-form-urlencoded");
+    }
+}
+
+#[test]
+fn credentials_go_to_their_host_only() {
+    let servers = Servers::start(2);
+    let with_user = |url: String| url.replacen("http://", "http://ann:p%40ss@", 1);
+    let cookie = ["-H", "Cookie: session=1"];
+
+    // Credentials in the URL become Basic auth; a same-host redirect keeps them.
+    let same = format!("{}?to=/echo", servers.url_on(0, "/redirect"));
+    let out = crawl(&[&cookie[..], &[&with_user(same)]].concat(), None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (_, headers, _) = servers.seen.echo().unwrap();
+    assert_eq!(headers["authorization"], "Basic YW5uOnBAc3M="); // ann:p@ss
+    assert_eq!(headers["cookie"], "session=1");
+
+    // A redirect to another host:port drops them, and the cookie.
+    let other = format!(
+        "{}?to={}",
+        servers.url_on(0, "/redirect"),
+        servers.url_on(1, "/echo")
+    );
+    let out = crawl(&[&cookie[..], &[&with_user(other)]].concat(), None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (_, headers, _) = servers.seen.echo().unwrap();
+    assert!(!headers.contains_key("authorization"), "{headers:?}");
+    assert!(!headers.contains_key("cookie"), "{headers:?}");
+}
+
+#[test]
 fn input_and_output_files() {
     let servers = Servers::start(1);
     let dir = std::env::temp_dir().join(format!("troika-crawl-{}", std::process::id()));

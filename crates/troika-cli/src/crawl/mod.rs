@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use futures::{FutureExt, StreamExt};
+use hyper::Method;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use indicatif::ProgressBar;
-use reqwest::Method;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::mpsc;
 
 use fetch::{FetchOptions, Fetcher};
@@ -186,7 +186,6 @@ impl CrawlArgs {
 pub(crate) fn run(args: &CrawlArgs) -> anyhow::Result<ExitCode> {
     let options = args.fetch_options()?;
     crate::return_freed_memory_promptly();
-    let concurrency = options.concurrency;
     let fetcher = Arc::new(Fetcher::new(options).context("could not build the HTTP client")?);
     let (source, known_len): (Box<dyn Read + Send>, Option<u64>) = if !args.urls.is_empty() {
         let joined = args.urls.join("\n");
@@ -210,19 +209,17 @@ pub(crate) fn run(args: &CrawlArgs) -> anyhow::Result<ExitCode> {
     let show = !args.quiet && std::io::stderr().is_terminal();
     let sink = Sink::new(out, show, known_len);
 
-    let (tx, rx) = mpsc::channel::<Line>(1024);
+    let (tx, rx) = mpsc::channel::<Vec<Line>>(LINE_BATCHES);
     let reader = std::thread::Builder::new()
         .name("troika-crawl-input".into())
         .spawn(move || read_lines(source, &tx))
         .context("could not start the input thread")?;
 
     let started = Instant::now();
-    // Requests in flight are bounded by the fetcher's semaphore; the window
-    // lets some tasks wait for a host's slot without holding up other hosts.
-    let window = concurrency.saturating_add(64);
+    let window = fetcher.window();
     let mut sink = match args.mode {
         CrawlMode::Async => crawl_async(&fetcher, rx, window, args.keep_order, sink),
-        CrawlMode::Threads => crawl_threads(&fetcher, rx, concurrency, args.keep_order, sink),
+        CrawlMode::Threads => crawl_threads(&fetcher, rx, window, args.keep_order, sink),
     }?;
     let wall = started.elapsed();
     sink.finish()?;
@@ -241,24 +238,41 @@ pub(crate) fn run(args: &CrawlArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Send every non-blank line, trimmed, in input order.
-fn read_lines(source: Box<dyn Read + Send>, tx: &mpsc::Sender<Line>) -> std::io::Result<()> {
+/// Lines travel from the input thread in batches of at most this many, so
+/// a crawl does not wake that thread for every URL it takes.
+const LINE_BATCH: usize = 256;
+
+/// Batches the input channel holds.
+const LINE_BATCHES: usize = 4;
+
+/// Send every non-blank line, trimmed, in input order. A batch goes out when
+/// it is full or when the next line is not read yet (a pipe or terminal that
+/// has no more for now), so a slow producer's URLs are not held back.
+fn read_lines(source: Box<dyn Read + Send>, tx: &mpsc::Sender<Vec<Line>>) -> std::io::Result<()> {
     let mut reader = BufReader::new(source);
     let mut buf = Vec::new();
+    let mut batch = Vec::with_capacity(LINE_BATCH);
     loop {
         buf.clear();
-        if reader.read_until(b'\n', &mut buf)? == 0 {
+        let end = reader.read_until(b'\n', &mut buf)? == 0;
+        if !end {
+            let text = match std::str::from_utf8(&buf) {
+                Ok(s) => Ok(s.trim().to_owned()),
+                Err(_) => Err(String::from_utf8_lossy(&buf).trim().to_owned()),
+            };
+            if !text.as_ref().is_ok_and(String::is_empty) {
+                batch.push(text);
+            }
+        }
+        let send = end || batch.len() == LINE_BATCH || reader.buffer().is_empty();
+        if send && !batch.is_empty() {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(LINE_BATCH));
+            if tx.blocking_send(full).is_err() {
+                return Ok(()); // the crawl stopped early (say, stdout closed)
+            }
+        }
+        if end {
             return Ok(());
-        }
-        let text = match std::str::from_utf8(&buf) {
-            Ok(s) => Ok(s.trim().to_owned()),
-            Err(_) => Err(String::from_utf8_lossy(&buf).trim().to_owned()),
-        };
-        if text.as_ref().is_ok_and(String::is_empty) {
-            continue;
-        }
-        if tx.blocking_send(text).is_err() {
-            return Ok(()); // the crawl stopped early (say, stdout closed)
         }
     }
 }
@@ -294,7 +308,7 @@ fn lost(index: usize, err: &troika::TaskError) -> Record {
 
 fn crawl_async(
     fetcher: &Arc<Fetcher>,
-    rx: mpsc::Receiver<Line>,
+    rx: mpsc::Receiver<Vec<Line>>,
     window: usize,
     keep_order: bool,
     mut sink: Sink,
@@ -305,8 +319,11 @@ fn crawl_async(
         .build()
         .context("could not start the async runtime")?;
     let lines = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|line| (line, rx))
-    });
+        rx.recv()
+            .await
+            .map(|batch| (futures::stream::iter(batch), rx))
+    })
+    .flatten();
     let fetcher = Arc::clone(fetcher);
     let fetch = move |line| process(Arc::clone(&fetcher), line);
     // The writer runs as a task on the runtime too, so a finished fetch wakes
@@ -354,7 +371,7 @@ const BATCH: usize = 1024;
 
 fn crawl_threads(
     fetcher: &Arc<Fetcher>,
-    mut rx: mpsc::Receiver<Line>,
+    mut rx: mpsc::Receiver<Vec<Line>>,
     threads: usize,
     keep_order: bool,
     mut sink: Sink,
@@ -374,7 +391,7 @@ fn crawl_threads(
     let handle = runtime.handle().clone();
     let fetcher = Arc::clone(fetcher);
     let fetch = move |line: Line| handle.block_on(process(Arc::clone(&fetcher), line));
-    let lines = std::iter::from_fn(move || rx.blocking_recv());
+    let lines = std::iter::from_fn(move || rx.blocking_recv()).flatten();
     let result = (|| {
         if keep_order {
             for (index, outcome) in pool.map(fetch, lines).enumerate() {

@@ -123,6 +123,17 @@ fn redirect(to: &str) -> Response {
     (StatusCode::FOUND, [(header::LOCATION, to.to_owned())]).into_response()
 }
 
+/// `/redirect?status=303&to=URL`: a redirect of any kind to anywhere.
+async fn redirect_to(Query(q): Query<HashMap<String, String>>) -> Response {
+    let status = q
+        .get("status")
+        .and_then(|s| s.parse().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::FOUND);
+    let to = q.get("to").cloned().unwrap_or_default();
+    (status, [(header::LOCATION, to)]).into_response()
+}
+
 async fn status(Path(code): Path<u16>) -> Response {
     StatusCode::from_u16(code)
         .unwrap_or(StatusCode::IM_A_TEAPOT)
@@ -174,6 +185,7 @@ fn app(ctx: Ctx) -> Router {
             get(|| async { redirect("ftp://127.0.0.1/pub/file") }),
         )
         .route("/to-page", get(|| async { redirect("/page/7") }))
+        .route("/redirect", any(redirect_to))
         .route("/endless", get(endless))
         .route("/never", get(never))
         .route("/flaky/{key}", get(flaky))
