@@ -76,8 +76,11 @@ for conc in "${levels[@]}"; do
   # Warm the server up with as many connections first: wrk, which runs
   # last, meets a server that has already served them all, so the crawlers
   # should too (a fresh nginx worker is slower to accept its first 1,000).
+  # Then a second's rest: wrk leaves $conc requests behind in the server,
+  # which would still be sleeping and closing while the first crawler ran.
   if command -v wrk >/dev/null; then
     wrk -c "$conc" -t 2 -d 1s "$SERVER/page/0?delay_ms=100" >/dev/null 2>&1 || true
+    sleep 1
   fi
   for mode in async threads; do
     summary=$(/usr/bin/time -f "peak RSS %M KB" "$troika" crawl --mode "$mode" --concurrency "$conc" --input "$urls" 2>&1 >/dev/null | tail -2 | tr '\n' ' ')
