@@ -98,10 +98,10 @@
 //! --release -p troika --test ipc_roundtrip -- --ignored --nocapture`): a
 //! `Pipe<u64>` round trip parent → child → parent p50 ≈ 2.5 µs, a `Queue`
 //! pair ≈ 2.3 µs, against ≈ 19 µs for two plain OS pipes in the same run —
-//! when the two processes have a core each (2026-11-21; a day later the same
-//! code gave Queue ≈ 3 µs but Pipe ≈ 15 µs against ≈ 12 µs for OS pipes on
-//! that host, see the README). On a loaded machine the spin misses and a
-//! futex wake-up costs tens of microseconds, as for OS pipes.
+//! when the two processes have a core each (2026-11-21, and again 2026-11-22
+//! with Pipe 1.9–2.4 µs; for some hours in between the same code gave Pipe
+//! ≈ 15 µs on that host, see the README). On a loaded machine the spin
+//! misses and a futex wake-up costs tens of microseconds, as for OS pipes.
 //!
 //! # The manager
 //!
