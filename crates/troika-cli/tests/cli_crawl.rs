@@ -8,7 +8,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Servers, closed_port};
+use support::{Servers, closed_port, unanswered_port};
 
 /// Run `troika crawl` with `args`, feeding `stdin` (if any).
 fn crawl(args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -219,6 +219,17 @@ fn a_server_that_never_answers_times_out_and_is_retried() {
     // Each attempt reached the server unless the machine was too slow to
     // deliver it within the timeout; never more than the two attempts.
     assert!(servers.seen.hits("/never") <= 2);
+}
+
+#[test]
+fn a_connection_that_is_never_accepted_hits_the_connect_timeout() {
+    let (_queued, _listener, port) = unanswered_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let out = crawl(&["--connect-timeout", "0.2", "--timeout", "60", &url], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let record = &lines(&out)[0];
+    assert_eq!(record["error_kind"], "timeout", "{record}");
+    assert_eq!(record["error"], "connect timed out", "{record}");
 }
 
 #[test]

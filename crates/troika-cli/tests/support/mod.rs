@@ -272,3 +272,24 @@ pub(crate) fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
+
+/// A listener on 127.0.0.1 whose accept queue is full: connecting to it
+/// hangs (the kernel drops the SYN), as for a host that does not answer.
+/// Keep the returned sockets alive while the port is in use.
+pub(crate) fn unanswered_port() -> (Vec<std::net::TcpStream>, rustix::fd::OwnedFd, u16) {
+    use rustix::net::{AddressFamily, SocketType, ipproto};
+    let listener =
+        rustix::net::socket(AddressFamily::INET, SocketType::STREAM, Some(ipproto::TCP)).unwrap();
+    let any = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0);
+    rustix::net::bind(&listener, &any).unwrap();
+    rustix::net::listen(&listener, 0).unwrap();
+    let addr =
+        std::net::SocketAddr::try_from(rustix::net::getsockname(&listener).unwrap()).unwrap();
+    // Fill the queue (it holds backlog + 1) until a connect no longer completes.
+    let mut queued = Vec::new();
+    while let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+        queued.push(stream);
+        assert!(queued.len() < 64, "the accept queue never filled");
+    }
+    (queued, listener, addr.port())
+}
