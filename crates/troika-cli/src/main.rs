@@ -59,6 +59,9 @@ enum Command {
     /// `troika run [OPTIONS] -- COMMAND [ARGS…] [::: INPUT…]`.
     Run(run::RunArgs),
     /// Fetch many URLs at once under a concurrency limit: one JSON line per URL.
+    ///
+    /// HTTP/1.1 and https (rustls); redirects are followed up to --max-redirects.
+    /// Connections are made directly: proxy variables (HTTPS_PROXY, …) are not read.
     Crawl(crawl::CrawlArgs),
     /// Serve the seeds' Flask service over HTTP: /is_prime/<numbers> on a
     /// pool, / fanning out to a file, SQLite and an HTTP API, /healthz, /metrics.
