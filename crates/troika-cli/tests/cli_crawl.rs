@@ -196,6 +196,29 @@ fn an_endless_body_is_cut_off_at_max_bytes() {
 }
 
 #[test]
+fn bodies_are_streamed_not_buffered() {
+    // Two endless bodies read at once up to 100 MiB each: were a body held
+    // in memory the crawler's peak RSS would pass 100 MiB.
+    let servers = Servers::start(1);
+    let url = servers.url("/endless");
+    let other = format!("{url}?second");
+    let out = crawl(&["--max-bytes", "100M", &url, &other], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    for record in lines(&out) {
+        assert_eq!(record["error_kind"], "too_large", "{record}");
+        assert_eq!(record["bytes"], 100 << 20, "{record}");
+    }
+    let summary = stderr(&out);
+    let peak: f64 = summary
+        .split("peak RSS ")
+        .nth(1)
+        .and_then(|rest| rest.split(" MiB").next())
+        .and_then(|mib| mib.parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in the summary: {summary}"));
+    assert!(peak < 64.0, "peak RSS {peak} MiB while streaming 200 MiB");
+}
+
+#[test]
 fn a_server_that_never_answers_times_out_and_is_retried() {
     let servers = Servers::start(1);
     let url = servers.url("/never");

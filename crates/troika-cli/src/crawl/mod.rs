@@ -229,13 +229,34 @@ pub(crate) fn run(args: &CrawlArgs) -> anyhow::Result<ExitCode> {
         Err(_) => bail!("the input thread panicked"),
     }
     if !args.quiet {
-        eprintln!("troika crawl: {}", sink.summary.render(wall));
+        let mut summary = sink.summary.render(wall);
+        if let Some(peak) = peak_rss() {
+            summary.push_str(&format!(
+                "; peak RSS {:.1} MiB",
+                peak as f64 / f64::from(1 << 20)
+            ));
+        }
+        eprintln!("troika crawl: {summary}");
     }
     Ok(if sink.summary.error_count() == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// This process's peak resident set so far (`VmHWM`), in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// Lines travel from the input thread in batches of at most this many, so
