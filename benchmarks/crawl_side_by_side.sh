@@ -82,14 +82,24 @@ for conc in "${levels[@]}"; do
     wrk -c "$conc" -t 2 -d 1s "$SERVER/page/0?delay_ms=100" >/dev/null 2>&1 || true
     sleep 1
   fi
+  async_rate=
   for mode in async threads; do
-    summary=$(/usr/bin/time -f "peak RSS %M KB" "$troika" crawl --mode "$mode" --concurrency "$conc" --input "$urls" 2>&1 >/dev/null | tail -2 | tr '\n' ' ')
+    summary=$(/usr/bin/time -f "(time: peak RSS %M KB)" "$troika" crawl --mode "$mode" --concurrency "$conc" --input "$urls" 2>&1 >/dev/null | tail -2 | tr '\n' ' ')
     echo "troika crawl --mode $mode: $summary"
+    if [ "$mode" = async ]; then
+      async_rate=$(sed -n 's/.*(\([0-9.]*\) pages\/s).*/\1/p' <<<"$summary")
+    fi
   done
   python3 "$peers/seed_crawler.py" "$SERVER" "$n" "$conc" | sed 's/^/python /'
+  if [ -n "$async_rate" ]; then
+    echo "troika async: $(awk -v r="$async_rate" -v l="$limit" 'BEGIN {printf "%.1f", 100 * r / l}') % of the limit"
+  fi
   if command -v wrk >/dev/null; then
     rps=$(wrk -c "$conc" -t 2 -d 5s "$SERVER/page/0?delay_ms=100" | awk '/Requests\/sec/ {print $2}')
     echo "wrk -c $conc (the server's ceiling with $conc connections): $rps requests/s"
+    if [ -n "$async_rate" ] && [ -n "$rps" ]; then
+      echo "troika async: $(awk -v r="$async_rate" -v w="$rps" 'BEGIN {printf "%.1f", 100 * r / w}') % of wrk"
+    fi
   fi
   rm -f "$urls"
 done
