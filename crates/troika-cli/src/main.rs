@@ -21,24 +21,6 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay`: its place in mimalloc's `mi_option_t` (15 in both
-/// the v2 and v3 headers that libmimalloc-sys builds; the sys crate names
-/// its neighbours 14 and 16 but not it; its table of defaults in v3's
-/// `options.c` has it 16th). A test checks its default of 1,000 ms.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Have mimalloc give freed pages back to the system after 1 ms instead of
-/// a second. A crawl at concurrency 1000 frees and reallocates its per-request
-/// memory on both runtime threads all the time; with the default delay its
-/// peak RSS was 2–4 MB higher (48.8–51.1 MB against 46.0–47.2 MB in
-/// alternating runs, at the same pages/s).
-pub(crate) fn return_freed_memory_promptly() {
-    // SAFETY: `mi_option_set` stores an integer that mimalloc reads whenever
-    // it decides to purge; setting it at any time, from any thread, is
-    // supported by mimalloc's option API.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1) };
-}
-
 /// Processes, threads and coroutines behind one futures API.
 #[derive(Debug, Parser)]
 #[command(name = "troika", version, about)]
@@ -111,20 +93,4 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_purge_delay_option_is_the_one_set() {
-        // SAFETY: reading an integer option.
-        let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-            assert_eq!(get(), 1000, "mimalloc's default purge delay (ms)");
-        }
-        return_freed_memory_promptly();
-        assert_eq!(get(), 1);
-    }
 }

@@ -185,7 +185,6 @@ impl CrawlArgs {
 /// some have one; bad usage is an `Err` (exit 2).
 pub(crate) fn run(args: &CrawlArgs) -> anyhow::Result<ExitCode> {
     let options = args.fetch_options()?;
-    crate::return_freed_memory_promptly();
     let fetcher = Arc::new(Fetcher::new(options).context("could not build the HTTP client")?);
     let (source, known_len): (Box<dyn Read + Send>, Option<u64>) = if !args.urls.is_empty() {
         let joined = args.urls.join("\n");
