@@ -171,6 +171,14 @@ fn one_worker() -> ProcessPool {
     ProcessPool::new(1).unwrap()
 }
 
+fn one_worker_with_timeout(timeout: Duration) -> ProcessPool {
+    ProcessPool::builder()
+        .workers(1)
+        .task_timeout(timeout)
+        .build()
+        .unwrap()
+}
+
 /// The task fails with `expected`, and the pool still runs tasks afterwards
 /// on a new worker.
 fn assert_died(pool: &ProcessPool, err: TaskError, expected: Exit, old_pid: u32) {
@@ -382,11 +390,7 @@ fn sigkill_in_the_middle_of_returning_100_mb() {
 
 #[test]
 fn timeout_kills_and_replaces_the_worker() {
-    let pool = ProcessPool::builder()
-        .workers(1)
-        .task_timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
+    let pool = one_worker_with_timeout(Duration::from_millis(300));
     let pid = pool.submit(worker_pid, ()).result().unwrap();
     let err = pool.submit(sleep_ms, 60_000).result().unwrap_err();
     assert!(err.is_timeout(), "{err}");
@@ -404,11 +408,7 @@ fn with_a_timeout_each_call_of_a_batch_has_its_own_clock() {
     // worker. The first call of each round goes out alone; the rest are
     // queued within microseconds, long before it replies, so they travel as
     // one batch (the outcome asserted holds whether or not they do).
-    let pool = ProcessPool::builder()
-        .workers(1)
-        .task_timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
+    let pool = one_worker_with_timeout(Duration::from_millis(300));
     for _ in 0..100 {
         pool.submit(worker_pid, ()).result().unwrap(); // quick calls: batches grow
     }
