@@ -94,3 +94,65 @@ pub fn shm_entries() -> Vec<String> {
 
 /// A generous timeout for waits that should succeed at once.
 pub const LONG: Duration = Duration::from_secs(30);
+
+const GUARDED: &str = "TROIKA_GUARDED_TEST";
+
+/// Runs `body` in a child process (this test binary re-executed with `test`
+/// as the exact filter) and fails if the child fails or does not finish
+/// within `limit`; on the deadline the child is killed, so a test of a
+/// hang-prone path can never hang the suite. `test` must be the name of the
+/// calling `#[test]` function. In the child, `body` runs directly.
+pub fn guarded(test: &str, limit: Duration, body: impl FnOnce()) {
+    if std::env::var_os(GUARDED).is_some() {
+        let _ =
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+        body();
+        return;
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // Output goes to a file, not a pipe: a grandchild that escaped the test
+    // (the very thing some of these tests provoke) would hold a pipe open.
+    let log_path =
+        std::env::temp_dir().join(format!("troika-guarded-{}-{test}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).expect("create guarded log");
+    let mut child = Command::new(exe)
+        .args([
+            test,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(GUARDED, "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup guarded log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn guarded child");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let outcome = rx.recv_timeout(limit);
+    if outcome.is_err() {
+        if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+    }
+    let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&log_path);
+    match outcome {
+        Ok(status) => {
+            let status = status.expect("wait for guarded child");
+            assert!(
+                status.success() && output.contains("1 passed"),
+                "{test} failed in its child ({status}):\n{output}"
+            );
+        }
+        Err(_) => panic!(
+            "{test} hung: its child did not finish within {limit:?} and was killed:\n{output}"
+        ),
+    }
+}
