@@ -46,6 +46,17 @@ pub enum ErrorKind {
     /// The executor could not run the task for another reason (for example,
     /// the function is unknown to the worker); the message says why.
     Failed(String),
+    /// A message between the process pool and a worker (the task's encoded
+    /// argument, or its reply) was longer than the frame limit, so it was
+    /// refused before anything was allocated for it. A worker that announces
+    /// such a reply is killed and replaced. The limit is set with
+    /// [`ProcessPoolBuilder::max_frame_bytes`](crate::ProcessPoolBuilder::max_frame_bytes).
+    FrameTooLarge {
+        /// The length the message has (or its header announced), in bytes.
+        size: u64,
+        /// The limit it broke, in bytes.
+        limit: u64,
+    },
 }
 
 /// How a worker process ended.
@@ -171,6 +182,11 @@ impl TaskError {
     pub fn is_serialization(&self) -> bool {
         matches!(self.kind, ErrorKind::Serialization(_))
     }
+
+    /// The task's argument or reply was over the process pool's frame limit.
+    pub fn is_frame_too_large(&self) -> bool {
+        matches!(self.kind, ErrorKind::FrameTooLarge { .. })
+    }
 }
 
 impl fmt::Debug for TaskError {
@@ -189,6 +205,11 @@ impl fmt::Display for TaskError {
             ErrorKind::WorkerDied(exit) => write!(f, "worker process died with {exit}"),
             ErrorKind::Serialization(msg) => write!(f, "serialization failed: {msg}"),
             ErrorKind::Failed(msg) => write!(f, "task failed: {msg}"),
+            ErrorKind::FrameTooLarge { size, limit } => write!(
+                f,
+                "a message of {size} bytes exceeds the frame limit of {limit} bytes \
+                 (see ProcessPoolBuilder::max_frame_bytes)"
+            ),
         }
     }
 }

@@ -344,8 +344,9 @@ impl<T> Handle<T> {
     /// A task that has not started is removed and never runs. A running task
     /// is asked to stop through its [`CancelToken`](super::CancelToken); the
     /// thread pool cannot stop a running thread, so for it this returns false,
-    /// while the process pool kills the worker and returns true. Cancelling a
-    /// finished task is a no-op that returns false.
+    /// while the process pool kills the worker and returns true (but returns
+    /// false for a call already written to a worker behind another one, which
+    /// will run). Cancelling a finished task is a no-op that returns false.
     pub fn cancel(&self) -> bool {
         self.inner.stop.store(true, Ordering::Relaxed);
         if self

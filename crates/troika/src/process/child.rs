@@ -56,7 +56,7 @@ impl ProcessBuilder {
         let name = self
             .name
             .unwrap_or_else(|| format!("Process-{}", COUNTER.fetch_add(1, Ordering::Relaxed)));
-        let frame = task::encode_call::<F, _>(1, false, &arg).map_err(|e| SpawnError {
+        let frame = task::encode_call::<F>(1, &arg).map_err(|e| SpawnError {
             message: e.to_string(),
             serialization: true,
         })?;

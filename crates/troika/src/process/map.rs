@@ -243,7 +243,9 @@ impl ProcessPool {
     /// configuration error, as on the thread pool.
     ///
     /// A failure that strikes a whole chunk (its worker died, it timed out)
-    /// is reported for each of its items; a panic fails only its own item.
+    /// is reported for each of its items; a panic fails only its own item, and
+    /// so does an argument or result that cannot be encoded or decoded (or
+    /// whose `Serialize`/`Deserialize` panics), on either side.
     pub fn imap<F, I>(
         &self,
         f: F,

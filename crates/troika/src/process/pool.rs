@@ -65,6 +65,7 @@ pub struct ProcessPoolBuilder {
     max_rss: Option<u64>,
     memory_cap: Option<u64>,
     initializer: Option<Result<Arc<Vec<u8>>, TaskError>>,
+    max_frame: Option<u64>,
 }
 
 impl Default for ProcessPoolBuilder {
@@ -78,6 +79,7 @@ impl Default for ProcessPoolBuilder {
             max_rss: None,
             memory_cap: None,
             initializer: None,
+            max_frame: None,
         }
     }
 }
@@ -136,7 +138,22 @@ impl ProcessPoolBuilder {
     /// serves tasks all the same. A task timeout does not apply to it.
     pub fn initializer<F: RemoteFn>(mut self, f: F, arg: F::Arg) -> Self {
         let _ = f;
-        self.initializer = Some(task::encode_call::<F, _>(INIT_ID, false, &arg).map(Arc::new));
+        self.initializer = Some(task::encode_call::<F>(INIT_ID, &arg).map(Arc::new));
+        self
+    }
+
+    /// The longest message, in bytes, that may pass between the pool and a
+    /// worker (default 1 GiB, at most 8 GiB): a task's encoded argument or
+    /// chunk of arguments, or a worker's encoded reply.
+    ///
+    /// The limit is checked before anything is allocated, so a corrupt or
+    /// hostile worker announcing a huge reply cannot exhaust the parent's
+    /// memory. A task whose argument is longer fails at once; a worker that
+    /// announces a longer reply is killed and replaced. Either way the task
+    /// fails with [`ErrorKind::FrameTooLarge`], naming the size and the limit,
+    /// and the pool goes on.
+    pub fn max_frame_bytes(mut self, bytes: u64) -> Self {
+        self.max_frame = Some(bytes);
         self
     }
 
@@ -150,6 +167,16 @@ impl ProcessPoolBuilder {
             Some(Ok(frame)) => Some(frame),
             Some(Err(e)) => return Err(ConfigError(format!("invalid initializer: {e}"))),
             None => None,
+        };
+        let max_frame = match self.max_frame {
+            None => wire::DEFAULT_MAX_BODY,
+            Some(bytes) if (1024..=wire::HARD_MAX_BODY).contains(&bytes) => bytes,
+            Some(bytes) => {
+                return Err(ConfigError(format!(
+                    "the frame limit must be between 1024 bytes and {} bytes (8 GiB), not {bytes}",
+                    wire::HARD_MAX_BODY
+                )));
+            }
         };
         if self.max_tasks == Some(0) {
             return Err(ConfigError(
@@ -167,6 +194,7 @@ impl ProcessPoolBuilder {
                 memory_cap: self.memory_cap,
             },
             initializer,
+            max_frame,
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 slots: (0..workers).map(|_| Slot::default()).collect(),
@@ -241,6 +269,11 @@ impl ProcessPoolBuilder {
 /// - **recycling** after N tasks or above an RSS limit, and a memory cap.
 ///
 /// A panic in a task fails that task with its message; the worker survives.
+/// So does a panic in the `Serialize` or `Deserialize` of its argument or
+/// result, on either side: user code never takes down a worker or one of the
+/// pool's threads. A worker that breaks the protocol (for example announces
+/// a reply longer than [`max_frame_bytes`](ProcessPoolBuilder::max_frame_bytes))
+/// is killed and replaced, and its task fails with an error saying why.
 /// Workers die with the parent (even on `SIGKILL`) and are always reaped.
 ///
 /// Dropping the pool shuts it down: queued tasks still run, and the drop waits
@@ -293,6 +326,18 @@ enum KillReason {
     TimedOut(Duration),
     Cancelled,
     Terminated,
+    /// The worker broke the protocol while running the task.
+    Protocol(Fault),
+}
+
+/// How a worker broke the protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// It announced a reply whose body is this long, over the pool's limit.
+    TooLarge(u64),
+    /// It sent a reply for a call that is not the one running, or a frame of
+    /// an unknown kind.
+    Unexpected,
 }
 
 #[derive(Default)]
@@ -343,6 +388,8 @@ struct Shared {
     spawn: SpawnConfig,
     /// The initializer's call frame, sent to every new worker first.
     initializer: Option<Arc<Vec<u8>>>,
+    /// The longest frame body either side may send (`max_frame_bytes`).
+    max_frame: u64,
     state: Mutex<State>,
     /// Signalled when the queue shrinks or the pool changes state.
     space: Condvar,
@@ -408,8 +455,10 @@ impl Shared {
         let mut frames = Vec::new();
         let mut bytes = 0;
         while let Some(job) = queue.front() {
+            // A call sent again after its worker died goes first in a batch:
+            // it may carry a cancel hook aimed at its old worker (below).
             if !frames.is_empty()
-                && (frames.len() >= target || bytes + job.frame.len() > BATCH_BYTES)
+                && (frames.len() >= target || bytes + job.frame.len() > BATCH_BYTES || job.started)
             {
                 break;
             }
@@ -424,14 +473,14 @@ impl Shared {
             } else if job.sink.is_done() {
                 continue; // sent again after a death, and cancelled meanwhile
             }
-            // (Re)point the task's cancel at the worker that now has it.
-            let weak = Arc::downgrade(self);
-            let (generation, id) = (slot.generation, job.id);
-            job.sink.set_kill(Box::new(move || {
-                if let Some(shared) = weak.upgrade() {
-                    shared.kill_running(index, generation, id, KillReason::Cancelled);
-                }
-            }));
+            // Only the first call of a batch can be cancelled now (by killing
+            // the worker); the ones behind it get their hook when they reach
+            // the front (see `serve`). Until then `cancel()` returns false for
+            // them: they are claimed and will run, like the calls Python's
+            // pool has moved to its call queue.
+            if frames.is_empty() {
+                self.arm_cancel(&job, index, slot.generation);
+            }
             bytes += job.frame.len();
             frames.push(Arc::clone(&job.frame));
             slot.in_flight.push_back(job);
@@ -445,6 +494,18 @@ impl Shared {
         }
         self.wake_idle_watchdog(state);
         Some(Batch { writer, frames })
+    }
+
+    /// Point the task's `cancel()` at the worker in slot `index`, of
+    /// `generation`, that runs it now.
+    fn arm_cancel(self: &Arc<Self>, job: &Job, index: usize, generation: u64) {
+        let weak = Arc::downgrade(self);
+        let id = job.id;
+        job.sink.set_kill(Box::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.kill_running(index, generation, id, KillReason::Cancelled);
+            }
+        }));
     }
 
     /// Tell a watchdog that waits with no deadline that a task started.
@@ -470,8 +531,9 @@ impl Shared {
             return;
         };
         if slot.generation != generation || slot.in_flight.front().map(|j| j.id) != Some(id) {
-            // Finished, or still waiting behind another call in the worker's
-            // pipe: its outcome is decided, so its reply will be dropped.
+            // Finished, or requeued after its worker died: its outcome is
+            // decided, so its reply (if any) is dropped and a queued copy is
+            // skipped.
             return;
         }
         if slot.kill_reason.is_none() {
@@ -506,6 +568,18 @@ impl Shared {
             batch.write();
         }
         Ok(())
+    }
+
+    /// The frame, if its body is within the pool's frame limit.
+    fn fits(&self, frame: Vec<u8>) -> Result<Vec<u8>, TaskError> {
+        let size = (frame.len() - wire::HEADER) as u64;
+        if size > self.max_frame {
+            return Err(TaskError::new(ErrorKind::FrameTooLarge {
+                size,
+                limit: self.max_frame,
+            }));
+        }
+        Ok(frame)
     }
 
     fn next_id(&self) -> u64 {
@@ -624,11 +698,21 @@ impl Shared {
     /// Read the worker's messages until its pipe closes. Returns whether it
     /// ever reported ready.
     fn serve(self: &Arc<Self>, index: usize, reader: &mut FrameReader) -> bool {
+        reader.set_max_body(self.max_frame);
         let mut ready = false;
         loop {
             let (header, body) = match reader.next_frame() {
                 Ok(Some(frame)) => frame,
-                Ok(None) | Err(_) => return ready,
+                Ok(None) => return ready,
+                Err(_) => {
+                    // A reply announced over the limit was refused unread:
+                    // the worker is broken or hostile. (Any other error is
+                    // a stream cut short: the worker died.)
+                    if let Some(refused) = reader.refused() {
+                        self.protocol_error(index, Fault::TooLarge(refused.len));
+                    }
+                    return ready;
+                }
             };
             match header.kind {
                 wire::READY => {
@@ -677,10 +761,15 @@ impl Shared {
                         let slot = &mut state.slots[index];
                         if slot.in_flight.front().map(|j| j.id) != Some(header.id) {
                             drop(state);
-                            self.protocol_error(index);
+                            self.protocol_error(index, Fault::Unexpected);
                             return ready;
                         }
                         let job = slot.in_flight.pop_front();
+                        // The worker starts the next call now: it can be
+                        // cancelled from here on.
+                        if let Some(next) = slot.in_flight.front() {
+                            self.arm_cancel(next, index, slot.generation);
+                        }
                         slot.tasks_done += 1;
                         slot.running_since = Some(Instant::now());
                         let idle = slot.in_flight.is_empty();
@@ -698,13 +787,20 @@ impl Shared {
                         batch.write();
                     }
                     if let Some(job) = job {
-                        let ok = job.sink.finish(header.status, body);
+                        // User code runs here (`Deserialize`, done-callbacks,
+                        // `Drop`): `finish` catches its panics, and a panic that
+                        // still escapes (a `Drop` of an unclaimed value) must
+                        // not end this thread.
+                        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            job.sink.finish(header.status, body)
+                        }))
+                        .unwrap_or(false);
                         self.note_outcome(ok);
                     }
                     reader.shrink();
                 }
                 _ => {
-                    self.protocol_error(index);
+                    self.protocol_error(index, Fault::Unexpected);
                     return ready;
                 }
             }
@@ -737,10 +833,15 @@ impl Shared {
         self.take_batch(state, index)
     }
 
-    /// The worker sent something that makes no sense: kill it.
-    fn protocol_error(&self, index: usize) {
-        let state = self.state.lock();
-        if let Some(worker) = &state.slots[index].worker {
+    /// The worker sent something that makes no sense: kill it. The call it
+    /// was running fails with an error that says what happened.
+    fn protocol_error(&self, index: usize, fault: Fault) {
+        let mut state = self.state.lock();
+        let slot = &mut state.slots[index];
+        if let (Some(job), None) = (slot.in_flight.front(), slot.kill_reason) {
+            slot.kill_reason = Some((job.id, KillReason::Protocol(fault)));
+        }
+        if let Some(worker) = &slot.worker {
             worker.child.signal(Signal::KILL);
         }
     }
@@ -775,6 +876,17 @@ impl Shared {
                     }
                     Some((id, KillReason::Cancelled)) if id == job.id => {
                         Some(TaskError::cancelled())
+                    }
+                    Some((id, KillReason::Protocol(fault))) if id == job.id => {
+                        Some(TaskError::new(match fault {
+                            Fault::TooLarge(size) => ErrorKind::FrameTooLarge {
+                                size,
+                                limit: self.max_frame,
+                            },
+                            Fault::Unexpected => ErrorKind::Failed(format!(
+                                "the worker broke the protocol and was replaced ({exit})"
+                            )),
+                        }))
                     }
                     Some(_) => None,
                     None => Some(TaskError::new(ErrorKind::WorkerDied(exit))),
@@ -925,12 +1037,15 @@ impl ProcessPool {
     /// Run `f(arg)` in a worker process; returns its handle at once.
     ///
     /// An argument that cannot be encoded fails the handle with a
-    /// serialization error. After shutdown the handle is already failed with a
-    /// shut-down error. With a bounded queue this blocks while it is full.
+    /// serialization error (a panic in its `Serialize` with a panic error; an
+    /// argument longer than the frame limit with
+    /// [`ErrorKind::FrameTooLarge`]). After shutdown the handle is already
+    /// failed with a shut-down error. With a bounded queue this blocks while it
+    /// is full.
     pub fn submit<F: RemoteFn>(&self, f: F, arg: F::Arg) -> Handle<F::Output> {
         let _ = f;
         let id = self.shared.next_id();
-        let frame = match task::encode_call::<F, _>(id, false, &arg) {
+        let frame = match task::encode_call::<F>(id, &arg).and_then(|f| self.shared.fits(f)) {
             Ok(frame) => frame,
             Err(err) => {
                 self.shared.note_outcome(false);
@@ -981,7 +1096,7 @@ impl ProcessPool {
             });
         }
         let id = self.shared.next_id();
-        let frame = match task::encode_call::<F, _>(id, false, &arg) {
+        let frame = match task::encode_call::<F>(id, &arg).and_then(|f| self.shared.fits(f)) {
             Ok(frame) => frame,
             Err(err) => {
                 self.shared.note_outcome(false);
@@ -1018,7 +1133,7 @@ impl ProcessPool {
         args: &[F::Arg],
     ) -> Handle<ChunkOutcome<F::Output>> {
         let id = self.shared.next_id();
-        let frame = match task::encode_call::<F, _>(id, true, args) {
+        let frame = match task::encode_chunk::<F>(id, args).and_then(|f| self.shared.fits(f)) {
             Ok(frame) => frame,
             Err(err) => return Handle::ready(Err(err)),
         };

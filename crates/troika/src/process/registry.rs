@@ -92,87 +92,177 @@ pub(crate) fn lookup(name: &str) -> Option<Trampoline> {
         .copied()
 }
 
-/// Per-item tags inside a chunk reply.
+/// Per-item tags inside a chunk call or reply: the item's bytes are a
+/// postcard value ([`ITEM_OK`]) or a UTF-8 message saying why there is none.
 pub(crate) const ITEM_OK: u8 = 0;
+/// Panicked (in the parent's `Serialize`, or in the worker).
 pub(crate) const ITEM_PANICKED: u8 = 1;
+/// Could not be encoded or decoded.
 pub(crate) const ITEM_ENCODE: u8 = 2;
+
+/// Bytes before an item's body: its tag and its `u32` length.
+const ITEM_HEADER: usize = 5;
+
+/// Start an item with `tag` in `out`; returns where it begins, for
+/// [`finish_item`].
+pub(crate) fn begin_item(out: &mut Vec<u8>, tag: u8) -> usize {
+    let at = out.len();
+    out.push(tag);
+    out.extend_from_slice(&[0; 4]);
+    at
+}
+
+/// Patch the length of the item begun at `at`. An item too long for its
+/// `u32` length is replaced by an [`ITEM_ENCODE`] message.
+pub(crate) fn finish_item(out: &mut Vec<u8>, at: usize) {
+    let len = out.len() - at - ITEM_HEADER;
+    match u32::try_from(len) {
+        Ok(len32) => out[at + 1..at + ITEM_HEADER].copy_from_slice(&len32.to_le_bytes()),
+        Err(_) => {
+            out.truncate(at);
+            push_message(
+                out,
+                ITEM_ENCODE,
+                &format!(
+                    "one item of a chunk encodes to {len} bytes; an item may have at most 4 GiB"
+                ),
+            );
+        }
+    }
+}
+
+/// Append an item holding a message.
+pub(crate) fn push_message(out: &mut Vec<u8>, tag: u8, msg: &str) {
+    let at = begin_item(out, tag);
+    out.extend_from_slice(msg.as_bytes());
+    finish_item(out, at);
+}
+
+/// Split the first item off `bytes`: its tag, its body and the rest. `None`
+/// if `bytes` is too short for the item its header announces.
+pub(crate) fn split_item(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = bytes.split_first()?;
+    let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let rest = &rest[4..];
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// Split a chunk's leading `u32` item count off `bytes`.
+pub(crate) fn split_count(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    let count = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
+    Some((count, &bytes[4..]))
+}
+
+/// Run `f`, turning a panic into its message.
+pub(crate) fn unwind<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| crate::futures::panic_message(&*payload))
+}
 
 fn trampoline<F: RemoteFn>(input: &[u8], chunk: bool, out: &mut Vec<u8>) -> u16 {
     if chunk {
         return run_chunk::<F>(input, out);
     }
-    let arg: F::Arg = match postcard::from_bytes(input) {
-        Ok(arg) => arg,
-        Err(e) => {
-            out.extend_from_slice(format!("decoding the argument in the worker: {e}").as_bytes());
-            return wire::ARG_DECODE;
+    let mark = out.len();
+    match run_one::<F>(input, out) {
+        Ok(()) => wire::OK,
+        Err((status, msg)) => {
+            out.truncate(mark);
+            out.extend_from_slice(msg.as_bytes());
+            status
         }
-    };
-    let value = match catch_unwind(AssertUnwindSafe(|| F::run(arg))) {
-        Ok(value) => value,
-        Err(payload) => {
-            out.extend_from_slice(crate::futures::panic_message(&*payload).as_bytes());
-            return wire::PANICKED;
-        }
-    };
-    if let Err(e) = encode_into(&value, out) {
-        out.extend_from_slice(format!("encoding the result in the worker: {e}").as_bytes());
-        return wire::RESULT_ENCODE;
     }
-    wire::OK
 }
 
-/// A chunk: the input is a postcard `Vec<Arg>`; the reply is a `u32` count and
-/// per item a tag byte and the value (or a postcard string message).
-fn run_chunk<F: RemoteFn>(input: &[u8], out: &mut Vec<u8>) -> u16 {
-    let args: Vec<F::Arg> = match postcard::from_bytes(input) {
-        Ok(args) => args,
-        Err(e) => {
-            out.extend_from_slice(
-                format!("decoding the chunk's arguments in the worker: {e}").as_bytes(),
-            );
-            return wire::ARG_DECODE;
+/// Decode the argument, run the function, append the encoded value to `out`.
+/// On failure, the reply status and message (and `out` may hold a part of
+/// the value). User code — `Deserialize`, the function, `Serialize`, `Drop`
+/// — runs under `catch_unwind`: a panic in any of them fails the call as a
+/// panic, and the worker lives on.
+fn run_one<F: RemoteFn>(input: &[u8], out: &mut Vec<u8>) -> Result<(), (u16, String)> {
+    let arg: F::Arg = match unwind(|| decode(input)) {
+        Ok(Ok(arg)) => arg,
+        Ok(Err(e)) => {
+            return Err((
+                wire::ARG_DECODE,
+                format!("decoding the argument in the worker: {e}"),
+            ));
         }
+        Err(panic) => return Err((wire::PANICKED, panic)),
     };
-    let count = u32::try_from(args.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&count.to_le_bytes());
-    for arg in args.into_iter().take(count as usize) {
-        let mark = out.len();
-        match catch_unwind(AssertUnwindSafe(|| F::run(arg))) {
-            Ok(value) => {
-                out.push(ITEM_OK);
-                if let Err(e) = encode_into(&value, out) {
-                    out.truncate(mark);
-                    push_message(out, ITEM_ENCODE, &format!("encoding the result: {e}"));
+    let value = unwind(|| F::run(arg)).map_err(|panic| (wire::PANICKED, panic))?;
+    match unwind(move || encode_into(&value, out)) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err((
+            wire::RESULT_ENCODE,
+            format!("encoding the result in the worker: {e}"),
+        )),
+        Err(panic) => Err((wire::PANICKED, panic)),
+    }
+}
+
+/// A chunk: the input is a `u32` count and one item per argument (see
+/// [`begin_item`]); the reply is a `u32` count and one item per outcome, so
+/// that one bad item fails alone.
+fn run_chunk<F: RemoteFn>(input: &[u8], out: &mut Vec<u8>) -> u16 {
+    let Some((count, mut rest)) = split_count(input) else {
+        out.extend_from_slice(b"malformed chunk: no item count");
+        return wire::BAD_FRAME;
+    };
+    let count_at = out.len();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let mut done: u32 = 0;
+    while done < count {
+        // A truncated chunk: the parent reports the missing items.
+        let Some((tag, body, after)) = split_item(rest) else {
+            break;
+        };
+        rest = after;
+        if tag == ITEM_OK {
+            let at = begin_item(out, ITEM_OK);
+            match run_one::<F>(body, out) {
+                Ok(()) => finish_item(out, at),
+                Err((status, msg)) => {
+                    out.truncate(at);
+                    let tag = if status == wire::PANICKED {
+                        ITEM_PANICKED
+                    } else {
+                        ITEM_ENCODE
+                    };
+                    push_message(out, tag, &msg);
                 }
             }
-            Err(payload) => {
-                let msg = crate::futures::panic_message(&*payload);
-                push_message(out, ITEM_PANICKED, &msg);
-            }
+        } else {
+            // The parent could not encode this argument: echo its message.
+            let at = begin_item(out, tag);
+            out.extend_from_slice(body);
+            finish_item(out, at);
         }
+        done += 1;
     }
+    out[count_at..count_at + 4].copy_from_slice(&done.to_le_bytes());
     wire::OK
 }
 
-fn push_message(out: &mut Vec<u8>, tag: u8, msg: &str) {
-    out.push(tag);
-    // A string always encodes.
-    let _ = encode_into(msg, out);
+/// Decode a postcard value, keeping the message of an error the type's own
+/// `Deserialize` raised.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| e.to_string())
 }
 
 /// Append the postcard encoding of `value` to `out`. On failure `out` is left
-/// as it was.
+/// as it was and the error says why, with the message of an error the
+/// type's own `Serialize` raised.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(
     value: &T,
     out: &mut Vec<u8>,
-) -> Result<(), postcard::Error> {
+) -> Result<(), String> {
     let mark = out.len();
     let result = postcard::serialize_with_flavor(value, Append(out));
-    if result.is_err() {
+    if let Err(e) = result {
         out.truncate(mark);
+        return Err(e.to_string());
     }
-    result
+    Ok(())
 }
 
 /// A postcard output that appends to a borrowed `Vec`, so a failed encoding

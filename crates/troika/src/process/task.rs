@@ -99,13 +99,8 @@ impl std::fmt::Debug for Job {
     }
 }
 
-/// Encode a call frame for `F` with argument `arg` (a single value or, for a
-/// chunk, a slice of them).
-pub(crate) fn encode_call<F: RemoteFn, A: serde::Serialize + ?Sized>(
-    id: u64,
-    chunk: bool,
-    arg: &A,
-) -> Result<Vec<u8>, TaskError> {
+/// The frame of a call to `F`, up to its argument.
+fn begin_call<F: RemoteFn>(id: u64, kind: u16, capacity: usize) -> Result<Vec<u8>, TaskError> {
     if registry::lookup(F::NAME).is_none() {
         return Err(TaskError::new(ErrorKind::Failed(format!(
             "no function named `{}` is registered (define it with troika::remote!)",
@@ -113,28 +108,90 @@ pub(crate) fn encode_call<F: RemoteFn, A: serde::Serialize + ?Sized>(
         ))));
     }
     let name = F::NAME.as_bytes();
-    let mut frame = Vec::with_capacity(wire::HEADER + name.len() + 16);
-    let kind = if chunk { wire::CALL_CHUNK } else { wire::CALL };
+    let mut frame = Vec::with_capacity(wire::HEADER + name.len() + capacity);
     let aux = u32::try_from(name.len()).unwrap_or(u32::MAX);
-    let at = wire::begin_frame(&mut frame, kind, 0, aux, id);
+    wire::begin_frame(&mut frame, kind, 0, aux, id);
     frame.extend_from_slice(name);
-    registry::encode_into(arg, &mut frame).map_err(|e| {
-        TaskError::new(ErrorKind::Serialization(format!(
-            "encoding the argument in the parent: {e}"
+    Ok(frame)
+}
+
+/// Encode a call frame for `F` with argument `arg`.
+///
+/// The argument's `Serialize` runs under `catch_unwind`: a panic in it is a
+/// [`Panicked`](ErrorKind::Panicked) error, an error it returns a
+/// [`Serialization`](ErrorKind::Serialization) error with its message.
+pub(crate) fn encode_call<F: RemoteFn>(id: u64, arg: &F::Arg) -> Result<Vec<u8>, TaskError> {
+    let mut frame = begin_call::<F>(id, wire::CALL, 16)?;
+    match registry::unwind(|| registry::encode_into(arg, &mut frame)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(TaskError::new(ErrorKind::Serialization(format!(
+                "encoding the argument in the parent: {e}"
+            ))));
+        }
+        Err(panic) => return Err(TaskError::new(ErrorKind::Panicked(panic))),
+    }
+    wire::finish_frame(&mut frame, 0);
+    Ok(frame)
+}
+
+/// Encode a chunk call frame for `F`: one item per argument. An argument
+/// that cannot be encoded (or whose `Serialize` panics) travels as an error
+/// item, which the worker echoes back, so that it fails alone.
+pub(crate) fn encode_chunk<F: RemoteFn>(id: u64, args: &[F::Arg]) -> Result<Vec<u8>, TaskError> {
+    let count = u32::try_from(args.len()).map_err(|_| {
+        TaskError::new(ErrorKind::Failed(format!(
+            "a chunk of {} items is too long (at most {})",
+            args.len(),
+            u32::MAX
         )))
     })?;
-    wire::finish_frame(&mut frame, at);
+    let mut frame = begin_call::<F>(id, wire::CALL_CHUNK, 4 + args.len() * 8)?;
+    frame.extend_from_slice(&count.to_le_bytes());
+    for arg in args {
+        let at = registry::begin_item(&mut frame, ITEM_OK);
+        match registry::unwind(|| registry::encode_into(arg, &mut frame)) {
+            Ok(Ok(())) => registry::finish_item(&mut frame, at),
+            Ok(Err(e)) => {
+                frame.truncate(at);
+                let msg = format!("encoding the argument in the parent: {e}");
+                registry::push_message(&mut frame, ITEM_ENCODE, &msg);
+            }
+            Err(panic) => {
+                frame.truncate(at);
+                registry::push_message(&mut frame, ITEM_PANICKED, &panic);
+            }
+        }
+    }
+    wire::finish_frame(&mut frame, 0);
     Ok(frame)
 }
 
 /// The error a non-OK reply status stands for.
 fn status_error(status: u16, body: &[u8]) -> TaskError {
+    if status == wire::TOO_LARGE
+        && let Some((size, limit)) = wire::decode_too_large(body)
+    {
+        return TaskError::new(ErrorKind::FrameTooLarge { size, limit });
+    }
     let msg = String::from_utf8_lossy(body).into_owned();
     TaskError::new(match status {
         wire::PANICKED => ErrorKind::Panicked(msg),
         wire::ARG_DECODE | wire::RESULT_ENCODE => ErrorKind::Serialization(msg),
         _ => ErrorKind::Failed(msg),
     })
+}
+
+/// Decode a result in the parent. The type's `Deserialize` runs under
+/// `catch_unwind`: a panic in it fails this result alone, as a panic.
+fn decode_result<R: DeserializeOwned>(body: &[u8]) -> Result<R, TaskError> {
+    match registry::unwind(|| registry::decode(body)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(TaskError::new(ErrorKind::Serialization(format!(
+            "decoding the result in the parent: {e}"
+        )))),
+        Err(panic) => Err(TaskError::new(ErrorKind::Panicked(panic))),
+    }
 }
 
 /// The sink of a single call.
@@ -157,11 +214,7 @@ impl<R: DeserializeOwned + Send + 'static> Sink for One<R> {
 
     fn finish(&self, status: u16, body: &[u8]) -> bool {
         let outcome = if status == wire::OK {
-            postcard::from_bytes(body).map_err(|e| {
-                TaskError::new(ErrorKind::Serialization(format!(
-                    "decoding the result in the parent: {e}"
-                )))
-            })
+            decode_result(body)
         } else {
             Err(status_error(status, body))
         };
@@ -212,52 +265,29 @@ impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
     }
 }
 
+/// The outcomes of a chunk reply, one per item: an item whose value cannot
+/// be decoded fails alone (items are length-prefixed). A reply too short for
+/// the items it announces is a corrupt stream.
 fn decode_chunk<R: DeserializeOwned>(body: &[u8]) -> Result<ChunkOutcome<R>, TaskError> {
     let corrupt = || {
         TaskError::new(ErrorKind::Serialization(
             "decoding the chunk's results in the parent: truncated reply".into(),
         ))
     };
-    let count_bytes: [u8; 4] = body
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(corrupt)?;
-    let count = u32::from_le_bytes(count_bytes) as usize;
-    let mut rest = &body[4..];
-    let mut items = Vec::with_capacity(count.min(rest.len()));
+    let (count, mut rest) = registry::split_count(body).ok_or_else(corrupt)?;
+    let count = count as usize;
+    // Each item takes at least five bytes: do not trust the count further.
+    let mut items = Vec::with_capacity(count.min(rest.len() / 5));
     for _ in 0..count {
-        let (&tag, after) = rest.split_first().ok_or_else(corrupt)?;
+        let (tag, item, after) = registry::split_item(rest).ok_or_else(corrupt)?;
         rest = after;
-        let item = match tag {
-            ITEM_OK => match postcard::take_from_bytes::<R>(rest) {
-                Ok((value, after)) => {
-                    rest = after;
-                    Ok(value)
-                }
-                Err(e) => {
-                    // The remaining items cannot be located: fail them all.
-                    let err = TaskError::new(ErrorKind::Serialization(format!(
-                        "decoding the result in the parent: {e}"
-                    )));
-                    while items.len() < count {
-                        items.push(Err(err.clone()));
-                    }
-                    return Ok(items);
-                }
-            },
-            ITEM_PANICKED | ITEM_ENCODE => {
-                let (msg, after) =
-                    postcard::take_from_bytes::<String>(rest).map_err(|_| corrupt())?;
-                rest = after;
-                Err(TaskError::new(if tag == ITEM_PANICKED {
-                    ErrorKind::Panicked(msg)
-                } else {
-                    ErrorKind::Serialization(msg)
-                }))
-            }
+        let msg = || String::from_utf8_lossy(item).into_owned();
+        items.push(match tag {
+            ITEM_OK => decode_result(item),
+            ITEM_PANICKED => Err(TaskError::new(ErrorKind::Panicked(msg()))),
+            ITEM_ENCODE => Err(TaskError::new(ErrorKind::Serialization(msg()))),
             _ => return Err(corrupt()),
-        };
-        items.push(item);
+        });
     }
     Ok(items)
 }

@@ -12,7 +12,11 @@
 //!
 //! All integers are little-endian. A call's body is the function name followed
 //! by the postcard-encoded argument; a reply's body is the postcard-encoded
-//! value (or, for a failure, a UTF-8 message).
+//! value (or, for a failure, a UTF-8 message). A chunk's call and reply carry
+//! a `u32` count and then length-prefixed items (see `registry.rs`).
+//!
+//! A reader refuses a header whose `len` is over its limit before it
+//! allocates anything for the body (see [`DEFAULT_MAX_BODY`]).
 
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
@@ -31,10 +35,21 @@ pub(crate) const ARG_DECODE: u16 = 2;
 pub(crate) const RESULT_ENCODE: u16 = 3;
 pub(crate) const UNKNOWN_FN: u16 = 4;
 pub(crate) const BAD_FRAME: u16 = 5;
+/// The call's frame was over the worker's limit; the body is the announced
+/// length and the limit, two little-endian `u64`s (see [`encode_too_large`]).
+pub(crate) const TOO_LARGE: u16 = 6;
 
-/// Bodies longer than this are a protocol violation (a corrupt stream), not a
-/// payload: 64 GiB is far beyond any machine this runs on.
-const MAX_BODY: u64 = 1 << 36;
+/// The default limit on a frame's body, both ways: 1 GiB. A header that
+/// announces more is refused before anything is allocated for it (a corrupt
+/// stream or a hostile peer must not make the reader allocate 60 GiB and
+/// abort). A pool's limit is set with
+/// [`ProcessPoolBuilder::max_frame_bytes`](crate::ProcessPoolBuilder::max_frame_bytes).
+pub(crate) const DEFAULT_MAX_BODY: u64 = 1 << 30;
+
+/// The largest limit a pool may be configured with (8 GiB), and the limit a
+/// worker applies to the frames it reads from its parent (the parent never
+/// sends more than its own, lower or equal, limit).
+pub(crate) const HARD_MAX_BODY: u64 = 1 << 33;
 
 /// A decoded header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +124,10 @@ pub(crate) struct FrameReader {
     start: usize,
     end: usize,
     spin: Duration,
+    /// Bodies longer than this are refused (see [`DEFAULT_MAX_BODY`]).
+    max_body: u64,
+    /// The header of a frame refused for its length.
+    refused: Option<Header>,
 }
 
 impl FrameReader {
@@ -122,11 +141,28 @@ impl FrameReader {
             start: 0,
             end: 0,
             spin,
+            max_body: DEFAULT_MAX_BODY,
+            refused: None,
         })
     }
 
+    /// Refuse frames whose body is longer than `max_body` bytes (the default
+    /// is [`DEFAULT_MAX_BODY`]).
+    pub(crate) fn set_max_body(&mut self, max_body: u64) {
+        self.max_body = max_body;
+    }
+
+    /// The header of the frame that made [`next_frame`](Self::next_frame)
+    /// fail because its body was over the limit. The stream cannot be read
+    /// further after that.
+    pub(crate) fn refused(&self) -> Option<Header> {
+        self.refused
+    }
+
     /// The next frame, or `None` at end of file. A stream that ends inside a
-    /// frame is an `UnexpectedEof` error.
+    /// frame is an `UnexpectedEof` error; a header announcing a body over the
+    /// limit is an `InvalidData` error (and [`refused`](Self::refused) tells
+    /// which), detected before the body is allocated or read.
     pub(crate) fn next_frame(&mut self) -> io::Result<Option<(Header, &[u8])>> {
         if !self.fill(HEADER)? {
             return if self.end == self.start {
@@ -138,13 +174,16 @@ impl FrameReader {
         let mut raw = [0u8; HEADER];
         raw.copy_from_slice(&self.buf[self.start..self.start + HEADER]);
         let header = Header::decode(&raw);
-        if header.len > MAX_BODY {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "frame longer than the protocol allows",
-            ));
-        }
-        let total = HEADER + header.len as usize;
+        let total = match usize::try_from(header.len) {
+            Ok(len) if header.len <= self.max_body => HEADER + len,
+            _ => {
+                self.refused = Some(header);
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    too_large(header.len, self.max_body),
+                ));
+            }
+        };
         if !self.fill(total)? {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
@@ -218,6 +257,24 @@ impl FrameReader {
             self.buf.shrink_to_fit();
         }
     }
+}
+
+/// The body of a [`TOO_LARGE`] reply.
+pub(crate) fn encode_too_large(out: &mut Vec<u8>, len: u64, limit: u64) {
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&limit.to_le_bytes());
+}
+
+/// The announced length and the limit of a [`TOO_LARGE`] reply's body.
+pub(crate) fn decode_too_large(body: &[u8]) -> Option<(u64, u64)> {
+    let len = u64::from_le_bytes(body.get(..8)?.try_into().ok()?);
+    let limit = u64::from_le_bytes(body.get(8..16)?.try_into().ok()?);
+    Some((len, limit))
+}
+
+/// The message of a frame refused for its length.
+pub(crate) fn too_large(len: u64, limit: u64) -> String {
+    format!("a message of {len} bytes exceeds the frame limit of {limit} bytes")
 }
 
 /// Write all of `bytes` to a blocking pipe, at most 1 MiB per system call (so

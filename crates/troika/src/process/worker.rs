@@ -136,13 +136,27 @@ fn serve(read_fd: OwnedFd, write_fd: &OwnedFd) -> i32 {
     let Ok(mut reader) = FrameReader::new(read_fd, WORKER_SPIN) else {
         return 70;
     };
+    // The parent never sends more than its own limit, which is at most this.
+    reader.set_max_body(wire::HARD_MAX_BODY);
     loop {
         out.clear();
         let (header, body) = match reader.next_frame() {
             Ok(Some(frame)) => frame,
             // End of file: the parent closed the pipe (shutdown) or died.
             Ok(None) => return 0,
-            Err(_) => return 71,
+            Err(_) => {
+                // A frame over the limit was refused before it was read: say
+                // so to the parent for that call, then exit (the stream
+                // cannot be followed past a body that was not read).
+                if let Some(refused) = reader.refused() {
+                    let at =
+                        wire::begin_frame(&mut out, wire::REPLY, wire::TOO_LARGE, 0, refused.id);
+                    wire::encode_too_large(&mut out, refused.len, wire::HARD_MAX_BODY);
+                    wire::finish_frame(&mut out, at);
+                    let _ = wire::write_all(write_fd, &out);
+                }
+                return 71;
+            }
         };
         handle(header, body, &mut out);
         // Output a task printed without a newline reaches the terminal now,

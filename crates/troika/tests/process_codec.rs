@@ -1,0 +1,404 @@
+//! The process pool's data path under hostile user types and peers: panics
+//! and errors in `Serialize`/`Deserialize` on either side, one bad item in a
+//! chunk, a cancel of a call batched behind another, and a worker announcing
+//! a huge reply. Each failure must fail its own task (or item) with a clear
+//! error and leave the pool working.
+
+mod ipc_support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipc_support::guarded;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use troika::{ProcessPool, TaskError};
+
+/// A value whose `Serialize` panics on 101 and fails on 666, and whose
+/// `Deserialize` panics on 202 and fails on 13.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Touchy(u32);
+
+impl Serialize for Touchy {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            101 => panic!("serialize refuses 101"),
+            666 => Err(serde::ser::Error::custom("bad value 666")),
+            n => s.serialize_u32(n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Touchy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Touchy, D::Error> {
+        match u32::deserialize(d)? {
+            202 => panic!("deserialize refuses 202"),
+            13 => Err(serde::de::Error::custom("13 will not be read")),
+            n => Ok(Touchy(n)),
+        }
+    }
+}
+
+troika::remote! {
+    fn echo(t: Touchy) -> Touchy {
+        t
+    }
+
+    fn make(n: u32) -> Touchy {
+        Touchy(n)
+    }
+
+    fn worker_pid() -> u32 {
+        std::process::id()
+    }
+
+    /// Open the FIFO at `path` for reading (the test's open for writing
+    /// returns once this runs) and wait for one byte.
+    fn wait_on_fifo(path: String) -> u32 {
+        use std::io::Read;
+        let mut fifo = std::fs::File::open(path).unwrap();
+        let mut byte = [0u8; 1];
+        fifo.read_exact(&mut byte).unwrap();
+        u32::from(byte[0])
+    }
+
+    /// Leave a mark that this call ran.
+    fn leave_mark(path: String) -> u32 {
+        std::fs::write(path, b"ran").unwrap();
+        7
+    }
+
+    /// Write a forged reply header announcing `len` bytes of body to this
+    /// worker's reply pipe (named in the worker marker), as a corrupt or
+    /// hostile worker would.
+    fn forge_reply(len: u64) -> u32 {
+        let marker = std::env::var("TROIKA_WORKER").unwrap();
+        let fd: i32 = marker.split(':').nth(2).unwrap().parse().unwrap();
+        let mut header = Vec::with_capacity(24);
+        header.extend_from_slice(&3u16.to_le_bytes()); // REPLY
+        header.extend_from_slice(&0u16.to_le_bytes()); // OK
+        header.extend_from_slice(&0u32.to_le_bytes());
+        header.extend_from_slice(&u64::MAX.to_le_bytes());
+        header.extend_from_slice(&len.to_le_bytes());
+        // SAFETY: the descriptor is the worker's reply pipe, open for the
+        // worker's whole life; it is only borrowed for this write.
+        let pipe = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
+        rustix::io::write(pipe, &header).unwrap();
+        0
+    }
+}
+
+fn one_worker() -> ProcessPool {
+    ProcessPool::new(1).unwrap()
+}
+
+fn assert_panic(outcome: &Result<Touchy, TaskError>, message: &str) {
+    let err = outcome.as_ref().unwrap_err();
+    assert!(err.is_panic(), "{err}");
+    assert!(
+        err.panic_message().is_some_and(|m| m.contains(message)),
+        "{err}"
+    );
+}
+
+fn assert_serialization(outcome: &Result<Touchy, TaskError>, message: &str) {
+    let err = outcome.as_ref().unwrap_err();
+    assert!(err.is_serialization(), "{err}");
+    assert!(err.to_string().contains(message), "{err}");
+}
+
+/// A scratch directory of this test process.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("troika-codec-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn path_string(path: &Path) -> String {
+    path.to_str().unwrap().to_owned()
+}
+
+// --- 1. user code that panics on a pool thread in the parent ---------------
+
+#[test]
+fn deserialize_panic_in_the_parent_fails_its_handle_alone() {
+    guarded(
+        "deserialize_panic_in_the_parent_fails_its_handle_alone",
+        Duration::from_secs(60),
+        || {
+            let pool = one_worker();
+            assert_panic(&pool.submit(make, 202).result(), "deserialize refuses 202");
+            // The pool's I/O thread lives on.
+            assert_eq!(pool.submit(make, 5).result().unwrap(), Touchy(5));
+            assert_eq!(pool.stats().restarts, 0);
+        },
+    );
+}
+
+#[test]
+fn deserialize_panic_in_the_parent_fails_its_chunk_item_alone() {
+    guarded(
+        "deserialize_panic_in_the_parent_fails_its_chunk_item_alone",
+        Duration::from_secs(60),
+        || {
+            let pool = one_worker();
+            let outcomes: Vec<_> = pool.imap(make, [1, 202, 3], 3).unwrap().collect();
+            assert_eq!(outcomes[0], Ok(Touchy(1)));
+            assert_panic(&outcomes[1], "deserialize refuses 202");
+            assert_eq!(outcomes[2], Ok(Touchy(3)));
+            assert_eq!(pool.submit(make, 5).result().unwrap(), Touchy(5));
+        },
+    );
+}
+
+#[test]
+fn serialize_panic_in_the_parent_fails_the_submitted_handle() {
+    guarded(
+        "serialize_panic_in_the_parent_fails_the_submitted_handle",
+        Duration::from_secs(60),
+        || {
+            let pool = one_worker();
+            assert_panic(
+                &pool.submit(echo, Touchy(101)).result(),
+                "serialize refuses 101",
+            );
+            let refused = pool.try_submit(echo, Touchy(101)).unwrap().result();
+            assert_panic(&refused, "serialize refuses 101");
+            assert_eq!(pool.submit(echo, Touchy(4)).result().unwrap(), Touchy(4));
+        },
+    );
+}
+
+#[test]
+fn serialize_panic_in_the_parent_fails_its_chunk_item_alone() {
+    guarded(
+        "serialize_panic_in_the_parent_fails_its_chunk_item_alone",
+        Duration::from_secs(60),
+        || {
+            let pool = one_worker();
+            let items = [Touchy(1), Touchy(101), Touchy(3)];
+            let outcomes: Vec<_> = pool.imap(echo, items, 3).unwrap().collect();
+            assert_eq!(outcomes[0], Ok(Touchy(1)));
+            assert_panic(&outcomes[1], "serialize refuses 101");
+            assert_eq!(outcomes[2], Ok(Touchy(3)));
+        },
+    );
+}
+
+#[test]
+fn serialize_panic_in_the_initializer_argument_is_a_config_error() {
+    guarded(
+        "serialize_panic_in_the_initializer_argument_is_a_config_error",
+        Duration::from_secs(60),
+        || {
+            let err = ProcessPool::builder()
+                .workers(1)
+                .initializer(echo, Touchy(101))
+                .build()
+                .unwrap_err();
+            assert!(err.to_string().contains("serialize refuses 101"), "{err}");
+        },
+    );
+}
+
+#[test]
+fn panicking_done_callback_on_the_io_thread_leaves_the_pool_working() {
+    guarded(
+        "panicking_done_callback_on_the_io_thread_leaves_the_pool_working",
+        Duration::from_secs(60),
+        || {
+            let pool = one_worker();
+            let dir = scratch("callback");
+            let fifo = dir.join("gate");
+            rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::RWXU).unwrap();
+            let gated = pool.submit(wait_on_fifo, path_string(&fifo));
+            // Registered while the task runs: the callback runs on the I/O
+            // thread that completes it.
+            gated.add_done_callback(|_| panic!("callback boom"));
+            std::fs::write(&fifo, [9u8]).unwrap();
+            assert_eq!(gated.result().unwrap(), 9);
+            assert_eq!(pool.submit(make, 5).result().unwrap(), Touchy(5));
+        },
+    );
+}
+
+// --- 2. user code that panics in the worker ---------------------------------
+
+#[test]
+fn deserialize_panic_in_the_worker_is_a_panic_and_the_worker_lives() {
+    guarded(
+        "deserialize_panic_in_the_worker_is_a_panic_and_the_worker_lives",
+        Duration::from_secs(60),
+        || {
+            let pool = one_worker();
+            let pid = pool.submit(worker_pid, ()).result().unwrap();
+            assert_panic(
+                &pool.submit(echo, Touchy(202)).result(),
+                "deserialize refuses 202",
+            );
+            assert_eq!(pool.submit(worker_pid, ()).result().unwrap(), pid);
+        },
+    );
+}
+
+#[test]
+fn serialize_panic_in_the_worker_is_a_panic_and_the_worker_lives() {
+    guarded(
+        "serialize_panic_in_the_worker_is_a_panic_and_the_worker_lives",
+        Duration::from_secs(60),
+        || {
+            let pool = one_worker();
+            let pid = pool.submit(worker_pid, ()).result().unwrap();
+            assert_panic(&pool.submit(make, 101).result(), "serialize refuses 101");
+            assert_eq!(pool.submit(worker_pid, ()).result().unwrap(), pid);
+        },
+    );
+}
+
+#[test]
+fn panics_in_the_worker_fail_their_chunk_items_alone() {
+    guarded(
+        "panics_in_the_worker_fail_their_chunk_items_alone",
+        Duration::from_secs(60),
+        || {
+            let pool = one_worker();
+            let pid = pool.submit(worker_pid, ()).result().unwrap();
+            let made: Vec<_> = pool.imap(make, [1, 101, 3], 3).unwrap().collect();
+            assert_eq!(made[0], Ok(Touchy(1)));
+            assert_panic(&made[1], "serialize refuses 101");
+            assert_eq!(made[2], Ok(Touchy(3)));
+            let items = [Touchy(1), Touchy(202), Touchy(3)];
+            let echoed: Vec<_> = pool.imap(echo, items, 3).unwrap().collect();
+            assert_eq!(echoed[0], Ok(Touchy(1)));
+            assert_panic(&echoed[1], "deserialize refuses 202");
+            assert_eq!(echoed[2], Ok(Touchy(3)));
+            assert_eq!(pool.submit(worker_pid, ()).result().unwrap(), pid);
+        },
+    );
+}
+
+// --- 3. one bad item of a chunk fails alone ----------------------------------
+
+#[test]
+fn imap_one_undecodable_result_fails_alone() {
+    let pool = one_worker();
+    let outcomes: Vec<_> = pool.imap(make, [1, 13, 2, 3], 4).unwrap().collect();
+    assert_eq!(outcomes[0], Ok(Touchy(1)));
+    assert_serialization(&outcomes[1], "decoding the result in the parent");
+    assert_eq!(outcomes[2], Ok(Touchy(2)));
+    assert_eq!(outcomes[3], Ok(Touchy(3)));
+}
+
+#[test]
+fn imap_one_unencodable_argument_fails_alone() {
+    let pool = one_worker();
+    let items = [Touchy(1), Touchy(666), Touchy(2)];
+    let outcomes: Vec<_> = pool.imap(echo, items, 3).unwrap().collect();
+    assert_eq!(outcomes[0], Ok(Touchy(1)));
+    assert_serialization(&outcomes[1], "encoding the argument in the parent");
+    assert_eq!(outcomes[2], Ok(Touchy(2)));
+}
+
+#[test]
+fn imap_one_undecodable_argument_fails_alone() {
+    let pool = one_worker();
+    let items = [Touchy(1), Touchy(13), Touchy(2)];
+    let outcomes: Vec<_> = pool.imap(echo, items, 3).unwrap().collect();
+    assert_eq!(outcomes[0], Ok(Touchy(1)));
+    assert_serialization(&outcomes[1], "decoding the argument in the worker");
+    assert_eq!(outcomes[2], Ok(Touchy(2)));
+}
+
+#[test]
+fn unordered_map_one_bad_item_fails_alone() {
+    let pool = one_worker();
+    let mut outcomes: Vec<_> = pool.imap_unordered(make, [1, 13, 2], 3).unwrap().collect();
+    outcomes.sort_by_key(|(i, _)| *i);
+    assert_eq!(outcomes[0].1, Ok(Touchy(1)));
+    assert_serialization(&outcomes[1].1, "decoding the result in the parent");
+    assert_eq!(outcomes[2].1, Ok(Touchy(2)));
+}
+
+// --- 4. cancel of a call batched behind another ------------------------------
+
+/// A call written to a worker behind another one (a batch) cannot be taken
+/// back: `cancel()` must not claim it did. Either it is refused, or the call
+/// really never runs.
+#[test]
+fn cancel_of_a_call_batched_behind_another_keeps_its_promise() {
+    guarded(
+        "cancel_of_a_call_batched_behind_another_keeps_its_promise",
+        Duration::from_secs(120),
+        || {
+            const PER_WORKER: usize = 60;
+            let dir = scratch("batched-cancel");
+            let pool = ProcessPool::builder()
+                .workers(1)
+                .max_tasks_per_worker(PER_WORKER)
+                .build()
+                .unwrap();
+            for attempt in 0..50 {
+                // Quick calls teach the pool that calls are short, so that it
+                // batches them; the last one retires the worker. Calls
+                // submitted before its replacement is ready wait in the queue
+                // and go to it together, as one batch.
+                for _ in 0..PER_WORKER {
+                    pool.submit(worker_pid, ()).result().unwrap();
+                }
+                let fifo = dir.join(format!("gate-{attempt}"));
+                let mark = dir.join(format!("ran-{attempt}"));
+                rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::RWXU).unwrap();
+                let blocker = pool.submit(wait_on_fifo, path_string(&fifo));
+                let victim = pool.submit(leave_mark, path_string(&mark));
+                let batched = pool.stats().queued == 2;
+                // Opening the FIFO for writing returns once the blocker runs.
+                let mut gate = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+                let batched = batched && pool.stats().queued == 0;
+                let cancelled = batched && victim.cancel();
+                std::io::Write::write_all(&mut gate, &[1]).unwrap();
+                drop(gate);
+                assert_eq!(blocker.result().unwrap(), 1);
+                // The worker runs calls in order: once this one answered, the
+                // victim has run or been skipped.
+                pool.submit(worker_pid, ()).result().unwrap();
+                let ran = mark.exists();
+                let outcome = victim.result();
+                if !batched {
+                    continue; // the replacement was ready too soon: try again
+                }
+                if cancelled {
+                    assert!(!ran, "cancel() returned true, yet the call ran");
+                    assert!(outcome.unwrap_err().is_cancelled());
+                } else {
+                    assert!(ran, "a call whose cancel was refused must run");
+                    assert_eq!(outcome.unwrap(), 7);
+                }
+                return;
+            }
+            panic!("never got two calls into one batch");
+        },
+    );
+}
+
+// --- 5. a worker announcing a huge reply -------------------------------------
+
+#[test]
+fn forged_huge_reply_header_fails_the_task_not_the_parent() {
+    guarded(
+        "forged_huge_reply_header_fails_the_task_not_the_parent",
+        Duration::from_secs(60),
+        || {
+            let pool = one_worker();
+            let pid = pool.submit(worker_pid, ()).result().unwrap();
+            let err = pool.submit(forge_reply, 60 << 30).result().unwrap_err();
+            let text = err.to_string();
+            assert!(!err.is_worker_died(), "{err}");
+            assert!(text.contains(&(60u64 << 30).to_string()), "{err}");
+            assert!(text.contains("frame limit"), "{err}");
+            // The pool replaced the lying worker and goes on.
+            let new_pid = pool.submit(worker_pid, ()).result().unwrap();
+            assert_ne!(new_pid, pid);
+            assert_eq!(pool.submit(make, 5).result().unwrap(), Touchy(5));
+        },
+    );
+}
