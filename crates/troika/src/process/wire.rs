@@ -308,3 +308,51 @@ fn write_all_with(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header announcing 60 GiB is refused before anything is allocated
+    /// for its body (the body never comes: reading it would hang, and
+    /// allocating it would abort).
+    #[test]
+    fn a_huge_announced_body_is_refused_before_allocation() {
+        let (read, write) = rustix::pipe::pipe().unwrap();
+        let mut frame = Vec::new();
+        Header {
+            kind: CALL,
+            status: 0,
+            aux: 0,
+            id: 42,
+            len: 60 << 30,
+        }
+        .encode(&mut frame);
+        write_all(&write, &frame).unwrap();
+        let mut reader = FrameReader::new(read, Duration::ZERO).unwrap();
+        reader.set_max_body(HARD_MAX_BODY);
+        let err = reader.next_frame().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            err.to_string().contains(&(60u64 << 30).to_string()),
+            "{err}"
+        );
+        let refused = reader.refused().unwrap();
+        assert_eq!((refused.id, refused.len), (42, 60 << 30));
+        assert!(reader.buf.len() < 1 << 20, "nothing was allocated for it");
+    }
+
+    #[test]
+    fn a_body_at_the_limit_is_read() {
+        let (read, write) = rustix::pipe::pipe().unwrap();
+        let mut frame = Vec::new();
+        let at = begin_frame(&mut frame, REPLY, OK, 0, 7);
+        frame.extend_from_slice(&[5; 100]);
+        finish_frame(&mut frame, at);
+        write_all(&write, &frame).unwrap();
+        let mut reader = FrameReader::new(read, Duration::ZERO).unwrap();
+        reader.set_max_body(100);
+        let (header, body) = reader.next_frame().unwrap().unwrap();
+        assert_eq!((header.id, body.len()), (7, 100));
+    }
+}
