@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ipc_support::guarded;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use troika::{ProcessPool, TaskError};
+use troika::{ErrorKind, ProcessPool, TaskError};
 
 /// A value whose `Serialize` panics on 101 and fails on 666, and whose
 /// `Deserialize` panics on 202 and fails on 13.
@@ -38,6 +38,14 @@ impl<'de> Deserialize<'de> for Touchy {
     }
 }
 
+/// Touchy values deep inside derived types, sequences and options.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Nested {
+    label: String,
+    items: Vec<Touchy>,
+    maybe: Option<Touchy>,
+}
+
 troika::remote! {
     fn echo(t: Touchy) -> Touchy {
         t
@@ -49,6 +57,22 @@ troika::remote! {
 
     fn worker_pid() -> u32 {
         std::process::id()
+    }
+
+    fn byte_count(bytes: Vec<u8>) -> usize {
+        bytes.len()
+    }
+
+    fn make_bytes(len: usize) -> Vec<u8> {
+        vec![7; len]
+    }
+
+    fn make_nested(n: u32) -> Nested {
+        Nested { label: "x".into(), items: vec![Touchy(1), Touchy(n)], maybe: Some(Touchy(2)) }
+    }
+
+    fn echo_nested(n: Nested) -> u32 {
+        n.items.len() as u32
     }
 
     /// Open the FIFO at `path` for reading (the test's open for writing
@@ -400,5 +424,151 @@ fn forged_huge_reply_header_fails_the_task_not_the_parent() {
             assert_ne!(new_pid, pid);
             assert_eq!(pool.submit(make, 5).result().unwrap(), Touchy(5));
         },
+    );
+}
+
+#[test]
+fn frame_limit_out_of_range_is_a_config_error() {
+    for bytes in [0, 1023, (8 << 30) + 1] {
+        let err = ProcessPool::builder()
+            .workers(1)
+            .max_frame_bytes(bytes)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("frame limit"), "{err}");
+        assert!(err.to_string().contains(&bytes.to_string()), "{err}");
+    }
+}
+
+fn small_frames() -> ProcessPool {
+    ProcessPool::builder()
+        .workers(1)
+        .max_frame_bytes(64 << 10)
+        .build()
+        .unwrap()
+}
+
+fn assert_too_large(err: &TaskError, at_least: u64) {
+    match *err.kind() {
+        ErrorKind::FrameTooLarge { size, limit } => {
+            assert!(size >= at_least, "{err}");
+            assert_eq!(limit, 64 << 10, "{err}");
+        }
+        _ => panic!("expected a frame-too-large error, got {err}"),
+    }
+    assert!(err.is_frame_too_large());
+    assert!(err.to_string().contains("65536"), "{err}");
+}
+
+#[test]
+fn argument_over_the_frame_limit_fails_at_submit() {
+    let pool = small_frames();
+    let err = pool
+        .submit(byte_count, vec![1; 100_000])
+        .result()
+        .unwrap_err();
+    assert_too_large(&err, 100_000);
+    // A chunk over the limit fails each of its items.
+    let outcomes: Vec<_> = pool
+        .imap(byte_count, (0..4).map(|_| vec![1; 30_000]), 4)
+        .unwrap()
+        .collect();
+    for outcome in &outcomes {
+        assert_too_large(outcome.as_ref().unwrap_err(), 120_000);
+    }
+    assert_eq!(
+        pool.submit(byte_count, vec![1; 1000]).result().unwrap(),
+        1000
+    );
+    assert_eq!(pool.stats().restarts, 0);
+}
+
+#[test]
+fn reply_over_the_frame_limit_fails_the_task_and_replaces_the_worker() {
+    guarded(
+        "reply_over_the_frame_limit_fails_the_task_and_replaces_the_worker",
+        Duration::from_secs(60),
+        || {
+            let pool = small_frames();
+            let pid = pool.submit(worker_pid, ()).result().unwrap();
+            let err = pool.submit(make_bytes, 200_000).result().unwrap_err();
+            assert_too_large(&err, 200_000);
+            assert_ne!(pool.submit(worker_pid, ()).result().unwrap(), pid);
+            assert_eq!(pool.submit(make_bytes, 1000).result().unwrap().len(), 1000);
+        },
+    );
+}
+// --- 6. serde's own error messages are kept -----------------------------------
+
+#[test]
+fn serde_error_messages_reach_the_task_error() {
+    let pool = one_worker();
+    let cases = [
+        (pool.submit(echo, Touchy(666)).result(), "bad value 666"),
+        (
+            pool.submit(echo, Touchy(13)).result(),
+            "13 will not be read",
+        ),
+        (pool.submit(make, 666).result(), "bad value 666"),
+        (pool.submit(make, 13).result(), "13 will not be read"),
+    ];
+    for (outcome, message) in &cases {
+        assert_serialization(outcome, message);
+    }
+}
+
+#[test]
+fn serde_error_messages_reach_chunk_items() {
+    let pool = one_worker();
+    let echoed: Vec<_> = pool
+        .imap(echo, [Touchy(666), Touchy(13)], 2)
+        .unwrap()
+        .collect();
+    assert_serialization(&echoed[0], "bad value 666");
+    assert_serialization(&echoed[1], "13 will not be read");
+    let made: Vec<_> = pool.imap(make, [666, 13], 2).unwrap().collect();
+    assert_serialization(&made[0], "bad value 666");
+    assert_serialization(&made[1], "13 will not be read");
+}
+
+#[test]
+fn serde_error_messages_of_nested_values_are_kept() {
+    let pool = one_worker();
+    let nested = |n| Nested {
+        label: "y".into(),
+        items: vec![Touchy(n)],
+        maybe: None,
+    };
+    let cases = [
+        (
+            pool.submit(echo_nested, nested(666)).result(),
+            "bad value 666",
+        ),
+        (
+            pool.submit(echo_nested, nested(13)).result(),
+            "13 will not be read",
+        ),
+    ];
+    for (outcome, message) in &cases {
+        let err = outcome.as_ref().unwrap_err();
+        assert!(
+            err.is_serialization() && err.to_string().contains(message),
+            "{err}"
+        );
+    }
+    let made = [
+        (pool.submit(make_nested, 666).result(), "bad value 666"),
+        (pool.submit(make_nested, 13).result(), "13 will not be read"),
+    ];
+    for (outcome, message) in &made {
+        let err = outcome.as_ref().unwrap_err();
+        assert!(
+            err.is_serialization() && err.to_string().contains(message),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        pool.submit(make_nested, 3).result().unwrap().items[1],
+        Touchy(3)
     );
 }

@@ -41,7 +41,10 @@ pub enum ErrorKind {
     ShutDown,
     /// The worker process running the task died.
     WorkerDied(Exit),
-    /// The task's arguments or result could not be serialized or deserialized.
+    /// The task's arguments or result could not be serialized or deserialized;
+    /// the message says on which side and at which stage, and includes the
+    /// message of the error the value's own `Serialize` or `Deserialize`
+    /// raised (such as `S::Error::custom("bad value 666")`).
     Serialization(String),
     /// The executor could not run the task for another reason (for example,
     /// the function is unknown to the worker); the message says why.

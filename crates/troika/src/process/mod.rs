@@ -72,6 +72,7 @@
 #![allow(clippy::needless_doctest_main)]
 
 mod child;
+mod codec;
 mod command;
 mod map;
 mod pool;

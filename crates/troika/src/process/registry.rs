@@ -243,49 +243,7 @@ fn run_chunk<F: RemoteFn>(input: &[u8], out: &mut Vec<u8>) -> u16 {
     wire::OK
 }
 
-/// Decode a postcard value, keeping the message of an error the type's own
-/// `Deserialize` raised.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    postcard::from_bytes(bytes).map_err(|e| e.to_string())
-}
-
-/// Append the postcard encoding of `value` to `out`. On failure `out` is left
-/// as it was and the error says why, with the message of an error the
-/// type's own `Serialize` raised.
-pub(crate) fn encode_into<T: Serialize + ?Sized>(
-    value: &T,
-    out: &mut Vec<u8>,
-) -> Result<(), String> {
-    let mark = out.len();
-    let result = postcard::serialize_with_flavor(value, Append(out));
-    if let Err(e) = result {
-        out.truncate(mark);
-        return Err(e.to_string());
-    }
-    Ok(())
-}
-
-/// A postcard output that appends to a borrowed `Vec`, so a failed encoding
-/// leaves the bytes before it (a frame header) intact.
-struct Append<'a>(&'a mut Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for Append<'_> {
-    type Output = ();
-
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.push(data);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
-}
+pub(crate) use super::codec::{decode, encode_into};
 
 /// Define functions that can run in a child process.
 ///
