@@ -38,6 +38,18 @@ impl<'de> Deserialize<'de> for Touchy {
     }
 }
 
+/// A value whose `Drop` panics in the parent (not in a worker).
+#[derive(Debug, Serialize, Deserialize)]
+struct DropBomb(u32);
+
+impl Drop for DropBomb {
+    fn drop(&mut self) {
+        if std::env::var_os("TROIKA_WORKER").is_none() && !std::thread::panicking() {
+            panic!("drop bomb {}", self.0);
+        }
+    }
+}
+
 /// Touchy values deep inside derived types, sequences and options.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Nested {
@@ -83,6 +95,11 @@ troika::remote! {
         let mut byte = [0u8; 1];
         fifo.read_exact(&mut byte).unwrap();
         u32::from(byte[0])
+    }
+
+    /// A `DropBomb`, once the FIFO at `path` delivers a byte.
+    fn bomb_after_fifo(path: String) -> DropBomb {
+        DropBomb(wait_on_fifo::call(path))
     }
 
     /// Leave a mark that this call ran.
@@ -242,6 +259,26 @@ fn panicking_done_callback_on_the_io_thread_leaves_the_pool_working() {
             std::fs::write(&fifo, [9u8]).unwrap();
             assert_eq!(gated.result().unwrap(), 9);
             assert_eq!(pool.submit(make, 5).result().unwrap(), Touchy(5));
+        },
+    );
+}
+
+#[test]
+fn panicking_drop_of_an_unclaimed_result_leaves_the_pool_working() {
+    guarded(
+        "panicking_drop_of_an_unclaimed_result_leaves_the_pool_working",
+        Duration::from_secs(60),
+        || {
+            let pool = one_worker();
+            let dir = scratch("drop-bomb");
+            let fifo = dir.join("gate");
+            rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::RWXU).unwrap();
+            // The handle is gone before the result arrives: the value is
+            // dropped on the pool's I/O thread.
+            drop(pool.submit(bomb_after_fifo, path_string(&fifo)));
+            std::fs::write(&fifo, [1u8]).unwrap();
+            assert_eq!(pool.submit(make, 5).result().unwrap(), Touchy(5));
+            assert_eq!(pool.submit(make, 6).result().unwrap(), Touchy(6));
         },
     );
 }
@@ -570,5 +607,22 @@ fn serde_error_messages_of_nested_values_are_kept() {
     assert_eq!(
         pool.submit(make_nested, 3).result().unwrap().items[1],
         Touchy(3)
+    );
+}
+
+#[test]
+fn forged_huge_reply_header_from_a_process_is_refused() {
+    guarded(
+        "forged_huge_reply_header_from_a_process_is_refused",
+        Duration::from_secs(60),
+        || {
+            let process = troika::Process::spawn(forge_reply, 60 << 30).unwrap();
+            let err = process.join().unwrap_err();
+            assert!(err.is_frame_too_large(), "{err}");
+            assert!(
+                err.to_string().contains(&(60u64 << 30).to_string()),
+                "{err}"
+            );
+        },
     );
 }

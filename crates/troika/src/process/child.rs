@@ -82,6 +82,12 @@ impl ProcessBuilder {
             .name(format!("troika-{name}"))
             .spawn(move || {
                 let result = talk::<F::Output>(&frame, to_child, from_child);
+                if let Some(Err(e)) = &result
+                    && e.is_frame_too_large()
+                {
+                    // It lied about its reply: it may never exit by itself.
+                    io_child.signal(Signal::KILL);
+                }
                 let exit = io_child.wait_exit(None).unwrap_or(Exit::Unknown);
                 let result = result.unwrap_or(Err(TaskError::new(ErrorKind::WorkerDied(exit))));
                 let mut state = io_shared.state.lock();
@@ -115,7 +121,17 @@ fn talk<R: serde::de::DeserializeOwned + Send + 'static>(
     drop(to_child);
     let mut reader = FrameReader::new(from_child, Duration::from_micros(50)).ok()?;
     loop {
-        let (header, body) = reader.next_frame().ok()??;
+        let (header, body) = match reader.next_frame() {
+            Ok(frame) => frame?,
+            // A reply announced over the frame limit was refused unread.
+            Err(_) => {
+                let refused = reader.refused()?;
+                return Some(Err(TaskError::new(ErrorKind::FrameTooLarge {
+                    size: refused.len,
+                    limit: wire::DEFAULT_MAX_BODY,
+                })));
+            }
+        };
         if header.kind == wire::REPLY {
             sent.ok()?;
             let (promise, handle) = crate::futures::pair(0);

@@ -789,12 +789,15 @@ impl Shared {
                     if let Some(job) = job {
                         // User code runs here (`Deserialize`, done-callbacks,
                         // `Drop`): `finish` catches its panics, and a panic that
-                        // still escapes (a `Drop` of an unclaimed value) must
-                        // not end this thread.
-                        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            job.sink.finish(header.status, body)
-                        }))
-                        .unwrap_or(false);
+                        // still escapes (the `Drop` of a value whose handle is
+                        // gone, when the job goes) must not end this thread.
+                        let ok =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                                let ok = job.sink.finish(header.status, body);
+                                drop(job);
+                                ok
+                            }))
+                            .unwrap_or(false);
                         self.note_outcome(ok);
                     }
                     reader.shrink();
