@@ -791,13 +791,10 @@ impl Shared {
                         // `Drop`): `finish` catches its panics, and a panic that
                         // still escapes (the `Drop` of a value whose handle is
                         // gone, when the job goes) must not end this thread.
-                        let ok =
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                                let ok = job.sink.finish(header.status, body);
-                                drop(job);
-                                ok
-                            }))
-                            .unwrap_or(false);
+                        use std::panic::{AssertUnwindSafe, catch_unwind};
+                        let finish = || job.sink.finish(header.status, body);
+                        let ok = catch_unwind(AssertUnwindSafe(finish)).unwrap_or(false);
+                        let _ = catch_unwind(AssertUnwindSafe(move || drop(job)));
                         self.note_outcome(ok);
                     }
                     reader.shrink();
