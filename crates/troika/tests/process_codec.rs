@@ -626,3 +626,14 @@ fn forged_huge_reply_header_from_a_process_is_refused() {
         },
     );
 }
+
+#[test]
+fn initializer_argument_over_the_frame_limit_is_a_config_error() {
+    let err = ProcessPool::builder()
+        .workers(1)
+        .max_frame_bytes(64 << 10)
+        .initializer(byte_count, vec![1; 100_000])
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("frame limit of 65536"), "{err}");
+}

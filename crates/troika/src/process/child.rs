@@ -60,6 +60,14 @@ impl ProcessBuilder {
             message: e.to_string(),
             serialization: true,
         })?;
+        let size = (frame.len() - wire::HEADER) as u64;
+        if size > wire::DEFAULT_MAX_BODY {
+            let limit = wire::DEFAULT_MAX_BODY;
+            return Err(SpawnError {
+                message: TaskError::new(ErrorKind::FrameTooLarge { size, limit }).to_string(),
+                serialization: true,
+            });
+        }
         let spawned = spawn::spawn_worker(SpawnConfig {
             memory_cap: self.memory_cap,
         })
@@ -159,7 +167,10 @@ struct Outcome<R> {
 /// function is one defined with [`remote!`](crate::remote), its argument and
 /// result cross the process boundary serialized. The child exits once the
 /// call returns. Dropping a `Process` does not stop it; it dies with the
-/// parent at the latest, and is always reaped.
+/// parent at the latest, and is always reaped. The argument and the result
+/// may each encode to at most 1 GiB: a longer argument fails the spawn, a
+/// longer result fails [`join`](Process::join) with
+/// [`ErrorKind::FrameTooLarge`] (and the child is killed).
 ///
 /// # Examples
 ///

@@ -178,6 +178,16 @@ impl ProcessPoolBuilder {
                 )));
             }
         };
+        if let Some(frame) = &initializer {
+            let size = (frame.len() - wire::HEADER) as u64;
+            if size > max_frame {
+                let err = TaskError::new(ErrorKind::FrameTooLarge {
+                    size,
+                    limit: max_frame,
+                });
+                return Err(ConfigError(format!("invalid initializer: {err}")));
+            }
+        }
         if self.max_tasks == Some(0) {
             return Err(ConfigError(
                 "max tasks per worker must be at least 1".into(),
