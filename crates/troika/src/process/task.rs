@@ -291,3 +291,104 @@ fn decode_chunk<R: DeserializeOwned>(body: &[u8]) -> Result<ChunkOutcome<R>, Tas
     }
     Ok(items)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply as the worker builds it: per item a value or a failure.
+    fn reply(items: &[Result<String, (u8, String)>]) -> Vec<u8> {
+        let mut out = (items.len() as u32).to_le_bytes().to_vec();
+        for item in items {
+            match item {
+                Ok(value) => {
+                    let at = registry::begin_item(&mut out, ITEM_OK);
+                    registry::encode_into(value, &mut out).unwrap();
+                    registry::finish_item(&mut out, at);
+                }
+                Err((tag, msg)) => registry::push_message(&mut out, *tag, msg),
+            }
+        }
+        out
+    }
+
+    /// A small deterministic generator (no dependency needed).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self, below: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % below
+        }
+    }
+
+    fn random_items(rng: &mut Lcg) -> Vec<Result<String, (u8, String)>> {
+        (0..rng.next(8))
+            .map(|i| match rng.next(4) {
+                0 => Err((ITEM_PANICKED, format!("boom {i}"))),
+                1 => Err((ITEM_ENCODE, format!("bad {i}"))),
+                _ => Ok("x".repeat(rng.next(300) as usize)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunk_replies_round_trip_item_by_item() {
+        let mut rng = Lcg(7);
+        for _ in 0..2000 {
+            let items = random_items(&mut rng);
+            let decoded = decode_chunk::<String>(&reply(&items)).unwrap();
+            assert_eq!(decoded.len(), items.len());
+            for (got, want) in decoded.iter().zip(&items) {
+                match (got, want) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b),
+                    (Err(e), Err((tag, msg))) => {
+                        assert_eq!(e.is_panic(), *tag == ITEM_PANICKED);
+                        assert!(e.to_string().contains(msg.as_str()), "{e}");
+                    }
+                    _ => panic!("{got:?} for {want:?}"),
+                }
+            }
+        }
+    }
+
+    /// A reply cut anywhere, or with any byte changed, never panics and never
+    /// yields more items than it announces.
+    #[test]
+    fn damaged_chunk_replies_fail_cleanly() {
+        let mut rng = Lcg(11);
+        for _ in 0..300 {
+            let items = random_items(&mut rng);
+            let whole = reply(&items);
+            for cut in 0..whole.len() {
+                let outcome = decode_chunk::<String>(&whole[..cut]);
+                assert!(outcome.is_err(), "a reply cut at {cut} was accepted");
+            }
+            for at in 0..whole.len() {
+                let mut damaged = whole.clone();
+                damaged[at] ^= 1 << rng.next(8);
+                if let Ok(decoded) = decode_chunk::<String>(&damaged) {
+                    assert!(decoded.len() <= u32::MAX as usize);
+                }
+            }
+        }
+    }
+
+    /// One item whose bytes are not a value of the type fails alone.
+    #[test]
+    fn an_undecodable_item_fails_alone() {
+        let mut out = 3u32.to_le_bytes().to_vec();
+        for bytes in [&[1u8, b'a'][..], &[0xff, 0xff, 0xff][..], &[1, b'c'][..]] {
+            let at = registry::begin_item(&mut out, ITEM_OK);
+            out.extend_from_slice(bytes);
+            registry::finish_item(&mut out, at);
+        }
+        let decoded = decode_chunk::<String>(&out).unwrap();
+        assert_eq!(decoded[0].as_deref().unwrap(), "a");
+        assert!(decoded[1].as_ref().unwrap_err().is_serialization());
+        assert_eq!(decoded[2].as_deref().unwrap(), "c");
+    }
+}
