@@ -335,6 +335,11 @@ impl<T> Handle<T> {
     }
 
     /// Whether a worker has started the task (and it may still be running).
+    ///
+    /// The process pool also counts a call it has already written to a
+    /// worker behind another one: it can no longer be taken back and runs
+    /// next, so `cancel()` returns false for it (as Python's pool does for
+    /// calls in its call queue).
     pub fn is_running(&self) -> bool {
         self.inner.phase.load(Ordering::Acquire) == RUNNING
     }

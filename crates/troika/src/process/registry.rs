@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub(crate) use super::codec::{decode, encode_into};
 use super::wire;
 
 /// A function that can run in a child process.
@@ -242,8 +243,6 @@ fn run_chunk<F: RemoteFn>(input: &[u8], out: &mut Vec<u8>) -> u16 {
     out[count_at..count_at + 4].copy_from_slice(&done.to_le_bytes());
     wire::OK
 }
-
-pub(crate) use super::codec::{decode, encode_into};
 
 /// Define functions that can run in a child process.
 ///
