@@ -637,3 +637,22 @@ fn initializer_argument_over_the_frame_limit_is_a_config_error() {
         .unwrap_err();
     assert!(err.to_string().contains("frame limit of 65536"), "{err}");
 }
+
+#[test]
+fn reply_for_a_call_that_is_not_running_fails_the_task_as_a_protocol_error() {
+    guarded(
+        "reply_for_a_call_that_is_not_running_fails_the_task_as_a_protocol_error",
+        Duration::from_secs(60),
+        || {
+            let pool = one_worker();
+            let pid = pool.submit(worker_pid, ()).result().unwrap();
+            // An empty reply for call id u64::MAX, which was never sent.
+            let err = pool.submit(forge_reply, 0).result().unwrap_err();
+            assert!(
+                matches!(err.kind(), ErrorKind::Failed(m) if m.contains("protocol")),
+                "{err}"
+            );
+            assert_ne!(pool.submit(worker_pid, ()).result().unwrap(), pid);
+        },
+    );
+}
