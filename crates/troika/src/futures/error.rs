@@ -46,6 +46,10 @@ pub enum ErrorKind {
     /// The executor could not run the task for another reason (for example,
     /// the function is unknown to the worker); the message says why.
     Failed(String),
+    /// The pool's initializer failed (it panicked, or killed the worker
+    /// process it ran in), so the pool is broken and runs no task, like
+    /// Python's `BrokenProcessPool`; the message says how it failed.
+    InitializerFailed(String),
 }
 
 /// How a worker process ended.
@@ -189,6 +193,9 @@ impl fmt::Display for TaskError {
             ErrorKind::WorkerDied(exit) => write!(f, "worker process died with {exit}"),
             ErrorKind::Serialization(msg) => write!(f, "serialization failed: {msg}"),
             ErrorKind::Failed(msg) => write!(f, "task failed: {msg}"),
+            ErrorKind::InitializerFailed(msg) => {
+                write!(f, "the pool is broken: its initializer failed: {msg}")
+            }
         }
     }
 }
