@@ -666,11 +666,19 @@ impl Shared {
         let pause = Duration::from_millis(10 << failures.min(7));
         let until = Instant::now() + pause;
         let mut state = self.state.lock();
-        while !state.terminating
-            && state.broken.is_none()
-            && !(state.closed && state.queue.is_empty())
-            && !self.space.wait_until(&mut state, until).timed_out()
-        {}
+        loop {
+            let stopping = state.terminating
+                || state.broken.is_some()
+                || (state.closed && state.queue.is_empty());
+            if stopping || self.space.wait_until(&mut state, until).timed_out() {
+                break;
+            }
+        }
+        if state.broken.is_some() {
+            // Broken meanwhile (by another slot): start nothing.
+            drop(state);
+            return self.spawn_failed_stop();
+        }
         false
     }
 
