@@ -294,13 +294,20 @@ fn initializer_runs_on_every_worker() {
 }
 
 #[test]
-fn a_panicking_initializer_does_not_stop_the_worker() {
+fn a_panicking_initializer_breaks_the_pool() {
     let pool = ThreadPool::builder()
         .workers(1)
         .initializer(|_| panic!("init failed"))
         .build()
         .unwrap();
-    assert_eq!(pool.submit(|| 9).result().unwrap(), 9);
+    for _ in 0..2 {
+        let err = pool.submit(|| 9).result().unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::InitializerFailed(m) if m.contains("init failed")),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("initializer"), "{err}");
+    }
 }
 
 #[test]

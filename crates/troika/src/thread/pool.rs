@@ -2,8 +2,8 @@
 
 use std::cell::UnsafeCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -166,8 +166,12 @@ impl ThreadPoolBuilder {
     }
 
     /// Run `init(worker_index)` on each worker thread before its first task,
-    /// also on threads that replace timed-out workers. A panic in it is
-    /// reported on stderr; the worker then serves tasks all the same.
+    /// also on threads that replace timed-out workers.
+    ///
+    /// A panic in it breaks the pool, as in Python's `BrokenThreadPool`:
+    /// from then on every task, queued or submitted later, fails with
+    /// [`ErrorKind::InitializerFailed`](crate::ErrorKind::InitializerFailed)
+    /// carrying the panic's message instead of running.
     pub fn initializer(mut self, init: impl Fn(usize) + Send + Sync + 'static) -> Self {
         self.initializer = Some(Arc::new(init));
         self
@@ -233,6 +237,7 @@ impl ThreadPoolBuilder {
             replaced: AtomicUsize::new(0),
             watchdog: Mutex::new(None),
             exits: Mutex::new(()),
+            broken: OnceLock::new(),
             exited: Condvar::new(),
             drop_timeout: self.drop_timeout.unwrap_or(DEFAULT_DROP_TIMEOUT),
         });
@@ -293,6 +298,8 @@ pub(crate) struct Shared {
     pub(crate) watchdog: Mutex<Option<Watchdog>>,
     /// Held to wait on `exited`.
     exits: Mutex<()>,
+    /// Set when an initializer panicked: no task runs any more.
+    broken: OnceLock<String>,
     /// Signalled whenever a worker thread ends.
     exited: Condvar,
     drop_timeout: Duration,
@@ -402,7 +409,9 @@ impl Shared {
             && let Err(payload) = catch_unwind(AssertUnwindSafe(|| init(index)))
         {
             let msg = crate::futures::panic_message(&*payload);
-            eprintln!("troika: initializer of worker {index} panicked: {msg}");
+            let _ = self
+                .broken
+                .set(format!("it panicked in worker {index}: {msg}"));
         }
         while let Some(job) = self.next_job() {
             job.run(&self);
@@ -466,8 +475,19 @@ impl Shared {
         R: Send,
     {
         if promise.start() {
-            promise.complete(self.execute(f));
+            match self.broken_error() {
+                Some(err) => promise.complete(Err(err)),
+                None => promise.complete(self.execute(f)),
+            };
         }
+    }
+
+    /// The error every task of a pool whose initializer panicked fails with.
+    fn broken_error(&self) -> Option<TaskError> {
+        let message = self.broken.get()?;
+        Some(TaskError::new(crate::ErrorKind::InitializerFailed(
+            message.clone(),
+        )))
     }
 
     /// Run a claimed task on this worker, under the timeout if there is one.
@@ -477,6 +497,10 @@ impl Shared {
         R: Send + 'static,
     {
         if !promise.start() {
+            return;
+        }
+        if let Some(err) = self.broken_error() {
+            promise.complete(Err(err));
             return;
         }
         let guard = self.timeout.and_then(|timeout| {
