@@ -359,3 +359,30 @@ fn dropped_pool_and_process_leave_no_process_thread_or_descriptor() {
         },
     );
 }
+
+#[test]
+fn communicate_returns_when_a_process_that_left_the_group_holds_the_pipes() {
+    guarded(
+        "communicate_returns_when_a_process_that_left_the_group_holds_the_pipes",
+        Duration::from_secs(60),
+        || {
+            // The escaped process holds stdout and stderr until the test ends.
+            let script = format!(
+                "setsid sh -c 'while kill -0 {} 2>/dev/null; do sleep 1; done' & exec sleep 600",
+                test_pid()
+            );
+            let mut command = std::process::Command::new("sh");
+            command.args(["-c", &script]);
+            let output = troika::process::GroupChild::spawn(&mut command)
+                .unwrap()
+                .communicate(Some(Duration::from_millis(200)))
+                .unwrap();
+            assert!(output.timed_out);
+            assert!(
+                matches!(output.exit, Exit::Signal(15) | Exit::Signal(SIGKILL)),
+                "{:?}",
+                output.exit
+            );
+        },
+    );
+}
