@@ -327,6 +327,33 @@ fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
 
+/// What this process's descriptors point at, for failure messages.
+fn fd_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .map(|f| {
+            std::fs::read_link(f.path())
+                .map(|l| l.display().to_string())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The names of this process's threads, for failure messages.
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .map(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
 #[test]
 fn dropped_pool_and_process_leave_no_process_thread_or_descriptor() {
     guarded(
@@ -383,6 +410,44 @@ fn communicate_returns_when_a_process_that_left_the_group_holds_the_pipes() {
                 "{:?}",
                 output.exit
             );
+        },
+    );
+}
+
+#[test]
+fn dropped_executors_and_commands_leave_no_thread_or_descriptor() {
+    guarded(
+        "dropped_executors_and_commands_leave_no_thread_or_descriptor",
+        Duration::from_secs(60),
+        || {
+            let me = std::process::id();
+            // tokio's signal driver opens a socket pair once per process.
+            drop(troika::aio::AsyncExecutor::builder().workers(1).build().unwrap());
+            let (threads, fds) = (thread_count(), fd_count());
+
+            let pool = troika::ThreadPool::builder()
+                .workers(3)
+                .task_timeout(Duration::from_secs(60))
+                .build()
+                .unwrap();
+            assert_eq!(pool.submit(|| 1).result().unwrap(), 1);
+            drop(pool);
+            assert_eq!(thread_count(), threads, "ThreadPool");
+            assert_eq!(fd_count(), fds, "ThreadPool");
+
+            let executor = troika::aio::AsyncExecutor::builder().workers(2).build().unwrap();
+            assert_eq!(executor.submit(async { 1 }).result().unwrap(), 1);
+            assert_eq!(executor.spawn_blocking(|| 2).result().unwrap(), 2);
+            drop(executor);
+            assert_eq!(thread_count(), threads, "AsyncExecutor: {:?}", thread_names());
+            assert_eq!(fd_count(), fds, "AsyncExecutor: {:?}", fd_names());
+
+            let mut command = std::process::Command::new("sh");
+            command.args(["-c", "echo hi; exec sleep 600"]);
+            let child = troika::process::GroupChild::spawn(&mut command).unwrap();
+            drop(child);
+            assert!(children_of(me).is_empty(), "{:?}", children_of(me));
+            assert_eq!(fd_count(), fds, "GroupChild");
         },
     );
 }
