@@ -43,6 +43,28 @@ troika::remote! {
         0
     }
 
+    /// Fork a grandchild that holds the worker's pipes until the process
+    /// `test_pid` exits, and return the worker's pid at once.
+    fn escape_in_background(test_pid: i32) -> u32 {
+        // SAFETY: as in `escape_then_hang`.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            if let Some(test) = rustix::process::Pid::from_raw(test_pid)
+                && let Ok(fd) = rustix::process::pidfd_open(test, rustix::process::PidfdFlags::empty())
+            {
+                let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+                let _ = rustix::event::poll(&mut fds, None);
+            }
+            // SAFETY: as in `escape_then_hang`.
+            unsafe { libc::_exit(0) };
+        }
+        std::process::id()
+    }
+
+    fn text_len(text: String) -> usize {
+        text.len()
+    }
+
     fn init_panics() -> () {
         panic!("no database at db.invalid");
     }
@@ -422,7 +444,12 @@ fn dropped_executors_and_commands_leave_no_thread_or_descriptor() {
         || {
             let me = std::process::id();
             // tokio's signal driver opens a socket pair once per process.
-            drop(troika::aio::AsyncExecutor::builder().workers(1).build().unwrap());
+            drop(
+                troika::aio::AsyncExecutor::builder()
+                    .workers(1)
+                    .build()
+                    .unwrap(),
+            );
             let (threads, fds) = (thread_count(), fd_count());
 
             let pool = troika::ThreadPool::builder()
@@ -435,11 +462,19 @@ fn dropped_executors_and_commands_leave_no_thread_or_descriptor() {
             assert_eq!(thread_count(), threads, "ThreadPool");
             assert_eq!(fd_count(), fds, "ThreadPool");
 
-            let executor = troika::aio::AsyncExecutor::builder().workers(2).build().unwrap();
+            let executor = troika::aio::AsyncExecutor::builder()
+                .workers(2)
+                .build()
+                .unwrap();
             assert_eq!(executor.submit(async { 1 }).result().unwrap(), 1);
             assert_eq!(executor.spawn_blocking(|| 2).result().unwrap(), 2);
             drop(executor);
-            assert_eq!(thread_count(), threads, "AsyncExecutor: {:?}", thread_names());
+            assert_eq!(
+                thread_count(),
+                threads,
+                "AsyncExecutor: {:?}",
+                thread_names()
+            );
             assert_eq!(fd_count(), fds, "AsyncExecutor: {:?}", fd_names());
 
             let mut command = std::process::Command::new("sh");
@@ -448,6 +483,45 @@ fn dropped_executors_and_commands_leave_no_thread_or_descriptor() {
             drop(child);
             assert!(children_of(me).is_empty(), "{:?}", children_of(me));
             assert_eq!(fd_count(), fds, "GroupChild");
+        },
+    );
+}
+
+fn read_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("rchar:").map(|v| v.trim().parse().ok()))
+                .flatten()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_write_to_a_worker_killed_mid_transfer_ends_while_a_grandchild_holds_its_socket() {
+    guarded(
+        "a_write_to_a_worker_killed_mid_transfer_ends_while_a_grandchild_holds_its_socket",
+        Duration::from_secs(60),
+        || {
+            const BIG: usize = 100 << 20;
+            let pool = ProcessPool::new(1).unwrap();
+            // An earlier task left a process behind that holds the pipes.
+            let pid = pool
+                .submit(escape_in_background, test_pid())
+                .result()
+                .unwrap();
+            wait_for(|| !children_of(pid).is_empty());
+            let before = read_bytes(pid);
+            let killer = std::thread::spawn(move || {
+                // Kill the worker once it has read 10 MB of the argument.
+                wait_for(|| read_bytes(pid) >= before + (10 << 20));
+                kill(pid);
+            });
+            let err = pool.submit(text_len, "a".repeat(BIG)).result().unwrap_err();
+            killer.join().unwrap();
+            assert_eq!(err.kind(), &ErrorKind::WorkerDied(Exit::Signal(SIGKILL)));
+            assert_eq!(pool.submit(add_one, 1).result().unwrap(), 2);
         },
     );
 }

@@ -332,6 +332,11 @@ struct Worker {
     child: Arc<ChildProc>,
     /// `None` once the pool closed the pipe (the worker then exits).
     writer: Option<Arc<Mutex<OwnedFd>>>,
+    /// The writer's socket (weakly, with its descriptor number), to shut it
+    /// down when the worker is dead: a write blocked on it (the worker's end
+    /// held open by a process a task forked) then fails instead of waiting
+    /// for ever.
+    socket: (std::sync::Weak<Mutex<OwnedFd>>, std::os::fd::RawFd),
     ready: bool,
     retiring: bool,
 }
@@ -587,6 +592,17 @@ impl Shared {
             let exit = child
                 .wait_exit(Some(Duration::from_secs(2)))
                 .unwrap_or_else(|| child.kill_and_reap());
+            let writer = self.state.lock().slots[index]
+                .worker
+                .as_ref()
+                .map(|w| (w.socket.0.upgrade(), w.socket.1));
+            if let Some((Some(_writer), raw)) = writer {
+                // SAFETY: `raw` is the descriptor owned by the writer, which
+                // `_writer` keeps alive (so open, and not reused) meanwhile.
+                let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+                // Wake a write still blocked on the dead worker's socket.
+                let _ = rustix::net::shutdown(socket, rustix::net::Shutdown::Both);
+            }
             if self.settle(index, generation, exit, got_ready) {
                 return;
             }
@@ -596,12 +612,16 @@ impl Shared {
     /// Put a freshly started worker into slot `index`.
     fn install(&self, index: usize, spawned: spawn::Spawned) -> Installed {
         let child = Arc::new(spawned.child);
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&spawned.to_child);
+        let writer = Arc::new(Mutex::new(spawned.to_child));
+        let socket = (Arc::downgrade(&writer), raw);
         let mut state = self.state.lock();
         let slot = &mut state.slots[index];
         slot.generation += 1;
         slot.worker = Some(Worker {
             child: Arc::clone(&child),
-            writer: Some(Arc::new(Mutex::new(spawned.to_child))),
+            writer: Some(writer),
+            socket,
             ready: false,
             retiring: false,
         });
