@@ -525,3 +525,90 @@ fn a_write_to_a_worker_killed_mid_transfer_ends_while_a_grandchild_holds_its_soc
         },
     );
 }
+
+troika::remote! {
+    fn hang() -> u32 {
+        std::thread::sleep(Duration::from_secs(3600));
+        0
+    }
+}
+
+#[test]
+fn dropping_a_process_pool_with_a_task_that_never_finishes_returns() {
+    guarded(
+        "dropping_a_process_pool_with_a_task_that_never_finishes_returns",
+        Duration::from_secs(60),
+        || {
+            // The default drop timeout (10 s) bounds the drop.
+            let pool = ProcessPool::new(1).unwrap();
+            let stuck = pool.submit(hang, ());
+            wait_for(|| stuck.is_running());
+            drop(pool);
+            assert!(!stuck.is_done());
+        },
+    );
+}
+
+#[test]
+fn a_panic_unwinds_past_a_process_pool_with_a_stuck_task() {
+    guarded(
+        "a_panic_unwinds_past_a_process_pool_with_a_stuck_task",
+        Duration::from_secs(60),
+        || {
+            let unwound = std::panic::catch_unwind(|| {
+                let pool = ProcessPool::new(1).unwrap();
+                let stuck = pool.submit(hang, ());
+                wait_for(|| stuck.is_running());
+                panic!("the caller failed");
+            });
+            assert!(unwound.is_err());
+        },
+    );
+}
+
+#[test]
+fn process_pool_shutdown_timeout_leaves_stuck_tasks_running_in_the_background() {
+    guarded(
+        "process_pool_shutdown_timeout_leaves_stuck_tasks_running_in_the_background",
+        Duration::from_secs(60),
+        || {
+            let pool = ProcessPool::new(2).unwrap();
+            let quick = pool.submit(add_one, 1);
+            assert_eq!(quick.result().unwrap(), 2);
+            let stuck = pool.submit(hang, ());
+            wait_for(|| stuck.is_running());
+            let pid = pool.worker_pids();
+            assert!(!pool.shutdown_timeout(Duration::from_millis(50)));
+            assert!(pool.submit(add_one, 1).result().unwrap_err().is_shut_down());
+            assert!(!stuck.is_done());
+            // It still runs: killing its worker settles it.
+            for pid in pid {
+                let _ = rustix::process::kill_process(
+                    rustix::process::Pid::from_raw(pid as i32).unwrap(),
+                    rustix::process::Signal::KILL,
+                );
+            }
+            assert_eq!(
+                stuck.result().unwrap_err().kind(),
+                &ErrorKind::WorkerDied(Exit::Signal(SIGKILL))
+            );
+
+            // Nothing stuck: every worker exits in time.
+            let pool = ProcessPool::new(2).unwrap();
+            let quick = pool.submit(add_one, 1);
+            assert!(pool.shutdown_timeout(Duration::from_secs(30)));
+            assert_eq!(quick.result().unwrap(), 2);
+
+            // The drop timeout is configurable.
+            let pool = ProcessPool::builder()
+                .workers(1)
+                .drop_timeout(Duration::from_millis(20))
+                .build()
+                .unwrap();
+            let stuck = pool.submit(hang, ());
+            wait_for(|| stuck.is_running());
+            drop(pool);
+            assert!(!stuck.is_done());
+        },
+    );
+}

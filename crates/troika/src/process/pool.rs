@@ -65,7 +65,11 @@ pub struct ProcessPoolBuilder {
     max_rss: Option<u64>,
     memory_cap: Option<u64>,
     initializer: Option<Result<Arc<Vec<u8>>, TaskError>>,
+    drop_timeout: Option<Duration>,
 }
+
+/// How long dropping a [`ProcessPool`] waits for its tasks by default.
+const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for ProcessPoolBuilder {
     fn default() -> Self {
@@ -78,6 +82,7 @@ impl Default for ProcessPoolBuilder {
             max_rss: None,
             memory_cap: None,
             initializer: None,
+            drop_timeout: None,
         }
     }
 }
@@ -146,6 +151,14 @@ impl ProcessPoolBuilder {
     pub fn initializer<F: RemoteFn>(mut self, f: F, arg: F::Arg) -> Self {
         let _ = f;
         self.initializer = Some(task::encode_call::<F, _>(INIT_ID, false, &arg).map(Arc::new));
+        self
+    }
+
+    /// How long dropping the pool waits for the queued and running tasks
+    /// (default 10 s) before it returns and leaves them to finish in the
+    /// background (see [`ProcessPool::shutdown_timeout`]).
+    pub fn drop_timeout(mut self, timeout: Duration) -> Self {
+        self.drop_timeout = Some(timeout);
         self
     }
 
@@ -233,6 +246,7 @@ impl ProcessPoolBuilder {
         Ok(ProcessPool {
             shared,
             _spare: spare,
+            drop_timeout: self.drop_timeout.unwrap_or(DEFAULT_DROP_TIMEOUT),
         })
     }
 }
@@ -259,7 +273,12 @@ impl ProcessPoolBuilder {
 /// Workers die with the parent (even on `SIGKILL`) and are always reaped.
 ///
 /// Dropping the pool shuts it down: queued tasks still run, and the drop waits
-/// for them and for the workers to exit.
+/// for them and for the workers to exit, for at most the pool's
+/// [drop timeout](ProcessPoolBuilder::drop_timeout) (10 s by default); then
+/// it returns and the tasks left finish in the background (see
+/// [`shutdown_timeout`](ProcessPool::shutdown_timeout)). Dropped while a
+/// panic unwinds, it waits for nothing. [`terminate`](ProcessPool::terminate)
+/// first to kill what runs instead.
 ///
 /// # Examples
 ///
@@ -286,6 +305,7 @@ pub struct ProcessPool {
     /// Keeps a started worker in reserve; released (and that worker
     /// reaped) after the drop has shut the pool down.
     _spare: spawn::SpareLease,
+    drop_timeout: Duration,
 }
 
 /// A snapshot of a process pool's state, for monitoring and load shedding.
@@ -648,6 +668,7 @@ impl Shared {
             if stop {
                 state.exited += 1;
                 self.watch.notify_all();
+                self.space.notify_all();
             }
             (state.startup_failures, stop)
         };
@@ -707,6 +728,7 @@ impl Shared {
         let mut state = self.state.lock();
         state.exited += 1;
         self.watch.notify_all();
+        self.space.notify_all();
         true
     }
 
@@ -1262,6 +1284,66 @@ impl ProcessPool {
         self.shared.watch.notify_all();
     }
 
+    /// Stop taking tasks and wait at most `timeout` for the queued and
+    /// running ones to finish and the workers to exit. Returns whether they
+    /// all did.
+    ///
+    /// What is left at the deadline goes on in the background: the workers
+    /// finish the queue (the tasks' handles get their outcomes), then exit
+    /// and are reaped; nothing waits for them, and they die with the parent
+    /// at the latest. Call [`terminate`](ProcessPool::terminate) to kill
+    /// them instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::ProcessPool;
+    ///
+    /// troika::remote! {
+    ///     fn double(x: u64) -> u64 { 2 * x }
+    /// }
+    ///
+    /// fn main() {
+    ///     troika::init();
+    ///     let pool = ProcessPool::new(2).unwrap();
+    ///     let handle = pool.submit(double, 21);
+    ///     assert!(pool.shutdown_timeout(Duration::from_secs(60)));
+    ///     assert_eq!(handle.result().unwrap(), 42);
+    /// }
+    /// ```
+    pub fn shutdown_timeout(&self, timeout: Duration) -> bool {
+        self.shutdown(false, false);
+        let deadline = Instant::now().checked_add(timeout);
+        let finished = {
+            let mut state = self.shared.state.lock();
+            while state.exited < self.shared.workers {
+                let timed_out = match deadline {
+                    Some(deadline) => self
+                        .shared
+                        .space
+                        .wait_until(&mut state, deadline)
+                        .timed_out(),
+                    None => {
+                        self.shared.space.wait(&mut state);
+                        false
+                    }
+                };
+                if timed_out {
+                    break;
+                }
+            }
+            state.exited >= self.shared.workers
+        };
+        if finished {
+            self.join();
+        } else {
+            // Detached: the threads end once their workers are done.
+            drop(std::mem::take(&mut self.shared.state.lock().threads));
+        }
+        finished
+    }
+
     /// `multiprocessing.Pool.close`: accept no more tasks; queued ones still run.
     pub fn close(&self) {
         self.shutdown(false, false);
@@ -1276,7 +1358,14 @@ impl ProcessPool {
 
 impl Drop for ProcessPool {
     fn drop(&mut self) {
-        self.shutdown(true, false);
+        // While a panic unwinds, waiting (perhaps for a task that waits on
+        // the very code that panicked) would hold the panic up.
+        let timeout = if std::thread::panicking() {
+            Duration::ZERO
+        } else {
+            self.drop_timeout
+        };
+        self.shutdown_timeout(timeout);
     }
 }
 
