@@ -506,6 +506,8 @@ impl AsyncExecutor {
                 runtime.shutdown_timeout(RUNTIME_STOP);
             }
         }
+        // Given up once: the drop that follows does not wait again.
+        self.drop_timeout = Duration::ZERO;
         finished
     }
 }

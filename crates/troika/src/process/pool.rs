@@ -247,6 +247,7 @@ impl ProcessPoolBuilder {
             shared,
             _spare: spare,
             drop_timeout: self.drop_timeout.unwrap_or(DEFAULT_DROP_TIMEOUT),
+            detached: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
@@ -306,6 +307,8 @@ pub struct ProcessPool {
     /// reaped) after the drop has shut the pool down.
     _spare: spawn::SpareLease,
     drop_timeout: Duration,
+    /// Set once `shutdown_timeout` gave up and detached the threads.
+    detached: std::sync::atomic::AtomicBool,
 }
 
 /// A snapshot of a process pool's state, for monitoring and load shedding.
@@ -1313,6 +1316,10 @@ impl ProcessPool {
     /// }
     /// ```
     pub fn shutdown_timeout(&self, timeout: Duration) -> bool {
+        if self.detached.load(Ordering::Acquire) {
+            // Given up before: the threads are on their own.
+            return self.shared.state.lock().exited >= self.shared.workers;
+        }
         self.shutdown(false, false);
         let deadline = Instant::now().checked_add(timeout);
         let finished = {
@@ -1339,6 +1346,7 @@ impl ProcessPool {
             self.join();
         } else {
             // Detached: the threads end once their workers are done.
+            self.detached.store(true, Ordering::Release);
             drop(std::mem::take(&mut self.shared.state.lock().threads));
         }
         finished
