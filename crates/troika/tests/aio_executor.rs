@@ -1,5 +1,7 @@
 //! `AsyncExecutor`: the common futures API on a tokio runtime.
 
+mod ipc_support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -97,6 +99,16 @@ fn the_concurrency_limit_holds_and_pending_tasks_can_be_cancelled() {
     let blockers: Vec<_> = (0..3)
         .map(|_| executor.submit(std::future::pending::<()>()))
         .collect();
+    // The blockers hold their slots before the fourth is submitted (they
+    // take them on the runtime's threads, which may run late).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !blockers.iter().all(|b| b.is_running()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "blockers never started"
+        );
+        std::thread::yield_now();
+    }
     let queued = executor.submit(async { "never" });
     assert!(
         queued.cancel(),
@@ -217,5 +229,74 @@ fn bad_configuration_is_an_error() {
             .task_timeout(Duration::ZERO)
             .build()
             .is_err()
+    );
+}
+
+#[test]
+fn dropping_an_executor_with_a_task_that_never_finishes_returns() {
+    ipc_support::guarded(
+        "dropping_an_executor_with_a_task_that_never_finishes_returns",
+        Duration::from_secs(60),
+        || {
+            // The default drop timeout (10 s) bounds the drop.
+            let executor = AsyncExecutor::builder().workers(1).build().unwrap();
+            let stuck = executor.submit(std::future::pending::<()>());
+            drop(executor);
+            assert!(stuck.result().unwrap_err().is_shut_down());
+        },
+    );
+}
+
+#[test]
+fn a_panic_unwinds_past_an_executor_with_a_stuck_task() {
+    ipc_support::guarded(
+        "a_panic_unwinds_past_an_executor_with_a_stuck_task",
+        Duration::from_secs(60),
+        || {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let unwound = std::panic::catch_unwind(move || {
+                let executor = AsyncExecutor::builder().workers(1).build().unwrap();
+                tx.send(executor.submit(std::future::pending::<()>()))
+                    .unwrap();
+                panic!("the caller failed");
+            });
+            assert!(unwound.is_err());
+            let stuck = rx.recv().unwrap();
+            assert!(stuck.result().unwrap_err().is_shut_down());
+        },
+    );
+}
+
+#[test]
+fn shutdown_timeout_gives_up_on_stuck_tasks_only() {
+    ipc_support::guarded(
+        "shutdown_timeout_gives_up_on_stuck_tasks_only",
+        Duration::from_secs(60),
+        || {
+            let executor = AsyncExecutor::builder().workers(2).build().unwrap();
+            let quick = executor.submit(async { 7 });
+            assert_eq!(quick.result().unwrap(), 7);
+            let stuck = executor.submit(std::future::pending::<()>());
+            assert!(!executor.shutdown_timeout(Duration::from_millis(50)));
+            assert!(stuck.result().unwrap_err().is_shut_down());
+
+            // Nothing stuck: every task finishes, and the call says so.
+            let executor = AsyncExecutor::builder().workers(2).build().unwrap();
+            let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
+            let waiting = executor.submit(async move { rx.await.unwrap() });
+            tx.send(5).unwrap();
+            assert!(executor.shutdown_timeout(Duration::from_secs(30)));
+            assert_eq!(waiting.result().unwrap(), 5);
+
+            // The drop timeout is configurable.
+            let executor = AsyncExecutor::builder()
+                .workers(1)
+                .drop_timeout(Duration::from_millis(20))
+                .build()
+                .unwrap();
+            let stuck = executor.submit(std::future::pending::<()>());
+            drop(executor);
+            assert!(stuck.result().unwrap_err().is_shut_down());
+        },
     );
 }

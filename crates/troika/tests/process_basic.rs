@@ -184,13 +184,17 @@ fn initializer_runs_in_every_worker_before_tasks() {
             .is_worker_died()
     );
     assert_eq!(pool.submit(greeting, ()).result().unwrap(), "ready");
-    // A panicking initializer is reported, and the worker serves anyway.
+    // A panicking initializer breaks the pool: tasks fail with its message.
     let pool = ProcessPool::builder()
         .workers(1)
         .initializer(boom, "init failed".to_string())
         .build()
         .unwrap();
-    assert_eq!(pool.submit(add, (1, 2)).result().unwrap(), 3);
+    let err = pool.submit(add, (1, 2)).result().unwrap_err();
+    assert!(
+        matches!(err.kind(), troika::ErrorKind::InitializerFailed(m) if m.contains("init failed")),
+        "{err:?}"
+    );
 }
 
 troika::remote! {

@@ -1,6 +1,8 @@
 //! The thread pool through the futures API: submit, results, errors, map,
 //! the Pool-style calls, shutdown and drop.
 
+mod ipc_support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -292,13 +294,20 @@ fn initializer_runs_on_every_worker() {
 }
 
 #[test]
-fn a_panicking_initializer_does_not_stop_the_worker() {
+fn a_panicking_initializer_breaks_the_pool() {
     let pool = ThreadPool::builder()
         .workers(1)
         .initializer(|_| panic!("init failed"))
         .build()
         .unwrap();
-    assert_eq!(pool.submit(|| 9).result().unwrap(), 9);
+    for _ in 0..2 {
+        let err = pool.submit(|| 9).result().unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::InitializerFailed(m) if m.contains("init failed")),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("initializer"), "{err}");
+    }
 }
 
 #[test]
@@ -406,4 +415,80 @@ fn worker_states(prefix: &str) -> Vec<char> {
         }
     }
     states
+}
+
+#[test]
+fn dropping_a_pool_with_a_task_that_never_finishes_returns() {
+    ipc_support::guarded(
+        "dropping_a_pool_with_a_task_that_never_finishes_returns",
+        Duration::from_secs(60),
+        || {
+            // The default drop timeout (10 s) bounds the drop.
+            let pool = ThreadPool::new(1).unwrap();
+            let (started_tx, started) = mpsc::channel();
+            let (_never_tx, never) = mpsc::channel::<()>();
+            let stuck = pool.submit(move || {
+                started_tx.send(()).unwrap();
+                never.recv().is_ok()
+            });
+            started.recv_timeout(GENEROUS).unwrap();
+            drop(pool);
+            assert!(stuck.is_running());
+        },
+    );
+}
+
+#[test]
+fn a_panic_unwinds_past_a_thread_pool_with_a_stuck_task() {
+    ipc_support::guarded(
+        "a_panic_unwinds_past_a_thread_pool_with_a_stuck_task",
+        Duration::from_secs(60),
+        || {
+            let (never_tx, never) = mpsc::channel::<()>();
+            let unwound = std::panic::catch_unwind(move || {
+                let pool = ThreadPool::new(1).unwrap();
+                let _stuck = pool.submit(move || never.recv().is_ok());
+                panic!("the caller failed");
+            });
+            assert!(unwound.is_err());
+            drop(never_tx);
+        },
+    );
+}
+
+#[test]
+fn shutdown_timeout_detaches_stuck_workers_and_queued_tasks_still_run() {
+    ipc_support::guarded(
+        "shutdown_timeout_detaches_stuck_workers_and_queued_tasks_still_run",
+        Duration::from_secs(60),
+        || {
+            let pool = ThreadPool::new(1).unwrap();
+            let (release_tx, release) = mpsc::channel::<()>();
+            let stuck = pool.submit(move || release.recv().is_ok());
+            let queued = pool.submit(|| 42);
+            assert!(!pool.shutdown_timeout(Duration::from_millis(50)));
+            assert!(pool.submit(|| 1).result().unwrap_err().is_shut_down());
+            // The detached worker goes on with its task and the queue.
+            release_tx.send(()).unwrap();
+            assert!(stuck.result_timeout(GENEROUS).unwrap().unwrap());
+            assert_eq!(queued.result_timeout(GENEROUS).unwrap().unwrap(), 42);
+
+            // Quick tasks: every worker is joined in time.
+            let pool = ThreadPool::new(2).unwrap();
+            let quick = pool.submit(|| 7);
+            assert!(pool.shutdown_timeout(GENEROUS));
+            assert_eq!(quick.result().unwrap(), 7);
+
+            // The drop timeout is configurable.
+            let pool = ThreadPool::builder()
+                .workers(1)
+                .drop_timeout(Duration::from_millis(20))
+                .build()
+                .unwrap();
+            let (_never_tx, never) = mpsc::channel::<()>();
+            let stuck = pool.submit(move || never.recv().is_ok());
+            drop(pool);
+            assert!(!stuck.is_done());
+        },
+    );
 }

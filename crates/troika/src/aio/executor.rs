@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::{AbortHandle, Abortable};
 use parking_lot::{Condvar, Mutex};
@@ -20,6 +20,14 @@ use crate::futures::{
 /// How many tasks [`Executor::parallelism`] reports for an executor without a
 /// concurrency limit: async tasks mostly wait, so `map` keeps many in flight.
 const UNLIMITED_PARALLELISM: usize = 256;
+
+/// How long dropping an executor waits for its tasks by default (see
+/// [`AsyncExecutorBuilder::drop_timeout`]).
+const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a runtime being shut down gets to stop its threads once its
+/// futures are dropped (a blocking task that never returns keeps its thread).
+const RUNTIME_STOP: Duration = Duration::from_secs(1);
 
 /// A boxed future: the task type through which [`AsyncExecutor`] implements
 /// the [`Executor`] trait (the trait's tasks are values, and a future is one).
@@ -87,6 +95,7 @@ pub struct AsyncExecutorBuilder {
     timeout: Option<Duration>,
     name: Option<String>,
     runtime: Option<RuntimeHandle>,
+    drop_timeout: Option<Duration>,
 }
 
 impl AsyncExecutorBuilder {
@@ -114,6 +123,14 @@ impl AsyncExecutorBuilder {
     /// The prefix of the runtime's thread names.
     pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
         self.name = Some(prefix.into());
+        self
+    }
+
+    /// How long dropping the executor waits for unfinished tasks before it
+    /// gives up on them (default 10 s); see
+    /// [`AsyncExecutor::shutdown_timeout`] for what giving up means.
+    pub fn drop_timeout(mut self, timeout: Duration) -> Self {
+        self.drop_timeout = Some(timeout);
         self
     }
 
@@ -164,6 +181,7 @@ impl AsyncExecutorBuilder {
                 workers,
             }),
             runtime: Mutex::new(runtime),
+            drop_timeout: self.drop_timeout.unwrap_or(DEFAULT_DROP_TIMEOUT),
         })
     }
 }
@@ -193,8 +211,14 @@ struct Shared {
 /// from async code.
 ///
 /// Dropping the executor shuts it down and waits for its tasks, as the pools
-/// do; dropped from inside async code it does not block, and the tasks still
-/// running end as [`ErrorKind::ShutDown`].
+/// do, but for at most its [drop timeout](AsyncExecutorBuilder::drop_timeout)
+/// (10 s by default): then the futures still pending are dropped and their
+/// handles fail with [`ErrorKind::ShutDown`], as after
+/// [`shutdown_timeout`](AsyncExecutor::shutdown_timeout). So a drop returns
+/// within the drop timeout plus one second (the time the runtime gets to
+/// stop its threads). Dropped while a panic unwinds, it waits for nothing,
+/// so the panic goes on at once; dropped from inside async code it does not
+/// block.
 ///
 /// # Examples
 ///
@@ -216,6 +240,7 @@ struct Shared {
 pub struct AsyncExecutor {
     shared: Arc<Shared>,
     runtime: Mutex<Option<Runtime>>,
+    drop_timeout: Duration,
 }
 
 /// Completes the promise when the task's future is dropped without finishing
@@ -415,6 +440,76 @@ impl AsyncExecutor {
             }
         }
     }
+
+    /// Stop taking tasks, wait at most `timeout` for the submitted ones to
+    /// finish, then stop the runtime (like tokio's
+    /// `Runtime::shutdown_timeout`). Returns whether every task finished in
+    /// time.
+    ///
+    /// Tasks still unfinished at the deadline are given up: their futures
+    /// are dropped (at their current `.await`) and their handles fail with
+    /// [`ErrorKind::ShutDown`]. A `spawn_blocking` closure cannot be
+    /// stopped; it runs on, detached, to its end. The runtime then gets one
+    /// more second to stop its threads. With a runtime given through
+    /// [`on_runtime`](AsyncExecutorBuilder::on_runtime), that runtime is not
+    /// stopped and unfinished tasks run on there. From inside async code
+    /// nothing is waited for.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::aio::AsyncExecutor;
+    ///
+    /// let executor = AsyncExecutor::new()?;
+    /// let stuck = executor.submit(std::future::pending::<()>());
+    /// assert!(!executor.shutdown_timeout(Duration::from_millis(10)));
+    /// assert!(stuck.result().unwrap_err().is_shut_down());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> bool {
+        self.close_within(timeout)
+    }
+
+    /// Shut down, waiting at most `timeout` for the tasks; then stop the
+    /// runtime, dropping the futures left. True if every task finished.
+    fn close_within(&mut self, timeout: Duration) -> bool {
+        self.shared.closed.store(true, Ordering::Release);
+        let in_async = RuntimeHandle::try_current().is_ok();
+        let mut finished = self.in_flight() == 0;
+        if !in_async {
+            let deadline = Instant::now().checked_add(timeout);
+            let mut in_flight = self.shared.in_flight.lock();
+            while *in_flight > 0 {
+                let timed_out = match deadline {
+                    Some(deadline) => self
+                        .shared
+                        .idle
+                        .wait_until(&mut in_flight, deadline)
+                        .timed_out(),
+                    None => {
+                        self.shared.idle.wait(&mut in_flight);
+                        false
+                    }
+                };
+                if timed_out {
+                    break;
+                }
+            }
+            finished = *in_flight == 0;
+        }
+        if let Some(runtime) = self.runtime.get_mut().take() {
+            if in_async {
+                // Dropping a runtime inside async code would panic.
+                runtime.shutdown_background();
+            } else {
+                runtime.shutdown_timeout(RUNTIME_STOP);
+            }
+        }
+        // Given up once: the drop that follows does not wait again.
+        self.drop_timeout = Duration::ZERO;
+        finished
+    }
 }
 
 impl<R: Send + 'static> Executor<AsyncTask<R>> for AsyncExecutor {
@@ -440,15 +535,14 @@ impl<R: Send + 'static> Executor<AsyncTask<R>> for AsyncExecutor {
 
 impl Drop for AsyncExecutor {
     fn drop(&mut self) {
-        self.shutdown(true, false);
-        if let Some(runtime) = self.runtime.get_mut().take() {
-            if RuntimeHandle::try_current().is_ok() {
-                // Dropping a runtime inside async code would panic.
-                runtime.shutdown_background();
-            } else {
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            }
-        }
+        // While a panic unwinds, waiting for tasks (perhaps the very ones
+        // the panic left waiting) would hold the panic up: give up at once.
+        let timeout = if std::thread::panicking() {
+            Duration::ZERO
+        } else {
+            self.drop_timeout
+        };
+        self.close_within(timeout);
     }
 }
 

@@ -60,6 +60,10 @@ pub enum ErrorKind {
         /// The limit it broke, in bytes.
         limit: u64,
     },
+    /// The pool's initializer failed (it panicked, or killed the worker
+    /// process it ran in), so the pool is broken and runs no task, like
+    /// Python's `BrokenProcessPool`; the message says how it failed.
+    InitializerFailed(String),
 }
 
 /// How a worker process ended.
@@ -213,6 +217,9 @@ impl fmt::Display for TaskError {
                 "a message of {size} bytes exceeds the frame limit of {limit} bytes \
                  (see ProcessPoolBuilder::max_frame_bytes)"
             ),
+            ErrorKind::InitializerFailed(msg) => {
+                write!(f, "the pool is broken: its initializer failed: {msg}")
+            }
         }
     }
 }

@@ -68,13 +68,11 @@ impl ProcessBuilder {
                 serialization: true,
             });
         }
-        let spawned = spawn::spawn_worker(SpawnConfig {
-            memory_cap: self.memory_cap,
-        })
-        .map_err(|e| SpawnError {
-            message: format!("could not start a child process: {e}"),
-            serialization: false,
-        })?;
+        let spawned =
+            spawn::spawn_worker(SpawnConfig::capture(self.memory_cap)).map_err(|e| SpawnError {
+                message: format!("could not start a child process: {e}"),
+                serialization: false,
+            })?;
         let child = Arc::new(spawned.child);
         let shared = Arc::new(Outcome {
             state: Mutex::new(State {
@@ -89,7 +87,7 @@ impl ProcessBuilder {
         let io = std::thread::Builder::new()
             .name(format!("troika-{name}"))
             .spawn(move || {
-                let result = talk::<F::Output>(&frame, to_child, from_child);
+                let result = talk::<F::Output>(&frame, to_child, from_child, &io_child);
                 if let Some(Err(e)) = &result
                     && e.is_frame_too_large()
                 {
@@ -122,12 +120,16 @@ fn talk<R: serde::de::DeserializeOwned + Send + 'static>(
     frame: &[u8],
     to_child: std::os::fd::OwnedFd,
     from_child: std::os::fd::OwnedFd,
+    child: &ChildProc,
 ) -> Option<Result<R, TaskError>> {
     // The call may be large: the child reads it whole before it answers, so
     // writing first cannot deadlock.
     let sent = wire::send_all(&to_child, frame);
     drop(to_child);
     let mut reader = FrameReader::new(from_child, Duration::from_micros(50)).ok()?;
+    // A process the child forked may keep the pipe open after the child
+    // died: stop waiting when the child exits.
+    reader.watch_exit(child.pidfd().try_clone_to_owned().ok()?);
     loop {
         let (header, body) = match reader.next_frame() {
             Ok(frame) => frame?,

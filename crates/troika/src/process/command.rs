@@ -127,7 +127,10 @@ impl GroupChild {
 
     /// Read all output and wait for the command to exit. Past `timeout` the
     /// group gets SIGTERM, then SIGKILL after a short grace; the output read
-    /// so far is kept. The leader is always reaped.
+    /// so far is kept. The leader is always reaped. A process that left the
+    /// group (`setsid`) and still holds the output pipes after the kill is
+    /// not waited for: reading stops one more grace period later, so with a
+    /// timeout this returns within the timeout plus 400 ms.
     pub fn communicate(mut self, timeout: Option<Duration>) -> io::Result<CommandOutput> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut stdout = Vec::new();
@@ -151,9 +154,16 @@ impl GroupChild {
             {
                 // Grandchildren may hold the pipes open: kill them all.
                 self.killer().kill();
+                if exit.is_some() && now >= at + 2 * TERM_GRACE {
+                    // What still holds the pipes escaped the group: stop.
+                    self.stdout = None;
+                    self.stderr = None;
+                    continue;
+                }
             }
             let wake = match (killed_at, deadline) {
-                (Some(at), _) => Some(at + TERM_GRACE),
+                (Some(at), _) if now < at + TERM_GRACE => Some(at + TERM_GRACE),
+                (Some(at), _) => Some(at + 2 * TERM_GRACE),
                 (None, Some(deadline)) => Some(deadline),
                 (None, None) => None,
             };

@@ -49,7 +49,20 @@
 //! exit code. The pool starts a new worker and carries on; no other task is
 //! lost. A panic is caught in the worker and comes back as
 //! [`ErrorKind::Panicked`](crate::ErrorKind::Panicked) with its message, and the
-//! worker keeps serving.
+//! worker keeps serving. A death is seen even when the task forked a process
+//! that keeps the worker's pipes open: the pool watches the worker itself.
+//!
+//! An [initializer](ProcessPoolBuilder::initializer) that fails is different:
+//! the pool is then broken, and every task fails with
+//! [`ErrorKind::InitializerFailed`](crate::ErrorKind::InitializerFailed).
+//!
+//! # The worker's environment
+//!
+//! A worker starts with the environment variables, the working directory and
+//! the ignored signals the program had when the pool was built (or the
+//! [`Process`] spawned) — also a worker started later to replace another —
+//! with the other signals at their default action and none blocked, as a
+//! freshly started program has them.
 //!
 //! # Timeouts and cancellation
 //!

@@ -66,7 +66,11 @@ pub struct ProcessPoolBuilder {
     memory_cap: Option<u64>,
     initializer: Option<Result<Arc<Vec<u8>>, TaskError>>,
     max_frame: Option<u64>,
+    drop_timeout: Option<Duration>,
 }
+
+/// How long dropping a [`ProcessPool`] waits for its tasks by default.
+const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for ProcessPoolBuilder {
     fn default() -> Self {
@@ -80,6 +84,7 @@ impl Default for ProcessPoolBuilder {
             memory_cap: None,
             initializer: None,
             max_frame: None,
+            drop_timeout: None,
         }
     }
 }
@@ -134,8 +139,17 @@ impl ProcessPoolBuilder {
 
     /// Run `f(arg)` in every worker before its first task, also in workers
     /// that replace dead or recycled ones (Python's `initializer`). Its value
-    /// is dropped; a failure (a panic) is reported on stderr and the worker
-    /// serves tasks all the same. A task timeout does not apply to it.
+    /// is dropped. A task timeout does not apply to it; a worker gets no
+    /// task until its initializer has returned.
+    ///
+    /// A failing initializer breaks the pool, as in Python's
+    /// `BrokenProcessPool`: if it panics (or its argument cannot be
+    /// decoded), or if it kills its worker three times in a row with no
+    /// worker ever getting through (an abort, `exit`), every queued task and
+    /// every task submitted later fails with
+    /// [`ErrorKind::InitializerFailed`] naming what happened, and no
+    /// worker is started again. Workers that died in their initializer are
+    /// replaced after a pause that doubles each time.
     pub fn initializer<F: RemoteFn>(mut self, f: F, arg: F::Arg) -> Self {
         let _ = f;
         self.initializer = Some(task::encode_call::<F>(INIT_ID, &arg).map(Arc::new));
@@ -154,6 +168,14 @@ impl ProcessPoolBuilder {
     /// and the pool goes on.
     pub fn max_frame_bytes(mut self, bytes: u64) -> Self {
         self.max_frame = Some(bytes);
+        self
+    }
+
+    /// How long dropping the pool waits for the queued and running tasks
+    /// (default 10 s) before it returns and leaves them to finish in the
+    /// background (see [`ProcessPool::shutdown_timeout`]).
+    pub fn drop_timeout(mut self, timeout: Duration) -> Self {
+        self.drop_timeout = Some(timeout);
         self
     }
 
@@ -200,9 +222,9 @@ impl ProcessPoolBuilder {
             capacity,
             max_tasks: self.max_tasks,
             max_rss: self.max_rss,
-            spawn: SpawnConfig {
-                memory_cap: self.memory_cap,
-            },
+            // Workers started later (replacements) get the environment,
+            // working directory and signal dispositions of this moment.
+            spawn: SpawnConfig::capture(self.memory_cap),
             initializer,
             max_frame,
             state: Mutex::new(State {
@@ -215,6 +237,7 @@ impl ProcessPoolBuilder {
                 avg_run_us: 1000.0,
                 watchdog_idle: false,
                 startup_failures: 0,
+                broken: None,
                 exited: 0,
             }),
             space: Condvar::new(),
@@ -256,7 +279,14 @@ impl ProcessPoolBuilder {
             threads.push(thread);
         }
         shared.state.lock().threads = threads;
-        Ok(ProcessPool { shared })
+        // A spare worker for quick replacements, kept while the pool lives.
+        let spare = spawn::SpareLease::new(&shared.spawn);
+        Ok(ProcessPool {
+            shared,
+            _spare: spare,
+            drop_timeout: self.drop_timeout.unwrap_or(DEFAULT_DROP_TIMEOUT),
+            detached: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 }
 
@@ -287,7 +317,12 @@ impl ProcessPoolBuilder {
 /// Workers die with the parent (even on `SIGKILL`) and are always reaped.
 ///
 /// Dropping the pool shuts it down: queued tasks still run, and the drop waits
-/// for them and for the workers to exit.
+/// for them and for the workers to exit, for at most the pool's
+/// [drop timeout](ProcessPoolBuilder::drop_timeout) (10 s by default); then
+/// it returns and the tasks left finish in the background (see
+/// [`shutdown_timeout`](ProcessPool::shutdown_timeout)). Dropped while a
+/// panic unwinds, it waits for nothing. [`terminate`](ProcessPool::terminate)
+/// first to kill what runs instead.
 ///
 /// # Examples
 ///
@@ -311,6 +346,12 @@ impl ProcessPoolBuilder {
 /// ```
 pub struct ProcessPool {
     shared: Arc<Shared>,
+    /// Keeps a started worker in reserve; released (and that worker
+    /// reaped) after the drop has shut the pool down.
+    _spare: spawn::SpareLease,
+    drop_timeout: Duration,
+    /// Set once `shutdown_timeout` gave up and detached the threads.
+    detached: std::sync::atomic::AtomicBool,
 }
 
 /// A snapshot of a process pool's state, for monitoring and load shedding.
@@ -361,12 +402,19 @@ struct Slot {
     kill_reason: Option<(u64, KillReason)>,
     /// Bumped for every new worker in the slot.
     generation: u64,
+    /// The worker is running the initializer (it is not ready before).
+    initializing: bool,
 }
 
 struct Worker {
     child: Arc<ChildProc>,
     /// `None` once the pool closed the pipe (the worker then exits).
     writer: Option<Arc<Mutex<OwnedFd>>>,
+    /// The writer's socket (weakly, with its descriptor number), to shut it
+    /// down when the worker is dead: a write blocked on it (the worker's end
+    /// held open by a process a task forked) then fails instead of waiting
+    /// for ever.
+    socket: (std::sync::Weak<Mutex<OwnedFd>>, std::os::fd::RawFd),
     ready: bool,
     retiring: bool,
 }
@@ -380,6 +428,8 @@ struct State {
     /// Moving average of the recent tasks' run time in the workers.
     avg_run_us: f64,
     startup_failures: usize,
+    /// Set when the initializer failed: every task fails with this message.
+    broken: Option<String>,
     /// Slot threads that have ended (the watchdog ends after the last).
     exited: usize,
     /// The watchdog waits with no deadline: no task is running, so a task
@@ -557,6 +607,14 @@ impl Shared {
     /// Queue a job and hand it to an idle worker if there is one.
     fn enqueue(self: &Arc<Self>, job: Job, block: bool) -> Result<(), (Job, SubmitErrorReason)> {
         let mut state = self.state.lock();
+        if let Some(message) = &state.broken {
+            // A broken pool runs nothing: the task fails with the reason.
+            let err = TaskError::new(ErrorKind::InitializerFailed(message.clone()));
+            drop(state);
+            job.sink.fail(err);
+            self.note_outcome(false);
+            return Ok(());
+        }
         loop {
             if state.closed {
                 return Err((job, SubmitErrorReason::ShutDown));
@@ -613,7 +671,7 @@ impl Shared {
                 None => match spawn::spawn_worker(self.spawn.clone()) {
                     Ok(spawned) => self.install(index, spawned),
                     Err(e) => {
-                        if self.spawn_failed(&format!("could not start a worker: {e}")) {
+                        if self.spawn_failed(&format!("could not start a worker: {e}"), false) {
                             return;
                         }
                         continue;
@@ -626,14 +684,32 @@ impl Shared {
                 generation,
             } = installed;
             let got_ready = match FrameReader::new(from_child, READER_SPIN) {
-                Ok(mut reader) => self.serve(index, &mut reader),
+                Ok(mut reader) => {
+                    // A process the task forked may hold the pipe open after
+                    // the worker died: the reader also wakes on its exit.
+                    if let Ok(pidfd) = child.pidfd().try_clone_to_owned() {
+                        reader.watch_exit(pidfd);
+                    }
+                    self.serve(index, &mut reader)
+                }
                 Err(_) => false,
             };
-            // The pipe is closed: the worker exited, or is about to. Give it a
-            // moment to finish exiting so its status is the real one.
+            // The pipe is closed or the worker exited (or is about to). Give
+            // it a moment to finish exiting so its status is the real one.
             let exit = child
                 .wait_exit(Some(Duration::from_secs(2)))
                 .unwrap_or_else(|| child.kill_and_reap());
+            let writer = self.state.lock().slots[index]
+                .worker
+                .as_ref()
+                .map(|w| (w.socket.0.upgrade(), w.socket.1));
+            if let Some((Some(_writer), raw)) = writer {
+                // SAFETY: `raw` is the descriptor owned by the writer, which
+                // `_writer` keeps alive (so open, and not reused) meanwhile.
+                let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+                // Wake a write still blocked on the dead worker's socket.
+                let _ = rustix::net::shutdown(socket, rustix::net::Shutdown::Both);
+            }
             if self.settle(index, generation, exit, got_ready) {
                 return;
             }
@@ -643,17 +719,22 @@ impl Shared {
     /// Put a freshly started worker into slot `index`.
     fn install(&self, index: usize, spawned: spawn::Spawned) -> Installed {
         let child = Arc::new(spawned.child);
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&spawned.to_child);
+        let writer = Arc::new(Mutex::new(spawned.to_child));
+        let socket = (Arc::downgrade(&writer), raw);
         let mut state = self.state.lock();
         let slot = &mut state.slots[index];
         slot.generation += 1;
         slot.worker = Some(Worker {
             child: Arc::clone(&child),
-            writer: Some(Arc::new(Mutex::new(spawned.to_child))),
+            writer: Some(writer),
+            socket,
             ready: false,
             retiring: false,
         });
         slot.tasks_done = 0;
         slot.kill_reason = None;
+        slot.initializing = false;
         Installed {
             child,
             from_child: spawned.from_child,
@@ -661,15 +742,20 @@ impl Shared {
         }
     }
 
-    /// Back off after a failed start; true if the thread should end.
-    fn spawn_failed(&self, message: &str) -> bool {
+    /// Back off after a failed start (a worker that could not be started,
+    /// or died before it was ready, `in_initializer` if it died running the
+    /// initializer); true if the thread should end.
+    fn spawn_failed(&self, message: &str, in_initializer: bool) -> bool {
         let (failures, stop) = {
             let mut state = self.state.lock();
             state.startup_failures += 1;
-            let stop = state.terminating || (state.closed && state.queue.is_empty());
+            let stop = state.terminating
+                || (state.closed && state.queue.is_empty())
+                || state.broken.is_some();
             if stop {
                 state.exited += 1;
                 self.watch.notify_all();
+                self.space.notify_all();
             }
             (state.startup_failures, stop)
         };
@@ -677,32 +763,116 @@ impl Shared {
             return true;
         }
         if failures >= 3 {
-            // Workers cannot start at all: fail what waits instead of hanging.
-            let jobs: Vec<Job> = {
-                let mut state = self.state.lock();
-                let ready = state
+            let ready = {
+                let state = self.state.lock();
+                state
                     .slots
                     .iter()
-                    .any(|s| s.worker.as_ref().is_some_and(|w| w.ready));
-                if ready {
-                    Vec::new()
-                } else {
-                    state.queue.drain(..).collect()
-                }
+                    .any(|s| s.worker.as_ref().is_some_and(|w| w.ready))
             };
-            for job in jobs {
-                job.sink
-                    .fail(TaskError::new(ErrorKind::Failed(message.to_owned())));
-                self.note_outcome(false);
+            if !ready && in_initializer {
+                // The initializer kills every worker: the pool is broken.
+                self.break_pool(format!(
+                    "it killed {failures} workers in a row (last: {message})"
+                ));
+                return self.spawn_failed_stop();
             }
-            self.space.notify_all();
+            if !ready {
+                // Workers cannot start at all: fail what waits instead of
+                // hanging.
+                let jobs: Vec<Job> = self.state.lock().queue.drain(..).collect();
+                for job in jobs {
+                    job.sink
+                        .fail(TaskError::new(ErrorKind::Failed(message.to_owned())));
+                    self.note_outcome(false);
+                }
+                self.space.notify_all();
+            }
         }
-        let pause = Duration::from_millis(20 * failures.min(50) as u64);
+        // Exponential back-off (20 ms, 40 ms, ... 1.28 s), so that workers
+        // that cannot start do not make the pool spin.
+        let pause = Duration::from_millis(10 << failures.min(7));
+        let until = Instant::now() + pause;
         let mut state = self.state.lock();
-        if !state.terminating {
-            self.space.wait_for(&mut state, pause);
+        loop {
+            let stopping = state.terminating
+                || state.broken.is_some()
+                || (state.closed && state.queue.is_empty());
+            if stopping || self.space.wait_until(&mut state, until).timed_out() {
+                break;
+            }
+        }
+        if state.broken.is_some() {
+            // Broken meanwhile (by another slot): start nothing.
+            drop(state);
+            return self.spawn_failed_stop();
         }
         false
+    }
+
+    /// The slot thread of a broken pool ends.
+    fn spawn_failed_stop(&self) -> bool {
+        let mut state = self.state.lock();
+        state.exited += 1;
+        self.watch.notify_all();
+        self.space.notify_all();
+        true
+    }
+
+    /// The initializer failed: fail every queued task, and every later one,
+    /// with `message`, and close the workers (a busy one finishes its task
+    /// first). No worker is started again.
+    fn break_pool(&self, message: String) {
+        let jobs: Vec<Job> = {
+            let mut state = self.state.lock();
+            if state.broken.is_none() {
+                state.broken = Some(message);
+            }
+            for slot in &mut state.slots {
+                if let Some(worker) = &mut slot.worker {
+                    worker.writer = None;
+                }
+            }
+            state.queue.drain(..).collect()
+        };
+        self.space.notify_all();
+        self.watch.notify_all();
+        for job in jobs {
+            job.sink.fail(self.broken_error());
+            self.note_outcome(false);
+        }
+    }
+
+    /// The error of every task of a broken pool.
+    fn broken_error(&self) -> TaskError {
+        let message = self.state.lock().broken.clone().unwrap_or_default();
+        TaskError::new(ErrorKind::InitializerFailed(message))
+    }
+
+    /// The worker in `index` is ready for tasks (and its initializer, if
+    /// any, has returned): hand it work.
+    fn mark_ready(self: &Arc<Self>, index: usize) {
+        let batch = {
+            let mut state = self.state.lock();
+            state.startup_failures = 0;
+            let broken = state.broken.is_some();
+            let slot = &mut state.slots[index];
+            slot.initializing = false;
+            if let Some(worker) = &mut slot.worker {
+                worker.ready = true;
+                if broken {
+                    worker.writer = None;
+                }
+            }
+            if broken {
+                None
+            } else {
+                self.after_idle(&mut state, index)
+            }
+        };
+        if let Some(batch) = batch {
+            batch.write();
+        }
     }
 
     /// Read the worker's messages until its pipe closes. Returns whether it
@@ -726,16 +896,14 @@ impl Shared {
             };
             match header.kind {
                 wire::READY => {
-                    ready = true;
                     if let Some(init) = &self.initializer {
-                        // Before the worker is marked ready, so that nothing
-                        // can be dispatched to it ahead of the initializer.
+                        // The worker gets no task before its initializer
+                        // has answered (see the INIT_ID reply below).
                         let writer = {
-                            let state = self.state.lock();
-                            state.slots[index]
-                                .worker
-                                .as_ref()
-                                .and_then(|w| w.writer.clone())
+                            let mut state = self.state.lock();
+                            let slot = &mut state.slots[index];
+                            slot.initializing = true;
+                            slot.worker.as_ref().and_then(|w| w.writer.clone())
                         };
                         if let Some(writer) = writer {
                             Batch {
@@ -744,26 +912,25 @@ impl Shared {
                             }
                             .write();
                         }
+                        continue;
                     }
-                    let batch = {
-                        let mut state = self.state.lock();
-                        state.startup_failures = 0;
-                        if let Some(worker) = &mut state.slots[index].worker {
-                            worker.ready = true;
-                        }
-                        self.after_idle(&mut state, index)
-                    };
-                    if let Some(batch) = batch {
-                        batch.write();
-                    }
+                    ready = true;
+                    self.mark_ready(index);
                 }
                 wire::REPLY if header.id == INIT_ID => {
                     if header.status != wire::OK {
-                        eprintln!(
-                            "troika: the initializer of worker {index} failed: {}",
+                        let pid = self.state.lock().slots[index]
+                            .worker
+                            .as_ref()
+                            .map_or(0, |w| w.child.pid());
+                        self.break_pool(format!(
+                            "in worker {pid}: {}",
                             String::from_utf8_lossy(body)
-                        );
+                        ));
+                        return ready;
                     }
+                    ready = true;
+                    self.mark_ready(index);
                 }
                 wire::REPLY => {
                     let (job, batch) = {
@@ -866,11 +1033,12 @@ impl Shared {
         got_ready: bool,
     ) -> bool {
         let mut failed = Vec::new();
-        let (stop, batches) = {
+        let (stop, batches, in_initializer) = {
             let mut state = self.state.lock();
             let slot = &mut state.slots[index];
             debug_assert_eq!(slot.generation, generation);
             slot.worker = None;
+            let in_initializer = std::mem::take(&mut slot.initializing);
             slot.running_since = None;
             let kill_reason = slot.kill_reason.take();
             let mut in_flight = std::mem::take(&mut slot.in_flight);
@@ -909,12 +1077,17 @@ impl Shared {
             requeue.extend(in_flight);
             if state.terminating {
                 failed.extend(requeue.into_iter().map(|j| (j, TaskError::shut_down())));
+            } else if let Some(message) = &state.broken {
+                let err = TaskError::new(ErrorKind::InitializerFailed(message.clone()));
+                failed.extend(requeue.into_iter().map(|j| (j, err.clone())));
             } else {
                 for job in requeue.into_iter().rev() {
                     state.queue.push_front(job);
                 }
             }
-            let stop = state.terminating || (state.closed && state.queue.is_empty());
+            let stop = state.terminating
+                || (state.closed && state.queue.is_empty())
+                || state.broken.is_some();
             if !stop {
                 self.restarts.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -926,7 +1099,7 @@ impl Shared {
             while let Some(batch) = self.take_any_batch(&mut state) {
                 batches.push(batch);
             }
-            (stop, batches)
+            (stop, batches, in_initializer)
         };
         self.space.notify_all();
         for batch in batches {
@@ -936,12 +1109,12 @@ impl Shared {
             job.sink.fail(err);
             self.note_outcome(false);
         }
-        if !stop
-            && !got_ready
-            && self.spawn_failed(&format!(
-                "worker processes exit before they are ready (last: {exit})"
-            ))
-        {
+        let message = if in_initializer {
+            format!("the initializer ended its worker with {exit}")
+        } else {
+            format!("worker processes exit before they are ready (last: {exit})")
+        };
+        if !stop && !got_ready && self.spawn_failed(&message, in_initializer) {
             return true;
         }
         stop
@@ -1239,6 +1412,71 @@ impl ProcessPool {
         self.shared.watch.notify_all();
     }
 
+    /// Stop taking tasks and wait at most `timeout` for the queued and
+    /// running ones to finish and the workers to exit. Returns whether they
+    /// all did.
+    ///
+    /// What is left at the deadline goes on in the background: the workers
+    /// finish the queue (the tasks' handles get their outcomes), then exit
+    /// and are reaped; nothing waits for them, and they die with the parent
+    /// at the latest. Call [`terminate`](ProcessPool::terminate) to kill
+    /// them instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::ProcessPool;
+    ///
+    /// troika::remote! {
+    ///     fn double(x: u64) -> u64 { 2 * x }
+    /// }
+    ///
+    /// fn main() {
+    ///     troika::init();
+    ///     let pool = ProcessPool::new(2).unwrap();
+    ///     let handle = pool.submit(double, 21);
+    ///     assert!(pool.shutdown_timeout(Duration::from_secs(60)));
+    ///     assert_eq!(handle.result().unwrap(), 42);
+    /// }
+    /// ```
+    pub fn shutdown_timeout(&self, timeout: Duration) -> bool {
+        if self.detached.load(Ordering::Acquire) {
+            // Given up before: the threads are on their own.
+            return self.shared.state.lock().exited >= self.shared.workers;
+        }
+        self.shutdown(false, false);
+        let deadline = Instant::now().checked_add(timeout);
+        let finished = {
+            let mut state = self.shared.state.lock();
+            while state.exited < self.shared.workers {
+                let timed_out = match deadline {
+                    Some(deadline) => self
+                        .shared
+                        .space
+                        .wait_until(&mut state, deadline)
+                        .timed_out(),
+                    None => {
+                        self.shared.space.wait(&mut state);
+                        false
+                    }
+                };
+                if timed_out {
+                    break;
+                }
+            }
+            state.exited >= self.shared.workers
+        };
+        if finished {
+            self.join();
+        } else {
+            // Detached: the threads end once their workers are done.
+            self.detached.store(true, Ordering::Release);
+            drop(std::mem::take(&mut self.shared.state.lock().threads));
+        }
+        finished
+    }
+
     /// `multiprocessing.Pool.close`: accept no more tasks; queued ones still run.
     pub fn close(&self) {
         self.shutdown(false, false);
@@ -1253,7 +1491,14 @@ impl ProcessPool {
 
 impl Drop for ProcessPool {
     fn drop(&mut self) {
-        self.shutdown(true, false);
+        // While a panic unwinds, waiting (perhaps for a task that waits on
+        // the very code that panicked) would hold the panic up.
+        let timeout = if std::thread::panicking() {
+            Duration::ZERO
+        } else {
+            self.drop_timeout
+        };
+        self.shutdown_timeout(timeout);
     }
 }
 

@@ -14,11 +14,12 @@
 //! exits, so a worker forked from a short-lived thread would be killed with
 //! it.
 
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -33,11 +34,82 @@ pub(crate) const MARKER: &str = "TROIKA_WORKER";
 /// The reply pipe's buffer is enlarged to this.
 pub(crate) const PIPE_SIZE: usize = 1 << 20;
 
-/// What a new worker needs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What a new worker needs: its memory cap, and the environment it starts
+/// in, captured once (when a pool is built or a `Process` spawned) so that a
+/// worker started later to replace another sees the same values.
+#[derive(Clone, Debug)]
 pub(crate) struct SpawnConfig {
     /// An address-space limit (`RLIMIT_AS`) in bytes.
     pub(crate) memory_cap: Option<u64>,
+    /// The environment variables at capture.
+    env: Arc<Vec<(OsString, OsString)>>,
+    /// The working directory at capture, held open (`O_PATH`) so that it
+    /// is the same directory even if it is renamed later; `None` if it
+    /// could not be opened (the worker then inherits the spawner's).
+    cwd: Option<Arc<OwnedFd>>,
+    /// The directory's identity (device, inode), to compare configurations.
+    cwd_id: Option<(u64, u64)>,
+    /// Bit `n - 1` is set if signal `n` was ignored (`SIG_IGN`) at capture.
+    ignored: u64,
+}
+
+impl SpawnConfig {
+    /// The configuration for workers started now and later: this moment's
+    /// environment, working directory and ignored signals.
+    pub(crate) fn capture(memory_cap: Option<u64>) -> SpawnConfig {
+        let cwd = rustix::fs::open(
+            ".",
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok();
+        let cwd_id = cwd
+            .as_ref()
+            .and_then(|fd| rustix::fs::fstat(fd).ok())
+            .map(|st| (st.st_dev, st.st_ino));
+        SpawnConfig {
+            memory_cap,
+            env: Arc::new(std::env::vars_os().collect()),
+            cwd: cwd.map(Arc::new),
+            cwd_id,
+            ignored: ignored_signals(),
+        }
+    }
+}
+
+impl PartialEq for SpawnConfig {
+    fn eq(&self, other: &SpawnConfig) -> bool {
+        self.memory_cap == other.memory_cap
+            && self.cwd_id == other.cwd_id
+            && self.ignored == other.ignored
+            && self.env == other.env
+    }
+}
+
+impl Eq for SpawnConfig {}
+
+/// The highest signal number whose disposition a worker copies.
+const MAX_SIGNAL: i32 = 64;
+
+/// The signals this process ignores now, as a mask (bit `n - 1` for signal
+/// `n`). A handled signal is not copied: its handler is the program's code,
+/// which a worker does not run, so in the worker it has its default action,
+/// as `exec` leaves it.
+fn ignored_signals() -> u64 {
+    let mut mask = 0;
+    for sig in 1..=MAX_SIGNAL {
+        // SAFETY: `sigaction` with a null new action only reads the current
+        // one into `old`, a zeroed (valid) `sigaction` owned by this frame.
+        let ignored = unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN
+        };
+        if ignored {
+            mask |= 1 << (sig - 1);
+        }
+    }
+    mask
 }
 
 /// A started worker: its process and its two pipe ends.
@@ -50,7 +122,31 @@ pub(crate) struct Spawned {
     pub(crate) from_child: OwnedFd,
 }
 
-type Request = (SpawnConfig, Sender<io::Result<Spawned>>);
+enum Request {
+    /// Start a worker (or hand out the spare) and send it back.
+    Spawn(SpawnConfig, Sender<io::Result<Spawned>>),
+    /// A pool with this configuration wants a spare kept.
+    Lease(SpawnConfig),
+    /// A pool with this configuration is gone; the reply says that the
+    /// spare it may have left is reaped.
+    Release(SpawnConfig, Sender<()>),
+}
+
+static SPAWNER: OnceLock<Option<Sender<Request>>> = OnceLock::new();
+
+fn spawner() -> io::Result<&'static Sender<Request>> {
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = crossbeam_channel::unbounded::<Request>();
+        std::thread::Builder::new()
+            .name("troika-spawner".into())
+            .spawn(move || spawner_loop(&rx))
+            .ok()
+            .map(|_| tx)
+    });
+    spawner
+        .as_ref()
+        .ok_or_else(|| io::Error::other("could not start the troika spawner thread"))
+}
 
 /// Start a worker from the spawner thread.
 pub(crate) fn spawn_worker(config: SpawnConfig) -> io::Result<Spawned> {
@@ -62,49 +158,98 @@ pub(crate) fn spawn_worker(config: SpawnConfig) -> io::Result<Spawned> {
              call troika::init() at the top of main",
         ));
     }
-    static SPAWNER: OnceLock<Option<Sender<Request>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = crossbeam_channel::unbounded::<Request>();
-        std::thread::Builder::new()
-            .name("troika-spawner".into())
-            .spawn(move || spawner_loop(&rx))
-            .ok()
-            .map(|_| tx)
-    });
-    let Some(spawner) = spawner else {
-        return Err(io::Error::other(
-            "could not start the troika spawner thread",
-        ));
-    };
+    let spawner = spawner()?;
     let (tx, rx) = crossbeam_channel::bounded(1);
     spawner
-        .send((config, tx))
+        .send(Request::Spawn(config, tx))
         .map_err(|_| io::Error::other("the troika spawner thread is gone"))?;
     rx.recv()
         .map_err(|_| io::Error::other("the troika spawner thread is gone"))?
+}
+
+/// While held, the spawner keeps one started worker in reserve for
+/// `config` (a pool holds one for its life). When the last lease of a
+/// configuration is dropped, its spare worker is killed and reaped.
+#[derive(Debug)]
+pub(crate) struct SpareLease {
+    config: Option<SpawnConfig>,
+}
+
+impl SpareLease {
+    /// Ask the spawner to keep a spare worker for `config`.
+    pub(crate) fn new(config: &SpawnConfig) -> SpareLease {
+        let sent = spawner()
+            .ok()
+            .is_some_and(|s| s.send(Request::Lease(config.clone())).is_ok());
+        SpareLease {
+            config: sent.then(|| config.clone()),
+        }
+    }
+}
+
+impl Drop for SpareLease {
+    fn drop(&mut self) {
+        if let (Some(config), Ok(spawner)) = (self.config.take(), spawner()) {
+            // Wait until the spare is gone, so that a dropped pool leaves
+            // no process behind.
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            if spawner.send(Request::Release(config, tx)).is_ok() {
+                let _ = rx.recv();
+            }
+        }
+    }
 }
 
 fn spawner_loop(requests: &Receiver<Request>) {
     // Runs for the life of the process: the parent-death signal of every
     // worker is tied to this thread.
     //
-    // One started worker is kept in reserve for each configuration that was
-    // asked for, so that a dead worker's replacement is handed out at once
-    // instead of after a fork, an exec and the loader (about a millisecond,
-    // many more on a busy machine).
+    // One started worker is kept in reserve for each configuration a live
+    // pool leased, so that a dead worker's replacement is handed out at
+    // once instead of after a fork, an exec and the loader (about a
+    // millisecond, many more on a busy machine).
+    let mut leases: Vec<(SpawnConfig, usize)> = Vec::new();
     let mut spares: Vec<(SpawnConfig, Spawned)> = Vec::new();
-    while let Ok((config, reply)) = requests.recv() {
-        let spare = spares
-            .iter()
-            .position(|(c, _)| *c == config)
-            .map(|i| spares.swap_remove(i).1);
-        let spawned = match spare {
-            Some(spare) if spare.child.try_exit().is_none() => Ok(spare),
-            _ => spawn_now(&config),
+    while let Ok(request) = requests.recv() {
+        let config = match request {
+            Request::Spawn(config, reply) => {
+                let spare = spares
+                    .iter()
+                    .position(|(c, _)| *c == config)
+                    .map(|i| spares.swap_remove(i).1);
+                let spawned = match spare {
+                    Some(spare) if spare.child.try_exit().is_none() => Ok(spare),
+                    _ => spawn_now(&config),
+                };
+                let _ = reply.send(spawned);
+                config
+            }
+            Request::Lease(config) => {
+                match leases.iter_mut().find(|(c, _)| *c == config) {
+                    Some((_, n)) => *n += 1,
+                    None => leases.push((config.clone(), 1)),
+                }
+                config
+            }
+            Request::Release(config, done) => {
+                if let Some(i) = leases.iter().position(|(c, _)| *c == config) {
+                    leases[i].1 -= 1;
+                    if leases[i].1 == 0 {
+                        leases.swap_remove(i);
+                        // Dropping the spare kills and reaps it.
+                        spares.retain(|(c, _)| *c != config);
+                    }
+                }
+                let _ = done.send(());
+                continue;
+            }
         };
-        let _ = reply.send(spawned);
         // Waiting requests come first; the reserve is refilled when idle.
-        if requests.is_empty()
+        let leased = leases.iter().any(|(c, _)| *c == config);
+        let stocked = spares.iter().any(|(c, _)| *c == config);
+        if leased
+            && !stocked
+            && requests.is_empty()
             && let Ok(spare) = spawn_now(&config)
         {
             spares.push((config, spare));
@@ -141,11 +286,15 @@ fn spawn_now(config: &SpawnConfig) -> io::Result<Spawned> {
         command.arg0(arg0);
     }
     command
+        .env_clear()
+        .envs(config.env.iter().map(|(k, v)| (k, v)))
         .env(MARKER, marker)
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());
     let (read_fd, write_fd) = (child_read.as_raw_fd(), child_write.as_raw_fd());
+    let cwd_fd = config.cwd.as_ref().map(|fd| fd.as_raw_fd());
+    let ignored = config.ignored;
     // Runs in the forked child before `exec` (see the SAFETY note below).
     let hook = move || -> io::Result<()> {
         use rustix::fd::BorrowedFd;
@@ -155,6 +304,33 @@ fn spawn_now(config: &SpawnConfig) -> io::Result<Spawned> {
             // returns).
             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
             rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+        }
+        if let Some(fd) = cwd_fd {
+            // SAFETY: the directory descriptor is held open by `config`,
+            // which outlives `spawn`, so it is open in this forked copy.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            rustix::process::fchdir(fd)?;
+        }
+        // Signal dispositions as the program had them at capture: ignored
+        // ones ignored, every other one at its default (std has already
+        // emptied the signal mask and reset SIGPIPE to its default).
+        for sig in 1..=MAX_SIGNAL {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            let handler = if ignored & (1 << (sig - 1)) != 0 {
+                libc::SIG_IGN
+            } else {
+                libc::SIG_DFL
+            };
+            // SAFETY: `sigaction` is async-signal-safe; the new action is a
+            // zeroed `sigaction` on this frame with a plain disposition.
+            // Numbers the C library reserves fail with EINVAL, which is fine.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = handler;
+                libc::sigaction(sig, &action, std::ptr::null_mut());
+            }
         }
         rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
         // The parent may have died before the signal was armed.
@@ -174,7 +350,8 @@ fn spawn_now(config: &SpawnConfig) -> io::Result<Spawned> {
     };
     // SAFETY: the hook runs in the forked child before `exec`, where only
     // async-signal-safe calls are allowed. It only makes raw system calls
-    // through rustix (fcntl, prctl, getppid, setrlimit), allocates nothing
+    // through rustix and libc (fcntl, fchdir, sigaction, prctl, getppid,
+    // setrlimit), allocates nothing
     // (the error it may return is a plain OS code) and takes no lock.
     unsafe {
         command.pre_exec(hook);

@@ -128,6 +128,9 @@ pub(crate) struct FrameReader {
     max_body: u64,
     /// The header of a frame refused for its length.
     refused: Option<Header>,
+    /// A pidfd: waiting for data ends when this process exits, even if
+    /// the pipe stays open (held by a process it forked).
+    watch: Option<OwnedFd>,
 }
 
 impl FrameReader {
@@ -143,6 +146,7 @@ impl FrameReader {
             spin,
             max_body: DEFAULT_MAX_BODY,
             refused: None,
+            watch: None,
         })
     }
 
@@ -157,6 +161,14 @@ impl FrameReader {
     /// further after that.
     pub(crate) fn refused(&self) -> Option<Header> {
         self.refused
+    }
+
+    /// Also watch `pidfd` (the writer's process): once that process has
+    /// exited and the pipe is empty, reading fails with `BrokenPipe`
+    /// instead of waiting for an end of file that a process it forked can
+    /// hold off for ever. Costs nothing until the reader would block.
+    pub(crate) fn watch_exit(&mut self, pidfd: OwnedFd) {
+        self.watch = Some(pidfd);
     }
 
     /// The next frame, or `None` at end of file. A stream that ends inside a
@@ -236,11 +248,32 @@ impl FrameReader {
 
     fn wait_readable(&self) -> io::Result<()> {
         use rustix::event::{PollFd, PollFlags, poll};
-        let mut fds = [PollFd::new(&self.file, PollFlags::IN)];
+        let Some(watch) = &self.watch else {
+            let mut fds = [PollFd::new(&self.file, PollFlags::IN)];
+            loop {
+                match poll(&mut fds, None) {
+                    Ok(_) => return Ok(()),
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let mut fds = [
+            PollFd::new(&self.file, PollFlags::IN),
+            PollFd::new(watch, PollFlags::IN),
+        ];
         loop {
             match poll(&mut fds, None) {
-                Ok(_) => return Ok(()),
-                Err(rustix::io::Errno::INTR) => {}
+                // Data (or end of file) first: a reply written before the
+                // exit is still read.
+                Ok(_) if !fds[0].revents().is_empty() => return Ok(()),
+                Ok(_) if !fds[1].revents().is_empty() => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the writing process exited; its pipe is held open by a process it started",
+                    ));
+                }
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
             }
         }

@@ -2,13 +2,13 @@
 
 use std::cell::UnsafeCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::watchdog::Watchdog;
 use crate::futures::{
@@ -120,7 +120,12 @@ pub struct ThreadPoolBuilder {
     timeout: Option<Duration>,
     queue_capacity: Option<usize>,
     stack_size: Option<usize>,
+    drop_timeout: Option<Duration>,
 }
+
+/// How long dropping a [`ThreadPool`] waits for its workers by default (see
+/// [`ThreadPoolBuilder::drop_timeout`]).
+const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for ThreadPoolBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -142,6 +147,7 @@ impl Default for ThreadPoolBuilder {
             timeout: None,
             queue_capacity: None,
             stack_size: None,
+            drop_timeout: None,
         }
     }
 }
@@ -160,8 +166,12 @@ impl ThreadPoolBuilder {
     }
 
     /// Run `init(worker_index)` on each worker thread before its first task,
-    /// also on threads that replace timed-out workers. A panic in it is
-    /// reported on stderr; the worker then serves tasks all the same.
+    /// also on threads that replace timed-out workers.
+    ///
+    /// A panic in it breaks the pool, as in Python's `BrokenThreadPool`:
+    /// from then on every task, queued or submitted later, fails with
+    /// [`ErrorKind::InitializerFailed`](crate::ErrorKind::InitializerFailed)
+    /// carrying the panic's message instead of running.
     pub fn initializer(mut self, init: impl Fn(usize) + Send + Sync + 'static) -> Self {
         self.initializer = Some(Arc::new(init));
         self
@@ -185,6 +195,15 @@ impl ThreadPoolBuilder {
     /// and `try_submit` fails with [`SubmitErrorReason::Full`].
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = Some(capacity);
+        self
+    }
+
+    /// How long dropping the pool waits for its workers to finish the
+    /// running and queued tasks (default 10 s)
+    /// before it returns and leaves them to finish detached (see
+    /// [`ThreadPool::shutdown_timeout`]).
+    pub fn drop_timeout(mut self, timeout: Duration) -> Self {
+        self.drop_timeout = Some(timeout);
         self
     }
 
@@ -217,6 +236,10 @@ impl ThreadPoolBuilder {
             completed: AtomicUsize::new(0),
             replaced: AtomicUsize::new(0),
             watchdog: Mutex::new(None),
+            exits: Mutex::new(()),
+            broken: OnceLock::new(),
+            exited: Condvar::new(),
+            drop_timeout: self.drop_timeout.unwrap_or(DEFAULT_DROP_TIMEOUT),
         });
         if let Some(_timeout) = shared.timeout {
             *shared.watchdog.lock() = Some(Watchdog::start(Arc::downgrade(&shared)));
@@ -238,7 +261,12 @@ impl ThreadPoolBuilder {
 /// here too. A panicking task fails only its own handle; the worker lives on.
 ///
 /// Dropping the pool shuts it down: queued tasks still run, and the drop
-/// waits for the workers to finish them.
+/// waits for the workers to finish them, for at most the pool's
+/// [drop timeout](ThreadPoolBuilder::drop_timeout) (10 s by default). A
+/// thread cannot be stopped from outside: workers still busy then (a task
+/// that never returns) are detached and exit once the queue is done, and
+/// the drop returns. Dropped while a panic unwinds, the pool waits for
+/// nothing, so the panic goes on at once.
 ///
 /// # Examples
 ///
@@ -268,6 +296,13 @@ pub(crate) struct Shared {
     completed: AtomicUsize,
     replaced: AtomicUsize,
     pub(crate) watchdog: Mutex<Option<Watchdog>>,
+    /// Held to wait on `exited`.
+    exits: Mutex<()>,
+    /// Set when an initializer panicked: no task runs any more.
+    broken: OnceLock<String>,
+    /// Signalled whenever a worker thread ends.
+    exited: Condvar,
+    drop_timeout: Duration,
 }
 
 /// One worker thread's identity, shared with the watchdog.
@@ -275,6 +310,22 @@ pub(crate) struct Shared {
 pub(crate) struct WorkerSlot {
     /// Set when the worker's task timed out: it exits once the task returns.
     pub(crate) retired: AtomicBool,
+    /// Set when the worker thread is done (it may still be returning).
+    done: AtomicBool,
+}
+
+/// Marks a worker thread done when it ends, however it ends.
+struct ExitSignal<'a> {
+    shared: &'a Shared,
+    slot: &'a WorkerSlot,
+}
+
+impl Drop for ExitSignal<'_> {
+    fn drop(&mut self) {
+        let _exits = self.shared.exits.lock();
+        self.slot.done.store(true, Ordering::Release);
+        self.shared.exited.notify_all();
+    }
 }
 
 /// A snapshot of a pool's state, for monitoring.
@@ -347,6 +398,10 @@ impl Shared {
     }
 
     fn work(self: Arc<Self>, index: usize, slot: Arc<WorkerSlot>) {
+        let _exit = ExitSignal {
+            shared: &self,
+            slot: &slot,
+        };
         CURRENT.with(|current| {
             *current.borrow_mut() = Some((Arc::clone(&self), Arc::clone(&slot)));
         });
@@ -354,7 +409,9 @@ impl Shared {
             && let Err(payload) = catch_unwind(AssertUnwindSafe(|| init(index)))
         {
             let msg = crate::futures::panic_message(&*payload);
-            eprintln!("troika: initializer of worker {index} panicked: {msg}");
+            let _ = self
+                .broken
+                .set(format!("it panicked in worker {index}: {msg}"));
         }
         while let Some(job) = self.next_job() {
             job.run(&self);
@@ -418,8 +475,19 @@ impl Shared {
         R: Send,
     {
         if promise.start() {
-            promise.complete(self.execute(f));
+            match self.broken_error() {
+                Some(err) => promise.complete(Err(err)),
+                None => promise.complete(self.execute(f)),
+            };
         }
+    }
+
+    /// The error every task of a pool whose initializer panicked fails with.
+    fn broken_error(&self) -> Option<TaskError> {
+        let message = self.broken.get()?;
+        Some(TaskError::new(crate::ErrorKind::InitializerFailed(
+            message.clone(),
+        )))
     }
 
     /// Run a claimed task on this worker, under the timeout if there is one.
@@ -429,6 +497,10 @@ impl Shared {
         R: Send + 'static,
     {
         if !promise.start() {
+            return;
+        }
+        if let Some(err) = self.broken_error() {
+            promise.complete(Err(err));
             return;
         }
         let guard = self.timeout.and_then(|timeout| {
@@ -582,12 +654,46 @@ impl ThreadPool {
             }
         }
         if wait {
-            self.join_workers();
+            self.join_workers(None);
         }
     }
 
-    fn join_workers(&self) {
+    /// Stop taking tasks and wait at most `timeout` for the workers to
+    /// finish the running and queued ones. Returns whether they all did.
+    ///
+    /// A thread cannot be stopped from outside: the workers still busy at
+    /// the deadline are detached. They finish the queue (whose tasks keep
+    /// their handles) and exit; nothing waits for them, and they end with
+    /// the process at the latest. (A worker calling this for its own pool
+    /// does not wait for itself, and timed-out workers are never waited for.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::ThreadPool;
+    ///
+    /// let pool = ThreadPool::new(2).unwrap();
+    /// let (tx, rx) = std::sync::mpsc::channel::<()>();
+    /// let stuck = pool.submit(move || rx.recv().is_ok());
+    /// assert!(!pool.shutdown_timeout(Duration::from_millis(10)));
+    /// drop(tx); // the detached worker finishes its task
+    /// assert_eq!(stuck.result().unwrap(), false);
+    /// ```
+    pub fn shutdown_timeout(&self, timeout: Duration) -> bool {
+        drop(self.shared.sender.write().take());
+        self.join_workers(Some(
+            Instant::now()
+                .checked_add(timeout)
+                .unwrap_or_else(Instant::now),
+        ))
+    }
+
+    /// Join the workers, until `deadline` if there is one (then detach
+    /// those still running). True if none was left running.
+    fn join_workers(&self, deadline: Option<Instant>) -> bool {
         let me = std::thread::current().id();
+        let mut all = true;
         loop {
             let threads = std::mem::take(&mut *self.shared.threads.lock());
             if threads.is_empty() {
@@ -595,14 +701,37 @@ impl ThreadPool {
             }
             for (slot, thread) in threads {
                 // A retired worker is stuck in a timed-out task: leave it be.
-                if thread.thread().id() != me && !slot.retired.load(Ordering::Acquire) {
-                    let _ = thread.join();
+                if thread.thread().id() == me || slot.retired.load(Ordering::Acquire) {
+                    continue;
                 }
+                if let Some(deadline) = deadline {
+                    let mut exits = self.shared.exits.lock();
+                    while !slot.done.load(Ordering::Acquire) {
+                        if self
+                            .shared
+                            .exited
+                            .wait_until(&mut exits, deadline)
+                            .timed_out()
+                        {
+                            break;
+                        }
+                    }
+                    if !slot.done.load(Ordering::Acquire) {
+                        // Detached: it exits when its task returns.
+                        all = false;
+                        continue;
+                    }
+                }
+                let _ = thread.join();
+            }
+            if !all {
+                break;
             }
         }
         if let Some(watchdog) = self.shared.watchdog.lock().take() {
             watchdog.stop();
         }
+        all
     }
 
     /// Run `f` over `items` in input order, lazily, with a bounded window of
@@ -678,7 +807,14 @@ where
 
 impl Drop for ThreadPool {
     fn drop(&mut self) {
-        self.shutdown(true, false);
+        // While a panic unwinds, waiting (perhaps for a task that waits on
+        // the very code that panicked) would hold the panic up.
+        let timeout = if std::thread::panicking() {
+            Duration::ZERO
+        } else {
+            self.shared.drop_timeout
+        };
+        self.shutdown_timeout(timeout);
     }
 }
 
