@@ -293,3 +293,169 @@ fn a_handle_from_a_dead_process_is_an_error_not_a_hang() {
     assert!(err.to_string().contains("cannot open"), "{err}");
     let _ = join;
 }
+
+/// The state letter of thread `tid` of process `pid` (`S`: asleep).
+fn task_state(pid: u32, tid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    // "tid (comm) S ...": the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Waits until thread `tid` of `pid` is asleep (in the futex wait it is
+/// about to enter: the caller knows it has nothing else to block on). The
+/// guarded test's outer deadline is the failure path.
+fn wait_asleep(pid: u32, tid: i32) {
+    while task_state(pid, tid) != Some('S') {
+        std::thread::yield_now();
+    }
+}
+
+/// Two threads asleep in `acquire`, two quick releases: both must wake.
+fn two_sleeping_threads_two_releases(acquire: fn(&Semaphore), release: fn(&Semaphore)) {
+    let sem = Semaphore::new(0).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (sem, tx) = (sem.clone(), tx.clone());
+            std::thread::spawn(move || {
+                tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+                    .unwrap();
+                acquire(&sem);
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        wait_asleep(std::process::id(), rx.recv().unwrap());
+    }
+    release(&sem);
+    release(&sem);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(sem.value(), 0);
+}
+
+#[test]
+fn semaphore_two_sleeping_threads_two_quick_releases_both_wake() {
+    ipc_support::guarded(
+        "semaphore_two_sleeping_threads_two_quick_releases_both_wake",
+        Duration::from_secs(30),
+        || {
+            for _ in 0..20 {
+                two_sleeping_threads_two_releases(|s| s.acquire(), |s| s.release());
+            }
+        },
+    );
+}
+
+#[test]
+fn bounded_semaphore_two_sleeping_threads_two_quick_releases_both_wake() {
+    ipc_support::guarded(
+        "bounded_semaphore_two_sleeping_threads_two_quick_releases_both_wake",
+        Duration::from_secs(30),
+        || {
+            for _ in 0..20 {
+                let sem = BoundedSemaphore::new(2).unwrap();
+                assert!(sem.try_acquire() && sem.try_acquire());
+                let (tx, rx) = std::sync::mpsc::channel();
+                let threads: Vec<_> = (0..2)
+                    .map(|_| {
+                        let (sem, tx) = (sem.clone(), tx.clone());
+                        std::thread::spawn(move || {
+                            tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+                                .unwrap();
+                            sem.acquire();
+                        })
+                    })
+                    .collect();
+                for _ in 0..2 {
+                    wait_asleep(std::process::id(), rx.recv().unwrap());
+                }
+                sem.release().unwrap();
+                sem.release().unwrap();
+                for t in threads {
+                    t.join().unwrap();
+                }
+                assert_eq!(sem.value(), 0);
+            }
+        },
+    );
+}
+
+#[test]
+fn semaphore_two_sleeping_processes_two_quick_releases_both_wake() {
+    const NAME: &str = "semaphore_two_sleeping_processes_two_quick_releases_both_wake";
+    if let Some(r) = role() {
+        assert_eq!(r, "acquire");
+        let (sem, tid): (Semaphore, Value<i32>) = ipc_support::arg();
+        tid.set(rustix::thread::gettid().as_raw_nonzero().get());
+        sem.acquire();
+        return;
+    }
+    ipc_support::guarded(NAME, Duration::from_secs(60), || {
+        for _ in 0..5 {
+            let sem = Semaphore::new(0).unwrap();
+            let children: Vec<_> = (0..2)
+                .map(|_| {
+                    let tid = Value::new(0i32).unwrap();
+                    let child = spawn(NAME, "acquire", &(&sem, &tid));
+                    (child, tid)
+                })
+                .collect();
+            for (child, tid) in &children {
+                let tid = loop {
+                    match tid.get() {
+                        0 => std::thread::yield_now(),
+                        t => break t,
+                    }
+                };
+                wait_asleep(child.id(), tid);
+            }
+            sem.release();
+            sem.release();
+            for (child, _) in children {
+                join_ok(child);
+            }
+            assert_eq!(sem.value(), 0);
+        }
+    });
+}
+
+/// A waiter asleep on an event when it is set and cleared again at once.
+#[test]
+fn event_set_then_clear_wakes_a_sleeping_waiter() {
+    ipc_support::guarded(
+        "event_set_then_clear_wakes_a_sleeping_waiter",
+        Duration::from_secs(30),
+        || {
+            for _ in 0..20 {
+                let ev = Event::new().unwrap();
+                let (tx, rx) = std::sync::mpsc::channel();
+                let ev2 = ev.clone();
+                let t = std::thread::spawn(move || {
+                    tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+                        .unwrap();
+                    ev2.wait();
+                });
+                wait_asleep(std::process::id(), rx.recv().unwrap());
+                ev.set();
+                ev.clear();
+                t.join().unwrap();
+                assert!(!ev.is_set());
+            }
+        },
+    );
+}
+
+#[test]
+fn barrier_refuses_zero_and_too_many_parties() {
+    for bad in [0, 65_536, u32::MAX] {
+        let err = Barrier::new(bad).unwrap_err();
+        assert!(
+            matches!(err, troika::ipc::IpcError::InvalidArgument(_)),
+            "{bad}: {err}"
+        );
+        assert!(err.to_string().contains(&bad.to_string()), "{err}");
+    }
+    assert_eq!(Barrier::new(65_535).unwrap().parties(), 65_535);
+}
