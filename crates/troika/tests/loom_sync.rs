@@ -297,3 +297,73 @@ fn barrier_abort_racing_a_round_breaks_both_parties_or_neither() {
         assert!(b.is_broken());
     });
 }
+
+/// Issue 12's lost wake-up, at thread level: two waiters, two releases in a
+/// row; both must get a unit (loom's condition variable wakes only queued
+/// waiters, so a missed notify deadlocks here).
+#[test]
+fn semaphore_two_waiters_two_releases_both_wake() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(|| {
+        let s = Arc::new(Semaphore::new(0));
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let s = Arc::clone(&s);
+                thread::spawn(move || s.acquire())
+            })
+            .collect();
+        s.release().unwrap();
+        s.release().unwrap();
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(s.value(), 0);
+    });
+}
+
+#[test]
+fn bounded_semaphore_release_n_wakes_two_waiters() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(|| {
+        let s = Arc::new(BoundedSemaphore::new(2));
+        assert!(s.try_acquire() && s.try_acquire());
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let s = Arc::clone(&s);
+                thread::spawn(move || s.acquire())
+            })
+            .collect();
+        s.release_n(2).unwrap();
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(s.value(), 0);
+    });
+}
+
+#[test]
+fn condition_notify_n_wakes_two_waiters() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(|| {
+        let cond = Arc::new(Condition::with_data(0u32));
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let cond = Arc::clone(&cond);
+                thread::spawn(move || {
+                    let mut g = cond.lock();
+                    g.wait_for(|v| *v > 0);
+                    *g -= 1;
+                })
+            })
+            .collect();
+        *cond.lock() += 2;
+        cond.notify_n(2);
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(*cond.lock(), 0);
+    });
+}
