@@ -459,3 +459,62 @@ fn barrier_refuses_zero_and_too_many_parties() {
     }
     assert_eq!(Barrier::new(65_535).unwrap().parties(), 65_535);
 }
+
+/// Every "try" and timed call returns on time while the process holding the
+/// lock word (and the semaphores' units) is SIGSTOPped: nothing spins on, or
+/// sleeps without limit behind, a stopped peer.
+#[test]
+fn try_and_timeout_calls_return_while_the_holder_is_stopped() {
+    const NAME: &str = "try_and_timeout_calls_return_while_the_holder_is_stopped";
+    if let Some(r) = role() {
+        assert_eq!(r, "hold");
+        let (lock, sem, bsem, ready): (Lock, Semaphore, BoundedSemaphore, Event) =
+            ipc_support::arg();
+        let _g = lock.lock();
+        sem.acquire();
+        bsem.acquire();
+        ready.set();
+        park_forever();
+    }
+    ipc_support::guarded(NAME, Duration::from_secs(60), || {
+        use rustix::process::{Pid, Signal, kill_process};
+        let lock = Lock::new().unwrap();
+        let sem = Semaphore::new(1).unwrap();
+        let bsem = BoundedSemaphore::new(1).unwrap();
+        let ready = Event::new().unwrap();
+        let child = spawn(NAME, "hold", &(&lock, &sem, &bsem, &ready));
+        assert!(ready.wait_timeout(LONG), "child never took the lock");
+        let pid = Pid::from_raw(child.id() as i32).unwrap();
+        kill_process(pid, Signal::STOP).unwrap();
+        // Wait until the whole child is stopped (state T).
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+            if stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .trim_start()
+                .starts_with('T')
+            {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        let short = Duration::from_millis(50);
+        assert!(lock.try_lock().is_none());
+        assert!(lock.lock_timeout(short).unwrap_err().is_timeout());
+        assert!(!sem.try_acquire());
+        assert!(sem.acquire_timeout(short).unwrap_err().is_timeout());
+        assert!(!bsem.try_acquire());
+        assert!(bsem.acquire_timeout(short).unwrap_err().is_timeout());
+        let never = Event::new().unwrap();
+        assert!(!never.wait_timeout(short));
+        let barrier = Barrier::new(2).unwrap();
+        assert!(barrier.wait_timeout(short).unwrap_err().is_timeout());
+        assert!(barrier.is_broken());
+        kill_process(pid, Signal::CONT).unwrap();
+        kill(child);
+        // The lock's holder is gone: taken over, and told so.
+        assert!(lock.lock_timeout(LONG).unwrap().holder_died());
+    });
+}
