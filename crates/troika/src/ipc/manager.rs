@@ -523,10 +523,10 @@ impl Manager {
         // Wake the accept loop: shutting the listening socket down makes a
         // blocked accept(2) fail at once on Linux; a connection of our own
         // is the fallback.
-        if let Some(l) = self.waker.take() {
-            if rustix::net::shutdown(&l, rustix::net::Shutdown::Both).is_err() {
-                let _ = UnixStream::connect(&self.addr.path);
-            }
+        if let Some(l) = self.waker.take()
+            && rustix::net::shutdown(&l, rustix::net::Shutdown::Both).is_err()
+        {
+            let _ = UnixStream::connect(&self.addr.path);
         }
         if let Some(t) = self.accept.take() {
             let _ = t.join();

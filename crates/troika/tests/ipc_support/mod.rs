@@ -136,10 +136,10 @@ pub fn guarded(test: &str, limit: Duration, body: impl FnOnce()) {
         let _ = tx.send(child.wait());
     });
     let outcome = rx.recv_timeout(limit);
-    if outcome.is_err() {
-        if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
-            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-        }
+    if outcome.is_err()
+        && let Some(p) = rustix::process::Pid::from_raw(pid as i32)
+    {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
     }
     let output = std::fs::read_to_string(&log_path).unwrap_or_default();
     let _ = std::fs::remove_file(&log_path);
