@@ -3,8 +3,9 @@
 //! kernel's: see `src/ipc/README.md`).
 //!
 //! The `fixture_*` modules keep the old, buggy algorithms of issue 12, and
-//! the `the_model_catches_*` tests assert that the model finds their bugs: a
-//! permanent proof that the emulated futex can express those interleavings.
+//! the `the_model_catches_*` tests assert that the model finds their bugs
+//! (each in a child process: see [`model_failure`]): a permanent proof that
+//! the emulated futex can express those interleavings.
 //!
 //! Run with:
 //! `RUSTFLAGS="--cfg troika_loom" cargo test -p troika --release --test loom_ipc`
@@ -18,10 +19,33 @@ use std::time::{Duration, Instant};
 use troika::ipc::futex::model::{LoomWord, ProcessTable};
 use troika::ipc::raw::{self, Acquired, BarrierFail};
 
-/// Runs `model` and returns whether loom found a failure (a panic, a
-/// deadlock, or a branch explosion from a livelock).
-fn model_fails(model: impl FnOnce()) -> bool {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(model)).is_err()
+const FIXTURE_CHILD: &str = "TROIKA_LOOM_FIXTURE_CHILD";
+
+/// Runs `model` — a model of an old, buggy algorithm — in a child process
+/// (this test binary re-executed with `test`, the calling test's name, as
+/// the exact filter) and returns the child's output if loom failed there
+/// (a panic, a deadlock, or a branch explosion from a livelock), `None` if
+/// the model passed. A child, not `catch_unwind`: when loom reports a
+/// deadlock, unwinding drops loom objects whose destructors panic again,
+/// and the process aborts.
+fn model_failure(test: &str, model: impl FnOnce()) -> Option<String> {
+    if std::env::var_os(FIXTURE_CHILD).is_some() {
+        model();
+        // The model passed: say so by a clean exit.
+        std::process::exit(0);
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(FIXTURE_CHILD, "1")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (!out.status.success()).then_some(text)
 }
 
 #[test]
@@ -216,7 +240,7 @@ mod fixture_old_semaphore {
     use troika::ipc::futex::Word;
     use troika::ipc::raw::{SEM_MAX, SEM_WAITERS};
 
-    pub fn acquire<W: Word>(w: &W) {
+    pub(super) fn acquire<W: Word>(w: &W) {
         let mut slept = false;
         loop {
             let v = w.load(Relaxed);
@@ -241,7 +265,7 @@ mod fixture_old_semaphore {
         }
     }
 
-    pub fn release<W: Word>(w: &W) {
+    pub(super) fn release<W: Word>(w: &W) {
         let mut v = w.load(Relaxed);
         loop {
             let count = v & SEM_MAX;
@@ -281,13 +305,15 @@ fn two_sleepers_two_releases(acquire: fn(&LoomWord), release: fn(&LoomWord)) {
 
 #[test]
 fn the_model_catches_the_old_semaphore_lost_wakeup() {
-    assert!(
-        model_fails(|| two_sleepers_two_releases(
+    let failure = model_failure("the_model_catches_the_old_semaphore_lost_wakeup", || {
+        two_sleepers_two_releases(
             fixture_old_semaphore::acquire,
-            fixture_old_semaphore::release
-        )),
-        "the futex model no longer sees the lost wake-up of the old semaphore"
-    );
+            fixture_old_semaphore::release,
+        )
+    })
+    .expect("the futex model no longer sees the lost wake-up of the old semaphore");
+    // The second sleeper sleeps for ever: loom reports a deadlock.
+    assert!(failure.contains("deadlock"), "{failure}");
 }
 
 #[test]
@@ -336,15 +362,15 @@ mod fixture_old_event {
     use std::sync::atomic::Ordering::{Acquire, Release};
     use troika::ipc::futex::Word;
 
-    pub fn set<W: Word>(w: &W) {
+    pub(super) fn set<W: Word>(w: &W) {
         if w.swap(1, Release) == 0 {
             w.wake(u32::MAX);
         }
     }
-    pub fn clear<W: Word>(w: &W) {
+    pub(super) fn clear<W: Word>(w: &W) {
         w.store(0, Release);
     }
-    pub fn wait<W: Word>(w: &W) {
+    pub(super) fn wait<W: Word>(w: &W) {
         while w.load(Acquire) == 0 {
             w.wait(0, None);
         }
@@ -370,11 +396,15 @@ fn set_then_clear_wakes_the_sleeper(set: fn(&LoomWord), clear: fn(&LoomWord), wa
 
 #[test]
 fn the_model_catches_the_old_event_set_clear_race() {
-    assert!(model_fails(|| set_then_clear_wakes_the_sleeper(
-        fixture_old_event::set,
-        fixture_old_event::clear,
-        fixture_old_event::wait
-    )));
+    let failure = model_failure("the_model_catches_the_old_event_set_clear_race", || {
+        set_then_clear_wakes_the_sleeper(
+            fixture_old_event::set,
+            fixture_old_event::clear,
+            fixture_old_event::wait,
+        )
+    })
+    .expect("the futex model no longer sees the old event pass a sleeper by");
+    assert!(failure.contains("deadlock"), "{failure}");
 }
 
 #[test]
@@ -403,7 +433,7 @@ mod fixture_old_barrier {
     const BROKEN: u32 = 1 << 31;
 
     /// `Some(leader)`, or `None` when broken or timed out.
-    pub fn wait<W: Word>(count: &W, generation: &W, parties: u32) -> Option<bool> {
+    pub(super) fn wait<W: Word>(count: &W, generation: &W, parties: u32) -> Option<bool> {
         let g = generation.load(Acquire);
         if g & BROKEN != 0 {
             return None;
@@ -471,11 +501,15 @@ fn three_threads_at_a_barrier_of_two(wait: fn(&LoomWord, &LoomWord) -> Option<bo
 
 #[test]
 fn the_model_catches_the_old_barrier_extra_party() {
-    assert!(
-        model_fails(|| three_threads_at_a_barrier_of_two(|count, generation| {
+    let failure = model_failure("the_model_catches_the_old_barrier_extra_party", || {
+        three_threads_at_a_barrier_of_two(|count, generation| {
             fixture_old_barrier::wait(count, generation, 2)
-        })),
-        "the model no longer sees the old barrier let a third party through"
+        })
+    })
+    .expect("the model no longer sees the old barrier let a third party through");
+    assert!(
+        failure.contains("a party passed without a full round"),
+        "{failure}"
     );
 }
 
