@@ -518,3 +518,53 @@ fn try_and_timeout_calls_return_while_the_holder_is_stopped() {
         assert!(lock.lock_timeout(LONG).unwrap().holder_died());
     });
 }
+
+/// Descriptors of this process, and its memfd mappings.
+fn fds_and_memfd_maps() -> (usize, usize) {
+    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("memfd:"))
+        .count();
+    (fds, maps)
+}
+
+/// The last clone of a lock, semaphore, event or barrier releases its
+/// segment: descriptor and mapping, at once.
+#[test]
+fn dropping_the_last_clone_releases_descriptor_and_mapping() {
+    ipc_support::guarded(
+        "dropping_the_last_clone_releases_descriptor_and_mapping",
+        Duration::from_secs(30),
+        || {
+            let before = fds_and_memfd_maps();
+            {
+                let lock = Lock::new().unwrap();
+                let sem = Semaphore::new(1).unwrap();
+                let bsem = BoundedSemaphore::new(1).unwrap();
+                let ev = Event::new().unwrap();
+                let barrier = Barrier::new(1).unwrap();
+                let clones = (
+                    lock.clone(),
+                    sem.clone(),
+                    bsem.clone(),
+                    ev.clone(),
+                    barrier.clone(),
+                );
+                drop(lock.lock());
+                sem.acquire();
+                sem.release();
+                bsem.acquire();
+                bsem.release().unwrap();
+                ev.set();
+                assert!(barrier.wait().unwrap());
+                assert_ne!(fds_and_memfd_maps(), before);
+                drop((lock, sem, bsem, ev, barrier));
+                assert_ne!(fds_and_memfd_maps(), before, "clones still alive");
+                drop(clones);
+            }
+            assert_eq!(fds_and_memfd_maps(), before);
+        },
+    );
+}
