@@ -7,10 +7,12 @@
 //! over loom's models with the same API, so the model checks can explore the
 //! state machines built on top (the handle's phases, the lock's holder, the
 //! condition's release-and-wait, the semaphore's count, the queue's task
-//! count, the barrier's rounds) in every interleaving. Loom does not model
-//! time: under loom a timed wait never times out, so the models use the
-//! untimed operations. `Arc` stays std's: its reference count is not what the
-//! models check.
+//! count, the barrier's rounds) in every interleaving. The condition
+//! variable keeps its own queue of waiters, as `parking_lot`'s does: a notify
+//! reaches only waiters already queued (and `notify_one` says whether there
+//! was one), and since loom does not model time, a timed wait may time out at
+//! any point while queued. `Arc` stays std's: its reference count is not what
+//! the models check.
 //!
 //! Run the models with:
 //!
@@ -66,7 +68,10 @@ mod loom_model {
 
     impl<T: ?Sized> Mutex<T> {
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
-            MutexGuard(Some(self.0.lock().unwrap_or_else(PoisonError::into_inner)))
+            MutexGuard {
+                guard: Some(self.0.lock().unwrap_or_else(PoisonError::into_inner)),
+                mutex: &self.0,
+            }
         }
     }
 
@@ -76,14 +81,18 @@ mod loom_model {
         }
     }
 
-    /// The guard; empty only for the duration of a `Condvar` wait.
-    pub(crate) struct MutexGuard<'a, T: ?Sized>(Option<loom::sync::MutexGuard<'a, T>>);
+    /// The guard, and its mutex (a condition variable wait unlocks and
+    /// relocks it); the guard is empty only for the duration of a wait.
+    pub(crate) struct MutexGuard<'a, T: ?Sized> {
+        guard: Option<loom::sync::MutexGuard<'a, T>>,
+        mutex: &'a loom::sync::Mutex<T>,
+    }
 
     impl<T: ?Sized> Deref for MutexGuard<'_, T> {
         type Target = T;
 
         fn deref(&self) -> &T {
-            match &self.0 {
+            match &self.guard {
                 Some(guard) => guard,
                 None => unreachable!("a mutex guard is only empty inside Condvar::wait"),
             }
@@ -92,7 +101,7 @@ mod loom_model {
 
     impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
         fn deref_mut(&mut self) -> &mut T {
-            match &mut self.0 {
+            match &mut self.guard {
                 Some(guard) => guard,
                 None => unreachable!("a mutex guard is only empty inside Condvar::wait"),
             }
@@ -100,49 +109,139 @@ mod loom_model {
     }
 
     /// `parking_lot::WaitTimeoutResult`'s API.
-    pub(crate) struct WaitTimeoutResult;
+    pub(crate) struct WaitTimeoutResult(bool);
 
     impl WaitTimeoutResult {
-        /// Loom does not model time: a timed wait never times out.
+        /// Whether the wait timed out (rather than being notified).
         pub(crate) fn timed_out(&self) -> bool {
-            false
+            self.0
         }
     }
 
-    /// `parking_lot::Condvar`'s API over loom's condition variable.
+    /// `parking_lot::Condvar`'s API and guarantees, emulated over loom's
+    /// mutex and condition variable with an explicit queue of waiters, so
+    /// that a model cannot rely on more than `parking_lot` gives:
+    ///
+    /// - a waiter joins the queue before it releases the mutex, so a notify
+    ///   sent after it released the mutex finds it;
+    /// - `notify_one` wakes the oldest queued waiter and says whether there
+    ///   was one; `notify_all` wakes those queued and says how many; a
+    ///   notify with nobody queued is lost;
+    /// - a timed wait may time out at any point while queued (loom explores
+    ///   the notify arriving before and after), and a waiter that timed out
+    ///   consumed no notify.
+    pub(crate) struct Condvar {
+        q: loom::sync::Mutex<Waiters>,
+        cv: loom::sync::Condvar,
+    }
+
     #[derive(Default)]
-    pub(crate) struct Condvar(loom::sync::Condvar);
+    struct Waiters {
+        next: u64,
+        queued: Vec<u64>,
+        woken: Vec<u64>,
+    }
+
+    impl Waiters {
+        fn take_woken(&mut self, ticket: u64) -> bool {
+            match self.woken.iter().position(|&t| t == ticket) {
+                Some(i) => {
+                    self.woken.swap_remove(i);
+                    true
+                }
+                None => false,
+            }
+        }
+    }
+
+    impl Default for Condvar {
+        fn default() -> Condvar {
+            Condvar::new()
+        }
+    }
 
     impl Condvar {
         pub(crate) fn new() -> Condvar {
-            Condvar(loom::sync::Condvar::new())
-        }
-
-        pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
-            if let Some(inner) = guard.0.take() {
-                guard.0 = Some(self.0.wait(inner).unwrap_or_else(PoisonError::into_inner));
+            Condvar {
+                q: loom::sync::Mutex::new(Waiters::default()),
+                cv: loom::sync::Condvar::new(),
             }
         }
 
-        pub(crate) fn wait_until<T>(
+        fn waiters(&self) -> loom::sync::MutexGuard<'_, Waiters> {
+            self.q.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+
+        /// Queues, unlocks `guard`, waits (a timed wait may give up at any
+        /// point), relocks. Returns whether it timed out.
+        fn wait_inner<T: ?Sized>(&self, guard: &mut MutexGuard<'_, T>, timed: bool) -> bool {
+            let Some(held) = guard.guard.take() else {
+                return false;
+            };
+            let mut q = self.waiters();
+            let ticket = q.next;
+            q.next += 1;
+            q.queued.push(ticket);
+            drop(held);
+            let timed_out = if timed {
+                drop(q);
+                loom::thread::yield_now();
+                let mut q = self.waiters();
+                if q.take_woken(ticket) {
+                    false
+                } else {
+                    q.queued.retain(|&t| t != ticket);
+                    true
+                }
+            } else {
+                while !q.take_woken(ticket) {
+                    q = self.cv.wait(q).unwrap_or_else(PoisonError::into_inner);
+                }
+                // Never hold the queue while taking the mutex: a notifier
+                // may hold the mutex and want the queue.
+                drop(q);
+                false
+            };
+            guard.guard = Some(guard.mutex.lock().unwrap_or_else(PoisonError::into_inner));
+            timed_out
+        }
+
+        pub(crate) fn wait<T: ?Sized>(&self, guard: &mut MutexGuard<'_, T>) {
+            self.wait_inner(guard, false);
+        }
+
+        /// Time does not pass in a model: the wait may time out at any point
+        /// while queued, whatever the deadline.
+        pub(crate) fn wait_until<T: ?Sized>(
             &self,
             guard: &mut MutexGuard<'_, T>,
             _deadline: Instant,
         ) -> WaitTimeoutResult {
-            self.wait(guard);
-            WaitTimeoutResult
+            WaitTimeoutResult(self.wait_inner(guard, true))
         }
 
-        /// Loom does not say whether a thread was woken; report that one was.
+        /// Wakes the oldest queued waiter; false if nobody was queued.
         pub(crate) fn notify_one(&self) -> bool {
-            self.0.notify_one();
+            let mut q = self.waiters();
+            if q.queued.is_empty() {
+                return false;
+            }
+            let t = q.queued.remove(0);
+            q.woken.push(t);
+            self.cv.notify_all();
             true
         }
 
-        /// Loom does not say how many threads were woken; report none.
+        /// Wakes every queued waiter; returns how many.
         pub(crate) fn notify_all(&self) -> usize {
-            self.0.notify_all();
-            0
+            let mut q = self.waiters();
+            let n = q.queued.len();
+            let all: Vec<u64> = q.queued.drain(..).collect();
+            q.woken.extend(all);
+            if n > 0 {
+                self.cv.notify_all();
+            }
+            n
         }
     }
 

@@ -293,3 +293,278 @@ fn a_handle_from_a_dead_process_is_an_error_not_a_hang() {
     assert!(err.to_string().contains("cannot open"), "{err}");
     let _ = join;
 }
+
+/// The state letter of thread `tid` of process `pid` (`S`: asleep).
+fn task_state(pid: u32, tid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    // "tid (comm) S ...": the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Waits until thread `tid` of `pid` is asleep (in the futex wait it is
+/// about to enter: the caller knows it has nothing else to block on). The
+/// guarded test's outer deadline is the failure path.
+fn wait_asleep(pid: u32, tid: i32) {
+    while task_state(pid, tid) != Some('S') {
+        std::thread::yield_now();
+    }
+}
+
+/// Two threads asleep in `acquire`, two quick releases: both must wake.
+fn two_sleeping_threads_two_releases(acquire: fn(&Semaphore), release: fn(&Semaphore)) {
+    let sem = Semaphore::new(0).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (sem, tx) = (sem.clone(), tx.clone());
+            std::thread::spawn(move || {
+                tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+                    .unwrap();
+                acquire(&sem);
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        wait_asleep(std::process::id(), rx.recv().unwrap());
+    }
+    release(&sem);
+    release(&sem);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(sem.value(), 0);
+}
+
+#[test]
+fn semaphore_two_sleeping_threads_two_quick_releases_both_wake() {
+    ipc_support::guarded(
+        "semaphore_two_sleeping_threads_two_quick_releases_both_wake",
+        Duration::from_secs(30),
+        || {
+            for _ in 0..20 {
+                two_sleeping_threads_two_releases(|s| s.acquire(), |s| s.release());
+            }
+        },
+    );
+}
+
+#[test]
+fn bounded_semaphore_two_sleeping_threads_two_quick_releases_both_wake() {
+    ipc_support::guarded(
+        "bounded_semaphore_two_sleeping_threads_two_quick_releases_both_wake",
+        Duration::from_secs(30),
+        || {
+            for _ in 0..20 {
+                let sem = BoundedSemaphore::new(2).unwrap();
+                assert!(sem.try_acquire() && sem.try_acquire());
+                let (tx, rx) = std::sync::mpsc::channel();
+                let threads: Vec<_> = (0..2)
+                    .map(|_| {
+                        let (sem, tx) = (sem.clone(), tx.clone());
+                        std::thread::spawn(move || {
+                            tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+                                .unwrap();
+                            sem.acquire();
+                        })
+                    })
+                    .collect();
+                for _ in 0..2 {
+                    wait_asleep(std::process::id(), rx.recv().unwrap());
+                }
+                sem.release().unwrap();
+                sem.release().unwrap();
+                for t in threads {
+                    t.join().unwrap();
+                }
+                assert_eq!(sem.value(), 0);
+            }
+        },
+    );
+}
+
+#[test]
+fn semaphore_two_sleeping_processes_two_quick_releases_both_wake() {
+    const NAME: &str = "semaphore_two_sleeping_processes_two_quick_releases_both_wake";
+    if let Some(r) = role() {
+        assert_eq!(r, "acquire");
+        let (sem, tid): (Semaphore, Value<i32>) = ipc_support::arg();
+        tid.set(rustix::thread::gettid().as_raw_nonzero().get());
+        sem.acquire();
+        return;
+    }
+    ipc_support::guarded(NAME, Duration::from_secs(60), || {
+        for _ in 0..5 {
+            let sem = Semaphore::new(0).unwrap();
+            let children: Vec<_> = (0..2)
+                .map(|_| {
+                    let tid = Value::new(0i32).unwrap();
+                    let child = spawn(NAME, "acquire", &(&sem, &tid));
+                    (child, tid)
+                })
+                .collect();
+            for (child, tid) in &children {
+                let tid = loop {
+                    match tid.get() {
+                        0 => std::thread::yield_now(),
+                        t => break t,
+                    }
+                };
+                wait_asleep(child.id(), tid);
+            }
+            sem.release();
+            sem.release();
+            for (child, _) in children {
+                join_ok(child);
+            }
+            assert_eq!(sem.value(), 0);
+        }
+    });
+}
+
+/// A waiter asleep on an event when it is set and cleared again at once.
+#[test]
+fn event_set_then_clear_wakes_a_sleeping_waiter() {
+    ipc_support::guarded(
+        "event_set_then_clear_wakes_a_sleeping_waiter",
+        Duration::from_secs(30),
+        || {
+            for _ in 0..20 {
+                let ev = Event::new().unwrap();
+                let (tx, rx) = std::sync::mpsc::channel();
+                let ev2 = ev.clone();
+                let t = std::thread::spawn(move || {
+                    tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+                        .unwrap();
+                    ev2.wait();
+                });
+                wait_asleep(std::process::id(), rx.recv().unwrap());
+                ev.set();
+                ev.clear();
+                t.join().unwrap();
+                assert!(!ev.is_set());
+            }
+        },
+    );
+}
+
+#[test]
+fn barrier_refuses_zero_and_too_many_parties() {
+    for bad in [0, 65_536, u32::MAX] {
+        let err = Barrier::new(bad).unwrap_err();
+        assert!(
+            matches!(err, troika::ipc::IpcError::InvalidArgument(_)),
+            "{bad}: {err}"
+        );
+        assert!(err.to_string().contains(&bad.to_string()), "{err}");
+    }
+    assert_eq!(Barrier::new(65_535).unwrap().parties(), 65_535);
+}
+
+/// Every "try" and timed call returns on time while the process holding the
+/// lock word (and the semaphores' units) is SIGSTOPped: nothing spins on, or
+/// sleeps without limit behind, a stopped peer.
+#[test]
+fn try_and_timeout_calls_return_while_the_holder_is_stopped() {
+    const NAME: &str = "try_and_timeout_calls_return_while_the_holder_is_stopped";
+    if let Some(r) = role() {
+        assert_eq!(r, "hold");
+        let (lock, sem, bsem, ready): (Lock, Semaphore, BoundedSemaphore, Event) =
+            ipc_support::arg();
+        let _g = lock.lock();
+        sem.acquire();
+        bsem.acquire();
+        ready.set();
+        park_forever();
+    }
+    ipc_support::guarded(NAME, Duration::from_secs(60), || {
+        use rustix::process::{Pid, Signal, kill_process};
+        let lock = Lock::new().unwrap();
+        let sem = Semaphore::new(1).unwrap();
+        let bsem = BoundedSemaphore::new(1).unwrap();
+        let ready = Event::new().unwrap();
+        let child = spawn(NAME, "hold", &(&lock, &sem, &bsem, &ready));
+        assert!(ready.wait_timeout(LONG), "child never took the lock");
+        let pid = Pid::from_raw(child.id() as i32).unwrap();
+        kill_process(pid, Signal::STOP).unwrap();
+        // Wait until the whole child is stopped (state T).
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+            if stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .trim_start()
+                .starts_with('T')
+            {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        let short = Duration::from_millis(50);
+        assert!(lock.try_lock().is_none());
+        assert!(lock.lock_timeout(short).unwrap_err().is_timeout());
+        assert!(!sem.try_acquire());
+        assert!(sem.acquire_timeout(short).unwrap_err().is_timeout());
+        assert!(!bsem.try_acquire());
+        assert!(bsem.acquire_timeout(short).unwrap_err().is_timeout());
+        let never = Event::new().unwrap();
+        assert!(!never.wait_timeout(short));
+        let barrier = Barrier::new(2).unwrap();
+        assert!(barrier.wait_timeout(short).unwrap_err().is_timeout());
+        assert!(barrier.is_broken());
+        kill_process(pid, Signal::CONT).unwrap();
+        kill(child);
+        // The lock's holder is gone: taken over, and told so.
+        assert!(lock.lock_timeout(LONG).unwrap().holder_died());
+    });
+}
+
+/// Descriptors of this process, and its memfd mappings.
+fn fds_and_memfd_maps() -> (usize, usize) {
+    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("memfd:"))
+        .count();
+    (fds, maps)
+}
+
+/// The last clone of a lock, semaphore, event or barrier releases its
+/// segment: descriptor and mapping, at once.
+#[test]
+fn dropping_the_last_clone_releases_descriptor_and_mapping() {
+    ipc_support::guarded(
+        "dropping_the_last_clone_releases_descriptor_and_mapping",
+        Duration::from_secs(30),
+        || {
+            let before = fds_and_memfd_maps();
+            {
+                let lock = Lock::new().unwrap();
+                let sem = Semaphore::new(1).unwrap();
+                let bsem = BoundedSemaphore::new(1).unwrap();
+                let ev = Event::new().unwrap();
+                let barrier = Barrier::new(1).unwrap();
+                let clones = (
+                    lock.clone(),
+                    sem.clone(),
+                    bsem.clone(),
+                    ev.clone(),
+                    barrier.clone(),
+                );
+                drop(lock.lock());
+                sem.acquire();
+                sem.release();
+                bsem.acquire();
+                bsem.release().unwrap();
+                ev.set();
+                assert!(barrier.wait().unwrap());
+                assert_ne!(fds_and_memfd_maps(), before);
+                drop((lock, sem, bsem, ev, barrier));
+                assert_ne!(fds_and_memfd_maps(), before, "clones still alive");
+                drop(clones);
+            }
+            assert_eq!(fds_and_memfd_maps(), before);
+        },
+    );
+}

@@ -6,10 +6,11 @@
 //! RUSTFLAGS="--cfg troika_loom" cargo test -p troika --test loom_sync --release
 //! ```
 //!
-//! Under `--cfg troika_loom` the primitives' mutex and condition variable are loom's
-//! models, so each test below runs in every interleaving loom explores. Loom
-//! does not model time, so only untimed operations are checked; a lost
-//! wake-up shows up as a deadlock, which loom reports.
+//! Under `--cfg troika_loom` the primitives' mutex and condition variable are
+//! loom models (`src/loom.rs`), so each test below runs in every interleaving
+//! loom explores. The condition variable wakes only waiters already queued,
+//! and since loom does not model time, a timed wait may time out at any point
+//! while queued; a lost wake-up shows up as a deadlock, which loom reports.
 #![cfg(troika_loom)]
 
 use loom::sync::Arc;
@@ -295,5 +296,142 @@ fn barrier_abort_racing_a_round_breaks_both_parties_or_neither() {
             other => panic!("a round half passed: {other:?}"),
         }
         assert!(b.is_broken());
+    });
+}
+
+/// Issue 12's lost wake-up, at thread level: two waiters, two releases in a
+/// row; both must get a unit (loom's condition variable wakes only queued
+/// waiters, so a missed notify deadlocks here).
+#[test]
+fn semaphore_two_waiters_two_releases_both_wake() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(|| {
+        let s = Arc::new(Semaphore::new(0));
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let s = Arc::clone(&s);
+                thread::spawn(move || s.acquire())
+            })
+            .collect();
+        s.release().unwrap();
+        s.release().unwrap();
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(s.value(), 0);
+    });
+}
+
+#[test]
+fn bounded_semaphore_release_n_wakes_two_waiters() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(|| {
+        let s = Arc::new(BoundedSemaphore::new(2));
+        assert!(s.try_acquire() && s.try_acquire());
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let s = Arc::clone(&s);
+                thread::spawn(move || s.acquire())
+            })
+            .collect();
+        s.release_n(2).unwrap();
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(s.value(), 0);
+    });
+}
+
+#[test]
+fn condition_notify_n_wakes_two_waiters() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(|| {
+        let cond = Arc::new(Condition::with_data(0u32));
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let cond = Arc::clone(&cond);
+                thread::spawn(move || {
+                    let mut g = cond.lock();
+                    g.wait_for(|v| *v > 0);
+                    *g -= 1;
+                })
+            })
+            .collect();
+        *cond.lock() += 2;
+        cond.notify_n(2);
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(*cond.lock(), 0);
+    });
+}
+
+/// A long timeout: under loom a timed wait may time out at any point while
+/// it is queued, whatever the duration.
+const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A timed waiter and an untimed one, two releases: the timed one's timeout
+/// never swallows the wake-up the other needs, and no unit is lost.
+#[test]
+fn semaphore_timed_waiter_never_swallows_a_wakeup() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(|| {
+        let s = Arc::new(Semaphore::new(0));
+        let timed = {
+            let s = Arc::clone(&s);
+            thread::spawn(move || s.acquire_timeout(HOUR))
+        };
+        let untimed = {
+            let s = Arc::clone(&s);
+            thread::spawn(move || s.acquire())
+        };
+        s.release().unwrap();
+        s.release().unwrap();
+        let got = timed.join().unwrap();
+        untimed.join().unwrap();
+        assert_eq!(s.value(), usize::from(!got));
+    });
+}
+
+/// A holder, a waiter with a timeout and one without: the unlock's wake-up
+/// reaches a waiter that still needs it.
+#[test]
+fn lock_timeout_never_swallows_a_wakeup() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(|| {
+        let lock = Arc::new(Lock::new());
+        let held = lock.lock();
+        let timed = {
+            let lock = Arc::clone(&lock);
+            thread::spawn(move || lock.lock_timeout(HOUR).is_some())
+        };
+        let untimed = {
+            let lock = Arc::clone(&lock);
+            thread::spawn(move || drop(lock.lock()))
+        };
+        drop(held);
+        timed.join().unwrap();
+        untimed.join().unwrap();
+        assert!(lock.try_lock().is_some());
+    });
+}
+
+/// A timed event wait racing `set` ends either way, and the flag stays set.
+#[test]
+fn event_timed_wait_racing_set_ends() {
+    loom::model(|| {
+        let ev = Arc::new(Event::new());
+        let waiter = {
+            let ev = Arc::clone(&ev);
+            thread::spawn(move || ev.wait_timeout(HOUR))
+        };
+        ev.set();
+        waiter.join().unwrap();
+        assert!(ev.is_set());
     });
 }

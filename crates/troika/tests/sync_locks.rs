@@ -1,5 +1,8 @@
 //! `troika::sync::{Lock, RLock, Condition}`: exclusion, the seed-style
-//! acquire/release, misuse as errors, timeouts and waking.
+//! acquire/release, misuse as errors, timeouts and waking; and (issue 12's
+//! lost wake-up class) `Event`'s set-then-clear.
+
+mod ipc_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -445,4 +448,45 @@ fn regression_failed_try_lock_does_not_free_the_holders_lock() {
     assert_eq!(r.depth(), 1);
     assert!(r.is_owned());
     r.release().unwrap();
+}
+
+/// A thread asleep in `Event::wait` when the event is set and at once
+/// cleared must return (Python's `Event.wait` does); before issue 12 it
+/// slept on with its wake-up lost.
+#[test]
+fn event_set_then_clear_wakes_a_sleeping_waiter() {
+    ipc_support::guarded(
+        "event_set_then_clear_wakes_a_sleeping_waiter",
+        PATIENCE * 3,
+        || {
+            for _ in 0..20 {
+                let ev = Arc::new(troika::sync::Event::new());
+                let (tx, rx) = std::sync::mpsc::channel();
+                let t = {
+                    let ev = Arc::clone(&ev);
+                    std::thread::spawn(move || {
+                        tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+                            .unwrap();
+                        ev.wait();
+                    })
+                };
+                let tid = rx.recv().unwrap();
+                loop {
+                    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+                        .unwrap_or_default();
+                    let state = stat
+                        .rsplit_once(')')
+                        .map(|(_, r)| r.trim_start().starts_with('S'));
+                    if state == Some(true) {
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+                ev.set();
+                ev.clear();
+                t.join().unwrap();
+                assert!(!ev.is_set());
+            }
+        },
+    );
 }

@@ -1,6 +1,8 @@
 //! `troika::sync::{Semaphore, BoundedSemaphore}`: counting, limits, the
 //! bounded release error (the seeds' candy machine), timeouts and guards.
 
+mod ipc_support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -223,4 +225,54 @@ fn regression_failed_try_access_gives_nothing_back() {
         assert!(s.access_timeout(SHORT).is_none());
     }
     assert_eq!(s.value(), 0);
+}
+
+/// Thread `tid` of this process is asleep (state `S` in /proc).
+fn asleep(tid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('S'))
+        })
+        .unwrap_or(false)
+}
+
+/// Issue 12's lost wake-up at thread level: two threads asleep in
+/// `acquire`, two quick releases, both wake (the guard's deadline catches a
+/// hang).
+#[test]
+fn semaphore_two_sleeping_threads_two_quick_releases_both_wake() {
+    ipc_support::guarded(
+        "semaphore_two_sleeping_threads_two_quick_releases_both_wake",
+        PATIENCE * 3,
+        || {
+            for _ in 0..20 {
+                let s = Arc::new(Semaphore::new(0));
+                let (tx, rx) = std::sync::mpsc::channel();
+                let threads: Vec<_> = (0..2)
+                    .map(|_| {
+                        let (s, tx) = (Arc::clone(&s), tx.clone());
+                        std::thread::spawn(move || {
+                            tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+                                .unwrap();
+                            s.acquire();
+                        })
+                    })
+                    .collect();
+                for _ in 0..2 {
+                    let tid = rx.recv().unwrap();
+                    while !asleep(tid) {
+                        std::thread::yield_now();
+                    }
+                }
+                s.release().unwrap();
+                s.release().unwrap();
+                for t in threads {
+                    t.join().unwrap();
+                }
+                assert_eq!(s.value(), 0);
+            }
+        },
+    );
 }

@@ -78,6 +78,9 @@ pub enum IpcError {
         /// The name asked for.
         name: String,
     },
+    /// An argument was out of its documented range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// An operating-system call failed.
     #[error("{context}: {source}")]
     Io {

@@ -7,9 +7,14 @@
 //! process is alive. In the library a `Word` is an `AtomicU32` in shared
 //! memory driven by the `futex(2)` system call (without `FUTEX_PRIVATE_FLAG`,
 //! so waiters in different processes meet on the same word), and `Env` asks
-//! the kernel. Under `cfg(troika_loom)` the same algorithms run on loom's atomics and
-//! a mutex/condvar pair that emulates the futex, so `tests/loom_ipc.rs`
-//! model-checks exactly the state machines that the library runs.
+//! the kernel. Under `cfg(troika_loom)` the same algorithms run on loom's
+//! atomics and an emulated futex ([`model::LoomWord`]) that keeps a wait queue
+//! the way the kernel does — a wake reaches only waiters already queued, a
+//! wake with nobody queued is lost, a waiter compares and queues in one step,
+//! waits may return spuriously and timed waits may time out at any point —
+//! so `tests/loom_ipc.rs` model-checks exactly the state machines that the
+//! library runs, against the guarantees the kernel really gives. See
+//! `src/ipc/README.md` for what the models cover and what they cannot.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -28,8 +33,14 @@ pub trait Word {
     /// Atomic load.
     fn load(&self, order: Ordering) -> u32;
     /// Atomic store.
+    // Unused by the library since issue 12; the loom fixtures of the old
+    // algorithms use it.
+    #[cfg_attr(not(troika_loom), allow(dead_code))]
     fn store(&self, val: u32, order: Ordering);
     /// Atomic swap.
+    // Unused by the library since issue 12; the loom fixtures of the old
+    // algorithms use it.
+    #[cfg_attr(not(troika_loom), allow(dead_code))]
     fn swap(&self, val: u32, order: Ordering) -> u32;
     /// Atomic compare-and-exchange (strong).
     fn compare_exchange(
@@ -40,9 +51,14 @@ pub trait Word {
         failure: Ordering,
     ) -> Result<u32, u32>;
     /// Atomic wrapping add; returns the previous value.
+    // Unused by the library since issue 12; the loom fixtures of the old
+    // algorithms use it.
+    #[cfg_attr(not(troika_loom), allow(dead_code))]
     fn fetch_add(&self, val: u32, order: Ordering) -> u32;
     /// Atomic bitwise or; returns the previous value.
     fn fetch_or(&self, val: u32, order: Ordering) -> u32;
+    /// Atomic bitwise and; returns the previous value.
+    fn fetch_and(&self, val: u32, order: Ordering) -> u32;
     /// Sleeps while the word holds `expected`, at most `timeout` (`None`:
     /// without limit). May return early for no reason.
     fn wait(&self, expected: u32, timeout: Option<Duration>) -> Wake;
@@ -114,6 +130,9 @@ mod real {
         fn fetch_or(&self, val: u32, order: Ordering) -> u32 {
             AtomicU32::fetch_or(self, val, order)
         }
+        fn fetch_and(&self, val: u32, order: Ordering) -> u32 {
+            AtomicU32::fetch_and(self, val, order)
+        }
         fn wait(&self, expected: u32, timeout: Option<Duration>) -> Wake {
             let ts = timeout.map(|d| rustix::thread::futex::Timespec {
                 tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
@@ -164,53 +183,127 @@ mod real {
 pub mod model {
     use super::{Env, Wake, Word};
     use loom::sync::atomic::{AtomicBool, AtomicU32};
-    use loom::sync::{Condvar, Mutex};
+    use loom::sync::{Condvar, Mutex, MutexGuard};
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
-    /// A futex emulated with loom's atomics, mutex and condvar: `wait` checks
-    /// the value under the mutex and sleeps on the condvar; `wake` takes the
-    /// mutex and notifies, so no wake-up between the check and the sleep is
-    /// lost (the kernel gives the same guarantee). A timed wait returns
-    /// `TimedOut` at once after a yield: a legal outcome for any timeout, and
-    /// the one that drives the owner-dead path.
+    /// Which of the kernel's liberties a [`LoomWord`]'s waits take.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Liberties {
+        /// A timed wait may time out at any point while it is queued (loom
+        /// explores the wake arriving before and after the timeout). When
+        /// false, a timed wait sleeps until it is woken (a legal reading of
+        /// a long timeout), so a lost wake-up shows up as a deadlock.
+        pub timeouts: bool,
+        /// Every wait, timed or not, may return `Woken` at any point while
+        /// it is queued without anyone waking it (a signal, `EINTR`).
+        pub spurious: bool,
+    }
+
+    /// A futex emulated the way the kernel behaves, so that a model cannot
+    /// pass on a property the kernel does not give:
+    ///
+    /// - `wait` compares the word and joins the word's wait queue in one
+    ///   step (under the queue's mutex, as the kernel does under its hash
+    ///   bucket lock): a `wake` after the compare finds the waiter queued;
+    /// - `wake(n)` wakes at most `n` waiters **already queued** (oldest
+    ///   first), and a wake with nobody queued is lost — it is not
+    ///   remembered for a later waiter;
+    /// - depending on [`Liberties`], a timed wait may time out at any point
+    ///   and any wait may return spuriously.
     #[derive(Debug)]
     pub struct LoomWord {
         v: AtomicU32,
-        m: Mutex<()>,
+        q: Mutex<WaitQueue>,
         cv: Condvar,
-        timeouts_fire: bool,
+        liberties: Liberties,
+    }
+
+    /// The kernel's wait queue of one word: tickets of queued waiters, and
+    /// tickets that a wake has picked but whose waiter has not yet run.
+    #[derive(Debug, Default)]
+    struct WaitQueue {
+        next: u64,
+        queued: Vec<u64>,
+        woken: Vec<u64>,
+    }
+
+    impl WaitQueue {
+        /// Whether `ticket` was woken (and forgets it).
+        fn take_woken(&mut self, ticket: u64) -> bool {
+            match self.woken.iter().position(|&t| t == ticket) {
+                Some(i) => {
+                    self.woken.swap_remove(i);
+                    true
+                }
+                None => false,
+            }
+        }
     }
 
     impl LoomWord {
-        /// A word holding `v` whose timed waits time out at once (after a
-        /// yield): this drives the owner-dead path.
-        pub fn new(v: u32) -> Self {
+        /// A word holding `v` with the given liberties.
+        pub fn with_liberties(v: u32, liberties: Liberties) -> Self {
             LoomWord {
                 v: AtomicU32::new(v),
-                m: Mutex::new(()),
+                q: Mutex::new(WaitQueue::default()),
                 cv: Condvar::new(),
-                timeouts_fire: true,
+                liberties,
             }
         }
 
-        /// A word holding `v` whose timed waits never time out (a legal
-        /// reading of a long timeout): a lost wake-up then shows up as a
+        /// A word holding `v` whose timed waits may time out at any point:
+        /// this drives the owner-dead path.
+        pub fn new(v: u32) -> Self {
+            Self::with_liberties(
+                v,
+                Liberties {
+                    timeouts: true,
+                    spurious: false,
+                },
+            )
+        }
+
+        /// A word holding `v` whose waits return only when woken (timed
+        /// waits never time out): a lost wake-up then shows up as a
         /// deadlock, which loom reports.
         pub fn new_patient(v: u32) -> Self {
-            LoomWord {
-                v: AtomicU32::new(v),
-                m: Mutex::new(()),
-                cv: Condvar::new(),
-                timeouts_fire: false,
-            }
+            Self::with_liberties(
+                v,
+                Liberties {
+                    timeouts: false,
+                    spurious: false,
+                },
+            )
         }
-    }
 
-    impl LoomWord {
+        /// A word holding `v` whose waits may return spuriously at any point
+        /// (and timed waits time out at any point).
+        pub fn new_spurious(v: u32) -> Self {
+            Self::with_liberties(
+                v,
+                Liberties {
+                    timeouts: true,
+                    spurious: true,
+                },
+            )
+        }
+
         /// The current value (for assertions after the threads joined).
         pub fn load_for_test(&self) -> u32 {
             self.v.load(Ordering::SeqCst)
+        }
+
+        /// How many waiters are queued on the word now.
+        pub fn queued_for_test(&self) -> usize {
+            self.queue().queued.len()
+        }
+
+        fn queue(&self) -> MutexGuard<'_, WaitQueue> {
+            match self.q.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            }
         }
     }
 
@@ -239,23 +332,55 @@ pub mod model {
         fn fetch_or(&self, val: u32, order: Ordering) -> u32 {
             self.v.fetch_or(val, order)
         }
+        fn fetch_and(&self, val: u32, order: Ordering) -> u32 {
+            self.v.fetch_and(val, order)
+        }
         fn wait(&self, expected: u32, timeout: Option<Duration>) -> Wake {
-            if timeout.is_some() && self.timeouts_fire {
-                loom::thread::yield_now();
-                return Wake::TimedOut;
-            }
-            let guard = match self.m.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            // Compare and queue in one step, as the kernel does.
+            let mut q = self.queue();
             if self.v.load(Ordering::SeqCst) != expected {
                 return Wake::Woken;
             }
-            let _g = self.cv.wait(guard);
-            Wake::Woken
+            let ticket = q.next;
+            q.next += 1;
+            q.queued.push(ticket);
+            let may_time_out = timeout.is_some() && self.liberties.timeouts;
+            if may_time_out || self.liberties.spurious {
+                // Let the others run; whether a wake reached us before we
+                // look again is up to loom's schedule — the timeout (or the
+                // signal) may fire at any point.
+                drop(q);
+                loom::thread::yield_now();
+                let mut q = self.queue();
+                if q.take_woken(ticket) {
+                    return Wake::Woken;
+                }
+                q.queued.retain(|&t| t != ticket);
+                return if may_time_out {
+                    Wake::TimedOut
+                } else {
+                    Wake::Woken
+                };
+            }
+            loop {
+                if q.take_woken(ticket) {
+                    return Wake::Woken;
+                }
+                q = match self.cv.wait(q) {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+            }
         }
-        fn wake(&self, _n: u32) {
-            let _g = self.m.lock();
+        fn wake(&self, n: u32) {
+            let mut q = self.queue();
+            let k = (n as usize).min(q.queued.len());
+            if k == 0 {
+                // Nobody queued: the wake is lost.
+                return;
+            }
+            let picked: Vec<u64> = q.queued.drain(..k).collect();
+            q.woken.extend(picked);
             self.cv.notify_all();
         }
     }

@@ -27,6 +27,7 @@ unsafe impl ShmState for SemState {}
 
 #[repr(C)]
 struct EventState {
+    /// The flag in bit 0, the count of sets above it.
     flag: AtomicU32,
 }
 // SAFETY: repr(C), one atomic, valid for any bits.
@@ -34,8 +35,9 @@ unsafe impl ShmState for EventState {}
 
 #[repr(C)]
 struct BarrierState {
-    count: AtomicU32,
-    generation: AtomicU32,
+    /// Round, arrivals and the broken bit in one futex word (see
+    /// [`raw::barrier_wait`]).
+    word: AtomicU32,
     parties: AtomicU32,
 }
 // SAFETY: repr(C), atomics only, valid for any bits.
@@ -262,7 +264,7 @@ impl Semaphore {
         raw::sem_try_acquire(&self.st().word)
     }
 
-    /// Returns one unit, waking one waiter.
+    /// Returns one unit, waking the sleepers if there are any.
     pub fn release(&self) {
         let st = self.st();
         raw::sem_release(&st.word, st.max.load(Ordering::Relaxed));
@@ -388,20 +390,24 @@ impl Event {
 
     /// Clears the flag.
     pub fn clear(&self) {
-        self.flag().store(0, Ordering::Release);
+        raw::event_clear(self.flag());
     }
 
     /// Whether the flag is set.
     pub fn is_set(&self) -> bool {
-        self.flag().load(Ordering::Acquire) != 0
+        raw::event_is_set(self.flag())
     }
 
-    /// Waits until the flag is set.
+    /// Waits until the flag is set. A waiter asleep when [`set`](Self::set)
+    /// is called always returns, even if the flag is cleared again before it
+    /// runs.
     pub fn wait(&self) {
         raw::event_wait(self.flag(), None);
     }
 
-    /// Waits at most `timeout`; returns whether the flag is set.
+    /// Waits at most `timeout`; returns true if the flag was set at some
+    /// point during the wait (even if cleared again since), false on
+    /// timeout (Python's `Event.wait(timeout)`).
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         raw::event_wait(self.flag(), deadline_after(timeout))
     }
@@ -435,12 +441,19 @@ pub struct Barrier {
 }
 
 impl Barrier {
-    /// A barrier for `parties` parties (at least 1).
+    /// A barrier for `parties` parties, from 1 to 65 535
+    /// ([`IpcError::InvalidArgument`] otherwise).
     pub fn new(parties: u32) -> Result<Barrier> {
+        if parties == 0 || parties > raw::MAX_PARTIES {
+            return Err(IpcError::InvalidArgument(format!(
+                "a barrier needs 1 to {} parties, not {parties}",
+                raw::MAX_PARTIES
+            )));
+        }
         let seg = Segment::create(Kind::Barrier, 0, std::mem::size_of::<BarrierState>())?;
         state::<BarrierState>(&seg)
             .parties
-            .store(parties.max(1), Ordering::Release);
+            .store(parties, Ordering::Release);
         Ok(Barrier { seg })
     }
 
@@ -451,7 +464,7 @@ impl Barrier {
     fn wait_until(&self, deadline: Option<std::time::Instant>) -> Result<bool> {
         let st = self.st();
         let parties = st.parties.load(Ordering::Relaxed).max(1);
-        raw::barrier_wait(&st.count, &st.generation, parties, deadline).map_err(|e| match e {
+        raw::barrier_wait(&st.word, parties, deadline).map_err(|e| match e {
             BarrierFail::TimedOut => IpcError::TimedOut,
             BarrierFail::Broken => IpcError::BrokenBarrier,
         })
@@ -472,18 +485,22 @@ impl Barrier {
     /// Breaks the barrier: current and future waiters fail with
     /// [`IpcError::BrokenBarrier`] until [`reset`](Self::reset).
     pub fn abort(&self) {
-        raw::barrier_abort(&self.st().generation);
+        raw::barrier_abort(&self.st().word);
     }
 
     /// Mends the barrier. Call it when no party is waiting.
     pub fn reset(&self) {
-        let st = self.st();
-        raw::barrier_reset(&st.count, &st.generation);
+        raw::barrier_reset(&self.st().word);
     }
 
     /// Whether the barrier is broken.
     pub fn is_broken(&self) -> bool {
-        self.st().generation.load(Ordering::Acquire) & raw::BROKEN != 0
+        raw::barrier_is_broken(&self.st().word)
+    }
+
+    /// The number of parties waiting in the current round (a snapshot).
+    pub fn n_waiting(&self) -> u32 {
+        raw::barrier_waiting(&self.st().word)
     }
 
     /// The number of parties.

@@ -21,9 +21,13 @@ use std::time::Duration;
 const HELLO_LIMIT: u32 = 1024;
 /// Largest frame after it.
 const FRAME_LIMIT: u32 = 1 << 30;
-/// How long a client waits for an answer before it gives up (a live but
-/// stuck manager; a dead one is noticed at once, by end-of-file).
+/// How long a client waits for an answer (or to hand over a request) before
+/// it gives up (a live but stuck manager; a dead one is noticed at once, by
+/// end-of-file).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the server waits for a new connection's hello before it drops
+/// the connection (and its thread).
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a [`Manager`] listens and the secret that opens it. Serializable: it
 /// is what a child needs to reach the manager, and every shared map or list
@@ -49,11 +53,25 @@ impl ManagerAddress {
         &self.path
     }
 
-    /// The same address with another token (for tests of the refusal path).
-    #[doc(hidden)]
-    pub fn with_token(&self, token: [u8; 32]) -> ManagerAddress {
+    /// An address from its parts: the path of a manager's socket and the
+    /// token to present. This is how to reach a manager whose address came
+    /// some other way than a serialized proxy (a configuration file, another
+    /// protocol). A token that is not the manager's is refused: the first
+    /// call fails with [`IpcError::AuthFailed`], at once (never a hang).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::{IpcError, Manager, ManagerAddress, SharedMap};
+    ///
+    /// let manager = Manager::start().unwrap();
+    /// let forged = ManagerAddress::from_parts(manager.address().path(), [0u8; 32]);
+    /// let err = SharedMap::<String, i32>::open(&forged, "d").unwrap_err();
+    /// assert!(matches!(err, IpcError::AuthFailed(_)), "{err}");
+    /// ```
+    pub fn from_parts(path: impl Into<PathBuf>, token: [u8; 32]) -> ManagerAddress {
         ManagerAddress {
-            path: self.path.clone(),
+            path: path.into(),
             token,
         }
     }
@@ -227,17 +245,26 @@ impl Store {
 struct Shared {
     store: Mutex<Store>,
     stop: AtomicBool,
-    conns: Mutex<HashMap<u64, UnixStream>>,
+    /// Every live connection, from accept on: a clone of its stream (to shut
+    /// it down on stop) and its thread. A connection's thread removes its
+    /// own entry when it ends (dropping the join handle detaches the ending
+    /// thread); [`Manager::stop`] shuts down and joins those still there.
+    conns: Mutex<HashMap<u64, Conn>>,
     next_conn: std::sync::atomic::AtomicU64,
     token: [u8; 32],
     uid: u32,
+}
+
+struct Conn {
+    stream: Option<UnixStream>,
+    thread: Option<JoinHandle<()>>,
 }
 
 fn same_token(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn serve(shared: Arc<Shared>, mut s: UnixStream) {
+fn serve(shared: &Shared, mut s: UnixStream) {
     // 1. The peer must run as our user (checked by the kernel, not claimed).
     match rustix::net::sockopt::socket_peercred(&s) {
         Ok(cred) if cred.uid.as_raw() == shared.uid => {}
@@ -249,7 +276,11 @@ fn serve(shared: Arc<Shared>, mut s: UnixStream) {
             return;
         }
     }
-    // 2. It must know the secret token.
+    // 2. It must know the secret token, and say so promptly: a peer that
+    // connects and says nothing does not keep a thread for ever.
+    if s.set_read_timeout(Some(HELLO_TIMEOUT)).is_err() {
+        return;
+    }
     match read_frame::<Request>(&mut s, HELLO_LIMIT) {
         Ok(Request::Hello { token }) if same_token(&token, &shared.token) => {
             if write_frame(&mut s, &Response::Done).is_err() {
@@ -261,12 +292,39 @@ fn serve(shared: Arc<Shared>, mut s: UnixStream) {
             return;
         }
     }
-    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    if let Ok(c) = s.try_clone() {
-        shared.conns.lock().insert(id, c);
+    if s.set_read_timeout(None).is_err() {
+        return;
     }
-    serve_requests(&shared, &mut s);
-    shared.conns.lock().remove(&id);
+    serve_requests(shared, &mut s);
+}
+
+/// Runs connection `id` on its own thread, registered in `shared.conns`
+/// until it ends.
+fn spawn_conn(shared: &Arc<Shared>, conn: UnixStream) {
+    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let stream = conn.try_clone().ok();
+    // Register under the lock that the thread's own removal takes, so the
+    // removal always finds the entry.
+    let mut conns = shared.conns.lock();
+    let sh = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name("troika-manager-conn".into())
+        .spawn(move || {
+            serve(&sh, conn);
+            // Drops our stream clone and our join handle (detaching this
+            // ending thread), unless stop took them to join us.
+            let me = sh.conns.lock().remove(&id);
+            drop(me);
+        });
+    if let Ok(thread) = thread {
+        conns.insert(
+            id,
+            Conn {
+                stream,
+                thread: Some(thread),
+            },
+        );
+    }
 }
 
 fn serve_requests(shared: &Shared, s: &mut UnixStream) {
@@ -304,8 +362,18 @@ fn serve_requests(shared: &Shared, s: &mut UnixStream) {
 /// over the socket, atomic on the server. When the manager is dropped (or its
 /// process dies, even by SIGKILL) every client call fails with
 /// [`IpcError::ManagerGone`] — the kernel closes the sockets, so no client
-/// hangs. Dropping it removes its socket directory; a directory left by a
-/// killed manager is removed by the next manager that starts.
+/// hangs. Dropping it (or [`shutdown`](Manager::shutdown)) stops the
+/// server, ends and joins every server thread — also those of clients that
+/// connected and went silent — closes every server descriptor and removes
+/// its socket directory before it returns; a directory left by a killed
+/// manager is removed by the next manager that starts. A client's
+/// connection (and its server thread) ends as soon as the client drops its
+/// proxy, and a client that connects but does not present the token within
+/// 10 s is dropped.
+///
+/// To reach a manager from an address obtained some other way than a
+/// serialized proxy, build it with [`ManagerAddress::from_parts`]; a wrong
+/// token is refused with [`IpcError::AuthFailed`].
 ///
 /// # Examples
 ///
@@ -325,6 +393,9 @@ pub struct Manager {
     addr: ManagerAddress,
     dir: PathBuf,
     accept: Option<JoinHandle<()>>,
+    /// A second descriptor of the listening socket: shutting it down wakes
+    /// the accept loop on stop.
+    waker: Option<UnixListener>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -380,6 +451,9 @@ impl Manager {
         let path = dir.join("sock");
         let listener = UnixListener::bind(&path)
             .map_err(|e| IpcError::io("binding the manager's socket", e))?;
+        let waker = listener
+            .try_clone()
+            .map_err(|e| IpcError::io("cloning the manager's socket", e))?;
         let mut token = [0u8; 32];
         for chunk in token.chunks_mut(8) {
             chunk.copy_from_slice(&random_u64().to_ne_bytes());
@@ -400,11 +474,9 @@ impl Manager {
                     if sh.stop.load(Ordering::Acquire) {
                         break;
                     }
-                    let Ok(conn) = conn else { continue };
-                    let sh2 = sh.clone();
-                    let _ = std::thread::Builder::new()
-                        .name("troika-manager-conn".into())
-                        .spawn(move || serve(sh2, conn));
+                    if let Ok(conn) = conn {
+                        spawn_conn(&sh, conn);
+                    }
                 }
             })
             .map_err(|e| IpcError::io("starting the manager thread", e))?;
@@ -413,6 +485,7 @@ impl Manager {
             addr: ManagerAddress { path, token },
             dir,
             accept: Some(accept),
+            waker: Some(waker),
         })
     }
 
@@ -447,13 +520,31 @@ impl Manager {
         if self.shared.stop.swap(true, Ordering::AcqRel) {
             return;
         }
-        // Wake the accept loop with a connection of our own.
-        let _ = UnixStream::connect(&self.addr.path);
+        // Wake the accept loop: shutting the listening socket down makes a
+        // blocked accept(2) fail at once on Linux; a connection of our own
+        // is the fallback.
+        if let Some(l) = self.waker.take()
+            && rustix::net::shutdown(&l, rustix::net::Shutdown::Both).is_err()
+        {
+            let _ = UnixStream::connect(&self.addr.path);
+        }
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
-        for (_, c) in self.shared.conns.lock().drain() {
-            let _ = c.shutdown(std::net::Shutdown::Both);
+        // No connection is registered after the accept loop ended. Shut
+        // every one down (its thread then sees end-of-file) and join them,
+        // so that when this returns, no thread or descriptor of the manager
+        // is left.
+        let conns: Vec<Conn> = self.shared.conns.lock().drain().map(|(_, c)| c).collect();
+        for c in &conns {
+            if let Some(s) = &c.stream {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        for mut c in conns {
+            if let Some(t) = c.thread.take() {
+                let _ = t.join();
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -486,6 +577,7 @@ impl Client {
     fn connect(&self) -> Result<UnixStream> {
         let mut s = UnixStream::connect(&self.addr.path).map_err(gone)?;
         s.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(gone)?;
+        s.set_write_timeout(Some(CLIENT_TIMEOUT)).map_err(gone)?;
         let uid = rustix::process::geteuid().as_raw();
         match rustix::net::sockopt::socket_peercred(&s) {
             Ok(c) if c.uid.as_raw() == uid => {}

@@ -63,7 +63,13 @@
 //! pipes, values and arrays — are 32-bit words in shared memory driven by
 //! `futex(2)` (shared, not private, futexes, so waiters in different
 //! processes meet on the same word). The algorithms are written once against
-//! a small facade and model-checked with loom (`tests/loom_ipc.rs`).
+//! a small facade and model-checked with loom (`tests/loom_ipc.rs`) against
+//! an emulated futex that gives no more than the kernel does (a wake reaches
+//! only waiters already queued; waits may return spuriously or time out at
+//! any point). The design note `crates/troika/src/ipc/README.md` in the
+//! repository describes the algorithms, what the models cover, and what they
+//! cannot (real multi-process memory, pid reuse, signals, the kernel's
+//! timing).
 //!
 //! A [`Lock`] word holds its holder's pid. A waiter sleeps in slices of 20 ms;
 //! when a slice runs out it checks whether the holder's process still runs

@@ -147,19 +147,18 @@ pub const SEM_MAX: u32 = SEM_WAITERS - 1;
 /// Takes one unit of the semaphore in `w`, waiting until `deadline`.
 /// Returns false on timeout.
 ///
-/// A waiter that has slept takes its unit with the flag set again (like the
-/// "locked, maybe waiters" state of a futex mutex), because it cannot know
-/// whether others still sleep; the next release then wakes one of them.
+/// A waiter sets the flag and sleeps while the word is exactly "count 0,
+/// flag set". A release that finds the flag clears it and wakes **every**
+/// sleeper (see [`sem_release`]); each re-checks, and those that find no unit
+/// set the flag again and go back to sleep. Taking a unit leaves the flag as
+/// it is.
 pub fn sem_acquire<W: Word + ?Sized>(w: &W, deadline: Option<Instant>) -> bool {
-    let mut slept = false;
+    let mut expired = false;
     loop {
         let v = w.load(Relaxed);
-        let count = v & SEM_MAX;
-        if count > 0 {
-            let flag = if slept { SEM_WAITERS } else { v & SEM_WAITERS };
-            if w.compare_exchange(v, (count - 1) | flag, Acquire, Relaxed)
-                .is_ok()
-            {
+        if v & SEM_MAX > 0 {
+            // count - 1, flag unchanged.
+            if w.compare_exchange(v, v - 1, Acquire, Relaxed).is_ok() {
                 return true;
             }
             continue;
@@ -171,11 +170,12 @@ pub fn sem_acquire<W: Word + ?Sized>(w: &W, deadline: Option<Instant>) -> bool {
             continue;
         }
         let left = remaining(deadline);
-        if left.is_some_and(|d| d.is_zero()) {
+        if expired || left.is_some_and(|d| d.is_zero()) {
             return false;
         }
-        w.wait(SEM_WAITERS, left);
-        slept = true;
+        // A timed-out wait means the deadline passed: one more look for a
+        // unit, then give up.
+        expired = w.wait(SEM_WAITERS, left) == Wake::TimedOut;
     }
 }
 
@@ -192,8 +192,16 @@ pub fn sem_try_acquire<W: Word + ?Sized>(w: &W) -> bool {
 }
 
 /// Returns one unit, refusing (returning false) when the count is already
-/// at `max` (at most [`SEM_MAX`]). Clears the waiter flag and wakes one
-/// sleeper if it was set.
+/// at `max` (at most [`SEM_MAX`]). If the waiter flag was set it clears it
+/// and wakes every sleeper.
+///
+/// Why every sleeper and not one: the flag is one bit, not a count. Were a
+/// release to clear it and wake one, a second release right after would see
+/// no flag and wake nobody, while a second sleeper sleeps on with a unit
+/// free (the lost wake-up of issue 12, which `tests/loom_ipc.rs` keeps as a
+/// fixture). Were it to keep the flag and wake one, the flag could never be
+/// cleared and every later release would pay a system call. Waking all only
+/// costs when there are sleepers, and the sleepers re-arm the flag.
 pub fn sem_release<W: Word + ?Sized>(w: &W, max: u32) -> bool {
     let max = max.min(SEM_MAX);
     let mut v = w.load(Relaxed);
@@ -205,7 +213,7 @@ pub fn sem_release<W: Word + ?Sized>(w: &W, max: u32) -> bool {
         match w.compare_exchange(v, count + 1, Release, Relaxed) {
             Ok(_) => {
                 if v & SEM_WAITERS != 0 {
-                    w.wake(1);
+                    w.wake(u32::MAX);
                 }
                 return true;
             }
@@ -219,29 +227,78 @@ pub fn sem_value<W: Word + ?Sized>(w: &W) -> u32 {
     w.load(Relaxed) & SEM_MAX
 }
 
+/// Bit 0 of an event word: the flag. The bits above count the sets
+/// (wrapping), so a waiter that slept through a `set` and a `clear` still
+/// learns that the event was set while it waited.
+pub const EVENT_SET: u32 = 1;
+
 /// Sets the event flag and wakes every waiter.
 pub fn event_set<W: Word + ?Sized>(flag: &W) {
-    if flag.swap(1, Release) == 0 {
-        flag.wake(u32::MAX);
+    let mut v = flag.load(Relaxed);
+    loop {
+        // Already set: still a release operation, so what the caller wrote
+        // before `set` is visible to whoever sees the flag.
+        let new = if v & EVENT_SET != 0 {
+            v
+        } else {
+            v.wrapping_add(2) | EVENT_SET
+        };
+        match flag.compare_exchange(v, new, Release, Relaxed) {
+            Ok(_) => {
+                if new != v {
+                    flag.wake(u32::MAX);
+                }
+                return;
+            }
+            Err(now) => v = now,
+        }
     }
 }
 
-/// Waits until the flag is set or `deadline` passes; returns the flag.
+/// Clears the event flag (the count of sets stays).
+pub fn event_clear<W: Word + ?Sized>(flag: &W) {
+    flag.fetch_and(!EVENT_SET, Release);
+}
+
+/// Whether the event flag is set.
+pub fn event_is_set<W: Word + ?Sized>(flag: &W) -> bool {
+    flag.load(Acquire) & EVENT_SET != 0
+}
+
+/// Waits until the flag is set or `deadline` passes. Returns true if the
+/// flag was set at some point during the wait — even if it was cleared again
+/// before this waiter ran (Python's `Event.wait` returns `True` then too).
 pub fn event_wait<W: Word + ?Sized>(flag: &W, deadline: Option<Instant>) -> bool {
+    let start = flag.load(Acquire);
+    if start & EVENT_SET != 0 {
+        return true;
+    }
+    let mut expired = false;
     loop {
-        if flag.load(Acquire) != 0 {
-            return true;
-        }
         let left = remaining(deadline);
-        if left.is_some_and(|d| d.is_zero()) {
+        if expired || left.is_some_and(|d| d.is_zero()) {
             return false;
         }
-        flag.wait(0, left);
+        expired = flag.wait(start, left) == Wake::TimedOut;
+        let now = flag.load(Acquire);
+        if now != start {
+            // Set now, or set (and cleared) since we started.
+            if now & EVENT_SET != 0 || now & !EVENT_SET != start & !EVENT_SET {
+                return true;
+            }
+        }
     }
 }
 
-/// Bit 31 of a barrier's generation word: the barrier is broken.
+/// Bit 31 of a barrier word: the barrier is broken.
 pub const BROKEN: u32 = 1 << 31;
+/// The low 16 bits of a barrier word: parties arrived in this round.
+pub const ARRIVED: u32 = 0xFFFF;
+/// Most parties a barrier can have.
+pub const MAX_PARTIES: u32 = ARRIVED;
+/// Bits 16..31 of a barrier word: the round (wrapping).
+const ROUND: u32 = !ARRIVED & !BROKEN;
+const ROUND_ONE: u32 = ARRIVED + 1;
 
 /// Why a barrier wait failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,64 +309,93 @@ pub enum BarrierFail {
     Broken,
 }
 
-/// Waits at a barrier of `parties` with arrival counter `count` and
-/// generation word `generation`. Returns `Ok(true)` for the one party that
-/// arrived last (the leader).
+/// Waits at a barrier of `parties` (1 to [`MAX_PARTIES`]) whose state is the
+/// one word `w`: the round, the number of parties arrived in it, and the
+/// broken bit. Returns `Ok(true)` for the one party that arrived last (the
+/// leader).
+///
+/// Arriving is one compare-and-exchange on the whole word, so a party
+/// counts itself in exactly the round it then waits for. (With the count
+/// and the round in two words, a party could read the round, then count
+/// itself into the next round that the leader had just started, and leave
+/// with the old round's parties: one party too many through the barrier.)
 pub fn barrier_wait<W: Word + ?Sized>(
-    count: &W,
-    generation: &W,
+    w: &W,
     parties: u32,
     deadline: Option<Instant>,
 ) -> Result<bool, BarrierFail> {
-    let g = generation.load(Acquire);
-    if g & BROKEN != 0 {
-        return Err(BarrierFail::Broken);
-    }
-    let arrived = count.fetch_add(1, AcqRel) + 1;
-    if arrived >= parties {
-        count.store(0, Relaxed);
-        let next = g.wrapping_add(1) & !BROKEN;
-        return match generation.compare_exchange(g, next, Release, Acquire) {
-            Ok(_) => {
-                generation.wake(u32::MAX);
-                Ok(true)
+    let parties = parties.clamp(1, MAX_PARTIES);
+    let mut v = w.load(Acquire);
+    let round = loop {
+        if v & BROKEN != 0 {
+            return Err(BarrierFail::Broken);
+        }
+        if (v & ARRIVED) + 1 >= parties {
+            // Last to arrive: next round, nobody arrived in it yet.
+            let next = (v & ROUND).wrapping_add(ROUND_ONE) & ROUND;
+            match w.compare_exchange(v, next, AcqRel, Acquire) {
+                Ok(_) => {
+                    w.wake(u32::MAX);
+                    return Ok(true);
+                }
+                Err(now) => v = now,
             }
-            Err(_) => Err(BarrierFail::Broken),
-        };
-    }
+        } else {
+            match w.compare_exchange(v, v + 1, AcqRel, Acquire) {
+                Ok(_) => break v & ROUND,
+                Err(now) => v = now,
+            }
+        }
+    };
+    let mut expired = false;
     loop {
-        let now = generation.load(Acquire);
-        if now != g {
-            return if now == g | BROKEN {
-                Err(BarrierFail::Broken)
-            } else {
-                Ok(false)
-            };
+        let now = w.load(Acquire);
+        if now & ROUND != round {
+            return Ok(false);
+        }
+        if now & BROKEN != 0 {
+            return Err(BarrierFail::Broken);
         }
         let left = remaining(deadline);
-        if left.is_some_and(|d| d.is_zero()) {
-            return match generation.compare_exchange(g, g | BROKEN, AcqRel, Acquire) {
-                Ok(_) => {
-                    generation.wake(u32::MAX);
-                    Err(BarrierFail::TimedOut)
-                }
-                Err(_) => continue,
-            };
+        if expired || left.is_some_and(|d| d.is_zero()) {
+            if w.compare_exchange(now, now | BROKEN, AcqRel, Acquire)
+                .is_ok()
+            {
+                w.wake(u32::MAX);
+                return Err(BarrierFail::TimedOut);
+            }
+            continue;
         }
-        generation.wait(g, left);
+        expired = w.wait(now, left) == Wake::TimedOut;
     }
+}
+
+/// The number of parties waiting in the current round of barrier word `w`.
+pub fn barrier_waiting<W: Word + ?Sized>(w: &W) -> u32 {
+    w.load(Relaxed) & ARRIVED
+}
+
+/// Whether the barrier word `w` is broken.
+pub fn barrier_is_broken<W: Word + ?Sized>(w: &W) -> bool {
+    w.load(Acquire) & BROKEN != 0
 }
 
 /// Breaks the barrier: every current and future waiter fails until reset.
-pub fn barrier_abort<W: Word + ?Sized>(generation: &W) {
-    generation.fetch_or(BROKEN, AcqRel);
-    generation.wake(u32::MAX);
+pub fn barrier_abort<W: Word + ?Sized>(w: &W) {
+    w.fetch_or(BROKEN, AcqRel);
+    w.wake(u32::MAX);
 }
 
-/// Mends a broken barrier (call when no party is waiting).
-pub fn barrier_reset<W: Word + ?Sized>(count: &W, generation: &W) {
-    count.store(0, Relaxed);
-    let g = generation.load(Acquire);
-    generation.store(g.wrapping_add(1) & !BROKEN, Release);
-    generation.wake(u32::MAX);
+/// Mends a broken barrier (call when no party is waiting): a new round with
+/// nobody arrived.
+pub fn barrier_reset<W: Word + ?Sized>(w: &W) {
+    let mut v = w.load(Relaxed);
+    loop {
+        let next = (v & ROUND).wrapping_add(ROUND_ONE) & ROUND;
+        match w.compare_exchange(v, next, AcqRel, Relaxed) {
+            Ok(_) => break,
+            Err(now) => v = now,
+        }
+    }
+    w.wake(u32::MAX);
 }

@@ -28,8 +28,17 @@ use crate::loom::{Condvar, Mutex};
 /// ```
 #[derive(Debug, Default)]
 pub struct Event {
-    flag: Mutex<bool>,
+    flag: Mutex<Flag>,
     changed: Condvar,
+}
+
+/// The flag, and how many times it went up: a waiter that slept through a
+/// `set` and a `clear` sees the count move and returns (as Python's
+/// `Event.wait` does), instead of sleeping on with its wake-up lost.
+#[derive(Debug, Default)]
+struct Flag {
+    set: bool,
+    sets: u64,
 }
 
 impl Event {
@@ -40,32 +49,39 @@ impl Event {
 
     /// Whether the flag is set (Python's `is_set()`).
     pub fn is_set(&self) -> bool {
-        *self.flag.lock()
+        self.flag.lock().set
     }
 
     /// Sets the flag and wakes every thread waiting for it.
     pub fn set(&self) {
         let mut flag = self.flag.lock();
-        *flag = true;
+        if !flag.set {
+            flag.set = true;
+            flag.sets = flag.sets.wrapping_add(1);
+        }
         self.changed.notify_all();
     }
 
     /// Lowers the flag; later waiters block until the next [`set`](Event::set).
     pub fn clear(&self) {
-        *self.flag.lock() = false;
+        self.flag.lock().set = false;
     }
 
-    /// Blocks until the flag is set. Returns at once if it already is.
+    /// Blocks until the flag is set. Returns at once if it already is. A
+    /// waiter asleep when [`set`](Event::set) is called returns even if the
+    /// flag is cleared again before it runs.
     pub fn wait(&self) {
         let mut flag = self.flag.lock();
-        while !*flag {
+        let start = flag.sets;
+        while !flag.set && flag.sets == start {
             self.changed.wait(&mut flag);
         }
     }
 
     /// Blocks until the flag is set or `timeout` has passed.
     ///
-    /// Returns the flag: `true` if it was set, `false` on timeout (Python's
+    /// Returns `true` if the flag was set at some point during the wait
+    /// (even if cleared again since), `false` on timeout (Python's
     /// `wait(timeout)` return value).
     #[must_use = "false means the wait timed out"]
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
@@ -78,13 +94,15 @@ impl Event {
         }
     }
 
-    /// Blocks until the flag is set or `deadline` is reached; returns the flag.
+    /// Blocks until the flag is set or `deadline` is reached; returns
+    /// whether it was set at some point during the wait.
     #[must_use = "false means the deadline passed"]
     pub fn wait_deadline(&self, deadline: Instant) -> bool {
         let mut flag = self.flag.lock();
-        while !*flag {
+        let start = flag.sets;
+        while !flag.set && flag.sets == start {
             if self.changed.wait_until(&mut flag, deadline).timed_out() {
-                return *flag;
+                return flag.set || flag.sets != start;
             }
         }
         true
