@@ -95,6 +95,40 @@ fn worker_states(pid: u32) -> Vec<char> {
     states
 }
 
+/// Wait until no serve-worker thread of `pid` is running; fails after
+/// `bound` (the check it gives up would take many seconds more).
+fn wait_for_idle_workers(pid: u32, bound: Duration, what: &str) {
+    let gave_up_by = Instant::now() + bound;
+    loop {
+        let states = worker_states(pid);
+        if !states.is_empty() && states.iter().all(|&s| s != 'R') {
+            return;
+        }
+        assert!(
+            Instant::now() < gave_up_by,
+            "a worker is still dividing {bound:?} after {what}: {states:?}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_trial_division_stops_when_its_client_goes_away() {
+    let server = Server::start("workers = 1\n", "[limits]\nrequest_deadline_secs = 600\n");
+    let mut stream = serve_support::connect(server.addr);
+    std::io::Write::write_all(
+        &mut stream,
+        format!("GET /is_prime/{BIG_PRIME}?algorithm=trial HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    wait_until("the worker to be busy", || {
+        server.metric("troika_serve_pool_busy_workers") == Some(1.0)
+    });
+    drop(stream);
+    wait_for_idle_workers(server.pid(), Duration::from_secs(3), "its client left");
+    assert_eq!(request(server.addr, "GET", "/is_prime/7", None).status, 200);
+}
+
 #[test]
 fn a_timed_out_trial_division_stops_in_the_middle_of_a_number() {
     let server = Server::start("workers = 1\n", "[limits]\nrequest_deadline_secs = 0.3\n");
@@ -108,17 +142,10 @@ fn a_timed_out_trial_division_stops_in_the_middle_of_a_number() {
     // The worker gives the number up instead of burning CPU for seconds: no
     // serve-worker thread is running. The bound is generous; the division
     // itself would take many seconds more.
-    let gave_up_by = Instant::now() + Duration::from_secs(3);
-    loop {
-        let states = worker_states(server.pid());
-        if !states.is_empty() && states.iter().all(|&s| s != 'R') {
-            break;
-        }
-        assert!(
-            Instant::now() < gave_up_by,
-            "a worker is still dividing 3 s after its request timed out: {states:?}"
-        );
-        std::thread::yield_now();
-    }
+    wait_for_idle_workers(
+        server.pid(),
+        Duration::from_secs(3),
+        "its request timed out",
+    );
     assert_eq!(request(server.addr, "GET", "/is_prime/7", None).status, 200);
 }
