@@ -537,6 +537,18 @@ fn startup_errors_are_clear_and_exit_non_zero() {
         ("[backends.api]\nurl = \"ftp://x\"\n", "only http and https"),
         ("this is not toml", "bad --config"),
         ("[backends.file]\ntimeout_secs = -1\n", "timeout_secs"),
+        (
+            "[limits]\nmax_head_bytes = 10\n",
+            "limits.max_head_bytes must be between 1024 and 1048576 (got 10)",
+        ),
+        (
+            "[limits]\nbody_budget_bytes = 1000\n",
+            "limits.body_budget_bytes (1000) must hold at least one body",
+        ),
+        (
+            "[backends.db]\nmax_concurrent = 0\n",
+            "backends.db.max_concurrent must be at least 1",
+        ),
     ] {
         let path = scratch.join("bad.toml");
         std::fs::write(&path, text).unwrap();

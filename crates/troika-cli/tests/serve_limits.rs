@@ -174,3 +174,34 @@ fn post_is_prime_insists_on_application_json() {
         assert_eq!(reply.status, 200, "{content_type}: {}", reply.body);
     }
 }
+
+#[test]
+fn a_chunked_body_past_the_limit_gets_413() {
+    // Bodies up to 10 × 32 + 4096 = 4416 bytes; this one has no declared
+    // length and goes past it chunk by chunk.
+    let server = Server::start("", "[limits]\nmax_post_numbers = 10\n");
+    let chunk = format!("[{}1]", "1,".repeat(1000));
+    let mut body = Vec::new();
+    for _ in 0..3 {
+        let part = &chunk[..2000];
+        body.extend_from_slice(format!("{:x}\r\n{part}\r\n", part.len()).as_bytes());
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let reply = request_with_head(
+        server.addr,
+        "POST /is_prime HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked",
+        &body,
+    );
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    assert!(error_of(&reply).contains("4416"), "{}", reply.body);
+    // A small chunked body is read and answered.
+    let reply = request_with_head(
+        server.addr,
+        "POST /is_prime HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked",
+        b"3\r\n[7,\r\n3\r\n 9]\r\n0\r\n\r\n",
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json(), serde_json::json!({"7": true, "9": false}));
+}
