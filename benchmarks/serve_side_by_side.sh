@@ -10,6 +10,9 @@
 #
 #   benchmarks/serve_side_by_side.sh [SECONDS]   (per wrk run, default 10)
 #
+# TROIKA_BIN=path/to/troika runs that binary instead of building
+# target/release/troika (to compare two builds); RSS_SECS=0 skips the RSS run.
+#
 # Needs wrk (apt-get install -y wrk) and Flask (pip install flask). wrk runs
 # on the same cores as the servers, so its own CPU use counts against both.
 set -euo pipefail
@@ -22,7 +25,8 @@ threads_port=${THREADS_PORT:-18081}
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
 python3 -c 'import flask' 2>/dev/null || { echo "Flask not found: pip install flask" >&2; exit 1; }
 
-cargo build --release --quiet -p troika-cli
+bin=${TROIKA_BIN:-./target/release/troika}
+[ -n "${TROIKA_BIN:-}" ] || cargo build --release --quiet -p troika-cli
 work=$(mktemp -d)
 pids=()
 # Each server runs in a process group of its own (setsid), so the cleanup
@@ -43,10 +47,10 @@ trap cleanup EXIT
 
 # troika with its defaults (delays 0.1/0.2/0.3 s, demo file/db/api), logs to a file.
 printf '[server]\ndata_dir = "%s"\n' "$work" > "$work/serve.toml"
-setsid ./target/release/troika serve --port "$troika_port" --config "$work/serve.toml" \
+setsid "$bin" serve --port "$troika_port" --config "$work/serve.toml" \
   > "$work/troika.out" 2> "$work/troika.log" &
 pids+=($!)
-setsid ./target/release/troika serve --port "$threads_port" --pool threads --config "$work/serve.toml" \
+setsid "$bin" serve --port "$threads_port" --pool threads --config "$work/serve.toml" \
   > "$work/troika-threads.out" 2> "$work/troika-threads.log" &
 pids+=($!)
 setsid python3 "$peers/seed_flask_app.py" "$flask_port" > "$work/flask.log" 2>&1 &
@@ -88,7 +92,7 @@ run "flask   GET /"                                      50 "$f/"
 # without HTTP (the ceiling for the trial row; the machine may be shared).
 printf '112272535095293\n%.0s' $(seq 200) > "$work/seed200"
 start=$(date +%s.%N)
-./target/release/troika primes --algorithm trial --mode threads --input "$work/seed200" >/dev/null
+"$bin" primes --algorithm trial --mode threads --input "$work/seed200" >/dev/null
 end=$(date +%s.%N)
 echo "   (ceiling now: troika primes, 200 x is_prime(112272535095293) trial on threads: $(echo "scale=1; 200 / ($end - $start)" | bc) checks/s, no HTTP)"
 run "troika  GET /is_prime/<seed>?algorithm=trial"       50 "$t/is_prime/112272535095293?algorithm=trial"

@@ -1,8 +1,10 @@
 //! `troika serve` end to end: the real binary on 127.0.0.1, port 0, driven by
 //! a raw HTTP/1.1 client. Every endpoint, every bad input, the limits
-//! (including 414 and the header read timeout), backends that hang, fail or
+//! (including the head limit and the header read timeout), backends that hang, fail or
 //! reset, a failing pool worker, load shedding, the request deadline, and a
 //! graceful shutdown with a request in flight. Nothing leaves loopback.
+//! Hostile clients: `serve_limits.rs`; shutdown and abandoned checks:
+//! `serve_shutdown.rs`; backends that hang: `serve_backends.rs`.
 
 mod serve_support;
 
@@ -183,11 +185,12 @@ fn get_count_limit_is_checked_before_parsing() {
 }
 
 #[test]
-fn a_uri_past_the_http_limit_gets_414() {
+fn a_uri_past_the_head_limit_gets_431_as_json() {
     let server = Server::start("", "");
     let target = format!("/is_prime/{}", "1,".repeat(40_000));
     let reply = get(&server, &target);
-    assert_eq!(reply.status, 414);
+    assert_eq!(reply.status, 431);
+    assert!(error_of(&reply).contains("larger than 32768 bytes"));
     assert_eq!(get(&server, "/healthz").status, 200);
 }
 
@@ -534,6 +537,18 @@ fn startup_errors_are_clear_and_exit_non_zero() {
         ("[backends.api]\nurl = \"ftp://x\"\n", "only http and https"),
         ("this is not toml", "bad --config"),
         ("[backends.file]\ntimeout_secs = -1\n", "timeout_secs"),
+        (
+            "[limits]\nmax_head_bytes = 10\n",
+            "limits.max_head_bytes must be between 1024 and 1048576 (got 10)",
+        ),
+        (
+            "[limits]\nbody_budget_bytes = 1000\n",
+            "limits.body_budget_bytes (1000) must hold at least one body",
+        ),
+        (
+            "[backends.db]\nmax_concurrent = 0\n",
+            "backends.db.max_concurrent must be at least 1",
+        ),
     ] {
         let path = scratch.join("bad.toml");
         std::fs::write(&path, text).unwrap();

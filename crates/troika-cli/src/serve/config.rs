@@ -21,22 +21,27 @@
 //! header_read_timeout_secs = 10
 //! pool_queue_capacity = 1024
 //! max_in_flight = 4096
+//! max_head_bytes = 32768
+//! body_budget_bytes = 67108864
 //!
 //! [backends.file]
 //! path = "/etc/hostname"        # default: demo.txt in data_dir
 //! delay_secs = 0.1
 //! timeout_secs = 1
+//! max_concurrent = 64
 //!
 //! [backends.db]
 //! path = "demo.sqlite3"         # default: demo.sqlite3 in data_dir
 //! query = "SELECT value FROM results WHERE name = 'db'"
 //! delay_secs = 0.2
 //! timeout_secs = 1
+//! max_concurrent = 64
 //!
 //! [backends.api]
 //! url = "https://example.com/"  # default: this service's /demo/api
 //! delay_secs = 0.3
 //! timeout_secs = 1
+//! max_concurrent = 256
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -103,6 +108,22 @@ pub(crate) struct Limits {
     pub(crate) pool_queue_capacity: usize,
     /// Requests being served at most; past it requests are shed with 503.
     pub(crate) max_in_flight: usize,
+    /// A request head (request line and headers) at most, in bytes; past it,
+    /// 431. Also what one connection may buffer of an unfinished head.
+    pub(crate) max_head_bytes: usize,
+    /// Request bodies held in memory at once, in bytes, over all requests;
+    /// a body that does not fit is refused with 503.
+    pub(crate) body_budget_bytes: usize,
+}
+
+impl Limits {
+    /// The largest `POST /is_prime` body: 32 bytes a number (20 digits,
+    /// quotes, a comma and spaces) and 4 KiB of slack.
+    pub(crate) fn max_body_bytes(&self) -> usize {
+        self.max_post_numbers
+            .saturating_mul(32)
+            .saturating_add(4096)
+    }
 }
 
 impl Default for Limits {
@@ -114,6 +135,8 @@ impl Default for Limits {
             header_read_timeout_secs: 10.0,
             pool_queue_capacity: 1024,
             max_in_flight: 4096,
+            max_head_bytes: 32 * 1024,
+            body_budget_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -134,17 +157,20 @@ impl Default for Backends {
                 path: None,
                 delay_secs: 0.1,
                 timeout_secs: 1.0,
+                max_concurrent: 64,
             },
             db: DbBackend {
                 path: None,
                 query: DEFAULT_QUERY.to_owned(),
                 delay_secs: 0.2,
                 timeout_secs: 1.0,
+                max_concurrent: 64,
             },
             api: ApiBackend {
                 url: None,
                 delay_secs: 0.3,
                 timeout_secs: 1.0,
+                max_concurrent: 256,
             },
         }
     }
@@ -162,6 +188,9 @@ pub(crate) struct FileBackend {
     pub(crate) delay_secs: f64,
     #[serde(default = "one_second")]
     pub(crate) timeout_secs: f64,
+    /// Calls running at once at most (each holds a blocking thread).
+    #[serde(default = "blocking_calls")]
+    pub(crate) max_concurrent: usize,
 }
 
 /// `[backends.db]`.
@@ -175,6 +204,9 @@ pub(crate) struct DbBackend {
     pub(crate) delay_secs: f64,
     #[serde(default = "one_second")]
     pub(crate) timeout_secs: f64,
+    /// Queries running at once at most (each holds a blocking thread).
+    #[serde(default = "blocking_calls")]
+    pub(crate) max_concurrent: usize,
 }
 
 /// `[backends.api]`.
@@ -186,6 +218,9 @@ pub(crate) struct ApiBackend {
     pub(crate) delay_secs: f64,
     #[serde(default = "one_second")]
     pub(crate) timeout_secs: f64,
+    /// HTTP calls running at once at most.
+    #[serde(default = "api_calls")]
+    pub(crate) max_concurrent: usize,
 }
 
 fn file_delay() -> f64 {
@@ -199,6 +234,12 @@ fn api_delay() -> f64 {
 }
 fn one_second() -> f64 {
     1.0
+}
+fn blocking_calls() -> usize {
+    64
+}
+fn api_calls() -> usize {
+    256
 }
 fn default_query() -> String {
     DEFAULT_QUERY.to_owned()
@@ -244,10 +285,44 @@ impl Config {
             ("limits.max_post_numbers", l.max_post_numbers),
             ("limits.pool_queue_capacity", l.pool_queue_capacity),
             ("limits.max_in_flight", l.max_in_flight),
+            (
+                "backends.file.max_concurrent",
+                self.backends.file.max_concurrent,
+            ),
+            (
+                "backends.db.max_concurrent",
+                self.backends.db.max_concurrent,
+            ),
+            (
+                "backends.api.max_concurrent",
+                self.backends.api.max_concurrent,
+            ),
         ] {
             if value == 0 {
                 bail!("{name} must be at least 1");
             }
+        }
+        if !(MIN_HEAD_BYTES..=MAX_HEAD_BYTES).contains(&l.max_head_bytes) {
+            bail!(
+                "limits.max_head_bytes must be between {MIN_HEAD_BYTES} and {MAX_HEAD_BYTES} (got {})",
+                l.max_head_bytes
+            );
+        }
+        if l.body_budget_bytes < l.max_body_bytes() {
+            bail!(
+                "limits.body_budget_bytes ({}) must hold at least one body of the largest \
+                 POST (limits.max_post_numbers {} × 32 + 4096 = {} bytes)",
+                l.body_budget_bytes,
+                l.max_post_numbers,
+                l.max_body_bytes()
+            );
+        }
+        if u32::try_from(l.body_budget_bytes).is_err() {
+            bail!(
+                "limits.body_budget_bytes must be at most {} (got {})",
+                u32::MAX,
+                l.body_budget_bytes
+            );
         }
         if self.server.workers == Some(0) {
             bail!("server.workers must be at least 1");
@@ -271,6 +346,10 @@ impl Config {
         Ok(())
     }
 }
+
+/// The smallest and largest `limits.max_head_bytes`.
+pub(crate) const MIN_HEAD_BYTES: usize = 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 1024 * 1024;
 
 /// Seconds as a [`Duration`]; callers validated the value.
 pub(crate) fn secs(value: f64) -> Duration {

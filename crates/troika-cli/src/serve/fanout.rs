@@ -2,10 +2,17 @@
 //!
 //! Each backend first waits its delay (the seed's 0.1 / 0.2 / 0.3 s, as a
 //! tokio timer: no thread sleeps), then does its real work — read a file,
-//! query SQLite, call an HTTP API — all under its own timeout. The answer
-//! has every backend's result, `null` for the ones that failed, and an
-//! `"errors"` object saying what happened to them. The status is 200 while
-//! at least one backend answered, 504 when all timed out, 502 otherwise.
+//! query SQLite, call an HTTP API — all under its own timeout, cut short by
+//! the request deadline when that comes first. The answer has every
+//! backend's result, `null` for the ones that failed, and an `"errors"`
+//! object saying what happened to them. The status is 200 while at least one
+//! backend answered, 504 when all timed out, 502 otherwise.
+//!
+//! Each backend has its own capacity (`max_concurrent`): a call waits for a
+//! free slot within its timeout, and holds it until its work really ends. A
+//! file read or query that blocks forever (a FIFO, a stuck network file
+//! system) keeps its blocking thread and its slot, so a hung backend uses up
+//! its own slots and nothing else: the other backends keep their threads.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,10 +27,12 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, InterruptHandle, OpenFlags};
 use serde_json::{Map, Value};
 use std::io::Read;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use super::App;
 use super::config::{Backends, secs};
-use super::error::{ApiError, json_headers};
+use super::error::json_headers;
 
 /// Answers bigger than this (file contents, API bodies) are refused.
 const MAX_ANSWER_BYTES: u64 = 1024 * 1024;
@@ -40,6 +49,20 @@ pub(crate) struct Fanout {
 struct Timing {
     delay: Duration,
     timeout: Duration,
+    /// The backend's slots: one per call running.
+    slots: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl Timing {
+    fn new(delay_secs: f64, timeout_secs: f64, capacity: usize) -> Timing {
+        Timing {
+            delay: secs(delay_secs),
+            timeout: secs(timeout_secs),
+            slots: Arc::new(Semaphore::new(capacity)),
+            capacity,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -90,12 +113,12 @@ impl Failure {
 
 impl Fanout {
     /// Set the backends up: make the demo file and database in `data_dir`
-    /// unless the configuration names others. `self_url` is this service's
-    /// own address, for the default API backend.
+    /// unless the configuration names others. `demo_url` is where this
+    /// service serves its demo API, for the default API backend.
     pub(crate) fn new(
         config: &Backends,
         data_dir: &std::path::Path,
-        self_url: &str,
+        demo_url: &str,
     ) -> anyhow::Result<Fanout> {
         let file_path = match &config.file.path {
             Some(path) => path.clone(),
@@ -107,7 +130,7 @@ impl Fanout {
         };
         let (url, own) = match &config.api.url {
             Some(url) => (url.clone(), false),
-            None => (format!("{self_url}/demo/api"), true),
+            None => (demo_url.to_owned(), true),
         };
         let mut client = reqwest::Client::builder()
             .user_agent(concat!("troika-serve/", env!("CARGO_PKG_VERSION")))
@@ -121,26 +144,29 @@ impl Fanout {
         Ok(Fanout {
             file: FileSource {
                 path: file_path,
-                timing: Timing {
-                    delay: secs(config.file.delay_secs),
-                    timeout: secs(config.file.timeout_secs),
-                },
+                timing: Timing::new(
+                    config.file.delay_secs,
+                    config.file.timeout_secs,
+                    config.file.max_concurrent,
+                ),
             },
             db: DbSource {
                 path: db_path,
                 query: config.db.query.clone(),
-                timing: Timing {
-                    delay: secs(config.db.delay_secs),
-                    timeout: secs(config.db.timeout_secs),
-                },
+                timing: Timing::new(
+                    config.db.delay_secs,
+                    config.db.timeout_secs,
+                    config.db.max_concurrent,
+                ),
                 idle: Arc::default(),
             },
             api: ApiSource {
                 url,
-                timing: Timing {
-                    delay: secs(config.api.delay_secs),
-                    timeout: secs(config.api.timeout_secs),
-                },
+                timing: Timing::new(
+                    config.api.delay_secs,
+                    config.api.timeout_secs,
+                    config.api.max_concurrent,
+                ),
                 client,
             },
         })
@@ -178,32 +204,63 @@ fn demo_db(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Wait the backend's delay, then run `work`, all within its timeout.
-async fn timed<F>(timing: &Timing, work: F) -> Result<Value, Failure>
+/// Wait the backend's delay, then a free slot, then run `work` with the
+/// slot, all within the backend's timeout or until `deadline` (the
+/// request's), whichever comes first.
+async fn timed<W, F>(timing: &Timing, deadline: Instant, work: W) -> Result<Value, Failure>
 where
+    W: FnOnce(OwnedSemaphorePermit) -> F,
     F: Future<Output = Result<Value, Failure>>,
 {
+    let own_end = Instant::now() + timing.timeout;
+    let by_deadline = deadline < own_end;
+    let mut waiting_for_slot = false;
     let run = async {
         tokio::time::sleep(timing.delay).await;
-        work.await
+        waiting_for_slot = true;
+        let slot = Arc::clone(&timing.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| Failure::new("the backend is closed"))?;
+        waiting_for_slot = false;
+        work(slot).await
     };
-    match tokio::time::timeout(timing.timeout, run).await {
+    let outcome = tokio::time::timeout_at(own_end.min(deadline), run).await;
+    match outcome {
         Ok(outcome) => outcome,
-        Err(_) => Err(Failure {
-            timed_out: true,
-            message: format!("timed out after {} s", timing.timeout.as_secs_f64()),
-        }),
+        Err(_) => {
+            let mut message = if by_deadline {
+                "the request deadline passed first".to_owned()
+            } else {
+                format!("timed out after {} s", timing.timeout.as_secs_f64())
+            };
+            if waiting_for_slot {
+                message.push_str(&format!(
+                    " waiting for a free slot: all {} calls to this backend are still running",
+                    timing.capacity
+                ));
+            }
+            Err(Failure {
+                timed_out: true,
+                message,
+            })
+        }
     }
 }
 
 impl FileSource {
     /// Open and read the file in one blocking call (tokio's own file API
-    /// would hop to a blocking thread once per read).
-    async fn read(&self) -> Result<Value, Failure> {
+    /// would hop to a blocking thread once per read). The slot is held until
+    /// the call returns, however long after the timeout that is.
+    async fn read(&self, slot: OwnedSemaphorePermit) -> Result<Value, Failure> {
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || read_small_file(&path))
-            .await
-            .map_err(|e| Failure::new(format!("the read task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let outcome = read_small_file(&path);
+            drop(slot);
+            outcome
+        })
+        .await
+        .map_err(|e| Failure::new(format!("the read task failed: {e}")))?
     }
 }
 
@@ -246,17 +303,19 @@ impl Drop for Interrupter {
 impl DbSource {
     /// Run the query on a blocking thread (SQLite's calls block), reusing an
     /// idle connection when there is one. A query still running when the
-    /// timeout fires is interrupted.
-    async fn query(&self) -> Result<Value, Failure> {
+    /// timeout fires is interrupted; the slot is held until it returns.
+    async fn query(&self, slot: OwnedSemaphorePermit) -> Result<Value, Failure> {
         let idle = Arc::clone(&self.idle);
         let path = self.path.clone();
         let query = self.query.clone();
-        let slot: Arc<Mutex<Option<InterruptHandle>>> = Arc::default();
+        let interrupt_slot: Arc<Mutex<Option<InterruptHandle>>> = Arc::default();
         let mut interrupter = Interrupter {
-            handle: Arc::clone(&slot),
+            handle: Arc::clone(&interrupt_slot),
             finished: false,
         };
         let cached = self.idle.lock().pop();
+        let busy = slot;
+        let slot = interrupt_slot;
         let task = tokio::task::spawn_blocking(move || {
             let conn = match cached {
                 Some(conn) => conn,
@@ -269,6 +328,7 @@ impl DbSource {
             *slot.lock() = Some(conn.get_interrupt_handle());
             let outcome = run_query(&conn, &query);
             slot.lock().take();
+            drop(busy);
             if outcome.is_ok() {
                 let mut idle = idle.lock();
                 if idle.len() < 64 {
@@ -309,7 +369,7 @@ fn run_query(conn: &Connection, query: &str) -> Result<Value, Failure> {
 }
 
 impl ApiSource {
-    async fn call(&self) -> Result<Value, Failure> {
+    async fn call(&self, _slot: OwnedSemaphorePermit) -> Result<Value, Failure> {
         let mut response = self
             .client
             .get(&self.url)
@@ -367,25 +427,14 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// `GET /`.
 pub(crate) async fn index(State(app): State<Arc<App>>) -> Response {
     let fanout = &app.fanout;
-    let all = async {
-        tokio::join!(
-            timed(&fanout.file.timing, fanout.file.read()),
-            timed(&fanout.db.timing, fanout.db.query()),
-            timed(&fanout.api.timing, fanout.api.call()),
-        )
-    };
-    // The backends' own timeouts bound this, unless they are set past the
-    // request deadline.
-    let Ok((file, db, api)) = tokio::time::timeout(app.deadline, all).await else {
-        return ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!(
-                "the request deadline of {} s passed",
-                app.deadline.as_secs_f64()
-            ),
-        )
-        .into_response();
-    };
+    // Each backend stops at its own timeout or at the request deadline,
+    // whichever comes first: the backends that answered are kept.
+    let deadline = Instant::now() + app.deadline;
+    let (file, db, api) = tokio::join!(
+        timed(&fanout.file.timing, deadline, |slot| fanout.file.read(slot)),
+        timed(&fanout.db.timing, deadline, |slot| fanout.db.query(slot)),
+        timed(&fanout.api.timing, deadline, |slot| fanout.api.call(slot)),
+    );
     let mut body = Map::new();
     let mut errors = Map::new();
     let mut answered = 0;

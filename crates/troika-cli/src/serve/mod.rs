@@ -8,8 +8,28 @@
 //! - `GET /healthz` and `GET /metrics` ([`metrics`]).
 //!
 //! The server loop ([`server`]) accepts connections with a header read
-//! timeout, and on SIGTERM or SIGINT stops accepting, lets in-flight requests
-//! finish within a grace period and shuts the pool down.
+//! timeout and a limit on request heads, and on SIGTERM or SIGINT stops
+//! accepting, lets in-flight requests finish within a grace period and shuts
+//! the pool down.
+//!
+//! # Memory budget
+//!
+//! What clients can make the server hold is bounded by the `[limits]`:
+//! - a request head: `max_head_bytes` (32 KiB) per connection, also while it
+//!   is unfinished (431 past it);
+//! - request bodies: `max_post_numbers` × 32 + 4 KiB (3.2 MB) per request
+//!   (413 past it, at once when `Content-Length` says so), and
+//!   `body_budget_bytes` (64 MiB) over all requests at once (503 past it, so
+//!   `max_in_flight` × the largest body never has to fit in memory);
+//! - a backend's answer: 1 MiB.
+//!
+//! # Demo API
+//!
+//! Unless `[backends.api] url` names another, `GET /` calls the demo API on
+//! a listener of its own on 127.0.0.1: its calls do not count against the
+//! clients' `max_in_flight`, and it keeps serving after SIGTERM closes the
+//! main listener, as long as the requests that use it (it stops with the
+//! runtime).
 
 mod config;
 mod error;
@@ -67,7 +87,7 @@ and flags win over it. The keys, with their defaults:
 [server]
 host = \"127.0.0.1\"
 port = 8000
-pool = \"threads\"             # or \"processes\"
+pool = \"processes\"           # or \"threads\"
 workers = 2                  # default: the available parallelism
 data_dir = \"…\"               # the demo file and database; default $XDG_DATA_HOME/troika/serve
 shutdown_grace_secs = 10
@@ -80,22 +100,32 @@ request_deadline_secs = 10
 header_read_timeout_secs = 10
 pool_queue_capacity = 1024   # pool tasks waiting; past it, 503
 max_in_flight = 4096         # requests being served; past it, 503
+max_head_bytes = 32768       # request line and headers, also unfinished; past it, 431
+body_budget_bytes = 67108864 # POST bodies in memory at once, all requests; past it, 503
+                             # (one body: max_post_numbers x 32 + 4096 bytes; past it, 413)
 
 [backends.file]
 path = \"…\"                   # default: demo.txt in data_dir
 delay_secs = 0.1
-timeout_secs = 1
+timeout_secs = 1             # cut short by request_deadline_secs when that comes first
+max_concurrent = 64          # calls at once; a call waits for a slot within its timeout
 
 [backends.db]
 path = \"…\"                   # default: demo.sqlite3 in data_dir (made on first start)
 query = \"SELECT value FROM results WHERE name = 'db'\"
 delay_secs = 0.2
 timeout_secs = 1
+max_concurrent = 64
 
 [backends.api]
-url = \"…\"                    # default: this service's own /demo/api
+url = \"…\"                    # default: the demo API, served on its own 127.0.0.1 port
 delay_secs = 0.3
-timeout_secs = 1";
+timeout_secs = 1
+max_concurrent = 256
+
+POST /is_prime takes application/json (415 otherwise). On SIGTERM or SIGINT
+the server stops accepting and gives requests in flight shutdown_grace_secs
+to finish; then it drops them, which stops their checks.";
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -103,6 +133,8 @@ pub(crate) struct App {
     pub(crate) backend: Backend,
     pub(crate) limits: Limits,
     pub(crate) max_body_bytes: usize,
+    /// Bytes of request bodies held at once, over all requests.
+    pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
     pub(crate) deadline: Duration,
     pub(crate) metrics: Metrics,
     pub(crate) crash_on: Arc<[u64]>,
@@ -154,23 +186,17 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let local = listener
             .local_addr()
             .context("cannot read the bound address")?;
-        let self_host = if local.ip().is_unspecified() {
-            "127.0.0.1".to_owned()
-        } else if local.is_ipv6() {
-            format!("[{}]", local.ip())
-        } else {
-            local.ip().to_string()
+        let demo_url = match &config.backends.api.url {
+            Some(url) => url.clone(),
+            None => serve_demo_api().await?,
         };
-        let self_url = format!("http://{self_host}:{}", local.port());
         let data_dir = data_dir(&config)?;
-        let fanout = fanout::Fanout::new(&config.backends, &data_dir, &self_url)?;
+        let fanout = fanout::Fanout::new(&config.backends, &data_dir, &demo_url)?;
         let limits = config.limits.clone();
         let app = Arc::new(App {
             backend,
-            max_body_bytes: limits
-                .max_post_numbers
-                .saturating_mul(32)
-                .saturating_add(4096),
+            max_body_bytes: limits.max_body_bytes(),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(limits.body_budget_bytes)),
             limits,
             deadline,
             metrics: Metrics::default(),
@@ -191,18 +217,44 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let settings = server::Settings {
             header_read_timeout: secs(config.limits.header_read_timeout_secs),
             grace,
+            max_head_bytes: config.limits.max_head_bytes,
         };
-        server::serve(listener, router, settings, signals).await?;
-        Ok::<_, anyhow::Error>(app)
+        let signalled =
+            server::serve(listener, router, Arc::clone(&app), settings, signals).await?;
+        Ok::<_, anyhow::Error>((app, signalled))
     });
-    // Blocking threads still stuck in a hung backend (a file that never
-    // answers) must not hold the exit up.
-    runtime.shutdown_timeout(grace.min(Duration::from_secs(1)));
-    let app = outcome?;
+    // Dropping the requests still in flight (the grace period is over) stops
+    // their pool work. Blocking threads still stuck in a hung backend (a file
+    // that never answers) must not hold the exit up past the grace period.
+    let left = match &outcome {
+        Ok((_, signalled)) => grace.saturating_sub(signalled.elapsed()),
+        Err(_) => Duration::ZERO,
+    };
+    runtime.shutdown_timeout(left.min(Duration::from_secs(1)));
+    let (app, _) = outcome?;
     app.backend.shutdown();
     tracing::info!("stopped");
     println!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serve the demo API (`GET /demo/api`) on a listener of its own on
+/// 127.0.0.1 (see the module docs); returns its URL. It runs until the
+/// runtime stops.
+async fn serve_demo_api() -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("cannot listen for the demo API on 127.0.0.1")?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the demo API's address")?;
+    let router = Router::new().route("/demo/api", get(fanout::demo_api));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::warn!(error = %e, "the demo API stopped");
+        }
+    });
+    Ok(format!("http://{local}/demo/api"))
 }
 
 /// Where the demo file and database live: `[server] data_dir`, else
@@ -318,6 +370,7 @@ fn route_label(matched: Option<&MatchedPath>) -> &'static str {
         Some("/metrics") => "/metrics",
         Some("/demo/api") => "/demo/api",
         _ => "unmatched",
+        // (`unparsed`, hyper's own answers, is counted in `server`.)
     }
 }
 

@@ -181,9 +181,58 @@ pub(crate) fn check_chunk(
             // Fault injection ([faults] crash_on): a worker that fails mid-task.
             panic!("fault injection: crash_on {n}");
         }
-        verdicts.push(algorithm.check(n));
+        match check_stoppable(n, algorithm, stop) {
+            Some(verdict) => verdicts.push(verdict),
+            None => break,
+        }
     }
     verdicts
+}
+
+/// Divisors tried between two looks at the stop flag: a few milliseconds
+/// of trial division at most.
+const DIVISORS_PER_LOOK: u64 = 1 << 16;
+
+/// [`Algorithm::check`], except that trial division, which takes seconds
+/// near 2^64, looks at `stop` as it goes and gives the number up (`None`)
+/// once it is set. Miller–Rabin takes microseconds and runs to its end.
+pub(crate) fn check_stoppable(n: u64, algorithm: Algorithm, stop: &AtomicBool) -> Option<Verdict> {
+    if algorithm != Algorithm::Trial {
+        return Some(algorithm.check(n));
+    }
+    // The seed's trial division, as `troika::primes::smallest_factor_trial`
+    // does it: even numbers first, then every odd divisor up to the root.
+    let factor = if n < 4 {
+        None
+    } else if n.is_multiple_of(2) {
+        Some(2)
+    } else {
+        let limit = n.isqrt();
+        let mut divisor = 3;
+        let mut found = None;
+        while divisor <= limit {
+            let end = limit.min(divisor.saturating_add(2 * DIVISORS_PER_LOOK));
+            while divisor <= end {
+                if n.is_multiple_of(divisor) {
+                    found = Some(divisor);
+                    break;
+                }
+                divisor += 2;
+            }
+            if found.is_some() || divisor > limit {
+                break;
+            }
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+        }
+        found
+    };
+    Some(Verdict {
+        n,
+        prime: n >= 2 && factor.is_none(),
+        factor,
+    })
 }
 
 /// Split `count` numbers into chunk sizes: a few tasks per worker so the work
@@ -219,6 +268,39 @@ pub(crate) fn describe_failure(error: &TaskError) -> (u16, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stoppable_trial_division_agrees_with_the_seeds() {
+        let go = AtomicBool::new(false);
+        let mut numbers: Vec<u64> = (0..2000).collect();
+        numbers.extend([
+            112_272_535_095_293,
+            (1 << 31) - 1,
+            65_537 * 65_537,
+            65_521 * 65_539,
+            4_294_967_291 * 3,
+            u64::from(u32::MAX) * 2 + 1,
+        ]);
+        for n in numbers {
+            assert_eq!(
+                check_stoppable(n, Algorithm::Trial, &go),
+                Some(Algorithm::Trial.check(n)),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stopped_trial_division_gives_up_the_number() {
+        let stopped = AtomicBool::new(true);
+        // The largest prime below 2^64: 2^31 divisions if it ran to its end.
+        assert_eq!(
+            check_stoppable(18_446_744_073_709_551_557, Algorithm::Trial, &stopped),
+            None
+        );
+        // Numbers done within the first stretch still get their verdict.
+        assert!(check_stoppable(97, Algorithm::Trial, &stopped).is_some_and(|v| v.prime));
+    }
 
     #[test]
     fn chunks_are_few_and_not_tiny() {

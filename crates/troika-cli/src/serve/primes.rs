@@ -12,11 +12,15 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use troika::Handle;
 use troika::primes::{Algorithm, NumberError, Verdict, parse_number};
@@ -144,30 +148,40 @@ fn empty_list() -> ApiError {
 }
 
 /// `POST /is_prime` with a JSON array of numbers (JSON numbers, or strings of
-/// digits for clients whose numbers lose precision past 2^53).
+/// digits for clients whose numbers lose precision past 2^53), sent as
+/// `application/json` (415 otherwise).
+///
+/// The body is limited twice: to [`App::max_body_bytes`] (413, at once when
+/// `Content-Length` declares more), and with every other body in flight to
+/// `[limits] body_budget_bytes` (503 when it does not fit), room that is
+/// reserved before the body is read.
 pub(crate) async fn post_is_prime(
     State(app): State<Arc<App>>,
+    headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let deadline = Instant::now() + app.deadline;
+    require_json(&headers)?;
     let options = options(query)?;
     let limit = app.max_body_bytes;
-    let bytes = match tokio::time::timeout_at(deadline, axum::body::to_bytes(body, limit)).await {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared
+        && length > limit as u64
+    {
+        return Err(too_large(limit));
+    }
+    let (bytes, room) = match tokio::time::timeout_at(
+        deadline,
+        read_body(&app, body, declared.map(|n| n as usize), limit),
+    )
+    .await
+    {
         Err(_) => return Err(deadline_passed(&app)),
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return Err(if too_large {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the body is larger than {limit} bytes"),
-                )
-            } else {
-                ApiError::bad_request(format!("could not read the body: {e}"))
-            });
-        }
+        Ok(outcome) => outcome?,
     };
     let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!("the body must be a JSON array of numbers: {e}"))
@@ -200,7 +214,86 @@ pub(crate) async fn post_is_prime(
             parsed.map_err(|e| item_error(i + 1, &e))
         })
         .collect::<Result<Vec<u64>, ApiError>>()?;
+    // The body is parsed: its room in the budget is free again.
+    drop(items);
+    drop(bytes);
+    drop(room);
     answer(&app, numbers, options, deadline).await
+}
+
+/// 415 unless the content type is `application/json` (parameters such as
+/// `charset` are fine).
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let value = headers.get(header::CONTENT_TYPE).map(|v| v.to_str());
+    let essence = match value {
+        Some(Ok(v)) => v.split(';').next().unwrap_or_default().trim(),
+        Some(Err(_)) => "(not text)",
+        None => "",
+    };
+    if essence.eq_ignore_ascii_case("application/json") {
+        return Ok(());
+    }
+    let got = if essence.is_empty() {
+        "no Content-Type".to_owned()
+    } else {
+        format!("Content-Type '{}'", shorten(essence))
+    };
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!("POST /is_prime takes a JSON array sent as application/json; got {got}"),
+    ))
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body is larger than {limit} bytes"),
+    )
+}
+
+/// Room for `bytes` of body in the budget shared by all requests, or 503.
+fn reserve(app: &App, bytes: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+    let count = u32::try_from(bytes).unwrap_or(u32::MAX);
+    Arc::clone(&app.body_budget)
+        .try_acquire_many_owned(count)
+        .map_err(|_| {
+            app.metrics.shed.fetch_add(1, Ordering::Relaxed);
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "too many request bodies in memory (a budget of {} bytes); retry later",
+                    app.limits.body_budget_bytes
+                ),
+            )
+        })
+}
+
+/// Read a body of at most `limit` bytes, reserving room for it in the
+/// budget first: all of it when its length is declared, else chunk by chunk.
+async fn read_body(
+    app: &App,
+    mut body: Body,
+    declared: Option<usize>,
+    limit: usize,
+) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
+    let mut room = reserve(app, declared.unwrap_or(0))?;
+    let mut bytes = BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("could not read the body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if bytes.len() + data.len() > limit {
+            return Err(too_large(limit));
+        }
+        let unreserved = (bytes.len() + data.len()).saturating_sub(room.num_permits());
+        if unreserved > 0 {
+            room.merge(reserve(app, unreserved)?);
+        }
+        bytes.extend_from_slice(&data);
+    }
+    Ok((bytes.freeze(), room))
 }
 
 /// The handles of a request's chunks. Dropping it — the request answered

@@ -176,6 +176,20 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A value of `/metrics`: the first line that starts with `series`.
+    pub(crate) fn metric(&self, series: &str) -> Option<f64> {
+        let text = request(self.addr, "GET", "/metrics", None).body;
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
     /// Send a signal to the server.
     pub(crate) fn signal(&self, signal: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_child(&self.child);
@@ -222,6 +236,45 @@ pub(crate) fn request_raw(addr: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A connection with a generous read and write timeout (the failure path).
+pub(crate) fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(GENEROUS)).unwrap();
+    stream.set_write_timeout(Some(GENEROUS)).unwrap();
+    stream
+}
+
+/// Read one answer's head (up to the blank line) from `stream`: the status
+/// and the head's text. `None` when the server closed the connection first.
+pub(crate) fn read_reply_head(stream: &mut TcpStream) -> Option<(u16, String)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    Some((status, text))
+}
+
+/// Send `head` (without its final blank line) and `body` on a fresh
+/// connection and read the whole answer.
+pub(crate) fn request_with_head(addr: SocketAddr, head: &str, body: &[u8]) -> Reply {
+    let mut stream = connect(addr);
+    stream
+        .write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut raw) {
+        assert!(!raw.is_empty(), "reading the answer failed: {e}");
+    }
+    parse(&raw).unwrap_or_else(|| panic!("bad answer: {}", String::from_utf8_lossy(&raw)))
+}
+
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`).
 pub(crate) fn request(addr: SocketAddr, method: &str, target: &str, body: Option<&[u8]>) -> Reply {
     let mut stream = TcpStream::connect(addr).unwrap();
@@ -249,7 +302,8 @@ pub(crate) fn request(addr: SocketAddr, method: &str, target: &str, body: Option
     parse(&raw).unwrap_or_else(|| panic!("bad answer: {}", String::from_utf8_lossy(&raw)))
 }
 
-fn parse(raw: &[u8]) -> Option<Reply> {
+/// Parse one raw HTTP/1.1 answer (head and body).
+pub(crate) fn parse(raw: &[u8]) -> Option<Reply> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut rest = raw[split + 4..].to_vec();
