@@ -44,6 +44,11 @@ enum Command {
     ///
     /// HTTP/1.1 and https (rustls); redirects are followed up to --max-redirects.
     /// Connections are made directly: proxy variables (HTTPS_PROXY, …) are not read.
+    #[command(
+        after_help = "Exit status: 0 if no line has an error, 1 if one has, 2 for bad usage \
+(--help says which outcomes are errors).",
+        after_long_help = crawl::AFTER_LONG_HELP
+    )]
     Crawl(crawl::CrawlArgs),
     /// Serve the seeds' Flask service over HTTP: /is_prime/<numbers> on a
     /// pool, / fanning out to a file, SQLite and an HTTP API, /healthz, /metrics.
