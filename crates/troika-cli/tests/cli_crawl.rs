@@ -339,8 +339,9 @@ fn a_page_that_is_not_utf8_and_names_no_charset_is_a_page_with_a_warning() {
     let html = servers.url("/latin1");
     let plain = servers.url("/latin1-plain");
     let meta = servers.url("/latin1-meta");
+    let meta_chunked = servers.url("/latin1-meta-chunked");
     let binary = servers.url("/binary");
-    let out = crawl(&[&html, &plain, &meta, &binary], None);
+    let out = crawl(&[&html, &plain, &meta, &meta_chunked, &binary], None);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let records = by_url(&lines(&out));
     for url in [&html, &plain] {
@@ -355,13 +356,12 @@ fn a_page_that_is_not_utf8_and_names_no_charset_is_a_page_with_a_warning() {
             "{page}"
         );
     }
-    // A page that names its charset in a <meta> tag is simply a page.
-    assert!(records[&meta]["error"].is_null(), "{}", records[&meta]);
-    assert!(
-        records[&meta].get("warning").is_none(),
-        "{}",
-        records[&meta]
-    );
+    // A page that names its charset in a <meta> tag is simply a page, also
+    // when the tag arrives split across chunks.
+    for url in [&meta, &meta_chunked] {
+        assert!(records[url]["error"].is_null(), "{}", records[url]);
+        assert!(records[url].get("warning").is_none(), "{}", records[url]);
+    }
     assert!(records[&binary]["error"].is_null());
     assert!(records[&binary].get("warning").is_none());
     assert!(

@@ -463,9 +463,11 @@ impl Fetcher {
             return too_large();
         }
         let mut utf8 = Utf8Check::default();
-        // The first chunk of a page that may name its charset in a <meta>
-        // tag (a reference, not a copy), looked at only if it is not UTF-8.
-        let mut head = None;
+        // The first bytes of a page that may name its charset in a <meta>
+        // tag, looked at only if it is not UTF-8. A copy: holding on to the
+        // chunk itself would pin the connection's whole read buffer while a
+        // long body streams past.
+        let mut head = Vec::new();
         loop {
             match incoming.frame().await.transpose() {
                 Ok(Some(frame)) => {
@@ -482,8 +484,10 @@ impl Fetcher {
                     progress.bytes += len;
                     if charset != Charset::Other {
                         utf8.feed(&chunk);
-                        if charset == Charset::Markup && head.is_none() {
-                            head = Some(chunk);
+                        if charset == Charset::Markup && head.len() < PRESCAN {
+                            let take = chunk.len().min(PRESCAN - head.len());
+                            head.reserve_exact(PRESCAN);
+                            head.extend_from_slice(&chunk[..take]);
                         }
                     }
                 }
@@ -494,7 +498,7 @@ impl Fetcher {
         if charset == Charset::Other || utf8.finish() {
             return None;
         }
-        let in_meta = head.as_deref().and_then(meta_charset);
+        let in_meta = meta_charset(&head);
         match (charset, in_meta) {
             (Charset::Utf8, _) => Some((
                 Failure::new(
@@ -600,11 +604,14 @@ fn is_utf8_label(label: &str) -> bool {
     )
 }
 
+/// How far into a page a browser looks for a `<meta>` charset.
+const PRESCAN: usize = 1024;
+
 /// The charset a `<meta charset=…>` or `<meta http-equiv=… content="…;
-/// charset=…">` tag in the first 1024 bytes names, as a browser's prescan
-/// finds it.
+/// charset=…">` tag in the first [`PRESCAN`] bytes names, as a browser's
+/// prescan finds it.
 fn meta_charset(head: &[u8]) -> Option<String> {
-    let head = head[..head.len().min(1024)].to_ascii_lowercase();
+    let head = head[..head.len().min(PRESCAN)].to_ascii_lowercase();
     let mut rest = &head[..];
     while let Some(at) = find(rest, b"<meta") {
         let tag = &rest[at + 5..];

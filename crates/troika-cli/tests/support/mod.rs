@@ -192,6 +192,23 @@ fn latin1(content_type: &'static str, body: &'static [u8]) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
+/// The Latin-1 page of `/latin1-meta`, its `<meta>` tag split across
+/// chunks of 7 bytes.
+async fn latin1_meta_chunked() -> Response {
+    let chunks: Vec<Result<Bytes, std::io::Error>> = LATIN1_META
+        .chunks(7)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "text/html")],
+        Body::from_stream(futures::stream::iter(chunks)),
+    )
+        .into_response()
+}
+
+const LATIN1_META: &[u8] =
+    b"<html><head><meta charset=\"iso-8859-1\"></head><body>caf\xe9</body></html>";
+
 /// Accepts the request and never answers.
 async fn never() -> &'static str {
     std::future::pending().await
@@ -229,13 +246,9 @@ fn app(ctx: Ctx) -> Router {
         )
         .route(
             "/latin1-meta",
-            get(|| async {
-                latin1(
-                    "text/html",
-                    b"<html><head><meta charset=\"iso-8859-1\"></head><body>caf\xe9</body></html>",
-                )
-            }),
+            get(|| async { latin1("text/html", LATIN1_META) }),
         )
+        .route("/latin1-meta-chunked", get(latin1_meta_chunked))
         .route(
             "/latin1-plain",
             get(|| async { latin1("text/plain", b"caf\xe9 cr\xe8me") }),
