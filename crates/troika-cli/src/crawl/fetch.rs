@@ -199,19 +199,29 @@ struct Attempt {
     status: Option<u16>,
     bytes: u64,
     final_url: Option<Url>,
+    warning: Option<&'static str>,
     failure: Option<(Failure, bool)>,
 }
 
-impl Attempt {
-    fn failed(failure: Failure, retryable: bool) -> Attempt {
-        Attempt {
-            status: None,
-            bytes: 0,
-            final_url: None,
-            failure: Some((failure, retryable)),
-        }
-    }
+/// What an attempt has received so far. The attempt writes it as responses
+/// and body chunks arrive, so a timeout that cuts the attempt short still
+/// knows the status and the bytes that had arrived.
+#[derive(Default)]
+struct Progress {
+    /// The status of the last response that arrived (a redirect's, until
+    /// the final one arrives).
+    status: Option<u16>,
+    /// Body bytes of that response received so far.
+    bytes: u64,
+    /// The URL that gave that response.
+    final_url: Option<Url>,
+    warning: Option<&'static str>,
+}
 
+/// A failure and whether retrying may help.
+type Failed = Option<(Failure, bool)>;
+
+impl Attempt {
     fn retryable(&self) -> bool {
         match &self.failure {
             Some((_, retryable)) => *retryable,
@@ -312,15 +322,26 @@ impl Fetcher {
                     None => None,
                 };
                 started.get_or_insert_with(Instant::now);
-                match tokio::time::timeout(self.timeout, self.attempt(url.clone())).await {
-                    Ok(attempt) => attempt,
-                    Err(_) => Attempt::failed(
+                let mut progress = Progress::default();
+                let outcome =
+                    tokio::time::timeout(self.timeout, self.attempt(url.clone(), &mut progress))
+                        .await;
+                let failure = outcome.unwrap_or_else(|_| {
+                    // What had arrived before the deadline stays in the record.
+                    Some((
                         Failure::new(
                             FailureKind::Timeout,
                             format!("timed out after {}", seconds(self.timeout)),
                         ),
                         true,
-                    ),
+                    ))
+                });
+                Attempt {
+                    status: progress.status,
+                    bytes: progress.bytes,
+                    final_url: progress.final_url,
+                    warning: progress.warning,
+                    failure,
                 }
             };
             if attempts > self.retries || !attempt.retryable() {
@@ -341,6 +362,7 @@ impl Fetcher {
             error_kind,
             attempts,
             final_url: last.final_url.filter(|u| *u != url).map(String::from),
+            warning: last.warning,
         }
     }
 
@@ -354,8 +376,9 @@ impl Fetcher {
     }
 
     /// One request, with its redirects, and its body read to the end or
-    /// to `--max-bytes`.
-    async fn attempt(&self, mut url: Url) -> Attempt {
+    /// to `--max-bytes`. What arrives is written to `progress` as it
+    /// arrives; the result is the failure, if any.
+    async fn attempt(&self, mut url: Url, progress: &mut Progress) -> Failed {
         let mut method = self.method.clone();
         let mut body = self.body.clone();
         let mut headers = Cow::Borrowed(&self.headers);
@@ -363,14 +386,11 @@ impl Fetcher {
         let response = loop {
             let request = match request(&method, &url, &headers, body.clone()) {
                 Ok(request) => request,
-                Err(failure) => return Attempt::failed(failure, false),
+                Err(failure) => return Some((failure, false)),
             };
             let response = match self.client.request(request).await {
                 Ok(response) => response,
-                Err(e) => {
-                    let (failure, retryable) = classify(&e, e.is_connect());
-                    return Attempt::failed(failure, retryable);
-                }
+                Err(e) => return Some(classify(&e, e.is_connect())),
             };
             let status = response.status();
             let Some(target) = redirect_target(&url, status, response.headers()) else {
@@ -383,13 +403,10 @@ impl Fetcher {
             } else {
                 None
             };
+            progress.status = Some(status.as_u16());
             if let Some(refusal) = refusal {
-                return Attempt {
-                    status: Some(status.as_u16()),
-                    bytes: 0,
-                    final_url: Some(url),
-                    failure: Some((Failure::new(refusal.kind(), refusal.to_string()), false)),
-                };
+                progress.final_url = Some(url);
+                return Some((Failure::new(refusal.kind(), refusal.to_string()), false));
             }
             redirects += 1;
             // As browsers do: 301, 302 and 303 go on without the body (as a
@@ -421,77 +438,95 @@ impl Fetcher {
                     headers.remove(name);
                 }
             }
-            url = target;
+            // The redirect is the last response until the next one arrives.
+            progress.final_url = Some(std::mem::replace(&mut url, target));
         };
-        let status = response.status().as_u16();
-        let final_url = Some(url);
+        progress.status = Some(response.status().as_u16());
+        progress.final_url = Some(url);
         let (parts, mut incoming) = response.into_parts();
-        let check_utf8 = is_utf8_text(&parts.headers);
+        let charset = Charset::of(&parts.headers);
         let declared = parts
             .headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let too_large = |bytes| Attempt {
-            status: Some(status),
-            bytes,
-            final_url: final_url.clone(),
-            failure: Some((
+        let too_large = || {
+            Some((
                 Failure::new(
                     FailureKind::TooLarge,
                     format!("too large (more than {} bytes)", self.max_bytes),
                 ),
                 false,
-            )),
+            ))
         };
         if declared.is_some_and(|n| n > self.max_bytes) {
-            return too_large(0);
+            return too_large();
         }
-        let mut bytes = 0u64;
         let mut utf8 = Utf8Check::default();
+        // The first bytes of a page that may name its charset in a <meta>
+        // tag, looked at only if it is not UTF-8. A copy: holding on to the
+        // chunk itself would pin the connection's whole read buffer while a
+        // long body streams past.
+        let mut head = Vec::new();
         loop {
             match incoming.frame().await.transpose() {
                 Ok(Some(frame)) => {
                     let Ok(chunk) = frame.into_data() else {
                         continue; // trailers
                     };
-                    let room = self.max_bytes - bytes;
+                    let room = self.max_bytes - progress.bytes;
                     let len = chunk.len() as u64;
                     if len > room {
                         // Cut off here: the rest is never read.
-                        return too_large(self.max_bytes);
+                        progress.bytes = self.max_bytes;
+                        return too_large();
                     }
-                    bytes += len;
-                    if check_utf8 {
+                    progress.bytes += len;
+                    if charset != Charset::Other {
                         utf8.feed(&chunk);
+                        if charset == Charset::Markup && head.len() < PRESCAN {
+                            let take = chunk.len().min(PRESCAN - head.len());
+                            head.reserve_exact(PRESCAN);
+                            head.extend_from_slice(&chunk[..take]);
+                        }
                     }
                 }
                 Ok(None) => break,
-                Err(e) => {
-                    let (failure, retryable) = classify(&e, false);
-                    return Attempt {
-                        status: Some(status),
-                        bytes,
-                        final_url,
-                        failure: Some((failure, retryable)),
-                    };
-                }
+                Err(e) => return Some(classify(&e, false)),
             }
         }
-        let failure = (check_utf8 && !utf8.finish()).then(|| {
-            (
-                Failure::new(FailureKind::InvalidUtf8, "body is not valid UTF-8"),
+        if charset == Charset::Other || utf8.finish() {
+            return None;
+        }
+        let in_meta = meta_charset(&head);
+        match (charset, in_meta) {
+            (Charset::Utf8, _) => Some((
+                Failure::new(
+                    FailureKind::InvalidUtf8,
+                    "body is not valid UTF-8 (the response declares UTF-8)",
+                ),
                 false,
-            )
-        });
-        Attempt {
-            status: Some(status),
-            bytes,
-            final_url,
-            failure,
+            )),
+            (_, Some(label)) if is_utf8_label(&label) => Some((
+                Failure::new(
+                    FailureKind::InvalidUtf8,
+                    "body is not valid UTF-8 (its <meta> tag declares UTF-8)",
+                ),
+                false,
+            )),
+            // The page names its own charset: nothing to say.
+            (_, Some(_)) => None,
+            _ => {
+                progress.warning = Some(NO_CHARSET);
+                None
+            }
         }
     }
 }
+
+/// The warning for a text body that is not UTF-8 and names no charset.
+const NO_CHARSET: &str =
+    "body is not valid UTF-8 and names no charset; a browser would read it as windows-1252";
 
 /// Parse an input line; only http and https URLs with a host are fetched.
 fn parse_url(line: &str) -> Result<Url, Failure> {
@@ -515,25 +550,94 @@ fn parse_url(line: &str) -> Result<Url, Failure> {
     Ok(url)
 }
 
-/// Whether the body is declared (or assumed) to be UTF-8 text: a text-like
-/// media type (or none) with no charset or a UTF-8 one. Binary types and
-/// other charsets are counted, not checked.
-fn is_utf8_text(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    let value = value.to_ascii_lowercase();
-    let mut parts = value.split(';').map(str::trim);
-    let media = parts.next().unwrap_or_default();
-    let textual = media.starts_with("text/")
-        || media.ends_with("json")
-        || media.ends_with("+json")
-        || media.ends_with("xml")
-        || media.ends_with("javascript");
-    let charset_ok = parts
-        .filter_map(|p| p.strip_prefix("charset="))
-        .all(|c| matches!(c.trim_matches('"'), "utf-8" | "utf8" | "us-ascii"));
-    textual && charset_ok
+/// What a response says about its body's encoding, which decides how a body
+/// that is not UTF-8 is reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Charset {
+    /// Declared UTF-8: a UTF-8 (or ASCII) charset parameter, or JSON, which
+    /// is UTF-8 by definition (RFC 8259). A body that is not UTF-8 is an
+    /// `invalid_utf8` error.
+    Utf8,
+    /// HTML, or no media type at all, with no charset parameter: the page
+    /// may name its charset in a `<meta>` tag; if it names none, a body that
+    /// is not UTF-8 is a page with a warning (a browser falls back to
+    /// windows-1252 and shows it).
+    Markup,
+    /// Other text (plain, XML, JavaScript, …) with no charset parameter: a
+    /// body that is not UTF-8 is a page with a warning.
+    Text,
+    /// A binary type or another charset: the bytes are counted, not checked.
+    Other,
+}
+
+impl Charset {
+    fn of(headers: &HeaderMap) -> Charset {
+        let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+            return Charset::Markup;
+        };
+        let value = value.to_ascii_lowercase();
+        let mut parts = value.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default();
+        let json = media.ends_with("/json") || media.ends_with("+json");
+        let textual = json
+            || media.starts_with("text/")
+            || media.ends_with("xml")
+            || media.ends_with("javascript");
+        if !textual {
+            return Charset::Other;
+        }
+        let mut labels = parts.filter_map(|p| p.strip_prefix("charset="));
+        match labels.next() {
+            Some(label) if is_utf8_label(label.trim_matches('"')) => Charset::Utf8,
+            Some(_) => Charset::Other,
+            None if json => Charset::Utf8,
+            None if media == "text/html" || media == "application/xhtml+xml" => Charset::Markup,
+            None => Charset::Text,
+        }
+    }
+}
+
+fn is_utf8_label(label: &str) -> bool {
+    matches!(
+        label.to_ascii_lowercase().as_str(),
+        "utf-8" | "utf8" | "unicode-1-1-utf-8" | "us-ascii"
+    )
+}
+
+/// How far into a page a browser looks for a `<meta>` charset.
+const PRESCAN: usize = 1024;
+
+/// The charset a `<meta charset=…>` or `<meta http-equiv=… content="…;
+/// charset=…">` tag in the first [`PRESCAN`] bytes names, as a browser's
+/// prescan finds it.
+fn meta_charset(head: &[u8]) -> Option<String> {
+    let head = head[..head.len().min(PRESCAN)].to_ascii_lowercase();
+    let mut rest = &head[..];
+    while let Some(at) = find(rest, b"<meta") {
+        let tag = &rest[at + 5..];
+        let end = tag.iter().position(|&b| b == b'>').unwrap_or(tag.len());
+        if let Some(label) = find(&tag[..end], b"charset").and_then(|c| {
+            let value = tag[c + 7..end].trim_ascii_start().strip_prefix(b"=")?;
+            let value = value.trim_ascii_start();
+            let value = value
+                .strip_prefix(b"\"")
+                .or_else(|| value.strip_prefix(b"'"))
+                .unwrap_or(value);
+            let len = value
+                .iter()
+                .position(|&b| !(b.is_ascii_alphanumeric() || b"-_.:".contains(&b)))
+                .unwrap_or(value.len());
+            (len > 0).then(|| String::from_utf8_lossy(&value[..len]).into_owned())
+        }) {
+            return Some(label);
+        }
+        rest = &tag[end..];
+    }
+    None
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Incremental UTF-8 validation across chunk boundaries.
@@ -766,19 +870,41 @@ mod tests {
     }
 
     #[test]
-    fn text_types_are_checked_binary_are_not() {
-        let mut headers = HeaderMap::new();
-        assert!(is_utf8_text(&headers));
-        headers.insert(CONTENT_TYPE, "text/html; charset=utf-8".parse().unwrap());
-        assert!(is_utf8_text(&headers));
-        headers.insert(
-            CONTENT_TYPE,
-            "text/html; charset=iso-8859-1".parse().unwrap(),
+    fn the_media_type_and_charset_decide_how_a_body_is_checked() {
+        let of = |value: Option<&'static str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = value {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(value));
+            }
+            Charset::of(&headers)
+        };
+        assert_eq!(of(None), Charset::Markup);
+        assert_eq!(of(Some("text/html")), Charset::Markup);
+        assert_eq!(of(Some("text/html; charset=utf-8")), Charset::Utf8);
+        assert_eq!(of(Some("text/html; charset=\"UTF-8\"")), Charset::Utf8);
+        assert_eq!(of(Some("text/html; charset=iso-8859-1")), Charset::Other);
+        assert_eq!(of(Some("text/plain")), Charset::Text);
+        assert_eq!(of(Some("application/json")), Charset::Utf8);
+        assert_eq!(of(Some("application/ld+json")), Charset::Utf8);
+        assert_eq!(of(Some("image/png")), Charset::Other);
+    }
+
+    #[test]
+    fn a_meta_tag_names_the_charset_as_a_browser_prescan_finds_it() {
+        assert_eq!(
+            meta_charset(b"<html><head><META Charset=\"ISO-8859-1\"><title>"),
+            Some("iso-8859-1".to_owned())
         );
-        assert!(!is_utf8_text(&headers));
-        headers.insert(CONTENT_TYPE, "image/png".parse().unwrap());
-        assert!(!is_utf8_text(&headers));
-        headers.insert(CONTENT_TYPE, "application/json".parse().unwrap());
-        assert!(is_utf8_text(&headers));
+        assert_eq!(
+            meta_charset(
+                b"<meta http-equiv=\"Content-Type\" content=\"text/html; charset=windows-1252\">"
+            ),
+            Some("windows-1252".to_owned())
+        );
+        assert_eq!(meta_charset(b"<meta name=x><p>charset=koi8-r</p>"), None);
+        assert_eq!(meta_charset(b"<meta charset=>"), None);
+        let mut late = vec![b' '; 1024];
+        late.extend_from_slice(b"<meta charset=latin1>");
+        assert_eq!(meta_charset(&late), None, "only the first 1024 bytes");
     }
 }

@@ -1,5 +1,5 @@
-//! `troika crawl`: the seeds' crawler — fetch many URLs at once under a
-//! concurrency limit, one JSON line per input URL.
+//! `troika crawl`: fetch many URLs at once under a concurrency limit, one
+//! JSON line per input URL (the job of the seeds' crawlers).
 //!
 //! Input lines come from the arguments, `--input FILE` or stdin, read by a
 //! thread into a bounded channel, so an endless input is crawled in bounded
@@ -32,6 +32,37 @@ use tokio::sync::mpsc;
 use fetch::{FetchOptions, Fetcher};
 use record::{Failure, FailureKind, Record, Summary};
 
+/// The end of `troika crawl --help`: the output, what counts as an error,
+/// and the exit status.
+pub(crate) const AFTER_LONG_HELP: &str = "\
+Output: one JSON line per input URL, with \"url\", \"status\" (null if no response \
+arrived), \"bytes\" (body bytes received), \"elapsed_ms\", \"error\" and \"error_kind\" \
+(null, or what went wrong), \"attempts\", and when they apply \"final_url\" (after \
+redirects) and \"warning\".
+
+Errors (a line whose \"error\" is not null), by \"error_kind\":
+  invalid_url         the line is not a URL, or has no host
+  invalid_input       the line is not valid UTF-8
+  scheme_not_allowed  the URL or a redirect is not http or https
+  redirect_limit      more than --max-redirects redirects
+  timeout             --connect-timeout or --timeout passed; a response that had
+                      started keeps its \"status\" and the \"bytes\" received
+  connect             the connection failed or broke off (also mid-body)
+  too_large           the body passed --max-bytes (it is cut off there)
+  invalid_utf8        a body declared UTF-8 (a charset=utf-8 header, a <meta> tag
+                      naming UTF-8, or JSON) that is not valid UTF-8
+  request             anything else the HTTP client reported
+Not errors: every HTTP status, 404 and 500 included (filter on \"status\"; 5xx \
+answers are retried under --retries), and a text page that is not UTF-8 and names \
+no charset: a browser shows it (as windows-1252), so it is a page with a \"warning\".
+
+Exit status:
+  0  no line has an error (also when stdout is closed early, as by `| head`)
+  1  at least one line has an error
+  2  bad usage (an invalid option or header, an --input that cannot be opened, an
+     --output that cannot be created: nothing is fetched), or an input that could
+     not be read to its end";
+
 /// Options of `troika crawl`.
 #[derive(Debug, Args)]
 pub(crate) struct CrawlArgs {
@@ -52,7 +83,7 @@ pub(crate) struct CrawlArgs {
     /// A request header 'Name: value' (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
-    /// A request body, such as the seed's JSON POST data.
+    /// A request body, such as '{"PageIndex":1}' (sent as given; add -H 'Content-Type: …').
     #[arg(short, long)]
     data: Option<String>,
     /// Requests in flight at once.
@@ -85,7 +116,7 @@ pub(crate) struct CrawlArgs {
     /// The User-Agent header.
     #[arg(long, default_value = concat!("troika-crawl/", env!("CARGO_PKG_VERSION")))]
     user_agent: String,
-    /// Coroutines on tokio (async) or the seed's thread pool, one thread per request (threads).
+    /// Coroutines on tokio (async), or a thread pool with one thread per request in flight (threads).
     #[arg(long, value_enum, default_value_t = CrawlMode::Async)]
     mode: CrawlMode,
     /// No progress bar and no summary on stderr.
@@ -182,7 +213,8 @@ impl CrawlArgs {
 }
 
 /// Run `troika crawl`. Exit code 0 when every line has a null error, 1 when
-/// some have one; bad usage is an `Err` (exit 2).
+/// some have one; bad usage is an `Err` (exit 2). [`AFTER_LONG_HELP`] says
+/// so to users: keep the two in step.
 pub(crate) fn run(args: &CrawlArgs) -> anyhow::Result<ExitCode> {
     let options = args.fetch_options()?;
     let fetcher = Arc::new(Fetcher::new(options).context("could not build the HTTP client")?);

@@ -23,7 +23,8 @@ pub(crate) enum FailureKind {
     Connect,
     /// The body was longer than `--max-bytes`; it was cut off there.
     TooLarge,
-    /// A text body that is not valid UTF-8.
+    /// A body declared UTF-8 (by its charset, its `<meta>` tag or a JSON
+    /// type) that is not valid UTF-8.
     InvalidUtf8,
     /// Anything else the HTTP client reported.
     Request,
@@ -82,6 +83,10 @@ pub(crate) struct Record {
     /// The URL of the last response after redirects, if it differs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) final_url: Option<String>,
+    /// Something to know about a page that is not an error: a text body
+    /// that is not UTF-8 and names no charset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) warning: Option<&'static str>,
 }
 
 impl Record {
@@ -95,6 +100,7 @@ impl Record {
             error_kind: Some(failure.kind),
             attempts: 0,
             final_url: None,
+            warning: None,
         }
     }
 }
@@ -112,6 +118,7 @@ pub(crate) struct Summary {
     pub(crate) errors: BTreeMap<FailureKind, u64>,
     pub(crate) statuses: BTreeMap<u16, u64>,
     pub(crate) retries: u64,
+    pub(crate) warnings: u64,
 }
 
 impl Summary {
@@ -119,6 +126,7 @@ impl Summary {
         self.urls += 1;
         self.bytes += record.bytes;
         self.retries += u64::from(record.attempts.saturating_sub(1));
+        self.warnings += u64::from(record.warning.is_some());
         if let Some(status) = record.status {
             *self.statuses.entry(status / 100).or_default() += 1;
         }
@@ -161,6 +169,12 @@ impl Summary {
         }
         if self.retries > 0 {
             out.push_str(&format!("; {} retries", self.retries));
+        }
+        if self.warnings > 0 {
+            out.push_str(&format!(
+                "; {} warnings (not UTF-8, no charset)",
+                self.warnings
+            ));
         }
         out
     }

@@ -30,7 +30,7 @@ pub(crate) struct PrimesArgs {
     /// Read numbers from this file, one per line.
     #[arg(long, conflicts_with = "numbers")]
     input: Option<PathBuf>,
-    /// The test to run: the seeds' trial division, or deterministic Miller–Rabin.
+    /// The test to run: trial division, or deterministic Miller–Rabin.
     #[arg(long, value_enum, default_value_t = AlgorithmArg::MillerRabin)]
     algorithm: AlgorithmArg,
     /// How to run the tests: serial, threads, processes or async.
@@ -47,7 +47,8 @@ pub(crate) struct PrimesArgs {
 /// `--algorithm` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum AlgorithmArg {
-    /// The seeds' trial division (finds the smallest factor; slow near 2^64).
+    /// Trial division by every odd number up to the square root (finds the
+    /// smallest factor; seconds near 2^64).
     Trial,
     /// Deterministic Miller–Rabin (about a microsecond for any u64).
     MillerRabin,

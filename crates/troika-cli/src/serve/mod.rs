@@ -88,8 +88,8 @@ and flags win over it. The keys, with their defaults:
 host = \"127.0.0.1\"
 port = 8000
 pool = \"processes\"           # or \"threads\"
-workers = 2                  # default: the available parallelism
-data_dir = \"…\"               # the demo file and database; default $XDG_DATA_HOME/troika/serve
+workers = …                  # default: the available parallelism
+data_dir = \"…\"               # the demo file and database; default $XDG_DATA_HOME/troika/serve, else ~/.local/share/troika/serve
 shutdown_grace_secs = 10
 log_requests = true
 

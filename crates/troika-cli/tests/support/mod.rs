@@ -1,6 +1,7 @@
 //! A local HTTP server for the crawl tests: pages with a delay, redirect
 //! loops, redirects to `file:` and `ftp:`, an endless body, a page that never
-//! answers, a page that fails once, and counters of requests in flight.
+//! answers, a page that stalls after its first bytes, a page that fails once,
+//! pages that are not UTF-8, and counters of requests in flight.
 
 #![allow(dead_code)]
 
@@ -16,6 +17,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use futures::StreamExt;
 
 /// What the server saw.
 #[derive(Default)]
@@ -169,6 +171,44 @@ async fn echo(
     "echoed"
 }
 
+/// Bytes `/stall` sends before it stalls.
+pub(crate) const STALL_BYTES: usize = 1000;
+
+/// Answers 200 and the first [`STALL_BYTES`] of the body, then sends
+/// nothing more and never ends it.
+async fn stall() -> Response {
+    let first = Bytes::from(vec![b'x'; STALL_BYTES]);
+    let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(first) })
+        .chain(futures::stream::pending());
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// A Latin-1 body (not UTF-8) with the given Content-Type.
+fn latin1(content_type: &'static str, body: &'static [u8]) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// The Latin-1 page of `/latin1-meta`, its `<meta>` tag split across
+/// chunks of 7 bytes.
+async fn latin1_meta_chunked() -> Response {
+    let chunks: Vec<Result<Bytes, std::io::Error>> = LATIN1_META
+        .chunks(7)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "text/html")],
+        Body::from_stream(futures::stream::iter(chunks)),
+    )
+        .into_response()
+}
+
+const LATIN1_META: &[u8] =
+    b"<html><head><meta charset=\"iso-8859-1\"></head><body>caf\xe9</body></html>";
+
 /// Accepts the request and never answers.
 async fn never() -> &'static str {
     std::future::pending().await
@@ -188,6 +228,7 @@ fn app(ctx: Ctx) -> Router {
         .route("/redirect", any(redirect_to))
         .route("/endless", get(endless))
         .route("/never", get(never))
+        .route("/stall", get(stall))
         .route("/flaky/{key}", get(flaky))
         .route(
             "/latin1",
@@ -198,6 +239,19 @@ fn app(ctx: Ctx) -> Router {
                 )
                     .into_response()
             }),
+        )
+        .route(
+            "/latin1-declared-utf8",
+            get(|| async { latin1("text/html; charset=utf-8", b"caf\xe9 cr\xe8me") }),
+        )
+        .route(
+            "/latin1-meta",
+            get(|| async { latin1("text/html", LATIN1_META) }),
+        )
+        .route("/latin1-meta-chunked", get(latin1_meta_chunked))
+        .route(
+            "/latin1-plain",
+            get(|| async { latin1("text/plain", b"caf\xe9 cr\xe8me") }),
         )
         .route(
             "/binary",
