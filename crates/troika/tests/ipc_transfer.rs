@@ -68,4 +68,3 @@ fn a_pipe_end_handed_to_a_spawned_process_moves_there() {
         },
     );
 }
-

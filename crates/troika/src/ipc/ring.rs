@@ -64,8 +64,9 @@
 //! (a dead holder is still detected and the lock taken over).
 
 use super::error::{IpcError, Result};
-use super::futex::{Wake, Word, remaining, spin_hint};
-use super::locks::{lock_word, unlock_word};
+use super::futex::{OsEnv, Wake, Word, remaining, spin_hint};
+use super::locks::unlock_word;
+use super::raw;
 use super::shm::{Segment, ShmState};
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
@@ -199,15 +200,14 @@ impl<'a> Ring<'a> {
     /// `TimedOut`). `Some(now)` only tries.
     fn lock(&self, deadline: Option<Instant>) -> Result<Held<'a>> {
         let w = &self.st.lock;
-        match deadline {
-            None => {
-                while lock_word(w, None).is_none() {}
-                Ok(Held(w))
+        // `raw::lock` takes the deadline as it is: the uncontended path is
+        // one compare-and-exchange, with no clock read.
+        loop {
+            match raw::lock(w, &OsEnv, deadline) {
+                Some(_) => return Ok(Held(w)),
+                None if deadline.is_some() => return Err(IpcError::TimedOut),
+                None => {}
             }
-            Some(_) => match lock_word(w, remaining(deadline)) {
-                Some(_) => Ok(Held(w)),
-                None => Err(IpcError::TimedOut),
-            },
         }
     }
 
@@ -237,36 +237,44 @@ impl<'a> Ring<'a> {
     }
 
     /// Reads the counters and checks that they describe a possible ring.
+    #[inline]
     fn counters(&self) -> Result<Counters> {
         let (tail, puts) = unpack(self.st.put_state.load(Acquire));
         let (head, gets) = unpack(self.st.get_state.load(Acquire));
         let span = self.span();
         if u64::from(tail) >= span || u64::from(head) >= span {
-            return Err(corrupt(format!(
-                "byte positions {head}..{tail} lie outside a ring of {} bytes",
-                self.cap
-            )));
+            return Err(self.bad_counters(tail, head, puts, gets));
         }
-        let used = (u64::from(tail) + span - u64::from(head)) % span;
+        // Both below `span`, so `tail - head mod span` is the wrapping
+        // difference, plus `span` when it went negative; `span as u32` is 0
+        // for the largest ring (span 2^32), where the wrap of u32 is the
+        // wrap of positions.
+        let mut used = tail.wrapping_sub(head);
+        if tail < head {
+            used = used.wrapping_add(span as u32);
+        }
         let frames = puts.wrapping_sub(gets);
         // Every frame takes at least its 4-byte header.
-        if used > u64::from(self.cap)
-            || u64::from(frames) > used / 4
-            || (frames == 0) != (used == 0)
-        {
-            return Err(corrupt(format!(
-                "{frames} frames in {used} bytes do not fit a ring of {} bytes",
-                self.cap
-            )));
+        if used > self.cap || frames > used / 4 || (frames == 0) != (used == 0) {
+            return Err(self.bad_counters(tail, head, puts, gets));
         }
         Ok(Counters {
             tail,
             puts,
             head,
             gets,
-            used: used as u32,
+            used,
             frames,
         })
+    }
+
+    #[cold]
+    fn bad_counters(&self, tail: u32, head: u32, puts: u32, gets: u32) -> IpcError {
+        corrupt(format!(
+            "positions {head}..{tail} and counts {gets}..{puts} do not describe \
+             a ring of {} bytes",
+            self.cap
+        ))
     }
 
     /// Copies `src` (at most `cap` bytes) into the ring at byte position
@@ -589,6 +597,40 @@ mod tests {
             while let Some(want) = model.pop_front() {
                 prop_assert_eq!(ring.get(Some(Instant::now()), None, &ok).unwrap(), want);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod largest {
+    //! The largest capacities the docs allow: positions then use the whole
+    //! 32-bit half of the state words. The memfd is sparse, so only the
+    //! pages touched cost memory.
+    use super::*;
+    use crate::ipc::shm::Kind;
+
+    fn ok(_: bool) -> Result<()> {
+        Ok(())
+    }
+
+    #[test]
+    fn frames_cross_the_wrap_of_the_largest_rings() {
+        for cap in [MAX_CAPACITY as u32, MAX_CAPACITY as u32 - 1] {
+            let seg = Segment::create(Kind::Queue, 0, STATE_LEN + cap as usize).unwrap();
+            init(&seg, 0, cap, u32::MAX).unwrap();
+            let ring = Ring::at(&seg, 0).unwrap();
+            // 100 bytes before the end of the position space: the frames
+            // below wrap both the data area and the position counter.
+            ring.start_at(2 * u64::from(cap) - 100, u32::MAX - 2);
+            let msgs: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 10 + usize::from(i)]).collect();
+            for m in &msgs {
+                ring.put(m, None, None, &ok).unwrap();
+            }
+            assert_eq!(ring.len(), msgs.len());
+            for m in &msgs {
+                assert_eq!(&ring.get(None, None, &ok).unwrap(), m);
+            }
+            assert_eq!(ring.len(), 0);
         }
     }
 }

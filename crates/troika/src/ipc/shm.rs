@@ -9,7 +9,7 @@ use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use rustix::fs::{MemfdFlags, Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::Read;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -449,8 +449,14 @@ impl AsFd for Segment {
 type SendAction = Box<dyn FnOnce(bool) + Send>;
 
 thread_local! {
-    /// The open [`capture`] scopes of this thread, innermost last.
-    static SCOPES: RefCell<Vec<Vec<SendAction>>> = const { RefCell::new(Vec::new()) };
+    /// How many [`capture`] scopes are open on this thread.
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// The actions of the open scopes, each with the depth of its scope
+    /// (innermost last).
+    static PENDING: RefCell<Vec<(usize, SendAction)>> = const { RefCell::new(Vec::new()) };
+    /// Whether `PENDING` may hold anything (saves touching it, and its
+    /// destructor registration, on every message that carries no handle).
+    static ANY_PENDING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Registers what serializing a handle means once the send is decided. Inside
@@ -459,17 +465,30 @@ thread_local! {
 /// `true` (a handle serialized by hand, say with `serde_json`, is taken to
 /// be sent).
 pub(crate) fn on_send(action: impl FnOnce(bool) + Send + 'static) {
-    let action: SendAction = Box::new(action);
-    let pending = SCOPES.with(|s| match s.borrow_mut().last_mut() {
-        Some(scope) => {
-            scope.push(action);
-            None
-        }
-        None => Some(action),
-    });
-    if let Some(action) = pending {
+    let depth = DEPTH.with(Cell::get);
+    if depth == 0 {
         action(true);
+    } else {
+        ANY_PENDING.with(|a| a.set(true));
+        PENDING.with(|p| p.borrow_mut().push((depth, Box::new(action))));
     }
+}
+
+/// Takes the actions of the scope at `depth` (and of any deeper one left
+/// behind) out of this thread's list.
+fn take_scope(depth: usize) -> Vec<SendAction> {
+    if !ANY_PENDING.with(Cell::get) {
+        return Vec::new();
+    }
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.is_empty() {
+            ANY_PENDING.with(|a| a.set(false));
+            return Vec::new();
+        }
+        let from = p.iter().position(|(d, _)| *d >= depth).unwrap_or(p.len());
+        p.drain(from..).map(|(_, a)| a).collect()
+    })
 }
 
 /// The handles serialized inside one [`capture`] scope, whose send is not
@@ -493,7 +512,13 @@ impl std::fmt::Debug for Transfer {
 impl Transfer {
     /// The send happened: the handles serialized in the scope are now the
     /// receiver's.
+    #[inline]
     pub(crate) fn commit(mut self) {
+        if self.actions.is_empty() {
+            // Nothing to run, nothing allocated: skip the drop.
+            std::mem::forget(self);
+            return;
+        }
         for action in std::mem::take(&mut self.actions) {
             action(true);
         }
@@ -502,6 +527,9 @@ impl Transfer {
 
 impl Drop for Transfer {
     fn drop(&mut self) {
+        if self.actions.is_empty() {
+            return;
+        }
         for action in std::mem::take(&mut self.actions) {
             action(false);
         }
@@ -513,25 +541,31 @@ impl Drop for Transfer {
 /// serialized: the caller commits it once the message was really sent, or
 /// drops it if the send failed. A panic in `f` undoes the scope.
 pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, Transfer) {
-    struct Scope;
+    /// The open scope; dropped only if `f` panics (the send did not happen).
+    struct Scope(usize);
     impl Scope {
         fn close(self) -> Transfer {
+            let depth = self.0;
             std::mem::forget(self);
+            DEPTH.with(|d| d.set(depth - 1));
             Transfer {
-                actions: SCOPES.with(|s| s.borrow_mut().pop()).unwrap_or_default(),
+                actions: take_scope(depth),
             }
         }
     }
     impl Drop for Scope {
-        // Only on a panic in `f`: the send did not happen.
         fn drop(&mut self) {
+            DEPTH.with(|d| d.set(self.0 - 1));
             drop(Transfer {
-                actions: SCOPES.with(|s| s.borrow_mut().pop()).unwrap_or_default(),
+                actions: take_scope(self.0),
             });
         }
     }
-    SCOPES.with(|s| s.borrow_mut().push(Vec::new()));
-    let scope = Scope;
+    let depth = DEPTH.with(|d| {
+        d.set(d.get() + 1);
+        d.get()
+    });
+    let scope = Scope(depth);
     let r = f();
     (r, scope.close())
 }
