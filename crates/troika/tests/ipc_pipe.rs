@@ -166,3 +166,24 @@ fn a_sent_end_is_inert_here() {
     let json = serde_json::to_string(&d).unwrap();
     assert!(serde_json::from_str::<Pipe<u16, u8>>(&json).is_err());
 }
+
+#[test]
+fn an_end_sent_once_cannot_be_serialized_again() {
+    let (_a, b) = Pipe::<u8, u8>::pair().unwrap();
+    serde_json::to_string(&b).unwrap();
+    assert!(serde_json::to_string(&b).is_err());
+}
+
+/// An end inside a message whose send failed stays here and usable.
+#[test]
+fn a_pipe_end_in_a_message_that_was_not_sent_stays_here() {
+    let (a, b) = Pipe::<(Pipe<u8, u8>, Vec<u8>), ()>::pair_with_capacity(256).unwrap();
+    let (c, d) = Pipe::<u8, u8>::pair().unwrap();
+    let msg = (d, vec![0u8; 1024]);
+    assert!(matches!(a.send(&msg), Err(IpcError::TooLarge { .. })));
+    msg.0.send(&3).unwrap();
+    assert_eq!(c.recv().unwrap(), 3);
+    drop(msg);
+    assert!(matches!(c.recv(), Err(IpcError::Disconnected)));
+    drop(b);
+}

@@ -4,8 +4,9 @@
 
 mod ipc_support;
 
-use ipc_support::{LONG, join_ok, kill, role, shm_entries, spawn};
-use troika::ipc::{Array, Event, Lock, Queue, Semaphore, Value};
+use ipc_support::{LONG, guarded, join_ok, kill, role, shm_entries, spawn};
+use std::time::Duration;
+use troika::ipc::{Array, Event, Lock, Pipe, Queue, Semaphore, Value};
 
 #[test]
 fn children_update_a_shared_value_and_array() {
@@ -115,4 +116,55 @@ fn nothing_is_left_in_dev_shm_after_sigkill_of_the_creator_or_a_child() {
     assert_eq!(shm_entries(), before);
     drop((v, l, s, q));
     assert_eq!(shm_entries(), before);
+}
+
+/// Open descriptors of this process, and its mappings of troika segments.
+fn resources() -> (usize, usize) {
+    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("memfd:troika"))
+        .count();
+    (fds, maps)
+}
+
+/// Every descriptor and mapping that queues, pipes, values and arrays make
+/// is released with their last handle, also after handles were serialized
+/// and reopened (the export registry lets go once the receivers opened
+/// them) and after a send that failed took its export back.
+#[test]
+fn every_descriptor_and_mapping_is_released_with_the_last_handle() {
+    guarded(
+        "every_descriptor_and_mapping_is_released_with_the_last_handle",
+        Duration::from_secs(60),
+        || {
+            let before = resources();
+            {
+                let q = Queue::<String>::with_capacity(0, 4099).unwrap();
+                let (a, b) = Pipe::<u8, u8>::pair().unwrap();
+                let v = Value::new(1u64).unwrap();
+                let arr = Array::new(10, 0u8).unwrap();
+                let during = resources();
+                assert_eq!(during.1, before.1 + 4, "one mapping each");
+                // Round trips through serialization, as to another process.
+                let wire = serde_json::to_string(&(&q, &b, &v, &arr)).unwrap();
+                drop(b);
+                let (q2, b2, v2, arr2): (Queue<String>, Pipe<u8, u8>, Value<u64>, Array<u8>) =
+                    serde_json::from_str(&wire).unwrap();
+                q2.put(&"x".into()).unwrap();
+                assert_eq!(q.get().unwrap(), "x");
+                b2.send(&1).unwrap();
+                assert_eq!(a.recv().unwrap(), 1);
+                v2.set(2);
+                arr2.set(0, 1).unwrap();
+                // An item with a queue handle whose put fails: the export is
+                // taken back, it keeps nothing mapped.
+                let qq = Queue::<(Queue<String>, Vec<u8>)>::with_capacity(0, 64).unwrap();
+                assert!(qq.put(&(q.clone(), vec![0; 100])).is_err());
+                q.close();
+            }
+            assert_eq!(resources(), before);
+        },
+    );
 }

@@ -20,15 +20,29 @@ pub enum IpcError {
     #[error("nothing to receive")]
     Empty,
     /// The other end of a pipe was closed (dropped) by its process, and no
-    /// message is left to read: this is end-of-file.
+    /// message is left to read: this is end-of-file. A
+    /// [`Queue`](crate::ipc::Queue) says the same when every other process
+    /// that held it let go of it and no other handle is left here.
     #[error("the peer closed its end of the pipe")]
     Disconnected,
-    /// The process holding the other end of a pipe died.
+    /// The process holding the other end of a pipe died; or, for a
+    /// [`Queue`](crate::ipc::Queue), every process that could still put into
+    /// it is gone and one of them died (see "A producer that died" there).
     #[error("the peer process {pid} died")]
     PeerDied {
         /// The pid of the process that died.
         pid: u32,
     },
+    /// The [`Queue`](crate::ipc::Queue) was closed: a put fails at once, a
+    /// get once the items put before the close are drained.
+    #[error("the queue is closed")]
+    Closed,
+    /// The shared buffer holds something no troika process writes: a frame
+    /// longer than the buffer, counters outside it. A peer running other
+    /// code, or one that scribbled over the shared memory, did it; the data
+    /// in it cannot be trusted, and nothing was allocated or read for it.
+    #[error("the shared buffer is corrupted: {0}")]
+    Corrupted(String),
     /// A value could not be serialized or deserialized.
     #[error("serialization failed: {0}")]
     Serialization(String),
@@ -98,13 +112,19 @@ impl IpcError {
         matches!(self, IpcError::TimedOut)
     }
 
-    /// True if the other side is gone: a pipe peer closed its end or died, or
-    /// the manager is unreachable.
+    /// True if the other side is gone: a pipe peer closed its end or died,
+    /// every producer of a queue is gone, or the manager is unreachable.
+    /// (A closed queue is [`is_closed`](Self::is_closed).)
     pub fn is_disconnected(&self) -> bool {
         matches!(
             self,
             IpcError::Disconnected | IpcError::PeerDied { .. } | IpcError::ManagerGone(_)
         )
+    }
+
+    /// True if the queue was closed ([`IpcError::Closed`]).
+    pub fn is_closed(&self) -> bool {
+        matches!(self, IpcError::Closed)
     }
 
     /// True if a value failed to serialize or deserialize.

@@ -95,7 +95,17 @@
 //! never a silent drop. The peer of a pipe dropping its end is end-of-file
 //! ([`IpcError::Disconnected`]) after the buffered messages; the peer's
 //! process dying is [`IpcError::PeerDied`], noticed within 20 ms by a waiting
-//! `recv` or `send`. (A Unix-socket design was the alternative; a socket
+//! `recv` or `send`. A queue can be [closed](Queue::close) (getters drain it,
+//! then get [`IpcError::Closed`]), and a `get` waiting on a queue that no
+//! living process could put into any more fails the same 20 ms later (the
+//! rule and its limits are in [`Queue`]'s docs). Every call with a timeout
+//! or a `try_` in its name keeps to it, also while waiting for the ring's
+//! internal lock (a peer stopped in the middle of a put cannot hang it).
+//! Byte positions run modulo twice the capacity, so every capacity stays
+//! exact for unlimited traffic; and what a reader finds in the ring is
+//! checked before use, so a peer that writes garbage into it (a frame longer
+//! than the buffer) gets [`IpcError::Corrupted`], not an abort or a read out
+//! of bounds. (A Unix-socket design was the alternative; a socket
 //! cannot be reopened through `/proc`, so handing one to an arbitrary process
 //! needs an `SCM_RIGHTS` rendezvous, and the ring also spins briefly before
 //! sleeping, which a socket read cannot.)
@@ -150,7 +160,8 @@ mod queue;
 mod ring;
 mod shared;
 pub use pipe::{DEFAULT_PIPE_BYTES, Pipe};
-pub use queue::{DEFAULT_QUEUE_BYTES, Queue};
+pub use queue::{DEFAULT_QUEUE_BYTES, Queue, QueueIter};
 pub use shared::{Array, Pod, SharedGuard, Value};
+pub(crate) use shm::capture;
 mod manager;
 pub use manager::{Manager, ManagerAddress, SharedList, SharedMap};

@@ -8,6 +8,7 @@ use super::shm::{self, Kind, Segment, SegmentRef, ShmState, process_alive};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -45,13 +46,30 @@ const ENDS_LEN: usize = 64;
 /// ask the OS about the peer, to stay fast: like a write into a socket
 /// buffer, it succeeds and the message is lost with the peer.)
 ///
+/// # Timeouts
+///
+/// [`try_recv`](Self::try_recv) waits for nothing and
+/// [`recv_timeout`](Self::recv_timeout) / [`send_timeout`](Self::send_timeout)
+/// until their deadline at most, counting the wait for the ring's internal
+/// lock: a peer stopped (SIGSTOP) in the middle of a send cannot hang them.
+///
 /// # Handing an end to another process
 ///
 /// Serialize it (serde), typically as an argument of a child process or a
-/// pool task. Serializing *moves* the end: the receiving process becomes its
+/// pool task. Sending *moves* the end: the receiving process becomes its
 /// holder, and the copy left here becomes inert (using it returns
-/// [`IpcError::InvalidHandle`], dropping it does not close the pipe). Until
-/// the receiver has opened it, the end counts as held by this process.
+/// [`IpcError::InvalidHandle`], dropping it does not close the pipe, and
+/// serializing it again fails). Until the receiver has opened it, the end
+/// counts as held by this process.
+///
+/// The move takes effect only if the send really happens. When the end
+/// travels inside the argument of [`Process::spawn`](crate::Process::spawn),
+/// or inside an item of a [`Queue::put`](super::Queue::put) or a
+/// [`send`](Self::send), and that send fails (another part of the message
+/// does not serialize, the item is too large, the child could not be
+/// started), the end stays here, usable, and dropping it closes the pipe as
+/// usual — the peer is not left waiting for an end that never arrived. An
+/// end serialized by hand (say with `serde_json`) counts as sent at once.
 ///
 /// # Examples
 ///
@@ -69,7 +87,9 @@ const ENDS_LEN: usize = 64;
 pub struct Pipe<S, R> {
     seg: Segment,
     end: usize,
-    moved: AtomicBool,
+    /// Set once the end was sent to another process (shared with the
+    /// pending send that sets it when it commits).
+    moved: Arc<AtomicBool>,
     _t: PhantomData<fn(S) -> R>,
 }
 
@@ -114,13 +134,13 @@ impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R
         let a = Pipe {
             seg: seg.clone(),
             end: 0,
-            moved: AtomicBool::new(false),
+            moved: Arc::new(AtomicBool::new(false)),
             _t: PhantomData,
         };
         let b = Pipe {
             seg,
             end: 1,
-            moved: AtomicBool::new(false),
+            moved: Arc::new(AtomicBool::new(false)),
             _t: PhantomData,
         };
         a.rings()?;
@@ -138,13 +158,18 @@ impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R
     }
 
     fn send_until(&self, value: &S, deadline: Option<Instant>) -> Result<()> {
-        let bytes =
-            postcard::to_allocvec(value).map_err(|e| IpcError::Serialization(e.to_string()))?;
+        // Handles inside the message are sent only if the send succeeds.
+        let (bytes, transfer) = shm::capture(|| {
+            postcard::to_allocvec(value).map_err(|e| IpcError::Serialization(e.to_string()))
+        });
+        let bytes = bytes?;
         let (out, _) = self.rings()?;
         self.peer_gone(false)?;
         out.put(&bytes, deadline, Some(SLICE), &|slept| {
             self.peer_gone(slept)
-        })
+        })?;
+        transfer.commit();
+        Ok(())
     }
 
     /// Receives the next message, waiting as long as the peer lives.
@@ -208,6 +233,14 @@ impl<S, R> Pipe<S, R> {
         Ok(())
     }
 
+    /// Test hook, not API: takes the internal lock of the ring this end
+    /// sends on and keeps it until this process dies, as a process stopped
+    /// in the middle of a send would.
+    #[doc(hidden)]
+    pub fn __hold_internal_lock(&self) -> Result<()> {
+        self.rings()?.0.hold_lock_for_test()
+    }
+
     /// The pid of the process that holds the other end (as far as known).
     pub fn peer_pid(&self) -> Option<u32> {
         self.ends()
@@ -239,12 +272,35 @@ struct PipeRef {
 
 impl<S, R> Serialize for Pipe<S, R> {
     fn serialize<Ser: Serializer>(&self, s: Ser) -> std::result::Result<Ser::Ok, Ser::Error> {
-        self.moved.store(true, Ordering::Release);
-        PipeRef {
+        if self.moved.load(Ordering::Acquire) {
+            return Err(serde::ser::Error::custom(
+                "this pipe end was already sent to another process",
+            ));
+        }
+        let r = PipeRef {
             seg: self.seg.export(),
             end: self.end as u8,
+        };
+        match r.serialize(s) {
+            Ok(ok) => {
+                // Moved once the send is known to have happened (at once if
+                // no send is being captured).
+                let moved = Arc::clone(&self.moved);
+                let seg = self.seg.clone();
+                shm::on_send(move |sent| {
+                    if sent {
+                        moved.store(true, Ordering::Release);
+                    } else {
+                        seg.unexport();
+                    }
+                });
+                Ok(ok)
+            }
+            Err(e) => {
+                self.seg.unexport();
+                Err(e)
+            }
         }
-        .serialize(s)
     }
 }
 
@@ -262,7 +318,7 @@ impl<'de, S, R> Deserialize<'de> for Pipe<S, R> {
         let p = Pipe {
             seg,
             end,
-            moved: AtomicBool::new(false),
+            moved: Arc::new(AtomicBool::new(false)),
             _t: PhantomData,
         };
         p.rings().map_err(serde::de::Error::custom)?;

@@ -2,15 +2,65 @@
 
 use super::error::{IpcError, Result};
 use super::futex::deadline_after;
+use super::raw::SLICE;
 use super::ring::{self, Ring};
-use super::shm::{self, Kind, Segment};
+use super::shm::{self, Kind, Segment, SegmentRef, ShmState, process_alive};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
 /// Default byte capacity of a queue's buffer (1 MiB).
 pub const DEFAULT_QUEUE_BYTES: usize = 1 << 20;
+
+/// Slots of the attach table: processes that hold the queue at once before
+/// the dead-producer check gives up (see [`Queue`], "A producer that died").
+const SLOTS: usize = 64;
+
+/// The queue's own state, before its ring: who holds it.
+#[repr(C)]
+struct Holders {
+    /// [`SHARED`] and [`UNTRACKED`].
+    flags: AtomicU32,
+    _pad: [AtomicU32; 15],
+    /// One word per process that holds the queue: [`slot`] packs its pid,
+    /// how many handles it holds, and how many handles it serialized that
+    /// no one has opened yet. 0: free.
+    slots: [AtomicU64; SLOTS],
+}
+// SAFETY: repr(C), atomics only, valid for any bit pattern.
+unsafe impl ShmState for Holders {}
+
+/// Where the ring starts in a queue's segment.
+const RING_OFFSET: usize = 64 + 8 * SLOTS;
+const _: () = assert!(std::mem::size_of::<Holders>() <= RING_OFFSET);
+const _: () = assert!(RING_OFFSET.is_multiple_of(64));
+
+/// Flag: a process other than the sender opened a handle to the queue.
+const SHARED: u32 = 1;
+/// Flag: the table could not count every handle (full, or a counter
+/// saturated): the dead-producer check is off for good.
+const UNTRACKED: u32 = 2;
+
+/// Packing of a slot word: pid in bits 0..24 (Linux pids are below 2^22),
+/// handles in 24..44, unopened exports in 44..64.
+mod slot {
+    pub(super) const PID_LIMIT: u32 = 1 << 24;
+    pub(super) const MAX: u64 = (1 << 20) - 1;
+
+    pub(super) fn pack(pid: u32, handles: u64, pending: u64) -> u64 {
+        u64::from(pid) | (handles << 24) | (pending << 44)
+    }
+    pub(super) fn unpack(w: u64) -> (u32, u64, u64) {
+        (
+            (w & u64::from(PID_LIMIT - 1)) as u32,
+            (w >> 24) & MAX,
+            (w >> 44) & MAX,
+        )
+    }
+}
 
 /// A bounded FIFO queue shared by any number of producer and consumer
 /// processes (and threads).
@@ -23,11 +73,55 @@ pub const DEFAULT_QUEUE_BYTES: usize = 1 << 20;
 /// with [`IpcError::TooLarge`], and an item that cannot be serialized with
 /// [`IpcError::Serialization`] — both to the caller of `put`, never a silent
 /// drop. `put` takes the item by reference: it is only serialized, so there
-/// is nothing to hand back on failure.
+/// is nothing to hand back on failure (a [`Pipe`](super::Pipe) end inside
+/// an item whose put failed stays this process's).
 ///
 /// Clone it to share it between threads; serialize it (serde) to hand it to
 /// another process. A process killed in the middle of a `put` or `get` leaves
 /// the queue consistent (the item is in it wholly or not at all).
+///
+/// # Timeouts
+///
+/// `try_put`/`try_get` wait for nothing, and `put_timeout`/`get_timeout`
+/// wait until their deadline at most — counting the wait for the queue's
+/// internal lock, so a process stopped (SIGSTOP) in the middle of a put
+/// cannot hang them: a `try_*` call that finds the lock taken reports
+/// [`Full`](IpcError::Full) / [`Empty`](IpcError::Empty), as Python's
+/// `put_nowait`/`get_nowait` do.
+///
+/// # Closing
+///
+/// [`close`](Self::close) closes the queue for every process: `put` fails
+/// with [`IpcError::Closed`] at once, getters receive what is still buffered
+/// and then `Closed` (never a hang), and every sleeping getter and putter is
+/// woken. [`iter`](Self::iter) ends there. This is Python's `Queue.close()`
+/// plus the end of iteration that `Queue` lacks; a close cannot be undone.
+///
+/// # A producer that died
+///
+/// A `get` that waits on an empty queue checks every 20 ms whether anyone
+/// could still put into it, and fails instead of sleeping for ever when no
+/// one can: when
+/// - another process has opened the queue at some point (a queue that never
+///   left this process is never given up on),
+/// - every other process that holds it has exited or died
+///   ([`IpcError::PeerDied`] names one that died holding it;
+///   [`IpcError::Disconnected`] if they all let go of it),
+/// - this process holds no other handle than the one waiting (a clone held
+///   by another thread could still put), and
+/// - no handle serialized by a living process is still waiting to be opened.
+///
+/// Each process's handles are counted in a small table in the queue's shared
+/// memory, with the handles it serialized that no one has opened yet. The
+/// limits, documented rather than hidden: threads that share *one* handle by
+/// reference count as one (clone it for each thread that produces); a
+/// handle serialized by hand (say with `serde_json`) counts as a possible
+/// producer as long as the serializing process lives, even if the bytes are
+/// never used (a child spawned with [`Process`](crate::Process) that dies
+/// before it opened its argument is the same case); a recycled pid looks
+/// alive; beyond 64 processes at once the check is off for good. A consumer
+/// cannot tell a producer from another consumer: any process that holds the
+/// queue counts as a possible producer.
 ///
 /// # Examples
 ///
@@ -39,9 +133,18 @@ pub const DEFAULT_QUEUE_BYTES: usize = 1 << 20;
 /// assert_eq!(q.len(), 1);
 /// assert_eq!(q.get().unwrap(), vec!["hello".to_string()]);
 /// assert!(q.try_get().unwrap_err().is_empty());
+///
+/// q.put(&vec!["last".to_string()]).unwrap();
+/// q.close();
+/// assert!(q.put(&vec![]).unwrap_err().is_closed());
+/// let rest: Vec<_> = q.iter().collect::<Result<_, _>>().unwrap();
+/// assert_eq!(rest, vec![vec!["last".to_string()]]);
 /// ```
 pub struct Queue<T> {
     seg: Segment,
+    /// The slot of the holders table that counts this handle (`None`: not
+    /// counted, and the table says so with [`UNTRACKED`]).
+    slot: Option<usize>,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -49,7 +152,16 @@ impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Queue {
             seg: self.seg.clone(),
+            slot: self.holders().and_then(attach),
             _t: PhantomData,
+        }
+    }
+}
+
+impl<T> Drop for Queue<T> {
+    fn drop(&mut self) {
+        if let (Some(h), Some(i)) = (self.holders(), self.slot) {
+            detach(h, i);
         }
     }
 }
@@ -75,6 +187,104 @@ fn ok(_: bool) -> Result<()> {
     Ok(())
 }
 
+/// Counts one more handle of this process in the table; the slot used, or
+/// `None` (and the table marked untracked) if there is no room.
+fn attach(h: &Holders) -> Option<usize> {
+    let me = std::process::id();
+    if me == 0 || me >= slot::PID_LIMIT {
+        h.flags.fetch_or(UNTRACKED, SeqCst);
+        return None;
+    }
+    // A slot this process has already.
+    for (i, s) in h.slots.iter().enumerate() {
+        let mut cur = s.load(Acquire);
+        loop {
+            let (pid, handles, pending) = slot::unpack(cur);
+            if pid != me || handles == slot::MAX {
+                break;
+            }
+            match s.compare_exchange(cur, slot::pack(me, handles + 1, pending), AcqRel, Acquire) {
+                Ok(_) => return Some(i),
+                Err(now) => cur = now,
+            }
+        }
+    }
+    let fresh = slot::pack(me, 1, 0);
+    for (i, s) in h.slots.iter().enumerate() {
+        if s.compare_exchange(0, fresh, AcqRel, Acquire).is_ok() {
+            return Some(i);
+        }
+    }
+    // Full: take over the slot of a process that is gone.
+    for (i, s) in h.slots.iter().enumerate() {
+        let cur = s.load(Acquire);
+        let (pid, _, _) = slot::unpack(cur);
+        if pid != me
+            && !process_alive(pid)
+            && s.compare_exchange(cur, fresh, AcqRel, Acquire).is_ok()
+        {
+            return Some(i);
+        }
+    }
+    h.flags.fetch_or(UNTRACKED, SeqCst);
+    None
+}
+
+/// Changes the counts of `pid`'s slot `i` by `f`; frees the slot when both
+/// reach zero. False if the slot is not `pid`'s or `f` refuses.
+fn update(h: &Holders, i: usize, pid: u32, f: impl Fn(u64, u64) -> Option<(u64, u64)>) -> bool {
+    let Some(s) = h.slots.get(i) else {
+        return false;
+    };
+    let mut cur = s.load(Acquire);
+    loop {
+        let (p, handles, pending) = slot::unpack(cur);
+        if p != pid || cur == 0 {
+            return false;
+        }
+        let Some((handles, pending)) = f(handles, pending) else {
+            return false;
+        };
+        let new = if handles == 0 && pending == 0 {
+            0
+        } else {
+            slot::pack(pid, handles, pending)
+        };
+        match s.compare_exchange(cur, new, AcqRel, Acquire) {
+            Ok(_) => return true,
+            Err(now) => cur = now,
+        }
+    }
+}
+
+/// Counts one handle of this process less.
+fn detach(h: &Holders, i: usize) {
+    update(h, i, std::process::id(), |handles, pending| {
+        Some((handles.checked_sub(1)?, pending))
+    });
+}
+
+/// Counts one more unopened export in this process's slot `i`.
+fn pend(h: &Holders, i: usize) {
+    let counted = update(h, i, std::process::id(), |handles, pending| {
+        (pending < slot::MAX).then_some((handles, pending + 1))
+    });
+    if !counted {
+        h.flags.fetch_or(UNTRACKED, SeqCst);
+    }
+}
+
+/// One export of `pid` was opened (or its send failed): one pending less.
+fn unpend(h: &Holders, pid: u32) {
+    for i in 0..SLOTS {
+        if update(h, i, pid, |handles, pending| {
+            Some((handles, pending.checked_sub(1)?))
+        }) {
+            return;
+        }
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// A queue of at most `max_items` items (0 means no item limit: only the
     /// byte capacity bounds it) in a buffer of [`DEFAULT_QUEUE_BYTES`].
@@ -92,17 +302,27 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         } else {
             u32::try_from(max_items).unwrap_or(u32::MAX)
         };
-        let seg = Segment::create(Kind::Queue, shm::type_tag::<T>(), ring::STATE_LEN + bytes)?;
-        ring::init(&seg, 0, bytes as u32, max)?;
-        Ring::at(&seg, 0)?;
-        Ok(Queue {
-            seg,
-            _t: PhantomData,
-        })
+        let seg = Segment::create(
+            Kind::Queue,
+            shm::type_tag::<T>(),
+            RING_OFFSET + ring::STATE_LEN + bytes,
+        )?;
+        ring::init(&seg, RING_OFFSET, bytes as u32, max)?;
+        Self::attached(seg)
     }
 
-    fn ring(&self) -> Result<Ring<'_>> {
-        Ring::at(&self.seg, 0)
+    /// A handle on `seg`, after checking its layout, counted in the table.
+    fn attached(seg: Segment) -> Result<Queue<T>> {
+        Ring::at(&seg, RING_OFFSET)?;
+        let holders = seg
+            .state::<Holders>(0)
+            .ok_or_else(|| IpcError::InvalidHandle("queue segment too small".into()))?;
+        let slot = attach(holders);
+        Ok(Queue {
+            seg,
+            slot,
+            _t: PhantomData,
+        })
     }
 
     fn encode(value: &T) -> Result<Vec<u8>> {
@@ -114,8 +334,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn put_until(&self, value: &T, deadline: Option<Instant>) -> Result<()> {
-        let bytes = Self::encode(value)?;
-        self.ring()?.put(&bytes, deadline, None, &ok)
+        // Handles inside the item are sent only if the put succeeds.
+        let (bytes, transfer) = shm::capture(|| Self::encode(value));
+        self.ring()?.put(&bytes?, deadline, None, &ok)?;
+        transfer.commit();
+        Ok(())
     }
 
     /// Appends `value`, waiting while the queue is full.
@@ -128,7 +351,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.put_until(value, deadline_after(timeout))
     }
 
-    /// Appends `value` if there is room now; [`IpcError::Full`] otherwise.
+    /// Appends `value` if there is room now (and no other process is in the
+    /// middle of an operation); [`IpcError::Full`] otherwise.
     pub fn try_put(&self, value: &T) -> Result<()> {
         match self.put_until(value, Some(Instant::now())) {
             Err(IpcError::TimedOut) => Err(IpcError::Full),
@@ -137,11 +361,19 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn get_until(&self, deadline: Option<Instant>) -> Result<T> {
-        let bytes = self.ring()?.get(deadline, None, &ok)?;
+        let bytes = self
+            .ring()?
+            .get(deadline, Some(SLICE), &|slept| match slept {
+                true => self.producers_gone(),
+                false => Ok(()),
+            })?;
         Self::decode(&bytes)
     }
 
-    /// Removes the oldest item, waiting while the queue is empty.
+    /// Removes the oldest item, waiting while the queue is empty. Fails with
+    /// [`IpcError::Closed`] on a closed and drained queue, and with
+    /// [`IpcError::PeerDied`] / [`IpcError::Disconnected`] when no one is
+    /// left who could put (see "A producer that died" above).
     pub fn get(&self) -> Result<T> {
         self.get_until(None)
     }
@@ -151,19 +383,119 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.get_until(deadline_after(timeout))
     }
 
-    /// Removes the oldest item if there is one; [`IpcError::Empty`] otherwise.
+    /// Removes the oldest item if there is one (and no other process is in
+    /// the middle of an operation); [`IpcError::Empty`] otherwise.
     pub fn try_get(&self) -> Result<T> {
         match self.get_until(Some(Instant::now())) {
             Err(IpcError::TimedOut) => Err(IpcError::Empty),
             other => other,
         }
     }
+
+    /// A blocking iterator over the items: each `next` is a [`get`](Self::get).
+    /// It ends when the queue is closed and drained, or when no producer is
+    /// left; an item that fails to decode is yielded as an error (the next
+    /// item follows), any other error is yielded once and ends it.
+    ///
+    /// ```
+    /// use troika::ipc::Queue;
+    ///
+    /// let q: Queue<u32> = Queue::new(0).unwrap();
+    /// let producer = {
+    ///     let q = q.clone();
+    ///     std::thread::spawn(move || {
+    ///         (1..=3).for_each(|i| q.put(&i).unwrap());
+    ///         q.close();
+    ///     })
+    /// };
+    /// let sum: u32 = q.iter().map(Result::unwrap).sum();
+    /// producer.join().unwrap();
+    /// assert_eq!(sum, 6);
+    /// ```
+    pub fn iter(&self) -> QueueIter<'_, T> {
+        QueueIter {
+            queue: self,
+            done: false,
+        }
+    }
 }
 
 impl<T> Queue<T> {
+    fn ring(&self) -> Result<Ring<'_>> {
+        Ring::at(&self.seg, RING_OFFSET)
+    }
+
+    fn holders(&self) -> Option<&Holders> {
+        self.seg.state::<Holders>(0)
+    }
+
+    /// `Err` if no one but this waiting handle could put into the queue any
+    /// more (the rule is in the type's docs). Asks the OS about each other
+    /// holder, so it runs only after a sleep slice ran out.
+    fn producers_gone(&self) -> Result<()> {
+        let Some(h) = self.holders() else {
+            return Ok(());
+        };
+        let flags = h.flags.load(SeqCst);
+        if flags & SHARED == 0 || flags & UNTRACKED != 0 || self.slot.is_none() {
+            return Ok(());
+        }
+        let me = std::process::id();
+        let mut mine = 0;
+        let mut dead = None;
+        for s in &h.slots {
+            let w = s.load(Acquire);
+            if w == 0 {
+                continue;
+            }
+            let (pid, handles, pending) = slot::unpack(w);
+            if pid == me {
+                if pending > 0 {
+                    return Ok(());
+                }
+                mine += handles;
+            } else if process_alive(pid) {
+                return Ok(());
+            } else {
+                dead = Some(pid);
+            }
+        }
+        if mine > 1 {
+            return Ok(());
+        }
+        Err(match dead {
+            Some(pid) => IpcError::PeerDied { pid },
+            None => IpcError::Disconnected,
+        })
+    }
+
+    /// Closes the queue, for every process that holds it: from now on `put`
+    /// fails with [`IpcError::Closed`] at once; `get` returns the items
+    /// still buffered and then `Closed`; sleeping getters and putters wake
+    /// up to find it so, and [`iter`](Self::iter) ends. Closing twice is
+    /// harmless.
+    pub fn close(&self) {
+        if let Ok(r) = self.ring() {
+            r.close();
+        }
+    }
+
+    /// Whether the queue was [closed](Self::close).
+    pub fn is_closed(&self) -> bool {
+        self.ring().map(|r| r.is_closed()).unwrap_or(true)
+    }
+
+    /// Test hook, not API: takes the queue's internal lock and keeps it
+    /// until this process dies, as a process stopped in the middle of a
+    /// put would.
+    #[doc(hidden)]
+    pub fn __hold_internal_lock(&self) -> Result<()> {
+        self.ring()?.hold_lock_for_test()
+    }
+
     /// Items in the queue (a snapshot: other processes may change it).
     pub fn len(&self) -> usize {
-        Ring::at(&self.seg, 0).map(|r| r.len()).unwrap_or(0)
+        self.ring().map(|r| r.len()).unwrap_or(0)
     }
 
     /// Whether the queue is empty (a snapshot).
@@ -173,29 +505,103 @@ impl<T> Queue<T> {
 
     /// The buffer's size in bytes.
     pub fn capacity_bytes(&self) -> usize {
-        Ring::at(&self.seg, 0).map(|r| r.capacity()).unwrap_or(0)
+        self.ring().map(|r| r.capacity()).unwrap_or(0)
     }
 
     /// The item limit (`u32::MAX` when there is none).
     pub fn max_items(&self) -> usize {
-        Ring::at(&self.seg, 0)
-            .map(|r| r.max_items() as usize)
-            .unwrap_or(0)
+        self.ring().map(|r| r.max_items() as usize).unwrap_or(0)
+    }
+}
+
+/// The blocking iterator of [`Queue::iter`].
+#[derive(Debug)]
+pub struct QueueIter<'a, T> {
+    queue: &'a Queue<T>,
+    done: bool,
+}
+
+impl<T: Serialize + DeserializeOwned> Iterator for QueueIter<'_, T> {
+    type Item = Result<T>;
+
+    fn next(&mut self) -> Option<Result<T>> {
+        if self.done {
+            return None;
+        }
+        match self.queue.get() {
+            Ok(item) => Some(Ok(item)),
+            Err(IpcError::Closed | IpcError::Disconnected | IpcError::PeerDied { .. }) => {
+                self.done = true;
+                None
+            }
+            Err(e @ IpcError::Serialization(_)) => Some(Err(e)),
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl<'a, T: Serialize + DeserializeOwned> IntoIterator for &'a Queue<T> {
+    type Item = Result<T>;
+    type IntoIter = QueueIter<'a, T>;
+
+    fn into_iter(self) -> QueueIter<'a, T> {
+        self.iter()
     }
 }
 
 impl<T> Serialize for Queue<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        shm::serialize_segment(&self.seg, s)
+        // The export counts as a possible producer until someone opens it,
+        // or the send it is part of fails (then it is taken back).
+        if let (Some(h), Some(i)) = (self.holders(), self.slot) {
+            pend(h, i);
+        }
+        let undo = {
+            let seg = self.seg.clone();
+            move || {
+                if let Some(h) = seg.state::<Holders>(0) {
+                    unpend(h, std::process::id());
+                }
+            }
+        };
+        match shm::serialize_segment(&self.seg, s) {
+            Ok(ok) => {
+                shm::on_send(move |sent| {
+                    if !sent {
+                        undo();
+                    }
+                });
+                Ok(ok)
+            }
+            Err(e) => {
+                undo();
+                Err(e)
+            }
+        }
     }
 }
 
 impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let seg = shm::deserialize_segment(d, Kind::Queue, shm::type_tag::<T>())?;
-        Ring::at(&seg, 0).map_err(serde::de::Error::custom)?;
+        let r = SegmentRef::deserialize(d)?;
+        let seg = Segment::open(&r, Kind::Queue, shm::type_tag::<T>())
+            .map_err(serde::de::Error::custom)?;
+        Ring::at(&seg, RING_OFFSET).map_err(serde::de::Error::custom)?;
+        let holders = seg
+            .state::<Holders>(0)
+            .ok_or_else(|| serde::de::Error::custom("queue segment too small"))?;
+        // Count this handle before the export stops counting.
+        let slot = attach(holders);
+        if r.pid() != std::process::id() {
+            holders.flags.fetch_or(SHARED, SeqCst);
+        }
+        unpend(holders, r.pid());
         Ok(Queue {
             seg,
+            slot,
             _t: PhantomData,
         })
     }

@@ -9,12 +9,13 @@ use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use rustix::fs::{MemfdFlags, Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 use serde::{Deserialize, Serialize};
+use std::cell::{Cell, RefCell};
 use std::io::Read;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-const MAGIC: u64 = 0x7472_6f69_6b61_0001; // "troika" + layout version 1
+const MAGIC: u64 = 0x7472_6f69_6b61_0002; // "troika" + layout version 2
 /// Bytes before the payload of every segment (the header, padded to a cache line).
 pub(crate) const HEADER: usize = 64;
 
@@ -87,6 +88,16 @@ pub(crate) struct Segment {
     map: Arc<Mapping>,
 }
 
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // A handle going away is the moment to let go of exported segments
+        // whose receivers have all opened them; otherwise a process that
+        // sent a handle once would keep its descriptor and mapping until it
+        // exits.
+        prune_exported();
+    }
+}
+
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Segment")
@@ -106,10 +117,46 @@ pub(crate) struct SegmentRef {
     len: u64,
 }
 
+impl SegmentRef {
+    /// The process that serialized the handle.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
 /// Segments serialized by this process and not yet opened by as many
 /// processes as they were sent to: kept mapped (and their fd numbers valid)
 /// so the receivers can find them even if every handle here was dropped.
 static EXPORTED: Mutex<Vec<Segment>> = Mutex::new(Vec::new());
+
+/// Whether `h`'s exports are not all claimed yet. The counters wrap at 2^32:
+/// compare their distance, not their values.
+fn unclaimed(h: &Header) -> bool {
+    let exports = h.exports.load(Ordering::Acquire);
+    let claims = h.claims.load(Ordering::Acquire);
+    (exports.wrapping_sub(claims) as i32) > 0
+}
+
+/// Drops the exported segments that every receiver has opened. Skipped when
+/// the registry is busy (the caller is dropping segments out of it, or
+/// another thread prunes right now).
+fn prune_exported() {
+    let released: Vec<Segment> = {
+        let Some(mut reg) = EXPORTED.try_lock() else {
+            return;
+        };
+        if reg.is_empty() {
+            return;
+        }
+        let (keep, done) = std::mem::take(&mut *reg)
+            .into_iter()
+            .partition(|s| unclaimed(s.header()));
+        *reg = keep;
+        done
+    };
+    // Unmapped here, outside the registry's lock.
+    drop(released);
+}
 
 fn map(fd: &OwnedFd, len: usize) -> Result<NonNull<u8>> {
     // SAFETY: a fresh shared mapping of a file we own, at an address the
@@ -205,20 +252,27 @@ impl Segment {
     pub(crate) fn export(&self) -> SegmentRef {
         let h = self.header();
         h.exports.fetch_add(1, Ordering::AcqRel);
-        let mut reg = EXPORTED.lock();
-        if !reg.iter().any(|s| Arc::ptr_eq(&s.map, &self.map)) {
-            reg.push(self.clone());
+        {
+            let mut reg = EXPORTED.lock();
+            if !reg.iter().any(|s| Arc::ptr_eq(&s.map, &self.map)) {
+                reg.push(self.clone());
+            }
         }
-        reg.retain(|s| {
-            let h = s.header();
-            h.claims.load(Ordering::Acquire) < h.exports.load(Ordering::Acquire)
-        });
+        prune_exported();
         SegmentRef {
             pid: std::process::id(),
             fd: self.map.fd.as_fd().as_raw_fd(),
             token: h.token.load(Ordering::Relaxed),
             len: self.map.len as u64,
         }
+    }
+
+    /// Takes back one [`export`](Self::export) whose handle was never sent
+    /// (its send failed): no receiver will open it, so it must not keep the
+    /// segment mapped here.
+    pub(crate) fn unexport(&self) {
+        self.header().exports.fetch_sub(1, Ordering::AcqRel);
+        prune_exported();
     }
 
     fn header(&self) -> &Header {
@@ -351,12 +405,27 @@ pub(crate) fn type_tag<T>() -> u64 {
     )
 }
 
-/// Serializes the export of `seg`.
+/// Serializes the export of `seg`. A send that then fails (see
+/// [`capture`]) takes the export back.
 pub(crate) fn serialize_segment<S: serde::Serializer>(
     seg: &Segment,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    seg.export().serialize(s)
+    match seg.export().serialize(s) {
+        Ok(ok) => {
+            let seg = seg.clone();
+            on_send(move |sent| {
+                if !sent {
+                    seg.unexport();
+                }
+            });
+            Ok(ok)
+        }
+        Err(e) => {
+            seg.unexport();
+            Err(e)
+        }
+    }
 }
 
 /// Deserializes and opens a segment.
@@ -373,4 +442,130 @@ impl AsFd for Segment {
     fn as_fd(&self) -> rustix::fd::BorrowedFd<'_> {
         self.map.fd.as_fd()
     }
+}
+
+/// What to do once it is known whether a serialized handle was really sent:
+/// called with `true` if it was, `false` if the send failed.
+type SendAction = Box<dyn FnOnce(bool) + Send>;
+
+thread_local! {
+    /// How many [`capture`] scopes are open on this thread.
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// The actions of the open scopes, each with the depth of its scope
+    /// (innermost last).
+    static PENDING: RefCell<Vec<(usize, SendAction)>> = const { RefCell::new(Vec::new()) };
+    /// Whether `PENDING` may hold anything (saves touching it, and its
+    /// destructor registration, on every message that carries no handle).
+    static ANY_PENDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Registers what serializing a handle means once the send is decided. Inside
+/// a [`capture`] scope the action waits for the scope's [`Transfer`]; with no
+/// scope open the send counts as done, and the action runs at once with
+/// `true` (a handle serialized by hand, say with `serde_json`, is taken to
+/// be sent).
+pub(crate) fn on_send(action: impl FnOnce(bool) + Send + 'static) {
+    let depth = DEPTH.with(Cell::get);
+    if depth == 0 {
+        action(true);
+    } else {
+        ANY_PENDING.with(|a| a.set(true));
+        PENDING.with(|p| p.borrow_mut().push((depth, Box::new(action))));
+    }
+}
+
+/// Takes the actions of the scope at `depth` (and of any deeper one left
+/// behind) out of this thread's list.
+fn take_scope(depth: usize) -> Vec<SendAction> {
+    if !ANY_PENDING.with(Cell::get) {
+        return Vec::new();
+    }
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.is_empty() {
+            ANY_PENDING.with(|a| a.set(false));
+            return Vec::new();
+        }
+        let from = p.iter().position(|(d, _)| *d >= depth).unwrap_or(p.len());
+        p.drain(from..).map(|(_, a)| a).collect()
+    })
+}
+
+/// The handles serialized inside one [`capture`] scope, whose send is not
+/// decided yet. [`commit`](Self::commit) once the bytes really went out;
+/// dropping it instead says the send failed, and undoes what serializing
+/// did: a [`Pipe`](super::Pipe) end stays here and usable (and closes its
+/// pipe when dropped), an export stops keeping its segment mapped.
+#[must_use = "dropping a Transfer undoes the send: commit it once the bytes went out"]
+pub(crate) struct Transfer {
+    actions: Vec<SendAction>,
+}
+
+impl std::fmt::Debug for Transfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transfer")
+            .field("handles", &self.actions.len())
+            .finish()
+    }
+}
+
+impl Transfer {
+    /// The send happened: the handles serialized in the scope are now the
+    /// receiver's.
+    #[inline]
+    pub(crate) fn commit(mut self) {
+        if self.actions.is_empty() {
+            // Nothing to run, nothing allocated: skip the drop.
+            std::mem::forget(self);
+            return;
+        }
+        for action in std::mem::take(&mut self.actions) {
+            action(true);
+        }
+    }
+}
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        if self.actions.is_empty() {
+            return;
+        }
+        for action in std::mem::take(&mut self.actions) {
+            action(false);
+        }
+    }
+}
+
+/// Runs `f` (which serializes a message) with a scope open on this thread,
+/// and returns its result with the [`Transfer`] of the handles it
+/// serialized: the caller commits it once the message was really sent, or
+/// drops it if the send failed. A panic in `f` undoes the scope.
+pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, Transfer) {
+    /// The open scope; dropped only if `f` panics (the send did not happen).
+    struct Scope(usize);
+    impl Scope {
+        fn close(self) -> Transfer {
+            let depth = self.0;
+            std::mem::forget(self);
+            DEPTH.with(|d| d.set(depth - 1));
+            Transfer {
+                actions: take_scope(depth),
+            }
+        }
+    }
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            DEPTH.with(|d| d.set(self.0 - 1));
+            drop(Transfer {
+                actions: take_scope(self.0),
+            });
+        }
+    }
+    let depth = DEPTH.with(|d| {
+        d.set(d.get() + 1);
+        d.get()
+    });
+    let scope = Scope(depth);
+    let r = f();
+    (r, scope.close())
 }

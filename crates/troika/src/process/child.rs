@@ -56,7 +56,11 @@ impl ProcessBuilder {
         let name = self
             .name
             .unwrap_or_else(|| format!("Process-{}", COUNTER.fetch_add(1, Ordering::Relaxed)));
-        let frame = task::encode_call::<F>(1, &arg).map_err(|e| SpawnError {
+        // Pipe ends and exports in `arg` count as sent only once the child
+        // exists to receive them: on any error below, `transfer` is dropped
+        // before `arg`, so a pipe end in it stays ours and closes its pipe.
+        let (frame, transfer) = crate::ipc::capture(|| task::encode_call::<F>(1, &arg));
+        let frame = frame.map_err(|e| SpawnError {
             message: e.to_string(),
             serialization: true,
         })?;
@@ -105,6 +109,7 @@ impl ProcessBuilder {
                 message: format!("could not start a thread: {e}"),
                 serialization: false,
             })?;
+        transfer.commit();
         Ok(Process {
             name,
             child,

@@ -1,0 +1,70 @@
+//! Handles inside the argument of `Process::spawn`: a pipe end moves to the
+//! child only if the spawn really happened. (Apart from the other `ipc_*`
+//! tests because `Process` children do not run under valgrind, which
+//! `tests/valgrind.sh` runs those under.)
+
+mod ipc_support;
+
+use ipc_support::guarded;
+use serde::{Deserialize, Serialize, Serializer};
+use std::time::Duration;
+use troika::Process;
+use troika::ipc::{IpcError, Pipe};
+
+/// A value whose serialization always fails.
+#[derive(Debug, Deserialize)]
+struct Unserializable;
+
+impl Serialize for Unserializable {
+    fn serialize<S: Serializer>(&self, _s: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this value refuses to be serialized",
+        ))
+    }
+}
+
+troika::remote! {
+    /// Sends 42 on the end it was given, then drops it.
+    fn answer_on(end: Pipe<u32, ()>) -> () {
+        end.send(&42).unwrap();
+    }
+
+    /// Never runs: its argument cannot be encoded.
+    fn never_runs(end: Pipe<u32, ()>, bad: Unserializable) -> () {
+        let _ = (end, bad);
+    }
+}
+
+/// Regression: a pipe end handed to `Process::spawn` stayed marked as sent
+/// when the argument failed to serialize, so dropping it did not close the
+/// pipe and the peer's `recv` waited for ever.
+#[test]
+fn a_pipe_end_whose_spawn_failed_still_closes_its_pipe() {
+    guarded(
+        "a_pipe_end_whose_spawn_failed_still_closes_its_pipe",
+        Duration::from_secs(60),
+        || {
+            let (here, there) = Pipe::<(), u32>::pair().unwrap();
+            let err = Process::spawn(never_runs, (there, Unserializable)).unwrap_err();
+            assert!(err.is_serialization(), "{err}");
+            // `spawn` dropped the argument: the end never left, so that
+            // closed the pipe.
+            assert!(matches!(here.recv(), Err(IpcError::Disconnected)));
+        },
+    );
+}
+
+#[test]
+fn a_pipe_end_handed_to_a_spawned_process_moves_there() {
+    guarded(
+        "a_pipe_end_handed_to_a_spawned_process_moves_there",
+        Duration::from_secs(60),
+        || {
+            let (here, there) = Pipe::<(), u32>::pair().unwrap();
+            let p = Process::spawn(answer_on, there).unwrap();
+            assert_eq!(here.recv().unwrap(), 42);
+            p.join().unwrap();
+            assert!(matches!(here.recv(), Err(IpcError::Disconnected)));
+        },
+    );
+}
