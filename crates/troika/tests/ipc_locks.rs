@@ -568,3 +568,38 @@ fn dropping_the_last_clone_releases_descriptor_and_mapping() {
         },
     );
 }
+
+/// A lock word names its holder's pid, which troika caches: a child made by
+/// `fork` (no exec) must lock under its own pid, not its parent's, or a
+/// holder that dies would never be recognised as dead.
+#[test]
+fn a_forked_child_locks_under_its_own_pid() {
+    ipc_support::guarded(
+        "a_forked_child_locks_under_its_own_pid",
+        Duration::from_secs(60),
+        || {
+            let lock = Lock::new().unwrap();
+            // Locking once fills the cache with this process's pid.
+            drop(lock.lock());
+            // SAFETY: the child only takes and reads the lock (no allocation,
+            // no other lock) and leaves with `_exit`.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let guard = lock.lock();
+                let own = lock.holder() == Some(std::process::id());
+                drop(guard);
+                // SAFETY: ends the forked child without running the parent's
+                // exit handlers.
+                unsafe { libc::_exit(if own { 0 } else { 1 }) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for the child forked above.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "the forked child locked under another pid (status {status:#x})"
+            );
+        },
+    );
+}

@@ -162,7 +162,7 @@ mod real {
 
     impl Env for OsEnv {
         fn pid(&self) -> u32 {
-            std::process::id()
+            cached_pid()
         }
         fn alive(&self, pid: u32) -> bool {
             super::super::shm::process_alive(pid)
@@ -170,6 +170,32 @@ mod real {
         fn spins(&self) -> u32 {
             100
         }
+    }
+
+    /// This process's id, read from the kernel once and again after a
+    /// fork: every lock and unlock names its process, and `getpid` was most
+    /// of an uncontended put-and-get's cost.
+    pub(crate) fn cached_pid() -> u32 {
+        static PID: AtomicU32 = AtomicU32::new(0);
+        static AT_FORK: std::sync::Once = std::sync::Once::new();
+        extern "C" fn forget_pid() {
+            PID.store(0, Ordering::Relaxed);
+        }
+        let pid = PID.load(Ordering::Relaxed);
+        if pid != 0 {
+            return pid;
+        }
+        // The handler is in place before the pid is cached, so a fork never
+        // hands a child this process's id. (A child made by `exec` starts
+        // with the static at 0.)
+        AT_FORK.call_once(|| {
+            // SAFETY: `forget_pid` is async-signal-safe (one atomic store)
+            // and lives for the whole program.
+            unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
+        });
+        let pid = std::process::id();
+        PID.store(pid, Ordering::Relaxed);
+        pid
     }
 
     /// A processor hint inside a spin loop.

@@ -78,21 +78,30 @@ pub fn lock<W: Word + ?Sized, E: Env>(
         }
         let cur = cur | WAITERS;
         let slice = match remaining(deadline) {
-            Some(left) if left.is_zero() => return None,
+            // Out of time: a dead holder is still taken over (as `try_lock`
+            // does), so a "try" never answers "busy" for a lock that nobody
+            // alive holds.
+            Some(left) if left.is_zero() => return take_over(w, env, cur, me),
             Some(left) => left.min(SLICE),
             None => SLICE,
         };
-        if w.wait(cur, Some(slice)) == Wake::TimedOut {
-            let holder = cur & !WAITERS;
-            if holder != me
-                && !env.alive(holder)
-                && w.compare_exchange(cur, me | WAITERS, Acquire, Relaxed)
-                    .is_ok()
-            {
-                return Some(Acquired::HolderDied);
-            }
+        if w.wait(cur, Some(slice)) == Wake::TimedOut
+            && let Some(taken) = take_over(w, env, cur, me)
+        {
+            return Some(taken);
         }
     }
+}
+
+/// Replaces the holder named in `cur` (flag set) by the caller if that
+/// holder is dead; `None` if it lives or the word changed meanwhile.
+fn take_over<W: Word + ?Sized, E: Env>(w: &W, env: &E, cur: u32, me: u32) -> Option<Acquired> {
+    let holder = cur & !WAITERS;
+    (holder != me
+        && !env.alive(holder)
+        && w.compare_exchange(cur, me | WAITERS, Acquire, Relaxed)
+            .is_ok())
+    .then_some(Acquired::HolderDied)
 }
 
 /// Takes the lock only if it is free at once, or its holder is dead.
