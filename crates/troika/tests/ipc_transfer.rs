@@ -1,5 +1,6 @@
-//! Handles inside the argument of `Process::spawn`: a pipe end moves to the
-//! child only if the spawn really happened. (Apart from the other `ipc_*`
+//! Handles inside the argument of `Process::spawn` and of a process pool's
+//! `submit`: a pipe end moves to the child only if the spawn or the submit
+//! really happened. (Apart from the other `ipc_*`
 //! tests because `Process` children do not run under valgrind, which
 //! `tests/valgrind.sh` runs those under.)
 
@@ -8,8 +9,8 @@ mod ipc_support;
 use ipc_support::guarded;
 use serde::{Deserialize, Serialize, Serializer};
 use std::time::Duration;
-use troika::Process;
 use troika::ipc::{IpcError, Pipe};
+use troika::{Process, ProcessPool};
 
 /// A value whose serialization always fails.
 #[derive(Debug, Deserialize)]
@@ -64,6 +65,40 @@ fn a_pipe_end_handed_to_a_spawned_process_moves_there() {
             let p = Process::spawn(answer_on, there).unwrap();
             assert_eq!(here.recv().unwrap(), 42);
             p.join().unwrap();
+            assert!(matches!(here.recv(), Err(IpcError::Disconnected)));
+        },
+    );
+}
+
+/// The same for a process pool: a submit whose argument fails to encode, or
+/// that a shut-down pool refuses, leaves the pipe end here, so dropping the
+/// argument closes the pipe. A submit that went through moves it.
+#[test]
+fn a_pipe_end_whose_submit_failed_still_closes_its_pipe() {
+    guarded(
+        "a_pipe_end_whose_submit_failed_still_closes_its_pipe",
+        Duration::from_secs(60),
+        || {
+            let pool = ProcessPool::new(1).unwrap();
+            let (here, there) = Pipe::<(), u32>::pair().unwrap();
+            let err = pool
+                .submit(never_runs, (there, Unserializable))
+                .result()
+                .unwrap_err();
+            assert!(err.is_serialization(), "{err}");
+            assert!(
+                err.to_string().contains("refuses to be serialized"),
+                "serde's own message is kept: {err}"
+            );
+            assert!(matches!(here.recv(), Err(IpcError::Disconnected)));
+
+            let (here, there) = Pipe::<(), u32>::pair().unwrap();
+            pool.submit(answer_on, there).result().unwrap();
+            assert_eq!(here.recv().unwrap(), 42);
+
+            pool.shutdown(true, false);
+            let (here, there) = Pipe::<(), u32>::pair().unwrap();
+            assert!(pool.submit(answer_on, there).result().is_err());
             assert!(matches!(here.recv(), Err(IpcError::Disconnected)));
         },
     );

@@ -492,3 +492,34 @@ fn shutdown_timeout_detaches_stuck_workers_and_queued_tasks_still_run() {
         },
     );
 }
+
+/// A drop that gave up on a stuck task leaves its workers running the queue:
+/// their task timeouts must still fire (the watchdog stays while they run),
+/// or a handle of the stuck task would wait for ever.
+#[test]
+fn task_timeouts_still_fire_after_a_drop_that_timed_out() {
+    ipc_support::guarded(
+        "task_timeouts_still_fire_after_a_drop_that_timed_out",
+        Duration::from_secs(60),
+        || {
+            let pool = ThreadPool::builder()
+                .workers(1)
+                .task_timeout(Duration::from_millis(500))
+                .drop_timeout(Duration::from_millis(10))
+                .build()
+                .unwrap();
+            let (started_tx, started) = mpsc::channel();
+            let (_never_tx, never) = mpsc::channel::<()>();
+            let stuck = pool.submit(move || {
+                started_tx.send(()).unwrap();
+                never.recv().is_ok()
+            });
+            let queued = pool.submit(|| 7);
+            started.recv_timeout(GENEROUS).unwrap();
+            drop(pool);
+            let err = stuck.result().unwrap_err();
+            assert!(matches!(err.kind(), ErrorKind::TimedOut(_)), "{err}");
+            assert_eq!(queued.result().unwrap(), 7);
+        },
+    );
+}

@@ -216,7 +216,11 @@ struct Shared {
 /// handles fail with [`ErrorKind::ShutDown`], as after
 /// [`shutdown_timeout`](AsyncExecutor::shutdown_timeout). So a drop returns
 /// within the drop timeout plus one second (the time the runtime gets to
-/// stop its threads). Dropped while a panic unwinds, it waits for nothing,
+/// stop its threads). An executor built
+/// [`on_runtime`](AsyncExecutorBuilder::on_runtime) has no runtime of its own
+/// to stop: past the drop timeout its pending futures go on running on that
+/// runtime and their handles settle when they finish. Dropped while a panic
+/// unwinds, it waits for nothing,
 /// so the panic goes on at once; dropped from inside async code it does not
 /// block.
 ///

@@ -162,6 +162,6 @@ mod shared;
 pub use pipe::{DEFAULT_PIPE_BYTES, Pipe};
 pub use queue::{DEFAULT_QUEUE_BYTES, Queue, QueueIter};
 pub use shared::{Array, Pod, SharedGuard, Value};
-pub(crate) use shm::capture;
+pub(crate) use shm::{Transfer, capture};
 mod manager;
 pub use manager::{Manager, ManagerAddress, SharedList, SharedMap};

@@ -1,5 +1,6 @@
 //! [`ProcessPool`]: worker processes behind the futures API.
 
+use crate::ipc::{Transfer, capture};
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -605,7 +606,16 @@ impl Shared {
     }
 
     /// Queue a job and hand it to an idle worker if there is one.
-    fn enqueue(self: &Arc<Self>, job: Job, block: bool) -> Result<(), (Job, SubmitErrorReason)> {
+    ///
+    /// `transfer` holds the ipc handles (pipe ends, queues) serialized into
+    /// the job's argument: they count as sent only once the job is queued;
+    /// on every other outcome the transfer is dropped and they stay ours.
+    fn enqueue(
+        self: &Arc<Self>,
+        job: Job,
+        block: bool,
+        transfer: Transfer,
+    ) -> Result<(), (Job, SubmitErrorReason)> {
         let mut state = self.state.lock();
         if let Some(message) = &state.broken {
             // A broken pool runs nothing: the task fails with the reason.
@@ -632,6 +642,7 @@ impl Shared {
         state.queue.push_back(job);
         let batch = self.take_any_batch(&mut state);
         drop(state);
+        transfer.commit();
         if let Some(batch) = batch {
             batch.write();
         }
@@ -1228,7 +1239,8 @@ impl ProcessPool {
     pub fn submit<F: RemoteFn>(&self, f: F, arg: F::Arg) -> Handle<F::Output> {
         let _ = f;
         let id = self.shared.next_id();
-        let frame = match task::encode_call::<F>(id, &arg).and_then(|f| self.shared.fits(f)) {
+        let (frame, transfer) = capture(|| task::encode_call::<F>(id, &arg));
+        let frame = match frame.and_then(|f| self.shared.fits(f)) {
             Ok(frame) => frame,
             Err(err) => {
                 self.shared.note_outcome(false);
@@ -1242,7 +1254,7 @@ impl ProcessPool {
             sink: Box::new(One { promise }),
             started: false,
         };
-        match self.shared.enqueue(job, true) {
+        match self.shared.enqueue(job, true, transfer) {
             Ok(()) => handle,
             Err((job, _)) => {
                 job.sink.fail(TaskError::shut_down());
@@ -1279,7 +1291,8 @@ impl ProcessPool {
             });
         }
         let id = self.shared.next_id();
-        let frame = match task::encode_call::<F>(id, &arg).and_then(|f| self.shared.fits(f)) {
+        let (frame, transfer) = capture(|| task::encode_call::<F>(id, &arg));
+        let frame = match frame.and_then(|f| self.shared.fits(f)) {
             Ok(frame) => frame,
             Err(err) => {
                 self.shared.note_outcome(false);
@@ -1293,7 +1306,7 @@ impl ProcessPool {
             sink: Box::new(One { promise }),
             started: false,
         };
-        match self.shared.enqueue(job, false) {
+        match self.shared.enqueue(job, false, transfer) {
             Ok(()) => Ok(handle),
             Err((job, reason)) => {
                 // Lost a race with shutdown or another producer; the argument
@@ -1316,7 +1329,8 @@ impl ProcessPool {
         args: &[F::Arg],
     ) -> Handle<ChunkOutcome<F::Output>> {
         let id = self.shared.next_id();
-        let frame = match task::encode_chunk::<F>(id, args).and_then(|f| self.shared.fits(f)) {
+        let (frame, transfer) = capture(|| task::encode_chunk::<F>(id, args));
+        let frame = match frame.and_then(|f| self.shared.fits(f)) {
             Ok(frame) => frame,
             Err(err) => return Handle::ready(Err(err)),
         };
@@ -1327,7 +1341,7 @@ impl ProcessPool {
             sink: Box::new(Chunk { promise }),
             started: false,
         };
-        match self.shared.enqueue(job, true) {
+        match self.shared.enqueue(job, true, transfer) {
             Ok(()) => handle,
             Err((job, _)) => {
                 job.sink.fail(TaskError::shut_down());

@@ -728,7 +728,9 @@ impl ThreadPool {
                 break;
             }
         }
-        if let Some(watchdog) = self.shared.watchdog.lock().take() {
+        // Workers left running past the deadline keep their task timeouts:
+        // the watchdog then stays until the pool's last user is gone.
+        if all && let Some(watchdog) = self.shared.watchdog.lock().take() {
             watchdog.stop();
         }
         all

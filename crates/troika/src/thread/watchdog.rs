@@ -97,6 +97,19 @@ impl Watchdog {
     }
 }
 
+impl Drop for Watchdog {
+    /// A watchdog left running for detached workers (a drop that timed
+    /// out) ends with the pool's last user. It may be that user itself (it
+    /// holds the pool for a moment while it replaces a worker), so it is
+    /// told to stop and not joined.
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.inner.state.lock().stopped = true;
+            self.inner.cond.notify_one();
+        }
+    }
+}
+
 fn watch_loop(inner: &Inner, pool: &Weak<Shared>) {
     let mut state = inner.state.lock();
     while !state.stopped {
