@@ -97,7 +97,7 @@ mod worker;
 pub mod workloads;
 
 pub use child::{Process, ProcessBuilder, SpawnError};
-pub use command::{CommandOutput, GroupChild, GroupKiller};
+pub use command::{CommandOutput, CommandStatus, GroupChild, GroupKiller};
 pub use map::{ProcessMap, ProcessMapUnordered};
 pub use pool::{ProcessPool, ProcessPoolBuilder, ProcessPoolStats};
 pub use registry::RemoteFn;
