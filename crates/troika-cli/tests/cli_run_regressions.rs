@@ -617,3 +617,44 @@ fn a_closed_stdout_ends_the_run_quietly() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn output_streams_straight_through_when_no_other_job_can_come_between() {
+    let dir = scratch("stream");
+    let go = dir.join("go");
+    let script = format!(
+        "echo first; while [ ! -e {g} ]; do sleep 0.01; done; echo second",
+        g = go.display()
+    );
+    // One job at a time; or -k, where the job printed next streams.
+    for (jobs, order) in [("1", "--group"), ("2", "-k")] {
+        let _ = std::fs::remove_file(&go);
+        let mut args = vec!["run", "-j", jobs];
+        if order == "-k" {
+            args.push(order);
+        }
+        args.extend(["--", "sh", "-c", &script, ":::", "x"]);
+        let mut child = Command::new(binary())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        // The job is still running (it waits for `go`): its first line comes
+        // through now, not when it ends. (A hang here is caught below.)
+        let (done, guard) = watchdog(child.id(), GENEROUS);
+        assert_eq!(read_line(&mut reader), "first\n", "-j {jobs} {order}");
+        let _ = done.send(());
+        assert!(
+            !guard.join().unwrap(),
+            "-j {jobs}: the output waited for the job's end"
+        );
+        std::fs::write(&go, "").unwrap();
+        assert_eq!(read_line(&mut reader), "second\n");
+        drop(reader);
+        let out = finish(&mut child, None, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+}

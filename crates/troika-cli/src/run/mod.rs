@@ -14,14 +14,14 @@ mod options;
 mod spool;
 mod template;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -112,6 +112,8 @@ pub(crate) struct RunArgs {
 #[derive(Clone, Debug)]
 struct JobSpec {
     seq: u64,
+    /// Its place among the jobs this run starts (from 0).
+    ord: usize,
     argv: Vec<OsString>,
     /// The command as a shell would read it (`--dry-run`, the job log).
     shown: String,
@@ -133,6 +135,8 @@ struct Finished {
 
 #[derive(Debug)]
 struct Output {
+    /// Bytes the job wrote to stdout (also when streamed straight through).
+    received: u64,
     stdout: Spool,
     stderr: Spool,
     status: CommandStatus,
@@ -180,6 +184,12 @@ struct Running {
     groups: Mutex<HashMap<u64, GroupKiller>>,
     stop: Arc<AtomicBool>,
     inputs: Stoppers,
+    /// A job streaming straight through found stdout closed.
+    stdout_closed: AtomicBool,
+    /// Ended jobs waiting to print: no job streams while there are any.
+    unprinted: AtomicUsize,
+    /// With -k: the place of the job whose output comes next.
+    next_to_print: AtomicUsize,
 }
 
 impl Running {
@@ -362,16 +372,21 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let read_error: Arc<Mutex<Option<std::io::Error>>> = Arc::new(Mutex::new(read_failure));
     let record_error = Arc::clone(&read_error);
     let stop_input = Arc::clone(&running);
-    let specs = specs.map_while(move |spec| {
+    let specs = specs.enumerate().map_while(move |(ord, spec)| {
         if stop_input.stopped() {
             return None;
         }
-        spec.map_err(|e| *record_error.lock() = Some(e)).ok()
+        spec.map(|spec| JobSpec { ord, ..spec })
+            .map_err(|e| *record_error.lock() = Some(e))
+            .ok()
     });
     let pool = ThreadPool::builder()
         .workers(jobs)
         .thread_name("troika-run")
         .build()?;
+    // Output streams straight through when order and grouping allow it:
+    // with -k, the job whose output is next; with one job at a time, each.
+    let streaming = (args.keep_order || jobs == 1).then(|| Arc::new(Mutex::new(())));
     let runner = Runner {
         running: Arc::clone(&running),
         timeout,
@@ -380,14 +395,52 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         total,
         counts: Default::default(),
         triggered: AtomicBool::new(false),
+        streaming: streaming.clone(),
+        keep_order: args.keep_order,
     };
     let task = move |spec: JobSpec| runner.run(spec);
 
     let mut failed = 0u64;
     let mut halted: Option<u8> = None;
     let mut stdout_closed = false;
-    let mut stdout = std::io::stdout().lock();
-    let mut stderr = std::io::stderr().lock();
+    // Ended jobs whose output waits for a job that streams straight through.
+    let mut unprinted: VecDeque<Finished> = VecDeque::new();
+    // Print what waits, unless a streaming job holds stdout (then, unless
+    // `block`, later: the loop must go on starting jobs).
+    let mut flush = |unprinted: &mut VecDeque<Finished>, block: bool| -> anyhow::Result<()> {
+        let _turn = match &streaming {
+            None => None,
+            Some(token) if block => Some(token.lock()),
+            Some(token) => match token.try_lock() {
+                Some(turn) => Some(turn),
+                None => {
+                    running.unprinted.store(unprinted.len(), Ordering::Release);
+                    return Ok(());
+                }
+            },
+        };
+        while let Some(mut done) = unprinted.pop_front() {
+            let closed = stdout_closed || running.stdout_closed.load(Ordering::Acquire);
+            let printed = progress.suspend(|| {
+                print(
+                    &mut done,
+                    &mut std::io::stdout().lock(),
+                    &mut std::io::stderr().lock(),
+                    closed,
+                )
+            });
+            if let Err(e) = printed {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(e).context("cannot write the output");
+                }
+                // A closed stdout (`troika run … | head`): stop, quietly.
+                stdout_closed = true;
+                running.stop(true);
+            }
+        }
+        running.unprinted.store(0, Ordering::Release);
+        Ok(())
+    };
     // With --keep-order, finished jobs wait here for the ones before them;
     // later jobs keep starting meanwhile.
     let mut waiting: BTreeMap<usize, Option<Finished>> = BTreeMap::new();
@@ -405,18 +458,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         } else {
             vec![done]
         };
-        for mut done in ready.into_iter().flatten() {
+        for done in ready.into_iter().flatten() {
             progress.inc(1);
-            let printed =
-                progress.suspend(|| print(&mut done, &mut stdout, &mut stderr, stdout_closed));
-            if let Err(e) = printed {
-                if e.kind() != std::io::ErrorKind::BrokenPipe {
-                    return Err(e).context("cannot write the output");
-                }
-                // A closed stdout (`troika run … | head`): stop, quietly.
-                stdout_closed = true;
-                running.stop(true);
-            }
             if let Some(log) = &mut log
                 && !done.stopped
             {
@@ -428,7 +471,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                         .duration_since(UNIX_EPOCH)
                         .map_or(0.0, |d| d.as_secs_f64()),
                     runtime: done.runtime.as_secs_f64(),
-                    received: done.outcome.as_ref().map_or(0, |o| o.stdout.len()),
+                    received: done.outcome.as_ref().map_or(0, |o| o.received),
                     exitval,
                     signal,
                     command: done.spec.shown.clone(),
@@ -440,11 +483,17 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             if done.halted {
                 halted = Some(done.exit_code());
             }
+            unprinted.push_back(done);
         }
+        running.unprinted.store(unprinted.len(), Ordering::Release);
+        running.next_to_print.store(next, Ordering::Release);
+        flush(&mut unprinted, false)?;
     }
+    flush(&mut unprinted, true)?;
+    drop(flush);
     drop(pool);
     progress.finish_and_clear();
-    if stdout_closed {
+    if stdout_closed || running.stdout_closed.load(Ordering::Acquire) {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(e) = read_error.lock().take() {
@@ -469,6 +518,7 @@ fn print(
 ) -> std::io::Result<()> {
     let seq = done.spec.seq;
     match &mut done.outcome {
+        Err(_) if done.stopped => {}
         Err(message) => writeln!(stderr, "troika: job {seq}: {message}")?,
         Ok(_) if stdout_closed => {}
         Ok(out) => {
@@ -508,7 +558,12 @@ impl Builder {
             let line = line.join(&b' ');
             let shown = String::from_utf8_lossy(&line).into_owned();
             let argv = vec!["sh".into(), "-c".into(), OsString::from_vec(line)];
-            return JobSpec { seq, argv, shown };
+            return JobSpec {
+                seq,
+                ord: 0,
+                argv,
+                shown,
+            };
         }
         let mut argv: Vec<Vec<u8>> = self
             .template
@@ -525,6 +580,7 @@ impl Builder {
             .join(" ");
         JobSpec {
             seq,
+            ord: 0,
             argv: argv.into_iter().map(OsString::from_vec).collect(),
             shown,
         }
@@ -550,6 +606,10 @@ struct Runner {
     /// saw it can start another job.
     counts: Counts,
     triggered: AtomicBool,
+    /// When order and grouping allow it, the one job holding this streams
+    /// its output straight through instead of spooling it.
+    streaming: Option<Arc<Mutex<()>>>,
+    keep_order: bool,
 }
 
 impl Runner {
@@ -630,16 +690,46 @@ impl Runner {
                 }
                 let mut stdout = Spool::default();
                 let mut stderr = Spool::default();
-                let status = child.communicate_into(self.timeout, &mut stdout, &mut stderr);
+                // With -k only the job printed next may stream, and only
+                // once everything before it is printed (`next_to_print` is
+                // published after `unprinted`).
+                let head = !self.keep_order
+                    || self.running.next_to_print.load(Ordering::Acquire) == spec.ord;
+                let turn = self
+                    .streaming
+                    .as_ref()
+                    .filter(|_| head && self.running.unprinted.load(Ordering::Acquire) == 0)
+                    .and_then(|token| token.try_lock());
+                let (status, received) = match turn {
+                    Some(_turn) => {
+                        let mut out = Counted::new(std::io::stdout());
+                        let status = child
+                            .communicate_into(self.timeout, &mut out, &mut std::io::stderr())
+                            .and_then(|status| out.flush().map(|()| status));
+                        (status, out.count)
+                    }
+                    None => {
+                        let status = child.communicate_into(self.timeout, &mut stdout, &mut stderr);
+                        (status, stdout.len())
+                    }
+                };
                 self.running.groups.lock().remove(&spec.seq);
                 match status {
                     Ok(status) => {
                         stopped = !status.success() && self.running.stopped();
                         Ok(Output {
+                            received,
                             stdout,
                             stderr,
                             status,
                         })
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                        // Streaming into a closed stdout: end the run, quietly.
+                        self.running.stdout_closed.store(true, Ordering::Release);
+                        self.running.stop(true);
+                        stopped = true;
+                        Err("stdout closed".to_owned())
                     }
                     Err(e) => Err(format!(
                         "lost track of '{}': {e}",
@@ -656,6 +746,30 @@ impl Runner {
             halted: false,
             stopped,
         }
+    }
+}
+
+/// A writer that counts what passes through.
+struct Counted<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W> Counted<W> {
+    fn new(inner: W) -> Counted<W> {
+        Counted { inner, count: 0 }
+    }
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
