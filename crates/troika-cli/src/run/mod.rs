@@ -490,7 +490,6 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         flush(&mut unprinted, false)?;
     }
     flush(&mut unprinted, true)?;
-    drop(flush);
     drop(pool);
     progress.finish_and_clear();
     if stdout_closed || running.stdout_closed.load(Ordering::Acquire) {

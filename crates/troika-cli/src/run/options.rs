@@ -40,7 +40,7 @@ pub(crate) fn job_limit() -> usize {
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
         limit.current = limit.maximum;
-        let _ = setrlimit(Resource::Nofile, limit.clone());
+        let _ = setrlimit(Resource::Nofile, limit);
         limit = getrlimit(Resource::Nofile);
     }
     let handles = limit.current.unwrap_or(u64::MAX);
