@@ -379,3 +379,52 @@ fn read_some<R: Read, W: Write + ?Sized>(
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> GroupChild {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        GroupChild::spawn(&mut command).unwrap()
+    }
+
+    fn running(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, s)| !s.trim_start().starts_with('Z'))
+        })
+    }
+
+    #[test]
+    fn the_deadline_kills_the_group_after_its_leader_exited() {
+        // The leader exits at once; its background child holds stdout.
+        let child = sh("sleep 60 & echo $!; exit 0");
+        let output = child.communicate(Some(Duration::from_millis(300))).unwrap();
+        let pid = String::from_utf8(output.stdout).unwrap();
+        assert!(output.timed_out);
+        // It was killed: it ends (exiting takes a moment past closing its
+        // pipes), long before its 60 s.
+        let until = Instant::now() + Duration::from_secs(10);
+        while running(&pid) {
+            assert!(
+                Instant::now() < until,
+                "the background child outlived the deadline"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn reading_stops_when_only_an_escaped_process_holds_the_pipes() {
+        let child = sh("setsid sleep 60 & echo $!; echo done >&2");
+        let output = child.communicate(None).unwrap();
+        assert_eq!(output.stderr, b"done\n");
+        let pid = String::from_utf8(output.stdout).unwrap();
+        let _ = rustix::process::kill_process(
+            Pid::from_raw(pid.trim().parse().unwrap()).unwrap(),
+            Signal::KILL,
+        );
+    }
+}
