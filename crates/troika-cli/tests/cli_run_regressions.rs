@@ -658,3 +658,34 @@ fn output_streams_straight_through_when_no_other_job_can_come_between() {
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
 }
+
+#[test]
+fn jobs_waiting_behind_a_slow_one_under_keep_order_hold_no_memory() {
+    let dir = scratch("keep-order-memory");
+    // Job 1 waits for job 400; the 398 between finish first and wait, 100 KiB
+    // of output each (40 MB in all); job 400 reports troika's peak RSS.
+    let script = format!(
+        "[ $1 = 1 ] && while [ ! -e {d}/last ]; do sleep 0.01; done; head -c 102400 /dev/zero; \
+         [ $1 = 400 ] && {{ {PEAK_OF_PARENT}; touch {d}/last; }}; true",
+        d = dir.display()
+    );
+    let inputs: Vec<String> = (1..=400).map(|i| i.to_string()).collect();
+    let mut args = vec![
+        "run", "-j", "2", "-k", "--", "sh", "-c", &script, "_", ":::",
+    ];
+    args.extend(inputs.iter().map(String::as_str));
+    let out = troika(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), 400 * 102_400);
+    let stderr = text(&out.stderr);
+    let kb: u64 = stderr
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM line: {stderr}"));
+    assert!(
+        kb < 30 * 1024,
+        "troika's peak RSS {kb} kB with 398 jobs waiting"
+    );
+}

@@ -175,6 +175,10 @@ impl Finished {
     }
 }
 
+/// With -k, how many finished jobs waiting for an earlier one may keep their
+/// output in memory (the rest is spilled to their temporary files).
+const KEEP_IN_MEMORY: usize = 64;
+
 /// How long a stop's SIGTERM gets before the SIGKILL.
 const STOP_GRACE: Duration = Duration::from_millis(200);
 
@@ -448,6 +452,16 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for (index, outcome) in pool.map_unordered(task, specs) {
         let done = outcome.context("a job's supervisor failed")?;
         let ready: Vec<Option<Finished>> = if args.keep_order {
+            let mut done = done;
+            if waiting.len() >= KEEP_IN_MEMORY
+                && let Some(Finished {
+                    outcome: Ok(out), ..
+                }) = &mut done
+            {
+                // Many jobs wait behind a slow one: keep their output on disk.
+                out.stdout.spill().context("cannot spool a job's output")?;
+                out.stderr.spill().context("cannot spool a job's output")?;
+            }
             waiting.insert(index, done);
             let mut ready = Vec::new();
             while let Some(done) = waiting.remove(&next) {

@@ -22,6 +22,18 @@ impl Spool {
         self.len
     }
 
+    /// Move what is held in memory to the file (a finished job that waits
+    /// long to be printed holds no memory).
+    pub(crate) fn spill(&mut self) -> io::Result<()> {
+        if self.file.is_none() && !self.memory.is_empty() {
+            let mut file = temp_file()?;
+            file.write_all(&self.memory)?;
+            self.memory = Vec::new();
+            self.file = Some(file);
+        }
+        Ok(())
+    }
+
     /// Copy everything written to `to`, in order.
     pub(crate) fn copy_to(&mut self, to: &mut dyn Write) -> io::Result<()> {
         to.write_all(&self.memory)?;
@@ -112,5 +124,11 @@ mod tests {
         let mut out = Vec::new();
         big.copy_to(&mut out).unwrap();
         assert_eq!(out, chunk.repeat(5));
+        small.spill().unwrap();
+        assert!(small.file.is_some() && small.memory.is_empty());
+        small.write_all(b"def").unwrap();
+        let mut out = Vec::new();
+        small.copy_to(&mut out).unwrap();
+        assert_eq!(out, b"abcdef");
     }
 }
