@@ -9,6 +9,9 @@ use std::path::Path;
 
 use anyhow::Context;
 
+/// The Exitval of a job troika (or GNU parallel) killed at its timeout.
+pub(crate) const KILLED: i32 = -1;
+
 pub(crate) const HEADER: &str =
     "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand";
 
@@ -30,11 +33,19 @@ impl Entry {
         self.exitval == 0 && self.signal == 0
     }
 
+    /// Whether the job ran to its end. GNU parallel (and troika) log a job
+    /// killed by its `--timeout` with Exitval -1: not finished, so `--resume`
+    /// runs it again. Jobs killed by Ctrl-C or `--halt now` are not logged.
+    pub(crate) fn finished(&self) -> bool {
+        self.exitval != KILLED
+    }
+
     fn line(&self) -> String {
         // A command with a tab or newline would break the columns.
         let command = self.command.replace(['\t', '\n'], " ");
+        // GNU parallel's widths: the runtime padded as `%10.3f`.
         format!(
-            "{}\t:\t{:.3}\t{:.3}\t0\t{}\t{}\t{}\t{}",
+            "{}\t:\t{:.3}\t{:10.3}\t0\t{}\t{}\t{}\t{}",
             self.seq, self.start, self.runtime, self.received, self.exitval, self.signal, command
         )
     }
@@ -99,15 +110,17 @@ pub(crate) fn read(path: &Path) -> anyhow::Result<HashMap<u64, Entry>> {
 }
 
 fn parse_line(line: &str) -> Option<Entry> {
+    // GNU parallel pads its numbers (`%10.3f`): trim before parsing.
     let mut fields = line.splitn(9, '\t');
-    let seq = fields.next()?.parse().ok()?;
-    let _host = fields.next()?;
-    let start = fields.next()?.parse().ok()?;
-    let runtime = fields.next()?.parse().ok()?;
-    let _send: u64 = fields.next()?.parse().ok()?;
-    let received = fields.next()?.parse().ok()?;
-    let exitval = fields.next()?.parse().ok()?;
-    let signal = fields.next()?.parse().ok()?;
+    let mut number = || fields.next().map(str::trim);
+    let seq = number()?.parse().ok()?;
+    let _host = number()?;
+    let start = number()?.parse().ok()?;
+    let runtime = number()?.parse().ok()?;
+    let _send: u64 = number()?.parse().ok()?;
+    let received = number()?.parse().ok()?;
+    let exitval = number()?.parse().ok()?;
+    let signal = number()?.parse().ok()?;
     let command = fields.next()?.to_owned();
     Some(Entry {
         seq,
@@ -143,7 +156,7 @@ mod tests {
         drop(log);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with(HEADER));
-        assert!(text.contains("3\t:\t1700000000.125\t0.500\t0\t12\t1\t0\techo a b\n"));
+        assert!(text.contains("3\t:\t1700000000.125\t     0.500\t0\t12\t1\t0\techo a b\n"));
         let read = read(&path).unwrap();
         assert_eq!(read[&3].exitval, 1);
         assert!(!read[&3].succeeded());

@@ -8,25 +8,32 @@
 //! status of the job that triggered the halt; 255 for bad usage. `--retries N`
 //! means N more attempts after the first (GNU parallel counts the first).
 
+mod inputs;
 mod joblog;
+mod options;
+mod spool;
 mod template;
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Args;
 use parking_lot::Mutex;
-use troika::process::{CommandOutput, GroupChild, GroupKiller};
+use troika::process::{CommandStatus, GroupChild, GroupKiller};
 use troika::{Exit, ThreadPool};
 
+use inputs::{Source, Stoppers};
 use joblog::{Entry, JobLog};
+use options::{Cond, Halt, Threshold, When};
+use spool::Spool;
 
 /// The exit code of bad usage (not 2, which would read as two failed jobs).
 pub(crate) const USAGE_EXIT: u8 = 255;
@@ -38,85 +45,78 @@ const CANNOT_START: i32 = 127;
 /// Options of `troika run`.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// Jobs to run at once (default: the number of cores).
-    #[arg(short = 'j', long = "jobs", value_name = "N")]
-    jobs: Option<usize>,
-    /// Print each job's output in input order (still whole per job).
-    #[arg(long)]
+    /// Jobs to run at once: N, 0 (as many as possible), N% of the cores, +N
+    /// or -N cores (default: the number of cores). At most 1024, and as many
+    /// as the file-handle limit allows.
+    #[arg(
+        short = 'j',
+        long = "jobs",
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
+    jobs: Option<String>,
+    /// Print each job's output in input order (still whole per job); later
+    /// jobs keep starting behind a slow one.
+    #[arg(short = 'k', long)]
     keep_order: bool,
-    /// Kill a job (its whole process group) after this many seconds.
+    /// Kill a job (its whole process group: SIGTERM, SIGKILL 200 ms later)
+    /// after this many seconds.
     #[arg(long, value_name = "SECS")]
-    timeout: Option<f64>,
+    timeout: Option<String>,
     /// Run a failed job up to N more times.
     #[arg(long, value_name = "N", default_value_t = 0)]
     retries: u32,
-    /// Stop after failures: `never`, `now,fail=N` (kill running jobs) or
-    /// `soon,fail=N` (start no new jobs, let running ones finish).
-    #[arg(long, value_name = "WHEN,fail=N")]
+    /// Stop early: `never`, or WHEN,COND=N with WHEN `now` (kill running
+    /// jobs: SIGTERM, then SIGKILL) or `soon` (let them finish), COND `fail`,
+    /// `success` or `done`, N a count or a percentage of all jobs (`fail=10%`).
+    #[arg(long, value_name = "WHEN,COND=N")]
     halt: Option<String>,
-    /// Log every finished job here, in GNU parallel's columns.
+    /// Log every finished job here, in GNU parallel's format.
     #[arg(long, value_name = "FILE")]
     joblog: Option<PathBuf>,
-    /// Skip the jobs the job log records as run.
+    /// Skip the jobs the job log records as finished (a job killed by its
+    /// timeout, Ctrl-C or `--halt now` is not finished).
     #[arg(long, requires = "joblog", conflicts_with = "resume_failed")]
     resume: bool,
     /// Skip the jobs the job log records as succeeded; run failed and new ones.
     #[arg(long, requires = "joblog")]
     resume_failed: bool,
-    /// Print the commands instead of running them.
+    /// Print the commands, shell-quoted, instead of running them.
     #[arg(long)]
     dry_run: bool,
-    /// Read inputs from this file, one per line (default: stdin, or the list after `:::`).
-    #[arg(long, value_name = "FILE")]
+    /// Read inputs from this file, one per line (default: stdin, or the
+    /// lists after `:::` and the files after `::::`).
+    #[arg(
+        short = 'a',
+        long = "input",
+        visible_alias = "arg-file",
+        value_name = "FILE"
+    )]
     input: Option<PathBuf>,
+    /// Inputs are separated by NUL bytes, not newlines.
+    #[arg(short = '0', long = "null")]
+    null: bool,
+    /// Not supported (GNU parallel's column splitting): refused with a message.
+    #[arg(long, value_name = "REGEX", hide = true)]
+    colsep: Option<String>,
     /// Run the command through `sh -c` (inputs are shell-quoted).
     #[arg(long)]
     shell: bool,
-    /// The command and its arguments, then optionally `::: INPUT…`.
+    /// The command and its arguments, then optionally `::: INPUT…` (several
+    /// give their cartesian product) and `:::: FILE…` (inputs from files).
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
-    command: Vec<String>,
-}
-
-/// When to stop after failures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Halt {
-    Never,
-    /// Kill running jobs and stop at the Nth failure.
-    Now(u64),
-    /// Start no new job after the Nth failure; running jobs finish.
-    Soon(u64),
-}
-
-fn parse_halt(text: &str) -> anyhow::Result<Halt> {
-    if text == "never" {
-        return Ok(Halt::Never);
-    }
-    let bad =
-        || anyhow::anyhow!("--halt '{text}': expected never, now,fail=N or soon,fail=N (N ≥ 1)");
-    let (when, rest) = text.split_once(',').ok_or_else(bad)?;
-    let count: u64 = rest
-        .strip_prefix("fail=")
-        .and_then(|n| n.parse().ok())
-        .filter(|&n| n > 0)
-        .ok_or_else(bad)?;
-    match when {
-        "now" => Ok(Halt::Now(count)),
-        "soon" => Ok(Halt::Soon(count)),
-        _ => Err(bad()),
-    }
+    command: Vec<OsString>,
 }
 
 /// Everything a job needs, built before it runs.
 #[derive(Clone, Debug)]
 struct JobSpec {
     seq: u64,
-    argv: Vec<String>,
-}
-
-impl JobSpec {
-    fn display(&self) -> String {
-        self.argv.join(" ")
-    }
+    /// Its place among the jobs this run starts (from 0).
+    ord: usize,
+    argv: Vec<OsString>,
+    /// The command as a shell would read it (`--dry-run`, the job log).
+    shown: String,
 }
 
 /// What running a job (with its retries) gave.
@@ -125,30 +125,49 @@ struct Finished {
     spec: JobSpec,
     start: SystemTime,
     runtime: Duration,
-    outcome: Result<CommandOutput, String>,
-    /// This job's failure was the one that reached `--halt`'s count.
+    outcome: Result<Output, String>,
+    /// This job was the one that reached `--halt`'s condition.
     halted: bool,
+    /// Killed by a stop (Ctrl-C, `--halt now`, a closed stdout): not finished,
+    /// so not logged.
+    stopped: bool,
+}
+
+#[derive(Debug)]
+struct Output {
+    /// Bytes the job wrote to stdout (also when streamed straight through).
+    received: u64,
+    stdout: Spool,
+    stderr: Spool,
+    status: CommandStatus,
 }
 
 impl Finished {
     fn failed(&self) -> bool {
-        !matches!(&self.outcome, Ok(out) if out.success())
+        !matches!(&self.outcome, Ok(out) if out.status.success())
     }
 
-    /// (Exitval, Signal) as the job log writes them.
+    /// (Exitval, Signal) as GNU parallel's job log writes them: a job killed
+    /// at its timeout is -1 and the signal; one that died of a signal is 0
+    /// and the signal.
     fn status(&self) -> (i32, i32) {
         match &self.outcome {
             Err(_) => (CANNOT_START, 0),
-            Ok(out) => match out.exit {
-                Exit::Code(code) => (code, 0),
-                Exit::Signal(sig) => (-1, sig),
-                _ => (-1, 0),
+            Ok(out) => match (out.status.exit, out.status.timed_out) {
+                (Exit::Signal(sig), true) => (joblog::KILLED, sig),
+                (_, true) => (joblog::KILLED, 15),
+                (Exit::Code(code), false) => (code, 0),
+                (Exit::Signal(sig), false) => (0, sig),
+                _ => (joblog::KILLED, 0),
             },
         }
     }
 
     /// The status to exit with when this job triggers a halt.
     fn exit_code(&self) -> u8 {
+        if !self.failed() {
+            return 0;
+        }
         match self.status() {
             (_, sig) if sig != 0 => u8::try_from(128 + sig).unwrap_or(255),
             (code, _) => u8::try_from(code.clamp(1, 255)).unwrap_or(255),
@@ -156,183 +175,344 @@ impl Finished {
     }
 }
 
+/// With -k, how many finished jobs waiting for an earlier one may keep their
+/// output in memory (the rest is spilled to their temporary files).
+const KEEP_IN_MEMORY: usize = 64;
+
+/// How long a stop's SIGTERM gets before the SIGKILL.
+const STOP_GRACE: Duration = Duration::from_millis(200);
+
 /// Running jobs' process groups, so a halt or Ctrl-C can kill them.
 #[derive(Default)]
 struct Running {
     groups: Mutex<HashMap<u64, GroupKiller>>,
-    stop: AtomicBool,
+    stop: Arc<AtomicBool>,
+    inputs: Stoppers,
+    /// A job streaming straight through found stdout closed.
+    stdout_closed: AtomicBool,
+    /// Ended jobs waiting to print: no job streams while there are any.
+    unprinted: AtomicUsize,
+    /// With -k: the place of the job whose output comes next.
+    next_to_print: AtomicUsize,
 }
 
 impl Running {
-    fn kill_all(&self) {
-        for killer in self.groups.lock().values() {
-            killer.kill();
+    /// Start nothing more; running jobs get SIGTERM if `kill`, and SIGKILL
+    /// a grace later.
+    fn stop(self: &Arc<Self>, kill: bool) {
+        self.stop.store(true, Ordering::Release);
+        self.inputs.stop_all();
+        if !kill {
+            return;
         }
+        for killer in self.groups.lock().values() {
+            killer.terminate();
+        }
+        let running = Arc::clone(self);
+        let _ = std::thread::Builder::new()
+            .name("troika-run-kill".into())
+            .spawn(move || {
+                std::thread::sleep(STOP_GRACE);
+                for killer in running.groups.lock().values() {
+                    killer.kill();
+                }
+            });
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
     }
 }
 
-pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let jobs = match args.jobs {
-        Some(0) => bail!("-j must be at least 1"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    let timeout = match args.timeout {
-        Some(secs) if !(secs.is_finite() && secs > 0.0) => {
-            bail!("--timeout must be a positive number of seconds")
+/// Split the words after the command into the template and the sources.
+fn split_sources(words: &[OsString]) -> anyhow::Result<(Vec<Vec<u8>>, Vec<Source>)> {
+    let marker = |w: &OsString| matches!(w.as_bytes(), b":::" | b"::::");
+    let at = words.iter().position(marker).unwrap_or(words.len());
+    let template: Vec<Vec<u8>> = words[..at].iter().map(|w| w.as_bytes().to_vec()).collect();
+    for word in &words[..at] {
+        if matches!(word.as_bytes(), b":::+" | b"::::+") {
+            bail!(
+                "'{}' (linked inputs) is not supported; use ::: or :::: (cartesian product)",
+                word.to_string_lossy()
+            );
         }
-        Some(secs) => Some(Duration::from_secs_f64(secs)),
+    }
+    let mut sources = Vec::new();
+    let mut rest = &words[at..];
+    while let Some((kind, after)) = rest.split_first() {
+        let end = after.iter().position(marker).unwrap_or(after.len());
+        let group = &after[..end];
+        if let Some(linked) = group
+            .iter()
+            .find(|w| matches!(w.as_bytes(), b":::+" | b"::::+"))
+        {
+            bail!(
+                "'{}' (linked inputs) is not supported; use ::: or :::: (cartesian product)",
+                linked.to_string_lossy()
+            );
+        }
+        if kind.as_bytes() == b":::" {
+            sources.push(Source::List(
+                group.iter().map(|w| w.as_bytes().to_vec()).collect(),
+            ));
+        } else {
+            if group.is_empty() {
+                bail!("'::::' needs at least one file of inputs");
+            }
+            sources.extend(group.iter().map(|f| Source::File(PathBuf::from(f))));
+        }
+        rest = &after[end..];
+    }
+    Ok((template, sources))
+}
+
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if args.colsep.is_some() {
+        bail!(
+            "--colsep (GNU parallel's column splitting) is not supported; \
+             split the inputs first, or give the columns as several ::: lists"
+        );
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let requested = match &args.jobs {
+        Some(text) => options::parse_jobs(text, cores)?,
+        None => cores,
+    };
+    let timeout = args
+        .timeout
+        .as_deref()
+        .map(options::parse_timeout)
+        .transpose()?;
+    let halt = match args.halt.as_deref() {
+        Some(text) => options::parse_halt(text)?,
         None => None,
     };
-    let halt = args
-        .halt
-        .as_deref()
-        .map(parse_halt)
-        .transpose()?
-        .unwrap_or(Halt::Never);
-    let (template, listed) = match args.command.iter().position(|a| a == ":::") {
-        Some(at) => (
-            args.command[..at].to_vec(),
-            Some(args.command[at + 1..].to_vec()),
-        ),
-        None => (args.command.clone(), None),
-    };
+    let (template, mut sources) = split_sources(&args.command)?;
     if template.is_empty() {
         bail!("no command given before ':::'");
     }
-    if listed.is_some() && args.input.is_some() {
-        bail!("give inputs either after ':::' or with --input, not both");
+    if let Some(path) = &args.input {
+        sources.insert(0, Source::File(path.clone()));
+    }
+    if sources.is_empty() {
+        sources.push(Source::Stdin);
     }
     let previous = match (&args.joblog, args.resume || args.resume_failed) {
         (Some(path), true) => joblog::read(path)?,
         _ => HashMap::new(),
     };
-    let mut log = match &args.joblog {
-        Some(path) if !args.dry_run => Some(JobLog::open(path, args.resume || args.resume_failed)?),
-        _ => None,
-    };
-    let inputs: Box<dyn Iterator<Item = std::io::Result<String>>> = match (listed, &args.input) {
-        (Some(list), _) => Box::new(list.into_iter().map(Ok)),
-        (None, Some(path)) => {
-            let file = File::open(path)
-                .with_context(|| format!("cannot read --input {}", path.display()))?;
-            Box::new(BufReader::new(file).lines())
-        }
-        (None, None) => Box::new(std::io::stdin().lock().lines()),
-    };
+    let running = Arc::new(Running::default());
+    let separator = if args.null { b'\0' } else { b'\n' };
+    let inputs = inputs::open(
+        sources,
+        separator,
+        Arc::clone(&running.stop),
+        &running.inputs,
+    )?;
     let build = Builder {
         template,
         shell: args.shell,
     };
+    let resume_failed = args.resume_failed;
     let skip = move |seq: u64| match previous.get(&seq) {
-        Some(entry) => args.resume || entry.succeeded(),
+        Some(entry) if resume_failed => entry.succeeded(),
+        Some(entry) => entry.finished(),
         None => false,
     };
     let specs = inputs
         .enumerate()
-        .map(move |(i, line)| line.map(|line| build.spec(i as u64 + 1, &line)))
+        .map(move |(i, item)| item.map(|item| build.spec(i as u64 + 1, &item)))
         .filter(move |spec| spec.as_ref().map_or(true, |s| !skip(s.seq)));
 
     if args.dry_run {
         let mut out = std::io::stdout().lock();
         for spec in specs {
-            writeln!(
-                out,
-                "{}",
-                spec.context("reading the inputs failed")?.display()
-            )?;
+            writeln!(out, "{}", spec.context("reading the inputs failed")?.shown)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let mut log = match &args.joblog {
+        Some(path) => Some(JobLog::open(path, args.resume || args.resume_failed)?),
+        None => None,
+    };
 
-    let running = Arc::new(Running::default());
+    // A percentage halt needs the number of jobs: read them all first.
+    let percent_halt = matches!(halt, Some(h) if matches!(h.threshold, Threshold::Percent(_)));
+    let mut specs: Box<dyn Iterator<Item = std::io::Result<JobSpec>>> = Box::new(specs);
+    let mut total = None;
+    let mut read_failure = None;
+    if percent_halt {
+        let mut all = Vec::new();
+        for spec in specs.by_ref() {
+            match spec {
+                Ok(spec) => all.push(spec),
+                Err(e) => {
+                    read_failure = Some(e);
+                    break;
+                }
+            }
+        }
+        total = Some(all.len() as u64);
+        specs = Box::new(all.into_iter().map(Ok));
+    }
+
+    let limit = options::job_limit();
+    let jobs = requested.min(limit);
+    if jobs < requested && requested != usize::MAX {
+        eprintln!(
+            "troika: -j {requested}: running {jobs} jobs at once (the most troika and the file-handle limit allow)"
+        );
+    }
+    let jobs = match total {
+        Some(total) => jobs
+            .min(usize::try_from(total).unwrap_or(usize::MAX))
+            .max(1),
+        None => jobs,
+    };
+
     watch_signals(&running)?;
     let progress =
         crate::progress::stderr_bar(None, "", "{spinner} {pos} jobs done, {per_sec}, {elapsed}");
-    let read_error: Arc<Mutex<Option<std::io::Error>>> = Arc::default();
+    let read_error: Arc<Mutex<Option<std::io::Error>>> = Arc::new(Mutex::new(read_failure));
     let record_error = Arc::clone(&read_error);
     let stop_input = Arc::clone(&running);
-    let specs = specs.map_while(move |spec| {
-        if stop_input.stop.load(Ordering::Acquire) {
+    let specs = specs.enumerate().map_while(move |(ord, spec)| {
+        if stop_input.stopped() {
             return None;
         }
-        spec.map_err(|e| *record_error.lock() = Some(e)).ok()
+        spec.map(|spec| JobSpec { ord, ..spec })
+            .map_err(|e| *record_error.lock() = Some(e))
+            .ok()
     });
     let pool = ThreadPool::builder()
         .workers(jobs)
         .thread_name("troika-run")
         .build()?;
+    // Output streams straight through when order and grouping allow it:
+    // with -k, the job whose output is next; with one job at a time, each.
+    let streaming = (args.keep_order || jobs == 1).then(|| Arc::new(Mutex::new(())));
     let runner = Runner {
         running: Arc::clone(&running),
         timeout,
         retries: args.retries,
         halt,
-        failures: AtomicU64::new(0),
+        total,
+        counts: Default::default(),
+        triggered: AtomicBool::new(false),
+        streaming: streaming.clone(),
+        keep_order: args.keep_order,
     };
     let task = move |spec: JobSpec| runner.run(spec);
-    let finished: Box<dyn Iterator<Item = Result<Option<Finished>, troika::TaskError>>> =
-        if args.keep_order {
-            Box::new(pool.map(task, specs))
-        } else {
-            Box::new(pool.map_unordered(task, specs).map(|(_, r)| r))
-        };
 
     let mut failed = 0u64;
     let mut halted: Option<u8> = None;
-    let mut stdout = std::io::stdout().lock();
-    let mut stderr = std::io::stderr().lock();
-    for outcome in finished {
-        let Some(done) = outcome.context("a job's supervisor failed")? else {
-            continue; // not started: a halt or Ctrl-C came first
-        };
-        progress.inc(1);
-        if let Err(message) = &done.outcome {
-            progress.suspend(|| writeln!(stderr, "troika: job {}: {message}", done.spec.seq))?;
-        }
-        if let Ok(out) = &done.outcome {
-            progress.suspend(|| -> std::io::Result<()> {
-                stdout.write_all(&out.stdout)?;
-                stdout.flush()?;
-                stderr.write_all(&out.stderr)?;
-                if out.timed_out {
-                    writeln!(
-                        stderr,
-                        "troika: job {} timed out: {}",
-                        done.spec.seq,
-                        done.spec.display()
-                    )?;
+    let mut stdout_closed = false;
+    // Ended jobs whose output waits for a job that streams straight through.
+    let mut unprinted: VecDeque<Finished> = VecDeque::new();
+    // Print what waits, unless a streaming job holds stdout (then, unless
+    // `block`, later: the loop must go on starting jobs).
+    let mut flush = |unprinted: &mut VecDeque<Finished>, block: bool| -> anyhow::Result<()> {
+        let _turn = match &streaming {
+            None => None,
+            Some(token) if block => Some(token.lock()),
+            Some(token) => match token.try_lock() {
+                Some(turn) => Some(turn),
+                None => {
+                    running.unprinted.store(unprinted.len(), Ordering::Release);
+                    return Ok(());
                 }
-                Ok(())
-            })?;
+            },
+        };
+        while let Some(mut done) = unprinted.pop_front() {
+            let closed = stdout_closed || running.stdout_closed.load(Ordering::Acquire);
+            let printed = progress.suspend(|| {
+                print(
+                    &mut done,
+                    &mut std::io::stdout().lock(),
+                    &mut std::io::stderr().lock(),
+                    closed,
+                )
+            });
+            if let Err(e) = printed {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(e).context("cannot write the output");
+                }
+                // A closed stdout (`troika run … | head`): stop, quietly.
+                stdout_closed = true;
+                running.stop(true);
+            }
         }
-        if let Some(log) = &mut log {
-            let (exitval, signal) = done.status();
-            log.record(&Entry {
-                seq: done.spec.seq,
-                start: done
-                    .start
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64()),
-                runtime: done.runtime.as_secs_f64(),
-                received: done.outcome.as_ref().map_or(0, |o| o.stdout.len() as u64),
-                exitval,
-                signal,
-                command: done.spec.display(),
-            })?;
+        running.unprinted.store(0, Ordering::Release);
+        Ok(())
+    };
+    // With --keep-order, finished jobs wait here for the ones before them;
+    // later jobs keep starting meanwhile.
+    let mut waiting: BTreeMap<usize, Option<Finished>> = BTreeMap::new();
+    let mut next = 0usize;
+    for (index, outcome) in pool.map_unordered(task, specs) {
+        let done = outcome.context("a job's supervisor failed")?;
+        let ready: Vec<Option<Finished>> = if args.keep_order {
+            let mut done = done;
+            if waiting.len() >= KEEP_IN_MEMORY
+                && let Some(Finished {
+                    outcome: Ok(out), ..
+                }) = &mut done
+            {
+                // Many jobs wait behind a slow one: keep their output on disk.
+                out.stdout.spill().context("cannot spool a job's output")?;
+                out.stderr.spill().context("cannot spool a job's output")?;
+            }
+            waiting.insert(index, done);
+            let mut ready = Vec::new();
+            while let Some(done) = waiting.remove(&next) {
+                ready.push(done);
+                next += 1;
+            }
+            ready
+        } else {
+            vec![done]
+        };
+        for done in ready.into_iter().flatten() {
+            progress.inc(1);
+            if let Some(log) = &mut log
+                && !done.stopped
+            {
+                let (exitval, signal) = done.status();
+                log.record(&Entry {
+                    seq: done.spec.seq,
+                    start: done
+                        .start
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64()),
+                    runtime: done.runtime.as_secs_f64(),
+                    received: done.outcome.as_ref().map_or(0, |o| o.received),
+                    exitval,
+                    signal,
+                    command: done.spec.shown.clone(),
+                })?;
+            }
+            if done.failed() {
+                failed += 1;
+            }
+            if done.halted {
+                halted = Some(done.exit_code());
+            }
+            unprinted.push_back(done);
         }
-        if done.failed() {
-            failed += 1;
-        }
-        if done.halted {
-            halted = Some(done.exit_code());
-        }
+        running.unprinted.store(unprinted.len(), Ordering::Release);
+        running.next_to_print.store(next, Ordering::Release);
+        flush(&mut unprinted, false)?;
     }
+    flush(&mut unprinted, true)?;
     drop(pool);
     progress.finish_and_clear();
+    if stdout_closed || running.stdout_closed.load(Ordering::Acquire) {
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(e) = read_error.lock().take() {
         return Err(e).context("reading the inputs failed");
     }
-    if running.stop.load(Ordering::Acquire) && halted.is_none() {
+    if running.stopped() && halted.is_none() {
         // Stopped by SIGINT or SIGTERM.
         return Ok(ExitCode::from(130));
     }
@@ -342,39 +522,89 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Turns an input line into the job's argv.
+/// Print one job's output whole: its stdout, then its stderr.
+fn print(
+    done: &mut Finished,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+    stdout_closed: bool,
+) -> std::io::Result<()> {
+    let seq = done.spec.seq;
+    match &mut done.outcome {
+        Err(_) if done.stopped => {}
+        Err(message) => writeln!(stderr, "troika: job {seq}: {message}")?,
+        Ok(_) if stdout_closed => {}
+        Ok(out) => {
+            out.stdout.copy_to(stdout)?;
+            stdout.flush()?;
+            out.stderr.copy_to(stderr)?;
+            if out.status.timed_out {
+                writeln!(
+                    stderr,
+                    "troika: job {} timed out: {}",
+                    done.spec.seq, done.spec.shown
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Turns one job's inputs into its argv.
 struct Builder {
-    template: Vec<String>,
+    template: Vec<Vec<u8>>,
     shell: bool,
 }
 
 impl Builder {
-    fn spec(&self, seq: u64, input: &str) -> JobSpec {
-        let input = input.strip_suffix('\r').unwrap_or(input);
-        let argv = if self.shell {
-            let quoted = template::shell_quote(input);
-            let mut line: Vec<String> = self
+    fn spec(&self, seq: u64, inputs: &[Vec<u8>]) -> JobSpec {
+        let appended = !template::mentions_input(&self.template);
+        if self.shell {
+            let mut line: Vec<Vec<u8>> = self
                 .template
                 .iter()
-                .map(|a| template::expand(a, &quoted, seq))
+                .map(|a| template::expand(a, inputs, seq, &template::shell_quote))
                 .collect();
-            if !template::mentions_input(&self.template) {
-                line.push(quoted);
+            if appended {
+                line.extend(inputs.iter().map(|input| template::shell_quote(input)));
             }
-            vec!["sh".to_owned(), "-c".to_owned(), line.join(" ")]
-        } else {
-            let mut argv: Vec<String> = self
-                .template
-                .iter()
-                .map(|a| template::expand(a, input, seq))
-                .collect();
-            if !template::mentions_input(&self.template) {
-                argv.push(input.to_owned());
-            }
-            argv
-        };
-        JobSpec { seq, argv }
+            let line = line.join(&b' ');
+            let shown = String::from_utf8_lossy(&line).into_owned();
+            let argv = vec!["sh".into(), "-c".into(), OsString::from_vec(line)];
+            return JobSpec {
+                seq,
+                ord: 0,
+                argv,
+                shown,
+            };
+        }
+        let mut argv: Vec<Vec<u8>> = self
+            .template
+            .iter()
+            .map(|a| template::expand(a, inputs, seq, &template::verbatim))
+            .collect();
+        if appended {
+            argv.extend(inputs.iter().cloned());
+        }
+        let shown = argv
+            .iter()
+            .map(|a| String::from_utf8_lossy(&template::shell_quote(a)).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        JobSpec {
+            seq,
+            ord: 0,
+            argv: argv.into_iter().map(OsString::from_vec).collect(),
+            shown,
+        }
     }
+}
+
+/// Jobs counted as they end, for `--halt`.
+#[derive(Default)]
+struct Counts {
+    failed: AtomicU64,
+    succeeded: AtomicU64,
 }
 
 /// Runs one job, with retries, on a pool thread.
@@ -382,10 +612,17 @@ struct Runner {
     running: Arc<Running>,
     timeout: Option<Duration>,
     retries: u32,
-    halt: Halt,
-    /// Failed jobs so far, counted where they fail, so a halt takes effect
-    /// before the worker that saw the failure can start another job.
-    failures: AtomicU64,
+    halt: Option<Halt>,
+    /// The number of jobs, when known (a percentage `--halt`).
+    total: Option<u64>,
+    /// Counted where jobs end, so a halt takes effect before the worker that
+    /// saw it can start another job.
+    counts: Counts,
+    triggered: AtomicBool,
+    /// When order and grouping allow it, the one job holding this streams
+    /// its output straight through instead of spooling it.
+    streaming: Option<Arc<Mutex<()>>>,
+    keep_order: bool,
 }
 
 impl Runner {
@@ -393,16 +630,13 @@ impl Runner {
     fn run(&self, spec: JobSpec) -> Option<Finished> {
         let mut attempt = 0;
         loop {
-            if self.running.stop.load(Ordering::Acquire) {
+            if self.running.stopped() {
                 return None;
             }
             let mut finished = self.attempt(&spec);
-            if !finished.failed()
-                || attempt >= self.retries
-                || self.running.stop.load(Ordering::Acquire)
-            {
-                if finished.failed() {
-                    finished.halted = self.count_failure();
+            if !finished.failed() || attempt >= self.retries || self.running.stopped() {
+                if !finished.stopped {
+                    finished.halted = self.count(finished.failed());
                 }
                 return Some(finished);
             }
@@ -410,20 +644,41 @@ impl Runner {
         }
     }
 
-    /// Count a failed job; true if it is the one that reaches the halt count
-    /// (then nothing new starts, and under `now` every running job is killed).
-    fn count_failure(&self) -> bool {
-        let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
-        let (Halt::Now(limit) | Halt::Soon(limit)) = self.halt else {
+    /// Count an ended job; true if it is the one that meets `--halt`'s
+    /// condition (then nothing new starts, and under `now` every running job
+    /// is killed).
+    fn count(&self, failed: bool) -> bool {
+        let (failures, successes) = if failed {
+            (
+                self.counts.failed.fetch_add(1, Ordering::AcqRel) + 1,
+                self.counts.succeeded.load(Ordering::Acquire),
+            )
+        } else {
+            (
+                self.counts.failed.load(Ordering::Acquire),
+                self.counts.succeeded.fetch_add(1, Ordering::AcqRel) + 1,
+            )
+        };
+        let Some(halt) = self.halt else {
             return false;
         };
-        if failures != limit {
+        let count = match halt.cond {
+            Cond::Fail if failed => failures,
+            Cond::Success if !failed => successes,
+            Cond::Done => failures + successes,
+            _ => return false,
+        };
+        let met = match halt.threshold {
+            Threshold::Count(n) => count >= n,
+            Threshold::Percent(p) => {
+                let total = self.total.unwrap_or(u64::MAX) as f64;
+                count as f64 * 100.0 >= p * total
+            }
+        };
+        if !met || self.triggered.swap(true, Ordering::AcqRel) {
             return false;
         }
-        self.running.stop.store(true, Ordering::Release);
-        if matches!(self.halt, Halt::Now(_)) {
-            self.running.kill_all();
-        }
+        self.running.stop(halt.when == When::Now);
         true
     }
 
@@ -432,17 +687,68 @@ impl Runner {
         let clock = Instant::now();
         let mut command = Command::new(&spec.argv[0]);
         command.args(&spec.argv[1..]);
+        let mut stopped = false;
         let outcome = match GroupChild::spawn(&mut command) {
-            Err(e) => Err(format!("cannot run '{}': {e}", spec.argv[0])),
+            Err(e) => Err(format!(
+                "cannot run '{}': {e}",
+                spec.argv[0].to_string_lossy()
+            )),
             Ok(child) => {
-                self.running.groups.lock().insert(spec.seq, child.killer());
+                let killer = child.killer();
+                self.running.groups.lock().insert(spec.seq, killer.clone());
                 // A stop that raced with the spawn must still kill this job.
-                if self.running.stop.load(Ordering::Acquire) {
-                    child.killer().kill();
+                if self.running.stopped() {
+                    killer.terminate();
+                    killer.kill();
                 }
-                let output = child.communicate(self.timeout);
+                let mut stdout = Spool::default();
+                let mut stderr = Spool::default();
+                // With -k only the job printed next may stream, and only
+                // once everything before it is printed (`next_to_print` is
+                // published after `unprinted`).
+                let head = !self.keep_order
+                    || self.running.next_to_print.load(Ordering::Acquire) == spec.ord;
+                let turn = self
+                    .streaming
+                    .as_ref()
+                    .filter(|_| head && self.running.unprinted.load(Ordering::Acquire) == 0)
+                    .and_then(|token| token.try_lock());
+                let (status, received) = match turn {
+                    Some(_turn) => {
+                        let mut out = Counted::new(std::io::stdout());
+                        let status = child
+                            .communicate_into(self.timeout, &mut out, &mut std::io::stderr())
+                            .and_then(|status| out.flush().map(|()| status));
+                        (status, out.count)
+                    }
+                    None => {
+                        let status = child.communicate_into(self.timeout, &mut stdout, &mut stderr);
+                        (status, stdout.len())
+                    }
+                };
                 self.running.groups.lock().remove(&spec.seq);
-                output.map_err(|e| format!("lost track of '{}': {e}", spec.argv[0]))
+                match status {
+                    Ok(status) => {
+                        stopped = !status.success() && self.running.stopped();
+                        Ok(Output {
+                            received,
+                            stdout,
+                            stderr,
+                            status,
+                        })
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                        // Streaming into a closed stdout: end the run, quietly.
+                        self.running.stdout_closed.store(true, Ordering::Release);
+                        self.running.stop(true);
+                        stopped = true;
+                        Err("stdout closed".to_owned())
+                    }
+                    Err(e) => Err(format!(
+                        "lost track of '{}': {e}",
+                        spec.argv[0].to_string_lossy()
+                    )),
+                }
             }
         };
         Finished {
@@ -451,11 +757,37 @@ impl Runner {
             runtime: clock.elapsed(),
             outcome,
             halted: false,
+            stopped,
         }
     }
 }
 
-/// On SIGINT or SIGTERM: start nothing more and kill every running job.
+/// A writer that counts what passes through.
+struct Counted<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W> Counted<W> {
+    fn new(inner: W) -> Counted<W> {
+        Counted { inner, count: 0 }
+    }
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// On SIGINT or SIGTERM: start nothing more, stop reading inputs, and end
+/// every running job (SIGTERM, then SIGKILL).
 fn watch_signals(running: &Arc<Running>) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
@@ -465,8 +797,7 @@ fn watch_signals(running: &Arc<Running>) -> anyhow::Result<()> {
         .name("troika-run-signals".into())
         .spawn(move || {
             for _ in signals.forever() {
-                running.stop.store(true, Ordering::Release);
-                running.kill_all();
+                running.stop(true);
             }
         })
         .context("cannot start the signal thread")?;
@@ -477,47 +808,53 @@ fn watch_signals(running: &Arc<Running>) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn halt_parses_gnu_parallel_forms() {
-        assert_eq!(parse_halt("never").unwrap(), Halt::Never);
-        assert_eq!(parse_halt("now,fail=1").unwrap(), Halt::Now(1));
-        assert_eq!(parse_halt("soon,fail=3").unwrap(), Halt::Soon(3));
-        for bad in [
-            "now",
-            "later,fail=1",
-            "now,fail=0",
-            "soon,fail=x",
-            "now,success=1",
-        ] {
-            assert!(parse_halt(bad).is_err(), "{bad}");
-        }
+    fn words(list: &[&str]) -> Vec<Vec<u8>> {
+        list.iter().map(|w| w.as_bytes().to_vec()).collect()
     }
 
     #[test]
     fn inputs_are_appended_without_a_placeholder_and_quoted_for_the_shell() {
         let direct = Builder {
-            template: vec!["echo".into(), "-n".into()],
+            template: words(&["echo", "-n"]),
             shell: false,
         };
-        assert_eq!(direct.spec(1, "a b\r").argv, ["echo", "-n", "a b"]);
+        let spec = direct.spec(1, &words(&["a b"]));
+        assert_eq!(spec.argv, ["echo", "-n", "a b"]);
+        assert_eq!(spec.shown, "echo -n 'a b'");
         let placed = Builder {
-            template: vec!["cp".into(), "{}".into(), "{.}.bak".into()],
+            template: words(&["cp", "{}", "{.}.bak"]),
             shell: false,
         };
-        assert_eq!(placed.spec(2, "x.txt").argv, ["cp", "x.txt", "x.bak"]);
+        assert_eq!(
+            placed.spec(2, &words(&["x.txt"])).argv,
+            ["cp", "x.txt", "x.bak"]
+        );
+        let numbered = Builder {
+            template: words(&["echo", "{#}"]),
+            shell: false,
+        };
+        assert_eq!(numbered.spec(7, &words(&["x"])).argv, ["echo", "7"]);
         let shell = Builder {
-            template: vec![
-                "echo".into(),
-                "{}".into(),
-                "|".into(),
-                "wc".into(),
-                "-c".into(),
-            ],
+            template: words(&["echo", "{}", "|", "wc", "-c"]),
             shell: true,
         };
         assert_eq!(
-            shell.spec(3, "it's").argv,
+            shell.spec(3, &words(&["it's"])).argv,
             ["sh", "-c", r"echo 'it'\''s' | wc -c"]
         );
+    }
+
+    #[test]
+    fn sources_split_at_three_and_four_colons() {
+        let words: Vec<OsString> = ["echo", ":::", "a", "b", "::::", "f", "g", ":::", "1"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let (template, sources) = split_sources(&words).unwrap();
+        assert_eq!(template, [b"echo".to_vec()]);
+        assert_eq!(sources.len(), 4);
+        assert!(matches!(&sources[1], Source::File(p) if p == std::path::Path::new("f")));
+        let linked: Vec<OsString> = ["echo", ":::+", "a"].iter().map(OsString::from).collect();
+        assert!(split_sources(&linked).is_err());
     }
 }

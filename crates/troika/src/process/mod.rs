@@ -73,8 +73,11 @@
 //! # External commands
 //!
 //! [`GroupChild`] runs an external command in a process group of its own,
-//! captures its output, kills the whole group at a deadline and always reaps
-//! it: the supervision that `troika run` is built on.
+//! captures its output (in memory, or into writers as it arrives), kills the
+//! whole group at a deadline whether or not its leader still lives, stops
+//! reading once the leader has exited and the group is empty (a process that
+//! left the group cannot hold it), and always reaps it: the supervision that
+//! `troika run` is built on.
 //!
 //! # How it works
 //!
@@ -97,7 +100,7 @@ mod worker;
 pub mod workloads;
 
 pub use child::{Process, ProcessBuilder, SpawnError};
-pub use command::{CommandOutput, GroupChild, GroupKiller};
+pub use command::{CommandOutput, CommandStatus, GroupChild, GroupKiller};
 pub use map::{ProcessMap, ProcessMapUnordered};
 pub use pool::{ProcessPool, ProcessPoolBuilder, ProcessPoolStats};
 pub use registry::RemoteFn;
