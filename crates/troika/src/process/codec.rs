@@ -24,6 +24,7 @@ use serde::ser::{self, Serialize};
 
 /// Append the postcard encoding of `value` to `out`. On failure `out` is left
 /// as it was and the error says why.
+#[inline]
 pub(crate) fn encode_into<T: Serialize + ?Sized>(
     value: &T,
     out: &mut Vec<u8>,
@@ -44,6 +45,7 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
 }
 
 /// Decode a postcard value; the error says why it could not be decoded.
+#[inline]
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     match postcard::from_bytes(bytes) {
         Ok(value) => Ok(value),

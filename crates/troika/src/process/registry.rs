@@ -101,35 +101,58 @@ pub(crate) const ITEM_PANICKED: u8 = 1;
 /// Could not be encoded or decoded.
 pub(crate) const ITEM_ENCODE: u8 = 2;
 
-/// Bytes before an item's body: its tag and its `u32` length.
-const ITEM_HEADER: usize = 5;
+/// Bytes reserved before an item's body: its tag and one byte of its
+/// length, a LEB128 varint (most items are short; a longer length moves the
+/// body up by the extra bytes).
+const ITEM_HEADER: usize = 2;
 
 /// Start an item with `tag` in `out`; returns where it begins, for
 /// [`finish_item`].
+#[inline]
 pub(crate) fn begin_item(out: &mut Vec<u8>, tag: u8) -> usize {
     let at = out.len();
-    out.push(tag);
-    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&[tag, 0]);
     at
 }
 
-/// Patch the length of the item begun at `at`. An item too long for its
+/// Write the length of the item begun at `at`. An item too long for a
 /// `u32` length is replaced by an [`ITEM_ENCODE`] message.
+#[inline]
 pub(crate) fn finish_item(out: &mut Vec<u8>, at: usize) {
-    let len = out.len() - at - ITEM_HEADER;
-    match u32::try_from(len) {
-        Ok(len32) => out[at + 1..at + ITEM_HEADER].copy_from_slice(&len32.to_le_bytes()),
-        Err(_) => {
-            out.truncate(at);
-            push_message(
-                out,
-                ITEM_ENCODE,
-                &format!(
-                    "one item of a chunk encodes to {len} bytes; an item may have at most 4 GiB"
-                ),
-            );
-        }
+    let body = at + ITEM_HEADER;
+    let len = out.len() - body;
+    if len < 0x80 {
+        out[at + 1] = len as u8;
+        return;
     }
+    let Ok(len32) = u32::try_from(len) else {
+        out.truncate(at);
+        push_message(
+            out,
+            ITEM_ENCODE,
+            &format!("one item of a chunk encodes to {len} bytes; an item may have at most 4 GiB"),
+        );
+        return;
+    };
+    let mut varint = [0u8; 5];
+    let mut n = 0;
+    let mut v = len32;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            varint[n] = byte;
+            n += 1;
+            break;
+        }
+        varint[n] = byte | 0x80;
+        n += 1;
+    }
+    // Make room for the length's extra bytes, then write it.
+    let end = out.len();
+    out.resize(end + n - 1, 0);
+    out.copy_within(body..end, body + n - 1);
+    out[at + 1..at + 1 + n].copy_from_slice(&varint[..n]);
 }
 
 /// Append an item holding a message.
@@ -140,12 +163,22 @@ pub(crate) fn push_message(out: &mut Vec<u8>, tag: u8, msg: &str) {
 }
 
 /// Split the first item off `bytes`: its tag, its body and the rest. `None`
-/// if `bytes` is too short for the item its header announces.
+/// if `bytes` is too short for the item its header announces, or its length
+/// is not a varint of at most 5 bytes that fits a `u32`.
+#[inline]
 pub(crate) fn split_item(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = bytes.split_first()?;
-    let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-    let rest = &rest[4..];
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    let (&tag, mut rest) = bytes.split_first()?;
+    let mut len: u64 = 0;
+    for shift in (0..35).step_by(7) {
+        let (&byte, after) = rest.split_first()?;
+        rest = after;
+        len |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            let len = usize::try_from(u32::try_from(len).ok()?).ok()?;
+            return (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]));
+        }
+    }
+    None
 }
 
 /// Split a chunk's leading `u32` item count off `bytes`.
@@ -180,23 +213,25 @@ fn trampoline<F: RemoteFn>(input: &[u8], chunk: bool, out: &mut Vec<u8>) -> u16 
 /// — runs under `catch_unwind`: a panic in any of them fails the call as a
 /// panic, and the worker lives on.
 fn run_one<F: RemoteFn>(input: &[u8], out: &mut Vec<u8>) -> Result<(), (u16, String)> {
-    let arg: F::Arg = match unwind(|| decode(input)) {
-        Ok(Ok(arg)) => arg,
-        Ok(Err(e)) => {
-            return Err((
+    // One `catch_unwind` around the three stages (it is cheap, but not free
+    // per item of a chunk); a panic in any of them is the call's panic.
+    let staged = unwind(|| {
+        let arg: F::Arg = decode(input).map_err(|e| {
+            (
                 wire::ARG_DECODE,
                 format!("decoding the argument in the worker: {e}"),
-            ));
-        }
-        Err(panic) => return Err((wire::PANICKED, panic)),
-    };
-    let value = unwind(|| F::run(arg)).map_err(|panic| (wire::PANICKED, panic))?;
-    match unwind(move || encode_into(&value, out)) {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err((
-            wire::RESULT_ENCODE,
-            format!("encoding the result in the worker: {e}"),
-        )),
+            )
+        })?;
+        let value = F::run(arg);
+        encode_into(&value, out).map_err(|e| {
+            (
+                wire::RESULT_ENCODE,
+                format!("encoding the result in the worker: {e}"),
+            )
+        })
+    });
+    match staged {
+        Ok(done) => done,
         Err(panic) => Err((wire::PANICKED, panic)),
     }
 }
@@ -352,4 +387,41 @@ macro_rules! __remote_define {
                 $crate::process::__registry::Registration::of::<$name>();
         };
     };
+}
+
+#[cfg(test)]
+mod item_tests {
+    use super::{ITEM_OK, ITEM_PANICKED, begin_item, finish_item, split_item};
+
+    /// Items of every length class round-trip, back to back: a length that
+    /// needs more than the reserved byte moves its body up correctly.
+    #[test]
+    fn items_of_every_length_round_trip() {
+        let lens = [0usize, 1, 127, 128, 129, 16_383, 16_384, 100_000, 2_100_000];
+        let mut out = vec![9, 9];
+        for (i, &len) in lens.iter().enumerate() {
+            let at = begin_item(&mut out, if i % 2 == 0 { ITEM_OK } else { ITEM_PANICKED });
+            out.extend((0..len).map(|b| (b % 251) as u8));
+            finish_item(&mut out, at);
+        }
+        let mut rest = &out[2..];
+        for (i, &len) in lens.iter().enumerate() {
+            let (tag, body, after) = split_item(rest).expect("a whole item");
+            assert_eq!(tag, if i % 2 == 0 { ITEM_OK } else { ITEM_PANICKED });
+            assert_eq!(body.len(), len);
+            assert!(body.iter().enumerate().all(|(b, &v)| v == (b % 251) as u8));
+            rest = after;
+        }
+        assert!(rest.is_empty());
+    }
+
+    /// A cut item or an over-long length varint is refused, never read past.
+    #[test]
+    fn damaged_items_are_refused() {
+        assert!(split_item(&[]).is_none());
+        assert!(split_item(&[ITEM_OK]).is_none());
+        assert!(split_item(&[ITEM_OK, 5, 1, 2]).is_none());
+        assert!(split_item(&[ITEM_OK, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]).is_none());
+        assert!(split_item(&[ITEM_OK, 0xff, 0xff, 0xff, 0xff, 0x7f]).is_none());
+    }
 }

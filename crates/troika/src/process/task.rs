@@ -148,18 +148,33 @@ pub(crate) fn encode_chunk<F: RemoteFn>(id: u64, args: &[F::Arg]) -> Result<Vec<
     })?;
     let mut frame = begin_call::<F>(id, wire::CALL_CHUNK, 4 + args.len() * 8)?;
     frame.extend_from_slice(&count.to_le_bytes());
-    for arg in args {
-        let at = registry::begin_item(&mut frame, ITEM_OK);
-        match registry::unwind(|| registry::encode_into(arg, &mut frame)) {
-            Ok(Ok(())) => registry::finish_item(&mut frame, at),
-            Ok(Err(e)) => {
-                frame.truncate(at);
-                let msg = format!("encoding the argument in the parent: {e}");
-                registry::push_message(&mut frame, ITEM_ENCODE, &msg);
+    // One `catch_unwind` for a run of items, not one per item: a panic in a
+    // `Serialize` fails the item it was encoding, and the run goes on from
+    // the next one (nothing is encoded twice).
+    let mut next = 0;
+    while next < args.len() {
+        let current = std::cell::Cell::new((next, frame.len()));
+        let run = registry::unwind(|| {
+            for (i, arg) in args.iter().enumerate().skip(next) {
+                let at = registry::begin_item(&mut frame, ITEM_OK);
+                current.set((i, at));
+                match registry::encode_into(arg, &mut frame) {
+                    Ok(()) => registry::finish_item(&mut frame, at),
+                    Err(e) => {
+                        frame.truncate(at);
+                        let msg = format!("encoding the argument in the parent: {e}");
+                        registry::push_message(&mut frame, ITEM_ENCODE, &msg);
+                    }
+                }
             }
+        });
+        match run {
+            Ok(()) => break,
             Err(panic) => {
+                let (i, at) = current.get();
                 frame.truncate(at);
                 registry::push_message(&mut frame, ITEM_PANICKED, &panic);
+                next = i + 1;
             }
         }
     }
@@ -276,18 +291,40 @@ fn decode_chunk<R: DeserializeOwned>(body: &[u8]) -> Result<ChunkOutcome<R>, Tas
     };
     let (count, mut rest) = registry::split_count(body).ok_or_else(corrupt)?;
     let count = count as usize;
-    // Each item takes at least five bytes: do not trust the count further.
-    let mut items = Vec::with_capacity(count.min(rest.len() / 5));
-    for _ in 0..count {
-        let (tag, item, after) = registry::split_item(rest).ok_or_else(corrupt)?;
-        rest = after;
-        let msg = || String::from_utf8_lossy(item).into_owned();
-        items.push(match tag {
-            ITEM_OK => decode_result(item),
-            ITEM_PANICKED => Err(TaskError::new(ErrorKind::Panicked(msg()))),
-            ITEM_ENCODE => Err(TaskError::new(ErrorKind::Serialization(msg()))),
-            _ => return Err(corrupt()),
+    // Each item takes at least two bytes: do not trust the count further.
+    let mut items = Vec::with_capacity(count.min(rest.len() / 2));
+    // One `catch_unwind` for a run of items, not one per item: a panic in a
+    // `Deserialize` fails the item it was decoding, and the run goes on from
+    // the next one.
+    while items.len() < count {
+        let run = registry::unwind(|| -> Result<(), TaskError> {
+            while items.len() < count {
+                let (tag, item, after) = registry::split_item(rest).ok_or_else(corrupt)?;
+                let msg = || String::from_utf8_lossy(item).into_owned();
+                let outcome = match tag {
+                    ITEM_OK => registry::decode(item).map_err(|e| {
+                        TaskError::new(ErrorKind::Serialization(format!(
+                            "decoding the result in the parent: {e}"
+                        )))
+                    }),
+                    ITEM_PANICKED => Err(TaskError::new(ErrorKind::Panicked(msg()))),
+                    ITEM_ENCODE => Err(TaskError::new(ErrorKind::Serialization(msg()))),
+                    _ => return Err(corrupt()),
+                };
+                rest = after;
+                items.push(outcome);
+            }
+            Ok(())
         });
+        match run {
+            Ok(done) => done?,
+            Err(panic) => {
+                // `rest` still starts at the item whose decoding panicked.
+                let (_, _, after) = registry::split_item(rest).ok_or_else(corrupt)?;
+                rest = after;
+                items.push(Err(TaskError::new(ErrorKind::Panicked(panic))));
+            }
+        }
     }
     Ok(items)
 }
