@@ -547,3 +547,26 @@ fn sigint_stops_the_run_and_kills_its_jobs() {
         wait_until(&format!("job {pid} to die"), || !alive(pid));
     }
 }
+
+/// A job retried with `-j 1` (where output streams straight through) prints
+/// the output of its last attempt only, as it does when spooled.
+#[test]
+fn retried_jobs_print_their_last_attempt_only() {
+    for jobs in ["1", "2"] {
+        let out = troika(&[
+            "run",
+            "-j",
+            jobs,
+            "--retries",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "echo try; exit 1",
+            ":::",
+            "x",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "-j {jobs}");
+        assert_eq!(text(&out.stdout), "try\n", "-j {jobs}");
+    }
+}

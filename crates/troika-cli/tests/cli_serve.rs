@@ -538,6 +538,14 @@ fn startup_errors_are_clear_and_exit_non_zero() {
         ("this is not toml", "bad --config"),
         ("[backends.file]\ntimeout_secs = -1\n", "timeout_secs"),
         (
+            "[backends.api]\ntimeout_secs = 1e19\n",
+            "timeout_secs must be a number of seconds above 0 and at most 1e9",
+        ),
+        (
+            "[limits]\nrequest_deadline_secs = 1e300\n",
+            "request_deadline_secs must be a number of seconds above 0 and at most 1e9",
+        ),
+        (
             "[limits]\nmax_head_bytes = 10\n",
             "limits.max_head_bytes must be between 1024 and 1048576 (got 10)",
         ),

@@ -205,3 +205,25 @@ fn a_chunked_body_past_the_limit_gets_413() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json(), serde_json::json!({"7": true, "9": false}));
 }
+
+/// A body that stops arriving is the client's fault: when the request
+/// deadline passes while it is read, the answer is 408 (JSON), not the 504
+/// that a backend past the deadline gets.
+#[test]
+fn a_body_that_stalls_past_the_deadline_gets_408() {
+    let server = Server::start("", "[limits]\nrequest_deadline_secs = 0.5\n");
+    let mut stream = connect(server.addr);
+    stream
+        .write_all(
+            b"POST /is_prime HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 1000\r\n\r\n[1, 2",
+        )
+        .unwrap();
+    let (status, head) = read_reply_head(&mut stream).expect("an answer");
+    assert_eq!(status, 408, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+}

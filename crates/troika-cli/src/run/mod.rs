@@ -633,7 +633,7 @@ impl Runner {
             if self.running.stopped() {
                 return None;
             }
-            let mut finished = self.attempt(&spec);
+            let mut finished = self.attempt(&spec, attempt >= self.retries);
             if !finished.failed() || attempt >= self.retries || self.running.stopped() {
                 if !finished.stopped {
                     finished.halted = self.count(finished.failed());
@@ -682,7 +682,10 @@ impl Runner {
         true
     }
 
-    fn attempt(&self, spec: &JobSpec) -> Finished {
+    /// One attempt at `spec`; only the `last` one may stream its output
+    /// straight through (a failed earlier attempt's output is dropped, as
+    /// when it is spooled).
+    fn attempt(&self, spec: &JobSpec, last: bool) -> Finished {
         let start = SystemTime::now();
         let clock = Instant::now();
         let mut command = Command::new(&spec.argv[0]);
@@ -706,8 +709,9 @@ impl Runner {
                 // With -k only the job printed next may stream, and only
                 // once everything before it is printed (`next_to_print` is
                 // published after `unprinted`).
-                let head = !self.keep_order
-                    || self.running.next_to_print.load(Ordering::Acquire) == spec.ord;
+                let head = last
+                    && (!self.keep_order
+                        || self.running.next_to_print.load(Ordering::Acquire) == spec.ord);
                 let turn = self
                     .streaming
                     .as_ref()

@@ -356,16 +356,22 @@ pub(crate) fn secs(value: f64) -> Duration {
     Duration::try_from_secs_f64(value).unwrap_or(Duration::MAX)
 }
 
+/// The longest time a key may name: about 31 years, so that "now plus this"
+/// is a representable instant (a larger value made every request panic).
+const MAX_SECS: f64 = 1e9;
+
 fn positive(name: &str, value: f64) -> anyhow::Result<()> {
-    if !(value.is_finite() && value > 0.0 && Duration::try_from_secs_f64(value).is_ok()) {
-        bail!("{name} must be a number of seconds above 0 (got {value})");
+    if !(value.is_finite() && value > 0.0 && value <= MAX_SECS) {
+        bail!("{name} must be a number of seconds above 0 and at most {MAX_SECS:e} (got {value})");
     }
     Ok(())
 }
 
 fn non_negative(name: &str, value: f64) -> anyhow::Result<()> {
-    if !(value.is_finite() && value >= 0.0 && Duration::try_from_secs_f64(value).is_ok()) {
-        bail!("{name} must be a number of seconds, 0 or more (got {value})");
+    if !(value.is_finite() && value >= 0.0 && value <= MAX_SECS) {
+        bail!(
+            "{name} must be a number of seconds, 0 or more and at most {MAX_SECS:e} (got {value})"
+        );
     }
     Ok(())
 }

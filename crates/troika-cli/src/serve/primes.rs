@@ -180,7 +180,17 @@ pub(crate) async fn post_is_prime(
     )
     .await
     {
-        Err(_) => return Err(deadline_passed(&app)),
+        // The client did not send its body in time: its fault, not a
+        // backend's (408, not 504).
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within the request deadline of {} s",
+                    app.deadline.as_secs_f64()
+                ),
+            ));
+        }
         Ok(outcome) => outcome?,
     };
     let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(&bytes).map_err(|e| {

@@ -272,6 +272,10 @@ impl GroupChild {
                 exit = self.try_reap()?;
             }
         }
+        // One last look: if the group is empty now, every killer of it goes
+        // quiet, so a killer kept past this call cannot signal a later group
+        // that is given the same number.
+        killer.alive();
         Ok(CommandStatus {
             exit: exit.unwrap_or(Exit::Unknown),
             timed_out,
@@ -395,6 +399,17 @@ mod tests {
             stat.rsplit_once(')')
                 .is_some_and(|(_, s)| !s.trim_start().starts_with('Z'))
         })
+    }
+
+    /// A killer kept after `communicate` of a group that ended is quiet:
+    /// the group's number may be given to another group later.
+    #[test]
+    fn a_killer_of_a_finished_group_goes_quiet() {
+        let child = sh("exit 0");
+        let killer = child.killer();
+        child.communicate(None).unwrap();
+        assert!(killer.gone.load(Ordering::Acquire));
+        assert!(!killer.alive());
     }
 
     #[test]
