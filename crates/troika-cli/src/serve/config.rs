@@ -368,7 +368,7 @@ fn positive(name: &str, value: f64) -> anyhow::Result<()> {
 }
 
 fn non_negative(name: &str, value: f64) -> anyhow::Result<()> {
-    if !(value.is_finite() && value >= 0.0 && value <= MAX_SECS) {
+    if !(value.is_finite() && (0.0..=MAX_SECS).contains(&value)) {
         bail!(
             "{name} must be a number of seconds, 0 or more and at most {MAX_SECS:e} (got {value})"
         );
