@@ -570,3 +570,43 @@ fn retried_jobs_print_their_last_attempt_only() {
         assert_eq!(text(&out.stdout), "try\n", "-j {jobs}");
     }
 }
+
+/// Under `--halt soon` nothing is killed: a job that fails on its own after
+/// the halt finished, so it has its joblog line (and `--resume` skips it).
+#[test]
+fn halt_soon_logs_a_job_that_fails_on_its_own_after_the_halt() {
+    let dir = scratch("halt-soon-log");
+    let joblog = dir.join("log");
+    let first_done = dir.join("first-done");
+    let script = format!(
+        "if [ $1 = first ]; then touch {d}; exit 1; fi; \
+         while [ ! -e {d} ]; do sleep 0.01; done; sleep 0.3; exit 5",
+        d = first_done.display()
+    );
+    let out = troika(&[
+        "run",
+        "-j",
+        "2",
+        "--halt",
+        "soon,fail=1",
+        "--joblog",
+        joblog.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        &script,
+        "_",
+        ":::",
+        "first",
+        "second",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out.stderr));
+    let log = std::fs::read_to_string(&joblog).unwrap();
+    let exits: Vec<&str> = log
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split('\t').nth(6))
+        .collect();
+    assert_eq!(exits.len(), 2, "both jobs are in the joblog:\n{log}");
+    assert!(exits.contains(&"1") && exits.contains(&"5"), "{log}");
+}

@@ -187,6 +187,9 @@ const STOP_GRACE: Duration = Duration::from_millis(200);
 struct Running {
     groups: Mutex<HashMap<u64, GroupKiller>>,
     stop: Arc<AtomicBool>,
+    /// The running jobs were signalled (`--halt now`, Ctrl-C, a closed
+    /// stdout): one that fails now was killed, not finished.
+    killing: AtomicBool,
     inputs: Stoppers,
     /// A job streaming straight through found stdout closed.
     stdout_closed: AtomicBool,
@@ -205,6 +208,7 @@ impl Running {
         if !kill {
             return;
         }
+        self.killing.store(true, Ordering::Release);
         for killer in self.groups.lock().values() {
             killer.terminate();
         }
@@ -733,7 +737,9 @@ impl Runner {
                 self.running.groups.lock().remove(&spec.seq);
                 match status {
                     Ok(status) => {
-                        stopped = !status.success() && self.running.stopped();
+                        // Under `--halt soon` nothing is signalled: a job
+                        // that fails then failed on its own and is logged.
+                        stopped = !status.success() && self.running.killing.load(Ordering::Acquire);
                         Ok(Output {
                             received,
                             stdout,
