@@ -1,6 +1,6 @@
 //! `troika crawl` end to end, against a real HTTP server on 127.0.0.1.
 
-mod deadline;
+mod common;
 mod support;
 
 use std::collections::HashMap;
@@ -16,7 +16,7 @@ fn crawl(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let args: Vec<&str> = std::iter::once("crawl")
         .chain(args.iter().copied())
         .collect();
-    deadline::run_troika_within(&args, stdin, deadline::LIMIT)
+    common::run_troika(&args, stdin)
 }
 
 fn lines(out: &Output) -> Vec<Value> {
@@ -421,7 +421,7 @@ fn a_timeout_before_any_response_has_no_status() {
 
 #[test]
 fn help_states_the_exit_codes_and_what_counts_as_an_error() {
-    let out = deadline::run_troika_within(&["crawl", "--help"], None, deadline::LIMIT);
+    let out = common::run_troika(&["crawl", "--help"], None);
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8(out.stdout).unwrap();
     assert!(help.contains("Exit status"), "{help}");

@@ -2,7 +2,7 @@
 //! seen troika's sources — it says what the experiment is instead of naming
 //! "the seeds" — and the defaults it shows are the real ones.
 
-mod deadline;
+mod common;
 
 use serde_json::Value;
 
@@ -10,7 +10,7 @@ const COMMANDS: &[&str] = &["bench", "primes", "run", "crawl", "serve"];
 
 /// The output of `troika ARGS…`, which must succeed.
 fn troika(args: &[&str]) -> String {
-    let out = deadline::run_troika_within(args, None, deadline::LIMIT);
+    let out = common::run_troika(args, None);
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -1,11 +1,21 @@
-//! What every end-to-end test of the `troika` command needs: running it.
+//! What every end-to-end test of the `troika` command needs: running it,
+//! with an outer deadline, so a run that hangs on a bug is killed and fails
+//! its test instead of hanging the suite.
 
-use std::io::Write;
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
-/// Run the `troika` binary with `args` and wait for it. `stdin` is written to
-/// its standard input and then closed; `None` gives it no standard input.
-pub(crate) fn run_troika(args: &[&str], stdin: Option<&[u8]>) -> Output {
+/// Long enough for any of these runs on a loaded machine; only a hang
+/// reaches it.
+pub(crate) const LIMIT: Duration = Duration::from_secs(180);
+
+/// Run `troika` with `args`, writing `stdin` (if any) to it and closing it;
+/// kill it and panic if it has not exited within `limit`.
+pub(crate) fn run_troika_within(args: &[&str], stdin: Option<&[u8]>, limit: Duration) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_troika"))
         .args(args)
         .stdin(if stdin.is_some() {
@@ -17,8 +27,54 @@ pub(crate) fn run_troika(args: &[&str], stdin: Option<&[u8]>) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the troika binary runs");
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input).unwrap();
+    let pid = rustix::process::Pid::from_child(&child);
+    // The watchdog waits for the exit (the event) and kills only on the
+    // failure path, when the deadline passes first.
+    let (exited, watched) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = watched.recv_timeout(limit) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            return true;
+        }
+        false
+    });
+    let feeder = stdin.map(|input| {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        let input = input.to_vec();
+        // A child that stops reading early closes the pipe: not an error here.
+        std::thread::spawn(move || drop(pipe.write_all(&input)))
+    });
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let mut out = Vec::new();
+    let _ = stdout.read_to_end(&mut out);
+    let status = child.wait().expect("waiting for troika");
+    let _ = exited.send(());
+    let killed = watchdog.join().expect("the watchdog thread");
+    let err = err_reader.join().expect("the stderr reader");
+    if let Some(feeder) = feeder {
+        let _ = feeder.join();
     }
-    child.wait_with_output().unwrap()
+    assert!(
+        !killed,
+        "troika {args:?} did not finish within {limit:?} and was killed; stderr:\n{}",
+        String::from_utf8_lossy(&err)
+    );
+    Output {
+        status,
+        stdout: out,
+        stderr: err,
+    }
+}
+
+/// Run the `troika` binary with `args` and wait for it (at most [`LIMIT`]).
+/// `stdin` is written to its standard input and then closed; `None` gives it
+/// no standard input.
+pub(crate) fn run_troika(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    run_troika_within(args, stdin, LIMIT)
 }
