@@ -41,7 +41,9 @@ pub(crate) fn current_thread_id() -> ThreadId {
 }
 
 #[cfg(troika_loom)]
-pub(crate) use self::loom_model::{Condvar, Mutex, MutexGuard, ThreadId, current_thread_id};
+pub(crate) use self::loom_model::{
+    Condvar, Mutex, MutexGuard, ThreadId, WaitQueue, current_thread_id,
+};
 
 #[cfg(troika_loom)]
 mod loom_model {
@@ -131,19 +133,33 @@ mod loom_model {
     ///   the notify arriving before and after), and a waiter that timed out
     ///   consumed no notify.
     pub(crate) struct Condvar {
-        q: loom::sync::Mutex<Waiters>,
+        q: loom::sync::Mutex<WaitQueue>,
         cv: loom::sync::Condvar,
     }
 
-    #[derive(Default)]
-    struct Waiters {
+    /// A kernel-like wait queue of tickets, shared by this condition
+    /// variable and the futex model (`ipc::futex::model::LoomWord`): a
+    /// waiter [`join`](Self::join)s, a wake picks only tickets already
+    /// queued (oldest first) and is lost with none, and a waiter that gives
+    /// up [`leave`](Self::leave)s having consumed no wake.
+    #[derive(Debug, Default)]
+    pub(crate) struct WaitQueue {
         next: u64,
         queued: Vec<u64>,
         woken: Vec<u64>,
     }
 
-    impl Waiters {
-        fn take_woken(&mut self, ticket: u64) -> bool {
+    impl WaitQueue {
+        /// Queue a new waiter; returns its ticket.
+        pub(crate) fn join(&mut self) -> u64 {
+            let ticket = self.next;
+            self.next += 1;
+            self.queued.push(ticket);
+            ticket
+        }
+
+        /// Whether `ticket` was woken (and forgets it).
+        pub(crate) fn take_woken(&mut self, ticket: u64) -> bool {
             match self.woken.iter().position(|&t| t == ticket) {
                 Some(i) => {
                     self.woken.swap_remove(i);
@@ -151,6 +167,24 @@ mod loom_model {
                 }
                 None => false,
             }
+        }
+
+        /// `ticket` stops waiting without a wake (a timeout, a signal).
+        pub(crate) fn leave(&mut self, ticket: u64) {
+            self.queued.retain(|&t| t != ticket);
+        }
+
+        /// Wakes at most `n` queued waiters, oldest first; returns how many.
+        pub(crate) fn wake(&mut self, n: usize) -> usize {
+            let k = n.min(self.queued.len());
+            let picked: Vec<u64> = self.queued.drain(..k).collect();
+            self.woken.extend(picked);
+            k
+        }
+
+        /// How many waiters are queued now.
+        pub(crate) fn len(&self) -> usize {
+            self.queued.len()
         }
     }
 
@@ -163,12 +197,12 @@ mod loom_model {
     impl Condvar {
         pub(crate) fn new() -> Condvar {
             Condvar {
-                q: loom::sync::Mutex::new(Waiters::default()),
+                q: loom::sync::Mutex::new(WaitQueue::default()),
                 cv: loom::sync::Condvar::new(),
             }
         }
 
-        fn waiters(&self) -> loom::sync::MutexGuard<'_, Waiters> {
+        fn waiters(&self) -> loom::sync::MutexGuard<'_, WaitQueue> {
             self.q.lock().unwrap_or_else(PoisonError::into_inner)
         }
 
@@ -179,9 +213,7 @@ mod loom_model {
                 return false;
             };
             let mut q = self.waiters();
-            let ticket = q.next;
-            q.next += 1;
-            q.queued.push(ticket);
+            let ticket = q.join();
             drop(held);
             let timed_out = if timed {
                 drop(q);
@@ -190,7 +222,7 @@ mod loom_model {
                 if q.take_woken(ticket) {
                     false
                 } else {
-                    q.queued.retain(|&t| t != ticket);
+                    q.leave(ticket);
                     true
                 }
             } else {
@@ -222,22 +254,16 @@ mod loom_model {
 
         /// Wakes the oldest queued waiter; false if nobody was queued.
         pub(crate) fn notify_one(&self) -> bool {
-            let mut q = self.waiters();
-            if q.queued.is_empty() {
-                return false;
+            let woke = self.waiters().wake(1) == 1;
+            if woke {
+                self.cv.notify_all();
             }
-            let t = q.queued.remove(0);
-            q.woken.push(t);
-            self.cv.notify_all();
-            true
+            woke
         }
 
         /// Wakes every queued waiter; returns how many.
         pub(crate) fn notify_all(&self) -> usize {
-            let mut q = self.waiters();
-            let n = q.queued.len();
-            let all: Vec<u64> = q.queued.drain(..).collect();
-            q.woken.extend(all);
+            let n = self.waiters().wake(usize::MAX);
             if n > 0 {
                 self.cv.notify_all();
             }

@@ -208,6 +208,7 @@ mod real {
 #[cfg(troika_loom)]
 pub mod model {
     use super::{Env, Wake, Word};
+    use crate::loom::WaitQueue;
     use loom::sync::atomic::{AtomicBool, AtomicU32};
     use loom::sync::{Condvar, Mutex, MutexGuard};
     use std::sync::atomic::Ordering;
@@ -243,28 +244,6 @@ pub mod model {
         q: Mutex<WaitQueue>,
         cv: Condvar,
         liberties: Liberties,
-    }
-
-    /// The kernel's wait queue of one word: tickets of queued waiters, and
-    /// tickets that a wake has picked but whose waiter has not yet run.
-    #[derive(Debug, Default)]
-    struct WaitQueue {
-        next: u64,
-        queued: Vec<u64>,
-        woken: Vec<u64>,
-    }
-
-    impl WaitQueue {
-        /// Whether `ticket` was woken (and forgets it).
-        fn take_woken(&mut self, ticket: u64) -> bool {
-            match self.woken.iter().position(|&t| t == ticket) {
-                Some(i) => {
-                    self.woken.swap_remove(i);
-                    true
-                }
-                None => false,
-            }
-        }
     }
 
     impl LoomWord {
@@ -322,7 +301,7 @@ pub mod model {
 
         /// How many waiters are queued on the word now.
         pub fn queued_for_test(&self) -> usize {
-            self.queue().queued.len()
+            self.queue().len()
         }
 
         fn queue(&self) -> MutexGuard<'_, WaitQueue> {
@@ -367,9 +346,7 @@ pub mod model {
             if self.v.load(Ordering::SeqCst) != expected {
                 return Wake::Woken;
             }
-            let ticket = q.next;
-            q.next += 1;
-            q.queued.push(ticket);
+            let ticket = q.join();
             let may_time_out = timeout.is_some() && self.liberties.timeouts;
             if may_time_out || self.liberties.spurious {
                 // Let the others run; whether a wake reached us before we
@@ -381,7 +358,7 @@ pub mod model {
                 if q.take_woken(ticket) {
                     return Wake::Woken;
                 }
-                q.queued.retain(|&t| t != ticket);
+                q.leave(ticket);
                 return if may_time_out {
                     Wake::TimedOut
                 } else {
@@ -399,15 +376,10 @@ pub mod model {
             }
         }
         fn wake(&self, n: u32) {
-            let mut q = self.queue();
-            let k = (n as usize).min(q.queued.len());
-            if k == 0 {
-                // Nobody queued: the wake is lost.
-                return;
+            // Nobody queued: the wake is lost.
+            if self.queue().wake(n as usize) > 0 {
+                self.cv.notify_all();
             }
-            let picked: Vec<u64> = q.queued.drain(..k).collect();
-            q.woken.extend(picked);
-            self.cv.notify_all();
         }
     }
 
