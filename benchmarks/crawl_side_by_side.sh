@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# troika crawl and the seed's Python crawlers (../shared/peers/seed_crawler.py:
+# troika crawl and the Python peer crawlers (benchmarks/peers/py_crawler.py:
 # asyncio+aiohttp with a Semaphore, and ThreadPoolExecutor+requests) against
 # the same local page server, in one run, so the ratios come from one machine
 # state. Pages take 100 ms, so the limit is concurrency / 0.1 s pages/s.
@@ -10,11 +10,11 @@
 # The page server: SERVER=URL uses one you started (it must answer
 # /page/<n>?delay_ms=100); otherwise nginx with the echo module (Debian:
 # nginx-light libnginx-mod-http-echo) is started when installed, as it is fast
-# enough not to be the bottleneck on 2 cores, else ../shared/peers/delay_server.py
+# enough not to be the bottleneck on 2 cores, else benchmarks/peers/delay_server.py
 # (aiohttp, one core: it saturates near 1000 pages/s). PY_SERVER=1 forces it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-peers=${PEERS:-../shared/peers}
+peers=${PEERS:-$PWD/benchmarks/peers}
 per_slot=${PAGES_PER_SLOT:-20}
 levels=("$@")
 [ ${#levels[@]} -eq 0 ] && levels=(10 100)
@@ -90,7 +90,7 @@ for conc in "${levels[@]}"; do
       async_rate=$(sed -n 's/.*(\([0-9.]*\) pages\/s).*/\1/p' <<<"$summary")
     fi
   done
-  python3 "$peers/seed_crawler.py" "$SERVER" "$n" "$conc" | sed 's/^/python /'
+  python3 "$peers/py_crawler.py" "$SERVER" "$n" "$conc" | sed 's/^/python /'
   if [ -n "$async_rate" ]; then
     echo "troika async: $(awk -v r="$async_rate" -v l="$limit" 'BEGIN {printf "%.1f", 100 * r / l}') % of the limit"
   fi

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# `troika serve` against the seed's Flask app (../shared/peers/seed_flask_app.py)
+# `troika serve` against the Python peer Flask app (benchmarks/peers/py_flask_app.py)
 # under wrk, in one run, on the same machine (issue 6's numbers):
 #   - GET / at 1000 connections (p50, requests/s, errors);
-#   - GET /is_prime/112272535095293?algorithm=trial (the seed's algorithm);
+#   - GET /is_prime/112272535095293?algorithm=trial (the Python peer's trial division);
 #   - the same with miller-rabin (troika only: the Flask app has only trial
 #     division and ignores the parameter, so its row is the trial figure).
 # troika runs with its default process pool; a second troika with
@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
-peers=${PEERS:-../shared/peers}
+peers=${PEERS:-$PWD/benchmarks/peers}
 troika_port=${TROIKA_PORT:-18080}
 flask_port=${FLASK_PORT:-18090}
 threads_port=${THREADS_PORT:-18081}
@@ -53,7 +53,7 @@ pids+=($!)
 setsid "$bin" serve --port "$threads_port" --pool threads --config "$work/serve.toml" \
   > "$work/troika-threads.out" 2> "$work/troika-threads.log" &
 pids+=($!)
-setsid python3 "$peers/seed_flask_app.py" "$flask_port" > "$work/flask.log" 2>&1 &
+setsid python3 "$peers/py_flask_app.py" "$flask_port" > "$work/flask.log" 2>&1 &
 pids+=($!)
 
 wait_port() {
@@ -82,13 +82,13 @@ run() {
 }
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== troika serve (release; process pool unless marked threads) vs seed_flask_app.py ($(python3 --version)), wrk ${secs}s per row"
+echo "== troika serve (release; process pool unless marked threads) vs py_flask_app.py ($(python3 --version)), wrk ${secs}s per row"
 t=http://127.0.0.1:$troika_port
 tt=http://127.0.0.1:$threads_port
 f=http://127.0.0.1:$flask_port
 run "troika  GET /"                                    1000 "$t/"
 run "flask   GET /"                                      50 "$f/"
-# What the cores can do right now: the seed's check, 200 times on 2 threads,
+# What the cores can do right now: the trial-division check, 200 times on 2 threads,
 # without HTTP (the ceiling for the trial row; the machine may be shared).
 printf '112272535095293\n%.0s' $(seq 200) > "$work/seed200"
 start=$(date +%s.%N)

@@ -1,5 +1,5 @@
 # Round trip of one trivial task at a time through Python's ThreadPoolExecutor
-# (the peer that ../shared/peers/py_overhead.py lacks for threads).
+# (the peer that benchmarks/peers/py_overhead.py lacks for threads).
 import sys, time
 from concurrent.futures import ThreadPoolExecutor
 
