@@ -1,6 +1,6 @@
-//! Seeds 000 and 001: the Flask thread-pool example as plain code — read a
-//! file, a database and an API at once; the total is about the slowest call,
-//! not the sum.
+//! A Flask view that uses `concurrent.futures.ThreadPoolExecutor`, as plain
+//! code — read a file, a database and an API at once; the total is about the
+//! slowest call, not the sum.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! Seed 004 ("create 3 processes to run a task in parallel"): square the
+//! Three `multiprocessing.Process` children sharing one task: square the
 //! integers 1..1500, split into three parts, one child process each, and
 //! gather the parts back in order.
 

@@ -1,8 +1,9 @@
-//! Seed 002 ("不使用线程" / "threading 模块"): two sleeping loops run one after the
-//! other, then on two named threads, with the wall-clock time of each.
+//! The classic `time.sleep` loops without and with the `threading` module:
+//! two sleeping loops run one after the other, then on two named threads,
+//! with the wall-clock time of each.
 //!
-//! The seed sleeps 4 s and 2 s; here the loops sleep 40 ms and 20 ms, so the
-//! sequential run takes about 60 ms and the threaded one about 40 ms (the
+//! Python tutorials sleep 4 s and 2 s; here the loops sleep 40 ms and 20 ms, so
+//! the sequential run takes about 60 ms and the threaded one about 40 ms (the
 //! longest loop).
 //!
 //! Run with `cargo run -p troika --example seq_vs_threads`.
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use troika::sync::Thread;
 
-/// (loop number, how long it sleeps): the seed's `loops = [4, 2]`, scaled.
+/// (loop number, how long it sleeps): Python's `loops = [4, 2]`, scaled.
 const LOOPS: [(usize, u64); 2] = [(0, 40), (1, 20)];
 
 fn loop_body(start: Instant, nloop: usize, ms: u64) {
