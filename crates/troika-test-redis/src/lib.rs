@@ -88,3 +88,14 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::find_on_path;
+
+    #[test]
+    fn finds_executables_on_path_only() {
+        assert!(find_on_path("sh").is_some());
+        assert!(find_on_path("troika-no-such-binary-anywhere").is_none());
+    }
+}

@@ -7,9 +7,14 @@ fn bulk(s: &str) -> Reply {
     Reply::Bulk(Some(s.as_bytes().to_vec()))
 }
 
+/// Whether `pid` is a live process: not gone, not a zombie.
 fn pid_alive(pid: u32) -> bool {
-    // A reaped child's /proc entry is gone.
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "PID (COMM) STATE ...": the state follows the last ')'.
+    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+    !matches!(state.and_then(|s| s.chars().next()), Some('Z' | 'X') | None)
 }
 
 #[test]
@@ -218,4 +223,28 @@ fn a_panicking_test_still_kills_its_server() {
     assert!(result.is_err());
     let pid = rx.recv().unwrap();
     assert!(!pid_alive(pid));
+}
+
+#[test]
+fn a_server_dies_with_the_thread_that_started_it() {
+    // Leaked on purpose, as a test process killed by its outer deadline
+    // would leak it: the parent-death signal still takes the server down.
+    let (pid, dir) = std::thread::spawn(|| {
+        let server = RedisServer::builder().unix_socket(true).start();
+        let dir = server.socket_path().unwrap().parent().unwrap().to_owned();
+        let pid = server.pid();
+        std::mem::forget(server);
+        (pid, dir)
+    })
+    .join()
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pid_alive(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server {pid} outlived its thread"
+        );
+        std::thread::yield_now();
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
