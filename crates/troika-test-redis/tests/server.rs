@@ -187,6 +187,7 @@ fn appendonly_data_survives_a_clean_stop() {
     let mut server = RedisServer::builder()
         .appendonly(true)
         .unix_socket(true)
+        .password("pw")
         .start();
     server.command(&["SET", "k", "v"]).unwrap();
     let pid = server.pid();
