@@ -153,8 +153,11 @@ pub mod raw;
 pub(crate) mod raw;
 mod shm;
 
-pub use error::{IpcError, Result};
-pub use locks::{Barrier, BoundedSemaphore, Event, Lock, LockGuard, Semaphore};
+pub use error::{
+    BarrierError, GetError, GetTimeoutError, IpcError, PutError, PutTimeoutError, ReleaseError,
+    Result, TryGetError, TryPutError,
+};
+pub use locks::{Barrier, BoundedSemaphore, Event, Lock, LockGuard, Semaphore, SemaphoreGuard};
 mod pipe;
 mod queue;
 mod ring;

@@ -101,11 +101,9 @@ fn layout<T: Pod>(seg: &Segment, len: usize) -> (&AtomicU32, NonNull<T>) {
     }
 }
 
-fn take(word: &AtomicU32, timeout: Option<Duration>) -> Result<bool> {
-    match lock_word(word, timeout) {
-        Some(a) => Ok(a == Acquired::HolderDied),
-        None => Err(IpcError::TimedOut),
-    }
+/// Takes the lock word; `Some(holder died)`, or `None` on timeout.
+fn take(word: &AtomicU32, timeout: Option<Duration>) -> Option<bool> {
+    lock_word(word, timeout).map(|a| a == Acquired::HolderDied)
 }
 
 /// A guard over shared data: derefs to it while this process holds the lock.
@@ -215,7 +213,7 @@ impl<T: Pod> Value<T> {
     pub fn lock(&self) -> SharedGuard<'_, T> {
         let (word, data) = self.parts();
         loop {
-            if let Ok(died) = take(word, None) {
+            if let Some(died) = take(word, None) {
                 return SharedGuard {
                     word,
                     data,
@@ -226,11 +224,25 @@ impl<T: Pod> Value<T> {
         }
     }
 
-    /// As [`lock`](Self::lock), waiting at most `timeout`.
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<SharedGuard<'_, T>> {
+    /// As [`lock`](Self::lock), waiting at most `timeout`; `None` if the
+    /// lock stayed held (the shape of every `lock_timeout` in troika).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::ipc::Value;
+    ///
+    /// let shared = Value::new(0u64).unwrap();
+    /// let held = shared.lock();
+    /// assert!(shared.lock_timeout(Duration::from_millis(5)).is_none());
+    /// drop(held);
+    /// assert!(shared.lock_timeout(Duration::from_secs(1)).is_some());
+    /// ```
+    pub fn lock_timeout(&self, timeout: Duration) -> Option<SharedGuard<'_, T>> {
         let (word, data) = self.parts();
         let died = take(word, Some(timeout))?;
-        Ok(SharedGuard {
+        Some(SharedGuard {
             word,
             data,
             died,
@@ -327,7 +339,7 @@ impl<T: Pod> Array<T> {
     pub fn lock(&self) -> SharedGuard<'_, [T]> {
         let (word, data) = self.parts();
         loop {
-            if let Ok(died) = take(word, None) {
+            if let Some(died) = take(word, None) {
                 return SharedGuard {
                     word,
                     data,
@@ -338,11 +350,25 @@ impl<T: Pod> Array<T> {
         }
     }
 
-    /// As [`lock`](Self::lock), waiting at most `timeout`.
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<SharedGuard<'_, [T]>> {
+    /// As [`lock`](Self::lock), waiting at most `timeout`; `None` if the
+    /// lock stayed held (the shape of every `lock_timeout` in troika).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::ipc::Array;
+    ///
+    /// let shared = Array::new(4, 0i32).unwrap();
+    /// let held = shared.lock();
+    /// assert!(shared.lock_timeout(Duration::from_millis(5)).is_none());
+    /// drop(held);
+    /// assert!(shared.lock_timeout(Duration::from_secs(1)).is_some());
+    /// ```
+    pub fn lock_timeout(&self, timeout: Duration) -> Option<SharedGuard<'_, [T]>> {
         let (word, data) = self.parts();
         let died = take(word, Some(timeout))?;
-        Ok(SharedGuard {
+        Some(SharedGuard {
             word,
             data,
             died,

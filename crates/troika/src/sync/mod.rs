@@ -162,7 +162,10 @@ mod timer;
 
 pub use barrier::Barrier;
 pub use condition::{Condition, ConditionGuard};
-pub use error::{BarrierError, PutError, QueueError, ReleaseError, TaskDoneError};
+pub use error::{
+    BarrierError, GetError, GetTimeoutError, PutError, PutTimeoutError, ReleaseError, TaskDoneError,
+    TryGetError, TryPutError,
+};
 pub use event::Event;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use queue::{Queue, QueueKind};
