@@ -262,3 +262,15 @@ pub enum BarrierError {
     #[error("timed out waiting at the barrier (the barrier is now broken)")]
     Timeout,
 }
+
+impl BarrierError {
+    /// Whether this party's own wait timed out.
+    pub fn is_timeout(&self) -> bool {
+        *self == BarrierError::Timeout
+    }
+
+    /// Whether the barrier was broken by someone else (or before the wait).
+    pub fn is_broken(&self) -> bool {
+        *self == BarrierError::Broken
+    }
+}
