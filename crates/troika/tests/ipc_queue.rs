@@ -133,7 +133,7 @@ fn an_item_larger_than_the_buffer_is_refused() {
 #[test]
 fn bounds_and_timeouts() {
     let q = Queue::<u32>::new(2).unwrap();
-    assert_eq!(q.max_items(), 2);
+    assert_eq!(q.maxsize(), 2);
     assert!(q.try_get().unwrap_err().is_empty());
     assert!(
         q.get_timeout(Duration::from_millis(5))

@@ -113,14 +113,14 @@ fn bounded_queue_refuses_nonblocking_put_and_hands_the_item_back() {
     q.try_put("a").unwrap();
     q.try_put("b").unwrap();
     assert!(q.is_full());
-    assert_eq!(q.qsize(), 2);
+    assert_eq!(q.len(), 2);
     let err = q.try_put("c").unwrap_err();
     assert!(err.is_full() && !err.is_closed());
     assert_eq!(err, TryPutError::Full("c"));
     assert_eq!(err.to_string(), "the queue is full");
     assert!(format!("{err:?}").contains("Full"));
     assert_eq!(err.into_inner(), "c");
-    assert_eq!(q.qsize(), 2);
+    assert_eq!(q.len(), 2);
 }
 
 #[test]
@@ -130,7 +130,7 @@ fn unbounded_queue_is_never_full() {
         q.try_put(i).unwrap();
     }
     assert!(!q.is_full());
-    assert_eq!(q.qsize(), 10_000);
+    assert_eq!(q.len(), 10_000);
     let d: Queue<u8> = Queue::default();
     assert_eq!((d.maxsize(), d.kind()), (0, QueueKind::Fifo));
 }

@@ -81,6 +81,12 @@ pub(crate) fn lock_word(w: &AtomicU32, timeout: Option<Duration>) -> Option<Acqu
     raw::lock(w, &OsEnv, timeout.and_then(deadline_after))
 }
 
+/// Takes a lock word if it is free (or its holder is dead), without
+/// waiting, with the real OS environment.
+pub(crate) fn try_lock_word(w: &AtomicU32) -> Option<Acquired> {
+    raw::try_lock(w, &OsEnv)
+}
+
 /// Releases a lock word with the real OS environment.
 pub(crate) fn unlock_word(w: &AtomicU32) {
     raw::unlock(w, &OsEnv);
@@ -217,7 +223,7 @@ impl Lock {
     /// waiting; `None` if it is held.
     pub fn try_lock(&self) -> Option<LockGuard<'_>> {
         let w = self.word();
-        raw::try_lock(w, &OsEnv).map(|a| LockGuard {
+        try_lock_word(w).map(|a| LockGuard {
             word: w,
             died: a == Acquired::HolderDied,
         })
@@ -549,6 +555,7 @@ impl Event {
     /// Waits at most `timeout`; returns true if the flag was set at some
     /// point during the wait (even if cleared again since), false on
     /// timeout (Python's `Event.wait(timeout)`).
+    #[must_use = "false means the wait timed out"]
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         raw::event_wait(self.flag(), deadline_after(timeout))
     }

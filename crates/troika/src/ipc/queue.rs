@@ -594,7 +594,9 @@ impl<T> Queue<T> {
         self.ring()?.hold_lock_for_test()
     }
 
-    /// Items in the queue (a snapshot: other processes may change it).
+    /// Items in the queue (a snapshot: other processes may change it;
+    /// Python's `qsize()`).
+    #[doc(alias = "qsize")]
     pub fn len(&self) -> usize {
         self.ring().map(|r| r.len()).unwrap_or(0)
     }
@@ -609,9 +611,14 @@ impl<T> Queue<T> {
         self.ring().map(|r| r.capacity()).unwrap_or(0)
     }
 
-    /// The item limit (`u32::MAX` when there is none).
-    pub fn max_items(&self) -> usize {
-        self.ring().map(|r| r.max_items() as usize).unwrap_or(0)
+    /// The item limit given to [`new`](Self::new); `0` means there is none
+    /// (only the byte capacity bounds the queue), as for
+    /// [`sync::Queue::maxsize`](crate::sync::Queue::maxsize).
+    pub fn maxsize(&self) -> usize {
+        match self.ring().map(|r| r.max_items()) {
+            Ok(u32::MAX) | Err(_) => 0,
+            Ok(n) => n as usize,
+        }
     }
 }
 

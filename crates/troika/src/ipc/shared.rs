@@ -1,7 +1,7 @@
 //! `Value<T>` and `Array<T>`: plain data in shared memory, behind a lock.
 
 use super::error::{IpcError, Result};
-use super::locks::{lock_word, unlock_word};
+use super::locks::{lock_word, try_lock_word, unlock_word};
 use super::raw::Acquired;
 use super::shm::{self, Kind, Segment, ShmState};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -224,6 +224,31 @@ impl<T: Pod> Value<T> {
         }
     }
 
+    /// As [`lock`](Self::lock) if the lock is free (or its holder is dead),
+    /// without waiting; `None` if it is held.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::Value;
+    ///
+    /// let shared = Value::new(0u64).unwrap();
+    /// let held = shared.try_lock().unwrap();
+    /// assert!(shared.try_lock().is_none());
+    /// drop(held);
+    /// assert!(shared.try_lock().is_some());
+    /// ```
+    pub fn try_lock(&self) -> Option<SharedGuard<'_, T>> {
+        let (word, data) = self.parts();
+        let died = try_lock_word(word)? == Acquired::HolderDied;
+        Some(SharedGuard {
+            word,
+            data,
+            died,
+            _d: PhantomData,
+        })
+    }
+
     /// As [`lock`](Self::lock), waiting at most `timeout`; `None` if the
     /// lock stayed held (the shape of every `lock_timeout` in troika).
     ///
@@ -348,6 +373,31 @@ impl<T: Pod> Array<T> {
                 };
             }
         }
+    }
+
+    /// As [`lock`](Self::lock) if the lock is free (or its holder is dead),
+    /// without waiting; `None` if it is held.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::Array;
+    ///
+    /// let shared = Array::new(4, 0i32).unwrap();
+    /// let held = shared.try_lock().unwrap();
+    /// assert!(shared.try_lock().is_none());
+    /// drop(held);
+    /// assert!(shared.try_lock().is_some());
+    /// ```
+    pub fn try_lock(&self) -> Option<SharedGuard<'_, [T]>> {
+        let (word, data) = self.parts();
+        let died = try_lock_word(word)? == Acquired::HolderDied;
+        Some(SharedGuard {
+            word,
+            data,
+            died,
+            _d: PhantomData,
+        })
     }
 
     /// As [`lock`](Self::lock), waiting at most `timeout`; `None` if the

@@ -168,7 +168,7 @@ pub use error::{
 };
 pub use event::Event;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
-pub use queue::{Queue, QueueKind};
+pub use queue::{Queue, QueueIter, QueueKind};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
 pub use thread::{JoinTimeoutError, Runnable, Thread, ThreadBuilder, current_thread_name};
 pub use timer::Timer;

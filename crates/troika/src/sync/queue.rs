@@ -274,23 +274,24 @@ impl<T> Queue<T> {
         self.maxsize
     }
 
-    /// How many items are in the queue now. Another thread may change it
-    /// before you act on it, as in Python.
-    pub fn qsize(&self) -> usize {
+    /// How many items are in the queue now (Python's `qsize()`). Another
+    /// thread may change it before you act on it, as in Python.
+    #[doc(alias = "qsize")]
+    pub fn len(&self) -> usize {
         self.state.lock().items.len()
     }
 
     /// Whether the queue holds no items right now (Python's `empty()`).
     #[doc(alias = "empty")]
     pub fn is_empty(&self) -> bool {
-        self.qsize() == 0
+        self.len() == 0
     }
 
     /// Whether the queue is at its `maxsize` right now (Python's `full()`;
     /// never true if unbounded).
     #[doc(alias = "full")]
     pub fn is_full(&self) -> bool {
-        self.maxsize > 0 && self.qsize() >= self.maxsize
+        self.maxsize > 0 && self.len() >= self.maxsize
     }
 
     /// How many put items have not yet been marked done with
@@ -371,7 +372,7 @@ impl<T> Queue<T> {
     /// let q = Queue::new(2);
     /// q.put("a").unwrap();
     /// q.put("b").unwrap(); // a third put would wait for a get
-    /// assert_eq!(q.qsize(), 2);
+    /// assert_eq!(q.len(), 2);
     /// ```
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.put_inner(item, Block::Forever)
@@ -560,6 +561,35 @@ impl<T> Queue<T> {
         self.state.lock().closed
     }
 
+    /// A blocking iterator over the items: each `next` is a
+    /// [`get`](Queue::get), and the iteration ends when the queue is closed
+    /// and drained (as [`ipc::Queue::iter`](crate::ipc::Queue::iter)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use troika::sync::{Queue, Thread};
+    ///
+    /// let q = Arc::new(Queue::new(2));
+    /// let producer = {
+    ///     let q = Arc::clone(&q);
+    ///     Thread::spawn("producer", move || {
+    ///         for word in ["one", "two", "three"] {
+    ///             q.put(word).unwrap();
+    ///         }
+    ///         q.close();
+    ///     })
+    ///     .unwrap()
+    /// };
+    /// let words: Vec<_> = q.iter().collect();
+    /// producer.join().unwrap();
+    /// assert_eq!(words, ["one", "two", "three"]);
+    /// ```
+    pub fn iter(&self) -> QueueIter<'_, T> {
+        QueueIter { queue: self }
+    }
+
     /// Marks one item taken with `get` as processed. When every item put has
     /// been marked, [`join`](Queue::join) returns.
     ///
@@ -618,6 +648,29 @@ impl<T> Queue<T> {
             }
         }
         true
+    }
+}
+
+/// The blocking iterator of [`Queue::iter`].
+#[derive(Debug)]
+pub struct QueueIter<'a, T> {
+    queue: &'a Queue<T>,
+}
+
+impl<T> Iterator for QueueIter<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        self.queue.get().ok()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Queue<T> {
+    type Item = T;
+    type IntoIter = QueueIter<'a, T>;
+
+    fn into_iter(self) -> QueueIter<'a, T> {
+        self.iter()
     }
 }
 
