@@ -230,6 +230,17 @@ impl Lock {
     }
 
     /// The pid of the process holding the lock, if any (a snapshot).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::Lock;
+    ///
+    /// let lock = Lock::new().unwrap();
+    /// assert_eq!(lock.holder(), None);
+    /// let _held = lock.lock();
+    /// assert_eq!(lock.holder(), Some(std::process::id()));
+    /// ```
     pub fn holder(&self) -> Option<u32> {
         match self.word().load(Ordering::Relaxed) & !raw::WAITERS {
             0 => None,
@@ -663,6 +674,22 @@ impl Barrier {
 
     /// Breaks the barrier: current and future waiters fail with
     /// [`BarrierError::Broken`] until [`reset`](Self::reset).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::{Barrier, BarrierError};
+    ///
+    /// let b = Barrier::new(2).unwrap();
+    /// let waiter = {
+    ///     let b = b.clone();
+    ///     std::thread::spawn(move || b.wait())
+    /// };
+    /// b.abort(); // the waiter (asleep or not yet arrived) is let go
+    /// assert_eq!(waiter.join().unwrap(), Err(BarrierError::Broken));
+    /// b.reset();
+    /// assert!(!b.is_broken());
+    /// ```
     pub fn abort(&self) {
         raw::barrier_abort(&self.st().word);
     }

@@ -125,7 +125,19 @@ impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R
     }
 
     /// Two connected ends with `bytes` of buffer in each direction (at least
-    /// 64, at most 2 GiB).
+    /// 64, at most 2 GiB). A message takes its postcard encoding plus 4
+    /// bytes; one that cannot fit even in an empty buffer is refused.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::{IpcError, Pipe, PutError};
+    ///
+    /// let (a, _b) = Pipe::<Vec<u8>, ()>::pair_with_capacity(256).unwrap();
+    /// a.send(&vec![0; 200]).unwrap();
+    /// let err = a.send(&vec![0; 300]).unwrap_err();
+    /// assert!(matches!(err, PutError::Failed(IpcError::TooLarge { capacity: 256, .. })));
+    /// ```
     pub fn pair_with_capacity(bytes: usize) -> Result<(Pipe<S, R>, Pipe<R, S>)> {
         let cap = bytes.clamp(64, ring::MAX_CAPACITY);
         let total = ENDS_LEN + 2 * (ring::STATE_LEN + cap);
@@ -369,7 +381,17 @@ impl<S, R> Pipe<S, R> {
         self.rings()?.0.hold_lock_for_test()
     }
 
-    /// The pid of the process that holds the other end (as far as known).
+    /// The pid of the process that holds the other end (as far as known: an
+    /// end in transit counts as its sender's until it is opened).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::Pipe;
+    ///
+    /// let (a, _b) = Pipe::<(), ()>::pair().unwrap();
+    /// assert_eq!(a.peer_pid(), Some(std::process::id())); // both ends here, for now
+    /// ```
     pub fn peer_pid(&self) -> Option<u32> {
         self.ends()
             .ok()

@@ -286,6 +286,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// A queue of at most `max_items` items (0: no item limit) in a buffer of
     /// `bytes` bytes (at least 64, at most 2 GiB). Each item takes its
     /// postcard encoding plus 4 bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::Queue;
+    ///
+    /// // No item limit, 4 KiB of buffer: the bytes are the only bound.
+    /// let q: Queue<String> = Queue::with_capacity(0, 4096).unwrap();
+    /// assert_eq!((q.maxsize(), q.capacity_bytes()), (0, 4096));
+    /// let small: Queue<u8> = Queue::with_capacity(1, 10).unwrap();
+    /// assert_eq!(small.capacity_bytes(), 64); // raised to the minimum
+    /// ```
     pub fn with_capacity(max_items: usize, bytes: usize) -> Result<Queue<T>> {
         let bytes = bytes.clamp(64, ring::MAX_CAPACITY);
         let max = if max_items == 0 {

@@ -20,6 +20,25 @@ type MapTypes<K, V> = fn(K, V) -> (K, V);
 /// order of those bytes. Serialize the proxy to hand it to another process;
 /// it carries the manager's address and token. Clones share nothing but the
 /// address (each opens its own connection on first use).
+///
+/// # Examples
+///
+/// ```
+/// use troika::ipc::{Manager, SharedMap};
+///
+/// let manager = Manager::start().unwrap();
+/// let scores = manager.map::<String, u32>("scores").unwrap();
+/// // What a child process would receive: the proxy, serialized.
+/// let wire = serde_json::to_string(&scores).unwrap();
+/// let child_side: SharedMap<String, u32> = serde_json::from_str(&wire).unwrap();
+/// child_side.insert(&"ada".into(), &3).unwrap();
+///
+/// assert_eq!(scores.insert(&"ada".into(), &5).unwrap(), Some(3)); // the old value
+/// assert!(scores.contains_key(&"ada".into()).unwrap());
+/// assert_eq!(scores.items().unwrap(), vec![("ada".to_string(), 5)]);
+/// assert_eq!(scores.remove(&"ada".into()).unwrap(), Some(5));
+/// assert!(scores.is_empty().unwrap());
+/// ```
 pub struct SharedMap<K, V> {
     client: Client,
     name: String,
@@ -48,6 +67,27 @@ impl<K, V> Clone for SharedMap<K, V> {
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap<K, V> {
     /// Connects to the map `name` of the manager at `addr`, creating it if
     /// needed.
+    ///
+    /// # Errors
+    ///
+    /// [`IpcError::ManagerGone`](crate::ipc::IpcError::ManagerGone) if the
+    /// manager cannot be reached, [`IpcError::AuthFailed`](crate::ipc::IpcError::AuthFailed)
+    /// if it refuses the token, [`IpcError::InvalidHandle`](crate::ipc::IpcError::InvalidHandle)
+    /// if `name` holds a map of other types.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::{Manager, SharedMap};
+    ///
+    /// let manager = Manager::start().unwrap();
+    /// let addr = manager.address().clone(); // serializable: send it anywhere
+    /// let a = SharedMap::<u8, String>::open(&addr, "names").unwrap();
+    /// a.insert(&1, &"one".into()).unwrap();
+    /// let b = SharedMap::<u8, String>::open(&addr, "names").unwrap(); // the same map
+    /// assert_eq!(b.get(&1).unwrap().as_deref(), Some("one"));
+    /// assert!(SharedMap::<String, String>::open(&addr, "names").is_err()); // other types
+    /// ```
     pub fn open(addr: &ManagerAddress, name: &str) -> Result<Self> {
         let m = SharedMap {
             client: Client::new(addr.clone()),
@@ -133,6 +173,22 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedMap
 ///
 /// Every call is one request to the manager, atomic there. Serialize the
 /// proxy to hand it to another process.
+///
+/// # Examples
+///
+/// ```
+/// use troika::ipc::{IpcError, Manager};
+///
+/// let manager = Manager::start().unwrap();
+/// let log = manager.list::<String>("log").unwrap();
+/// log.push(&"start".into()).unwrap();
+/// log.extend(&["step 1".into(), "step 2".into()]).unwrap(); // one request
+/// log.set(0, &"begin".into()).unwrap();
+/// assert_eq!(log.get(2).unwrap(), "step 2");
+/// assert_eq!(log.pop().unwrap().as_deref(), Some("step 2"));
+/// assert_eq!(log.to_vec().unwrap(), ["begin", "step 1"]);
+/// assert!(matches!(log.get(9), Err(IpcError::IndexOutOfRange { index: 9, len: 2 })));
+/// ```
 pub struct SharedList<T> {
     client: Client,
     name: String,
@@ -204,7 +260,8 @@ impl<T: Serialize + DeserializeOwned> SharedList<T> {
         }
     }
 
-    /// A copy of element `index`.
+    /// A copy of element `index`; [`IpcError::IndexOutOfRange`](crate::ipc::IpcError::IndexOutOfRange)
+    /// past the end.
     pub fn get(&self, index: usize) -> Result<T> {
         match self.call(ListOp::Get(index as u64))? {
             Response::Value(Some(b)) => dec(&b),
@@ -212,7 +269,8 @@ impl<T: Serialize + DeserializeOwned> SharedList<T> {
         }
     }
 
-    /// Replaces element `index`.
+    /// Replaces element `index`; [`IpcError::IndexOutOfRange`](crate::ipc::IpcError::IndexOutOfRange)
+    /// past the end.
     pub fn set(&self, index: usize, value: &T) -> Result<()> {
         self.call(ListOp::Set(index as u64, enc(value)?)).map(drop)
     }

@@ -312,6 +312,10 @@ fn sweep_stale(base: &Path, uid: u32) {
 
 impl Manager {
     /// Starts a manager serving from a thread of this process.
+    ///
+    /// # Errors
+    ///
+    /// [`IpcError::Io`] if its directory, socket or thread cannot be made.
     pub fn start() -> Result<Manager> {
         let uid = rustix::process::geteuid().as_raw();
         let base = base_dir();
@@ -366,7 +370,9 @@ impl Manager {
         })
     }
 
-    /// The manager's address (with its secret token).
+    /// The manager's address (with its secret token): what
+    /// [`SharedMap::open`] and [`SharedList::open`] need. It is serializable,
+    /// so a child can receive it instead of a proxy.
     pub fn address(&self) -> &ManagerAddress {
         &self.addr
     }
@@ -389,6 +395,19 @@ impl Manager {
 
     /// Stops serving: every client's next call fails with
     /// [`IpcError::ManagerGone`]. Also done on drop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::{IpcError, Manager};
+    ///
+    /// let manager = Manager::start().unwrap();
+    /// let counts = manager.map::<String, u64>("counts").unwrap();
+    /// counts.insert(&"a".into(), &1).unwrap();
+    /// manager.shutdown(); // returns once every server thread has ended
+    /// let err = counts.get(&"a".into()).unwrap_err();
+    /// assert!(matches!(err, IpcError::ManagerGone(_)), "{err}");
+    /// ```
     pub fn shutdown(mut self) {
         self.stop();
     }
