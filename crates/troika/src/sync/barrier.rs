@@ -292,6 +292,23 @@ impl Barrier {
 
     /// Breaks the barrier: current waiters get [`BarrierError::Broken`], and
     /// so do later waits until [`reset`](Barrier::reset) (Python's `abort()`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use troika::sync::{Barrier, BarrierError, Thread};
+    ///
+    /// let barrier = Arc::new(Barrier::new(2).unwrap());
+    /// let waiter = {
+    ///     let barrier = Arc::clone(&barrier);
+    ///     Thread::spawn("waiter", move || barrier.wait()).unwrap()
+    /// };
+    /// barrier.abort(); // the waiter (asleep or not yet arrived) is let go
+    /// assert_eq!(waiter.join().unwrap(), Err(BarrierError::Broken));
+    /// barrier.reset();
+    /// assert!(!barrier.is_broken());
+    /// ```
     pub fn abort(&self) {
         let mut state = self.state.lock();
         self.finish_round(&mut state, BROKEN);

@@ -140,6 +140,15 @@ impl<T: ?Sized> Condition<T> {
 
     /// Wakes up to `n` waiting threads (Python's `notify(n)`); returns how
     /// many were woken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::sync::Condition;
+    ///
+    /// let cond = Condition::new();
+    /// assert_eq!(cond.notify_n(2), 0); // nobody waits: a notify is not stored
+    /// ```
     pub fn notify_n(&self, n: usize) -> usize {
         let mut woken = 0;
         while woken < n && self.cv.notify_one() {
@@ -219,6 +228,29 @@ impl<T: ?Sized> ConditionGuard<'_, T> {
 
     /// Releases the lock, sleeps until notified, and takes the lock again.
     /// May return without a matching notify; re-check the state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use troika::sync::{Condition, Thread};
+    ///
+    /// let done = Arc::new(Condition::with_data(false));
+    /// let worker = {
+    ///     let done = Arc::clone(&done);
+    ///     Thread::spawn("worker", move || {
+    ///         *done.lock() = true;
+    ///         done.notify();
+    ///     })
+    ///     .unwrap()
+    /// };
+    /// let mut guard = done.lock();
+    /// while !*guard {
+    ///     guard.wait(); // the lock is free while this thread sleeps
+    /// }
+    /// drop(guard);
+    /// worker.join().unwrap();
+    /// ```
     pub fn wait(&mut self) {
         self.wait_until(None);
     }

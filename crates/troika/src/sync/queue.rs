@@ -611,6 +611,32 @@ impl<T> Queue<T> {
 
     /// Blocks until every item put has been marked with
     /// [`task_done`](Queue::task_done). Returns at once if none is unfinished.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use troika::sync::{Queue, Thread};
+    ///
+    /// let q = Arc::new(Queue::new(0));
+    /// let worker = {
+    ///     let q = Arc::clone(&q);
+    ///     Thread::spawn("worker", move || {
+    ///         for job in &*q {
+    ///             let _: u32 = job; // ... process it ...
+    ///             q.task_done().unwrap(); // then say so
+    ///         }
+    ///     })
+    ///     .unwrap()
+    /// };
+    /// for job in 0..5 {
+    ///     q.put(job).unwrap();
+    /// }
+    /// q.join(); // all 5 processed, not merely taken
+    /// assert_eq!(q.unfinished_tasks(), 0);
+    /// q.close();
+    /// worker.join().unwrap();
+    /// ```
     pub fn join(&self) {
         let mut state = self.state.lock();
         while state.unfinished > 0 {
