@@ -184,8 +184,9 @@
 //! Those state machines are model-checked with [loom]: under `--cfg troika_loom`
 //! the mutex and condition variable are swapped for loom's models, and
 //! `tests/loom_sync.rs` runs small scenarios (handing a lock over, a
-//! condition's notify racing its wait, a bounded queue, task counting,
-//! barrier rounds and abort) in every interleaving. Run it with:
+//! condition's notify racing its wait, a bounded queue, a close waking a
+//! blocked get or put, task counting, barrier rounds and abort) in every
+//! interleaving. Run it with:
 //!
 //! ```text
 //! RUSTFLAGS="--cfg troika_loom" cargo test -p troika --test loom_sync --release
