@@ -29,11 +29,9 @@ fn main() -> std::io::Result<()> {
     };
     let reader = {
         let q = Arc::clone(&q);
-        Thread::spawn("reader", move || {
-            match q.get() {
-                Ok(res) => println!("{}", res.replace("write", "read").replace("to", "from")),
-                Err(e) => eprintln!("{e}"),
-            }
+        Thread::spawn("reader", move || match q.get() {
+            Ok(res) => println!("{}", res.replace("write", "read").replace("to", "from")),
+            Err(e) => eprintln!("{e}"),
         })?
     };
     for t in [reader, writer] {

@@ -160,9 +160,7 @@ fn semaphore_bounds_concurrency_across_processes() {
 fn semaphore_timeout_and_wakeup() {
     let sem = Semaphore::new(0).unwrap();
     assert!(!sem.try_acquire());
-    assert!(
-        !sem.acquire_timeout(Duration::from_millis(10))
-    );
+    assert!(!sem.acquire_timeout(Duration::from_millis(10)));
     let s2 = sem.clone();
     let t = std::thread::spawn(move || s2.acquire_timeout(LONG));
     sem.release().unwrap();
@@ -257,10 +255,7 @@ fn barrier_timeout_breaks_it_for_everyone() {
     let errs = [mine.unwrap_err(), theirs.unwrap_err()];
     assert!(errs.iter().any(|e| e.is_timeout()));
     assert!(b.is_broken());
-    assert!(matches!(
-        b.wait(),
-        Err(troika::ipc::BarrierError::Broken)
-    ));
+    assert!(matches!(b.wait(), Err(troika::ipc::BarrierError::Broken)));
     b.reset();
     assert!(!b.is_broken());
 }

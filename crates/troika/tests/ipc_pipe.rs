@@ -132,7 +132,10 @@ fn a_sender_blocked_on_a_full_pipe_sees_the_peer_die() {
         // The thread fills the buffer and blocks; the child never reads.
         kill(child);
         let e = t.join().unwrap();
-        assert!(matches!(e, PutTimeoutError::Failed(IpcError::PeerDied { .. })), "{e}");
+        assert!(
+            matches!(e, PutTimeoutError::Failed(IpcError::PeerDied { .. })),
+            "{e}"
+        );
     });
 }
 
@@ -158,7 +161,10 @@ fn timeouts_and_try_recv() {
 fn a_sent_end_is_inert_here() {
     let (a, b) = Pipe::<u8, u8>::pair().unwrap();
     let json = serde_json::to_string(&b).unwrap();
-    assert!(matches!(b.send(&1), Err(PutError::Failed(IpcError::InvalidHandle(_)))));
+    assert!(matches!(
+        b.send(&1),
+        Err(PutError::Failed(IpcError::InvalidHandle(_)))
+    ));
     drop(b); // does not close: the end now belongs to whoever opens `json`
     let b2: Pipe<u8, u8> = serde_json::from_str(&json).unwrap();
     b2.send(&5).unwrap();
@@ -182,7 +188,10 @@ fn a_pipe_end_in_a_message_that_was_not_sent_stays_here() {
     let (a, b) = Pipe::<(Pipe<u8, u8>, Vec<u8>), ()>::pair_with_capacity(256).unwrap();
     let (c, d) = Pipe::<u8, u8>::pair().unwrap();
     let msg = (d, vec![0u8; 1024]);
-    assert!(matches!(a.send(&msg), Err(PutError::Failed(IpcError::TooLarge { .. }))));
+    assert!(matches!(
+        a.send(&msg),
+        Err(PutError::Failed(IpcError::TooLarge { .. }))
+    ));
     msg.0.send(&3).unwrap();
     assert_eq!(c.recv().unwrap(), 3);
     drop(msg);

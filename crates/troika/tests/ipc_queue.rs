@@ -111,7 +111,10 @@ impl Serialize for Unserializable {
 fn an_unserializable_value_is_an_error_to_the_caller_of_put() {
     let q = Queue::<Unserializable>::new(4).unwrap();
     let err = q.put(&Unserializable).unwrap_err();
-    assert!(matches!(err, PutError::Failed(IpcError::Serialization(_))), "{err}");
+    assert!(
+        matches!(err, PutError::Failed(IpcError::Serialization(_))),
+        "{err}"
+    );
     assert!(q.is_empty(), "nothing half-put");
 }
 
@@ -548,7 +551,10 @@ fn a_pipe_end_in_an_item_whose_put_failed_still_closes_its_pipe() {
             let q = Queue::<(Pipe<u32, ()>, Vec<u8>)>::with_capacity(0, 1024).unwrap();
             let (here, there) = Pipe::<(), u32>::pair().unwrap();
             let item = (there, vec![0u8; 4096]);
-            assert!(matches!(q.put(&item), Err(PutError::Failed(IpcError::TooLarge { .. }))));
+            assert!(matches!(
+                q.put(&item),
+                Err(PutError::Failed(IpcError::TooLarge { .. }))
+            ));
             // Still ours, and usable.
             item.0.send(&7).unwrap();
             assert_eq!(here.recv().unwrap(), 7);

@@ -1,4 +1,5 @@
-//! The one error type of the `ipc` module.
+//! The errors of the `ipc` module: [`IpcError`], and the error type of each
+//! queue and pipe operation, which converts into it.
 
 use std::io;
 
@@ -21,13 +22,17 @@ pub use crate::sync::{BarrierError, ReleaseError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IpcError {
-    /// The operation did not complete before its timeout.
+    /// The operation did not complete before its timeout: the `Timeout` of
+    /// [`PutTimeoutError`] or [`GetTimeoutError`], or a barrier's
+    /// [`BarrierError::Timeout`], converted.
     #[error("the operation timed out")]
     Timeout,
-    /// A non-blocking put found the queue full.
+    /// A non-blocking put found the queue full ([`TryPutError::Full`],
+    /// converted).
     #[error("the queue is full")]
     Full,
-    /// A non-blocking get found the queue (or pipe) empty.
+    /// A non-blocking get found the queue (or pipe) empty
+    /// ([`TryGetError::Empty`], converted).
     #[error("nothing to receive")]
     Empty,
     /// The other end of a pipe was closed (dropped) by its process, and no
@@ -69,7 +74,8 @@ pub enum IpcError {
     #[error(transparent)]
     Release(#[from] ReleaseError),
     /// A [`Barrier`](crate::ipc::Barrier) was broken: a party timed out or
-    /// called [`abort`](crate::ipc::Barrier::abort).
+    /// called [`abort`](crate::ipc::Barrier::abort) ([`BarrierError::Broken`],
+    /// converted).
     #[error("the barrier is broken")]
     BrokenBarrier,
     /// An index was outside an [`Array`](crate::ipc::Array) or a shared list.
@@ -188,14 +194,16 @@ macro_rules! op_error {
                 #[error($msg)]
                 $variant,
             )*
-            /// The [`Queue`](crate::ipc::Queue) was closed (a get: closed
-            /// and drained).
+            /// The [`Queue`](crate::ipc::Queue) was
+            /// [closed](crate::ipc::Queue::close) (for a get: closed and
+            /// drained). A pipe is never `Closed`, only `Disconnected`.
             #[error("the queue is closed")]
             Closed,
             /// The other side is gone: the peer dropped its end of the
-            /// [`Pipe`](crate::ipc::Pipe) (after the buffered messages: this
-            /// is end-of-file), or every process that could put into the
-            /// [`Queue`](crate::ipc::Queue) let go of it.
+            /// [`Pipe`](crate::ipc::Pipe) (for a receive, after the buffered
+            /// messages: this is end-of-file), or — for a get from a
+            /// [`Queue`](crate::ipc::Queue) — every process that could put
+            /// into it let go of it.
             #[error("the other side is gone")]
             Disconnected,
             /// A failure that only processes have: the peer process died

@@ -289,7 +289,9 @@ impl Sem {
         if raw::sem_release(&self.st().word, max) {
             Ok(())
         } else if bounded {
-            Err(ReleaseError::AboveBound { bound: max as usize })
+            Err(ReleaseError::AboveBound {
+                bound: max as usize,
+            })
         } else {
             Err(ReleaseError::Overflow)
         }

@@ -1,7 +1,8 @@
 //! `Pipe<S, R>`: a two-way typed connection between two processes.
 
 use super::error::{
-    GetError, GetTimeoutError, IpcError, PutError, PutTimeoutError, Result, TryGetError, TryPutError,
+    GetError, GetTimeoutError, IpcError, PutError, PutTimeoutError, Result, TryGetError,
+    TryPutError,
 };
 use super::futex::deadline_after;
 use super::raw::SLICE;

@@ -1,7 +1,8 @@
 //! `Queue<T>`: a bounded multi-producer, multi-consumer queue between processes.
 
 use super::error::{
-    GetError, GetTimeoutError, IpcError, PutError, PutTimeoutError, Result, TryGetError, TryPutError,
+    GetError, GetTimeoutError, IpcError, PutError, PutTimeoutError, Result, TryGetError,
+    TryPutError,
 };
 use super::futex::deadline_after;
 use super::raw::SLICE;

@@ -210,8 +210,8 @@ mod timer;
 pub use barrier::Barrier;
 pub use condition::{Condition, ConditionGuard};
 pub use error::{
-    BarrierError, GetError, GetTimeoutError, PutError, PutTimeoutError, ReleaseError, TaskDoneError,
-    TryGetError, TryPutError,
+    BarrierError, GetError, GetTimeoutError, PutError, PutTimeoutError, ReleaseError,
+    TaskDoneError, TryGetError, TryPutError,
 };
 pub use event::Event;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};

@@ -67,7 +67,10 @@ pub(super) fn write_frame(s: &mut UnixStream, msg: &impl Serialize) -> std::io::
     s.write_all(&buf)
 }
 
-pub(super) fn read_frame<T: DeserializeOwned>(s: &mut UnixStream, limit: u32) -> std::io::Result<T> {
+pub(super) fn read_frame<T: DeserializeOwned>(
+    s: &mut UnixStream,
+    limit: u32,
+) -> std::io::Result<T> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len);
