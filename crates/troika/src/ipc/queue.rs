@@ -66,7 +66,13 @@ mod slot {
 }
 
 /// A bounded FIFO queue shared by any number of producer and consumer
-/// processes (and threads).
+/// processes (and threads) (Python's `multiprocessing.Queue`).
+///
+/// Its calls and their results are those of
+/// [`sync::Queue`](crate::sync::Queue): `put` / `try_put` / `put_timeout`,
+/// `get` / `try_get` / `get_timeout`, `close`, `iter`, `len`, `maxsize`,
+/// each returning the error type of its operation ([`PutError`],
+/// [`TryPutError`], ... — see the [module docs](super#one-shape-per-operation)).
 ///
 /// Items are serialized with postcard into a ring buffer in shared memory.
 /// The queue is bounded twice: by `max_items` items and by the byte size of
@@ -74,8 +80,8 @@ mod slot {
 /// [`with_capacity`](Self::with_capacity)). `put` waits while either bound
 /// is reached; an item whose encoding alone exceeds the buffer is refused
 /// with [`IpcError::TooLarge`], and an item that cannot be serialized with
-/// [`IpcError::Serialization`] — both to the caller of `put`, never a silent
-/// drop. `put` takes the item by reference: it is only serialized, so there
+/// [`IpcError::Serialization`] (both inside [`PutError::Failed`]) — to the
+/// caller of `put`, never a silent drop. `put` takes the item by reference: it is only serialized, so there
 /// is nothing to hand back on failure (a [`Pipe`](super::Pipe) end inside
 /// an item whose put failed stays this process's).
 ///

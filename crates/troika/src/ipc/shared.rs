@@ -32,6 +32,26 @@ use std::time::Duration;
 /// troika implements it for the integer and floating-point types and for
 /// arrays of `Pod` types. These rules are those of `bytemuck::Pod`, minus the
 /// no-padding rule (padding bytes are copied but never read as data).
+///
+/// # Examples
+///
+/// ```
+/// use troika::ipc::{Pod, Value};
+///
+/// #[derive(Clone, Copy, Debug, PartialEq)]
+/// #[repr(C)]
+/// struct Point {
+///     x: f64,
+///     y: f64,
+/// }
+/// // SAFETY: repr(C), two `f64` fields (Pod), valid for every bit pattern,
+/// // no pointers.
+/// unsafe impl Pod for Point {}
+///
+/// let p = Value::new(Point { x: 1.0, y: 2.0 }).unwrap();
+/// p.lock().x += 1.0;
+/// assert_eq!(p.get(), Point { x: 2.0, y: 2.0 });
+/// ```
 pub unsafe trait Pod: Copy + Send + Sync + 'static {}
 
 macro_rules! pod {
