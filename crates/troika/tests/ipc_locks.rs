@@ -187,6 +187,32 @@ fn bounded_semaphore_refuses_overflow() {
 }
 
 #[test]
+fn plain_semaphore_reports_overflow_like_sync() {
+    // The largest count a shared word holds is 2^31 - 1; more is clamped,
+    // and a release past it is refused with the error `sync` uses.
+    let sem = Semaphore::new(u32::MAX).unwrap();
+    assert_eq!(sem.value(), (1 << 31) - 1);
+    assert_eq!(sem.release(), Err(troika::ipc::ReleaseError::Overflow));
+    assert_eq!(sem.value(), (1 << 31) - 1);
+    // The same release on `sync::Semaphore` at its largest count.
+    let local = troika::sync::Semaphore::new(usize::MAX);
+    assert_eq!(local.release(), Err(troika::sync::ReleaseError::Overflow));
+}
+
+#[test]
+fn semaphore_guards_give_the_unit_back() {
+    let sem = Semaphore::new(1).unwrap();
+    {
+        let _unit = sem.access();
+        assert!(sem.try_access().is_none());
+        assert!(sem.access_timeout(Duration::from_millis(5)).is_none());
+    }
+    let unit = sem.try_access().unwrap();
+    drop(unit);
+    assert_eq!(sem.value(), 1);
+}
+
+#[test]
 fn event_wakes_a_child_and_the_child_answers() {
     if let Some(_r) = role() {
         let (go, done): (Event, Event) = ipc_support::arg();
