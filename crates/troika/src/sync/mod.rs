@@ -78,6 +78,10 @@
 //!   with the same types.
 //! - Counts of `ipc` objects are `u32` (they live in a 32-bit futex word);
 //!   here they are `usize`.
+//! - Some objects offer fewer forms, never other shapes: `ipc::Lock` (and
+//!   the lock of `ipc::Value` / `ipc::Array`) is taken only through its
+//!   guard, which is where a dead previous holder is reported
+//!   (`holder_died`); `ipc` has no `RLock` or `Condition`.
 //!
 //! # Threads
 //!
