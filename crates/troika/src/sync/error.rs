@@ -1,11 +1,13 @@
-//! The typed errors of `troika::sync`.
+//! The typed errors of `troika::sync`: one type per operation (see the
+//! module docs' "One shape per operation").
 
 use std::fmt;
 
 /// A release that was refused; the lock or semaphore is left unchanged.
 ///
 /// Python raises `RuntimeError` or `ValueError` for these; troika returns
-/// this error and never panics.
+/// this error and never panics. The process-shared semaphores of
+/// [`ipc`](crate::ipc) return the same type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReleaseError {
@@ -249,7 +251,9 @@ impl GetTimeoutError {
 #[error("task_done() called more times than items were put")]
 pub struct TaskDoneError;
 
-/// Why [`Barrier::wait`](super::Barrier::wait) did not pass the barrier.
+/// Why [`Barrier::wait`](super::Barrier::wait) did not pass the barrier (and
+/// why [`ipc::Barrier::wait`](crate::ipc::Barrier::wait) did not: the same
+/// type).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BarrierError {
     /// The barrier is broken: aborted, reset while this thread waited,
