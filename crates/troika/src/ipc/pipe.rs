@@ -49,25 +49,23 @@ const ENDS_LEN: usize = 64;
 /// `Disconnected` at once. Each end records the pid of the process that holds
 /// it; a `recv` or `send` that waits checks every 20 ms whether that process
 /// still runs, and fails with [`IpcError::PeerDied`] (inside `Failed`) if it
-/// does not — a
-/// killed peer is an error, never a hang. (A `send` that finds room does not
+/// does not — a killed peer is an error, never a hang. (A `send` that finds room does not
 /// ask the OS about the peer, to stay fast: like a write into a socket
 /// buffer, it succeeds and the message is lost with the peer.)
 ///
 /// # Timeouts
 ///
 /// [`try_recv`](Self::try_recv) / [`try_send`](Self::try_send) wait for
-/// nothing and
-/// [`recv_timeout`](Self::recv_timeout) / [`send_timeout`](Self::send_timeout)
-/// until their deadline at most, counting the wait for the ring's internal
+/// nothing and [`recv_timeout`](Self::recv_timeout) /
+/// [`send_timeout`](Self::send_timeout) until their deadline at most, counting the wait for the ring's internal
 /// lock: a peer stopped (SIGSTOP) in the middle of a send cannot hang them.
 ///
 /// # Handing an end to another process
 ///
 /// Serialize it (serde), typically as an argument of a child process or a
 /// pool task. Sending *moves* the end: the receiving process becomes its
-/// holder, and the copy left here becomes inert (using it returns
-/// [`IpcError::InvalidHandle`], dropping it does not close the pipe, and
+/// holder, and the copy left here becomes inert (using it fails with
+/// [`IpcError::InvalidHandle`] inside `Failed`, dropping it does not close the pipe, and
 /// serializing it again fails). Until the receiver has opened it, the end
 /// counts as held by this process.
 ///
