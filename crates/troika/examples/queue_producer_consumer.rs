@@ -13,20 +13,24 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use troika::sync::{Queue, QueueError, Thread, current_thread_name};
+use troika::sync::{Queue, Thread, TryPutError, current_thread_name};
 
 fn main() -> std::io::Result<()> {
     // --- Part 1: one writer, one reader.
     let q = Arc::new(Queue::new(0));
     let writer = {
         let q = Arc::clone(&q);
-        Thread::spawn("writer", move || q.put("write data to mysql".to_owned()))?
+        Thread::spawn("writer", move || {
+            if let Err(e) = q.put("write data to mysql".to_owned()) {
+                eprintln!("{e}");
+            }
+        })?
     };
     let reader = {
         let q = Arc::clone(&q);
-        Thread::spawn("reader", move || {
-            let res = q.get();
-            println!("{}", res.replace("write", "read").replace("to", "from"));
+        Thread::spawn("reader", move || match q.get() {
+            Ok(res) => println!("{}", res.replace("write", "read").replace("to", "from")),
+            Err(e) => eprintln!("{e}"),
         })?
     };
     for t in [reader, writer] {
@@ -44,7 +48,12 @@ fn main() -> std::io::Result<()> {
             Thread::spawn(format!("producer-{p}"), move || {
                 for page in 0..10 {
                     // Blocks while 4 URLs are waiting: back-pressure.
-                    urls.put(Some(format!("https://example.com/{p}/{page}")));
+                    if urls
+                        .put(Some(format!("https://example.com/{p}/{page}")))
+                        .is_err()
+                    {
+                        break; // closed: nobody takes work any more
+                    }
                 }
             })
         })
@@ -54,7 +63,7 @@ fn main() -> std::io::Result<()> {
             let urls = Arc::clone(&urls);
             Thread::spawn(format!("consumer-{c}"), move || {
                 let mut crawled = 0;
-                while let Some(url) = urls.get() {
+                while let Ok(Some(url)) = urls.get() {
                     std::thread::sleep(Duration::from_millis(2)); // "fetch" it
                     crawled += 1;
                     if crawled == 1 {
@@ -85,7 +94,9 @@ fn main() -> std::io::Result<()> {
         start.elapsed().as_secs_f64() * 1e3
     );
     for _ in &consumers {
-        urls.put(None);
+        if let Err(e) = urls.put(None) {
+            eprintln!("{e}");
+        }
     }
     for c in consumers {
         let name = c.name().to_owned();
@@ -96,19 +107,20 @@ fn main() -> std::io::Result<()> {
     }
 
     // The failure paths are typed errors, not exceptions.
-    println!("get_nowait on an empty queue: {:?}", urls.get_nowait());
+    println!("try_get on an empty queue: {:?}", urls.try_get());
     println!(
         "get with a 5 ms timeout: {:?}",
         urls.get_timeout(Duration::from_millis(5))
     );
     println!("task_done once too often: {:?}", urls.task_done());
     let small = Queue::new(1);
-    small.put(1);
-    match small.put_nowait(2) {
-        Err(e) if e.error() == QueueError::Full => println!(
-            "put_nowait on a full queue: Full, got {} back",
-            e.into_inner()
-        ),
+    if let Err(e) = small.put(1) {
+        eprintln!("{e}");
+    }
+    match small.try_put(2) {
+        Err(TryPutError::Full(item)) => {
+            println!("try_put on a full queue: Full, got {item} back")
+        }
         other => println!("unexpected: {other:?}"),
     }
     Ok(())

@@ -5,7 +5,9 @@ mod ipc_support;
 
 use ipc_support::{LONG, join_ok, kill, role, spawn};
 use std::time::Duration;
-use troika::ipc::{IpcError, Pipe};
+use troika::ipc::{
+    GetError, GetTimeoutError, IpcError, Pipe, PutError, PutTimeoutError, TryGetError,
+};
 
 type Msg = (u32, Option<u32>, String);
 
@@ -42,11 +44,11 @@ fn a_conversation_with_a_child() {
     // The child exited normally and dropped its end: end-of-file.
     assert!(matches!(
         parent.recv_timeout(LONG),
-        Err(IpcError::Disconnected)
+        Err(GetTimeoutError::Disconnected)
     ));
     assert!(matches!(
         parent.send(&"late".into()),
-        Err(IpcError::Disconnected)
+        Err(PutError::Disconnected)
     ));
 }
 
@@ -69,7 +71,7 @@ fn buffered_messages_are_read_before_end_of_file() {
     loop {
         match parent.recv_timeout(LONG) {
             Ok(x) => sum += x,
-            Err(IpcError::Disconnected) => break,
+            Err(GetTimeoutError::Disconnected) => break,
             Err(e) => panic!("{e}"),
         }
     }
@@ -95,7 +97,7 @@ fn a_killed_peer_is_an_error_not_a_hang() {
         let t = s.spawn(|| parent.recv_timeout(LONG));
         kill(child);
         match t.join().unwrap() {
-            Err(IpcError::PeerDied { pid: p }) => assert_eq!(p, pid),
+            Err(GetTimeoutError::Failed(IpcError::PeerDied { pid: p })) => assert_eq!(p, pid),
             other => panic!("expected PeerDied, got {other:?}"),
         }
     });
@@ -130,14 +132,17 @@ fn a_sender_blocked_on_a_full_pipe_sees_the_peer_die() {
         // The thread fills the buffer and blocks; the child never reads.
         kill(child);
         let e = t.join().unwrap();
-        assert!(matches!(e, IpcError::PeerDied { .. }), "{e}");
+        assert!(
+            matches!(e, PutTimeoutError::Failed(IpcError::PeerDied { .. })),
+            "{e}"
+        );
     });
 }
 
 #[test]
 fn timeouts_and_try_recv() {
     let (a, b) = Pipe::<u8, u8>::pair().unwrap();
-    assert!(matches!(a.try_recv(), Err(IpcError::Empty)));
+    assert!(matches!(a.try_recv(), Err(TryGetError::Empty)));
     assert!(
         a.recv_timeout(Duration::from_millis(5))
             .unwrap_err()
@@ -148,7 +153,7 @@ fn timeouts_and_try_recv() {
     let big = Pipe::<Vec<u8>, ()>::pair_with_capacity(128).unwrap();
     assert!(matches!(
         big.0.send(&vec![0; 500]),
-        Err(IpcError::TooLarge { .. })
+        Err(PutError::Failed(IpcError::TooLarge { .. }))
     ));
 }
 
@@ -156,7 +161,10 @@ fn timeouts_and_try_recv() {
 fn a_sent_end_is_inert_here() {
     let (a, b) = Pipe::<u8, u8>::pair().unwrap();
     let json = serde_json::to_string(&b).unwrap();
-    assert!(matches!(b.send(&1), Err(IpcError::InvalidHandle(_))));
+    assert!(matches!(
+        b.send(&1),
+        Err(PutError::Failed(IpcError::InvalidHandle(_)))
+    ));
     drop(b); // does not close: the end now belongs to whoever opens `json`
     let b2: Pipe<u8, u8> = serde_json::from_str(&json).unwrap();
     b2.send(&5).unwrap();
@@ -180,10 +188,13 @@ fn a_pipe_end_in_a_message_that_was_not_sent_stays_here() {
     let (a, b) = Pipe::<(Pipe<u8, u8>, Vec<u8>), ()>::pair_with_capacity(256).unwrap();
     let (c, d) = Pipe::<u8, u8>::pair().unwrap();
     let msg = (d, vec![0u8; 1024]);
-    assert!(matches!(a.send(&msg), Err(IpcError::TooLarge { .. })));
+    assert!(matches!(
+        a.send(&msg),
+        Err(PutError::Failed(IpcError::TooLarge { .. }))
+    ));
     msg.0.send(&3).unwrap();
     assert_eq!(c.recv().unwrap(), 3);
     drop(msg);
-    assert!(matches!(c.recv(), Err(IpcError::Disconnected)));
+    assert!(matches!(c.recv(), Err(GetError::Disconnected)));
     drop(b);
 }

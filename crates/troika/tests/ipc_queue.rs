@@ -8,7 +8,7 @@ use ipc_support::{LONG, guarded, join_ok, kill, role, spawn};
 use serde::{Deserialize, Serialize, Serializer};
 use std::process::Child;
 use std::time::{Duration, Instant};
-use troika::ipc::{Event, IpcError, Pipe, Queue};
+use troika::ipc::{Event, GetError, IpcError, Pipe, PutError, Queue};
 
 #[test]
 fn many_producers_and_consumers_deliver_every_item_exactly_once() {
@@ -111,7 +111,10 @@ impl Serialize for Unserializable {
 fn an_unserializable_value_is_an_error_to_the_caller_of_put() {
     let q = Queue::<Unserializable>::new(4).unwrap();
     let err = q.put(&Unserializable).unwrap_err();
-    assert!(err.is_serialization(), "{err}");
+    assert!(
+        matches!(err, PutError::Failed(IpcError::Serialization(_))),
+        "{err}"
+    );
     assert!(q.is_empty(), "nothing half-put");
 }
 
@@ -120,7 +123,10 @@ fn an_item_larger_than_the_buffer_is_refused() {
     let q = Queue::<Vec<u8>>::with_capacity(4, 1024).unwrap();
     let err = q.put(&vec![0u8; 4096]).unwrap_err();
     assert!(
-        matches!(err, IpcError::TooLarge { capacity: 1024, .. }),
+        matches!(
+            err,
+            PutError::Failed(IpcError::TooLarge { capacity: 1024, .. })
+        ),
         "{err}"
     );
     q.put(&vec![1u8; 100]).unwrap();
@@ -130,7 +136,7 @@ fn an_item_larger_than_the_buffer_is_refused() {
 #[test]
 fn bounds_and_timeouts() {
     let q = Queue::<u32>::new(2).unwrap();
-    assert_eq!(q.max_items(), 2);
+    assert_eq!(q.maxsize(), 2);
     assert!(q.try_get().unwrap_err().is_empty());
     assert!(
         q.get_timeout(Duration::from_millis(5))
@@ -474,7 +480,7 @@ fn a_get_whose_only_producer_was_killed_fails_instead_of_hanging() {
             let blocked = s.spawn(|| q.get());
             child.kill();
             match blocked.join().unwrap() {
-                Err(IpcError::PeerDied { pid: p }) => assert_eq!(p, pid),
+                Err(GetError::Failed(IpcError::PeerDied { pid: p })) => assert_eq!(p, pid),
                 other => panic!("expected PeerDied, got {other:?}"),
             }
         });
@@ -511,7 +517,7 @@ fn a_get_after_every_producer_exited_is_disconnected() {
         children.into_iter().for_each(join_ok);
         got.sort_unstable();
         assert_eq!(got, vec![0, 0, 1, 1, 2, 2]);
-        assert!(matches!(q.get(), Err(IpcError::Disconnected)));
+        assert!(matches!(q.get(), Err(GetError::Disconnected)));
     });
 }
 
@@ -545,12 +551,15 @@ fn a_pipe_end_in_an_item_whose_put_failed_still_closes_its_pipe() {
             let q = Queue::<(Pipe<u32, ()>, Vec<u8>)>::with_capacity(0, 1024).unwrap();
             let (here, there) = Pipe::<(), u32>::pair().unwrap();
             let item = (there, vec![0u8; 4096]);
-            assert!(matches!(q.put(&item), Err(IpcError::TooLarge { .. })));
+            assert!(matches!(
+                q.put(&item),
+                Err(PutError::Failed(IpcError::TooLarge { .. }))
+            ));
             // Still ours, and usable.
             item.0.send(&7).unwrap();
             assert_eq!(here.recv().unwrap(), 7);
             drop(item);
-            assert!(matches!(here.recv(), Err(IpcError::Disconnected)));
+            assert!(matches!(here.recv(), Err(GetError::Disconnected)));
 
             // A put that succeeds sends the end: the item's copy is inert,
             // and the end comes back out of the queue.
@@ -563,7 +572,7 @@ fn a_pipe_end_in_an_item_whose_put_failed_still_closes_its_pipe() {
             end.send(&8).unwrap();
             assert_eq!(here.recv().unwrap(), 8);
             drop(end);
-            assert!(matches!(here.recv(), Err(IpcError::Disconnected)));
+            assert!(matches!(here.recv(), Err(GetError::Disconnected)));
         },
     );
 }

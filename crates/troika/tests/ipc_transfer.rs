@@ -9,7 +9,7 @@ mod ipc_support;
 use ipc_support::guarded;
 use serde::{Deserialize, Serialize, Serializer};
 use std::time::Duration;
-use troika::ipc::{IpcError, Pipe};
+use troika::ipc::{GetError, Pipe};
 use troika::{Process, ProcessPool};
 
 /// A value whose serialization always fails.
@@ -50,7 +50,7 @@ fn a_pipe_end_whose_spawn_failed_still_closes_its_pipe() {
             assert!(err.is_serialization(), "{err}");
             // `spawn` dropped the argument: the end never left, so that
             // closed the pipe.
-            assert!(matches!(here.recv(), Err(IpcError::Disconnected)));
+            assert!(matches!(here.recv(), Err(GetError::Disconnected)));
         },
     );
 }
@@ -65,7 +65,7 @@ fn a_pipe_end_handed_to_a_spawned_process_moves_there() {
             let p = Process::spawn(answer_on, there).unwrap();
             assert_eq!(here.recv().unwrap(), 42);
             p.join().unwrap();
-            assert!(matches!(here.recv(), Err(IpcError::Disconnected)));
+            assert!(matches!(here.recv(), Err(GetError::Disconnected)));
         },
     );
 }
@@ -90,7 +90,7 @@ fn a_pipe_end_whose_submit_failed_still_closes_its_pipe() {
                 err.to_string().contains("refuses to be serialized"),
                 "serde's own message is kept: {err}"
             );
-            assert!(matches!(here.recv(), Err(IpcError::Disconnected)));
+            assert!(matches!(here.recv(), Err(GetError::Disconnected)));
 
             let (here, there) = Pipe::<(), u32>::pair().unwrap();
             pool.submit(answer_on, there).result().unwrap();
@@ -99,7 +99,7 @@ fn a_pipe_end_whose_submit_failed_still_closes_its_pipe() {
             pool.shutdown(true, false);
             let (here, there) = Pipe::<(), u32>::pair().unwrap();
             assert!(pool.submit(answer_on, there).result().is_err());
-            assert!(matches!(here.recv(), Err(IpcError::Disconnected)));
+            assert!(matches!(here.recv(), Err(GetError::Disconnected)));
         },
     );
 }

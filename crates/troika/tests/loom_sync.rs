@@ -17,8 +17,8 @@ use loom::sync::Arc;
 use loom::thread;
 
 use troika::sync::{
-    Barrier, BarrierError, BoundedSemaphore, Condition, Event, Lock, Queue, RLock, ReleaseError,
-    Semaphore,
+    Barrier, BarrierError, BoundedSemaphore, Condition, Event, GetError, Lock, PutError, Queue,
+    RLock, ReleaseError, Semaphore,
 };
 
 #[test]
@@ -170,13 +170,46 @@ fn bounded_queue_passes_items_in_order() {
         let producer = {
             let q = Arc::clone(&q);
             thread::spawn(move || {
-                q.put(1);
-                q.put(2);
+                q.put(1).unwrap();
+                q.put(2).unwrap();
             })
         };
-        assert_eq!(q.get(), 1);
-        assert_eq!(q.get(), 2);
+        assert_eq!(q.get(), Ok(1));
+        assert_eq!(q.get(), Ok(2));
         producer.join().unwrap();
+    });
+}
+
+/// A close racing a getter on an empty queue: the getter must wake and fail,
+/// whether it was asleep or not yet waiting (a close that notified before
+/// it queued must not be lost).
+#[test]
+fn close_wakes_a_blocked_getter() {
+    loom::model(|| {
+        let q: Arc<Queue<u8>> = Arc::new(Queue::new(1));
+        let getter = {
+            let q = Arc::clone(&q);
+            thread::spawn(move || q.get())
+        };
+        q.close();
+        assert_eq!(getter.join().unwrap(), Err(GetError));
+    });
+}
+
+/// The same for a putter on a full queue; what was put before the close is
+/// still there to get.
+#[test]
+fn close_wakes_a_blocked_putter() {
+    loom::model(|| {
+        let q = Arc::new(Queue::new(1));
+        q.put(0u8).unwrap();
+        let putter = {
+            let q = Arc::clone(&q);
+            thread::spawn(move || q.put(1))
+        };
+        q.close();
+        assert_eq!(putter.join().unwrap(), Err(PutError(1)));
+        assert_eq!(q.get(), Ok(0));
     });
 }
 
@@ -184,11 +217,11 @@ fn bounded_queue_passes_items_in_order() {
 fn queue_join_waits_for_task_done() {
     loom::model(|| {
         let q = Arc::new(Queue::new(0));
-        q.put(7);
+        q.put(7).unwrap();
         let consumer = {
             let q = Arc::clone(&q);
             thread::spawn(move || {
-                let item = q.get();
+                let item = q.get().unwrap();
                 q.task_done().unwrap();
                 item
             })

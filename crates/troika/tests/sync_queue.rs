@@ -5,7 +5,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use troika::sync::{Queue, QueueError, QueueKind, TaskDoneError, Thread};
+use troika::sync::{
+    GetError, GetTimeoutError, PutError, PutTimeoutError, Queue, QueueKind, TaskDoneError, Thread,
+    TryGetError, TryPutError,
+};
 
 /// Generous limit for waits that should succeed; only reached on failure.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -14,7 +17,7 @@ const SHORT: Duration = Duration::from_millis(20);
 
 fn drain<T>(q: &Queue<T>) -> Vec<T> {
     let mut out = Vec::new();
-    while let Ok(item) = q.get_nowait() {
+    while let Ok(item) = q.try_get() {
         out.push(item);
     }
     out
@@ -24,7 +27,7 @@ fn drain<T>(q: &Queue<T>) -> Vec<T> {
 fn fifo_hands_items_out_in_put_order() {
     let q = Queue::new(0);
     for i in 0..5 {
-        q.put(i);
+        q.put(i).unwrap();
     }
     assert_eq!(q.kind(), QueueKind::Fifo);
     assert_eq!(drain(&q), [0, 1, 2, 3, 4]);
@@ -34,7 +37,7 @@ fn fifo_hands_items_out_in_put_order() {
 fn lifo_hands_items_out_last_first() {
     let q = Queue::lifo(0);
     for i in 0..5 {
-        q.put(i);
+        q.put(i).unwrap();
     }
     assert_eq!(q.kind(), QueueKind::Lifo);
     assert_eq!(drain(&q), [4, 3, 2, 1, 0]);
@@ -44,7 +47,7 @@ fn lifo_hands_items_out_last_first() {
 fn priority_hands_out_smallest_first_and_ties_in_put_order() {
     let q = Queue::priority(0);
     for job in [(3, 'a'), (1, 'b'), (2, 'c'), (1, 'a'), (0, 'z')] {
-        q.put(job);
+        q.put(job).unwrap();
     }
     assert_eq!(q.kind(), QueueKind::Priority);
     assert_eq!(
@@ -68,7 +71,7 @@ fn priority_hands_out_smallest_first_and_ties_in_put_order() {
     }
     let q = Queue::priority(0);
     for (i, p) in [2u8, 1, 2, 1, 1, 2].into_iter().enumerate() {
-        q.put(Job(p, i));
+        q.put(Job(p, i)).unwrap();
     }
     let order: Vec<usize> = drain(&q).into_iter().map(|j| j.1).collect();
     assert_eq!(order, [1, 3, 4, 0, 2, 5]);
@@ -88,12 +91,12 @@ fn priority_matches_a_sort_on_random_input() {
         let mut expected = Vec::new();
         for _ in 0..round * 7 {
             let v = next();
-            q.put(v);
+            q.put(v).unwrap();
             expected.push(v);
             // Interleave some gets so the heap is exercised mid-way.
             if v % 5 == 0 {
                 expected.sort_unstable();
-                let got = q.get_nowait().unwrap();
+                let got = q.try_get().unwrap();
                 assert_eq!(got, expected.remove(0));
             }
         }
@@ -107,27 +110,27 @@ fn bounded_queue_refuses_nonblocking_put_and_hands_the_item_back() {
     let q = Queue::new(2);
     assert_eq!(q.maxsize(), 2);
     assert!(q.is_empty() && !q.is_full());
-    q.put_nowait("a").unwrap();
-    q.put_nowait("b").unwrap();
+    q.try_put("a").unwrap();
+    q.try_put("b").unwrap();
     assert!(q.is_full());
-    assert_eq!(q.qsize(), 2);
-    let err = q.put_nowait("c").unwrap_err();
-    assert!(err.is_full() && !err.is_timeout());
-    assert_eq!(err.error(), QueueError::Full);
-    assert_eq!(err.to_string(), "queue is full");
+    assert_eq!(q.len(), 2);
+    let err = q.try_put("c").unwrap_err();
+    assert!(err.is_full() && !err.is_closed());
+    assert_eq!(err, TryPutError::Full("c"));
+    assert_eq!(err.to_string(), "the queue is full");
     assert!(format!("{err:?}").contains("Full"));
     assert_eq!(err.into_inner(), "c");
-    assert_eq!(q.qsize(), 2);
+    assert_eq!(q.len(), 2);
 }
 
 #[test]
 fn unbounded_queue_is_never_full() {
     let q = Queue::unbounded();
     for i in 0..10_000 {
-        q.put_nowait(i).unwrap();
+        q.try_put(i).unwrap();
     }
     assert!(!q.is_full());
-    assert_eq!(q.qsize(), 10_000);
+    assert_eq!(q.len(), 10_000);
     let d: Queue<u8> = Queue::default();
     assert_eq!((d.maxsize(), d.kind()), (0, QueueKind::Fifo));
 }
@@ -135,22 +138,23 @@ fn unbounded_queue_is_never_full() {
 #[test]
 fn nonblocking_get_on_empty_queue_is_empty_error() {
     let q: Queue<u8> = Queue::new(0);
-    assert_eq!(q.get_nowait(), Err(QueueError::Empty));
-    assert_eq!(QueueError::Empty.to_string(), "queue is empty");
+    assert_eq!(q.try_get(), Err(TryGetError::Empty));
+    assert_eq!(TryGetError::Empty.to_string(), "the queue is empty");
 }
 
 #[test]
 fn get_timeout_times_out_on_an_empty_queue() {
     let q: Queue<u8> = Queue::new(0);
-    assert_eq!(q.get_timeout(SHORT), Err(QueueError::Timeout));
+    assert_eq!(q.get_timeout(SHORT), Err(GetTimeoutError::Timeout));
 }
 
 #[test]
 fn put_timeout_times_out_on_a_full_queue() {
     let q = Queue::new(1);
-    q.put(1);
+    q.put(1).unwrap();
     let err = q.put_timeout(2, SHORT).unwrap_err();
     assert!(err.is_timeout());
+    assert_eq!(err, PutTimeoutError::Timeout(2));
     assert_eq!(err.into_inner(), 2);
 }
 
@@ -161,25 +165,25 @@ fn blocked_get_is_woken_by_a_put() {
         let q = Arc::clone(&q);
         Thread::spawn("consumer", move || q.get()).unwrap()
     };
-    q.put(42);
-    assert_eq!(consumer.join_timeout(PATIENCE).unwrap(), 42);
+    q.put(42).unwrap();
+    assert_eq!(consumer.join_timeout(PATIENCE).unwrap(), Ok(42));
 
     let consumer = {
         let q = Arc::clone(&q);
         Thread::spawn("consumer", move || q.get_timeout(PATIENCE)).unwrap()
     };
-    q.put(43);
+    q.put(43).unwrap();
     assert_eq!(consumer.join_timeout(PATIENCE).unwrap(), Ok(43));
 }
 
 #[test]
 fn blocked_put_is_woken_by_a_get() {
     let q = Arc::new(Queue::new(1));
-    q.put(1);
+    q.put(1).unwrap();
     let producer = {
         let q = Arc::clone(&q);
         Thread::spawn("producer", move || {
-            q.put(2);
+            q.put(2).unwrap();
             q.put_timeout(3, PATIENCE).is_ok()
         })
         .unwrap()
@@ -194,9 +198,9 @@ fn blocked_put_is_woken_by_a_get() {
 fn task_done_too_often_is_an_error_not_a_panic() {
     let q = Queue::new(0);
     assert_eq!(q.task_done(), Err(TaskDoneError));
-    q.put(1);
+    q.put(1).unwrap();
     assert_eq!(q.unfinished_tasks(), 1);
-    q.get_nowait().unwrap();
+    q.try_get().unwrap();
     assert_eq!(q.unfinished_tasks(), 1, "get does not finish a task");
     q.task_done().unwrap();
     assert_eq!(q.unfinished_tasks(), 0);
@@ -209,19 +213,15 @@ fn task_done_too_often_is_an_error_not_a_panic() {
 fn join_returns_at_once_with_no_unfinished_tasks() {
     let q: Queue<u8> = Queue::new(0);
     q.join();
-    assert_eq!(q.join_timeout(SHORT), Ok(()));
+    assert!(q.join_timeout(SHORT));
 }
 
 #[test]
 fn join_timeout_times_out_while_tasks_are_unfinished() {
     let q = Queue::new(0);
-    q.put(1);
-    q.get_nowait().unwrap();
-    assert_eq!(q.join_timeout(SHORT), Err(QueueError::Timeout));
-    assert_eq!(
-        QueueError::Timeout.to_string(),
-        "timed out waiting on the queue"
-    );
+    q.put(1).unwrap();
+    q.try_get().unwrap();
+    assert!(!q.join_timeout(SHORT));
 }
 
 #[test]
@@ -232,7 +232,7 @@ fn join_waits_until_consumers_mark_every_item_done() {
         .map(|i| {
             let (q, done) = (Arc::clone(&q), Arc::clone(&done));
             Thread::spawn(format!("consumer-{i}"), move || {
-                while let Some(_n) = q.get() {
+                while let Ok(Some(_n)) = q.get() {
                     done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     q.task_done().unwrap();
                 }
@@ -242,13 +242,13 @@ fn join_waits_until_consumers_mark_every_item_done() {
         })
         .collect();
     for n in 0..50 {
-        q.put(Some(n));
+        q.put(Some(n)).unwrap();
     }
-    q.join_timeout(PATIENCE).unwrap();
+    assert!(q.join_timeout(PATIENCE));
     // join returned only after every item was processed, not merely taken.
     assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 50);
     for _ in &consumers {
-        q.put(None);
+        q.put(None).unwrap();
     }
     for c in consumers {
         c.join_timeout(PATIENCE).unwrap();
@@ -292,11 +292,11 @@ fn many_producers_many_consumers_deliver_every_item_exactly_once() {
                         // Mix the three ways of putting.
                         let item = Some(p * per_producer + i);
                         match i % 3 {
-                            0 => q.put(item),
+                            0 => q.put(item).unwrap(),
                             1 => q.put_timeout(item, PATIENCE).unwrap(),
                             _ => {
                                 let mut item = item;
-                                while let Err(e) = q.put_nowait(item) {
+                                while let Err(e) = q.try_put(item) {
                                     item = e.into_inner();
                                     std::thread::yield_now();
                                 }
@@ -310,9 +310,9 @@ fn many_producers_many_consumers_deliver_every_item_exactly_once() {
         for p in producers {
             p.join_timeout(PATIENCE).unwrap();
         }
-        q.join_timeout(PATIENCE).unwrap();
+        assert!(q.join_timeout(PATIENCE));
         for _ in 0..CONSUMERS {
-            q.put(None);
+            q.put(None).unwrap();
         }
         let mut seen = HashSet::new();
         let mut count = 0;
@@ -336,7 +336,7 @@ fn fifo_order_is_kept_per_producer_under_contention() {
             let q = Arc::clone(&q);
             Thread::spawn(format!("producer-{p}"), move || {
                 for i in 0..2_000 {
-                    q.put((p, i));
+                    q.put((p, i)).unwrap();
                 }
             })
             .unwrap()
@@ -360,7 +360,42 @@ fn fifo_order_is_kept_per_producer_under_contention() {
 #[test]
 fn debug_shows_kind_and_sizes() {
     let q = Queue::lifo(3);
-    q.put(1);
+    q.put(1).unwrap();
     let text = format!("{q:?}");
     assert!(text.contains("Lifo") && text.contains("qsize: 1"), "{text}");
+}
+
+#[test]
+fn close_fails_puts_drains_gets_and_wakes_every_waiter() {
+    let q: Arc<Queue<u8>> = Arc::new(Queue::new(1));
+    // A getter blocked on an empty queue wakes up to `GetError`.
+    let getter = {
+        let q = Arc::clone(&q);
+        Thread::spawn("getter", move || q.get()).unwrap()
+    };
+    // The close may come before or after the getter falls asleep; either
+    // way it must end with `GetError`, never a hang.
+    q.close();
+    assert_eq!(getter.join_timeout(PATIENCE).unwrap(), Err(GetError));
+    assert!(q.is_closed());
+
+    let q = Arc::new(Queue::new(1));
+    q.put(1).unwrap();
+    // A putter blocked on a full queue (or not yet) ends with `PutError`,
+    // the item handed back.
+    let putter = {
+        let q = Arc::clone(&q);
+        Thread::spawn("putter", move || q.put(2)).unwrap()
+    };
+    q.close();
+    assert_eq!(putter.join_timeout(PATIENCE).unwrap(), Err(PutError(2)));
+    assert_eq!(q.try_put(3), Err(TryPutError::Closed(3)));
+    assert_eq!(q.put_timeout(4, SHORT), Err(PutTimeoutError::Closed(4)));
+    // What was put before the close is still handed out, then `Closed`.
+    assert_eq!(q.get_timeout(SHORT), Ok(1));
+    assert_eq!(q.get_timeout(SHORT), Err(GetTimeoutError::Closed));
+    assert_eq!(q.try_get(), Err(TryGetError::Closed));
+    assert_eq!(q.get(), Err(GetError));
+    q.close(); // twice is harmless
+    assert!(format!("{q:?}").contains("closed: true"));
 }

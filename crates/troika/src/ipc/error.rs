@@ -1,22 +1,38 @@
-//! The one error type of the `ipc` module.
+//! The errors of the `ipc` module: [`IpcError`], and the error type of each
+//! queue and pipe operation, which converts into it.
 
 use std::io;
 
-/// Why an IPC operation failed.
+pub use crate::sync::{BarrierError, ReleaseError};
+
+/// Why an IPC operation failed: the error every error of [`crate::ipc`]
+/// converts into.
 ///
-/// Every fallible call in [`crate::ipc`] returns this type. Match on it, or
-/// use the `is_*` helpers for the common questions ("did it time out?",
-/// "is the other side gone?").
+/// Constructors, the [`Manager`](crate::ipc::Manager)'s calls, [`Array`]
+/// indexing and the like return it directly. The queue and pipe operations
+/// return an error type of their own that says which outcomes the
+/// operation can have ([`TryGetError`], [`GetTimeoutError`], ... — see the
+/// table in the [module docs](crate::ipc#one-shape-per-operation)); each
+/// converts into `IpcError` with `?`, so a function that does several IPC
+/// calls can return `Result<_, IpcError>`. Match on it, or use the `is_*`
+/// helpers for the common questions ("did it time out?", "is the other
+/// side gone?").
+///
+/// [`Array`]: crate::ipc::Array
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IpcError {
-    /// The operation did not complete before its timeout.
+    /// The operation did not complete before its timeout: the `Timeout` of
+    /// [`PutTimeoutError`] or [`GetTimeoutError`], or a barrier's
+    /// [`BarrierError::Timeout`], converted.
     #[error("the operation timed out")]
-    TimedOut,
-    /// A non-blocking put found the queue full.
+    Timeout,
+    /// A non-blocking put found the queue full ([`TryPutError::Full`],
+    /// converted).
     #[error("the queue is full")]
     Full,
-    /// A non-blocking get found the queue (or pipe) empty.
+    /// A non-blocking get found the queue (or pipe) empty
+    /// ([`TryGetError::Empty`], converted).
     #[error("nothing to receive")]
     Empty,
     /// The other end of a pipe was closed (dropped) by its process, and no
@@ -54,15 +70,12 @@ pub enum IpcError {
         /// The buffer's capacity in bytes.
         capacity: usize,
     },
-    /// A [`BoundedSemaphore`](crate::ipc::BoundedSemaphore) was released more
-    /// times than it was acquired.
-    #[error("the bounded semaphore was released past its initial value {max}")]
-    SemaphoreOverflow {
-        /// The semaphore's initial (and maximum) value.
-        max: u32,
-    },
+    /// A release was refused (the [`ReleaseError`] of a semaphore).
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
     /// A [`Barrier`](crate::ipc::Barrier) was broken: a party timed out or
-    /// called [`abort`](crate::ipc::Barrier::abort).
+    /// called [`abort`](crate::ipc::Barrier::abort) ([`BarrierError::Broken`],
+    /// converted).
     #[error("the barrier is broken")]
     BrokenBarrier,
     /// An index was outside an [`Array`](crate::ipc::Array) or a shared list.
@@ -109,7 +122,17 @@ pub enum IpcError {
 impl IpcError {
     /// True if the operation timed out.
     pub fn is_timeout(&self) -> bool {
-        matches!(self, IpcError::TimedOut)
+        matches!(self, IpcError::Timeout)
+    }
+
+    /// True if a non-blocking get found nothing.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, IpcError::Empty)
+    }
+
+    /// True if a non-blocking put found no room.
+    pub fn is_full(&self) -> bool {
+        matches!(self, IpcError::Full)
     }
 
     /// True if the other side is gone: a pipe peer closed its end or died,
@@ -138,6 +161,165 @@ impl IpcError {
             source: source.into(),
         }
     }
+}
+
+impl From<BarrierError> for IpcError {
+    fn from(e: BarrierError) -> IpcError {
+        match e {
+            BarrierError::Broken => IpcError::BrokenBarrier,
+            BarrierError::Timeout => IpcError::Timeout,
+        }
+    }
+}
+
+/// Declares the error type of one queue or pipe operation: the outcomes
+/// named in `$variant`, plus `Closed`, `Disconnected` and `Failed`.
+macro_rules! op_error {
+    (
+        $(#[$meta:meta])*
+        $name:ident {
+            $(
+                $(#[$vmeta:meta])*
+                $variant:ident = $msg:literal, $is:ident;
+            )*
+        }
+        on_timeout: $on_timeout:expr
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, thiserror::Error)]
+        #[non_exhaustive]
+        pub enum $name {
+            $(
+                $(#[$vmeta])*
+                #[error($msg)]
+                $variant,
+            )*
+            /// The [`Queue`](crate::ipc::Queue) was
+            /// [closed](crate::ipc::Queue::close) (for a get: closed and
+            /// drained). A pipe is never `Closed`, only `Disconnected`.
+            #[error("the queue is closed")]
+            Closed,
+            /// The other side is gone: the peer dropped its end of the
+            /// [`Pipe`](crate::ipc::Pipe) (for a receive, after the buffered
+            /// messages: this is end-of-file), or — for a get from a
+            /// [`Queue`](crate::ipc::Queue) — every process that could put
+            /// into it let go of it.
+            #[error("the other side is gone")]
+            Disconnected,
+            /// A failure that only processes have: the peer process died
+            /// ([`IpcError::PeerDied`]), the shared buffer is corrupted, the
+            /// value did not serialize or is too large, the handle is stale.
+            #[error(transparent)]
+            Failed(IpcError),
+        }
+
+        impl $name {
+            $(
+                #[doc = concat!("True for [`", stringify!($name), "::", stringify!($variant), "`].")]
+                pub fn $is(&self) -> bool {
+                    matches!(self, $name::$variant)
+                }
+            )*
+
+            /// True if the queue was closed.
+            pub fn is_closed(&self) -> bool {
+                matches!(self, $name::Closed)
+            }
+
+            /// True if the other side is gone: [`Disconnected`](Self::Disconnected),
+            /// or the peer process died.
+            pub fn is_disconnected(&self) -> bool {
+                match self {
+                    $name::Disconnected => true,
+                    $name::Failed(e) => e.is_disconnected(),
+                    _ => false,
+                }
+            }
+
+            /// Shapes an internal error into this operation's outcome.
+            #[allow(unreachable_patterns)]
+            pub(crate) fn from_ipc(e: IpcError) -> $name {
+                match e {
+                    IpcError::Timeout => $on_timeout,
+                    $(IpcError::$variant => $name::$variant,)*
+                    IpcError::Closed => $name::Closed,
+                    IpcError::Disconnected => $name::Disconnected,
+                    e => $name::Failed(e),
+                }
+            }
+        }
+
+        impl From<$name> for IpcError {
+            fn from(e: $name) -> IpcError {
+                match e {
+                    $($name::$variant => IpcError::$variant,)*
+                    $name::Closed => IpcError::Closed,
+                    $name::Disconnected => IpcError::Disconnected,
+                    $name::Failed(e) => e,
+                }
+            }
+        }
+    };
+}
+
+op_error! {
+    /// Why a blocking [`Queue::put`](crate::ipc::Queue::put) or
+    /// [`Pipe::send`](crate::ipc::Pipe::send) failed. It waits while the
+    /// buffer is full, so it has no "full" and no "timeout" outcome.
+    PutError {}
+    on_timeout: PutError::Failed(IpcError::Timeout)
+}
+
+op_error! {
+    /// Why [`Queue::try_put`](crate::ipc::Queue::try_put) or
+    /// [`Pipe::try_send`](crate::ipc::Pipe::try_send) did not put.
+    TryPutError {
+        /// No room now, or another process is in the middle of an
+        /// operation on the buffer (Python's `queue.Full`).
+        Full = "the queue is full", is_full;
+    }
+    on_timeout: TryPutError::Full
+}
+
+op_error! {
+    /// Why [`Queue::put_timeout`](crate::ipc::Queue::put_timeout) or
+    /// [`Pipe::send_timeout`](crate::ipc::Pipe::send_timeout) did not put.
+    PutTimeoutError {
+        /// The buffer stayed full until the timeout.
+        Timeout = "timed out waiting for room", is_timeout;
+    }
+    on_timeout: PutTimeoutError::Timeout
+}
+
+op_error! {
+    /// Why a blocking [`Queue::get`](crate::ipc::Queue::get) or
+    /// [`Pipe::recv`](crate::ipc::Pipe::recv) returned nothing. It waits
+    /// while the buffer is empty, so it has no "empty" and no "timeout"
+    /// outcome.
+    GetError {}
+    on_timeout: GetError::Failed(IpcError::Timeout)
+}
+
+op_error! {
+    /// Why [`Queue::try_get`](crate::ipc::Queue::try_get) or
+    /// [`Pipe::try_recv`](crate::ipc::Pipe::try_recv) returned nothing.
+    TryGetError {
+        /// Nothing buffered now, or another process is in the middle of an
+        /// operation on the buffer (Python's `queue.Empty`).
+        Empty = "nothing to receive", is_empty;
+    }
+    on_timeout: TryGetError::Empty
+}
+
+op_error! {
+    /// Why [`Queue::get_timeout`](crate::ipc::Queue::get_timeout) or
+    /// [`Pipe::recv_timeout`](crate::ipc::Pipe::recv_timeout) returned
+    /// nothing.
+    GetTimeoutError {
+        /// Nothing arrived until the timeout.
+        Timeout = "timed out waiting for an item", is_timeout;
+    }
+    on_timeout: GetTimeoutError::Timeout
 }
 
 /// Shorthand for results of this module.

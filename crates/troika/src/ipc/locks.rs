@@ -1,7 +1,7 @@
 //! Process-shared `Lock`, `Semaphore`, `BoundedSemaphore`, `Event` and
 //! `Barrier`, each a few futex words in a shared-memory segment.
 
-use super::error::{IpcError, Result};
+use super::error::{BarrierError, IpcError, ReleaseError, Result};
 use super::futex::{OsEnv, deadline_after};
 use super::raw::{self, Acquired, BarrierFail};
 use super::shm::{self, Kind, Segment, ShmState};
@@ -81,6 +81,12 @@ pub(crate) fn lock_word(w: &AtomicU32, timeout: Option<Duration>) -> Option<Acqu
     raw::lock(w, &OsEnv, timeout.and_then(deadline_after))
 }
 
+/// Takes a lock word if it is free (or its holder is dead), without
+/// waiting, with the real OS environment.
+pub(crate) fn try_lock_word(w: &AtomicU32) -> Option<Acquired> {
+    raw::try_lock(w, &OsEnv)
+}
+
 /// Releases a lock word with the real OS environment.
 pub(crate) fn unlock_word(w: &AtomicU32) {
     raw::unlock(w, &OsEnv);
@@ -156,7 +162,29 @@ impl Lock {
         &state::<LockState>(&self.seg).word
     }
 
-    /// Blocks until the lock is held by this process.
+    /// Blocks until the lock is held by this process; the guard releases
+    /// it on drop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::{Lock, Value};
+    ///
+    /// let (lock, total) = (Lock::new().unwrap(), Value::new(0u32).unwrap());
+    /// let workers: Vec<_> = (0..4)
+    ///     .map(|_| {
+    ///         let (lock, total) = (lock.clone(), total.clone());
+    ///         // A child process would receive these serialized; threads
+    ///         // share them the same way.
+    ///         std::thread::spawn(move || {
+    ///             let _held = lock.lock();
+    ///             total.set(total.get() + 1); // read-modify-write under the lock
+    ///         })
+    ///     })
+    ///     .collect();
+    /// workers.into_iter().for_each(|t| t.join().unwrap());
+    /// assert_eq!(total.get(), 4);
+    /// ```
     pub fn lock(&self) -> LockGuard<'_> {
         let w = self.word();
         loop {
@@ -169,28 +197,50 @@ impl Lock {
         }
     }
 
-    /// Waits at most `timeout` for the lock; [`IpcError::TimedOut`] otherwise.
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
+    /// Waits at most `timeout` for the lock; `None` if it stayed held.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::ipc::Lock;
+    ///
+    /// let lock = Lock::new().unwrap();
+    /// let held = lock.lock();
+    /// assert!(lock.lock_timeout(Duration::from_millis(5)).is_none());
+    /// drop(held);
+    /// assert!(lock.lock_timeout(Duration::from_secs(1)).is_some());
+    /// ```
+    pub fn lock_timeout(&self, timeout: Duration) -> Option<LockGuard<'_>> {
         let w = self.word();
-        match lock_word(w, Some(timeout)) {
-            Some(a) => Ok(LockGuard {
-                word: w,
-                died: a == Acquired::HolderDied,
-            }),
-            None => Err(IpcError::TimedOut),
-        }
+        lock_word(w, Some(timeout)).map(|a| LockGuard {
+            word: w,
+            died: a == Acquired::HolderDied,
+        })
     }
 
-    /// Takes the lock if it is free (or its holder is dead), without waiting.
+    /// Takes the lock if it is free (or its holder is dead), without
+    /// waiting; `None` if it is held.
     pub fn try_lock(&self) -> Option<LockGuard<'_>> {
         let w = self.word();
-        raw::try_lock(w, &OsEnv).map(|a| LockGuard {
+        try_lock_word(w).map(|a| LockGuard {
             word: w,
             died: a == Acquired::HolderDied,
         })
     }
 
     /// The pid of the process holding the lock, if any (a snapshot).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::Lock;
+    ///
+    /// let lock = Lock::new().unwrap();
+    /// assert_eq!(lock.holder(), None);
+    /// let _held = lock.lock();
+    /// assert_eq!(lock.holder(), Some(std::process::id()));
+    /// ```
     pub fn holder(&self) -> Option<u32> {
         match self.word().load(Ordering::Relaxed) & !raw::WAITERS {
             0 => None,
@@ -201,158 +251,251 @@ impl Lock {
 
 serde_via_segment!(Lock, Kind::Lock, LockState);
 
-/// A counting semaphore shared between processes.
+/// The one implementation of [`Semaphore`] and [`BoundedSemaphore`]: a
+/// count word and a ceiling in a shared segment.
+#[derive(Clone, Debug)]
+struct Sem {
+    seg: Segment,
+}
+
+impl Sem {
+    fn create(value: u32, max: u32) -> Result<Sem> {
+        let seg = Segment::create(Kind::Semaphore, 0, std::mem::size_of::<SemState>())?;
+        let st = state::<SemState>(&seg);
+        st.word.store(value.min(raw::SEM_MAX), Ordering::Relaxed);
+        st.max.store(max, Ordering::Release);
+        Ok(Sem { seg })
+    }
+
+    fn st(&self) -> &SemState {
+        state(&self.seg)
+    }
+
+    fn acquire(&self, deadline: Option<std::time::Instant>) -> bool {
+        raw::sem_acquire(&self.st().word, deadline)
+    }
+
+    fn try_acquire(&self) -> bool {
+        raw::sem_try_acquire(&self.st().word)
+    }
+
+    /// The ceiling a release may not pass.
+    fn max(&self) -> u32 {
+        self.st().max.load(Ordering::Relaxed).min(raw::SEM_MAX)
+    }
+
+    fn release(&self, bounded: bool) -> std::result::Result<(), ReleaseError> {
+        let max = self.max();
+        if raw::sem_release(&self.st().word, max) {
+            Ok(())
+        } else if bounded {
+            Err(ReleaseError::AboveBound {
+                bound: max as usize,
+            })
+        } else {
+            Err(ReleaseError::Overflow)
+        }
+    }
+
+    fn value(&self) -> u32 {
+        raw::sem_value(&self.st().word)
+    }
+}
+
+/// One unit of an [`ipc::Semaphore`](Semaphore) or
+/// [`ipc::BoundedSemaphore`](BoundedSemaphore), given back on drop.
+///
+/// A process that dies holding a guard does not give its unit back
+/// (semaphores have no owner); use the `*_timeout` calls where that matters.
+#[must_use = "the unit is given back as soon as the guard is dropped"]
+#[derive(Debug)]
+pub struct SemaphoreGuard<'a> {
+    sem: &'a Sem,
+}
+
+impl Drop for SemaphoreGuard<'_> {
+    fn drop(&mut self) {
+        // Only refused if someone released by hand up to the ceiling
+        // meanwhile; the count is then already at its limit.
+        let _ = self.sem.release(false);
+    }
+}
+
+/// The methods both semaphores share, written once over [`Sem`] (as
+/// `sync`'s semaphores share theirs).
+macro_rules! semaphore_common {
+    ($ty:ident, $bounded:expr) => {
+        impl $ty {
+            /// Takes one unit, waiting as long as it takes.
+            pub fn acquire(&self) {
+                self.sem.acquire(None);
+            }
+
+            /// Takes one unit, waiting at most `timeout`; returns whether it
+            /// did (Python's `acquire(timeout=…)`).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            #[doc = concat!("use troika::ipc::", stringify!($ty), ";")]
+            /// use std::time::Duration;
+            ///
+            #[doc = concat!("let sem = ", stringify!($ty), "::new(1).unwrap();")]
+            /// assert!(sem.acquire_timeout(Duration::from_secs(1)));
+            /// assert!(!sem.acquire_timeout(Duration::from_millis(5))); // none left
+            /// ```
+            #[must_use = "false means nothing was acquired"]
+            pub fn acquire_timeout(&self, timeout: Duration) -> bool {
+                self.sem.acquire(deadline_after(timeout))
+            }
+
+            /// Takes one unit if one is free now; returns whether it did
+            /// (Python's `acquire(blocking=False)`).
+            #[must_use = "false means nothing was acquired"]
+            pub fn try_acquire(&self) -> bool {
+                self.sem.try_acquire()
+            }
+
+            /// Takes one unit and returns a guard that gives it back on drop
+            /// (Python's `with sem:`).
+            ///
+            /// # Examples
+            ///
+            /// ```
+            #[doc = concat!("use troika::ipc::", stringify!($ty), ";")]
+            ///
+            #[doc = concat!("let slots = ", stringify!($ty), "::new(2).unwrap();")]
+            /// {
+            ///     let _slot = slots.access();
+            ///     assert_eq!(slots.value(), 1);
+            /// }
+            /// assert_eq!(slots.value(), 2);
+            /// ```
+            pub fn access(&self) -> SemaphoreGuard<'_> {
+                self.sem.acquire(None);
+                SemaphoreGuard { sem: &self.sem }
+            }
+
+            /// Like [`access`](Self::access) but only if a unit is free now.
+            pub fn try_access(&self) -> Option<SemaphoreGuard<'_>> {
+                // Build the guard only on success: dropping one gives a
+                // unit back.
+                if self.sem.try_acquire() {
+                    Some(SemaphoreGuard { sem: &self.sem })
+                } else {
+                    None
+                }
+            }
+
+            /// Like [`access`](Self::access) but gives up after `timeout`.
+            pub fn access_timeout(&self, timeout: Duration) -> Option<SemaphoreGuard<'_>> {
+                if self.sem.acquire(deadline_after(timeout)) {
+                    Some(SemaphoreGuard { sem: &self.sem })
+                } else {
+                    None
+                }
+            }
+
+            /// Gives one unit back, waking the sleepers if there are any.
+            ///
+            /// # Errors
+            ///
+            /// [`ReleaseError::AboveBound`] for a [`BoundedSemaphore`] at its
+            /// bound; [`ReleaseError::Overflow`] for a [`Semaphore`] at the
+            /// largest count a shared word holds (2³¹ − 1). The count is
+            /// left unchanged.
+            pub fn release(&self) -> std::result::Result<(), ReleaseError> {
+                self.sem.release($bounded)
+            }
+
+            /// The current count (a snapshot: other processes may change it).
+            pub fn value(&self) -> u32 {
+                self.sem.value()
+            }
+        }
+    };
+}
+
+/// A counting semaphore shared between processes (Python's
+/// `multiprocessing.Semaphore`).
 ///
 /// `acquire` takes one unit, waiting while the count is zero; `release`
-/// returns one. A semaphore has no owner, so the death of a process that held
-/// units is not detected: use [`acquire_timeout`](Self::acquire_timeout)
-/// where that matters.
+/// returns one. The calls and their results are those of
+/// [`sync::Semaphore`](crate::sync::Semaphore). A semaphore has no owner, so
+/// the death of a process that held units is not detected: use
+/// [`acquire_timeout`](Self::acquire_timeout) where that matters.
 ///
 /// # Examples
 ///
 /// ```
 /// use troika::ipc::Semaphore;
-/// use std::time::Duration;
 ///
 /// let sem = Semaphore::new(1).unwrap();
 /// sem.acquire();
-/// assert!(sem.acquire_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
-/// sem.release();
+/// assert!(!sem.try_acquire());
+/// sem.release().unwrap();
 /// assert!(sem.try_acquire());
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Semaphore {
-    seg: Segment,
-}
-
-fn new_sem(value: u32, max: u32) -> Result<Segment> {
-    let seg = Segment::create(Kind::Semaphore, 0, std::mem::size_of::<SemState>())?;
-    let st = state::<SemState>(&seg);
-    st.word.store(value.min(raw::SEM_MAX), Ordering::Relaxed);
-    st.max.store(max, Ordering::Release);
-    Ok(seg)
+    sem: Sem,
 }
 
 impl Semaphore {
-    /// A semaphore with `value` units.
+    /// A semaphore with `value` units (at most 2³¹ − 1; more is clamped).
     pub fn new(value: u32) -> Result<Semaphore> {
         Ok(Semaphore {
-            seg: new_sem(value, u32::MAX)?,
+            sem: Sem::create(value, raw::SEM_MAX)?,
         })
-    }
-
-    fn st(&self) -> &SemState {
-        state(&self.seg)
-    }
-
-    /// Takes one unit, waiting as long as it takes.
-    pub fn acquire(&self) {
-        raw::sem_acquire(&self.st().word, None);
-    }
-
-    /// Takes one unit, waiting at most `timeout`.
-    pub fn acquire_timeout(&self, timeout: Duration) -> Result<()> {
-        if raw::sem_acquire(&self.st().word, deadline_after(timeout)) {
-            Ok(())
-        } else {
-            Err(IpcError::TimedOut)
-        }
-    }
-
-    /// Takes one unit if one is free now.
-    pub fn try_acquire(&self) -> bool {
-        raw::sem_try_acquire(&self.st().word)
-    }
-
-    /// Returns one unit, waking the sleepers if there are any.
-    pub fn release(&self) {
-        let st = self.st();
-        raw::sem_release(&st.word, st.max.load(Ordering::Relaxed));
-    }
-
-    /// The current count (a snapshot).
-    pub fn value(&self) -> u32 {
-        raw::sem_value(&self.st().word)
     }
 }
 
-serde_via_segment!(Semaphore, Kind::Semaphore, SemState);
+serde_via_segment!(Sem, Kind::Semaphore, SemState);
 
-/// A semaphore that refuses to be released past its initial value — the
-/// seeds' candy machine, where a refill of a full tray is an error.
+semaphore_common!(Semaphore, false);
+
+/// A semaphore that refuses to be released past its initial value
+/// (Python's `multiprocessing.BoundedSemaphore`): a refill of a full tray
+/// is an error, not a silent overfill.
 ///
 /// # Examples
 ///
 /// ```
-/// use troika::ipc::BoundedSemaphore;
+/// use troika::ipc::{BoundedSemaphore, ReleaseError};
 ///
 /// let tray = BoundedSemaphore::new(2).unwrap();
-/// assert!(tray.release().is_err()); // already full
+/// assert_eq!(tray.release(), Err(ReleaseError::AboveBound { bound: 2 })); // already full
 /// tray.acquire();
 /// tray.release().unwrap();
+/// assert_eq!(tray.bound(), 2);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct BoundedSemaphore {
-    seg: Segment,
+    sem: Sem,
 }
 
 impl BoundedSemaphore {
-    /// A semaphore with `value` units, which is also its maximum.
+    /// A semaphore with `value` units, which is also its bound (at most
+    /// 2³¹ − 1; more is clamped).
     pub fn new(value: u32) -> Result<BoundedSemaphore> {
+        let value = value.min(raw::SEM_MAX);
         Ok(BoundedSemaphore {
-            seg: new_sem(value, value)?,
+            sem: Sem::create(value, value)?,
         })
     }
 
-    fn st(&self) -> &SemState {
-        state(&self.seg)
-    }
-
-    /// Takes one unit, waiting as long as it takes.
-    pub fn acquire(&self) {
-        raw::sem_acquire(&self.st().word, None);
-    }
-
-    /// Takes one unit, waiting at most `timeout`.
-    pub fn acquire_timeout(&self, timeout: Duration) -> Result<()> {
-        if raw::sem_acquire(&self.st().word, deadline_after(timeout)) {
-            Ok(())
-        } else {
-            Err(IpcError::TimedOut)
-        }
-    }
-
-    /// Takes one unit if one is free now.
-    pub fn try_acquire(&self) -> bool {
-        raw::sem_try_acquire(&self.st().word)
-    }
-
-    /// Returns one unit; [`IpcError::SemaphoreOverflow`] if the count is
-    /// already at its maximum.
-    pub fn release(&self) -> Result<()> {
-        let st = self.st();
-        let max = st.max.load(Ordering::Relaxed);
-        if raw::sem_release(&st.word, max) {
-            Ok(())
-        } else {
-            Err(IpcError::SemaphoreOverflow { max })
-        }
-    }
-
-    /// The current count (a snapshot).
-    pub fn value(&self) -> u32 {
-        raw::sem_value(&self.st().word)
-    }
-
-    /// The maximum (initial) count.
-    pub fn max(&self) -> u32 {
-        self.st().max.load(Ordering::Relaxed)
+    /// The bound: the initial count, which releases may not pass.
+    pub fn bound(&self) -> u32 {
+        self.sem.max()
     }
 }
 
-serde_via_segment!(BoundedSemaphore, Kind::Semaphore, SemState);
+semaphore_common!(BoundedSemaphore, true);
 
-/// A flag that processes can wait for.
+/// A flag that processes can wait for (Python's `multiprocessing.Event`;
+/// the calls and results of [`sync::Event`](crate::sync::Event)).
 ///
 /// # Examples
 ///
@@ -401,6 +544,23 @@ impl Event {
     /// Waits until the flag is set. A waiter asleep when [`set`](Self::set)
     /// is called always returns, even if the flag is cleared again before it
     /// runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::Event;
+    ///
+    /// let ready = Event::new().unwrap();
+    /// let worker = {
+    ///     let ready = ready.clone();
+    ///     std::thread::spawn(move || {
+    ///         ready.wait(); // sleeps until the other side says go
+    ///         "started"
+    ///     })
+    /// };
+    /// ready.set();
+    /// assert_eq!(worker.join().unwrap(), "started");
+    /// ```
     pub fn wait(&self) {
         raw::event_wait(self.flag(), None);
     }
@@ -408,6 +568,7 @@ impl Event {
     /// Waits at most `timeout`; returns true if the flag was set at some
     /// point during the wait (even if cleared again since), false on
     /// timeout (Python's `Event.wait(timeout)`).
+    #[must_use = "false means the wait timed out"]
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         raw::event_wait(self.flag(), deadline_after(timeout))
     }
@@ -415,13 +576,16 @@ impl Event {
 
 serde_via_segment!(Event, Kind::Event, EventState);
 
-/// A barrier for a fixed number of parties in any processes.
+/// A barrier for a fixed number of parties in any processes (Python's
+/// `multiprocessing.Barrier`).
 ///
 /// Each party calls [`wait`](Self::wait); all return once the last arrives,
-/// and exactly one of them is told it is the leader. A party whose
-/// [`wait_timeout`](Self::wait_timeout) runs out breaks the barrier (as
-/// Python's `Barrier` does): it gets [`IpcError::TimedOut`], every other
-/// waiter [`IpcError::BrokenBarrier`], until [`reset`](Self::reset).
+/// each with its arrival index in `0..parties` — the same shape as
+/// [`sync::Barrier`](crate::sync::Barrier), with the same
+/// [`BarrierError`]. A party whose [`wait_timeout`](Self::wait_timeout)
+/// runs out breaks the barrier (as Python's `Barrier` does): it gets
+/// [`BarrierError::Timeout`], every other waiter [`BarrierError::Broken`],
+/// until [`reset`](Self::reset).
 ///
 /// # Examples
 ///
@@ -433,7 +597,7 @@ serde_via_segment!(Event, Kind::Event, EventState);
 /// let t = std::thread::spawn(move || b2.wait().unwrap());
 /// let me = b.wait().unwrap();
 /// let other = t.join().unwrap();
-/// assert!(me ^ other); // exactly one leader
+/// assert_eq!(me + other, 1); // indices 0 and 1; index 1 arrived last
 /// ```
 #[derive(Clone, Debug)]
 pub struct Barrier {
@@ -461,29 +625,73 @@ impl Barrier {
         state(&self.seg)
     }
 
-    fn wait_until(&self, deadline: Option<std::time::Instant>) -> Result<bool> {
+    fn wait_until(
+        &self,
+        deadline: Option<std::time::Instant>,
+    ) -> std::result::Result<usize, BarrierError> {
         let st = self.st();
         let parties = st.parties.load(Ordering::Relaxed).max(1);
-        raw::barrier_wait(&st.word, parties, deadline).map_err(|e| match e {
-            BarrierFail::TimedOut => IpcError::TimedOut,
-            BarrierFail::Broken => IpcError::BrokenBarrier,
-        })
+        match raw::barrier_wait(&st.word, parties, deadline) {
+            Ok(index) => Ok(index as usize),
+            Err(BarrierFail::TimedOut) => Err(BarrierError::Timeout),
+            Err(BarrierFail::Broken) => Err(BarrierError::Broken),
+        }
     }
 
-    /// Waits for every party; returns `Ok(true)` in exactly one of them (the
-    /// last to arrive).
-    pub fn wait(&self) -> Result<bool> {
+    /// Waits for every party; returns this party's arrival index in
+    /// `0..parties` (the last to arrive gets `parties - 1`).
+    ///
+    /// # Errors
+    ///
+    /// [`BarrierError::Broken`] if the barrier is or becomes broken.
+    pub fn wait(&self) -> std::result::Result<usize, BarrierError> {
         self.wait_until(None)
     }
 
     /// As [`wait`](Self::wait), at most `timeout`; running out breaks the
     /// barrier.
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+    ///
+    /// # Errors
+    ///
+    /// [`BarrierError::Timeout`] for the party that timed out (the others
+    /// get [`BarrierError::Broken`]); [`BarrierError::Broken`] if the
+    /// barrier is or becomes broken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::ipc::{Barrier, BarrierError};
+    ///
+    /// let b = Barrier::new(2).unwrap();
+    /// // The second party never comes: this one times out and breaks it.
+    /// assert_eq!(b.wait_timeout(Duration::from_millis(5)), Err(BarrierError::Timeout));
+    /// assert_eq!(b.wait(), Err(BarrierError::Broken));
+    /// b.reset();
+    /// assert!(!b.is_broken());
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> std::result::Result<usize, BarrierError> {
         self.wait_until(deadline_after(timeout))
     }
 
     /// Breaks the barrier: current and future waiters fail with
-    /// [`IpcError::BrokenBarrier`] until [`reset`](Self::reset).
+    /// [`BarrierError::Broken`] until [`reset`](Self::reset).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::{Barrier, BarrierError};
+    ///
+    /// let b = Barrier::new(2).unwrap();
+    /// let waiter = {
+    ///     let b = b.clone();
+    ///     std::thread::spawn(move || b.wait())
+    /// };
+    /// b.abort(); // the waiter (asleep or not yet arrived) is let go
+    /// assert_eq!(waiter.join().unwrap(), Err(BarrierError::Broken));
+    /// b.reset();
+    /// assert!(!b.is_broken());
+    /// ```
     pub fn abort(&self) {
         raw::barrier_abort(&self.st().word);
     }

@@ -31,6 +31,52 @@
 //! Clone an object to share it between threads of one process; clones and
 //! reopened copies all name the same shared object.
 //!
+//! # One shape per operation
+//!
+//! Every call here has the shape of the call of the same name in
+//! [`sync`](crate::sync) — the table and the reasons are in [the `sync`
+//! docs](crate::sync#one-shape-per-operation). In short: taking a lock or a
+//! unit returns a guard, `Option<guard>` or `bool`; `release` returns
+//! `Result<(), `[`ReleaseError`]`>`; a barrier's `wait` returns the arrival
+//! index or a [`BarrierError`] (both types shared with `sync`); and each
+//! form of put and get has its own error type, named as in `sync`:
+//!
+//! | Call | Returns | Besides `Closed`, `Disconnected` and `Failed(IpcError)` |
+//! |---|---|---|
+//! | `Queue::put`, `Pipe::send` | `Result<(), `[`PutError`]`>` | — |
+//! | `Queue::try_put`, `Pipe::try_send` | `Result<(), `[`TryPutError`]`>` | `Full` |
+//! | `Queue::put_timeout`, `Pipe::send_timeout` | `Result<(), `[`PutTimeoutError`]`>` | `Timeout` |
+//! | `Queue::get`, `Pipe::recv` | `Result<T, `[`GetError`]`>` | — |
+//! | `Queue::try_get`, `Pipe::try_recv` | `Result<T, `[`TryGetError`]`>` | `Empty` |
+//! | `Queue::get_timeout`, `Pipe::recv_timeout` | `Result<T, `[`GetTimeoutError`]`>` | `Timeout` |
+//!
+//! `Closed` is a [closed](Queue::close) queue; `Disconnected` is a pipe
+//! whose peer dropped its end, or a queue that no process could put into
+//! any more; `Failed` carries what only processes have (a peer that died,
+//! a value that does not serialize or does not fit, a corrupted buffer, a
+//! stale handle). Every one of these converts into [`IpcError`] with `?`:
+//!
+//! ```
+//! use troika::ipc::{IpcError, Pipe};
+//!
+//! fn ping(conn: &Pipe<u32, u32>) -> Result<u32, IpcError> {
+//!     conn.send(&1)?; // a PutError
+//!     Ok(conn.recv()? + 1) // a GetError
+//! }
+//! let (a, b) = Pipe::<u32, u32>::pair().unwrap();
+//! b.send(&41).unwrap();
+//! assert_eq!(ping(&a).unwrap(), 42);
+//! assert_eq!(b.recv().unwrap(), 1);
+//! ```
+//!
+//! | Python (`multiprocessing`) | troika |
+//! |---|---|
+//! | `Queue(maxsize)`: `put`, `put_nowait`, `get`, `get(timeout=t)`, `close` | [`Queue::new`]: [`Queue::put`], [`Queue::try_put`], [`Queue::get`], [`Queue::get_timeout`], [`Queue::close`] |
+//! | `a, b = Pipe()`: `send`, `recv`, `poll` | [`Pipe::pair`]: [`Pipe::send`], [`Pipe::recv`], [`Pipe::try_recv`] |
+//! | `Value('i', 0)`, `Array('i', n)`, `with v.get_lock():` | [`Value::new`], [`Array::new`], [`Value::lock`] |
+//! | `Lock()`, `Semaphore(n)`, `BoundedSemaphore(n)`, `Event()`, `Barrier(n)` | [`Lock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Barrier`] |
+//! | `Manager()`: `dict()`, `list()` | [`Manager::start`]: [`Manager::map`], [`Manager::list`] |
+//!
 //! # Where the memory lives
 //!
 //! Every shared object is a segment of an anonymous `memfd_create(2)` file
@@ -93,10 +139,11 @@
 //! or get leaves the ring consistent. A value that fails to serialize, or
 //! that is larger than the buffer, is an error to the caller of `put`/`send`,
 //! never a silent drop. The peer of a pipe dropping its end is end-of-file
-//! ([`IpcError::Disconnected`]) after the buffered messages; the peer's
-//! process dying is [`IpcError::PeerDied`], noticed within 20 ms by a waiting
-//! `recv` or `send`. A queue can be [closed](Queue::close) (getters drain it,
-//! then get [`IpcError::Closed`]), and a `get` waiting on a queue that no
+//! ([`GetError::Disconnected`]) after the buffered messages; the peer's
+//! process dying is [`IpcError::PeerDied`] (inside `Failed`), noticed within
+//! 20 ms by a waiting `recv` or `send`. A queue can be
+//! [closed](Queue::close) (getters drain it, then get [`GetError::Closed`]),
+//! and a `get` waiting on a queue that no
 //! living process could put into any more fails the same 20 ms later (the
 //! rule and its limits are in [`Queue`]'s docs). Every call with a timeout
 //! or a `try_` in its name keeps to it, also while waiting for the ring's
@@ -114,10 +161,10 @@
 //! --release -p troika --test ipc_roundtrip -- --ignored --nocapture`): a
 //! `Pipe<u64>` round trip parent → child → parent p50 ≈ 2.5 µs, a `Queue`
 //! pair ≈ 2.3 µs, against ≈ 19 µs for two plain OS pipes in the same run —
-//! when the two processes have a core each (2026-11-21, and again 2026-11-22
-//! with Pipe 1.9–2.4 µs; for some hours in between the same code gave Pipe
-//! ≈ 15 µs on that host, see the README). On a loaded machine the spin
-//! misses and a futex wake-up costs tens of microseconds, as for OS pipes.
+//! when the two processes have a core each (the runs, their dates and their
+//! spread are in the repository's `BENCHMARKS.md`). On a loaded machine the
+//! spin misses and a futex wake-up costs tens of microseconds, as for OS
+//! pipes.
 //!
 //! # The manager
 //!
@@ -153,8 +200,11 @@ pub mod raw;
 pub(crate) mod raw;
 mod shm;
 
-pub use error::{IpcError, Result};
-pub use locks::{Barrier, BoundedSemaphore, Event, Lock, LockGuard, Semaphore};
+pub use error::{
+    BarrierError, GetError, GetTimeoutError, IpcError, PutError, PutTimeoutError, ReleaseError,
+    Result, TryGetError, TryPutError,
+};
+pub use locks::{Barrier, BoundedSemaphore, Event, Lock, LockGuard, Semaphore, SemaphoreGuard};
 mod pipe;
 mod queue;
 mod ring;

@@ -1,6 +1,9 @@
 //! `Pipe<S, R>`: a two-way typed connection between two processes.
 
-use super::error::{IpcError, Result};
+use super::error::{
+    GetError, GetTimeoutError, IpcError, PutError, PutTimeoutError, Result, TryGetError,
+    TryPutError,
+};
 use super::futex::deadline_after;
 use super::raw::SLICE;
 use super::ring::{self, Ring};
@@ -33,32 +36,36 @@ const ENDS_LEN: usize = 64;
 ///
 /// Each direction is a ring buffer in shared memory ([`DEFAULT_PIPE_BYTES`]
 /// unless set with [`Pipe::pair_with_capacity`]); a message whose encoding
-/// exceeds it is refused with [`IpcError::TooLarge`].
+/// exceeds it is refused with [`IpcError::TooLarge`] (inside
+/// [`PutError::Failed`]). `send` is a queue's `put` and `recv` its `get`:
+/// they return the same error types, [`PutError`], [`TryPutError`],
+/// [`PutTimeoutError`], [`GetError`], [`TryGetError`] and
+/// [`GetTimeoutError`].
 ///
 /// # End-of-file and a dead peer
 ///
 /// Dropping an end closes it: the peer's `recv` returns the messages still
-/// buffered and then [`IpcError::Disconnected`], and its `send` fails with
+/// buffered and then [`GetError::Disconnected`], and its `send` fails with
 /// `Disconnected` at once. Each end records the pid of the process that holds
 /// it; a `recv` or `send` that waits checks every 20 ms whether that process
-/// still runs, and fails with [`IpcError::PeerDied`] if it does not — a
-/// killed peer is an error, never a hang. (A `send` that finds room does not
+/// still runs, and fails with [`IpcError::PeerDied`] (inside `Failed`) if it
+/// does not — a killed peer is an error, never a hang. (A `send` that finds room does not
 /// ask the OS about the peer, to stay fast: like a write into a socket
 /// buffer, it succeeds and the message is lost with the peer.)
 ///
 /// # Timeouts
 ///
-/// [`try_recv`](Self::try_recv) waits for nothing and
-/// [`recv_timeout`](Self::recv_timeout) / [`send_timeout`](Self::send_timeout)
-/// until their deadline at most, counting the wait for the ring's internal
+/// [`try_recv`](Self::try_recv) / [`try_send`](Self::try_send) wait for
+/// nothing and [`recv_timeout`](Self::recv_timeout) /
+/// [`send_timeout`](Self::send_timeout) until their deadline at most, counting the wait for the ring's internal
 /// lock: a peer stopped (SIGSTOP) in the middle of a send cannot hang them.
 ///
 /// # Handing an end to another process
 ///
 /// Serialize it (serde), typically as an argument of a child process or a
 /// pool task. Sending *moves* the end: the receiving process becomes its
-/// holder, and the copy left here becomes inert (using it returns
-/// [`IpcError::InvalidHandle`], dropping it does not close the pipe, and
+/// holder, and the copy left here becomes inert (using it fails with
+/// [`IpcError::InvalidHandle`] inside `Failed`, dropping it does not close the pipe, and
 /// serializing it again fails). Until the receiver has opened it, the end
 /// counts as held by this process.
 ///
@@ -117,7 +124,19 @@ impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R
     }
 
     /// Two connected ends with `bytes` of buffer in each direction (at least
-    /// 64, at most 2 GiB).
+    /// 64, at most 2 GiB). A message takes its postcard encoding plus 4
+    /// bytes; one that cannot fit even in an empty buffer is refused.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::{IpcError, Pipe, PutError};
+    ///
+    /// let (a, _b) = Pipe::<Vec<u8>, ()>::pair_with_capacity(256).unwrap();
+    /// a.send(&vec![0; 200]).unwrap();
+    /// let err = a.send(&vec![0; 300]).unwrap_err();
+    /// assert!(matches!(err, PutError::Failed(IpcError::TooLarge { capacity: 256, .. })));
+    /// ```
     pub fn pair_with_capacity(bytes: usize) -> Result<(Pipe<S, R>, Pipe<R, S>)> {
         let cap = bytes.clamp(64, ring::MAX_CAPACITY);
         let total = ENDS_LEN + 2 * (ring::STATE_LEN + cap);
@@ -148,13 +167,72 @@ impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R
     }
 
     /// Sends `value`, waiting while the buffer is full.
-    pub fn send(&self, value: &S) -> Result<()> {
-        self.send_until(value, None)
+    ///
+    /// # Errors
+    ///
+    /// [`PutError::Disconnected`] if the peer dropped its end;
+    /// [`PutError::Failed`] if its process died while this one waited
+    /// ([`IpcError::PeerDied`]), or the value does not serialize or fit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::{Pipe, PutError};
+    ///
+    /// let (a, b) = Pipe::<u32, u32>::pair().unwrap();
+    /// a.send(&1).unwrap();
+    /// drop(b);
+    /// assert!(matches!(a.send(&2), Err(PutError::Disconnected)));
+    /// ```
+    pub fn send(&self, value: &S) -> Result<(), PutError> {
+        self.send_until(value, None).map_err(PutError::from_ipc)
     }
 
     /// Sends `value`, waiting at most `timeout` for room.
-    pub fn send_timeout(&self, value: &S, timeout: Duration) -> Result<()> {
+    ///
+    /// # Errors
+    ///
+    /// [`PutTimeoutError::Timeout`] if the buffer stayed full; otherwise as
+    /// [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::ipc::Pipe;
+    ///
+    /// let (a, _b) = Pipe::<Vec<u8>, ()>::pair_with_capacity(64).unwrap();
+    /// a.send_timeout(&vec![0; 40], Duration::from_secs(1)).unwrap();
+    /// let err = a.send_timeout(&vec![0; 40], Duration::from_millis(5)).unwrap_err();
+    /// assert!(err.is_timeout()); // nobody reads: the buffer stays full
+    /// ```
+    pub fn send_timeout(&self, value: &S, timeout: Duration) -> Result<(), PutTimeoutError> {
         self.send_until(value, deadline_after(timeout))
+            .map_err(PutTimeoutError::from_ipc)
+    }
+
+    /// Sends `value` if there is room now (and the peer is not in the
+    /// middle of an operation on the buffer).
+    ///
+    /// # Errors
+    ///
+    /// [`TryPutError::Full`] if there is no room now; otherwise as
+    /// [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::{Pipe, TryPutError};
+    ///
+    /// let (a, b) = Pipe::<Vec<u8>, ()>::pair_with_capacity(64).unwrap();
+    /// a.try_send(&vec![0; 40]).unwrap();
+    /// assert!(matches!(a.try_send(&vec![0; 40]), Err(TryPutError::Full)));
+    /// drop(b);
+    /// assert!(a.try_send(&vec![]).unwrap_err().is_disconnected());
+    /// ```
+    pub fn try_send(&self, value: &S) -> Result<(), TryPutError> {
+        self.send_until(value, Some(Instant::now()))
+            .map_err(TryPutError::from_ipc)
     }
 
     fn send_until(&self, value: &S, deadline: Option<Instant>) -> Result<()> {
@@ -173,21 +251,82 @@ impl<S: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned> Pipe<S, R
     }
 
     /// Receives the next message, waiting as long as the peer lives.
-    pub fn recv(&self) -> Result<R> {
-        self.recv_until(None)
+    ///
+    /// # Errors
+    ///
+    /// [`GetError::Disconnected`] once the peer dropped its end and every
+    /// message it sent was received (end-of-file); [`GetError::Failed`] with
+    /// [`IpcError::PeerDied`] if the peer's process died, or with
+    /// [`IpcError::Serialization`] if the message does not decode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::Pipe;
+    ///
+    /// let (a, b) = Pipe::<String, ()>::pair().unwrap();
+    /// let t = std::thread::spawn(move || {
+    ///     a.send(&"hello".to_string()).unwrap();
+    ///     // `a` is dropped here: end-of-file for `b`
+    /// });
+    /// assert_eq!(b.recv().unwrap(), "hello");
+    /// assert!(b.recv().unwrap_err().is_disconnected());
+    /// t.join().unwrap();
+    /// ```
+    pub fn recv(&self) -> Result<R, GetError> {
+        loop {
+            match self.recv_until(None) {
+                // Without a deadline there is no timeout; not reached.
+                Err(IpcError::Timeout) => {}
+                other => return other.map_err(GetError::from_ipc),
+            }
+        }
     }
 
     /// Receives the next message, waiting at most `timeout`.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<R> {
+    ///
+    /// # Errors
+    ///
+    /// [`GetTimeoutError::Timeout`] if nothing arrived in time; otherwise
+    /// as [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::ipc::Pipe;
+    ///
+    /// let (a, b) = Pipe::<u8, u8>::pair().unwrap();
+    /// assert!(b.recv_timeout(Duration::from_millis(5)).unwrap_err().is_timeout());
+    /// a.send(&9).unwrap();
+    /// assert_eq!(b.recv_timeout(Duration::from_secs(1)).unwrap(), 9);
+    /// ```
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<R, GetTimeoutError> {
         self.recv_until(deadline_after(timeout))
+            .map_err(GetTimeoutError::from_ipc)
     }
 
-    /// Receives a message if one is buffered; [`IpcError::Empty`] otherwise.
-    pub fn try_recv(&self) -> Result<R> {
-        match self.recv_until(Some(Instant::now())) {
-            Err(IpcError::TimedOut) => Err(IpcError::Empty),
-            other => other,
-        }
+    /// Receives a message if one is buffered (Python's `conn.poll()`
+    /// followed by `conn.recv()`).
+    ///
+    /// # Errors
+    ///
+    /// [`TryGetError::Empty`] if nothing is buffered now; otherwise as
+    /// [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::{Pipe, TryGetError};
+    ///
+    /// let (a, b) = Pipe::<u8, u8>::pair().unwrap();
+    /// assert!(matches!(b.try_recv(), Err(TryGetError::Empty)));
+    /// a.send(&1).unwrap();
+    /// assert_eq!(b.try_recv().unwrap(), 1);
+    /// ```
+    pub fn try_recv(&self) -> Result<R, TryGetError> {
+        self.recv_until(Some(Instant::now()))
+            .map_err(TryGetError::from_ipc)
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<R> {
@@ -241,7 +380,17 @@ impl<S, R> Pipe<S, R> {
         self.rings()?.0.hold_lock_for_test()
     }
 
-    /// The pid of the process that holds the other end (as far as known).
+    /// The pid of the process that holds the other end (as far as known: an
+    /// end in transit counts as its sender's until it is opened).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::Pipe;
+    ///
+    /// let (a, _b) = Pipe::<(), ()>::pair().unwrap();
+    /// assert_eq!(a.peer_pid(), Some(std::process::id())); // both ends here, for now
+    /// ```
     pub fn peer_pid(&self) -> Option<u32> {
         self.ends()
             .ok()

@@ -1,6 +1,9 @@
 //! `Queue<T>`: a bounded multi-producer, multi-consumer queue between processes.
 
-use super::error::{IpcError, Result};
+use super::error::{
+    GetError, GetTimeoutError, IpcError, PutError, PutTimeoutError, Result, TryGetError,
+    TryPutError,
+};
 use super::futex::deadline_after;
 use super::raw::SLICE;
 use super::ring::{self, Ring};
@@ -63,7 +66,13 @@ mod slot {
 }
 
 /// A bounded FIFO queue shared by any number of producer and consumer
-/// processes (and threads).
+/// processes (and threads) (Python's `multiprocessing.Queue`).
+///
+/// Its calls and their results are those of
+/// [`sync::Queue`](crate::sync::Queue): `put` / `try_put` / `put_timeout`,
+/// `get` / `try_get` / `get_timeout`, `close`, `iter`, `len`, `maxsize`,
+/// each returning the error type of its operation ([`PutError`],
+/// [`TryPutError`], ... — see the [module docs](super#one-shape-per-operation)).
 ///
 /// Items are serialized with postcard into a ring buffer in shared memory.
 /// The queue is bounded twice: by `max_items` items and by the byte size of
@@ -71,8 +80,8 @@ mod slot {
 /// [`with_capacity`](Self::with_capacity)). `put` waits while either bound
 /// is reached; an item whose encoding alone exceeds the buffer is refused
 /// with [`IpcError::TooLarge`], and an item that cannot be serialized with
-/// [`IpcError::Serialization`] — both to the caller of `put`, never a silent
-/// drop. `put` takes the item by reference: it is only serialized, so there
+/// [`IpcError::Serialization`] (both inside [`PutError::Failed`]) — to the
+/// caller of `put`, never a silent drop. `put` takes the item by reference: it is only serialized, so there
 /// is nothing to hand back on failure (a [`Pipe`](super::Pipe) end inside
 /// an item whose put failed stays this process's).
 ///
@@ -86,14 +95,14 @@ mod slot {
 /// wait until their deadline at most — counting the wait for the queue's
 /// internal lock, so a process stopped (SIGSTOP) in the middle of a put
 /// cannot hang them: a `try_*` call that finds the lock taken reports
-/// [`Full`](IpcError::Full) / [`Empty`](IpcError::Empty), as Python's
+/// [`TryPutError::Full`] / [`TryGetError::Empty`], as Python's
 /// `put_nowait`/`get_nowait` do.
 ///
 /// # Closing
 ///
 /// [`close`](Self::close) closes the queue for every process: `put` fails
-/// with [`IpcError::Closed`] at once, getters receive what is still buffered
-/// and then `Closed` (never a hang), and every sleeping getter and putter is
+/// with [`PutError::Closed`] at once, getters receive what is still buffered
+/// and then [`GetError::Closed`] (never a hang), and every sleeping getter and putter is
 /// woken. [`iter`](Self::iter) ends there. This is Python's `Queue.close()`
 /// plus the end of iteration that `Queue` lacks; a close cannot be undone.
 ///
@@ -105,8 +114,8 @@ mod slot {
 /// - another process has opened the queue at some point (a queue that never
 ///   left this process is never given up on),
 /// - every other process that holds it has exited or died
-///   ([`IpcError::PeerDied`] names one that died holding it;
-///   [`IpcError::Disconnected`] if they all let go of it),
+///   ([`GetError::Failed`] with [`IpcError::PeerDied`] names one that died
+///   holding it; [`GetError::Disconnected`] if they all let go of it),
 /// - this process holds no other handle than the one waiting (a clone held
 ///   by another thread could still put), and
 /// - no handle serialized by a living process is still waiting to be opened.
@@ -169,17 +178,6 @@ impl<T> Drop for Queue<T> {
 impl<T> std::fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue").field("seg", &self.seg).finish()
-    }
-}
-
-impl IpcError {
-    /// True if a non-blocking get found nothing.
-    pub fn is_empty(&self) -> bool {
-        matches!(self, IpcError::Empty)
-    }
-    /// True if a non-blocking put found no room.
-    pub fn is_full(&self) -> bool {
-        matches!(self, IpcError::Full)
     }
 }
 
@@ -295,6 +293,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// A queue of at most `max_items` items (0: no item limit) in a buffer of
     /// `bytes` bytes (at least 64, at most 2 GiB). Each item takes its
     /// postcard encoding plus 4 bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::Queue;
+    ///
+    /// // No item limit, 4 KiB of buffer: the bytes are the only bound.
+    /// let q: Queue<String> = Queue::with_capacity(0, 4096).unwrap();
+    /// assert_eq!((q.maxsize(), q.capacity_bytes()), (0, 4096));
+    /// let small: Queue<u8> = Queue::with_capacity(1, 10).unwrap();
+    /// assert_eq!(small.capacity_bytes(), 64); // raised to the minimum
+    /// ```
     pub fn with_capacity(max_items: usize, bytes: usize) -> Result<Queue<T>> {
         let bytes = bytes.clamp(64, ring::MAX_CAPACITY);
         let max = if max_items == 0 {
@@ -342,22 +352,72 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Appends `value`, waiting while the queue is full.
-    pub fn put(&self, value: &T) -> Result<()> {
-        self.put_until(value, None)
+    ///
+    /// # Errors
+    ///
+    /// [`PutError::Closed`] if the queue is or becomes closed;
+    /// [`PutError::Failed`] if the value does not serialize
+    /// ([`IpcError::Serialization`]) or does not fit in the buffer at all
+    /// ([`IpcError::TooLarge`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::{IpcError, PutError, Queue};
+    ///
+    /// let q: Queue<String> = Queue::with_capacity(0, 64).unwrap();
+    /// q.put(&"fits".to_string()).unwrap();
+    /// let err = q.put(&"x".repeat(100)).unwrap_err();
+    /// assert!(matches!(err, PutError::Failed(IpcError::TooLarge { .. })));
+    /// ```
+    pub fn put(&self, value: &T) -> Result<(), PutError> {
+        self.put_until(value, None).map_err(PutError::from_ipc)
     }
 
     /// Appends `value`, waiting at most `timeout` for room.
-    pub fn put_timeout(&self, value: &T, timeout: Duration) -> Result<()> {
+    ///
+    /// # Errors
+    ///
+    /// [`PutTimeoutError::Timeout`] if the queue stayed full; otherwise as
+    /// [`put`](Self::put).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::ipc::Queue;
+    ///
+    /// let q: Queue<u8> = Queue::new(1).unwrap();
+    /// q.put_timeout(&1, Duration::from_secs(1)).unwrap();
+    /// let err = q.put_timeout(&2, Duration::from_millis(5)).unwrap_err();
+    /// assert!(err.is_timeout());
+    /// ```
+    pub fn put_timeout(&self, value: &T, timeout: Duration) -> Result<(), PutTimeoutError> {
         self.put_until(value, deadline_after(timeout))
+            .map_err(PutTimeoutError::from_ipc)
     }
 
     /// Appends `value` if there is room now (and no other process is in the
-    /// middle of an operation); [`IpcError::Full`] otherwise.
-    pub fn try_put(&self, value: &T) -> Result<()> {
-        match self.put_until(value, Some(Instant::now())) {
-            Err(IpcError::TimedOut) => Err(IpcError::Full),
-            other => other,
-        }
+    /// middle of an operation), as Python's `put_nowait`.
+    ///
+    /// # Errors
+    ///
+    /// [`TryPutError::Full`] if there is no room now; otherwise as
+    /// [`put`](Self::put).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::{Queue, TryPutError};
+    ///
+    /// let q: Queue<u8> = Queue::new(1).unwrap();
+    /// q.try_put(&1).unwrap();
+    /// assert!(matches!(q.try_put(&2), Err(TryPutError::Full)));
+    /// ```
+    #[doc(alias = "put_nowait")]
+    pub fn try_put(&self, value: &T) -> Result<(), TryPutError> {
+        self.put_until(value, Some(Instant::now()))
+            .map_err(TryPutError::from_ipc)
     }
 
     fn get_until(&self, deadline: Option<Instant>) -> Result<T> {
@@ -370,26 +430,86 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Self::decode(&bytes)
     }
 
-    /// Removes the oldest item, waiting while the queue is empty. Fails with
-    /// [`IpcError::Closed`] on a closed and drained queue, and with
-    /// [`IpcError::PeerDied`] / [`IpcError::Disconnected`] when no one is
-    /// left who could put (see "A producer that died" above).
-    pub fn get(&self) -> Result<T> {
-        self.get_until(None)
+    /// Removes the oldest item, waiting while the queue is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`GetError::Closed`] on a closed and drained queue;
+    /// [`GetError::Disconnected`], or [`GetError::Failed`] with
+    /// [`IpcError::PeerDied`], when no one is left who could put (see "A
+    /// producer that died" above); [`GetError::Failed`] with
+    /// [`IpcError::Serialization`] if the item does not decode as a `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::Queue;
+    ///
+    /// let q: Queue<String> = Queue::new(0).unwrap();
+    /// let producer = {
+    ///     let q = q.clone();
+    ///     std::thread::spawn(move || q.put(&"work".to_string()).unwrap())
+    /// };
+    /// assert_eq!(q.get().unwrap(), "work"); // waits for the producer
+    /// producer.join().unwrap();
+    /// ```
+    pub fn get(&self) -> Result<T, GetError> {
+        loop {
+            match self.get_until(None) {
+                // Without a deadline there is no timeout; not reached.
+                Err(IpcError::Timeout) => {}
+                other => return other.map_err(GetError::from_ipc),
+            }
+        }
     }
 
     /// Removes the oldest item, waiting at most `timeout`.
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+    ///
+    /// # Errors
+    ///
+    /// [`GetTimeoutError::Timeout`] if nothing arrived in time; otherwise
+    /// as [`get`](Self::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::ipc::Queue;
+    ///
+    /// let q: Queue<u8> = Queue::new(0).unwrap();
+    /// assert!(q.get_timeout(Duration::from_millis(5)).unwrap_err().is_timeout());
+    /// q.put(&3).unwrap();
+    /// assert_eq!(q.get_timeout(Duration::from_secs(1)).unwrap(), 3);
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
         self.get_until(deadline_after(timeout))
+            .map_err(GetTimeoutError::from_ipc)
     }
 
     /// Removes the oldest item if there is one (and no other process is in
-    /// the middle of an operation); [`IpcError::Empty`] otherwise.
-    pub fn try_get(&self) -> Result<T> {
-        match self.get_until(Some(Instant::now())) {
-            Err(IpcError::TimedOut) => Err(IpcError::Empty),
-            other => other,
-        }
+    /// the middle of an operation), as Python's `get_nowait`.
+    ///
+    /// # Errors
+    ///
+    /// [`TryGetError::Empty`] if nothing is there now; otherwise as
+    /// [`get`](Self::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::{Queue, TryGetError};
+    ///
+    /// let q: Queue<u8> = Queue::new(0).unwrap();
+    /// assert!(matches!(q.try_get(), Err(TryGetError::Empty)));
+    /// q.put(&1).unwrap();
+    /// q.close();
+    /// assert_eq!(q.try_get().unwrap(), 1); // a closed queue drains first
+    /// assert!(matches!(q.try_get(), Err(TryGetError::Closed)));
+    /// ```
+    #[doc(alias = "get_nowait")]
+    pub fn try_get(&self) -> Result<T, TryGetError> {
+        self.get_until(Some(Instant::now()))
+            .map_err(TryGetError::from_ipc)
     }
 
     /// A blocking iterator over the items: each `next` is a [`get`](Self::get).
@@ -470,7 +590,7 @@ impl<T> Queue<T> {
     }
 
     /// Closes the queue, for every process that holds it: from now on `put`
-    /// fails with [`IpcError::Closed`] at once; `get` returns the items
+    /// fails with [`PutError::Closed`] at once; `get` returns the items
     /// still buffered and then `Closed`; sleeping getters and putters wake
     /// up to find it so, and [`iter`](Self::iter) ends. Closing twice is
     /// harmless.
@@ -493,7 +613,9 @@ impl<T> Queue<T> {
         self.ring()?.hold_lock_for_test()
     }
 
-    /// Items in the queue (a snapshot: other processes may change it).
+    /// Items in the queue (a snapshot: other processes may change it;
+    /// Python's `qsize()`).
+    #[doc(alias = "qsize")]
     pub fn len(&self) -> usize {
         self.ring().map(|r| r.len()).unwrap_or(0)
     }
@@ -508,9 +630,14 @@ impl<T> Queue<T> {
         self.ring().map(|r| r.capacity()).unwrap_or(0)
     }
 
-    /// The item limit (`u32::MAX` when there is none).
-    pub fn max_items(&self) -> usize {
-        self.ring().map(|r| r.max_items() as usize).unwrap_or(0)
+    /// The item limit given to [`new`](Self::new); `0` means there is none
+    /// (only the byte capacity bounds the queue), as for
+    /// [`sync::Queue::maxsize`](crate::sync::Queue::maxsize).
+    pub fn maxsize(&self) -> usize {
+        match self.ring().map(|r| r.max_items()) {
+            Ok(u32::MAX) | Err(_) => 0,
+            Ok(n) => n as usize,
+        }
     }
 }
 
@@ -530,14 +657,18 @@ impl<T: Serialize + DeserializeOwned> Iterator for QueueIter<'_, T> {
         }
         match self.queue.get() {
             Ok(item) => Some(Ok(item)),
-            Err(IpcError::Closed | IpcError::Disconnected | IpcError::PeerDied { .. }) => {
+            Err(
+                GetError::Closed
+                | GetError::Disconnected
+                | GetError::Failed(IpcError::PeerDied { .. }),
+            ) => {
                 self.done = true;
                 None
             }
-            Err(e @ IpcError::Serialization(_)) => Some(Err(e)),
+            Err(GetError::Failed(e @ IpcError::Serialization(_))) => Some(Err(e)),
             Err(e) => {
                 self.done = true;
-                Some(Err(e))
+                Some(Err(e.into()))
             }
         }
     }

@@ -320,8 +320,8 @@ pub enum BarrierFail {
 
 /// Waits at a barrier of `parties` (1 to [`MAX_PARTIES`]) whose state is the
 /// one word `w`: the round, the number of parties arrived in it, and the
-/// broken bit. Returns `Ok(true)` for the one party that arrived last (the
-/// leader).
+/// broken bit. Returns this party's arrival index in `0..parties`: the one
+/// that arrived last (the leader) gets `parties - 1`.
 ///
 /// Arriving is one compare-and-exchange on the whole word, so a party
 /// counts itself in exactly the round it then waits for. (With the count
@@ -332,10 +332,10 @@ pub fn barrier_wait<W: Word + ?Sized>(
     w: &W,
     parties: u32,
     deadline: Option<Instant>,
-) -> Result<bool, BarrierFail> {
+) -> Result<u32, BarrierFail> {
     let parties = parties.clamp(1, MAX_PARTIES);
     let mut v = w.load(Acquire);
-    let round = loop {
+    let (round, index) = loop {
         if v & BROKEN != 0 {
             return Err(BarrierFail::Broken);
         }
@@ -345,13 +345,13 @@ pub fn barrier_wait<W: Word + ?Sized>(
             match w.compare_exchange(v, next, AcqRel, Acquire) {
                 Ok(_) => {
                     w.wake(u32::MAX);
-                    return Ok(true);
+                    return Ok(v & ARRIVED);
                 }
                 Err(now) => v = now,
             }
         } else {
             match w.compare_exchange(v, v + 1, AcqRel, Acquire) {
-                Ok(_) => break v & ROUND,
+                Ok(_) => break (v & ROUND, v & ARRIVED),
                 Err(now) => v = now,
             }
         }
@@ -360,7 +360,7 @@ pub fn barrier_wait<W: Word + ?Sized>(
     loop {
         let now = w.load(Acquire);
         if now & ROUND != round {
-            return Ok(false);
+            return Ok(index);
         }
         if now & BROKEN != 0 {
             return Err(BarrierFail::Broken);

@@ -197,7 +197,7 @@ impl<'a> Ring<'a> {
     }
 
     /// Takes the ring's lock, waiting until `deadline` at most (then
-    /// `TimedOut`). `Some(now)` only tries.
+    /// `Timeout`). `Some(now)` only tries.
     fn lock(&self, deadline: Option<Instant>) -> Result<Held<'a>> {
         let w = &self.st.lock;
         // `raw::lock` takes the deadline as it is: the uncontended path is
@@ -205,7 +205,7 @@ impl<'a> Ring<'a> {
         loop {
             match raw::lock(w, &OsEnv, deadline) {
                 Some(_) => return Ok(Held(w)),
-                None if deadline.is_some() => return Err(IpcError::TimedOut),
+                None if deadline.is_some() => return Err(IpcError::Timeout),
                 None => {}
             }
         }
@@ -323,7 +323,7 @@ impl<'a> Ring<'a> {
 
     /// Appends one frame. Fails at once with [`IpcError::Closed`] on a
     /// closed ring. Waits for room (and for the lock) until `deadline` (then
-    /// `TimedOut`; `Some(now)` waits for nothing), sleeping at most `slice`
+    /// `Timeout`; `Some(now)` waits for nothing), sleeping at most `slice`
     /// at a time; `check` runs before each attempt — with `true` after a
     /// sleep that ran out its slice — and its error ends the put (a pipe
     /// uses it to notice a departed peer at once, and a dead one after a
@@ -374,7 +374,7 @@ impl<'a> Ring<'a> {
             }
             let left = remaining(deadline);
             if left.is_some_and(|d| d.is_zero()) {
-                return Err(IpcError::TimedOut);
+                return Err(IpcError::Timeout);
             }
             st.put_waiters.fetch_add(1, SeqCst);
             drop(held);
@@ -386,7 +386,7 @@ impl<'a> Ring<'a> {
     }
 
     /// Removes one frame. Waits (for a frame and for the lock) until
-    /// `deadline` (then `TimedOut`; `Some(now)` waits for nothing). On an
+    /// `deadline` (then `Timeout`; `Some(now)` waits for nothing). On an
     /// empty ring that is closed it fails with [`IpcError::Closed`];
     /// otherwise `check` runs each time the ring is found empty (with `true`
     /// after a sleep that ran out its slice), and its error ends the get.
@@ -441,7 +441,7 @@ impl<'a> Ring<'a> {
             check(timed_out)?;
             let left = remaining(deadline);
             if left.is_some_and(|d| d.is_zero()) {
-                return Err(IpcError::TimedOut);
+                return Err(IpcError::Timeout);
             }
             if !spun {
                 spun = true;
@@ -576,7 +576,7 @@ mod tests {
                     if len + 4 > cap as usize {
                         prop_assert!(matches!(r, Err(IpcError::TooLarge { .. })), "{r:?}");
                     } else if used + len + 4 > cap as usize {
-                        prop_assert!(matches!(r, Err(IpcError::TimedOut)), "{r:?}");
+                        prop_assert!(matches!(r, Err(IpcError::Timeout)), "{r:?}");
                     } else {
                         prop_assert!(r.is_ok(), "{r:?}");
                         used += len + 4;
@@ -589,7 +589,7 @@ mod tests {
                             used -= want.len() + 4;
                             prop_assert_eq!(r.unwrap(), want);
                         }
-                        None => prop_assert!(matches!(r, Err(IpcError::TimedOut)), "{r:?}"),
+                        None => prop_assert!(matches!(r, Err(IpcError::Timeout)), "{r:?}"),
                     }
                 }
                 prop_assert_eq!(ring.len(), model.len());

@@ -1,7 +1,7 @@
 //! `Value<T>` and `Array<T>`: plain data in shared memory, behind a lock.
 
 use super::error::{IpcError, Result};
-use super::locks::{lock_word, unlock_word};
+use super::locks::{lock_word, try_lock_word, unlock_word};
 use super::raw::Acquired;
 use super::shm::{self, Kind, Segment, ShmState};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -32,6 +32,26 @@ use std::time::Duration;
 /// troika implements it for the integer and floating-point types and for
 /// arrays of `Pod` types. These rules are those of `bytemuck::Pod`, minus the
 /// no-padding rule (padding bytes are copied but never read as data).
+///
+/// # Examples
+///
+/// ```
+/// use troika::ipc::{Pod, Value};
+///
+/// #[derive(Clone, Copy, Debug, PartialEq)]
+/// #[repr(C)]
+/// struct Point {
+///     x: f64,
+///     y: f64,
+/// }
+/// // SAFETY: repr(C), two `f64` fields (Pod), valid for every bit pattern,
+/// // no pointers.
+/// unsafe impl Pod for Point {}
+///
+/// let p = Value::new(Point { x: 1.0, y: 2.0 }).unwrap();
+/// p.lock().x += 1.0;
+/// assert_eq!(p.get(), Point { x: 2.0, y: 2.0 });
+/// ```
 pub unsafe trait Pod: Copy + Send + Sync + 'static {}
 
 macro_rules! pod {
@@ -101,11 +121,9 @@ fn layout<T: Pod>(seg: &Segment, len: usize) -> (&AtomicU32, NonNull<T>) {
     }
 }
 
-fn take(word: &AtomicU32, timeout: Option<Duration>) -> Result<bool> {
-    match lock_word(word, timeout) {
-        Some(a) => Ok(a == Acquired::HolderDied),
-        None => Err(IpcError::TimedOut),
-    }
+/// Takes the lock word; `Some(holder died)`, or `None` on timeout.
+fn take(word: &AtomicU32, timeout: Option<Duration>) -> Option<bool> {
+    lock_word(word, timeout).map(|a| a == Acquired::HolderDied)
 }
 
 /// A guard over shared data: derefs to it while this process holds the lock.
@@ -215,7 +233,7 @@ impl<T: Pod> Value<T> {
     pub fn lock(&self) -> SharedGuard<'_, T> {
         let (word, data) = self.parts();
         loop {
-            if let Ok(died) = take(word, None) {
+            if let Some(died) = take(word, None) {
                 return SharedGuard {
                     word,
                     data,
@@ -226,11 +244,50 @@ impl<T: Pod> Value<T> {
         }
     }
 
-    /// As [`lock`](Self::lock), waiting at most `timeout`.
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<SharedGuard<'_, T>> {
+    /// As [`lock`](Self::lock) if the lock is free (or its holder is dead),
+    /// without waiting; `None` if it is held.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::Value;
+    ///
+    /// let shared = Value::new(0u64).unwrap();
+    /// let held = shared.try_lock().unwrap();
+    /// assert!(shared.try_lock().is_none());
+    /// drop(held);
+    /// assert!(shared.try_lock().is_some());
+    /// ```
+    pub fn try_lock(&self) -> Option<SharedGuard<'_, T>> {
+        let (word, data) = self.parts();
+        let died = try_lock_word(word)? == Acquired::HolderDied;
+        Some(SharedGuard {
+            word,
+            data,
+            died,
+            _d: PhantomData,
+        })
+    }
+
+    /// As [`lock`](Self::lock), waiting at most `timeout`; `None` if the
+    /// lock stayed held (the shape of every `lock_timeout` in troika).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::ipc::Value;
+    ///
+    /// let shared = Value::new(0u64).unwrap();
+    /// let held = shared.lock();
+    /// assert!(shared.lock_timeout(Duration::from_millis(5)).is_none());
+    /// drop(held);
+    /// assert!(shared.lock_timeout(Duration::from_secs(1)).is_some());
+    /// ```
+    pub fn lock_timeout(&self, timeout: Duration) -> Option<SharedGuard<'_, T>> {
         let (word, data) = self.parts();
         let died = take(word, Some(timeout))?;
-        Ok(SharedGuard {
+        Some(SharedGuard {
             word,
             data,
             died,
@@ -327,7 +384,7 @@ impl<T: Pod> Array<T> {
     pub fn lock(&self) -> SharedGuard<'_, [T]> {
         let (word, data) = self.parts();
         loop {
-            if let Ok(died) = take(word, None) {
+            if let Some(died) = take(word, None) {
                 return SharedGuard {
                     word,
                     data,
@@ -338,11 +395,50 @@ impl<T: Pod> Array<T> {
         }
     }
 
-    /// As [`lock`](Self::lock), waiting at most `timeout`.
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<SharedGuard<'_, [T]>> {
+    /// As [`lock`](Self::lock) if the lock is free (or its holder is dead),
+    /// without waiting; `None` if it is held.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ipc::Array;
+    ///
+    /// let shared = Array::new(4, 0i32).unwrap();
+    /// let held = shared.try_lock().unwrap();
+    /// assert!(shared.try_lock().is_none());
+    /// drop(held);
+    /// assert!(shared.try_lock().is_some());
+    /// ```
+    pub fn try_lock(&self) -> Option<SharedGuard<'_, [T]>> {
+        let (word, data) = self.parts();
+        let died = try_lock_word(word)? == Acquired::HolderDied;
+        Some(SharedGuard {
+            word,
+            data,
+            died,
+            _d: PhantomData,
+        })
+    }
+
+    /// As [`lock`](Self::lock), waiting at most `timeout`; `None` if the
+    /// lock stayed held (the shape of every `lock_timeout` in troika).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::ipc::Array;
+    ///
+    /// let shared = Array::new(4, 0i32).unwrap();
+    /// let held = shared.lock();
+    /// assert!(shared.lock_timeout(Duration::from_millis(5)).is_none());
+    /// drop(held);
+    /// assert!(shared.lock_timeout(Duration::from_secs(1)).is_some());
+    /// ```
+    pub fn lock_timeout(&self, timeout: Duration) -> Option<SharedGuard<'_, [T]>> {
         let (word, data) = self.parts();
         let died = take(word, Some(timeout))?;
-        Ok(SharedGuard {
+        Some(SharedGuard {
             word,
             data,
             died,

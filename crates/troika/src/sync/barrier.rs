@@ -124,6 +124,30 @@ impl Barrier {
     /// # Errors
     ///
     /// A [`ConfigError`] if `parties` is zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use troika::sync::{Barrier, Thread};
+    ///
+    /// let rounds = Arc::new(AtomicUsize::new(0));
+    /// let barrier = {
+    ///     let rounds = Arc::clone(&rounds);
+    ///     Arc::new(Barrier::with_action(2, move || {
+    ///         rounds.fetch_add(1, Ordering::SeqCst);
+    ///     }).unwrap())
+    /// };
+    /// let other = {
+    ///     let barrier = Arc::clone(&barrier);
+    ///     Thread::spawn("other", move || barrier.wait()).unwrap()
+    /// };
+    /// barrier.wait().unwrap();
+    /// other.join().unwrap().unwrap();
+    /// // The action ran once, before either party was released.
+    /// assert_eq!(rounds.load(Ordering::SeqCst), 1);
+    /// ```
     pub fn with_action(
         parties: usize,
         action: impl Fn() + Send + Sync + 'static,
@@ -166,6 +190,20 @@ impl Barrier {
     /// [`BarrierError::Timeout`] for this thread if it timed out (the others
     /// then get [`BarrierError::Broken`]); [`BarrierError::Broken`] if the
     /// barrier is or becomes broken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::sync::{Barrier, BarrierError};
+    ///
+    /// let barrier = Barrier::new(2).unwrap();
+    /// // The second party never comes: this one times out and breaks it.
+    /// assert_eq!(barrier.wait_timeout(Duration::from_millis(5)), Err(BarrierError::Timeout));
+    /// assert_eq!(barrier.wait(), Err(BarrierError::Broken));
+    /// barrier.reset();
+    /// assert!(!barrier.is_broken());
+    /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Result<usize, BarrierError> {
         self.wait_until(Instant::now().checked_add(timeout))
     }
@@ -254,6 +292,23 @@ impl Barrier {
 
     /// Breaks the barrier: current waiters get [`BarrierError::Broken`], and
     /// so do later waits until [`reset`](Barrier::reset) (Python's `abort()`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use troika::sync::{Barrier, BarrierError, Thread};
+    ///
+    /// let barrier = Arc::new(Barrier::new(2).unwrap());
+    /// let waiter = {
+    ///     let barrier = Arc::clone(&barrier);
+    ///     Thread::spawn("waiter", move || barrier.wait()).unwrap()
+    /// };
+    /// barrier.abort(); // the waiter (asleep or not yet arrived) is let go
+    /// assert_eq!(waiter.join().unwrap(), Err(BarrierError::Broken));
+    /// barrier.reset();
+    /// assert!(!barrier.is_broken());
+    /// ```
     pub fn abort(&self) {
         let mut state = self.state.lock();
         self.finish_round(&mut state, BROKEN);

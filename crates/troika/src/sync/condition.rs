@@ -83,6 +83,22 @@ impl<T: Default> Default for Condition<T> {
 impl<T: ?Sized> Condition<T> {
     /// A condition bound to an existing, possibly shared, lock (Python's
     /// `Condition(lock)`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use troika::sync::{Condition, Lock};
+    ///
+    /// // One lock, two conditions: "not empty" and "not full" of a buffer.
+    /// let buffer = Arc::new(Lock::with_data(Vec::<u8>::new()));
+    /// let not_empty = Condition::with_lock(Arc::clone(&buffer));
+    /// let not_full = Condition::with_lock(Arc::clone(&buffer));
+    /// not_full.lock().push(1); // either condition takes the same lock
+    /// not_empty.notify();
+    /// assert_eq!(*not_empty.lock(), [1]);
+    /// assert!(Arc::ptr_eq(not_empty.bound_lock(), not_full.bound_lock()));
+    /// ```
     pub fn with_lock(lock: Arc<Lock<T>>) -> Condition<T> {
         Condition {
             lock,
@@ -124,6 +140,15 @@ impl<T: ?Sized> Condition<T> {
 
     /// Wakes up to `n` waiting threads (Python's `notify(n)`); returns how
     /// many were woken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::sync::Condition;
+    ///
+    /// let cond = Condition::new();
+    /// assert_eq!(cond.notify_n(2), 0); // nobody waits: a notify is not stored
+    /// ```
     pub fn notify_n(&self, n: usize) -> usize {
         let mut woken = 0;
         while woken < n && self.cv.notify_one() {
@@ -134,6 +159,27 @@ impl<T: ?Sized> Condition<T> {
 
     /// Wakes every waiting thread (Python's `notify_all()`); returns how many
     /// were woken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use troika::sync::{Condition, Thread};
+    ///
+    /// let go = Arc::new(Condition::with_data(false));
+    /// let runners: Vec<_> = (0..3)
+    ///     .map(|i| {
+    ///         let go = Arc::clone(&go);
+    ///         Thread::spawn(format!("runner-{i}"), move || go.lock().wait_for(|started| *started))
+    ///             .unwrap()
+    ///     })
+    ///     .collect();
+    /// *go.lock() = true;
+    /// go.notify_all(); // each runner re-checks `started` and leaves
+    /// for r in runners {
+    ///     r.join().unwrap();
+    /// }
+    /// ```
     pub fn notify_all(&self) -> usize {
         self.cv.notify_all()
     }
@@ -182,6 +228,29 @@ impl<T: ?Sized> ConditionGuard<'_, T> {
 
     /// Releases the lock, sleeps until notified, and takes the lock again.
     /// May return without a matching notify; re-check the state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use troika::sync::{Condition, Thread};
+    ///
+    /// let done = Arc::new(Condition::with_data(false));
+    /// let worker = {
+    ///     let done = Arc::clone(&done);
+    ///     Thread::spawn("worker", move || {
+    ///         *done.lock() = true;
+    ///         done.notify();
+    ///     })
+    ///     .unwrap()
+    /// };
+    /// let mut guard = done.lock();
+    /// while !*guard {
+    ///     guard.wait(); // the lock is free while this thread sleeps
+    /// }
+    /// drop(guard);
+    /// worker.join().unwrap();
+    /// ```
     pub fn wait(&mut self) {
         self.wait_until(None);
     }
@@ -189,6 +258,17 @@ impl<T: ?Sized> ConditionGuard<'_, T> {
     /// Like [`wait`](ConditionGuard::wait) but gives up after `timeout`.
     /// Returns `false` if it timed out (Python's `wait(timeout)` result). The
     /// lock is held again either way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::sync::Condition;
+    ///
+    /// let cond = Condition::new();
+    /// let mut guard = cond.lock();
+    /// assert!(!guard.wait_timeout(Duration::from_millis(5))); // nobody notified
+    /// ```
     #[must_use = "false means the wait timed out"]
     pub fn wait_timeout(&mut self, timeout: Duration) -> bool {
         self.wait_until(Instant::now().checked_add(timeout))
@@ -205,6 +285,19 @@ impl<T: ?Sized> ConditionGuard<'_, T> {
 
     /// Like [`wait_for`](ConditionGuard::wait_for) but gives up after
     /// `timeout`; returns the predicate's last value (`false` on timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::sync::Condition;
+    ///
+    /// let jobs = Condition::with_data(0u32);
+    /// let mut guard = jobs.lock();
+    /// assert!(!guard.wait_for_timeout(|n| *n > 0, Duration::from_millis(5)));
+    /// *guard = 3;
+    /// assert!(guard.wait_for_timeout(|n| *n > 0, Duration::from_millis(5))); // true at once
+    /// ```
     #[must_use = "false means the condition still does not hold"]
     pub fn wait_for_timeout(
         &mut self,

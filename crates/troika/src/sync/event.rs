@@ -96,6 +96,20 @@ impl Event {
 
     /// Blocks until the flag is set or `deadline` is reached; returns
     /// whether it was set at some point during the wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use troika::sync::Event;
+    ///
+    /// // One deadline shared by several waits.
+    /// let deadline = Instant::now() + Duration::from_millis(5);
+    /// let (a, b) = (Event::new(), Event::new());
+    /// b.set();
+    /// assert!(!a.wait_deadline(deadline));
+    /// assert!(b.wait_deadline(deadline)); // already set: true at once
+    /// ```
     #[must_use = "false means the deadline passed"]
     pub fn wait_deadline(&self, deadline: Instant) -> bool {
         let mut flag = self.flag.lock();

@@ -17,7 +17,8 @@ pub(crate) enum Held {
     Free,
     /// A [`LockGuard`]; only the guard's drop frees it.
     Guard,
-    /// A seed-style [`Lock::acquire`]; any thread may [`Lock::release`] it.
+    /// A guard-less [`Lock::acquire`] (Python style); any thread may
+    /// [`Lock::release`] it.
     Manual,
 }
 
@@ -31,7 +32,7 @@ pub(crate) enum Held {
 ///   Python's `with lock:`, except that the data can only be reached while the
 ///   lock is held. [`try_lock`](Lock::try_lock) and
 ///   [`lock_timeout`](Lock::lock_timeout) give up instead of blocking.
-/// - **The seed way**: [`acquire`](Lock::acquire) / [`release`](Lock::release)
+/// - **Python's way**: [`acquire`](Lock::acquire) / [`release`](Lock::release)
 ///   with no guard (useful as a plain signal; as in Python, *any* thread may
 ///   release a lock taken this way). Misuse is an error, not a panic:
 ///   releasing a lock that is not held, or one held by a guard, returns a
@@ -62,7 +63,7 @@ pub(crate) enum Held {
 /// }
 /// assert_eq!(remaining.lock().len(), 3);
 ///
-/// // Seed style: acquire, release; a second release is an error.
+/// // Python style: acquire, release; a second release is an error.
 /// let lock = Lock::new();
 /// lock.acquire();
 /// assert!(lock.locked());
@@ -165,6 +166,19 @@ impl<T: ?Sized> Lock<T> {
     }
 
     /// Takes the lock if it is free; `None` if it is held.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::sync::Lock;
+    ///
+    /// let lock = Lock::with_data(0);
+    /// let mut held = lock.try_lock().unwrap();
+    /// *held += 1;
+    /// assert!(lock.try_lock().is_none()); // held: no waiting, no deadlock
+    /// drop(held);
+    /// assert_eq!(*lock.try_lock().unwrap(), 1);
+    /// ```
     pub fn try_lock(&self) -> Option<LockGuard<'_, T>> {
         // Build the guard only on success: a guard dropped on the failure
         // path would free a lock someone else holds.
@@ -179,6 +193,25 @@ impl<T: ?Sized> Lock<T> {
     }
 
     /// Takes the lock, waiting at most `timeout`; `None` on timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use troika::sync::{Lock, Thread};
+    ///
+    /// let lock = Arc::new(Lock::with_data(vec![1]));
+    /// let held = lock.lock();
+    /// let waiter = {
+    ///     let lock = Arc::clone(&lock);
+    ///     Thread::spawn("waiter", move || lock.lock_timeout(Duration::from_millis(5)).is_some())
+    ///         .unwrap()
+    /// };
+    /// assert!(!waiter.join().unwrap()); // gave up while `held` lived
+    /// drop(held);
+    /// assert_eq!(lock.lock_timeout(Duration::from_secs(1)).unwrap().len(), 1);
+    /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> Option<LockGuard<'_, T>> {
         if self.take(Held::Guard, Instant::now().checked_add(timeout)) {
             Some(LockGuard {
@@ -190,28 +223,47 @@ impl<T: ?Sized> Lock<T> {
         }
     }
 
-    /// Seed style: blocks until the lock is free and takes it, with no guard.
-    /// Release it with [`release`](Lock::release), from any thread.
+    /// Python's `acquire()`: blocks until the lock is free and takes it, with
+    /// no guard. Release it with [`release`](Lock::release), from any thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use troika::sync::{Lock, Thread};
+    ///
+    /// // Taken by one thread, released by another: a one-shot signal.
+    /// let gate = Arc::new(Lock::new());
+    /// gate.acquire();
+    /// let opener = {
+    ///     let gate = Arc::clone(&gate);
+    ///     Thread::spawn("opener", move || gate.release()).unwrap()
+    /// };
+    /// gate.acquire(); // waits for the opener's release
+    /// assert_eq!(opener.join().unwrap(), Ok(()));
+    /// gate.release().unwrap();
+    /// ```
     pub fn acquire(&self) {
         self.take(Held::Manual, None);
     }
 
-    /// Seed style: takes the lock if it is free (Python's
+    /// Takes the lock, with no guard, if it is free (Python's
     /// `acquire(blocking=False)`); returns whether it did.
     #[must_use = "false means the lock was not taken"]
     pub fn try_acquire(&self) -> bool {
         self.try_take(Held::Manual)
     }
 
-    /// Seed style: takes the lock, waiting at most `timeout` (Python's
+    /// Takes the lock, with no guard, waiting at most `timeout` (Python's
     /// `acquire(timeout=…)`); returns whether it did.
     #[must_use = "false means the lock was not taken"]
     pub fn acquire_timeout(&self, timeout: Duration) -> bool {
         self.take(Held::Manual, Instant::now().checked_add(timeout))
     }
 
-    /// Seed style: releases a lock taken with [`acquire`](Lock::acquire) and
-    /// wakes one waiter. Any thread may release it.
+    /// Python's `release()`: releases a lock taken with
+    /// [`acquire`](Lock::acquire) and wakes one waiter. Any thread may
+    /// release it.
     ///
     /// # Errors
     ///
@@ -409,7 +461,8 @@ impl RLock {
     }
 
     /// Takes the lock (again, if this thread holds it), blocking while another
-    /// thread holds it.
+    /// thread holds it. Release it as many times with
+    /// [`release`](RLock::release), from this thread.
     pub fn acquire(&self) {
         self.take(None);
     }
@@ -466,7 +519,23 @@ impl RLock {
         }
     }
 
-    /// Takes the lock and returns a guard that releases one level on drop.
+    /// Takes the lock and returns a guard that releases one level on drop
+    /// (Python's `with rlock:`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::sync::RLock;
+    ///
+    /// fn inner(rlock: &RLock) {
+    ///     let _again = rlock.lock(); // the caller holds it already: fine
+    ///     assert_eq!(rlock.depth(), 2);
+    /// }
+    /// let rlock = RLock::new();
+    /// let _held = rlock.lock();
+    /// inner(&rlock);
+    /// assert_eq!(rlock.depth(), 1);
+    /// ```
     pub fn lock(&self) -> RLockGuard<'_> {
         self.acquire();
         self.guard()
@@ -491,7 +560,27 @@ impl RLock {
         }
     }
 
-    /// Like [`lock`](RLock::lock) but gives up after `timeout`.
+    /// Like [`lock`](RLock::lock) but gives up after `timeout`; `None` if
+    /// another thread held it all along.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use troika::sync::{RLock, Thread};
+    ///
+    /// let rlock = Arc::new(RLock::new());
+    /// let held = rlock.lock();
+    /// let other = {
+    ///     let rlock = Arc::clone(&rlock);
+    ///     Thread::spawn("other", move || rlock.lock_timeout(Duration::from_millis(5)).is_some())
+    ///         .unwrap()
+    /// };
+    /// assert!(!other.join().unwrap()); // another thread's: it timed out
+    /// assert!(rlock.lock_timeout(Duration::from_millis(5)).is_some()); // ours: at once
+    /// drop(held);
+    /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> Option<RLockGuard<'_>> {
         if self.acquire_timeout(timeout) {
             Some(self.guard())

@@ -91,6 +91,17 @@ macro_rules! semaphore_common {
 
             /// Takes one unit, waiting at most `timeout` (Python's
             /// `acquire(timeout=…)`); returns whether it did.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            #[doc = concat!("use troika::sync::", stringify!($ty), ";")]
+            /// use std::time::Duration;
+            ///
+            #[doc = concat!("let sem = ", stringify!($ty), "::new(1);")]
+            /// assert!(sem.acquire_timeout(Duration::from_secs(1)));
+            /// assert!(!sem.acquire_timeout(Duration::from_millis(5))); // none left
+            /// ```
             #[must_use = "false means nothing was acquired"]
             pub fn acquire_timeout(&self, timeout: Duration) -> bool {
                 self.counter.acquire(Instant::now().checked_add(timeout))
@@ -118,7 +129,21 @@ macro_rules! semaphore_common {
                 }
             }
 
-            /// Like [`access`](Self::access) but gives up after `timeout`.
+            /// Like [`access`](Self::access) but gives up after `timeout`;
+            /// `None` if no unit came free in time.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            #[doc = concat!("use troika::sync::", stringify!($ty), ";")]
+            /// use std::time::Duration;
+            ///
+            #[doc = concat!("let slots = ", stringify!($ty), "::new(1);")]
+            /// let first = slots.access_timeout(Duration::from_secs(1)).unwrap();
+            /// assert!(slots.access_timeout(Duration::from_millis(5)).is_none());
+            /// drop(first); // gives the unit back
+            /// assert_eq!(slots.value(), 1);
+            /// ```
             pub fn access_timeout(&self, timeout: Duration) -> Option<SemaphoreGuard<'_>> {
                 if self.counter.acquire(Instant::now().checked_add(timeout)) {
                     Some(SemaphoreGuard {
@@ -150,10 +175,11 @@ macro_rules! semaphore_common {
 /// A counter of free units; taking one blocks while none is free (Python's
 /// `threading.Semaphore`).
 ///
-/// Use it to bound how many threads do something at once — the seeds'
-/// `Semaphore(10)` crawler. [`access`](Semaphore::access) returns a guard that
-/// gives the unit back on drop; [`acquire`](Semaphore::acquire) /
-/// [`release`](Semaphore::release) are the seed style. A plain semaphore can be
+/// Use it to bound how many threads do something at once — a crawler that
+/// keeps at most 10 downloads in flight is `Semaphore::new(10)`.
+/// [`access`](Semaphore::access) returns a guard that gives the unit back on
+/// drop (Python's `with sem:`); [`acquire`](Semaphore::acquire) /
+/// [`release`](Semaphore::release) are Python's calls of the same names. A plain semaphore can be
 /// released any number of times (it grows); use [`BoundedSemaphore`] to make
 /// a release past the starting value an error.
 ///
@@ -206,6 +232,17 @@ impl Semaphore {
     ///
     /// [`ReleaseError::Overflow`] if the counter would pass `usize::MAX`;
     /// the counter is left unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::sync::Semaphore;
+    ///
+    /// let sem = Semaphore::new(0);
+    /// sem.release_n(3).unwrap(); // a plain semaphore grows
+    /// assert_eq!(sem.value(), 3);
+    /// assert!(sem.release_n(usize::MAX).is_err());
+    /// ```
     pub fn release_n(&self, n: usize) -> Result<(), ReleaseError> {
         self.counter.release(n)
     }
@@ -221,8 +258,9 @@ impl Default for Semaphore {
 semaphore_common!(Semaphore);
 
 /// A [`Semaphore`] that refuses to be released past its starting value
-/// (Python's `threading.BoundedSemaphore`): the seeds' candy machine, where
-/// refilling a full tray is an error, not a silent overfill.
+/// (Python's `threading.BoundedSemaphore`): a candy machine whose tray holds
+/// `n` bars, where refilling a full tray is an error, not a silent
+/// overfill.
 ///
 /// # Examples
 ///
@@ -262,6 +300,18 @@ impl BoundedSemaphore {
     /// [`ReleaseError::AboveBound`] if the counter would pass the starting
     /// value (Python's `ValueError: Semaphore released too many times`); the
     /// counter is left unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::sync::{BoundedSemaphore, ReleaseError};
+    ///
+    /// let tray = BoundedSemaphore::new(3);
+    /// assert!(tray.try_acquire() && tray.try_acquire());
+    /// assert_eq!(tray.release_n(3), Err(ReleaseError::AboveBound { bound: 3 }));
+    /// assert_eq!(tray.value(), 1); // all or nothing
+    /// tray.release_n(2).unwrap();
+    /// ```
     pub fn release_n(&self, n: usize) -> Result<(), ReleaseError> {
         self.counter.release(n)
     }

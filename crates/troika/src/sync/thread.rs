@@ -330,6 +330,24 @@ impl<T> Thread<T> {
     /// Waits at most `timeout` for the thread to finish, without collecting
     /// its result; returns whether it finished. This is Python's
     /// `t.join(timeout); not t.is_alive()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::sync::{Event, Thread};
+    /// use std::sync::Arc;
+    ///
+    /// let go = Arc::new(Event::new());
+    /// let t = {
+    ///     let go = Arc::clone(&go);
+    ///     Thread::spawn("waits-for-go", move || go.wait()).unwrap()
+    /// };
+    /// assert!(!t.wait_timeout(Duration::from_millis(5))); // still waiting for `go`
+    /// go.set();
+    /// assert!(t.wait_timeout(Duration::from_secs(10)));
+    /// t.join().unwrap(); // the result is still there to collect
+    /// ```
     #[must_use = "false means the thread is still running"]
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.finished.wait_timeout(timeout)
