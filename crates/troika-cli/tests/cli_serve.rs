@@ -409,7 +409,7 @@ fn slow_primes(count: usize) -> Vec<String> {
     let mut found = Vec::new();
     while found.len() < count {
         n += 1;
-        if troika::primes::is_prime_miller_rabin(n) {
+        if troika_workloads::primes::is_prime_miller_rabin(n) {
             found.push(n.to_string());
         }
     }
