@@ -97,6 +97,47 @@ fn keep_order_prints_in_input_order_and_every_job_once_without_it() {
 }
 
 #[test]
+fn keep_order_with_hundreds_of_jobs_behind_a_slow_one_fits_in_few_open_files() {
+    // Job 0 blocks on a FIFO until the last job opens it: every other job
+    // finishes and waits for job 0 to be printed, so the waiting jobs must
+    // not hold a file descriptor each. `ulimit -n 80` is the least that lets
+    // troika run two jobs at once (64 handles of its own and 8 a job); under
+    // it, a run that gave each waiting job its own spool file stopped with
+    // "cannot spool a job's output".
+    const LAST: u32 = 500;
+    let dir = scratch("fd-limit");
+    let fifo = dir.join("go");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    let script = format!(
+        "case $1 in 0) read word < {f}; echo \"0 $word\";; {LAST}) echo {LAST}; echo go > {f};; *) echo $1;; esac",
+        f = fifo.display()
+    );
+    let inputs: String = (0..=LAST).map(|i| format!("{i}\n")).collect();
+    let out = common::run_troika_with_open_files(
+        80,
+        &[
+            "run",
+            "-k",
+            "-j",
+            "2",
+            "--timeout",
+            "120",
+            "--",
+            "sh",
+            "-c",
+            &script,
+            "_",
+        ],
+        Some(inputs.as_bytes()),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut expected = String::from("0 go\n");
+    expected.extend((1..=LAST).map(|i| format!("{i}\n")));
+    assert_eq!(text(&out.stdout), expected);
+}
+
+#[test]
 fn each_jobs_output_is_whole_even_past_a_pipe_buffer() {
     // 1.5 MiB per job, two at a time: never interleaved mid-line, never stuck.
     let script = "yes \"job $1 $(printf '%0100d' 0)\" | head -c 1572864";

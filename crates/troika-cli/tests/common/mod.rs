@@ -16,8 +16,32 @@ pub(crate) const LIMIT: Duration = Duration::from_secs(180);
 /// Run `troika` with `args`, writing `stdin` (if any) to it and closing it;
 /// kill it and panic if it has not exited within `limit`.
 pub(crate) fn run_troika_within(args: &[&str], stdin: Option<&[u8]>, limit: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_troika"))
-        .args(args)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_troika"));
+    command.args(args);
+    run_within(command, stdin, limit)
+}
+
+/// Run `troika` with `args` under `ulimit -n open_files` (through `sh`),
+/// within [`LIMIT`].
+pub(crate) fn run_troika_with_open_files(
+    open_files: u32,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> Output {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_troika"))
+        .args(args);
+    run_within(command, stdin, LIMIT)
+}
+
+/// Run `command`, writing `stdin` (if any) to it and closing it; kill it and
+/// panic if it has not exited within `limit`.
+pub(crate) fn run_within(mut command: Command, stdin: Option<&[u8]>, limit: Duration) -> Output {
+    let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
+    let mut child = command
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -26,7 +50,7 @@ pub(crate) fn run_troika_within(args: &[&str], stdin: Option<&[u8]>, limit: Dura
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("the troika binary runs");
+        .expect("the command runs");
     let pid = rustix::process::Pid::from_child(&child);
     // The watchdog waits for the exit (the event) and kills only on the
     // failure path, when the deadline passes first.
@@ -53,7 +77,7 @@ pub(crate) fn run_troika_within(args: &[&str], stdin: Option<&[u8]>, limit: Dura
     });
     let mut out = Vec::new();
     let _ = stdout.read_to_end(&mut out);
-    let status = child.wait().expect("waiting for troika");
+    let status = child.wait().expect("waiting for the command");
     let _ = exited.send(());
     let killed = watchdog.join().expect("the watchdog thread");
     let err = err_reader.join().expect("the stderr reader");
@@ -62,7 +86,7 @@ pub(crate) fn run_troika_within(args: &[&str], stdin: Option<&[u8]>, limit: Dura
     }
     assert!(
         !killed,
-        "troika {args:?} did not finish within {limit:?} and was killed; stderr:\n{}",
+        "{args:?} did not finish within {limit:?} and was killed; stderr:\n{}",
         String::from_utf8_lossy(&err)
     );
     Output {
