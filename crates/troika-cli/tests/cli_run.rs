@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const GENEROUS: Duration = Duration::from_secs(30);
+use common::{alive, scratch, text, wait_for_exit, wait_until};
 
 fn troika_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
     common::run_troika(args, Some(stdin))
@@ -15,37 +15,6 @@ fn troika_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
 
 fn troika(args: &[&str]) -> Output {
     troika_with_stdin(args, b"")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("troika-run-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Wait for an event by polling a condition, with a generous failure path.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + GENEROUS;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    // A zombie has exited: only count processes that still run.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 #[test]
@@ -573,14 +542,7 @@ fn sigint_stops_the_run_and_kills_its_jobs() {
     wait_until("both jobs to start", || read_pids().len() == 2);
     let troika_pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(troika_pid, rustix::process::Signal::INT).unwrap();
-    let deadline = Instant::now() + GENEROUS;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "troika did not stop on SIGINT");
-        std::thread::yield_now();
-    };
+    let status = wait_for_exit(&mut child, "troika to stop on SIGINT");
     assert_eq!(status.code(), Some(130));
     let started = read_pids();
     assert_eq!(started.len(), 2, "no new job after Ctrl-C");

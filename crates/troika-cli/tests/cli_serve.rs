@@ -6,6 +6,7 @@
 //! Hostile clients: `serve_limits.rs`; shutdown and abandoned checks:
 //! `serve_shutdown.rs`; backends that hang: `serve_backends.rs`.
 
+mod common;
 mod serve_support;
 
 use std::io::{Read, Write};
@@ -13,18 +14,11 @@ use std::net::{TcpListener, TcpStream};
 
 use serde_json::{Value, json};
 use serve_support::{
-    ApiMode, GENEROUS, Server, TinyApi, request, request_raw, wait_for_exit, wait_until,
+    ApiMode, GENEROUS, Server, TinyApi, error_of, request, request_raw, wait_for_exit, wait_until,
 };
 
 fn get(server: &Server, target: &str) -> serve_support::Reply {
     request(server.addr, "GET", target, None)
-}
-
-fn error_of(reply: &serve_support::Reply) -> String {
-    reply.json()["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error field in {}", reply.body))
-        .to_owned()
 }
 
 #[test]
