@@ -292,6 +292,22 @@ fn with_api(mode: ApiMode, timeout: &str) -> (TinyApi, Server) {
 }
 
 #[test]
+fn the_api_backend_follows_up_to_five_redirects() {
+    let (_tiny, server) = with_api(ApiMode::Redirects(5, r#""moved""#), "5");
+    let reply = get(&server, "/");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["result_api"], "moved", "{}", reply.body);
+
+    let (_tiny, server) = with_api(ApiMode::Redirects(6, r#""moved""#), "5");
+    let reply = get(&server, "/");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["result_api"], Value::Null, "{body}");
+    let error = body["errors"]["api"].as_str().unwrap_or_default();
+    assert!(error.contains("more than 5 redirects"), "{body}");
+}
+
+#[test]
 fn an_api_that_hangs_times_out_and_the_rest_still_answers() {
     let (_tiny, server) = with_api(ApiMode::Hang, "0.3");
     let reply = get(&server, "/");

@@ -325,6 +325,9 @@ pub(crate) enum ApiMode {
     Reset,
     /// Report the request, wait for `release`, then answer "late api result".
     Held,
+    /// Answer the first `n` requests with a redirect (302, a relative
+    /// `Location`), then 200 with this JSON.
+    Redirects(usize, &'static str),
 }
 
 /// A tiny HTTP server on 127.0.0.1:0 for the API backend.
@@ -342,6 +345,7 @@ impl TinyApi {
         let (go, go_rx) = channel::<()>();
         std::thread::spawn(move || {
             let mut held = Vec::new();
+            let mut redirected = 0;
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { break };
                 read_head(&mut stream);
@@ -365,6 +369,17 @@ impl TinyApi {
                             break;
                         }
                         respond(&mut stream, "200 OK", "text/plain", "late api result");
+                    }
+                    ApiMode::Redirects(n, _) if redirected < n => {
+                        redirected += 1;
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 302 Found\r\nLocation: next-{redirected}\r\n\
+                             Content-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                    }
+                    ApiMode::Redirects(_, body) => {
+                        respond(&mut stream, "200 OK", "application/json", body)
                     }
                 }
             }
