@@ -524,7 +524,7 @@ fn sigint_stops_the_run_and_kills_its_jobs() {
     let dir = scratch("sigint");
     let pids = dir.join("pids");
     let script = format!("echo $$ >> {p}; sleep 60", p = pids.display());
-    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_troika"))
+    let mut child: Child = Command::new(common::binary())
         .args([
             "run", "-j", "2", "--", "sh", "-c", &script, ":::", "1", "2", "3", "4",
         ])

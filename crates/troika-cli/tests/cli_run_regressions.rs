@@ -11,10 +11,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
-use common::{alive, binary, scratch, text, wait_until, watchdog};
+use common::{alive, scratch, text, wait_until, watchdog};
 
 /// The deadline of every run here: a hang fails its test.
 const GENEROUS: Duration = Duration::from_secs(20);
@@ -133,13 +133,7 @@ fn ctrl_c_ends_a_run_whose_stdin_is_open_and_kills_orphaned_groups() {
         "sleep 60 & echo $! > {p}.tmp; mv {p}.tmp {p}; echo started >&2",
         p = pidfile.display()
     );
-    let mut child = Command::new(binary())
-        .args(["run", "--", "sh", "-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_troika(&["run", "--", "sh", "-c", &script], Stdio::piped());
     let (done, guard) = watchdog(child.id(), GENEROUS);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"x\n").unwrap();
@@ -523,13 +517,7 @@ fn a_closed_stdout_ends_the_run_quietly() {
     let mut args = vec!["run", "-j", "2", "--", "echo"];
     args.push(":::");
     args.extend(inputs.iter().map(String::as_str));
-    let mut child = Command::new(binary())
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_troika(&args, Stdio::null());
     let mut reader = BufReader::new(child.stdout.take().unwrap());
     assert!(!read_line(&mut reader).is_empty());
     drop(reader);
@@ -554,13 +542,7 @@ fn output_streams_straight_through_when_no_other_job_can_come_between() {
             args.push(order);
         }
         args.extend(["--", "sh", "-c", &script, ":::", "x"]);
-        let mut child = Command::new(binary())
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = common::spawn_troika(&args, Stdio::null());
         let mut reader = BufReader::new(child.stdout.take().unwrap());
         // The job is still running (it waits for `go`): its first line comes
         // through now, not when it ends. (A hang here is caught below.)

@@ -50,6 +50,18 @@ pub(crate) fn watchdog(
     (done, guard)
 }
 
+/// Start `troika` with `args` and `stdin`, its stdout and stderr piped, for
+/// a test that talks to it while it runs; [`finish`] collects it.
+pub(crate) fn spawn_troika<S: AsRef<std::ffi::OsStr>>(args: &[S], stdin: Stdio) -> Child {
+    Command::new(binary())
+        .args(args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the troika binary runs")
+}
+
 /// Run `troika` with `args`, writing `stdin` (if any) to it and closing it;
 /// kill it and panic if it has not exited within `limit`.
 pub(crate) fn run_troika_within(args: &[&str], stdin: Option<&[u8]>, limit: Duration) -> Output {

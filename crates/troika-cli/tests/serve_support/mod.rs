@@ -82,13 +82,7 @@ impl Server {
         if !server_keys.contains("workers") {
             args.extend(["--workers".to_owned(), "2".to_owned()]);
         }
-        let mut child = Command::new(crate::common::binary())
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = crate::common::spawn_troika(&args, Stdio::null());
         let (tx, lines) = channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
