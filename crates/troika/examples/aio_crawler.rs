@@ -1,4 +1,6 @@
-//! Seeds 000 and 004 (000_3a0c11dfd5eebac6.txt "asyncio", 004_dd6642745ae1247f.txt "协程实现多任务异步爬虫"): a crawler that fetches 50 pages at once under `Semaphore(10)`, against a tiny local axum server it starts itself.
+//! An `asyncio` crawler as Python writes it with aiohttp: 50 pages fetched at
+//! once under an `asyncio.Semaphore(10)`, against a tiny local axum server
+//! the example starts itself.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,7 +10,7 @@ use axum::extract::{Path, State};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 
-/// Each page takes this long to serve (the seed's slow site, scaled down).
+/// Each page takes this long to serve (a slow site, scaled down).
 const PAGE_DELAY: Duration = Duration::from_millis(20);
 
 /// How many requests the server is answering right now, and the most ever.
@@ -29,7 +31,7 @@ async fn page(State(load): State<Arc<Load>>, Path(n): Path<u32>) -> String {
     )
 }
 
-/// The seed's `async_post`: hold a semaphore slot for the whole request.
+/// Python's `async_post`: hold a semaphore slot for the whole request.
 async fn fetch(
     client: reqwest::Client,
     semaphore: Arc<Semaphore>,
@@ -55,7 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = reqwest::Client::new();
     let urls: Vec<String> = (1..=50).map(|n| format!("{base}/page/{n}")).collect();
 
-    // 1. The seed's way: a task per URL, a Semaphore(10) inside each, then gather.
+    // 1. Python's way: a task per URL, a Semaphore(10) inside each, then gather.
     let semaphore = Arc::new(Semaphore::new(10));
     let started = Instant::now();
     let fetches = urls

@@ -1,4 +1,5 @@
-//! Seed 004 (004_dd6642745ae1247f.txt, "如何创建一个协程并运行"): the coroutine hello — an `async fn` does nothing until a runtime runs it.
+//! Python's `asyncio` hello: a coroutine — an `async fn` — does nothing until
+//! a runtime runs it.
 
 async fn print_hello() {
     println!("hello world");

@@ -1,8 +1,9 @@
-//! Seed 004 (004_dd6642745ae1247f.txt, "编程实现多协程并发执行任务"): two dishes cooked at once with `gather` — both are done after one dish's time.
+//! Python's `asyncio.gather`: two dishes cooked at once — both are done after
+//! one dish's time.
 
 use std::time::{Duration, Instant};
 
-/// The seed's 3 s per dish, scaled down to 30 ms.
+/// Python's 3 s per dish, scaled down to 30 ms.
 const COOKING: Duration = Duration::from_millis(30);
 
 async fn cook(dish: &'static str) -> &'static str {

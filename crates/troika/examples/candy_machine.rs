@@ -1,12 +1,12 @@
-//! Seed 002 ("信号量"): the candy machine — a producer refills and a consumer
+//! Python's `threading.BoundedSemaphore`: the candy machine — a producer refills and a consumer
 //! buys from a tray guarded by a `BoundedSemaphore(5)`; refilling a full tray
 //! is refused instead of overfilling it.
 //!
 //! Python's `BoundedSemaphore.release()` raises `ValueError` past the
 //! starting value; troika's returns `Err(ReleaseError::AboveBound)`. Buying
 //! from an empty tray is a non-blocking `try_acquire` that returns `false`.
-//! A plain `Lock` keeps each step's messages together, as in the seed. The
-//! seed sleeps 0–2 s between steps; here 0–20 ms.
+//! A plain `Lock` keeps each step's messages together, as in the Python
+//! version, which sleeps 0–2 s between steps; here 0–20 ms.
 //!
 //! Run with `cargo run -p troika --example candy_machine`.
 
@@ -44,7 +44,7 @@ impl Machine {
     }
 }
 
-/// A tiny pseudo-random source (the seed uses `randrange`).
+/// A tiny pseudo-random source (Python uses `randrange`).
 struct Rng(u64);
 
 impl Rng {

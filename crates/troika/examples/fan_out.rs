@@ -1,4 +1,4 @@
-//! Seeds 000 and 001: the Flask thread-pool example as plain code — read a
+//! Python's Flask-plus-`ThreadPoolExecutor` service as plain code — read a
 //! file, a database and an API at once; the total is about the slowest call,
 //! not the sum.
 

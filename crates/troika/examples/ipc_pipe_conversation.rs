@@ -1,4 +1,5 @@
-//! Seed 002 (`002_*.txt` "使用管道"): a parent and a child talk over a two-way Pipe.
+//! Python's `multiprocessing.Pipe`: a parent and a child talk over a two-way
+//! Pipe.
 //!
 //! The child is this program re-executed; its end of the pipe travels to it
 //! serialized, and end-of-file or the child's death would be an error on our

@@ -1,4 +1,5 @@
-//! Seeds 002 and 004 (`002_*.txt` "使用 Queue", `004_*.txt` §13): a writer process puts into a Queue and a reader process gets from it.
+//! Python's `multiprocessing.Queue`: a writer process puts into a Queue and a
+//! reader process gets from it.
 //!
 //! The parent creates the queue and starts two children — this same program,
 //! re-executed with a role in the environment — each receiving the queue as a

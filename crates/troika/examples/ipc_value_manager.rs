@@ -1,4 +1,5 @@
-//! Seed 002 (`002_*.txt` "其他进程通信: Value, Manager"): a shared Value and Array, and a Manager's map and list, updated by child processes.
+//! Python's `multiprocessing.Value`, `Array` and `Manager`: a shared Value
+//! and Array, and a Manager's map and list, updated by child processes.
 //!
 //! Each child is this program re-executed, receiving the shared objects as a
 //! serialized argument.

@@ -1,11 +1,11 @@
-//! Seed 002 ("同步原语 / 锁"): threads record themselves in a shared set under a
+//! Python's `threading.Lock`: threads record themselves in a shared set under a
 //! lock, sleep, then remove themselves and print who is still running.
 //!
 //! In Python the lock and the set are two objects and nothing stops code
 //! from touching the set without the lock. Here the lock *owns* the set —
 //! `Lock<BTreeSet<String>>` — so the only way to reach the set is the guard
-//! from `lock()`, which is also Python's `with lock:`. The seed sleeps 2–4 s
-//! per thread; here 20–40 ms.
+//! from `lock()`, which is also Python's `with lock:`. The Python version
+//! sleeps 2–4 s per thread; here 20–40 ms.
 //!
 //! Run with `cargo run -p troika --example lock_shared_set`.
 
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use troika::sync::{Lock, Thread, current_thread_name};
 
-/// A small pseudo-random sequence (the seed uses `randrange`), seeded from
+/// A small pseudo-random sequence (Python uses `randrange`), seeded from
 /// the clock; no dependency needed for a demo.
 fn pseudo_random(seed: &mut u64, lo: u64, hi: u64) -> u64 {
     *seed ^= *seed << 13;
@@ -67,10 +67,10 @@ fn main() -> std::io::Result<()> {
         }
     }
 
-    // The seed style is there too: a lock with no data, acquire/release.
+    // Python's style is there too: a lock with no data, acquire/release.
     let lock = Lock::new();
     lock.acquire();
-    println!("seed-style lock held: {}", lock.locked());
+    println!("Python-style lock held: {}", lock.locked());
     if let Err(e) = lock.release() {
         eprintln!("release failed: {e}");
     }

@@ -1,13 +1,14 @@
-//! Seeds 002/003/004 ("Pool apply vs apply_async"): `apply` runs tasks one at
-//! a time (each call waits), `apply_async` starts them all and the results
-//! are gathered afterwards (`res.get()` is `result()`); then close and join.
+//! Python's `multiprocessing.Pool`, `apply` vs `apply_async`: `apply` runs
+//! tasks one at a time (each call waits), `apply_async` starts them all and
+//! the results are gathered afterwards (`res.get()` is `result()`); then
+//! close and join.
 
 use std::time::{Duration, Instant};
 
 use troika::ProcessPool;
 
 troika::remote! {
-    /// The seeds' `long_time_task(name)` (0.1 s here instead of 1 s).
+    /// Python's `long_time_task(name)` (0.1 s here instead of 1 s).
     fn long_time_task(name: u32) -> String {
         println!("Run task {name} ({})...", std::process::id());
         let start = Instant::now();
@@ -35,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|i| pool.apply_async(long_time_task, i))
         .collect();
     for res in results {
-        println!("{}", res.result()?); // the seed's res.get()
+        println!("{}", res.result()?); // Python's res.get()
     }
     println!(
         "apply_async: {:.2} s (three at a time)",

@@ -1,4 +1,4 @@
-//! Seed 001: `ThreadPoolExecutor` three ways — `map` (results in input order),
+//! Python's `concurrent.futures.ThreadPoolExecutor` three ways — `map` (results in input order),
 //! `submit` with each `future.result()` in submission order, and `as_completed`
 //! (results in completion order).
 
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use troika::{ThreadPool, as_completed};
 
-/// Stands in for the seed's `craw(url)`: a page fetch that takes a while.
+/// Stands in for Python's `craw(url)`: a page fetch that takes a while.
 fn craw(page: u64) -> String {
     std::thread::sleep(Duration::from_millis(5 * (page % 4)));
     format!("page {page}: {} bytes", 1000 + page * 17)

@@ -1,4 +1,4 @@
-//! Seed 004 ("create 1 process to run a task"): a child's pid, name and
+//! Python's `multiprocessing.Process` attributes: a child's pid, name and
 //! `is_alive`, before and after it ends, and its exit status.
 
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use troika::Process;
 
 troika::remote! {
-    /// The seed's `worker(interval)`: some CPU work, `interval` rounds of it.
+    /// Python's `worker(interval)`: some CPU work, `interval` rounds of it.
     fn worker(interval: u64) -> u64 {
         println!("The time is {:?} (in the child)", std::time::SystemTime::now());
         let mut acc = 0u64;

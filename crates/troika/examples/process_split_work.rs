@@ -1,4 +1,4 @@
-//! Seed 004 ("create 3 processes to run a task in parallel"): square the
+//! Python's `multiprocessing.Process` splitting work three ways: square the
 //! integers 1..1500, split into three parts, one child process each, and
 //! gather the parts back in order.
 

@@ -1,5 +1,6 @@
-//! Seed 003 ("Process start/join and join ordering"): start two processes and
-//! join both, then start/join one after the other so they run in turn.
+//! Python's `multiprocessing.Process` start/join and join ordering: start
+//! two processes and join both, then start/join one after the other so they
+//! run in turn.
 //! Each child prints its greeting; `join` returns its value.
 
 use std::time::{Duration, Instant};
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 use troika::Process;
 
 troika::remote! {
-    /// The seed's `f(name)`: greet, then pause (0.2 s here, 5 s in the seed).
+    /// Python's `f(name)`: greet, then pause (0.2 s here, 5 s in Python).
     fn f(name: String) -> u32 {
         println!("hello {name} (from process {})", std::process::id());
         std::thread::sleep(Duration::from_millis(200));

@@ -1,10 +1,9 @@
-//! Seeds 001, 002 and 004 ("queue.Queue 是一个线程安全的通信队列", "使用 Queue"):
-//! producers put work on a bounded `troika::sync::Queue`, consumers take it,
-//! mark each item done with `task_done`, and the main thread waits for all of
-//! it with `join`.
+//! Python's `queue.Queue` between threads: producers put work on a bounded
+//! `troika::sync::Queue`, consumers take it, mark each item done with
+//! `task_done`, and the main thread waits for all of it with `join`.
 //!
-//! Seed 004's writer/reader pair ("write data to mysql" → "read data from
-//! mysql") is the first part; the second is seed 001's crawler shape, with
+//! A writer/reader pair ("write data" → "read data") is the first part; the
+//! second is the shape of a threaded crawler, with
 //! two producers, three consumers, a bounded queue (back-pressure) and a
 //! `None` sentinel per consumer to stop them. Work is simulated with
 //! millisecond sleeps.
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 use troika::sync::{Queue, QueueError, Thread, current_thread_name};
 
 fn main() -> std::io::Result<()> {
-    // --- Seed 004: one writer, one reader.
+    // --- One writer, one reader.
     let q = Arc::new(Queue::new(0));
     let writer = {
         let q = Arc::clone(&q);
@@ -36,7 +35,7 @@ fn main() -> std::io::Result<()> {
         }
     }
 
-    // --- Seed 001: producers and consumers with task_done/join.
+    // --- Producers and consumers with task_done/join.
     let start = Instant::now();
     let urls: Arc<Queue<Option<String>>> = Arc::new(Queue::new(4));
     let producers = (0..2)

@@ -1,7 +1,7 @@
-//! Seed 002 ("不使用线程" / "threading 模块"): two sleeping loops run one after the
-//! other, then on two named threads, with the wall-clock time of each.
+//! Python's `threading` module against plain sequential code: two sleeping
+//! loops run one after the other, then on two named threads, with the wall-clock time of each.
 //!
-//! The seed sleeps 4 s and 2 s; here the loops sleep 40 ms and 20 ms, so the
+//! The Python original sleeps 4 s and 2 s; here the loops sleep 40 ms and 20 ms, so the
 //! sequential run takes about 60 ms and the threaded one about 40 ms (the
 //! longest loop).
 //!
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use troika::sync::Thread;
 
-/// (loop number, how long it sleeps): the seed's `loops = [4, 2]`, scaled.
+/// (loop number, how long it sleeps): Python's `loops = [4, 2]`, scaled.
 const LOOPS: [(usize, u64); 2] = [(0, 40), (1, 20)];
 
 fn loop_body(start: Instant, nloop: usize, ms: u64) {

@@ -1,11 +1,11 @@
-//! Seed 002 ("派生 Thread 的子类"): a thread type with its own `run` method —
+//! Python's `threading.Thread` subclass: a thread type with its own `run` method —
 //! Python's `class MyThread(threading.Thread)` — as a struct implementing
 //! `troika::sync::Runnable`.
 //!
 //! `Thread::start` moves the struct onto a new thread and calls `run`;
 //! `join` hands the struct back, so what `run` stored (here the loop's
 //! result) can be read afterwards — something Python's subclass does through
-//! shared attributes. The seed's 4 s / 2 s sleeps are 40 ms / 20 ms here.
+//! shared attributes. Python's 4 s / 2 s sleeps are 40 ms / 20 ms here.
 //!
 //! Run with `cargo run -p troika --example thread_subclass`.
 
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use troika::sync::{Runnable, Thread, current_thread_name};
 
-/// The seed's `MyThread(func, args, name)`: a function, its arguments and a
+/// Python's `MyThread(func, args, name)`: a function, its arguments and a
 /// thread name, plus a slot for the result.
 struct MyThread<A, R> {
     name: String,
@@ -46,7 +46,7 @@ impl<A: Send + 'static, R: Send + 'static> Runnable for MyThread<A, R> {
     }
 }
 
-/// The seed's `loop(nloop, nsec)`, returning how long it slept.
+/// Python's `loop(nloop, nsec)`, returning how long it slept.
 fn sleepy_loop((nloop, ms): (usize, u64)) -> Duration {
     let start = Instant::now();
     println!("start loop {nloop} on thread {}", current_thread_name());
