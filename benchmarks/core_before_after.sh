@@ -2,9 +2,9 @@
 # Two builds of troika's core compared in one run, interleaved so a shared
 # machine's load falls on both alike. Each build is a directory holding:
 #   troika                     (cargo build --release -p troika-cli)
-#   process_pool_overhead      (cargo build --release -p troika --example process_pool_overhead)
+#   process_pool_overhead      (cargo build --release -p troika-workloads --example process_pool_overhead)
 #   ipc_roundtrip-*            (cargo test --release -p troika --test ipc_roundtrip --no-run)
-#   process_pool-*, thread_pool-*  (cargo bench -p troika --no-run)
+#   process_pool-*, thread_pool-*  (cargo bench -p troika -p troika-workloads --no-run)
 # `benchmarks/collect_build.sh DIR` copies them out of target/release.
 #
 #   benchmarks/core_before_after.sh BEFORE_DIR AFTER_DIR [ROUNDS]

@@ -10,6 +10,7 @@
 
 mod bench;
 mod crawl;
+mod http;
 mod mode;
 mod primes;
 mod progress;

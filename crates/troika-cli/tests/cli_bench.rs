@@ -1,16 +1,15 @@
 //! `troika bench` end to end: output formats and bad input.
 
+mod common;
+
 use std::process::{Command, Output};
 
 fn troika(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_troika"))
-        .args(args)
-        .output()
-        .expect("the troika binary runs")
+    common::run_troika(args, None)
 }
 
 fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    common::text(&out.stderr)
 }
 
 #[test]

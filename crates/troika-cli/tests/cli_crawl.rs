@@ -28,7 +28,7 @@ fn lines(out: &Output) -> Vec<Value> {
 }
 
 fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    common::text(&out.stderr)
 }
 
 /// The records keyed by URL (each URL appears once in these tests).

@@ -9,7 +9,7 @@ fn troika(args: &[&str], stdin: &[u8]) -> Output {
 }
 
 fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::text(&out.stdout)
 }
 
 #[test]

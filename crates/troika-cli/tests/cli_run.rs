@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const GENEROUS: Duration = Duration::from_secs(30);
+use common::{alive, scratch, text, wait_for_exit, wait_until};
 
 fn troika_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
     common::run_troika(args, Some(stdin))
@@ -15,37 +15,6 @@ fn troika_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
 
 fn troika(args: &[&str]) -> Output {
     troika_with_stdin(args, b"")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("troika-run-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Wait for an event by polling a condition, with a generous failure path.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + GENEROUS;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    // A zombie has exited: only count processes that still run.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 #[test]
@@ -94,6 +63,47 @@ fn keep_order_prints_in_input_order_and_every_job_once_without_it() {
     );
     lines.sort();
     assert_eq!(lines, ["1", "2", "3", "4"]);
+}
+
+#[test]
+fn keep_order_with_hundreds_of_jobs_behind_a_slow_one_fits_in_few_open_files() {
+    // Job 0 blocks on a FIFO until the last job opens it: every other job
+    // finishes and waits for job 0 to be printed, so the waiting jobs must
+    // not hold a file descriptor each. `ulimit -n 80` is the least that lets
+    // troika run two jobs at once (64 handles of its own and 8 a job); under
+    // it, a run that gave each waiting job its own spool file stopped with
+    // "cannot spool a job's output".
+    const LAST: u32 = 500;
+    let dir = scratch("fd-limit");
+    let fifo = dir.join("go");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    let script = format!(
+        "case $1 in 0) read word < {f}; echo \"0 $word\";; {LAST}) echo {LAST}; echo go > {f};; *) echo $1;; esac",
+        f = fifo.display()
+    );
+    let inputs: String = (0..=LAST).map(|i| format!("{i}\n")).collect();
+    let out = common::run_troika_with_open_files(
+        80,
+        &[
+            "run",
+            "-k",
+            "-j",
+            "2",
+            "--timeout",
+            "120",
+            "--",
+            "sh",
+            "-c",
+            &script,
+            "_",
+        ],
+        Some(inputs.as_bytes()),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut expected = String::from("0 go\n");
+    expected.extend((1..=LAST).map(|i| format!("{i}\n")));
+    assert_eq!(text(&out.stdout), expected);
 }
 
 #[test]
@@ -514,7 +524,7 @@ fn sigint_stops_the_run_and_kills_its_jobs() {
     let dir = scratch("sigint");
     let pids = dir.join("pids");
     let script = format!("echo $$ >> {p}; sleep 60", p = pids.display());
-    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_troika"))
+    let mut child: Child = Command::new(common::binary())
         .args([
             "run", "-j", "2", "--", "sh", "-c", &script, ":::", "1", "2", "3", "4",
         ])
@@ -532,14 +542,7 @@ fn sigint_stops_the_run_and_kills_its_jobs() {
     wait_until("both jobs to start", || read_pids().len() == 2);
     let troika_pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(troika_pid, rustix::process::Signal::INT).unwrap();
-    let deadline = Instant::now() + GENEROUS;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "troika did not stop on SIGINT");
-        std::thread::yield_now();
-    };
+    let status = wait_for_exit(&mut child, "troika to stop on SIGINT");
     assert_eq!(status.code(), Some(130));
     let started = read_pids();
     assert_eq!(started.len(), 2, "no new job after Ctrl-C");

@@ -7,104 +7,31 @@
 //! the suite. `TROIKA_UNDER_TEST` runs the suite against another binary (to
 //! see a test fail on an older build).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
+use common::{alive, scratch, text, wait_until, watchdog};
+
+/// The deadline of every run here: a hang fails its test.
 const GENEROUS: Duration = Duration::from_secs(20);
-
-fn binary() -> PathBuf {
-    std::env::var_os("TROIKA_UNDER_TEST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_troika")))
-}
-
-/// Kills `pid` unless `done` reports first, within `deadline`.
-fn watchdog(pid: u32, deadline: Duration) -> (mpsc::Sender<()>, std::thread::JoinHandle<bool>) {
-    let (done, wait) = mpsc::channel::<()>();
-    let guard = std::thread::spawn(move || {
-        if wait.recv_timeout(deadline).is_err() {
-            let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            return true;
-        }
-        false
-    });
-    (done, guard)
-}
 
 /// Run `troika ARGS` with `stdin` (then closed), killed if it outlives
 /// [`GENEROUS`]; panics then, naming the hang.
 fn troika_in(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(binary())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the troika binary runs");
-    finish(&mut child, Some(stdin.to_vec()), args)
+    common::run_troika_within(args, Some(stdin), GENEROUS)
 }
 
 fn troika(args: &[&str]) -> Output {
     troika_in(args, b"")
 }
 
+/// Finish a `troika` run this test started itself, within [`GENEROUS`].
 fn finish(child: &mut Child, stdin: Option<Vec<u8>>, what: &[&str]) -> Output {
-    let (done, guard) = watchdog(child.id(), GENEROUS);
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&input);
-        });
-    }
-    let stdout = child.stdout.take();
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        if let Some(mut stdout) = stdout {
-            let _ = stdout.read_to_end(&mut out);
-        }
-        out
-    });
-    let mut stderr_bytes = Vec::new();
-    if let Some(mut err) = child.stderr.take() {
-        let _ = err.read_to_end(&mut stderr_bytes);
-    }
-    let status = child.wait().unwrap();
-    let _ = done.send(());
-    let killed = guard.join().unwrap();
-    let stdout = reader.join().unwrap();
-    assert!(
-        !killed,
-        "troika {what:?} hung past {GENEROUS:?}; stderr: {}",
-        text(&stderr_bytes)
-    );
-    Output {
-        status,
-        stdout,
-        stderr: stderr_bytes,
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("troika-run13-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+    common::finish(child, stdin, GENEROUS, &format!("troika {what:?}"))
 }
 
 fn pid_in(path: &Path) -> i32 {
@@ -206,27 +133,14 @@ fn ctrl_c_ends_a_run_whose_stdin_is_open_and_kills_orphaned_groups() {
         "sleep 60 & echo $! > {p}.tmp; mv {p}.tmp {p}; echo started >&2",
         p = pidfile.display()
     );
-    let mut child = Command::new(binary())
-        .args(["run", "--", "sh", "-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_troika(&["run", "--", "sh", "-c", &script], Stdio::piped());
     let (done, guard) = watchdog(child.id(), GENEROUS);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"x\n").unwrap();
     stdin.flush().unwrap();
     // stdin stays open. The job's stderr line is printed only when the job
     // is over, so wait for the pid file the job writes (no event exists).
-    let deadline = std::time::Instant::now() + GENEROUS;
-    while !pidfile.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the job never started"
-        );
-        std::thread::yield_now();
-    }
+    wait_until("the job to start", || pidfile.exists());
     let troika_pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(troika_pid, rustix::process::Signal::INT).unwrap();
     let status = child.wait().unwrap();
@@ -603,13 +517,7 @@ fn a_closed_stdout_ends_the_run_quietly() {
     let mut args = vec!["run", "-j", "2", "--", "echo"];
     args.push(":::");
     args.extend(inputs.iter().map(String::as_str));
-    let mut child = Command::new(binary())
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_troika(&args, Stdio::null());
     let mut reader = BufReader::new(child.stdout.take().unwrap());
     assert!(!read_line(&mut reader).is_empty());
     drop(reader);
@@ -634,13 +542,7 @@ fn output_streams_straight_through_when_no_other_job_can_come_between() {
             args.push(order);
         }
         args.extend(["--", "sh", "-c", &script, ":::", "x"]);
-        let mut child = Command::new(binary())
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = common::spawn_troika(&args, Stdio::null());
         let mut reader = BufReader::new(child.stdout.take().unwrap());
         // The job is still running (it waits for `go`): its first line comes
         // through now, not when it ends. (A hang here is caught below.)

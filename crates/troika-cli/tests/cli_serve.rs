@@ -6,6 +6,7 @@
 //! Hostile clients: `serve_limits.rs`; shutdown and abandoned checks:
 //! `serve_shutdown.rs`; backends that hang: `serve_backends.rs`.
 
+mod common;
 mod serve_support;
 
 use std::io::{Read, Write};
@@ -13,18 +14,11 @@ use std::net::{TcpListener, TcpStream};
 
 use serde_json::{Value, json};
 use serve_support::{
-    ApiMode, GENEROUS, Server, TinyApi, request, request_raw, wait_for_exit, wait_until,
+    ApiMode, GENEROUS, Server, TinyApi, error_of, request, request_raw, wait_for_exit, wait_until,
 };
 
 fn get(server: &Server, target: &str) -> serve_support::Reply {
     request(server.addr, "GET", target, None)
-}
-
-fn error_of(reply: &serve_support::Reply) -> String {
-    reply.json()["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error field in {}", reply.body))
-        .to_owned()
 }
 
 #[test]
@@ -298,6 +292,22 @@ fn with_api(mode: ApiMode, timeout: &str) -> (TinyApi, Server) {
 }
 
 #[test]
+fn the_api_backend_follows_up_to_five_redirects() {
+    let (_tiny, server) = with_api(ApiMode::Redirects(5, r#""moved""#), "5");
+    let reply = get(&server, "/");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["result_api"], "moved", "{}", reply.body);
+
+    let (_tiny, server) = with_api(ApiMode::Redirects(6, r#""moved""#), "5");
+    let reply = get(&server, "/");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["result_api"], Value::Null, "{body}");
+    let error = body["errors"]["api"].as_str().unwrap_or_default();
+    assert!(error.contains("more than 5 redirects"), "{body}");
+}
+
+#[test]
 fn an_api_that_hangs_times_out_and_the_rest_still_answers() {
     let (_tiny, server) = with_api(ApiMode::Hang, "0.3");
     let reply = get(&server, "/");
@@ -409,7 +419,7 @@ fn slow_primes(count: usize) -> Vec<String> {
     let mut found = Vec::new();
     while found.len() < count {
         n += 1;
-        if troika::primes::is_prime_miller_rabin(n) {
+        if troika_workloads::primes::is_prime_miller_rabin(n) {
             found.push(n.to_string());
         }
     }

@@ -5,6 +5,7 @@
 //! still returns the backends that answered. The real binary on 127.0.0.1,
 //! port 0.
 
+mod common;
 mod serve_support;
 
 use serde_json::json;

@@ -4,12 +4,13 @@
 //! answers (400, 414, 431) are JSON and counted, and `POST /is_prime` wants
 //! `application/json`. The real binary on 127.0.0.1, port 0.
 
+mod common;
 mod serve_support;
 
 use std::io::Write;
 
 use serve_support::{
-    Server, connect, read_reply_head, request, request_raw, request_with_head, wait_until,
+    Server, connect, error_of, read_reply_head, request, request_raw, request_with_head, wait_until,
 };
 
 /// The default head limit (`[limits] max_head_bytes`).
@@ -17,13 +18,6 @@ const HEAD_LIMIT: usize = 32 * 1024;
 
 /// The default body limit: `max_post_numbers` (100,000) × 32 + 4 KiB.
 const BODY_LIMIT: usize = 100_000 * 32 + 4096;
-
-fn error_of(reply: &serve_support::Reply) -> String {
-    reply.json()["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error field in {}", reply.body))
-        .to_owned()
-}
 
 #[test]
 fn a_head_past_the_limit_gets_431_as_json_and_shows_in_metrics() {

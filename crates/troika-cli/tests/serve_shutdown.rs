@@ -4,6 +4,7 @@
 //! the middle of a number once its request has timed out. The real binary on
 //! 127.0.0.1, port 0.
 
+mod common;
 mod serve_support;
 
 use std::time::{Duration, Instant};

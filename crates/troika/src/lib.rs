@@ -78,9 +78,9 @@
 //!
 //! A [`Handle`] is a `Future`: `handle.await` from async code waits without
 //! blocking the runtime's thread. [`aio`] adds `gather`, a bounded concurrent
-//! map (the seeds' `Semaphore(10)` crawler), completion-order iteration,
-//! timeouts, `run_in_executor`, and the [`AsyncExecutor`], which offers the
-//! same futures API on tokio.
+//! map (what Python writes as `gather` under an `asyncio.Semaphore(10)`),
+//! completion-order iteration, timeouts, `run_in_executor`, and the
+//! [`AsyncExecutor`], which offers the same futures API on tokio.
 //!
 //! # The parts
 //!
@@ -95,7 +95,6 @@ pub mod aio;
 pub mod futures;
 pub mod ipc;
 mod loom;
-pub mod primes;
 pub mod process;
 pub mod sync;
 pub mod thread;

@@ -1,5 +1,7 @@
 //! `aio::gather`, `gather_with`, `try_gather`, `as_completed` and `timeout`.
 
+mod ipc_support;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -7,18 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use ipc_support::runtime as rt;
 use troika::TaskError;
 use troika::aio::{GatherOptions, as_completed, gather, gather_with, try_gather};
 
 type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 #[test]
 fn gather_keeps_input_order_whatever_the_finish_order() {

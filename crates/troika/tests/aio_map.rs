@@ -1,20 +1,15 @@
 //! `aio::map_bounded` and friends: order, the in-flight bound, endless input.
 
+mod ipc_support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
+use ipc_support::runtime as rt;
 use troika::aio::{
     map_bounded, map_bounded_unordered, stream_map_bounded, stream_map_bounded_unordered,
 };
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Counts futures running at once and remembers the most.
 #[derive(Default)]

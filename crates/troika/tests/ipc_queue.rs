@@ -4,8 +4,7 @@
 
 mod ipc_support;
 
-use ipc_support::{LONG, guarded, join_ok, kill, role, spawn};
-use serde::{Deserialize, Serialize, Serializer};
+use ipc_support::{LONG, Unserializable, guarded, join_ok, kill, role, spawn};
 use std::process::Child;
 use std::time::{Duration, Instant};
 use troika::ipc::{Event, GetError, IpcError, Pipe, PutError, Queue};
@@ -93,18 +92,6 @@ fn a_producer_killed_mid_put_leaves_the_queue_consistent() {
     }
     q.put(&vec![7]).unwrap();
     assert_eq!(q.get_timeout(LONG).unwrap(), vec![7]);
-}
-
-/// A value whose serialization always fails.
-#[derive(Debug, Deserialize)]
-struct Unserializable;
-
-impl Serialize for Unserializable {
-    fn serialize<S: Serializer>(&self, _s: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom(
-            "this value refuses to be serialized",
-        ))
-    }
 }
 
 #[test]

@@ -6,23 +6,10 @@
 
 mod ipc_support;
 
-use ipc_support::guarded;
-use serde::{Deserialize, Serialize, Serializer};
+use ipc_support::{Unserializable, guarded};
 use std::time::Duration;
 use troika::ipc::{GetError, Pipe};
 use troika::{Process, ProcessPool};
-
-/// A value whose serialization always fails.
-#[derive(Debug, Deserialize)]
-struct Unserializable;
-
-impl Serialize for Unserializable {
-    fn serialize<S: Serializer>(&self, _s: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom(
-            "this value refuses to be serialized",
-        ))
-    }
-}
 
 troika::remote! {
     /// Sends 42 on the end it was given, then drops it.

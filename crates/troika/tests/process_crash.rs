@@ -3,8 +3,11 @@
 //! survives it), fails only its own task with the right error, and leaves the
 //! pool working with a replaced worker.
 
+mod ipc_support;
+
 use std::time::{Duration, Instant};
 
+use ipc_support::wait_until;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use troika::{ErrorKind, Exit, ProcessPool, RemoteFn, TaskError};
 
@@ -234,7 +237,7 @@ fn killed_from_outside_while_running() {
     let pool = one_worker();
     let pid = pool.submit(worker_pid, ()).result().unwrap();
     let handle = pool.submit(sleep_ms, 60_000);
-    wait_for(|| handle.is_running());
+    wait_until("the task to start", || handle.is_running());
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(pid as i32).unwrap(),
         rustix::process::Signal::KILL,
@@ -442,7 +445,7 @@ fn cancel_of_a_running_task_kills_its_worker() {
     let pid = pool.submit(worker_pid, ()).result().unwrap();
     let handle = pool.submit(sleep_ms, 60_000);
     let queued = pool.submit(worker_pid, ());
-    wait_for(|| handle.is_running());
+    wait_until("the task to start", || handle.is_running());
     assert!(handle.cancel());
     assert!(handle.result().unwrap_err().is_cancelled());
     // The task queued behind it runs on the replacement.
@@ -495,14 +498,6 @@ fn recycling_above_an_rss_limit() {
     assert_ne!(pool.submit(worker_pid, ()).result().unwrap(), pid);
 }
 
-fn wait_for(cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "condition not reached");
-        std::thread::yield_now();
-    }
-}
-
 #[test]
 fn cancel_reaches_a_task_that_was_sent_again_after_a_death() {
     // Quick tasks make the pool batch calls; a crash then sends the calls
@@ -517,11 +512,13 @@ fn cancel_reaches_a_task_that_was_sent_again_after_a_death() {
         crash.result().unwrap_err().kind(),
         &ErrorKind::WorkerDied(Exit::Code(4))
     );
-    wait_for(|| sleeper.is_running() && pool.stats().busy == 1);
+    wait_until("the sleeper to run", || {
+        sleeper.is_running() && pool.stats().busy == 1
+    });
     let restarts = pool.stats().restarts;
     // Cancel kills the worker now running it (not the one that died).
     assert!(sleeper.cancel());
     assert!(sleeper.result().unwrap_err().is_cancelled());
-    wait_for(|| pool.stats().restarts > restarts);
+    wait_until("a restart", || pool.stats().restarts > restarts);
     pool.submit(worker_pid, ()).result().unwrap();
 }

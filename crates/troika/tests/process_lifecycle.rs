@@ -5,9 +5,9 @@
 mod ipc_support;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ipc_support::guarded;
+use ipc_support::{guarded, wait_until};
 use troika::{ErrorKind, Exit, Process, ProcessPool};
 
 const SIGKILL: i32 = 9;
@@ -103,14 +103,6 @@ fn status_field(name: &str) -> String {
         .unwrap_or_default()
 }
 
-fn wait_for(cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "condition not reached");
-        std::thread::yield_now();
-    }
-}
-
 /// The children of process `pid` (all its threads).
 fn children_of(pid: u32) -> BTreeSet<u32> {
     let mut out = BTreeSet::new();
@@ -147,7 +139,7 @@ fn killed_worker_settles_while_a_forked_grandchild_holds_its_pipe() {
             let pool = ProcessPool::new(1).unwrap();
             let worker = pool.submit(worker_pid, ()).result().unwrap();
             let handle = pool.submit(escape_then_hang, test_pid());
-            wait_for(|| !children_of(worker).is_empty());
+            wait_until("a child of the worker", || !children_of(worker).is_empty());
             kill(worker);
             let err = handle.result().unwrap_err();
             assert_eq!(err.kind(), &ErrorKind::WorkerDied(Exit::Signal(SIGKILL)));
@@ -185,7 +177,7 @@ fn killed_process_joins_while_a_forked_grandchild_holds_its_pipe() {
         || {
             let p = Process::spawn(escape_then_hang, test_pid()).unwrap();
             let pid = p.pid();
-            wait_for(|| !children_of(pid).is_empty());
+            wait_until("a child", || !children_of(pid).is_empty());
             p.kill();
             let err = p.join().unwrap_err();
             assert_eq!(err.kind(), &ErrorKind::WorkerDied(Exit::Signal(SIGKILL)));
@@ -511,11 +503,11 @@ fn a_write_to_a_worker_killed_mid_transfer_ends_while_a_grandchild_holds_its_soc
                 .submit(escape_in_background, test_pid())
                 .result()
                 .unwrap();
-            wait_for(|| !children_of(pid).is_empty());
+            wait_until("a child", || !children_of(pid).is_empty());
             let before = read_bytes(pid);
             let killer = std::thread::spawn(move || {
                 // Kill the worker once it has read 10 MB of the argument.
-                wait_for(|| read_bytes(pid) >= before + (10 << 20));
+                wait_until("10 MB read", || read_bytes(pid) >= before + (10 << 20));
                 kill(pid);
             });
             let err = pool.submit(text_len, "a".repeat(BIG)).result().unwrap_err();
@@ -542,7 +534,7 @@ fn dropping_a_process_pool_with_a_task_that_never_finishes_returns() {
             // The default drop timeout (10 s) bounds the drop.
             let pool = ProcessPool::new(1).unwrap();
             let stuck = pool.submit(hang, ());
-            wait_for(|| stuck.is_running());
+            wait_until("the stuck task to run", || stuck.is_running());
             drop(pool);
             assert!(!stuck.is_done());
         },
@@ -558,7 +550,7 @@ fn a_panic_unwinds_past_a_process_pool_with_a_stuck_task() {
             let unwound = std::panic::catch_unwind(|| {
                 let pool = ProcessPool::new(1).unwrap();
                 let stuck = pool.submit(hang, ());
-                wait_for(|| stuck.is_running());
+                wait_until("the stuck task to run", || stuck.is_running());
                 panic!("the caller failed");
             });
             assert!(unwound.is_err());
@@ -576,7 +568,7 @@ fn process_pool_shutdown_timeout_leaves_stuck_tasks_running_in_the_background() 
             let quick = pool.submit(add_one, 1);
             assert_eq!(quick.result().unwrap(), 2);
             let stuck = pool.submit(hang, ());
-            wait_for(|| stuck.is_running());
+            wait_until("the stuck task to run", || stuck.is_running());
             let pid = pool.worker_pids();
             assert!(!pool.shutdown_timeout(Duration::from_millis(50)));
             assert!(pool.submit(add_one, 1).result().unwrap_err().is_shut_down());
@@ -606,7 +598,7 @@ fn process_pool_shutdown_timeout_leaves_stuck_tasks_running_in_the_background() 
                 .build()
                 .unwrap();
             let stuck = pool.submit(hang, ());
-            wait_for(|| stuck.is_running());
+            wait_until("the stuck task to run", || stuck.is_running());
             drop(pool);
             assert!(!stuck.is_done());
         },

@@ -3,11 +3,14 @@
 //! and a parent killed outright. Nothing hangs, nothing is lost, no process is
 //! left behind.
 
+mod ipc_support;
+
 use std::io::BufRead;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use ipc_support::{alive, wait_until};
 use serde::{Serialize, Serializer};
 use troika::{ErrorKind, Exit, ProcessPool, SubmitErrorReason};
 
@@ -46,25 +49,6 @@ troika::remote! {
 
     fn worker_pid() -> u32 {
         std::process::id()
-    }
-}
-
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
-}
-
-/// Whether `pid` is a live (not zombie) process.
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
     }
 }
 
@@ -281,7 +265,7 @@ fn terminate_stops_running_and_queued_tasks() {
     let pool = ProcessPool::new(1).unwrap();
     let running = pool.submit(sleep_ms, 60_000);
     let queued = pool.submit(double, 1);
-    wait_for("the task to start", || running.is_running());
+    wait_until("the task to start", || running.is_running());
     pool.terminate();
     assert!(running.result().unwrap_err().is_shut_down());
     assert!(queued.result().unwrap_err().is_cancelled());
@@ -311,7 +295,7 @@ fn bounded_queue_sheds_load() {
         .build()
         .unwrap();
     let running = pool.submit(sleep_ms, 60_000);
-    wait_for("the task to start", || running.is_running());
+    wait_until("the task to start", || running.is_running());
     let a = pool.try_submit(double, 1).unwrap();
     let b = pool.try_submit(double, 2).unwrap();
     let refused = pool.try_submit(double, 3).unwrap_err();
@@ -375,7 +359,7 @@ fn orphan_helper_parent() {
         .join()
         .unwrap();
     let busy = pool.submit(sleep_ms, 600_000);
-    wait_for("the task to start", || busy.is_running());
+    wait_until("the task to start", || busy.is_running());
     let pids: Vec<String> = pool.worker_pids().iter().map(u32::to_string).collect();
     println!("PIDS {}", pids.join(" "));
     loop {
@@ -424,7 +408,7 @@ fn parent_killed_leaves_no_worker() {
     helper.0.kill().unwrap(); // SIGKILL: no destructor, no cleanup runs
     helper.0.wait().unwrap();
     for pid in pids {
-        wait_for("the orphaned worker to die", || !alive(pid));
+        wait_until("the orphaned worker to die", || !alive(pid));
     }
 }
 

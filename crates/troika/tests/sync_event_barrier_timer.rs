@@ -1,23 +1,16 @@
 //! `troika::sync::{Event, Barrier, Timer}`.
 
+mod ipc_support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use ipc_support::wait_until;
 use troika::sync::{Barrier, BarrierError, Event, Thread, Timer};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 const SHORT: Duration = Duration::from_millis(20);
-
-/// Waits until `ready` holds, re-checking the state itself (not sleeping for
-/// a guessed time); fails after `PATIENCE`.
-fn eventually(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
-}
 
 // ---------------------------------------------------------------- Event
 
@@ -126,7 +119,7 @@ fn one_party_barrier_passes_at_once() {
 fn n_waiting_counts_parties_in_the_current_round() {
     let b = Arc::new(Barrier::new(3).unwrap());
     let first = spawn_waiters(&b, 2, PATIENCE);
-    eventually("two waiters", || b.n_waiting() == 2);
+    wait_until("two waiters", || b.n_waiting() == 2);
     assert_eq!(b.wait(), Ok(2), "the last to arrive has the last index");
     for t in first {
         assert!(t.join_timeout(PATIENCE).unwrap().is_ok());
@@ -139,7 +132,7 @@ fn n_waiting_counts_parties_in_the_current_round() {
 fn a_timed_out_waiter_breaks_the_barrier_for_everyone() {
     let b = Arc::new(Barrier::new(3).unwrap());
     let patient = spawn_waiters(&b, 1, PATIENCE);
-    eventually("one waiter", || b.n_waiting() == 1);
+    wait_until("one waiter", || b.n_waiting() == 1);
     // The second party gives up: it gets Timeout, the first gets Broken.
     assert_eq!(b.wait_timeout(SHORT), Err(BarrierError::Timeout));
     for t in patient {
@@ -163,7 +156,7 @@ fn a_timed_out_waiter_breaks_the_barrier_for_everyone() {
 fn abort_breaks_waiting_parties() {
     let b = Arc::new(Barrier::new(3).unwrap());
     let waiting = spawn_waiters(&b, 2, PATIENCE);
-    eventually("two waiters", || b.n_waiting() == 2);
+    wait_until("two waiters", || b.n_waiting() == 2);
     b.abort();
     for t in waiting {
         assert_eq!(t.join_timeout(PATIENCE).unwrap(), Err(BarrierError::Broken));
@@ -176,7 +169,7 @@ fn abort_breaks_waiting_parties() {
 fn reset_breaks_the_current_round_and_reopens_the_barrier() {
     let b = Arc::new(Barrier::new(2).unwrap());
     let waiting = spawn_waiters(&b, 1, PATIENCE);
-    eventually("one waiter", || b.n_waiting() == 1);
+    wait_until("one waiter", || b.n_waiting() == 1);
     b.reset();
     assert_eq!(
         waiting
@@ -225,7 +218,7 @@ fn a_late_waker_learns_the_outcome_of_its_own_round() {
             .unwrap()
         })
         .collect();
-    eventually("2000 passes", || passes.load(Ordering::SeqCst) >= 2_000);
+    wait_until("2000 passes", || passes.load(Ordering::SeqCst) >= 2_000);
     aborted.set();
     b.abort();
     for t in threads {
@@ -358,7 +351,7 @@ fn parties_arriving_during_the_action_join_the_next_round() {
         })
     };
     let first = spawn_waiters(&b, 2, PATIENCE);
-    eventually("the first action to start", || {
+    wait_until("the first action to start", || {
         rounds.load(Ordering::SeqCst) == 1
     });
     let second = spawn_waiters(&b, 2, PATIENCE);

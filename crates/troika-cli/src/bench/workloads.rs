@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use troika::aio::AsyncExecutor;
-use troika::primes::{SEED_NUMBER, is_prime_trial};
 use troika::{Handle, ProcessPool, ThreadPool};
+use troika_workloads::primes::{TUTORIAL_NUMBER, is_prime_trial};
 
 use super::{Measured, Mode, Span, Workload};
 
@@ -146,11 +146,11 @@ fn cpu(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> {
     let origin = Instant::now();
     let check = move |n: u64| timed(origin, || is_prime_trial(black_box(n)));
     let (workers, outcomes): (usize, Vec<(bool, Span)>) = match mode {
-        Mode::Serial => (1, (0..tasks).map(|_| check(SEED_NUMBER)).collect()),
+        Mode::Serial => (1, (0..tasks).map(|_| check(TUTORIAL_NUMBER)).collect()),
         Mode::Threads => {
             let pool = pool(workers)?;
             let outcomes = pool
-                .map(check, (0..tasks).map(|_| SEED_NUMBER))
+                .map(check, (0..tasks).map(|_| TUTORIAL_NUMBER))
                 .collect::<Result<_, _>>()?;
             drop(pool);
             (workers, outcomes)
@@ -161,7 +161,7 @@ fn cpu(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> {
             let outcomes = pool
                 .map(
                     timed_is_prime,
-                    (0..tasks).map(|_| (SEED_NUMBER, origin_epoch)),
+                    (0..tasks).map(|_| (TUTORIAL_NUMBER, origin_epoch)),
                 )
                 .collect::<Result<_, _>>()?;
             drop(pool);
@@ -174,7 +174,7 @@ fn cpu(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> {
             let outcomes = executor
                 .map(
                     move |n| async move { check(n) },
-                    (0..tasks).map(|_| SEED_NUMBER),
+                    (0..tasks).map(|_| TUTORIAL_NUMBER),
                 )
                 .collect::<Result<_, _>>()?;
             drop(executor);

@@ -1,12 +1,8 @@
 //! Fetching one URL: limits, retries with backoff, redirects, a streamed
 //! body cut off at `--max-bytes`.
 //!
-//! Requests go through hyper's pooled client (hyper-util) with rustls for
-//! https, not through reqwest: reqwest's layers (the URL parsed three times
-//! a request, retry and redirect services around every call) took about
-//! half of the 1.25 CPU-seconds a 10,000-page crawl at 1,000 connections
-//! cost (0.7 s without them), on a machine whose two cores the page server
-//! needs too. Redirects are followed here instead.
+//! Requests go through the command's client ([`crate::http`]); redirects are
+//! followed here.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -21,17 +17,12 @@ use hyper::header::{
     HeaderValue, LOCATION, PROXY_AUTHORIZATION, TRANSFER_ENCODING, USER_AGENT, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, StatusCode, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::{Position, Url};
 
 use super::record::{Failure, FailureKind, Record, millis};
 
-/// The pooled HTTP/1.1 client, http and https.
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+use crate::http::{ClientOptions, HttpClient};
 
 /// What every fetch shares: the client, the limits and the options.
 #[derive(Debug)]
@@ -240,19 +231,11 @@ impl Fetcher {
                 .and_then(|rate| Duration::try_from_secs_f64(1.0 / rate).ok()),
             table: Mutex::default(),
         };
-        let mut http = HttpConnector::new();
-        http.enforce_http(false); // https URLs pass through to the TLS layer
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(options.connect_timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_platform_verifier(rustls::crypto::aws_lc_rs::default_provider())?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(options.concurrency)
-            .build(https);
+        let client = crate::http::client(ClientOptions {
+            connect_timeout: Some(options.connect_timeout),
+            max_idle_per_host: options.concurrency,
+            idle_timeout: None,
+        })?;
         let mut headers = options.headers;
         if !headers.contains_key(USER_AGENT) {
             headers.insert(USER_AGENT, HeaderValue::from_str(&options.user_agent)?);

@@ -14,11 +14,11 @@ use serde::Serialize;
 use std::collections::VecDeque;
 
 use troika::aio::AsyncExecutor;
-use troika::primes::check_numbers;
 use troika::{ProcessPool, ThreadPool};
+use troika_workloads::primes::check_numbers;
 
 use crate::mode::Mode;
-use troika::primes::{Algorithm, Verdict, parse_number};
+use troika_workloads::primes::{Algorithm, Verdict, parse_number};
 
 /// Options of `troika primes`.
 #[derive(Debug, Args)]

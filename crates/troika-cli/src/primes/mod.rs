@@ -1,3 +1,3 @@
-//! `troika primes`; the algorithms live in [`troika::primes`].
+//! `troika primes`; the algorithms live in [`troika_workloads::primes`].
 
 pub(crate) mod command;

@@ -176,7 +176,7 @@ impl Finished {
 }
 
 /// With -k, how many finished jobs waiting for an earlier one may keep their
-/// output in memory (the rest is spilled to their temporary files).
+/// output in memory (the rest is parked in one shared temporary file).
 const KEEP_IN_MEMORY: usize = 64;
 
 /// How long a stop's SIGTERM gets before the SIGKILL.
@@ -452,19 +452,27 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // With --keep-order, finished jobs wait here for the ones before them;
     // later jobs keep starting meanwhile.
     let mut waiting: BTreeMap<usize, Option<Finished>> = BTreeMap::new();
+    let mut park = spool::ParkFile::default();
     let mut next = 0usize;
     for (index, outcome) in pool.map_unordered(task, specs) {
         let done = outcome.context("a job's supervisor failed")?;
         let ready: Vec<Option<Finished>> = if args.keep_order {
             let mut done = done;
-            if waiting.len() >= KEEP_IN_MEMORY
+            if index != next
                 && let Some(Finished {
                     outcome: Ok(out), ..
                 }) = &mut done
+                && (waiting.len() >= KEEP_IN_MEMORY || out.stdout.on_disk() || out.stderr.on_disk())
             {
-                // Many jobs wait behind a slow one: keep their output on disk.
-                out.stdout.spill().context("cannot spool a job's output")?;
-                out.stderr.spill().context("cannot spool a job's output")?;
+                // Many jobs wait behind a slow one, or this one's output is
+                // on disk: park it in the one shared file, so that waiting
+                // jobs hold neither memory nor file descriptors.
+                out.stdout
+                    .park(&mut park)
+                    .context("cannot spool a job's output")?;
+                out.stderr
+                    .park(&mut park)
+                    .context("cannot spool a job's output")?;
             }
             waiting.insert(index, done);
             let mut ready = Vec::new();

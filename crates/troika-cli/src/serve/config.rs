@@ -337,7 +337,7 @@ impl Config {
             positive(&format!("backends.{name}.timeout_secs"), timeout)?;
         }
         if let Some(url) = &b.api.url {
-            let parsed = reqwest::Url::parse(url)
+            let parsed = url::Url::parse(url)
                 .with_context(|| format!("backends.api.url '{url}' is not a URL"))?;
             if !matches!(parsed.scheme(), "http" | "https") {
                 bail!("backends.api.url '{url}': only http and https are supported");

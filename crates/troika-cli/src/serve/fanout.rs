@@ -22,6 +22,7 @@ use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt as _;
 use parking_lot::Mutex;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, InterruptHandle, OpenFlags};
@@ -33,6 +34,13 @@ use tokio::time::Instant;
 use super::App;
 use super::config::{Backends, secs};
 use super::error::json_headers;
+use crate::http::{ClientOptions, HttpClient};
+
+/// Redirects the API backend follows before it gives up.
+const MAX_API_REDIRECTS: usize = 5;
+
+/// The API backend's `User-Agent`.
+const USER_AGENT: &str = concat!("troika-serve/", env!("CARGO_PKG_VERSION"));
 
 /// Answers bigger than this (file contents, API bodies) are refused.
 const MAX_ANSWER_BYTES: u64 = 1024 * 1024;
@@ -92,7 +100,7 @@ impl std::fmt::Debug for DbSource {
 struct ApiSource {
     url: String,
     timing: Timing,
-    client: reqwest::Client,
+    client: HttpClient,
 }
 
 /// Why a backend has no result.
@@ -128,19 +136,16 @@ impl Fanout {
             Some(path) => path.clone(),
             None => demo_db(data_dir)?,
         };
-        let (url, own) = match &config.api.url {
-            Some(url) => (url.clone(), false),
-            None => (demo_url.to_owned(), true),
+        let url = match &config.api.url {
+            Some(url) => url.clone(),
+            None => demo_url.to_owned(),
         };
-        let mut client = reqwest::Client::builder()
-            .user_agent(concat!("troika-serve/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .pool_idle_timeout(Duration::from_secs(30));
-        if own {
-            // Our own endpoint is on loopback: never through a proxy.
-            client = client.no_proxy();
-        }
-        let client = client.build().context("cannot build the HTTP client")?;
+        let client = crate::http::client(ClientOptions {
+            connect_timeout: None,
+            max_idle_per_host: config.api.max_concurrent,
+            idle_timeout: Some(Duration::from_secs(30)),
+        })
+        .context("cannot build the HTTP client")?;
         Ok(Fanout {
             file: FileSource {
                 path: file_path,
@@ -370,28 +375,25 @@ fn run_query(conn: &Connection, query: &str) -> Result<Value, Failure> {
 
 impl ApiSource {
     async fn call(&self, _slot: OwnedSemaphorePermit) -> Result<Value, Failure> {
-        let mut response = self
-            .client
-            .get(&self.url)
-            .send()
-            .await
-            .map_err(|e| Failure::new(format!("request failed: {}", error_chain(&e))))?;
+        let response = self.get_following_redirects().await?;
         let status = response.status();
         if !status.is_success() {
             return Err(Failure::new(format!("HTTP {status}")));
         }
         let is_json = response
             .headers()
-            .get(reqwest::header::CONTENT_TYPE)
+            .get(hyper::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/json"));
+        let mut body_stream = response.into_body();
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| Failure::new(format!("reading the answer failed: {}", error_chain(&e))))?
-        {
-            body.extend_from_slice(&chunk);
+        while let Some(frame) = body_stream.frame().await {
+            let frame = frame.map_err(|e| {
+                Failure::new(format!("reading the answer failed: {}", error_chain(&e)))
+            })?;
+            if let Ok(chunk) = frame.into_data() {
+                body.extend_from_slice(&chunk);
+            }
             if body.len() as u64 > MAX_ANSWER_BYTES {
                 return Err(Failure::new(format!(
                     "the answer is larger than {MAX_ANSWER_BYTES} bytes"
@@ -406,6 +408,49 @@ impl ApiSource {
         Ok(Value::String(
             text.trim_end_matches(['\n', '\r']).to_owned(),
         ))
+    }
+}
+
+impl ApiSource {
+    /// `GET` the API's URL, following up to [`MAX_API_REDIRECTS`] redirects.
+    async fn get_following_redirects(
+        &self,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
+        let mut url = url::Url::parse(&self.url)
+            .map_err(|e| Failure::new(format!("'{}' is not a URL: {e}", self.url)))?;
+        for _ in 0..=MAX_API_REDIRECTS {
+            let uri: hyper::Uri = url
+                .as_str()
+                .parse()
+                .map_err(|e| Failure::new(format!("'{url}' is not a URL: {e}")))?;
+            let request = hyper::Request::get(uri)
+                .header(hyper::header::USER_AGENT, USER_AGENT)
+                .header(hyper::header::ACCEPT, "*/*")
+                .body(http_body_util::Full::default())
+                .map_err(|e| Failure::new(format!("request failed: {e}")))?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| Failure::new(format!("request failed: {}", error_chain(&e))))?;
+            if !response.status().is_redirection() {
+                return Ok(response);
+            }
+            let next = response
+                .headers()
+                .get(hyper::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|location| url.join(location).ok())
+                .filter(|next| matches!(next.scheme(), "http" | "https"));
+            match next {
+                Some(next) => url = next,
+                // A 3xx without a usable Location is the answer.
+                None => return Ok(response),
+            }
+        }
+        Err(Failure::new(format!(
+            "request failed: more than {MAX_API_REDIRECTS} redirects"
+        )))
     }
 }
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use troika::primes::{Algorithm, Verdict};
 use troika::{ErrorKind, Handle, ProcessPool, SubmitErrorReason, TaskError, ThreadPool};
+use troika_workloads::primes::{Algorithm, Verdict};
 
 troika::remote! {
     /// One chunk of `/is_prime`, in a worker process. A request that ends
@@ -200,7 +200,7 @@ pub(crate) fn check_stoppable(n: u64, algorithm: Algorithm, stop: &AtomicBool) -
     if algorithm != Algorithm::Trial {
         return Some(algorithm.check(n));
     }
-    // The seed's trial division, as `troika::primes::smallest_factor_trial`
+    // The seed's trial division, as `troika_workloads::primes::smallest_factor_trial`
     // does it: even numbers first, then every odd divisor up to the root.
     let factor = if n < 4 {
         None

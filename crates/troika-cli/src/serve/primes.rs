@@ -23,7 +23,7 @@ use http_body_util::BodyExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use troika::Handle;
-use troika::primes::{Algorithm, NumberError, Verdict, parse_number};
+use troika_workloads::primes::{Algorithm, NumberError, Verdict, parse_number};
 
 use super::App;
 use super::error::{ApiError, json_headers};

@@ -8,47 +8,16 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The failure path of every wait.
-pub(crate) const GENEROUS: Duration = Duration::from_secs(60);
+#[allow(unused_imports, reason = "not every serve test waits")]
+pub(crate) use crate::common::{GENEROUS, scratch, wait_until};
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-/// A fresh scratch directory.
-pub(crate) fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "troika-serve-{name}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Wait for an event by polling a condition, with a generous failure path.
-pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + GENEROUS;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
-}
-
-/// Wait for a child to exit (on a helper thread, with a generous failure path).
+/// Wait for a server to exit, with [`GENEROUS`] as the failure path.
 pub(crate) fn wait_for_exit(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + GENEROUS;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the server did not exit");
-        std::thread::yield_now();
-    }
+    crate::common::wait_for_exit(child, "the server to exit")
 }
 
 /// The output of a finished `troika` run.
@@ -60,17 +29,22 @@ pub(crate) struct Output {
 
 /// Run `troika` to completion (for startup errors).
 pub(crate) fn troika(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_troika"))
-        .args(args)
-        .env("XDG_DATA_HOME", scratch("xdg"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let mut command = Command::new(crate::common::binary());
+    command.args(args).env("XDG_DATA_HOME", scratch("xdg"));
+    let out = crate::common::run_within(command, None, crate::common::LIMIT);
     Output {
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// The `"error"` field of a JSON error reply.
+pub(crate) fn error_of(reply: &Reply) -> String {
+    reply.json()["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error field in {}", reply.body))
+        .to_owned()
 }
 
 /// A running `troika serve`, killed when dropped.
@@ -108,13 +82,7 @@ impl Server {
         if !server_keys.contains("workers") {
             args.extend(["--workers".to_owned(), "2".to_owned()]);
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_troika"))
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = crate::common::spawn_troika(&args, Stdio::null());
         let (tx, lines) = channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
@@ -351,6 +319,9 @@ pub(crate) enum ApiMode {
     Reset,
     /// Report the request, wait for `release`, then answer "late api result".
     Held,
+    /// Answer the first `n` requests with a redirect (302, a relative
+    /// `Location`), then 200 with this JSON.
+    Redirects(usize, &'static str),
 }
 
 /// A tiny HTTP server on 127.0.0.1:0 for the API backend.
@@ -368,6 +339,7 @@ impl TinyApi {
         let (go, go_rx) = channel::<()>();
         std::thread::spawn(move || {
             let mut held = Vec::new();
+            let mut redirected = 0;
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { break };
                 read_head(&mut stream);
@@ -391,6 +363,17 @@ impl TinyApi {
                             break;
                         }
                         respond(&mut stream, "200 OK", "text/plain", "late api result");
+                    }
+                    ApiMode::Redirects(n, _) if redirected < n => {
+                        redirected += 1;
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 302 Found\r\nLocation: next-{redirected}\r\n\
+                             Content-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                    }
+                    ApiMode::Redirects(_, body) => {
+                        respond(&mut stream, "200 OK", "application/json", body)
                     }
                 }
             }

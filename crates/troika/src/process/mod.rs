@@ -11,7 +11,7 @@
 //!
 //! ```
 //! troika::remote! {
-//!     /// The seed's trial division.
+//!     /// Trial division by odd numbers.
 //!     pub fn is_prime(n: u64) -> bool {
 //!         if n < 2 { return false; }
 //!         if n % 2 == 0 { return n == 2; }
@@ -97,7 +97,6 @@ mod spawn;
 mod task;
 mod wire;
 mod worker;
-pub mod workloads;
 
 pub use child::{Process, ProcessBuilder, SpawnError};
 pub use command::{CommandOutput, CommandStatus, GroupChild, GroupKiller};

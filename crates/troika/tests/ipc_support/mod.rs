@@ -1,12 +1,20 @@
-//! Shared helpers of the `ipc_*` tests: children are this test binary
-//! re-executed (as rayon's `tests/stack_overflow_crash.rs` does) with a role in
-//! the environment and the test's own name as the filter, so the child runs
-//! the same `#[test]` function and takes the child branch.
+//! Shared helpers of troika's integration tests (each `tests/*.rs` that
+//! needs one includes this module with `mod ipc_support;`).
+//!
+//! - Waiting for an event with a generous failure path: [`wait_until`].
+//! - Reading `/proc`: [`alive`].
+//! - A tokio runtime for the `aio` tests: [`runtime`].
+//! - Children that are this test binary re-executed (as rayon's
+//!   `tests/stack_overflow_crash.rs` does) with a role in the environment and
+//!   the test's own name as the filter, so the child runs the same `#[test]`
+//!   function and takes the child branch: [`spawn`], [`role`], [`arg`],
+//!   [`join`]; and [`guarded`], a hang-prone test run in a child with an
+//!   outer deadline.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const ROLE: &str = "TROIKA_IPC_TEST_ROLE";
 const ARG: &str = "TROIKA_IPC_TEST_ARG";
@@ -154,5 +162,51 @@ pub fn guarded(test: &str, limit: Duration, body: impl FnOnce()) {
         Err(_) => panic!(
             "{test} hung: its child did not finish within {limit:?} and was killed:\n{output}"
         ),
+    }
+}
+
+/// How long [`wait_until`] re-checks before it fails its test: reached only
+/// on the failure path.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Waits until `ready` holds, re-checking the state itself (never sleeping
+/// for a guessed time); fails after [`PATIENCE`], naming `what`.
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// Whether `pid` is a live (not zombie) process.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// A tokio runtime with two worker threads and every driver enabled.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// A value whose serialization always fails.
+#[derive(Debug, serde::Deserialize)]
+pub struct Unserializable;
+
+impl serde::Serialize for Unserializable {
+    fn serialize<S: serde::Serializer>(&self, _s: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this value refuses to be serialized",
+        ))
     }
 }

@@ -1,10 +1,11 @@
 //! Miller–Rabin on random 64-bit numbers (target: ≥ 1,000,000 checks per
-//! second per core), and the seeds' trial division on their number.
+//! second per core), and the trial division of Python's tutorials on
+//! their number.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use troika::primes::{SEED_NUMBER, is_prime_miller_rabin, is_prime_trial};
+use troika_workloads::primes::{TUTORIAL_NUMBER, is_prime_miller_rabin, is_prime_trial};
 
 /// A fixed stream of random-looking u64s (splitmix64), so runs are comparable.
 fn random_numbers(count: usize) -> Vec<u64> {
@@ -36,8 +37,8 @@ fn miller_rabin(c: &mut Criterion) {
 }
 
 fn trial(c: &mut Criterion) {
-    c.bench_function("primes/trial_seed_number", |b| {
-        b.iter(|| is_prime_trial(black_box(SEED_NUMBER)))
+    c.bench_function("primes/trial_tutorial_number", |b| {
+        b.iter(|| is_prime_trial(black_box(TUTORIAL_NUMBER)))
     });
 }
 

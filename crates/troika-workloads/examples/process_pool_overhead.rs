@@ -1,12 +1,12 @@
-//! Measures a ProcessPool's overheads (the process side of seeds 000/001's
-//! pool experiments): pool start-up, round-trip latency, submit and map
+//! Measures a ProcessPool's overheads (the process side of Python's
+//! `ProcessPoolExecutor` tutorials): pool start-up, round-trip latency, submit and map
 //! throughput, worker replacement and idle CPU. Run it in release mode:
-//! `cargo run --release -p troika --example process_pool_overhead`.
+//! `cargo run --release -p troika-workloads --example process_pool_overhead`.
 
 use std::time::{Duration, Instant};
 
 use troika::ProcessPool;
-use troika::process::workloads;
+use troika_workloads::pool as workloads;
 
 troika::remote! {
     fn die(code: i32) -> u32 {
@@ -89,12 +89,12 @@ fn main() {
 
     let (primes, t) = workloads::cpu(
         &pool,
-        workloads::SEED_NUMBER,
-        workloads::SEED_REPEAT / scale,
+        workloads::TUTORIAL_NUMBER,
+        workloads::TUTORIAL_REPEAT / scale,
     )
     .expect("cpu");
     println!(
-        "seed cpu workload:      {primes} primes in {:.3} s",
+        "tutorial cpu workload:  {primes} primes in {:.3} s",
         t.as_secs_f64()
     );
 

@@ -1,36 +1,36 @@
-//! Ready-made workloads for benchmarking a [`ProcessPool`]: the seeds' CPU
-//! experiment and the per-task overhead measurements.
+//! Ready-made workloads for benchmarking a [`ProcessPool`]: the CPU-bound
+//! experiment of Python's `ProcessPoolExecutor` tutorials and the per-task
+//! overhead measurements.
 //!
-//! The functions are registered in troika itself, so any binary that links
-//! troika (such as the `troika` command) can run them in its workers.
+//! The functions are registered in this crate, so any binary that links it
+//! can run them in its workers.
 //!
 //! # Examples
 //!
 //! ```
 //! use troika::ProcessPool;
-//! use troika::process::workloads;
+//! use troika_workloads::pool;
 //!
 //! fn main() {
 //!     troika::init();
-//!     let pool = ProcessPool::new(2).unwrap();
-//!     let (primes, _elapsed) = workloads::cpu(&pool, 97, 4).unwrap();
+//!     let workers = ProcessPool::new(2).unwrap();
+//!     let (primes, _elapsed) = pool::cpu(&workers, 97, 4).unwrap();
 //!     assert_eq!(primes, 4);
-//!     let latency = workloads::round_trips(&pool, 100).unwrap();
+//!     let latency = pool::round_trips(&workers, 100).unwrap();
 //!     assert_eq!(latency.len(), 100);
 //! }
 //! ```
 
 use std::time::{Duration, Instant};
 
-use super::ProcessPool;
-use crate::futures::TaskError;
+use troika::{ErrorKind, ProcessPool, TaskError};
 
-pub use crate::primes::{SEED_NUMBER, is_prime_trial};
+pub use crate::primes::{TUTORIAL_NUMBER, is_prime_trial};
 
-/// How many times the seeds check [`SEED_NUMBER`].
-pub const SEED_REPEAT: usize = 100;
+/// How many times the tutorials check [`TUTORIAL_NUMBER`].
+pub const TUTORIAL_REPEAT: usize = 100;
 
-crate::remote! {
+troika::remote! {
     /// [`is_prime_trial`] as a function workers can run.
     pub fn is_prime(n: u64) -> bool {
         is_prime_trial(n)
@@ -42,7 +42,7 @@ crate::remote! {
     }
 }
 
-/// The seeds' CPU experiment on `pool`: check `n` for primality `repeat`
+/// The tutorials' CPU experiment on `pool`: check `n` for primality `repeat`
 /// times, one task each, and return how many were prime and the wall time.
 pub fn cpu(pool: &ProcessPool, n: u64, repeat: usize) -> Result<(usize, Duration), TaskError> {
     let start = Instant::now();
@@ -92,10 +92,10 @@ pub fn map_throughput(
     let start = Instant::now();
     for (expected, value) in (1u64..).zip(
         pool.imap(inc, 0..count as u64, chunksize)
-            .map_err(|e| TaskError::new(crate::ErrorKind::Failed(e.to_string())))?,
+            .map_err(|e| TaskError::new(ErrorKind::Failed(e.to_string())))?,
     ) {
         if value? != expected {
-            return Err(TaskError::new(crate::ErrorKind::Failed(
+            return Err(TaskError::new(ErrorKind::Failed(
                 "map returned a wrong value".into(),
             )));
         }

@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use troika::ProcessPool;
-use troika::process::workloads::inc;
+use troika_workloads::pool::inc;
 
 fn round_trip(c: &mut Criterion) {
     let pool = ProcessPool::new(2).expect("pool");

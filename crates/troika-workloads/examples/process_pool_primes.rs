@@ -1,17 +1,17 @@
-//! Seeds 000/001 ("ProcessPoolExecutor map and submit"): the seeds' trial
+//! Python's `ProcessPoolExecutor` tutorial ("map and submit"): its trial
 //! division `is_prime`, run serially and on a process pool with `map` and
-//! with `submit`. (The seeds check 112272535095293 a hundred times; this
+//! with `submit`. (The tutorial checks 112272535095293 a hundred times; this
 //! example checks it a few times to stay quick.)
 
 use std::time::Instant;
 
 use troika::ProcessPool;
-use troika::process::workloads::{SEED_NUMBER, is_prime, is_prime_trial};
+use troika_workloads::pool::{TUTORIAL_NUMBER, is_prime, is_prime_trial};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     troika::init();
     let repeat = if cfg!(debug_assertions) { 4 } else { 20 };
-    let parameter = vec![SEED_NUMBER; repeat];
+    let parameter = vec![TUTORIAL_NUMBER; repeat];
 
     let start = Instant::now();
     let serial: Vec<bool> = parameter.iter().map(|&n| is_prime_trial(n)).collect();
@@ -37,6 +37,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     assert_eq!(serial, mapped);
     assert_eq!(serial, submitted);
-    println!("{SEED_NUMBER} is prime: {}", serial[0]);
+    println!("{TUTORIAL_NUMBER} is prime: {}", serial[0]);
     Ok(())
 }

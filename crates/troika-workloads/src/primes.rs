@@ -1,4 +1,4 @@
-//! The seeds' workload: primality tests.
+//! Primality tests, the CPU-bound workload of Python's concurrency tutorials.
 //!
 //! The tutorials time `is_prime(112272535095293)` by trial division on threads
 //! and processes; [`is_prime_trial`] is that function, op for op.
@@ -9,23 +9,24 @@
 //! # Examples
 //!
 //! ```
-//! use troika::primes::{Algorithm, SEED_NUMBER, is_prime_miller_rabin, is_prime_trial, parse_number};
+//! use troika_workloads::primes::{Algorithm, TUTORIAL_NUMBER, is_prime_miller_rabin, is_prime_trial, parse_number};
 //!
-//! assert!(is_prime_trial(SEED_NUMBER));
+//! assert!(is_prime_trial(TUTORIAL_NUMBER));
 //! assert!(is_prime_miller_rabin(18_446_744_073_709_551_557));
 //! assert_eq!(Algorithm::Trial.check(561).factor, Some(3));
 //! assert_eq!(parse_number("007"), Ok(7));
 //! assert!(parse_number("-5").is_err());
 //! ```
 
-/// The number the seeds test: `is_prime(112272535095293)`.
-pub const SEED_NUMBER: u64 = 112_272_535_095_293;
+/// The number Python's `concurrent.futures` tutorials test:
+/// `is_prime(112272535095293)`.
+pub const TUTORIAL_NUMBER: u64 = 112_272_535_095_293;
 
 /// Which test to run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Algorithm {
-    /// The seeds' trial division: slow (seconds near 2^64), finds the smallest factor.
+    /// The tutorials' trial division: slow (seconds near 2^64), finds the smallest factor.
     Trial,
     /// Deterministic Miller–Rabin: microseconds for any u64, finds no factor.
     #[default]
@@ -64,11 +65,11 @@ impl Algorithm {
     }
 }
 
-/// The seeds' trial division, exactly as in their `is_prime`: reject even
+/// The tutorials' trial division, exactly as in their Python `is_prime`: reject even
 /// numbers, then try every odd divisor up to `floor(sqrt(n))`.
 #[allow(
     clippy::manual_is_multiple_of,
-    reason = "the seed's own `n % i == 0`, op for op"
+    reason = "the Python original's `n % i == 0`, op for op"
 )]
 pub fn is_prime_trial(n: u64) -> bool {
     if n < 2 {
@@ -91,11 +92,11 @@ pub fn is_prime_trial(n: u64) -> bool {
     true
 }
 
-/// The seed's trial division, reporting the divisor it stops at: the
+/// The tutorials' trial division, reporting the divisor it stops at: the
 /// smallest prime factor of a composite `n`, `None` for a prime (or n < 2).
 #[allow(
     clippy::manual_is_multiple_of,
-    reason = "the seed's own `n % i == 0`, op for op"
+    reason = "the Python original's `n % i == 0`, op for op"
 )]
 pub fn smallest_factor_trial(n: u64) -> Option<u64> {
     if n < 4 {
@@ -115,7 +116,7 @@ pub fn smallest_factor_trial(n: u64) -> Option<u64> {
     None
 }
 
-crate::remote! {
+troika::remote! {
     /// Check a batch of numbers with `algorithm`, in a worker process: how
     /// the process pool serves `troika primes` and `troika serve`.
     pub fn check_numbers(algorithm: Algorithm, numbers: Vec<u64>) -> Vec<Verdict> {
@@ -232,7 +233,7 @@ mod tests {
 
     #[test]
     fn trial_division_agrees_with_known_values() {
-        let primes = [2u64, 3, 5, 7, 97, 7919, 1_000_000_007, SEED_NUMBER];
+        let primes = [2u64, 3, 5, 7, 97, 7919, 1_000_000_007, TUTORIAL_NUMBER];
         let composites = [0u64, 1, 4, 9, 561, 1_000_000_008, 1_099_726_899_285_419];
         assert!(primes.iter().all(|&n| is_prime_trial(n)));
         assert!(composites.iter().all(|&n| !is_prime_trial(n)));
@@ -273,7 +274,7 @@ mod tests {
             assert!(!is_prime_miller_rabin(n), "{n} is composite");
         }
         let primes = [
-            SEED_NUMBER,
+            TUTORIAL_NUMBER,
             18_446_744_073_709_551_557, // the largest u64 prime
             4_294_967_291,              // the largest u32 prime
             1_000_000_000_000_000_003,
