@@ -1,6 +1,5 @@
 //! [`ThreadPool`]: a fixed set of worker threads behind the futures API.
 
-use std::cell::UnsafeCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -10,10 +9,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use super::job::Job;
 use super::watchdog::Watchdog;
 use crate::futures::{
-    ConfigError, Executor, Handle, Inner, Promise, SubmitError, SubmitErrorReason, TaskError,
-    checks,
+    ConfigError, Executor, Handle, Promise, SubmitError, SubmitErrorReason, TaskError, checks,
 };
 
 /// How long an idle worker spins on the queue before it parks. Bounded, so an
@@ -22,76 +21,6 @@ use crate::futures::{
 const IDLE_SPIN: Duration = Duration::from_micros(50);
 
 static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(1);
-
-/// What a boxed job is called with: the pool's shared state to run on, or
-/// `None` to cancel it. Passing the pool in (rather than each job holding an
-/// `Arc` of it) keeps the pool's reference count off the per-task path.
-pub(crate) type JobFn = Box<dyn FnOnce(Option<&Shared>) + Send>;
-
-/// A queued unit of work.
-pub(crate) enum Job {
-    /// A submitted task: its closure lives in the same allocation as its
-    /// handle's state, so a task costs one allocation.
-    Task(Arc<dyn RunTask>),
-    /// Anything else (scoped tasks, whose borrows cannot live in a handle).
-    Boxed(JobFn),
-}
-
-impl Job {
-    pub(crate) fn from_box(f: JobFn) -> Job {
-        Job::Boxed(f)
-    }
-
-    pub(crate) fn run(self, shared: &Shared) {
-        match self {
-            Job::Task(task) => task.run(Some(shared)),
-            Job::Boxed(f) => f(Some(shared)),
-        }
-    }
-
-    pub(crate) fn cancel_now(self) {
-        match self {
-            Job::Task(task) => task.run(None),
-            Job::Boxed(f) => f(None),
-        }
-    }
-}
-
-/// A task's closure, kept in the tail of its handle's allocation.
-///
-/// Only the consumer of the task's one [`Job`] touches the closure: a job is
-/// taken off the queue once and then run or cancelled by value, once.
-pub(crate) struct Closure<F>(UnsafeCell<Option<F>>);
-
-// SAFETY: the cell is only accessed through `Job::run` / `Job::cancel_now`,
-// which consume the task's single `Job`, so at most one thread ever touches the
-// closure and never two at once. Handles share the allocation but never read
-// the closure. Moving the closure to that thread (or dropping it on whichever
-// thread frees the allocation) needs `F: Send`, which is required here.
-unsafe impl<F: Send> Sync for Closure<F> {}
-
-/// A submitted task, run (with the pool) or cancelled (with `None`) once.
-pub(crate) trait RunTask: Send + Sync {
-    fn run(self: Arc<Self>, shared: Option<&Shared>);
-}
-
-impl<F, R> RunTask for Inner<R, Closure<F>>
-where
-    F: FnOnce() -> R + Send + 'static,
-    R: Send + 'static,
-{
-    fn run(self: Arc<Self>, shared: Option<&Shared>) {
-        // SAFETY: this is the consumer of the task's only job (see `Closure`).
-        let f = unsafe { (*self.tail.0.get()).take() };
-        let promise = Promise::from_inner(self);
-        match (shared, f) {
-            (Some(shared), Some(f)) => shared.run(&promise, f),
-            _ => {
-                promise.complete(Err(TaskError::cancelled()));
-            }
-        }
-    }
-}
 
 type Initializer = Arc<dyn Fn(usize) + Send + Sync>;
 
@@ -491,7 +420,7 @@ impl Shared {
     }
 
     /// Run a claimed task on this worker, under the timeout if there is one.
-    fn run<F, R>(&self, promise: &Promise<R>, f: F)
+    pub(super) fn run<F, R>(&self, promise: &Promise<R>, f: F)
     where
         F: FnOnce() -> R,
         R: Send + 'static,
@@ -526,17 +455,6 @@ impl Shared {
 
     pub(crate) fn note_replaced(&self) {
         self.replaced.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Build the job for a closure, linked to a new handle.
-    pub(crate) fn job<F, R>(&self, f: F) -> (Job, Handle<R>)
-    where
-        F: FnOnce() -> R + Send + 'static,
-        R: Send + 'static,
-    {
-        let task = Arc::new(Inner::new(self.id, Closure(UnsafeCell::new(Some(f)))));
-        let job = Job::Task(Arc::clone(&task) as Arc<dyn RunTask>);
-        (job, Handle::from_inner(task))
     }
 }
 

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::pool::{Job, JobFn, Shared, ThreadPool};
+use super::job::{Job, JobFn};
+use super::pool::{Shared, ThreadPool};
 use crate::futures::{Handle, TaskError};
 
 /// A job that may borrow for `'scope` (a [`JobFn`] before its lifetime is erased).
