@@ -246,7 +246,7 @@ fn timeout_fails_the_handle_at_once_and_the_pool_keeps_its_size() {
     assert_eq!(err.kind(), &ErrorKind::TimedOut(Duration::from_millis(20)));
     // The stuck thread was retired and replaced: the pool still runs tasks.
     assert_eq!(pool.submit(|| 3).result().unwrap(), 3);
-    assert_eq!(pool.stats().replaced, 1);
+    assert_eq!(pool.stats().restarts, 1);
     release.send(()).unwrap();
 }
 
@@ -277,7 +277,7 @@ fn initializer_runs_on_every_worker() {
     let seen = Arc::clone(&count);
     let pool = ThreadPool::builder()
         .workers(3)
-        .thread_name("init-test")
+        .name("init-test")
         .initializer(move |_| {
             seen.fetch_add(1, Ordering::SeqCst);
         })
@@ -318,7 +318,7 @@ fn stats_count_completed_tasks() {
         h.result().unwrap();
     }
     let stats = pool.stats();
-    assert_eq!(stats.completed, 10);
+    assert_eq!(stats.succeeded, 10);
     assert_eq!(stats.workers, 2);
     assert_eq!(stats.busy, 0);
 }
@@ -378,7 +378,7 @@ fn waiting_on_own_pool_from_a_single_worker_does_not_deadlock() {
 fn idle_workers_sleep_in_the_kernel() {
     let pool = ThreadPool::builder()
         .workers(2)
-        .thread_name("idle-check")
+        .name("idle-check")
         .build()
         .unwrap();
     pool.submit(|| ()).result().unwrap();

@@ -7,6 +7,6 @@ mod scope;
 mod watchdog;
 
 pub(crate) use pool::help_while;
-pub use pool::{PoolStats, ThreadPool, ThreadPoolBuilder};
+pub use pool::{ThreadPool, ThreadPoolBuilder};
 pub use pool_api::StarFn;
 pub use scope::Scope;

@@ -12,7 +12,8 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::job::Job;
 use super::watchdog::Watchdog;
 use crate::futures::{
-    ConfigError, Executor, Handle, Promise, SubmitError, SubmitErrorReason, TaskError, checks,
+    BuildError, CancelToken, Executor, Handle, PoolStats, Promise, SubmitError, SubmitErrorReason,
+    TaskError, check_start, checks,
 };
 
 /// How long an idle worker spins on the queue before it parks. Bounded, so an
@@ -34,7 +35,7 @@ type Initializer = Arc<dyn Fn(usize) + Send + Sync>;
 ///
 /// let pool = ThreadPool::builder()
 ///     .workers(4)
-///     .thread_name("resize")
+///     .name("resize")
 ///     .initializer(|index| eprintln!("worker {index} ready"))
 ///     .task_timeout(Duration::from_secs(30))
 ///     .build()
@@ -88,8 +89,10 @@ impl ThreadPoolBuilder {
         self
     }
 
-    /// The prefix of worker thread names; threads are named `prefix-N`.
-    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+    /// The pool's name (default `troika-worker`), the prefix of its thread
+    /// names: workers are `name-N`, the task-timeout watchdog
+    /// `name-watchdog`.
+    pub fn name(mut self, prefix: impl Into<String>) -> Self {
         self.name = prefix.into();
         self
     }
@@ -143,7 +146,24 @@ impl ThreadPoolBuilder {
     }
 
     /// Start the pool's threads.
-    pub fn build(self) -> Result<ThreadPool, ConfigError> {
+    ///
+    /// Fails with a configuration error for zero workers, a zero timeout or
+    /// a zero queue capacity, and with an I/O error (its
+    /// [`source`](std::error::Error::source)) if a thread cannot be started:
+    /// then the threads already started are stopped and joined first, and
+    /// no thread of the pool is left.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ThreadPool;
+    ///
+    /// assert!(ThreadPool::builder().workers(0).build().unwrap_err().is_config());
+    /// let pool = ThreadPool::builder().workers(1).stack_size(1 << 20).build()?;
+    /// assert_eq!(pool.submit(|| 1 + 1).result()?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn build(self) -> Result<ThreadPool, BuildError> {
         let workers = checks::workers(self.workers)?;
         let timeout = checks::timeout(self.timeout)?;
         let (sender, receiver) = match checks::queue_capacity(self.queue_capacity)? {
@@ -162,23 +182,32 @@ impl ThreadPoolBuilder {
             threads: Mutex::new(Vec::new()),
             spawned: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
-            completed: AtomicUsize::new(0),
-            replaced: AtomicUsize::new(0),
+            succeeded: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            restarts: AtomicUsize::new(0),
+            running_tokens: Mutex::new(RunningTokens::default()),
             watchdog: Mutex::new(None),
             exits: Mutex::new(()),
             broken: OnceLock::new(),
             exited: Condvar::new(),
             drop_timeout: self.drop_timeout.unwrap_or(DEFAULT_DROP_TIMEOUT),
         });
-        if let Some(_timeout) = shared.timeout {
-            *shared.watchdog.lock() = Some(Watchdog::start(Arc::downgrade(&shared)));
+        // From here on a failure drops `pool`, which shuts down and joins
+        // the threads started so far (rayon-core's `Terminator`).
+        let pool = ThreadPool { shared };
+        if pool.shared.timeout.is_some() {
+            // A timeout that cannot be enforced is an error, not silently off.
+            let watchdog = check_start()
+                .and_then(|()| Watchdog::start(Arc::downgrade(&pool.shared), &pool.shared.name))
+                .map_err(|e| BuildError::start("the task-timeout watchdog thread", e))?;
+            *pool.shared.watchdog.lock() = Some(watchdog);
         }
         for _ in 0..workers {
-            shared
-                .spawn_worker()
-                .map_err(|e| ConfigError(format!("could not start a worker thread: {e}")))?;
+            check_start()
+                .and_then(|()| pool.shared.spawn_worker())
+                .map_err(|e| BuildError::start("a worker thread", e))?;
         }
-        Ok(ThreadPool { shared })
+        Ok(pool)
     }
 }
 
@@ -222,8 +251,12 @@ pub(crate) struct Shared {
     threads: Mutex<Vec<(Arc<WorkerSlot>, JoinHandle<()>)>>,
     spawned: AtomicUsize,
     busy: AtomicUsize,
-    completed: AtomicUsize,
-    replaced: AtomicUsize,
+    succeeded: AtomicUsize,
+    failed: AtomicUsize,
+    restarts: AtomicUsize,
+    /// The cancel tokens of the running `submit_with_token` tasks, which
+    /// [`ThreadPool::terminate`] sets.
+    running_tokens: Mutex<RunningTokens>,
     pub(crate) watchdog: Mutex<Option<Watchdog>>,
     /// Held to wait on `exited`.
     exits: Mutex<()>,
@@ -257,19 +290,25 @@ impl Drop for ExitSignal<'_> {
     }
 }
 
-/// A snapshot of a pool's state, for monitoring.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PoolStats {
-    /// The pool's configured size.
-    pub workers: usize,
-    /// Tasks waiting in the queue.
-    pub queued: usize,
-    /// Workers running a task now.
-    pub busy: usize,
-    /// Tasks that finished running (successfully or not).
-    pub completed: usize,
-    /// Workers started to replace retired ones.
-    pub replaced: usize,
+/// The cancel tokens of the running tasks that have one.
+#[derive(Default)]
+struct RunningTokens {
+    /// Set by `terminate`: a token registered later is cancelled at once.
+    terminated: bool,
+    next: u64,
+    tokens: std::collections::HashMap<u64, CancelToken>,
+}
+
+/// Unregisters a running task's cancel token when the task returns.
+struct TokenGuard {
+    shared: Arc<Shared>,
+    key: u64,
+}
+
+impl Drop for TokenGuard {
+    fn drop(&mut self) {
+        self.shared.running_tokens.lock().tokens.remove(&self.key);
+    }
 }
 
 /// What a worker thread knows of its pool: the pool and its own slot.
@@ -302,6 +341,16 @@ pub(crate) fn help_while(owner: usize, done: impl Fn() -> bool) -> bool {
             Err(_) => return done(),
         }
     }
+}
+
+/// The pool this thread is a worker of, if any.
+fn current_pool() -> Option<Arc<Shared>> {
+    CURRENT.with(|current| {
+        current
+            .borrow()
+            .as_ref()
+            .map(|(shared, _)| Arc::clone(shared))
+    })
 }
 
 fn current_slot() -> Option<Arc<WorkerSlot>> {
@@ -404,10 +453,12 @@ impl Shared {
         R: Send,
     {
         if promise.start() {
-            match self.broken_error() {
-                Some(err) => promise.complete(Err(err)),
-                None => promise.complete(self.execute(f)),
+            let outcome = match self.broken_error() {
+                Some(err) => Err(err),
+                None => self.execute(f),
             };
+            self.note_outcome(outcome.is_ok() && !promise.is_done());
+            promise.complete(outcome);
         }
     }
 
@@ -429,6 +480,7 @@ impl Shared {
             return;
         }
         if let Some(err) = self.broken_error() {
+            self.note_outcome(false);
             promise.complete(Err(err));
             return;
         }
@@ -441,7 +493,41 @@ impl Shared {
         });
         let outcome = self.execute(f);
         drop(guard);
+        // Counted before the outcome is published, so that a waiter that
+        // wakes up finds it counted. Decided already by the watchdog: failed.
+        self.note_outcome(outcome.is_ok() && !promise.is_done());
         promise.complete(outcome);
+    }
+
+    fn note_outcome(&self, ok: bool) {
+        let counter = if ok { &self.succeeded } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Register a running task's cancel token, for `terminate` to set.
+    fn register_token(self: &Arc<Self>, token: &CancelToken) -> TokenGuard {
+        let mut running = self.running_tokens.lock();
+        if running.terminated {
+            token.cancel();
+        }
+        let key = running.next;
+        running.next += 1;
+        running.tokens.insert(key, token.clone());
+        drop(running);
+        TokenGuard {
+            shared: Arc::clone(self),
+            key,
+        }
+    }
+
+    /// Set the cancel token of every running task, and of every task that
+    /// registers later.
+    pub(super) fn cancel_running(&self) {
+        let mut running = self.running_tokens.lock();
+        running.terminated = true;
+        for token in running.tokens.values() {
+            token.cancel();
+        }
     }
 
     /// Call `f`, catching a panic, and keep the counters.
@@ -449,12 +535,11 @@ impl Shared {
         self.busy.fetch_add(1, Ordering::Relaxed);
         let outcome = catch_unwind(AssertUnwindSafe(f)).map_err(|p| TaskError::panicked(&*p));
         self.busy.fetch_sub(1, Ordering::Relaxed);
-        self.completed.fetch_add(1, Ordering::Relaxed);
         outcome
     }
 
     pub(crate) fn note_replaced(&self) {
-        self.replaced.fetch_add(1, Ordering::Relaxed);
+        self.restarts.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -462,7 +547,7 @@ impl ThreadPool {
     /// A pool of `workers` threads with default settings.
     ///
     /// Fails if `workers` is zero or a thread cannot be started.
-    pub fn new(workers: usize) -> Result<ThreadPool, ConfigError> {
+    pub fn new(workers: usize) -> Result<ThreadPool, BuildError> {
         ThreadPool::builder().workers(workers).build()
     }
 
@@ -476,15 +561,17 @@ impl ThreadPool {
         self.shared.workers
     }
 
-    /// Queue depth, busy workers and counters, readable at any time.
+    /// Queue depth, busy workers and counters, readable at any time (see
+    /// [`PoolStats`]).
     pub fn stats(&self) -> PoolStats {
-        PoolStats {
-            workers: self.shared.workers,
-            queued: self.shared.receiver.len(),
-            busy: self.shared.busy.load(Ordering::Relaxed),
-            completed: self.shared.completed.load(Ordering::Relaxed),
-            replaced: self.shared.replaced.load(Ordering::Relaxed),
-        }
+        let mut stats = PoolStats::default();
+        stats.workers = self.shared.workers;
+        stats.queued = self.shared.receiver.len();
+        stats.busy = self.shared.busy.load(Ordering::Relaxed);
+        stats.succeeded = self.shared.succeeded.load(Ordering::Relaxed);
+        stats.failed = self.shared.failed.load(Ordering::Relaxed);
+        stats.restarts = self.shared.restarts.load(Ordering::Relaxed);
+        stats
     }
 
     /// Queue `f` and return its handle.
@@ -541,21 +628,53 @@ impl ThreadPool {
         }
     }
 
-    /// Queue `f`, which receives a [`CancelToken`](crate::CancelToken) that is
-    /// set when the handle is cancelled or the pool terminated.
+    /// Queue `f`, which receives a [`CancelToken`] that is set when the
+    /// handle is [cancelled](Handle::cancel) or the pool
+    /// [terminated](ThreadPool::terminate) while the task runs: the way to
+    /// stop a running thread-pool task early.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ThreadPool;
+    ///
+    /// let pool = ThreadPool::new(1).unwrap();
+    /// let (started, wait_start) = std::sync::mpsc::channel();
+    /// let handle = pool.submit_with_token(move |token| {
+    ///     started.send(()).unwrap();
+    ///     let mut rounds = 0u64;
+    ///     while !token.is_cancelled() {
+    ///         rounds += 1;
+    ///         std::thread::yield_now();
+    ///     }
+    ///     rounds
+    /// });
+    /// wait_start.recv().unwrap();
+    /// pool.terminate(); // sets the running task's token
+    /// assert!(handle.result().is_ok()); // the task saw it and returned
+    /// ```
     pub fn submit_with_token<F, R>(&self, f: F) -> Handle<R>
     where
-        F: FnOnce(&crate::CancelToken) -> R + Send + 'static,
+        F: FnOnce(&CancelToken) -> R + Send + 'static,
         R: Send + 'static,
     {
-        let slot: Arc<Mutex<Option<crate::CancelToken>>> = Arc::default();
+        // The token is the handle's: it exists once the job does, and is in
+        // place before the job is queued, so the task always gets it.
+        let slot: Arc<OnceLock<CancelToken>> = Arc::default();
         let task_slot = Arc::clone(&slot);
-        let handle = self.submit(move || {
-            let token = task_slot.lock().take().unwrap_or_default();
+        let (job, handle) = self.shared.job(move || {
+            let token = task_slot.get().cloned().unwrap_or_default();
+            let _registered = current_pool().map(|shared| shared.register_token(&token));
             f(&token)
         });
-        *slot.lock() = Some(handle.cancel_token());
-        handle
+        let _ = slot.set(handle.cancel_token());
+        match self.shared.enqueue(job, true) {
+            Ok(()) => handle,
+            Err((job, _)) => {
+                job.cancel_now();
+                Handle::ready(Err(TaskError::shut_down()))
+            }
+        }
     }
 
     /// Shut the pool down.
@@ -744,5 +863,43 @@ impl std::fmt::Debug for ThreadPool {
             .field("name", &self.shared.name)
             .field("stats", &self.stats())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::futures::{fail_nth_start, threads_left};
+
+    /// A build that cannot start one of its threads fails with the I/O
+    /// error, and stops and joins the threads it had started.
+    #[test]
+    fn a_build_failing_half_way_leaves_no_thread() {
+        // The starts: the watchdog, then workers 0, 1 and 2.
+        for (nth, what) in [(1, "watchdog"), (2, "worker"), (3, "worker"), (4, "worker")] {
+            let name = format!("tpool-fail{nth}");
+            fail_nth_start(nth);
+            let built = ThreadPool::builder()
+                .name(&name)
+                .workers(3)
+                .initializer(|_| {})
+                .task_timeout(Duration::from_secs(600))
+                .build();
+            fail_nth_start(0);
+            let err = built.expect_err("a start failed");
+            assert!(!err.is_config(), "{err}");
+            assert!(err.io_error().is_some(), "{err}");
+            assert!(std::error::Error::source(&err).is_some());
+            assert!(err.to_string().contains(what), "{err}");
+            assert_eq!(threads_left(&name), Vec::<String>::new(), "start {nth}");
+        }
+        // The hook is off again: the same build works.
+        let pool = ThreadPool::builder()
+            .name("tpool-ok")
+            .workers(3)
+            .task_timeout(Duration::from_secs(600))
+            .build()
+            .unwrap();
+        assert_eq!(pool.submit(|| 7).result().unwrap(), 7);
     }
 }

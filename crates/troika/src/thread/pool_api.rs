@@ -242,11 +242,40 @@ impl ThreadPool {
         self.shutdown(true, false);
     }
 
-    /// Stop accepting tasks and cancel the queued ones (Python's
-    /// `Pool.terminate`). Running tasks are asked to stop through their
-    /// [`CancelToken`](crate::CancelToken) but cannot be killed: a thread
-    /// cannot be stopped safely from outside. The process pool kills them.
+    /// Stop at once, as far as threads allow (Python's `Pool.terminate`):
+    /// accept no more tasks, cancel the queued ones, and set the
+    /// [`CancelToken`](crate::CancelToken) of every running task submitted
+    /// with [`submit_with_token`](ThreadPool::submit_with_token) (also of
+    /// one that starts during the call). It does not wait.
+    ///
+    /// A thread cannot be stopped safely from outside, so a running task
+    /// ends only when it returns: one without a token, or that does not look
+    /// at it, runs to its end. Follow with [`join`](ThreadPool::join) to wait
+    /// for that. The process pool kills its running tasks instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ThreadPool;
+    ///
+    /// let pool = ThreadPool::new(1).unwrap();
+    /// let (started, wait_start) = std::sync::mpsc::channel();
+    /// let spinner = pool.submit_with_token(move |token| {
+    ///     started.send(()).unwrap();
+    ///     while !token.is_cancelled() {
+    ///         std::thread::yield_now();
+    ///     }
+    ///     "stopped"
+    /// });
+    /// wait_start.recv().unwrap();
+    /// let queued = pool.submit(|| "never runs");
+    /// pool.terminate();
+    /// pool.join();
+    /// assert_eq!(spinner.result().unwrap(), "stopped");
+    /// assert!(queued.result().unwrap_err().is_cancelled());
+    /// ```
     pub fn terminate(&self) {
         self.shutdown(false, true);
+        self.shared().cancel_running();
     }
 }

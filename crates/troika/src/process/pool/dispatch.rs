@@ -17,7 +17,8 @@ use crate::process::task::Job;
 use crate::process::wire;
 
 /// Several small calls are sent to an idle worker in one write, up to this
-/// many bytes (well under the pipe buffer, so the write never blocks).
+/// many bytes (well under the socket's send buffer, so the write never
+/// blocks).
 const BATCH_BYTES: usize = 32 << 10;
 /// At most this many calls in one batch.
 const BATCH_MAX: usize = 64;

@@ -25,7 +25,8 @@ use super::spawn::{self, SpawnConfig};
 use super::task::{self, Call, Chunk, ChunkOutcome, Job, One};
 use super::wire;
 use crate::futures::{
-    ConfigError, ErrorKind, Handle, SubmitError, SubmitErrorReason, TaskError, checks, pair,
+    BuildError, ConfigError, ErrorKind, Handle, PoolStats, SubmitError, SubmitErrorReason,
+    TaskError, check_start, checks, pair,
 };
 
 use slot::{KillReason, Slot};
@@ -97,7 +98,9 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// The prefix of the pool's thread names (its I/O threads are `prefix-io-N`).
+    /// The pool's name (default `troika-process`), the prefix of its
+    /// thread names: its I/O threads are `name-io-N`, the task-timeout
+    /// watchdog `name-watchdog`.
     pub fn name(mut self, prefix: impl Into<String>) -> Self {
         self.name = prefix.into();
         self
@@ -130,10 +133,12 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// Limit each worker's address space to `bytes` (`RLIMIT_AS`): an
-    /// allocation beyond it fails in the worker, which then aborts; its task
-    /// fails with a worker-died error and the worker is replaced.
-    pub fn worker_memory_cap(mut self, bytes: u64) -> Self {
+    /// Limit each worker's address space to `bytes` (`RLIMIT_AS`), as
+    /// [`ProcessBuilder::memory_cap`](crate::ProcessBuilder::memory_cap)
+    /// does for one process: an allocation beyond it fails in the worker,
+    /// which then aborts; its task fails with a worker-died error and the
+    /// worker is replaced.
+    pub fn memory_cap(mut self, bytes: u64) -> Self {
         self.memory_cap = Some(bytes);
         self
     }
@@ -182,13 +187,32 @@ impl ProcessPoolBuilder {
 
     /// Start the workers. Returns once every worker process has been started;
     /// tasks submitted before a worker is ready wait in the queue.
-    pub fn build(self) -> Result<ProcessPool, ConfigError> {
+    ///
+    /// Fails with a configuration error for a setting out of range, and
+    /// with an I/O error (its [`source`](std::error::Error::source)) if a
+    /// worker process or one of the pool's threads cannot be started: then
+    /// the workers and threads already started are killed, reaped and
+    /// joined first, and nothing of the pool is left.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ProcessPool;
+    ///
+    /// fn main() {
+    ///     troika::init();
+    ///     let err = ProcessPool::builder().max_tasks_per_worker(0).build().unwrap_err();
+    ///     assert!(err.is_config());
+    ///     assert!(err.to_string().contains("max tasks per worker"));
+    /// }
+    /// ```
+    pub fn build(self) -> Result<ProcessPool, BuildError> {
         let workers = checks::workers(self.workers)?;
         let timeout = checks::timeout(self.timeout)?;
         let capacity = checks::queue_capacity(self.queue_capacity)?;
         let initializer = match self.initializer {
             Some(Ok(frame)) => Some(frame),
-            Some(Err(e)) => return Err(ConfigError(format!("invalid initializer: {e}"))),
+            Some(Err(e)) => return Err(ConfigError(format!("invalid initializer: {e}")).into()),
             None => None,
         };
         let max_frame = match self.max_frame {
@@ -198,7 +222,8 @@ impl ProcessPoolBuilder {
                 return Err(ConfigError(format!(
                     "the frame limit must be between 1024 bytes and {} bytes (8 GiB), not {bytes}",
                     wire::HARD_MAX_BODY
-                )));
+                ))
+                .into());
             }
         };
         if let Some(frame) = &initializer {
@@ -208,13 +233,11 @@ impl ProcessPoolBuilder {
                     size,
                     limit: max_frame,
                 });
-                return Err(ConfigError(format!("invalid initializer: {err}")));
+                return Err(ConfigError(format!("invalid initializer: {err}")).into());
             }
         }
         if self.max_tasks == Some(0) {
-            return Err(ConfigError(
-                "max tasks per worker must be at least 1".into(),
-            ));
+            return Err(ConfigError("max tasks per worker must be at least 1".into()).into());
         }
         let shared = Arc::new(Shared {
             name: self.name,
@@ -248,37 +271,52 @@ impl ProcessPoolBuilder {
             failed: AtomicUsize::new(0),
             restarts: AtomicUsize::new(0),
         });
+        // From here on a failure leaves `teardown` to stop and reap what
+        // was started (rayon-core's `Terminator`).
+        let mut teardown = Teardown {
+            shared: &shared,
+            threads: Vec::with_capacity(workers + 1),
+            slot_threads: 0,
+            armed: true,
+        };
         // Start every worker before any I/O thread, so the spawner works
-        // through them back to back.
+        // through them back to back. (A worker not yet installed in its
+        // slot is killed and reaped when it is dropped.)
         let mut started = Vec::with_capacity(workers);
         for _ in 0..workers {
-            match spawn::spawn_worker(shared.spawn.clone()) {
-                Ok(s) => started.push(s),
-                Err(e) => {
-                    return Err(ConfigError(format!(
-                        "could not start a worker process: {e}"
-                    )));
-                }
-            }
+            let spawned = check_start()
+                .and_then(|()| spawn::spawn_worker(shared.spawn.clone()))
+                .map_err(|e| BuildError::start("a worker process", e))?;
+            started.push(spawned);
         }
-        let mut threads = Vec::with_capacity(workers + 1);
         for (index, spawned) in started.into_iter().enumerate() {
             let installed = shared.install(index, spawned);
             let worker_shared = Arc::clone(&shared);
-            let thread = std::thread::Builder::new()
-                .name(format!("{}-io-{index}", shared.name))
-                .spawn(move || worker_shared.slot_thread(index, Some(installed)))
-                .map_err(|e| ConfigError(format!("could not start an I/O thread: {e}")))?;
-            threads.push(thread);
+            let thread = check_start()
+                .and_then(|()| {
+                    std::thread::Builder::new()
+                        .name(format!("{}-io-{index}", shared.name))
+                        .spawn(move || worker_shared.slot_thread(index, Some(installed)))
+                })
+                .map_err(|e| BuildError::start("an I/O thread", e))?;
+            teardown.threads.push(thread);
+            teardown.slot_threads += 1;
         }
         if shared.timeout.is_some() {
+            // A timeout that cannot be enforced is an error, not silently off.
             let watch_shared = Arc::clone(&shared);
-            let thread = std::thread::Builder::new()
-                .name(format!("{}-watchdog", shared.name))
-                .spawn(move || watch_shared.watchdog())
-                .map_err(|e| ConfigError(format!("could not start the watchdog: {e}")))?;
-            threads.push(thread);
+            let thread = check_start()
+                .and_then(|()| {
+                    std::thread::Builder::new()
+                        .name(format!("{}-watchdog", shared.name))
+                        .spawn(move || watch_shared.watchdog())
+                })
+                .map_err(|e| BuildError::start("the task-timeout watchdog thread", e))?;
+            teardown.threads.push(thread);
         }
+        teardown.armed = false;
+        let threads = std::mem::take(&mut teardown.threads);
+        drop(teardown);
         shared.state.lock().threads = threads;
         // A spare worker for quick replacements, kept while the pool lives.
         let spare = spawn::SpareLease::new(&shared.spawn);
@@ -288,6 +326,49 @@ impl ProcessPoolBuilder {
             drop_timeout: self.drop_timeout.unwrap_or(DEFAULT_DROP_TIMEOUT),
             detached: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+}
+
+/// Stops what a build that failed half-way had started: kills the workers,
+/// ends the slot threads and the watchdog, and reaps every process.
+struct Teardown<'a> {
+    shared: &'a Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    /// Slots `0..slot_threads` have their I/O thread.
+    slot_threads: usize,
+    armed: bool,
+}
+
+impl Drop for Teardown<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let orphans: Vec<_> = {
+            let mut state = self.shared.state.lock();
+            state.closed = true;
+            state.terminating = true;
+            // The watchdog ends once every slot thread has: slots that never
+            // got one count as ended.
+            state.exited += self.shared.workers - self.slot_threads;
+            for slot in &mut state.slots {
+                if let Some(worker) = &mut slot.worker {
+                    worker.writer = None;
+                    worker.child.signal(Signal::KILL);
+                }
+            }
+            // A worker whose slot has no thread is reaped here, on drop.
+            state.slots[self.slot_threads..]
+                .iter_mut()
+                .filter_map(|slot| slot.worker.take())
+                .collect()
+        };
+        drop(orphans);
+        self.shared.space.notify_all();
+        self.shared.watch.notify_all();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -355,23 +436,6 @@ pub struct ProcessPool {
     detached: std::sync::atomic::AtomicBool,
 }
 
-/// A snapshot of a process pool's state, for monitoring and load shedding.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ProcessPoolStats {
-    /// The pool's configured size.
-    pub workers: usize,
-    /// Tasks waiting to be sent to a worker.
-    pub queued: usize,
-    /// Workers with a task.
-    pub busy: usize,
-    /// Workers started to replace ones that died, timed out or were recycled.
-    pub restarts: usize,
-    /// Tasks that produced a value.
-    pub done: usize,
-    /// Tasks that failed (panicked, worker died, timed out, serialization…).
-    pub failed: usize,
-}
-
 struct State {
     queue: VecDeque<Job>,
     slots: Vec<Slot>,
@@ -418,7 +482,7 @@ impl ProcessPool {
     /// A pool of `workers` processes with default settings.
     ///
     /// Fails if `workers` is zero or a worker cannot be started.
-    pub fn new(workers: usize) -> Result<ProcessPool, ConfigError> {
+    pub fn new(workers: usize) -> Result<ProcessPool, BuildError> {
         ProcessPool::builder().workers(workers).build()
     }
 
@@ -443,21 +507,22 @@ impl ProcessPool {
             .collect()
     }
 
-    /// Queue depth, busy workers and counters, readable at any time.
-    pub fn stats(&self) -> ProcessPoolStats {
+    /// Queue depth, busy workers and counters, readable at any time (see
+    /// [`PoolStats`]).
+    pub fn stats(&self) -> PoolStats {
         let state = self.shared.state.lock();
-        ProcessPoolStats {
-            workers: self.shared.workers,
-            queued: state.queue.len(),
-            busy: state
-                .slots
-                .iter()
-                .filter(|s| !s.in_flight.is_empty())
-                .count(),
-            restarts: self.shared.restarts.load(Ordering::Relaxed),
-            done: self.shared.done.load(Ordering::Relaxed),
-            failed: self.shared.failed.load(Ordering::Relaxed),
-        }
+        let mut stats = PoolStats::default();
+        stats.workers = self.shared.workers;
+        stats.queued = state.queue.len();
+        stats.busy = state
+            .slots
+            .iter()
+            .filter(|s| !s.in_flight.is_empty())
+            .count();
+        stats.restarts = self.shared.restarts.load(Ordering::Relaxed);
+        stats.succeeded = self.shared.done.load(Ordering::Relaxed);
+        stats.failed = self.shared.failed.load(Ordering::Relaxed);
+        stats
     }
 
     /// Run `f(arg)` in a worker process; returns its handle at once.
@@ -754,5 +819,58 @@ impl std::fmt::Debug for ProcessPool {
             .field("name", &self.shared.name)
             .field("stats", &self.stats())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::futures::{fail_nth_start, threads_left};
+
+    /// The pids of this process's children that run this binary (workers).
+    fn worker_children() -> Vec<u32> {
+        let me = std::env::current_exe().ok();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return Vec::new();
+        };
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+            .flat_map(|list| {
+                list.split_whitespace()
+                    .filter_map(|pid| pid.parse::<u32>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok() == me)
+            .collect()
+    }
+
+    /// A build that cannot start a worker or one of its threads fails with
+    /// the I/O error, after it killed, reaped and joined what it started.
+    #[test]
+    fn a_build_failing_half_way_leaves_no_process_and_no_thread() {
+        assert_eq!(worker_children(), Vec::<u32>::new());
+        // The starts: workers 0 and 1, I/O threads 0 and 1, the watchdog.
+        let starts = [
+            (1, "worker process"),
+            (2, "worker process"),
+            (3, "I/O thread"),
+            (4, "I/O thread"),
+            (5, "watchdog"),
+        ];
+        for (nth, what) in starts {
+            let name = format!("ppool-fail{nth}");
+            fail_nth_start(nth);
+            let built = ProcessPool::builder()
+                .name(&name)
+                .workers(2)
+                .task_timeout(Duration::from_secs(600))
+                .build();
+            fail_nth_start(0);
+            let err = built.expect_err("a start failed");
+            assert!(err.io_error().is_some(), "{err}");
+            assert!(err.to_string().contains(what), "{err}");
+            assert_eq!(threads_left(&name), Vec::<String>::new(), "start {nth}");
+            assert_eq!(worker_children(), Vec::<u32>::new(), "start {nth}");
+        }
     }
 }

@@ -57,7 +57,8 @@ pub(super) struct Slot {
 
 pub(super) struct Worker {
     pub(super) child: Arc<ChildProc>,
-    /// `None` once the pool closed the pipe (the worker then exits).
+    /// `None` once the pool closed its end of the socket (the worker then
+    /// reads end of file and exits).
     pub(super) writer: Option<Arc<Mutex<OwnedFd>>>,
     /// The writer's socket (weakly, with its descriptor number), to shut it
     /// down when the worker is dead: a write blocked on it (the worker's end
@@ -411,7 +412,7 @@ impl Shared {
                 .max_rss
                 .is_some_and(|max| rss_bytes(worker.child.pid()).is_some_and(|rss| rss > max));
         if worn_out {
-            // Closing the pipe makes the worker exit; its I/O thread then
+            // Closing the socket makes the worker exit; its I/O thread then
             // starts a fresh one.
             worker.retiring = true;
             worker.writer = None;
