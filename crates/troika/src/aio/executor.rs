@@ -147,6 +147,17 @@ impl AsyncExecutorBuilder {
 
     /// Spawn on an existing runtime instead of starting one. Per-task timeouts
     /// then need that runtime's timer (`enable_time`/`enable_all`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let runtime = tokio::runtime::Runtime::new()?;
+    /// let executor = troika::aio::AsyncExecutor::builder()
+    ///     .on_runtime(runtime.handle().clone())
+    ///     .build()?;
+    /// assert_eq!(executor.submit(async { 1 }).result()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn on_runtime(mut self, runtime: RuntimeHandle) -> Self {
         self.runtime = Some(runtime);
         self
@@ -425,6 +436,15 @@ impl AsyncExecutor {
     ///
     /// After [`shutdown`](Self::shutdown) the handle is already failed with
     /// [`ErrorKind::ShutDown`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let executor = troika::aio::AsyncExecutor::new()?;
+    /// let handle = executor.submit(async { tokio::task::yield_now().await; "ready" });
+    /// assert_eq!(handle.result()?, "ready"); // or `handle.await` from async code
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn submit<F>(&self, future: F) -> Handle<F::Output>
     where
         F: Future + Send + 'static,
@@ -481,6 +501,15 @@ impl AsyncExecutor {
 
     /// Run a blocking closure on the runtime's blocking threads (tokio's
     /// `spawn_blocking`), as a task of this executor.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let executor = troika::aio::AsyncExecutor::new()?;
+    /// let handle = executor.spawn_blocking(|| std::fs::metadata(".").is_ok());
+    /// assert!(handle.result()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn spawn_blocking<F, R>(&self, f: F) -> Handle<R>
     where
         F: FnOnce() -> R + Send + 'static,
@@ -497,6 +526,18 @@ impl AsyncExecutor {
     ///
     /// Fails (instead of panicking) when called from inside async code,
     /// where blocking would stall a runtime thread: `.await` there instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let executor = troika::aio::AsyncExecutor::new()?;
+    /// let answer = executor.block_on(async {
+    ///     let h = executor.submit(async { 21 });
+    ///     h.await.map(|x| x * 2)
+    /// })??;
+    /// assert_eq!(answer, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn block_on<F: Future>(&self, future: F) -> Result<F::Output, TaskError> {
         if RuntimeHandle::try_current().is_ok() {
             return Err(TaskError::new(ErrorKind::Failed(
@@ -527,6 +568,19 @@ impl AsyncExecutor {
 
     /// Like [`map`](Self::map), yielding `(input position, outcome)` in
     /// completion order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let executor = troika::aio::AsyncExecutor::new()?;
+    /// let mut outcomes: Vec<(usize, u32)> = executor
+    ///     .map_unordered(|n: u32| async move { n * 10 }, [1, 2, 3])
+    ///     .map(|(i, r)| (i, r.unwrap()))
+    ///     .collect();
+    /// outcomes.sort();
+    /// assert_eq!(outcomes, [(0, 10), (1, 20), (2, 30)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn map_unordered<A, F, Fut, I>(
         &self,
         f: F,
@@ -552,6 +606,17 @@ impl AsyncExecutor {
     /// concurrency slot end as cancelled. With `wait`, block until every
     /// task has finished (from async code the wait is skipped, since blocking
     /// there could stall the very tasks being waited for).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let executor = troika::aio::AsyncExecutor::new()?;
+    /// let handle = executor.submit(async { 5 });
+    /// executor.shutdown(true, false); // waits for the task
+    /// assert_eq!(handle.result()?, 5);
+    /// assert!(executor.submit(async { 6 }).result().unwrap_err().is_shut_down());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn shutdown(&self, wait: bool, cancel_pending: bool) {
         self.shared.closed.store(true, Ordering::Release);
         if cancel_pending && let Some(limit) = &self.shared.limit {

@@ -68,6 +68,20 @@ impl CancelToken {
     /// Request cancellation. For a task's token this asks the task to stop
     /// without deciding its outcome; [`Handle::cancel`](super::Handle::cancel)
     /// also removes a task that has not started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let token = troika::CancelToken::new();
+    /// let seen_by_worker = token.clone();
+    /// let worker = std::thread::spawn(move || {
+    ///     while !seen_by_worker.is_cancelled() {
+    ///         std::thread::yield_now();
+    ///     }
+    /// });
+    /// token.cancel();
+    /// worker.join().unwrap();
+    /// ```
     pub fn cancel(&self) {
         self.state.request_stop();
     }

@@ -311,6 +311,28 @@ impl<R> Process<R> {
     }
 
     /// Wait at most `timeout` for the child to end; true if it has.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::{Exit, Process};
+    ///
+    /// troika::remote! {
+    ///     fn forever() -> bool { loop { std::thread::park(); } }
+    /// }
+    ///
+    /// fn main() {
+    ///     troika::init();
+    ///     let p = Process::spawn(forever, ()).unwrap();
+    ///     assert!(!p.join_timeout(Duration::from_millis(10)));
+    ///     assert!(p.is_alive());
+    ///     p.kill();
+    ///     assert!(p.join_timeout(Duration::from_secs(60)));
+    ///     assert_eq!(p.exit_status(), Some(Exit::Signal(9)));
+    ///     assert!(p.join().unwrap_err().is_worker_died());
+    /// }
+    /// ```
     pub fn join_timeout(&self, timeout: Duration) -> bool {
         let deadline = Instant::now().checked_add(timeout);
         let mut state = self.shared.state.lock();

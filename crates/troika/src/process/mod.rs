@@ -11,7 +11,7 @@
 //!
 //! ```
 //! troika::remote! {
-//!     /// The seed's trial division.
+//!     /// Trial division.
 //!     pub fn is_prime(n: u64) -> bool {
 //!         if n < 2 { return false; }
 //!         if n % 2 == 0 { return n == 2; }

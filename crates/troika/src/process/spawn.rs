@@ -4,8 +4,9 @@
 //! environment variable [`MARKER`] set to `PARENT_PID:READ_FD:WRITE_FD`. Its
 //! two channel ends (a socket to read from, a pipe to write to) are created
 //! close-on-exec, so no other child started at the same time inherits them;
-//! only in the forked child, right before `exec`, are they made inheritable. That pre-exec step also sets the parent-death
-//! signal and the optional address-space limit. Everything it calls is a raw
+//! only in the forked child, right before `exec`, are they made inheritable.
+//! That pre-exec step also sets the parent-death signal and the optional
+//! address-space limit. Everything it calls is a raw
 //! system call (rustix), so it is safe in the forked copy of a multi-threaded
 //! parent.
 //!

@@ -578,6 +578,16 @@ impl ThreadPool {
     ///
     /// After shutdown the handle is already failed with a shut-down error.
     /// With a bounded queue this blocks while the queue is full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(2).unwrap();
+    /// let handle = pool.submit(|| "done".to_uppercase());
+    /// assert_eq!(handle.result().unwrap(), "DONE");
+    /// pool.shutdown(true, false);
+    /// assert!(pool.submit(|| 1).result().unwrap_err().is_shut_down());
+    /// ```
     pub fn submit<F, R>(&self, f: F) -> Handle<R>
     where
         F: FnOnce() -> R + Send + 'static,
@@ -594,6 +604,28 @@ impl ThreadPool {
     }
 
     /// Queue `f`, or hand it back if the pool is shut down or its bounded queue is full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::{SubmitErrorReason, ThreadPool};
+    ///
+    /// let pool = ThreadPool::builder().workers(1).queue_capacity(1).build().unwrap();
+    /// let (release, wait) = std::sync::mpsc::channel::<()>();
+    /// let (started, wait_start) = std::sync::mpsc::channel();
+    /// let busy = pool.submit(move || {
+    ///     started.send(()).unwrap();
+    ///     wait.recv().unwrap();
+    /// });
+    /// wait_start.recv().unwrap(); // the worker is busy; the queue is empty
+    /// let queued = pool.try_submit(|| 1).unwrap();
+    /// let refused = pool.try_submit(|| 2).unwrap_err();
+    /// assert_eq!(refused.reason, SubmitErrorReason::Full);
+    /// assert_eq!((refused.task)(), 2); // the closure comes back
+    /// release.send(()).unwrap();
+    /// busy.result().unwrap();
+    /// assert_eq!(queued.result().unwrap(), 1);
+    /// ```
     pub fn try_submit<F, R>(&self, f: F) -> Result<Handle<R>, SubmitError<F>>
     where
         F: FnOnce() -> R + Send + 'static,
@@ -683,6 +715,24 @@ impl ThreadPool {
     /// not started are cancelled; otherwise they still run. With `wait`, this
     /// returns once every worker has exited (a worker calling this for its own
     /// pool does not wait for itself). Calling it again is a no-op.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(1).unwrap();
+    /// let (release, wait) = std::sync::mpsc::channel::<()>();
+    /// let (started, wait_start) = std::sync::mpsc::channel();
+    /// let running = pool.submit(move || {
+    ///     started.send(()).unwrap();
+    ///     wait.recv().unwrap();
+    /// });
+    /// wait_start.recv().unwrap();
+    /// let pending = pool.submit(|| 2);
+    /// release.send(()).unwrap();
+    /// pool.shutdown(true, true); // cancel what has not started, wait for the rest
+    /// assert!(running.result().is_ok());
+    /// assert!(pending.result().unwrap_err().is_cancelled());
+    /// ```
     pub fn shutdown(&self, wait: bool, cancel_pending: bool) {
         drop(self.shared.sender.write().take());
         if cancel_pending {
@@ -775,6 +825,15 @@ impl ThreadPool {
 
     /// Run `f` over `items` in input order, lazily, with a bounded window of
     /// tasks in flight (see [`Executor::map_tasks`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(2).unwrap();
+    /// // Lazy: an endless input works, only a window of tasks is in flight.
+    /// let firsts: Vec<u64> = pool.map(|n: u64| n * n, 1..).take(3).map(Result::unwrap).collect();
+    /// assert_eq!(firsts, [1, 4, 9]);
+    /// ```
     pub fn map<A, R, F, I>(&self, f: F, items: I) -> impl Iterator<Item = Result<R, TaskError>> + '_
     where
         F: Fn(A) -> R + Send + Sync + 'static,
@@ -788,6 +847,18 @@ impl ThreadPool {
     }
 
     /// Run `f` over `items`, yielding `(input position, outcome)` in completion order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(2).unwrap();
+    /// let mut outcomes: Vec<(usize, u32)> = pool
+    ///     .map_unordered(|x: u32| x + 1, [10, 20, 30])
+    ///     .map(|(i, r)| (i, r.unwrap()))
+    ///     .collect();
+    /// outcomes.sort();
+    /// assert_eq!(outcomes, [(0, 11), (1, 21), (2, 31)]);
+    /// ```
     pub fn map_unordered<A, R, F, I>(
         &self,
         f: F,

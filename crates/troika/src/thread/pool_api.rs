@@ -204,6 +204,22 @@ impl ThreadPool {
 
     /// Like [`imap`](ThreadPool::imap), yielding `(input position, outcome)`
     /// in completion order (Python's `Pool.imap_unordered`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(2).unwrap();
+    /// let mut seen: Vec<usize> = pool
+    ///     .imap_unordered(|x: u32| x * 2, 0..10, 3)
+    ///     .unwrap()
+    ///     .map(|(position, outcome)| {
+    ///         assert_eq!(outcome.unwrap(), 2 * position as u32);
+    ///         position
+    ///     })
+    ///     .collect();
+    /// seen.sort();
+    /// assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    /// ```
     pub fn imap_unordered<A, R, F, I>(
         &self,
         f: F,
@@ -238,6 +254,17 @@ impl ThreadPool {
 
     /// Wait for every worker to exit (Python's `Pool.join`). Closes the pool
     /// first if it is still open, where Python would raise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(2).unwrap();
+    /// let handle = pool.apply_async(|| 40 + 2);
+    /// pool.close(); // no new tasks; the queued one still runs
+    /// pool.join();
+    /// assert_eq!(handle.result().unwrap(), 42);
+    /// assert!(pool.apply(|| 0).unwrap_err().is_shut_down());
+    /// ```
     pub fn join(&self) {
         self.shutdown(true, false);
     }

@@ -156,6 +156,32 @@ impl ProcessPoolBuilder {
     /// [`ErrorKind::InitializerFailed`] naming what happened, and no
     /// worker is started again. Workers that died in their initializer are
     /// replaced after a pause that doubles each time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::OnceLock;
+    /// use troika::ProcessPool;
+    ///
+    /// static GREETING: OnceLock<String> = OnceLock::new();
+    ///
+    /// troika::remote! {
+    ///     fn set_greeting(text: String) -> bool { GREETING.set(text).is_ok() }
+    ///     fn greet(name: String) -> String {
+    ///         format!("{}, {name}", GREETING.get().map_or("?", String::as_str))
+    ///     }
+    /// }
+    ///
+    /// fn main() {
+    ///     troika::init();
+    ///     let pool = ProcessPool::builder()
+    ///         .workers(1)
+    ///         .initializer(set_greeting, "hello".to_string())
+    ///         .build()
+    ///         .unwrap();
+    ///     assert_eq!(pool.submit(greet, "worker".into()).result().unwrap(), "hello, worker");
+    /// }
+    /// ```
     pub fn initializer<F: RemoteFn>(mut self, f: F, arg: F::Arg) -> Self {
         let _ = f;
         self.initializer = Some(task::encode_call::<F>(INIT_ID, &arg).map(Arc::new));
@@ -412,7 +438,7 @@ impl Drop for Teardown<'_> {
 /// use troika::ProcessPool;
 ///
 /// troika::remote! {
-///     /// The seed's trial division.
+///     /// Trial division.
 ///     fn is_prime(n: u64) -> bool {
 ///         n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
 ///     }
@@ -498,6 +524,22 @@ impl ProcessPool {
 
     /// The pids of the current worker processes (a worker being replaced is
     /// missing for a moment).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// troika::remote! {
+    ///     fn my_pid() -> u32 { std::process::id() }
+    /// }
+    ///
+    /// fn main() {
+    ///     troika::init();
+    ///     let pool = troika::ProcessPool::new(2).unwrap();
+    ///     let pid = pool.submit(my_pid, ()).result().unwrap();
+    ///     assert!(pool.worker_pids().contains(&pid));
+    ///     assert_ne!(pid, std::process::id());
+    /// }
+    /// ```
     pub fn worker_pids(&self) -> Vec<u32> {
         let state = self.shared.state.lock();
         state
@@ -533,6 +575,23 @@ impl ProcessPool {
     /// [`ErrorKind::FrameTooLarge`]). After shutdown the handle is already
     /// failed with a shut-down error. With a bounded queue this blocks while it
     /// is full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// troika::remote! {
+    ///     fn checked_div(a: u32, b: u32) -> u32 { a / b }
+    /// }
+    ///
+    /// fn main() {
+    ///     troika::init();
+    ///     let pool = troika::ProcessPool::new(1).unwrap();
+    ///     assert_eq!(pool.submit(checked_div, (84, 2)).result().unwrap(), 42);
+    ///     // A panic fails its task only; the worker serves on.
+    ///     assert!(pool.submit(checked_div, (1, 0)).result().unwrap_err().is_panic());
+    ///     assert_eq!(pool.submit(checked_div, (9, 3)).result().unwrap(), 3);
+    /// }
+    /// ```
     pub fn submit<F: RemoteFn>(&self, f: F, arg: F::Arg) -> Handle<F::Output> {
         let _ = f;
         let id = self.shared.next_id();
@@ -562,6 +621,25 @@ impl ProcessPool {
 
     /// Queue `f(arg)`, or hand the call back if the pool is shut down or its
     /// bounded queue is full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::SubmitErrorReason;
+    ///
+    /// troika::remote! {
+    ///     fn triple(x: u64) -> u64 { 3 * x }
+    /// }
+    ///
+    /// fn main() {
+    ///     troika::init();
+    ///     let pool = troika::ProcessPool::new(1).unwrap();
+    ///     assert_eq!(pool.try_submit(triple, 2).unwrap().result().unwrap(), 6);
+    ///     pool.close();
+    ///     let refused = pool.try_submit(triple, 3).unwrap_err();
+    ///     assert_eq!(refused.reason, SubmitErrorReason::ShutDown);
+    /// }
+    /// ```
     pub fn try_submit<F: RemoteFn>(
         &self,
         f: F,
@@ -653,6 +731,24 @@ impl ProcessPool {
     /// not started are cancelled; otherwise they still run. With `wait`, this
     /// returns once every worker has exited and been reaped. Calling it again
     /// is a no-op (apart from waiting).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// troika::remote! {
+    ///     fn echo(x: u32) -> u32 { x }
+    /// }
+    ///
+    /// fn main() {
+    ///     troika::init();
+    ///     let pool = troika::ProcessPool::new(1).unwrap();
+    ///     let handles: Vec<_> = (0..3).map(|i| pool.submit(echo, i)).collect();
+    ///     pool.shutdown(true, false); // the queued tasks run; then the workers exit
+    ///     let values: Vec<u32> = handles.into_iter().map(|h| h.result().unwrap()).collect();
+    ///     assert_eq!(values, [0, 1, 2]);
+    ///     assert!(pool.submit(echo, 4).result().unwrap_err().is_shut_down());
+    /// }
+    /// ```
     pub fn shutdown(&self, wait: bool, cancel_pending: bool) {
         let (cancelled, threads) = {
             let mut state = self.shared.state.lock();
@@ -686,6 +782,25 @@ impl ProcessPool {
 
     /// Stop at once: cancel queued tasks, kill the workers (their running
     /// tasks fail with a shut-down error) and wait until they are reaped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// troika::remote! {
+    ///     fn forever() -> bool { loop { std::thread::park(); } }
+    /// }
+    ///
+    /// fn main() {
+    ///     troika::init();
+    ///     let pool = troika::ProcessPool::new(1).unwrap();
+    ///     let stuck = pool.submit(forever, ());
+    ///     while !stuck.is_running() {
+    ///         std::thread::yield_now();
+    ///     }
+    ///     pool.terminate(); // kills the worker and reaps it
+    ///     assert!(stuck.result().unwrap_err().is_shut_down());
+    /// }
+    /// ```
     pub fn terminate(&self) {
         let (cancelled, threads) = {
             let mut state = self.shared.state.lock();
@@ -795,6 +910,23 @@ impl ProcessPool {
 
     /// `multiprocessing.Pool.join`: wait until every worker has exited (after
     /// [`close`](ProcessPool::close) or [`terminate`](ProcessPool::terminate)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// troika::remote! {
+    ///     fn square(x: u64) -> u64 { x * x }
+    /// }
+    ///
+    /// fn main() {
+    ///     troika::init();
+    ///     let pool = troika::ProcessPool::new(2).unwrap();
+    ///     let handle = pool.apply_async(square, 9);
+    ///     pool.close();
+    ///     pool.join();
+    ///     assert_eq!(handle.result().unwrap(), 81);
+    /// }
+    /// ```
     pub fn join(&self) {
         self.shutdown(true, false);
     }
