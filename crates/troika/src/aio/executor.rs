@@ -61,6 +61,16 @@ impl<R> AsyncTask<R> {
     }
 }
 
+/// An `AsyncTask` is its future, so the inherent `submit` and `try_submit`
+/// take it as well as the [`Executor`] methods do.
+impl<R> Future for AsyncTask<R> {
+    type Output = R;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<R> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
 impl<R: Send + 'static> Task for AsyncTask<R> {
     type Output = R;
 }
@@ -418,13 +428,14 @@ impl AsyncExecutor {
     pub fn stats(&self) -> PoolStats {
         let in_flight = self.in_flight();
         let running = self.shared.running.load(Ordering::Relaxed);
-        let mut stats = PoolStats::default();
-        stats.workers = self.shared.workers;
-        stats.queued = in_flight.saturating_sub(running);
-        stats.busy = running;
-        stats.succeeded = self.shared.succeeded.load(Ordering::Relaxed);
-        stats.failed = self.shared.failed.load(Ordering::Relaxed);
-        stats
+        PoolStats {
+            workers: self.shared.workers,
+            queued: in_flight.saturating_sub(running),
+            busy: running,
+            succeeded: self.shared.succeeded.load(Ordering::Relaxed),
+            failed: self.shared.failed.load(Ordering::Relaxed),
+            restarts: 0,
+        }
     }
 
     /// The runtime the tasks run on, for spawning or entering it directly.
@@ -454,6 +465,36 @@ impl AsyncExecutor {
             return Handle::ready(Err(TaskError::shut_down()));
         }
         self.spawn(async move { Ok(future.await) })
+    }
+
+    /// Run `future` as a task, or hand it back if the executor is shut
+    /// down (the async executor has no bounded queue, so it is never full).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::SubmitErrorReason;
+    /// use troika::aio::AsyncExecutor;
+    ///
+    /// let executor = AsyncExecutor::new()?;
+    /// assert_eq!(executor.try_submit(async { 1 }).unwrap().result()?, 1);
+    /// executor.shutdown(false, false);
+    /// let refused = executor.try_submit(async { 2 }).unwrap_err();
+    /// assert_eq!(refused.reason, SubmitErrorReason::ShutDown);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_submit<F>(&self, future: F) -> Result<Handle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(SubmitError {
+                task: future,
+                reason: SubmitErrorReason::ShutDown,
+            });
+        }
+        Ok(self.spawn(async move { Ok(future.await) }))
     }
 
     /// Spawn a future whose own outcome may already be a task error.
@@ -740,14 +781,10 @@ impl<R: Send + 'static> Executor<AsyncTask<R>> for AsyncExecutor {
     }
 
     fn try_submit(&self, task: AsyncTask<R>) -> Result<Handle<R>, SubmitError<AsyncTask<R>>> {
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(SubmitError {
-                task,
-                reason: SubmitErrorReason::ShutDown,
-            });
-        }
-        let future = task.0;
-        Ok(self.spawn(async move { Ok(future.await) }))
+        AsyncExecutor::try_submit(self, task.0).map_err(|e| SubmitError {
+            task: AsyncTask(e.task),
+            reason: e.reason,
+        })
     }
 
     fn parallelism(&self) -> usize {

@@ -530,6 +530,12 @@ impl<T> Promise<T> {
         self.inner.decide(outcome)
     }
 
+    /// Set the task's stop flag, which its [`CancelToken`](super::CancelToken)
+    /// reports, without deciding its outcome.
+    pub(crate) fn request_stop(&self) {
+        self.inner.stop.store(true, Ordering::Relaxed);
+    }
+
     /// Whether the outcome was already decided (cancelled, timed out or done).
     pub(crate) fn is_done(&self) -> bool {
         self.inner.phase.load(Ordering::Acquire) >= DONE

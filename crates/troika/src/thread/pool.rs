@@ -115,9 +115,32 @@ impl ThreadPoolBuilder {
     /// A running thread cannot be killed safely, so the timed-out task keeps
     /// running to its end: its handle reports the error at once, its worker is
     /// retired and a fresh thread takes its place, so the pool keeps its size.
-    /// The retired thread exits when the task returns. Pair this with a
-    /// [`CancelToken`](crate::CancelToken) to stop such tasks early; the
-    /// process pool can kill them outright.
+    /// The retired thread exits when the task returns. A task submitted with
+    /// [`submit_with_token`](ThreadPool::submit_with_token) sees its
+    /// [`CancelToken`](crate::CancelToken) set at the timeout and can return
+    /// early; the process pool kills a timed-out task outright.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::ThreadPool;
+    ///
+    /// let pool = ThreadPool::builder()
+    ///     .workers(1)
+    ///     .task_timeout(Duration::from_millis(20))
+    ///     .build()
+    ///     .unwrap();
+    /// let (seen, saw_token) = std::sync::mpsc::channel();
+    /// let handle = pool.submit_with_token(move |token| {
+    ///     while !token.is_cancelled() {
+    ///         std::thread::yield_now();
+    ///     }
+    ///     seen.send(()).unwrap();
+    /// });
+    /// assert!(handle.result().unwrap_err().is_timeout());
+    /// saw_token.recv().unwrap(); // the task returned early
+    /// ```
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -488,6 +511,8 @@ impl Shared {
             let expired = promise.clone();
             let watchdog = self.watchdog.lock();
             Some(watchdog.as_ref()?.watch(timeout, current_slot(), move || {
+                // Also ask the task to stop, through its token if it has one.
+                expired.request_stop();
                 expired.complete(Err(TaskError::new(crate::ErrorKind::TimedOut(timeout))))
             }))
         });
@@ -564,14 +589,14 @@ impl ThreadPool {
     /// Queue depth, busy workers and counters, readable at any time (see
     /// [`PoolStats`]).
     pub fn stats(&self) -> PoolStats {
-        let mut stats = PoolStats::default();
-        stats.workers = self.shared.workers;
-        stats.queued = self.shared.receiver.len();
-        stats.busy = self.shared.busy.load(Ordering::Relaxed);
-        stats.succeeded = self.shared.succeeded.load(Ordering::Relaxed);
-        stats.failed = self.shared.failed.load(Ordering::Relaxed);
-        stats.restarts = self.shared.restarts.load(Ordering::Relaxed);
-        stats
+        PoolStats {
+            workers: self.shared.workers,
+            queued: self.shared.receiver.len(),
+            busy: self.shared.busy.load(Ordering::Relaxed),
+            succeeded: self.shared.succeeded.load(Ordering::Relaxed),
+            failed: self.shared.failed.load(Ordering::Relaxed),
+            restarts: self.shared.restarts.load(Ordering::Relaxed),
+        }
     }
 
     /// Queue `f` and return its handle.
@@ -728,8 +753,10 @@ impl ThreadPool {
     /// });
     /// wait_start.recv().unwrap();
     /// let pending = pool.submit(|| 2);
+    /// pool.shutdown(false, true); // cancel what has not started; do not wait
     /// release.send(()).unwrap();
-    /// pool.shutdown(true, true); // cancel what has not started, wait for the rest
+    /// pool.shutdown(true, false); // wait for the running task
+    /// assert!(running.is_done());
     /// assert!(running.result().is_ok());
     /// assert!(pending.result().unwrap_err().is_cancelled());
     /// ```

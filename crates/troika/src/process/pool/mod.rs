@@ -411,7 +411,9 @@ impl Drop for Teardown<'_> {
 /// - **crash isolation**: a task whose worker dies (abort, segfault,
 ///   `exit(n)`, a signal, out of memory) fails alone with
 ///   [`ErrorKind::WorkerDied`] naming the exit code or signal; the worker is
-///   replaced and every other task completes. The pool never breaks.
+///   replaced and every other task completes. A death never breaks the
+///   pool (only a failing [initializer](ProcessPoolBuilder::initializer)
+///   does).
 /// - a **hard timeout** and a real **cancel**: the worker running the task is
 ///   killed and replaced.
 /// - **recycling** after N tasks or above an RSS limit, and a memory cap.
@@ -553,18 +555,18 @@ impl ProcessPool {
     /// [`PoolStats`]).
     pub fn stats(&self) -> PoolStats {
         let state = self.shared.state.lock();
-        let mut stats = PoolStats::default();
-        stats.workers = self.shared.workers;
-        stats.queued = state.queue.len();
-        stats.busy = state
-            .slots
-            .iter()
-            .filter(|s| !s.in_flight.is_empty())
-            .count();
-        stats.restarts = self.shared.restarts.load(Ordering::Relaxed);
-        stats.succeeded = self.shared.done.load(Ordering::Relaxed);
-        stats.failed = self.shared.failed.load(Ordering::Relaxed);
-        stats
+        PoolStats {
+            workers: self.shared.workers,
+            queued: state.queue.len(),
+            busy: state
+                .slots
+                .iter()
+                .filter(|s| !s.in_flight.is_empty())
+                .count(),
+            restarts: self.shared.restarts.load(Ordering::Relaxed),
+            succeeded: self.shared.done.load(Ordering::Relaxed),
+            failed: self.shared.failed.load(Ordering::Relaxed),
+        }
     }
 
     /// Run `f(arg)` in a worker process; returns its handle at once.
