@@ -270,7 +270,21 @@ impl<T> fmt::Debug for SubmitError<T> {
     }
 }
 
-/// A configuration value that was out of range, such as zero workers.
+/// A configuration value that was out of range, such as zero workers or a
+/// zero chunk size.
+///
+/// A builder reports it inside a [`BuildError`] (see
+/// [`BuildError::is_config`]); calls that take a setting directly, such as
+/// [`ThreadPool::imap`](crate::ThreadPool::imap)'s chunk size, return it
+/// as it is.
+///
+/// # Examples
+///
+/// ```
+/// let pool = troika::ThreadPool::new(1).unwrap();
+/// let err = pool.imap(|x: u32| x, 0..10, 0).err().unwrap();
+/// assert!(err.to_string().contains("chunk size"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub(crate) String);
