@@ -101,12 +101,13 @@ pub mod thread;
 
 pub use aio::{AsyncExecutor, AsyncExecutorBuilder, AsyncTask};
 pub use futures::{
-    AsCompleted, CancelToken, ConfigError, ErrorKind, Executor, Exit, Handle, SubmitError,
-    SubmitErrorReason, TaskError, WaitMode, WaitOutcome, as_completed, default_window, wait,
+    AsCompleted, BuildError, CancelToken, ConfigError, ErrorKind, Executor, Exit, Handle,
+    PoolStats, SubmitError, SubmitErrorReason, TaskError, WaitMode, WaitOutcome, as_completed,
+    default_window, wait,
 };
 pub use process::{
     Call, Process, ProcessBuilder, ProcessMap, ProcessMapUnordered, ProcessPool,
-    ProcessPoolBuilder, ProcessPoolStats, RemoteFn, SpawnError, init,
+    ProcessPoolBuilder, RemoteFn, SpawnError, init,
 };
 pub use sync::{Runnable, Thread, ThreadBuilder, Timer};
 pub use thread::{Scope, ThreadPool, ThreadPoolBuilder};

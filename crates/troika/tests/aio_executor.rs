@@ -300,3 +300,53 @@ fn shutdown_timeout_gives_up_on_stuck_tasks_only() {
         },
     );
 }
+
+/// `terminate` cancels the tasks waiting for a slot and stops the running
+/// ones; the stats count what happened.
+#[test]
+fn terminate_cancels_the_queued_and_stops_the_running() {
+    let executor = AsyncExecutor::builder()
+        .workers(1)
+        .concurrency_limit(1)
+        .build()
+        .unwrap();
+    assert_eq!(executor.submit(async { 1 }).result(), Ok(1));
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let running = executor.submit(async move {
+        started_tx.send(()).unwrap();
+        std::future::pending::<()>().await
+    });
+    let queued = executor.submit(async { 2 });
+    started.recv_timeout(Duration::from_secs(30)).unwrap();
+    let stats = executor.stats();
+    assert_eq!((stats.busy, stats.queued), (1, 1), "{stats:?}");
+    executor.terminate();
+    assert!(running.result().unwrap_err().is_shut_down());
+    assert!(queued.result().unwrap_err().is_cancelled());
+    assert!(
+        executor
+            .submit(async { 3 })
+            .result()
+            .unwrap_err()
+            .is_shut_down()
+    );
+    let stats = executor.stats();
+    assert_eq!(
+        (stats.succeeded, stats.failed, stats.busy),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+}
+
+/// The executor's settings are checked at build: a zero limit is a
+/// configuration error, not an I/O error.
+#[test]
+fn a_zero_limit_is_a_config_error() {
+    let err = AsyncExecutor::builder()
+        .concurrency_limit(0)
+        .build()
+        .unwrap_err();
+    assert!(err.is_config());
+    assert!(err.io_error().is_none());
+    assert!(err.to_string().contains("concurrency limit"), "{err}");
+}

@@ -251,7 +251,7 @@ fn killed_from_outside_while_running() {
 fn allocation_past_the_memory_cap() {
     let pool = ProcessPool::builder()
         .workers(1)
-        .worker_memory_cap(512 << 20)
+        .memory_cap(512 << 20)
         .build()
         .unwrap();
     assert_eq!(pool.submit(allocate, 1 << 20).result().unwrap(), 1 << 20);

@@ -246,7 +246,7 @@ fn timeout_fails_the_handle_at_once_and_the_pool_keeps_its_size() {
     assert_eq!(err.kind(), &ErrorKind::TimedOut(Duration::from_millis(20)));
     // The stuck thread was retired and replaced: the pool still runs tasks.
     assert_eq!(pool.submit(|| 3).result().unwrap(), 3);
-    assert_eq!(pool.stats().replaced, 1);
+    assert_eq!(pool.stats().restarts, 1);
     release.send(()).unwrap();
 }
 
@@ -277,7 +277,7 @@ fn initializer_runs_on_every_worker() {
     let seen = Arc::clone(&count);
     let pool = ThreadPool::builder()
         .workers(3)
-        .thread_name("init-test")
+        .name("init-test")
         .initializer(move |_| {
             seen.fetch_add(1, Ordering::SeqCst);
         })
@@ -318,7 +318,7 @@ fn stats_count_completed_tasks() {
         h.result().unwrap();
     }
     let stats = pool.stats();
-    assert_eq!(stats.completed, 10);
+    assert_eq!(stats.succeeded, 10);
     assert_eq!(stats.workers, 2);
     assert_eq!(stats.busy, 0);
 }
@@ -378,7 +378,7 @@ fn waiting_on_own_pool_from_a_single_worker_does_not_deadlock() {
 fn idle_workers_sleep_in_the_kernel() {
     let pool = ThreadPool::builder()
         .workers(2)
-        .thread_name("idle-check")
+        .name("idle-check")
         .build()
         .unwrap();
     pool.submit(|| ()).result().unwrap();
@@ -522,4 +522,83 @@ fn task_timeouts_still_fire_after_a_drop_that_timed_out() {
             assert_eq!(queued.result().unwrap(), 7);
         },
     );
+}
+
+/// `terminate` sets the cancel token of the running `submit_with_token`
+/// tasks, cancels the queued ones and does not wait; a task without a token
+/// runs to its end.
+#[test]
+fn terminate_sets_the_tokens_of_running_tasks() {
+    let pool = ThreadPool::new(2).unwrap();
+    let (started_tx, started) = mpsc::channel();
+    let watcher = pool.submit_with_token(move |token| {
+        started_tx.send(()).unwrap();
+        let deadline = std::time::Instant::now() + GENEROUS;
+        while !token.is_cancelled() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        token.is_cancelled()
+    });
+    started.recv_timeout(GENEROUS).unwrap();
+    let (plain, release) = occupy(&pool);
+    let queued = pool.submit(|| 3);
+    pool.terminate();
+    assert!(watcher.result().unwrap(), "the running task saw its token");
+    assert!(queued.result().unwrap_err().is_cancelled());
+    assert!(!plain.is_done(), "a task without a token is not stopped");
+    release.send(()).unwrap();
+    assert!(plain.result().unwrap());
+    pool.join();
+    assert!(pool.submit(|| 4).result().unwrap_err().is_shut_down());
+    let stats = pool.stats();
+    assert_eq!((stats.succeeded, stats.failed, stats.busy), (2, 0, 0));
+}
+
+/// A task's token is its handle's even when the task starts at once: a
+/// cancel of the handle reaches the running task.
+#[test]
+fn submit_with_token_hands_the_task_its_handles_token() {
+    let pool = ThreadPool::new(1).unwrap();
+    for _ in 0..50 {
+        let (started_tx, started) = mpsc::channel();
+        let handle = pool.submit_with_token(move |token| {
+            started_tx.send(()).unwrap();
+            let deadline = std::time::Instant::now() + GENEROUS;
+            while !token.is_cancelled() && std::time::Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            token.is_cancelled()
+        });
+        started.recv_timeout(GENEROUS).unwrap();
+        assert!(!handle.cancel(), "a running thread is not stopped");
+        assert!(handle.result().unwrap());
+    }
+}
+
+/// The stats count a task that failed (panicked or timed out) apart from
+/// one that produced a value, and a worker replaced after a timeout.
+#[test]
+fn stats_count_failures_and_restarts() {
+    let pool = ThreadPool::builder()
+        .workers(1)
+        .task_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    pool.submit(|| 1).result().unwrap();
+    pool.submit(|| -> u32 { panic!("no") })
+        .result()
+        .unwrap_err();
+    let (release, gate) = mpsc::channel::<()>();
+    let slow = pool.submit(move || gate.recv_timeout(GENEROUS).is_ok());
+    assert!(slow.result().unwrap_err().is_timeout());
+    release.send(()).unwrap();
+    // The watchdog counts the replacement just after it failed the handle.
+    let deadline = std::time::Instant::now() + GENEROUS;
+    while pool.stats().restarts == 0 && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.succeeded, 1);
+    assert!(stats.failed >= 1, "{stats:?}");
+    assert_eq!(stats.restarts, 1);
 }

@@ -115,7 +115,7 @@ fn lanes_from_zero(mut spans: Vec<Span>) -> Vec<Span> {
 fn executor(workers: usize) -> anyhow::Result<AsyncExecutor> {
     Ok(AsyncExecutor::builder()
         .workers(workers)
-        .thread_name(THREAD_NAME)
+        .name(THREAD_NAME)
         .build()?)
 }
 
@@ -137,7 +137,7 @@ fn timed<R>(origin: Instant, f: impl FnOnce() -> R) -> (R, Span) {
 fn pool(workers: usize) -> anyhow::Result<ThreadPool> {
     Ok(ThreadPool::builder()
         .workers(workers)
-        .thread_name(THREAD_NAME)
+        .name(THREAD_NAME)
         .build()?)
 }
 

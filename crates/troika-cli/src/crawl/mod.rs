@@ -438,7 +438,7 @@ fn crawl_threads(
         .context("could not start the I/O runtime")?;
     let pool = troika::ThreadPool::builder()
         .workers(threads)
-        .thread_name("troika-crawl")
+        .name("troika-crawl")
         .build()?;
     let handle = runtime.handle().clone();
     let fetcher = Arc::clone(fetcher);

@@ -175,7 +175,7 @@ pub(crate) fn run(args: &PrimesArgs) -> anyhow::Result<ExitCode> {
             }
         }
         Mode::Threads => {
-            let mut builder = ThreadPool::builder().thread_name("primes");
+            let mut builder = ThreadPool::builder().name("primes");
             if let Some(workers) = args.workers {
                 builder = builder.workers(workers);
             }
@@ -227,7 +227,7 @@ pub(crate) fn run(args: &PrimesArgs) -> anyhow::Result<ExitCode> {
             }
         }
         Mode::Async => {
-            let mut builder = AsyncExecutor::builder().thread_name("primes");
+            let mut builder = AsyncExecutor::builder().name("primes");
             if let Some(workers) = args.workers {
                 builder = builder.workers(workers);
             }

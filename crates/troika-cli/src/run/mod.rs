@@ -390,7 +390,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     });
     let pool = ThreadPool::builder()
         .workers(jobs)
-        .thread_name("troika-run")
+        .name("troika-run")
         .build()?;
     // Output streams straight through when order and grouping allow it:
     // with -k, the job whose output is next; with one job at a time, each.

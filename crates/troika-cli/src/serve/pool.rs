@@ -79,7 +79,7 @@ impl Backend {
             PoolKind::Threads => {
                 let pool = ThreadPool::builder()
                     .workers(workers)
-                    .thread_name("serve-worker")
+                    .name("serve-worker")
                     .queue_capacity(queue_capacity)
                     .task_timeout(task_timeout)
                     .build()?;
@@ -125,7 +125,7 @@ impl Backend {
                     workers: s.workers,
                     queued: s.queued,
                     busy: s.busy,
-                    restarts: s.replaced,
+                    restarts: s.restarts,
                 }
             }
             Backend::Processes(pool) => {

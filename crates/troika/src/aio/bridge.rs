@@ -76,6 +76,16 @@ pub struct PoolFuture<T> {
 impl<T> PoolFuture<T> {
     /// Give up the cancel-on-drop guarantee and take the plain handle; the
     /// task runs on whether or not anyone waits for it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(1)?;
+    /// let future = troika::aio::spawn_blocking_on(&pool, || 7);
+    /// let handle = future.detach(); // dropping the future no longer cancels
+    /// assert_eq!(handle.result()?, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn detach(mut self) -> Handle<T> {
         // `handle` is only taken here (consuming self) or when ready.
         match self.handle.take() {

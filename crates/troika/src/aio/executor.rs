@@ -13,8 +13,8 @@ use tokio::sync::Semaphore;
 
 use super::spawn::{guarded, join_error};
 use crate::futures::{
-    ConfigError, ErrorKind, Executor, Handle, Promise, SubmitError, SubmitErrorReason, Task,
-    TaskError, checks, pair,
+    BuildError, ConfigError, ErrorKind, Executor, Handle, PoolStats, Promise, SubmitError,
+    SubmitErrorReason, Task, TaskError, checks, pair,
 };
 
 /// How many tasks [`Executor::parallelism`] reports for an executor without a
@@ -61,6 +61,16 @@ impl<R> AsyncTask<R> {
     }
 }
 
+/// An `AsyncTask` is its future, so the inherent `submit` and `try_submit`
+/// take it as well as the [`Executor`] methods do.
+impl<R> Future for AsyncTask<R> {
+    type Output = R;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<R> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
 impl<R: Send + 'static> Task for AsyncTask<R> {
     type Output = R;
 }
@@ -83,7 +93,7 @@ impl<R> std::fmt::Debug for AsyncTask<R> {
 ///     .workers(2)
 ///     .concurrency_limit(10)
 ///     .task_timeout(Duration::from_secs(30))
-///     .thread_name("crawler")
+///     .name("crawler")
 ///     .build()?;
 /// assert_eq!(executor.concurrency_limit(), Some(10));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -94,6 +104,7 @@ pub struct AsyncExecutorBuilder {
     limit: Option<usize>,
     timeout: Option<Duration>,
     name: Option<String>,
+    stack_size: Option<usize>,
     runtime: Option<RuntimeHandle>,
     drop_timeout: Option<Duration>,
 }
@@ -107,7 +118,8 @@ impl AsyncExecutorBuilder {
     }
 
     /// Run at most `n` tasks at once; the others wait, unstarted, for a slot
-    /// (the seeds' `Semaphore(n)`). Default: no limit.
+    /// (what an `asyncio.Semaphore(n)` around each task does in Python).
+    /// Default: no limit.
     pub fn concurrency_limit(mut self, n: usize) -> Self {
         self.limit = Some(n);
         self
@@ -120,9 +132,18 @@ impl AsyncExecutorBuilder {
         self
     }
 
-    /// The prefix of the runtime's thread names.
-    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+    /// The executor's name, the name of its runtime's threads (default
+    /// tokio's, `tokio-runtime-worker`). Ignored with
+    /// [`on_runtime`](Self::on_runtime).
+    pub fn name(mut self, prefix: impl Into<String>) -> Self {
         self.name = Some(prefix.into());
+        self
+    }
+
+    /// The stack size of each runtime thread, in bytes. Ignored with
+    /// [`on_runtime`](Self::on_runtime).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
         self
     }
 
@@ -136,17 +157,41 @@ impl AsyncExecutorBuilder {
 
     /// Spawn on an existing runtime instead of starting one. Per-task timeouts
     /// then need that runtime's timer (`enable_time`/`enable_all`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let runtime = tokio::runtime::Runtime::new()?;
+    /// let executor = troika::aio::AsyncExecutor::builder()
+    ///     .on_runtime(runtime.handle().clone())
+    ///     .build()?;
+    /// assert_eq!(executor.submit(async { 1 }).result()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn on_runtime(mut self, runtime: RuntimeHandle) -> Self {
         self.runtime = Some(runtime);
         self
     }
 
     /// Start the executor (and its runtime, unless one was given).
-    pub fn build(self) -> Result<AsyncExecutor, ConfigError> {
+    ///
+    /// Fails with a configuration error for a zero worker count, limit or
+    /// timeout, and with an I/O error (its
+    /// [`source`](std::error::Error::source)) if the runtime cannot start.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::aio::AsyncExecutor;
+    ///
+    /// assert!(AsyncExecutor::builder().concurrency_limit(0).build().unwrap_err().is_config());
+    /// let executor = AsyncExecutor::builder().workers(1).name("doc").build()?;
+    /// assert_eq!(executor.submit(async { 6 * 7 }).result()?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn build(self) -> Result<AsyncExecutor, BuildError> {
         if self.limit == Some(0) {
-            return Err(ConfigError(
-                "the concurrency limit must be at least 1".into(),
-            ));
+            return Err(ConfigError("the concurrency limit must be at least 1".into()).into());
         }
         let workers = checks::workers(self.workers)?;
         let timeout = checks::timeout(self.timeout)?;
@@ -161,9 +206,12 @@ impl AsyncExecutorBuilder {
                 if let Some(name) = self.name {
                     builder.thread_name(name);
                 }
-                let runtime = builder
-                    .build()
-                    .map_err(|e| ConfigError(format!("could not start the runtime: {e}")))?;
+                if let Some(bytes) = self.stack_size {
+                    builder.thread_stack_size(bytes);
+                }
+                let runtime = crate::futures::check_start()
+                    .and_then(|()| builder.build())
+                    .map_err(|e| BuildError::start("the async runtime", e))?;
                 let handle = runtime.handle().clone();
                 (Some(runtime), handle, workers)
             }
@@ -178,10 +226,15 @@ impl AsyncExecutorBuilder {
                 in_flight: Mutex::new(0),
                 idle: Condvar::new(),
                 submitted: AtomicUsize::new(0),
+                running: AtomicUsize::new(0),
+                terminating: AtomicBool::new(false),
+                succeeded: AtomicUsize::new(0),
+                failed: AtomicUsize::new(0),
                 workers,
             }),
             runtime: Mutex::new(runtime),
             drop_timeout: self.drop_timeout.unwrap_or(DEFAULT_DROP_TIMEOUT),
+            given_up: AtomicBool::new(false),
         })
     }
 }
@@ -195,6 +248,12 @@ struct Shared {
     in_flight: Mutex<usize>,
     idle: Condvar,
     submitted: AtomicUsize,
+    /// Tasks that got their slot and started.
+    running: AtomicUsize,
+    /// Set by `terminate`: tasks dropped before they started are cancelled.
+    terminating: AtomicBool,
+    succeeded: AtomicUsize,
+    failed: AtomicUsize,
     workers: usize,
 }
 
@@ -245,6 +304,8 @@ pub struct AsyncExecutor {
     shared: Arc<Shared>,
     runtime: Mutex<Option<Runtime>>,
     drop_timeout: Duration,
+    /// Set once `shutdown_timeout` gave up: the drop does not wait again.
+    given_up: AtomicBool,
 }
 
 /// Completes the promise when the task's future is dropped without finishing
@@ -252,12 +313,63 @@ pub struct AsyncExecutor {
 struct Guard<T> {
     promise: Promise<T>,
     shared: Arc<Shared>,
+    /// The task started (and counts in `running`).
+    started: bool,
+    /// Its outcome was counted in `succeeded` or `failed`.
+    counted: bool,
+}
+
+impl<T> Guard<T> {
+    fn start(&mut self) -> bool {
+        self.started = self.promise.start();
+        if self.started {
+            self.shared.running.fetch_add(1, Ordering::Relaxed);
+        }
+        self.started
+    }
+
+    /// Count the task's end, then publish its outcome (so that a waiter
+    /// that wakes up finds it counted).
+    fn complete(&mut self, outcome: Result<T, TaskError>) {
+        // Decided already (by a cancel): the task failed.
+        let ok = outcome.is_ok() && !self.promise.is_done();
+        let counter = if ok {
+            &self.shared.succeeded
+        } else {
+            &self.shared.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.counted = true;
+        if std::mem::take(&mut self.started) {
+            self.shared.running.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.promise.complete(outcome);
+    }
 }
 
 impl<T> Drop for Guard<T> {
     fn drop(&mut self) {
-        // A no-op when the outcome is already decided.
-        self.promise.complete(Err(TaskError::shut_down()));
+        // A no-op when the outcome is already decided. A task dropped before
+        // it started was cancelled by `terminate`, or shut out by a
+        // shutdown that stopped waiting.
+        let unstarted = if self.shared.terminating.load(Ordering::Acquire) {
+            TaskError::cancelled()
+        } else {
+            TaskError::shut_down()
+        };
+        let err = if self.started {
+            TaskError::shut_down()
+        } else {
+            unstarted
+        };
+        if self.started {
+            self.shared.running.fetch_sub(1, Ordering::Relaxed);
+            if !self.counted {
+                // Dropped while running: cancelled, or the runtime stopped.
+                self.shared.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.promise.complete(Err(err));
         let mut in_flight = self.shared.in_flight.lock();
         *in_flight = in_flight.saturating_sub(1);
         if *in_flight == 0 {
@@ -269,7 +381,7 @@ impl<T> Drop for Guard<T> {
 impl AsyncExecutor {
     /// An executor with its own multi-threaded runtime, one worker per core,
     /// and no concurrency limit.
-    pub fn new() -> Result<AsyncExecutor, ConfigError> {
+    pub fn new() -> Result<AsyncExecutor, BuildError> {
         AsyncExecutor::builder().build()
     }
 
@@ -298,6 +410,34 @@ impl AsyncExecutor {
         self.shared.submitted.load(Ordering::Relaxed)
     }
 
+    /// Queued (waiting for a concurrency slot) and running tasks, and
+    /// counters, readable at any time (see [`PoolStats`]; `restarts` is
+    /// always zero here).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::aio::AsyncExecutor;
+    ///
+    /// let executor = AsyncExecutor::new()?;
+    /// executor.submit(async { 1 }).result()?;
+    /// let stats = executor.stats();
+    /// assert_eq!((stats.succeeded, stats.failed, stats.busy), (1, 0, 0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> PoolStats {
+        let in_flight = self.in_flight();
+        let running = self.shared.running.load(Ordering::Relaxed);
+        PoolStats {
+            workers: self.shared.workers,
+            queued: in_flight.saturating_sub(running),
+            busy: running,
+            succeeded: self.shared.succeeded.load(Ordering::Relaxed),
+            failed: self.shared.failed.load(Ordering::Relaxed),
+            restarts: 0,
+        }
+    }
+
     /// The runtime the tasks run on, for spawning or entering it directly.
     pub fn runtime_handle(&self) -> &RuntimeHandle {
         &self.shared.handle
@@ -307,6 +447,15 @@ impl AsyncExecutor {
     ///
     /// After [`shutdown`](Self::shutdown) the handle is already failed with
     /// [`ErrorKind::ShutDown`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let executor = troika::aio::AsyncExecutor::new()?;
+    /// let handle = executor.submit(async { tokio::task::yield_now().await; "ready" });
+    /// assert_eq!(handle.result()?, "ready"); // or `handle.await` from async code
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn submit<F>(&self, future: F) -> Handle<F::Output>
     where
         F: Future + Send + 'static,
@@ -316,6 +465,36 @@ impl AsyncExecutor {
             return Handle::ready(Err(TaskError::shut_down()));
         }
         self.spawn(async move { Ok(future.await) })
+    }
+
+    /// Run `future` as a task, or hand it back if the executor is shut
+    /// down (the async executor has no bounded queue, so it is never full).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::SubmitErrorReason;
+    /// use troika::aio::AsyncExecutor;
+    ///
+    /// let executor = AsyncExecutor::new()?;
+    /// assert_eq!(executor.try_submit(async { 1 }).unwrap().result()?, 1);
+    /// executor.shutdown(false, false);
+    /// let refused = executor.try_submit(async { 2 }).unwrap_err();
+    /// assert_eq!(refused.reason, SubmitErrorReason::ShutDown);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_submit<F>(&self, future: F) -> Result<Handle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(SubmitError {
+                task: future,
+                reason: SubmitErrorReason::ShutDown,
+            });
+        }
+        Ok(self.spawn(async move { Ok(future.await) }))
     }
 
     /// Spawn a future whose own outcome may already be a task error.
@@ -329,9 +508,11 @@ impl AsyncExecutor {
         self.shared.submitted.fetch_add(1, Ordering::Relaxed);
         let (abort, registration) = AbortHandle::new_pair();
         promise.set_kill(Box::new(move || abort.abort()));
-        let guard = Guard {
+        let mut guard = Guard {
             promise,
             shared: Arc::clone(&self.shared),
+            started: false,
+            counted: false,
         };
         let limit = self.shared.limit.clone();
         let timeout = self.shared.timeout;
@@ -347,11 +528,11 @@ impl AsyncExecutor {
                 },
                 None => None,
             };
-            if !guard.promise.start() {
+            if !guard.start() {
                 return; // cancelled while waiting for a slot
             }
             let outcome = guarded(future, timeout).await.and_then(|inner| inner);
-            guard.promise.complete(outcome);
+            guard.complete(outcome);
         };
         // Dropping the abortable future (cancel) or the runtime drops the
         // guard, which settles the handle.
@@ -361,6 +542,15 @@ impl AsyncExecutor {
 
     /// Run a blocking closure on the runtime's blocking threads (tokio's
     /// `spawn_blocking`), as a task of this executor.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let executor = troika::aio::AsyncExecutor::new()?;
+    /// let handle = executor.spawn_blocking(|| std::fs::metadata(".").is_ok());
+    /// assert!(handle.result()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn spawn_blocking<F, R>(&self, f: F) -> Handle<R>
     where
         F: FnOnce() -> R + Send + 'static,
@@ -377,6 +567,18 @@ impl AsyncExecutor {
     ///
     /// Fails (instead of panicking) when called from inside async code,
     /// where blocking would stall a runtime thread: `.await` there instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let executor = troika::aio::AsyncExecutor::new()?;
+    /// let answer = executor.block_on(async {
+    ///     let h = executor.submit(async { 21 });
+    ///     h.await.map(|x| x * 2)
+    /// })??;
+    /// assert_eq!(answer, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn block_on<F: Future>(&self, future: F) -> Result<F::Output, TaskError> {
         if RuntimeHandle::try_current().is_ok() {
             return Err(TaskError::new(ErrorKind::Failed(
@@ -407,6 +609,19 @@ impl AsyncExecutor {
 
     /// Like [`map`](Self::map), yielding `(input position, outcome)` in
     /// completion order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let executor = troika::aio::AsyncExecutor::new()?;
+    /// let mut outcomes: Vec<(usize, u32)> = executor
+    ///     .map_unordered(|n: u32| async move { n * 10 }, [1, 2, 3])
+    ///     .map(|(i, r)| (i, r.unwrap()))
+    ///     .collect();
+    /// outcomes.sort();
+    /// assert_eq!(outcomes, [(0, 10), (1, 20), (2, 30)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn map_unordered<A, F, Fut, I>(
         &self,
         f: F,
@@ -432,6 +647,17 @@ impl AsyncExecutor {
     /// concurrency slot end as cancelled. With `wait`, block until every
     /// task has finished (from async code the wait is skipped, since blocking
     /// there could stall the very tasks being waited for).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let executor = troika::aio::AsyncExecutor::new()?;
+    /// let handle = executor.submit(async { 5 });
+    /// executor.shutdown(true, false); // waits for the task
+    /// assert_eq!(handle.result()?, 5);
+    /// assert!(executor.submit(async { 6 }).result().unwrap_err().is_shut_down());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn shutdown(&self, wait: bool, cancel_pending: bool) {
         self.shared.closed.store(true, Ordering::Release);
         if cancel_pending && let Some(limit) = &self.shared.limit {
@@ -471,13 +697,45 @@ impl AsyncExecutor {
     /// assert!(stuck.result().unwrap_err().is_shut_down());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> bool {
+    pub fn shutdown_timeout(&self, timeout: Duration) -> bool {
         self.close_within(timeout)
+    }
+
+    /// Stop at once: accept no more tasks, cancel the ones waiting for a
+    /// concurrency slot, and drop the running futures (their handles fail
+    /// with [`ErrorKind::ShutDown`]) by stopping the runtime; the same as
+    /// [`shutdown_timeout`](Self::shutdown_timeout) with a zero timeout, once
+    /// the queued tasks are cancelled. A `spawn_blocking` closure runs on,
+    /// detached; an executor built [`on_runtime`](AsyncExecutorBuilder::on_runtime)
+    /// leaves its running futures to that runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::aio::AsyncExecutor;
+    ///
+    /// let executor = AsyncExecutor::builder().concurrency_limit(1).build()?;
+    /// let (started, wait_start) = std::sync::mpsc::channel();
+    /// let running = executor.submit(async move {
+    ///     started.send(()).unwrap();
+    ///     std::future::pending::<()>().await
+    /// });
+    /// let queued = executor.submit(async {});
+    /// wait_start.recv()?;
+    /// executor.terminate();
+    /// assert!(running.result().unwrap_err().is_shut_down());
+    /// assert!(queued.result().unwrap_err().is_cancelled());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn terminate(&self) {
+        self.shared.terminating.store(true, Ordering::Release);
+        self.shutdown(false, true);
+        self.close_within(Duration::ZERO);
     }
 
     /// Shut down, waiting at most `timeout` for the tasks; then stop the
     /// runtime, dropping the futures left. True if every task finished.
-    fn close_within(&mut self, timeout: Duration) -> bool {
+    fn close_within(&self, timeout: Duration) -> bool {
         self.shared.closed.store(true, Ordering::Release);
         let in_async = RuntimeHandle::try_current().is_ok();
         let mut finished = self.in_flight() == 0;
@@ -502,7 +760,8 @@ impl AsyncExecutor {
             }
             finished = *in_flight == 0;
         }
-        if let Some(runtime) = self.runtime.get_mut().take() {
+        let runtime = self.runtime.lock().take();
+        if let Some(runtime) = runtime {
             if in_async {
                 // Dropping a runtime inside async code would panic.
                 runtime.shutdown_background();
@@ -511,7 +770,7 @@ impl AsyncExecutor {
             }
         }
         // Given up once: the drop that follows does not wait again.
-        self.drop_timeout = Duration::ZERO;
+        self.given_up.store(true, Ordering::Release);
         finished
     }
 }
@@ -522,14 +781,10 @@ impl<R: Send + 'static> Executor<AsyncTask<R>> for AsyncExecutor {
     }
 
     fn try_submit(&self, task: AsyncTask<R>) -> Result<Handle<R>, SubmitError<AsyncTask<R>>> {
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(SubmitError {
-                task,
-                reason: SubmitErrorReason::ShutDown,
-            });
-        }
-        let future = task.0;
-        Ok(self.spawn(async move { Ok(future.await) }))
+        AsyncExecutor::try_submit(self, task.0).map_err(|e| SubmitError {
+            task: AsyncTask(e.task),
+            reason: e.reason,
+        })
     }
 
     fn parallelism(&self) -> usize {
@@ -541,7 +796,7 @@ impl Drop for AsyncExecutor {
     fn drop(&mut self) {
         // While a panic unwinds, waiting for tasks (perhaps the very ones
         // the panic left waiting) would hold the panic up: give up at once.
-        let timeout = if std::thread::panicking() {
+        let timeout = if std::thread::panicking() || self.given_up.load(Ordering::Acquire) {
             Duration::ZERO
         } else {
             self.drop_timeout

@@ -68,7 +68,7 @@ impl GatherOptions {
 ///
 /// # Examples
 ///
-/// The seed's two dishes, cooked at once:
+/// Two dishes cooked at once, as `asyncio.gather` would:
 ///
 /// ```
 /// use std::time::Duration;

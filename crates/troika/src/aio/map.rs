@@ -1,4 +1,4 @@
-//! Bounded concurrent map: the seeds' `Semaphore(10)` crawler as one call.
+//! Bounded concurrent map: a crawler's `asyncio.Semaphore(10)` as one call.
 
 use std::future::Future;
 
@@ -10,9 +10,9 @@ use crate::futures::TaskError;
 /// Run `f` over every item with at most `limit` futures in flight, yielding
 /// outcomes in input order.
 ///
-/// This is the seeds' crawler — `async with Semaphore(10)` around each
-/// fetch, then `gather` — without the semaphore: items are pulled from the
-/// iterator only as slots free up, so an endless iterator works in bounded
+/// This is a Python crawler's `async with asyncio.Semaphore(10)` around
+/// each fetch, then `asyncio.gather`, without the semaphore: items are
+/// pulled from the iterator only as slots free up, so an endless iterator works in bounded
 /// memory. Each future runs as its own task (in parallel on a multi-threaded
 /// runtime); a panic fails only its own item. Dropping the stream aborts the
 /// futures in flight. `limit` 0 is taken as 1.
@@ -120,6 +120,24 @@ where
 }
 
 /// [`map_bounded_unordered`] over a [`Stream`] of items.
+///
+/// # Examples
+///
+/// ```
+/// use futures::StreamExt;
+///
+/// let rt = tokio::runtime::Runtime::new()?;
+/// let mut doubled: Vec<(usize, u32)> = rt.block_on(async {
+///     let items = futures::stream::iter([3u32, 1, 2]);
+///     troika::aio::stream_map_bounded_unordered(items, 2, |n| async move { n * 2 })
+///         .map(|(i, r)| (i, r.unwrap()))
+///         .collect()
+///         .await
+/// });
+/// doubled.sort();
+/// assert_eq!(doubled, [(0, 6), (1, 2), (2, 4)]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn stream_map_bounded_unordered<S, F, Fut>(
     items: S,
     limit: usize,

@@ -2,7 +2,7 @@
 //!
 //! Python's `asyncio` runs coroutines on one thread's event loop; here they
 //! are Rust futures on a tokio runtime, which may spread them over every
-//! core. This module gives the seeds' asyncio patterns names that match:
+//! core. This module gives the usual `asyncio` patterns names that match:
 //!
 //! | asyncio | troika |
 //! |---|---|
@@ -55,7 +55,8 @@
 //!
 //! # Fifty pages, ten at a time: map_bounded
 //!
-//! The seeds' crawler wraps each request in `async with Semaphore(10)`.
+//! A Python crawler typically wraps each request in
+//! `async with asyncio.Semaphore(10)`.
 //! [`map_bounded`] is the same bound without the semaphore: it pulls the next
 //! item only when one of the ten finishes, so it also works on an endless
 //! input in bounded memory.
@@ -95,7 +96,8 @@
 //!
 //! [`AsyncExecutor`] owns a runtime (or borrows one) and offers what the pools
 //! offer — `submit` returning a [`Handle`](crate::Handle), `map`,
-//! `map_unordered`, `shutdown`, and the [`Executor`](crate::Executor) trait
+//! `map_unordered`, `shutdown`, `terminate`, `stats`, and the
+//! [`Executor`](crate::Executor) trait
 //! through [`AsyncTask`] — so code written for pools runs futures too.
 //!
 //! ```

@@ -8,10 +8,14 @@ use super::handle::TaskState;
 /// A flag a long-running task polls to stop early.
 ///
 /// A thread cannot be killed safely, so a thread-pool task that should be
-/// stoppable checks its token now and then. The token of a submitted task is
-/// set by [`Handle::cancel`](super::Handle::cancel) and by a shutdown that
-/// cancels pending work; a free-standing token from [`CancelToken::new`] is set
-/// by [`CancelToken::cancel`].
+/// stoppable checks its token now and then. The token of a submitted task
+/// ([`Handle::cancel_token`](super::Handle::cancel_token), or the one
+/// [`ThreadPool::submit_with_token`](crate::ThreadPool::submit_with_token)
+/// passes in) is set by [`Handle::cancel`](super::Handle::cancel), by the
+/// pool's [task timeout](crate::ThreadPoolBuilder::task_timeout), and, for a
+/// `submit_with_token` task, by [`ThreadPool::terminate`](crate::ThreadPool::terminate).
+/// A free-standing token from [`CancelToken::new`] is set by
+/// [`CancelToken::cancel`].
 ///
 /// # Examples
 ///
@@ -68,6 +72,20 @@ impl CancelToken {
     /// Request cancellation. For a task's token this asks the task to stop
     /// without deciding its outcome; [`Handle::cancel`](super::Handle::cancel)
     /// also removes a task that has not started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let token = troika::CancelToken::new();
+    /// let seen_by_worker = token.clone();
+    /// let worker = std::thread::spawn(move || {
+    ///     while !seen_by_worker.is_cancelled() {
+    ///         std::thread::yield_now();
+    ///     }
+    /// });
+    /// token.cancel();
+    /// worker.join().unwrap();
+    /// ```
     pub fn cancel(&self) {
         self.state.request_stop();
     }

@@ -270,10 +270,113 @@ impl<T> fmt::Debug for SubmitError<T> {
     }
 }
 
-/// A configuration value that was out of range, such as zero workers.
+/// A configuration value that was out of range, such as zero workers or a
+/// zero chunk size.
+///
+/// A builder reports it inside a [`BuildError`] (see
+/// [`BuildError::is_config`]); calls that take a setting directly, such as
+/// [`ThreadPool::imap`](crate::ThreadPool::imap)'s chunk size, return it
+/// as it is.
+///
+/// # Examples
+///
+/// ```
+/// let pool = troika::ThreadPool::new(1).unwrap();
+/// let err = pool.imap(|x: u32| x, 0..10, 0).err().unwrap();
+/// assert!(err.to_string().contains("chunk size"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub(crate) String);
+
+/// Why an executor could not be built.
+///
+/// Either a setting was out of range ([`is_config`](BuildError::is_config),
+/// with the [`ConfigError`] saying which), or the system refused to start
+/// one of its threads, worker processes or its runtime: then the
+/// [`io::Error`](std::io::Error) is the error's
+/// [`source`](std::error::Error::source) (so `anyhow`'s `{:#}` prints both).
+/// Whatever a failed build had started
+/// is stopped again before the error is returned.
+///
+/// # Examples
+///
+/// ```
+/// use troika::ThreadPool;
+///
+/// let err = ThreadPool::new(0).unwrap_err();
+/// assert!(err.is_config());
+/// assert!(err.io_error().is_none());
+///
+/// // A thread whose stack cannot be allocated does not start.
+/// let err = ThreadPool::builder().stack_size(usize::MAX).build().unwrap_err();
+/// assert!(err.io_error().is_some());
+/// assert!(std::error::Error::source(&err).is_some());
+/// ```
+#[derive(Debug)]
+pub struct BuildError {
+    kind: BuildErrorKind,
+}
+
+#[derive(Debug)]
+enum BuildErrorKind {
+    Config(ConfigError),
+    Start {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl BuildError {
+    /// The system refused to start `what` (a thread, a worker process, the
+    /// runtime...).
+    pub(crate) fn start(what: &'static str, source: std::io::Error) -> BuildError {
+        BuildError {
+            kind: BuildErrorKind::Start { what, source },
+        }
+    }
+
+    /// A setting was out of range (zero workers, a zero timeout...).
+    pub fn is_config(&self) -> bool {
+        matches!(self.kind, BuildErrorKind::Config(_))
+    }
+
+    /// The I/O error that kept a thread, a worker process or the runtime
+    /// from starting, if that is what happened.
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        match &self.kind {
+            BuildErrorKind::Start { source, .. } => Some(source),
+            BuildErrorKind::Config(_) => None,
+        }
+    }
+}
+
+impl From<ConfigError> for BuildError {
+    fn from(err: ConfigError) -> BuildError {
+        BuildError {
+            kind: BuildErrorKind::Config(err),
+        }
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            BuildErrorKind::Config(err) => err.fmt(f),
+            BuildErrorKind::Start { what, .. } => write!(f, "could not start {what}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            // The configuration error is this error's whole message.
+            BuildErrorKind::Config(_) => None,
+            BuildErrorKind::Start { source, .. } => Some(source),
+        }
+    }
+}
 
 /// The checks every executor builder shares.
 pub(crate) mod checks {

@@ -253,6 +253,22 @@ impl<T: Send + 'static> AsCompleted<T> {
 
     /// The next finished handle, waiting at most `timeout`; `None` when the
     /// time runs out or no handle is left.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = troika::ThreadPool::new(1).unwrap();
+    /// let (release, wait) = std::sync::mpsc::channel::<()>();
+    /// let stuck = pool.submit(move || wait.recv().is_ok());
+    /// let mut done = troika::as_completed([stuck]);
+    /// assert!(done.next_timeout(Duration::from_millis(1)).is_none());
+    /// release.send(()).unwrap();
+    /// let (position, handle) = done.next_timeout(Duration::from_secs(60)).unwrap();
+    /// assert_eq!(position, 0);
+    /// assert!(handle.result().unwrap());
+    /// ```
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<(usize, Handle<T>)> {
         if self.remaining == 0 {
             return None;

@@ -325,6 +325,20 @@ impl<T> Handle<T> {
     }
 
     /// Block at most `timeout` until the task finishes; true if it did.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = troika::ThreadPool::new(1).unwrap();
+    /// let (release, wait) = std::sync::mpsc::channel::<()>();
+    /// let handle = pool.submit(move || wait.recv().is_ok());
+    /// assert!(!handle.wait_timeout(Duration::from_millis(1)));
+    /// release.send(()).unwrap();
+    /// assert!(handle.wait_timeout(Duration::from_secs(60)));
+    /// assert!(handle.is_done());
+    /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.inner.wait_until(Instant::now().checked_add(timeout))
     }
@@ -352,6 +366,25 @@ impl<T> Handle<T> {
     /// while the process pool kills the worker and returns true (but returns
     /// false for a call already written to a worker behind another one, which
     /// will run). Cancelling a finished task is a no-op that returns false.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(1).unwrap();
+    /// let (release, wait) = std::sync::mpsc::channel::<()>();
+    /// let (started, wait_start) = std::sync::mpsc::channel();
+    /// let running = pool.submit(move || {
+    ///     started.send(()).unwrap();
+    ///     wait.recv().unwrap();
+    /// });
+    /// let queued = pool.submit(|| "never runs");
+    /// wait_start.recv().unwrap();
+    /// assert!(queued.cancel()); // not started: removed
+    /// assert!(!running.cancel()); // a running thread is not stopped
+    /// release.send(()).unwrap();
+    /// assert!(queued.result().unwrap_err().is_cancelled());
+    /// assert!(running.result().is_ok());
+    /// ```
     pub fn cancel(&self) -> bool {
         self.inner.stop.store(true, Ordering::Relaxed);
         if self
@@ -393,6 +426,17 @@ impl<T> Handle<T> {
     /// If the task is already done, the callback runs at once on this thread;
     /// otherwise it runs on the thread that completes the task. A panicking
     /// callback is reported on stderr and otherwise ignored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(1).unwrap();
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let handle = pool.submit(|| 2 + 2);
+    /// handle.add_done_callback(move |outcome| tx.send(*outcome.unwrap()).unwrap());
+    /// assert_eq!(rx.recv().unwrap(), 4);
+    /// assert_eq!(handle.result().unwrap(), 4); // the value is still there
+    /// ```
     pub fn add_done_callback<F>(&self, callback: F)
     where
         F: FnOnce(Result<&T, &TaskError>) + Send + 'static,
@@ -415,6 +459,20 @@ impl<T> Handle<T> {
     }
 
     /// A token that reports whether cancellation of this task was requested.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(1).unwrap();
+    /// let (release, wait) = std::sync::mpsc::channel::<()>();
+    /// let _busy = pool.submit(move || wait.recv().unwrap());
+    /// let handle = pool.submit(|| 1);
+    /// let token = handle.cancel_token();
+    /// assert!(!token.is_cancelled());
+    /// handle.cancel();
+    /// assert!(token.is_cancelled());
+    /// release.send(()).unwrap();
+    /// ```
     pub fn cancel_token(&self) -> super::CancelToken
     where
         T: Send + 'static,
@@ -470,6 +528,12 @@ impl<T> Promise<T> {
     /// (cancelled or timed out), in which case `outcome` is dropped.
     pub(crate) fn complete(&self, outcome: Result<T, TaskError>) -> bool {
         self.inner.decide(outcome)
+    }
+
+    /// Set the task's stop flag, which its [`CancelToken`](super::CancelToken)
+    /// reports, without deciding its outcome.
+    pub(crate) fn request_stop(&self) {
+        self.inner.stop.store(true, Ordering::Relaxed);
     }
 
     /// Whether the outcome was already decided (cancelled, timed out or done).

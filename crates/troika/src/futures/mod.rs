@@ -14,10 +14,13 @@ mod cancel;
 mod error;
 mod executor;
 mod handle;
+mod start;
+mod stats;
 
 pub use cancel::CancelToken;
 pub use error::{
-    ConfigError, ErrorKind, Exit, SubmitError, SubmitErrorReason, TaskError, signal_name,
+    BuildError, ConfigError, ErrorKind, Exit, SubmitError, SubmitErrorReason, TaskError,
+    signal_name,
 };
 pub(crate) use error::{checks, panic_message};
 pub use executor::{
@@ -26,3 +29,7 @@ pub use executor::{
 };
 pub use handle::Handle;
 pub(crate) use handle::{Inner, Promise, pair};
+pub(crate) use start::check_start;
+#[cfg(test)]
+pub(crate) use start::{fail_nth_start, threads_left};
+pub use stats::PoolStats;

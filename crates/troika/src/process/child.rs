@@ -15,17 +15,90 @@ use super::wire::{self, FrameReader};
 use crate::futures::{ErrorKind, Exit, TaskError};
 
 /// Why a [`Process`] could not be started.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
+///
+/// Either its argument cannot be sent ([`is_serialization`](Self::is_serialization):
+/// it cannot be encoded, or it is over the frame limit), or the system
+/// refused to start the child process or the thread that talks to it: then
+/// the [`io::Error`](std::io::Error) is the error's
+/// [`source`](std::error::Error::source).
+///
+/// # Examples
+///
+/// ```
+/// use troika::Process;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Secret;
+///
+/// impl serde::Serialize for Secret {
+///     fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+///         Err(serde::ser::Error::custom("a secret stays here"))
+///     }
+/// }
+///
+/// troika::remote! {
+///     fn tell(secret: Secret) -> bool { let _ = secret; true }
+/// }
+///
+/// fn main() {
+///     troika::init();
+///     let err = Process::spawn(tell, Secret).unwrap_err();
+///     assert!(err.is_serialization());
+///     assert!(err.to_string().contains("a secret stays here"));
+///     assert!(err.io_error().is_none());
+/// }
+/// ```
+#[derive(Debug)]
 pub struct SpawnError {
-    message: String,
-    serialization: bool,
+    kind: SpawnErrorKind,
+}
+
+#[derive(Debug)]
+enum SpawnErrorKind {
+    Argument(TaskError),
+    Start {
+        what: &'static str,
+        source: std::io::Error,
+    },
 }
 
 impl SpawnError {
-    /// The argument could not be encoded.
+    fn start(what: &'static str, source: std::io::Error) -> SpawnError {
+        SpawnError {
+            kind: SpawnErrorKind::Start { what, source },
+        }
+    }
+
+    /// The argument could not be encoded, or is over the frame limit.
     pub fn is_serialization(&self) -> bool {
-        self.serialization
+        matches!(self.kind, SpawnErrorKind::Argument(_))
+    }
+
+    /// The I/O error that kept the child process (or its I/O thread) from
+    /// starting, if that is what happened.
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        match &self.kind {
+            SpawnErrorKind::Start { source, .. } => Some(source),
+            SpawnErrorKind::Argument(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            SpawnErrorKind::Argument(err) => err.fmt(f),
+            SpawnErrorKind::Start { what, .. } => write!(f, "could not start {what}"),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            SpawnErrorKind::Argument(_) => None,
+            SpawnErrorKind::Start { source, .. } => Some(source),
+        }
     }
 }
 
@@ -61,22 +134,20 @@ impl ProcessBuilder {
         // before `arg`, so a pipe end in it stays ours and closes its pipe.
         let (frame, transfer) = crate::ipc::capture(|| task::encode_call::<F>(1, &arg));
         let frame = frame.map_err(|e| SpawnError {
-            message: e.to_string(),
-            serialization: true,
+            kind: SpawnErrorKind::Argument(e),
         })?;
         let size = (frame.len() - wire::HEADER) as u64;
         if size > wire::DEFAULT_MAX_BODY {
             let limit = wire::DEFAULT_MAX_BODY;
             return Err(SpawnError {
-                message: TaskError::new(ErrorKind::FrameTooLarge { size, limit }).to_string(),
-                serialization: true,
+                kind: SpawnErrorKind::Argument(TaskError::new(ErrorKind::FrameTooLarge {
+                    size,
+                    limit,
+                })),
             });
         }
-        let spawned =
-            spawn::spawn_worker(SpawnConfig::capture(self.memory_cap)).map_err(|e| SpawnError {
-                message: format!("could not start a child process: {e}"),
-                serialization: false,
-            })?;
+        let spawned = spawn::spawn_worker(SpawnConfig::capture(self.memory_cap))
+            .map_err(|e| SpawnError::start("a child process", e))?;
         let child = Arc::new(spawned.child);
         let shared = Arc::new(Outcome {
             state: Mutex::new(State {
@@ -105,10 +176,7 @@ impl ProcessBuilder {
                 state.exit = Some(exit);
                 io_shared.cond.notify_all();
             })
-            .map_err(|e| SpawnError {
-                message: format!("could not start a thread: {e}"),
-                serialization: false,
-            })?;
+            .map_err(|e| SpawnError::start("the child's I/O thread", e))?;
         transfer.commit();
         Ok(Process {
             name,
@@ -119,7 +187,7 @@ impl ProcessBuilder {
     }
 }
 
-/// Send the call, close the pipe, read the reply. `None` if the child died
+/// Send the call, close the socket, read the reply. `None` if the child died
 /// before answering.
 fn talk<R: serde::de::DeserializeOwned + Send + 'static>(
     frame: &[u8],
@@ -243,6 +311,28 @@ impl<R> Process<R> {
     }
 
     /// Wait at most `timeout` for the child to end; true if it has.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::{Exit, Process};
+    ///
+    /// troika::remote! {
+    ///     fn forever() -> bool { loop { std::thread::park(); } }
+    /// }
+    ///
+    /// fn main() {
+    ///     troika::init();
+    ///     let p = Process::spawn(forever, ()).unwrap();
+    ///     assert!(!p.join_timeout(Duration::from_millis(10)));
+    ///     assert!(p.is_alive());
+    ///     p.kill();
+    ///     assert!(p.join_timeout(Duration::from_secs(60)));
+    ///     assert_eq!(p.exit_status(), Some(Exit::Signal(9)));
+    ///     assert!(p.join().unwrap_err().is_worker_died());
+    /// }
+    /// ```
     pub fn join_timeout(&self, timeout: Duration) -> bool {
         let deadline = Instant::now().checked_add(timeout);
         let mut state = self.shared.state.lock();

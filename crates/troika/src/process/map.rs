@@ -228,6 +228,23 @@ impl ProcessPool {
 
     /// Run `f` over `items`, yielding `(input position, outcome)` in completion
     /// order. Chunked like [`map`](ProcessPool::map).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// troika::remote! {
+    ///     fn negate(x: i64) -> i64 { -x }
+    /// }
+    ///
+    /// fn main() {
+    ///     troika::init();
+    ///     let pool = troika::ProcessPool::new(2).unwrap();
+    ///     let mut outcomes: Vec<(usize, i64)> =
+    ///         pool.map_unordered(negate, [1, 2, 3]).map(|(i, r)| (i, r.unwrap())).collect();
+    ///     outcomes.sort();
+    ///     assert_eq!(outcomes, [(0, -1), (1, -2), (2, -3)]);
+    /// }
+    /// ```
     pub fn map_unordered<F, I>(&self, f: F, items: I) -> ProcessMapUnordered<'_, F, I::IntoIter>
     where
         F: RemoteFn,
@@ -284,6 +301,26 @@ impl ProcessPool {
 
     /// `multiprocessing.Pool.imap_unordered`, with each outcome's input
     /// position.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// troika::remote! {
+    ///     fn halve(x: u32) -> u32 { x / 2 }
+    /// }
+    ///
+    /// fn main() {
+    ///     troika::init();
+    ///     let pool = troika::ProcessPool::new(2).unwrap();
+    ///     let total: u32 = pool
+    ///         .imap_unordered(halve, 0..100, 10)
+    ///         .unwrap()
+    ///         .map(|(_, outcome)| outcome.unwrap())
+    ///         .sum();
+    ///     assert_eq!(total, (0..100).map(|x| x / 2).sum());
+    ///     assert!(pool.imap_unordered(halve, 0..1, 0).is_err()); // chunk size 0
+    /// }
+    /// ```
     pub fn imap_unordered<F, I>(
         &self,
         f: F,
@@ -337,6 +374,22 @@ impl ProcessPool {
 
     /// `multiprocessing.Pool.map`: every outcome in input order, or the first
     /// error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// troika::remote! {
+    ///     fn inverse(x: i32) -> i32 { 100 / x }
+    /// }
+    ///
+    /// fn main() {
+    ///     troika::init();
+    ///     let pool = troika::ProcessPool::new(2).unwrap();
+    ///     assert_eq!(pool.map_all(inverse, [1, 2, 4], 2).unwrap(), [100, 50, 25]);
+    ///     // The first error, as Python's `Pool.map` raises it.
+    ///     assert!(pool.map_all(inverse, [1, 0, 4], 1).unwrap_err().is_panic());
+    /// }
+    /// ```
     pub fn map_all<F, I>(
         &self,
         f: F,
@@ -353,6 +406,20 @@ impl ProcessPool {
     /// `multiprocessing.Pool.starmap`: for a function of several parameters,
     /// whose argument is the tuple of them. The same as
     /// [`map_all`](ProcessPool::map_all).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// troika::remote! {
+    ///     fn power(base: u64, exp: u32) -> u64 { base.pow(exp) }
+    /// }
+    ///
+    /// fn main() {
+    ///     troika::init();
+    ///     let pool = troika::ProcessPool::new(2).unwrap();
+    ///     assert_eq!(pool.starmap(power, [(2, 10), (3, 3)], 1).unwrap(), [1024, 27]);
+    /// }
+    /// ```
     pub fn starmap<F, I>(
         &self,
         f: F,

@@ -101,7 +101,7 @@ mod worker;
 pub use child::{Process, ProcessBuilder, SpawnError};
 pub use command::{CommandOutput, CommandStatus, GroupChild, GroupKiller};
 pub use map::{ProcessMap, ProcessMapUnordered};
-pub use pool::{ProcessPool, ProcessPoolBuilder, ProcessPoolStats};
+pub use pool::{ProcessPool, ProcessPoolBuilder};
 pub use registry::RemoteFn;
 pub use task::Call;
 pub use worker::init;

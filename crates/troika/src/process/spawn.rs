@@ -1,11 +1,12 @@
 //! Starting worker processes safely, and watching them die.
 //!
 //! A worker is the current binary re-executed (`/proc/self/exe`) with the
-//! environment variable [`MARKER`] set to `PARENT_PID:READ_FD:WRITE_FD`. The
-//! two pipe ends are created close-on-exec, so no other child started at the
-//! same time inherits them; only in the forked child, right before `exec`,
-//! are they made inheritable. That pre-exec step also sets the parent-death
-//! signal and the optional address-space limit. Everything it calls is a raw
+//! environment variable [`MARKER`] set to `PARENT_PID:READ_FD:WRITE_FD`. Its
+//! two channel ends (a socket to read from, a pipe to write to) are created
+//! close-on-exec, so no other child started at the same time inherits them;
+//! only in the forked child, right before `exec`, are they made inheritable.
+//! That pre-exec step also sets the parent-death signal and the optional
+//! address-space limit. Everything it calls is a raw
 //! system call (rustix), so it is safe in the forked copy of a multi-threaded
 //! parent.
 //!
@@ -112,7 +113,7 @@ fn ignored_signals() -> u64 {
     mask
 }
 
-/// A started worker: its process and its two pipe ends.
+/// A started worker: its process, the socket to it and the pipe from it.
 #[derive(Debug)]
 pub(crate) struct Spawned {
     pub(crate) child: ChildProc,

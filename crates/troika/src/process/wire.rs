@@ -1,4 +1,5 @@
-//! The framing both sides of a worker pipe speak (see `README.md`).
+//! The framing both sides of a worker's channels speak (see `README.md`):
+//! the parent writes to a socket, the worker to a pipe.
 //!
 //! Every message is a 24-byte header followed by `len` bytes of body:
 //!

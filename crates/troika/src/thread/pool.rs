@@ -1,6 +1,5 @@
 //! [`ThreadPool`]: a fixed set of worker threads behind the futures API.
 
-use std::cell::UnsafeCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -10,10 +9,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use super::job::Job;
 use super::watchdog::Watchdog;
 use crate::futures::{
-    ConfigError, Executor, Handle, Inner, Promise, SubmitError, SubmitErrorReason, TaskError,
-    checks,
+    BuildError, CancelToken, Executor, Handle, PoolStats, Promise, SubmitError, SubmitErrorReason,
+    TaskError, check_start, checks,
 };
 
 /// How long an idle worker spins on the queue before it parks. Bounded, so an
@@ -22,76 +22,6 @@ use crate::futures::{
 const IDLE_SPIN: Duration = Duration::from_micros(50);
 
 static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(1);
-
-/// What a boxed job is called with: the pool's shared state to run on, or
-/// `None` to cancel it. Passing the pool in (rather than each job holding an
-/// `Arc` of it) keeps the pool's reference count off the per-task path.
-pub(crate) type JobFn = Box<dyn FnOnce(Option<&Shared>) + Send>;
-
-/// A queued unit of work.
-pub(crate) enum Job {
-    /// A submitted task: its closure lives in the same allocation as its
-    /// handle's state, so a task costs one allocation.
-    Task(Arc<dyn RunTask>),
-    /// Anything else (scoped tasks, whose borrows cannot live in a handle).
-    Boxed(JobFn),
-}
-
-impl Job {
-    pub(crate) fn from_box(f: JobFn) -> Job {
-        Job::Boxed(f)
-    }
-
-    pub(crate) fn run(self, shared: &Shared) {
-        match self {
-            Job::Task(task) => task.run(Some(shared)),
-            Job::Boxed(f) => f(Some(shared)),
-        }
-    }
-
-    pub(crate) fn cancel_now(self) {
-        match self {
-            Job::Task(task) => task.run(None),
-            Job::Boxed(f) => f(None),
-        }
-    }
-}
-
-/// A task's closure, kept in the tail of its handle's allocation.
-///
-/// Only the consumer of the task's one [`Job`] touches the closure: a job is
-/// taken off the queue once and then run or cancelled by value, once.
-pub(crate) struct Closure<F>(UnsafeCell<Option<F>>);
-
-// SAFETY: the cell is only accessed through `Job::run` / `Job::cancel_now`,
-// which consume the task's single `Job`, so at most one thread ever touches the
-// closure and never two at once. Handles share the allocation but never read
-// the closure. Moving the closure to that thread (or dropping it on whichever
-// thread frees the allocation) needs `F: Send`, which is required here.
-unsafe impl<F: Send> Sync for Closure<F> {}
-
-/// A submitted task, run (with the pool) or cancelled (with `None`) once.
-pub(crate) trait RunTask: Send + Sync {
-    fn run(self: Arc<Self>, shared: Option<&Shared>);
-}
-
-impl<F, R> RunTask for Inner<R, Closure<F>>
-where
-    F: FnOnce() -> R + Send + 'static,
-    R: Send + 'static,
-{
-    fn run(self: Arc<Self>, shared: Option<&Shared>) {
-        // SAFETY: this is the consumer of the task's only job (see `Closure`).
-        let f = unsafe { (*self.tail.0.get()).take() };
-        let promise = Promise::from_inner(self);
-        match (shared, f) {
-            (Some(shared), Some(f)) => shared.run(&promise, f),
-            _ => {
-                promise.complete(Err(TaskError::cancelled()));
-            }
-        }
-    }
-}
 
 type Initializer = Arc<dyn Fn(usize) + Send + Sync>;
 
@@ -105,7 +35,7 @@ type Initializer = Arc<dyn Fn(usize) + Send + Sync>;
 ///
 /// let pool = ThreadPool::builder()
 ///     .workers(4)
-///     .thread_name("resize")
+///     .name("resize")
 ///     .initializer(|index| eprintln!("worker {index} ready"))
 ///     .task_timeout(Duration::from_secs(30))
 ///     .build()
@@ -159,8 +89,10 @@ impl ThreadPoolBuilder {
         self
     }
 
-    /// The prefix of worker thread names; threads are named `prefix-N`.
-    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+    /// The pool's name (default `troika-worker`), the prefix of its thread
+    /// names: workers are `name-N`, the task-timeout watchdog
+    /// `name-watchdog`.
+    pub fn name(mut self, prefix: impl Into<String>) -> Self {
         self.name = prefix.into();
         self
     }
@@ -183,9 +115,32 @@ impl ThreadPoolBuilder {
     /// A running thread cannot be killed safely, so the timed-out task keeps
     /// running to its end: its handle reports the error at once, its worker is
     /// retired and a fresh thread takes its place, so the pool keeps its size.
-    /// The retired thread exits when the task returns. Pair this with a
-    /// [`CancelToken`](crate::CancelToken) to stop such tasks early; the
-    /// process pool can kill them outright.
+    /// The retired thread exits when the task returns. A task submitted with
+    /// [`submit_with_token`](ThreadPool::submit_with_token) sees its
+    /// [`CancelToken`](crate::CancelToken) set at the timeout and can return
+    /// early; the process pool kills a timed-out task outright.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troika::ThreadPool;
+    ///
+    /// let pool = ThreadPool::builder()
+    ///     .workers(1)
+    ///     .task_timeout(Duration::from_millis(20))
+    ///     .build()
+    ///     .unwrap();
+    /// let (seen, saw_token) = std::sync::mpsc::channel();
+    /// let handle = pool.submit_with_token(move |token| {
+    ///     while !token.is_cancelled() {
+    ///         std::thread::yield_now();
+    ///     }
+    ///     seen.send(()).unwrap();
+    /// });
+    /// assert!(handle.result().unwrap_err().is_timeout());
+    /// saw_token.recv().unwrap(); // the task returned early
+    /// ```
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -214,7 +169,24 @@ impl ThreadPoolBuilder {
     }
 
     /// Start the pool's threads.
-    pub fn build(self) -> Result<ThreadPool, ConfigError> {
+    ///
+    /// Fails with a configuration error for zero workers, a zero timeout or
+    /// a zero queue capacity, and with an I/O error (its
+    /// [`source`](std::error::Error::source)) if a thread cannot be started:
+    /// then the threads already started are stopped and joined first, and
+    /// no thread of the pool is left.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ThreadPool;
+    ///
+    /// assert!(ThreadPool::builder().workers(0).build().unwrap_err().is_config());
+    /// let pool = ThreadPool::builder().workers(1).stack_size(1 << 20).build()?;
+    /// assert_eq!(pool.submit(|| 1 + 1).result()?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn build(self) -> Result<ThreadPool, BuildError> {
         let workers = checks::workers(self.workers)?;
         let timeout = checks::timeout(self.timeout)?;
         let (sender, receiver) = match checks::queue_capacity(self.queue_capacity)? {
@@ -233,23 +205,32 @@ impl ThreadPoolBuilder {
             threads: Mutex::new(Vec::new()),
             spawned: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
-            completed: AtomicUsize::new(0),
-            replaced: AtomicUsize::new(0),
+            succeeded: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            restarts: AtomicUsize::new(0),
+            running_tokens: Mutex::new(RunningTokens::default()),
             watchdog: Mutex::new(None),
             exits: Mutex::new(()),
             broken: OnceLock::new(),
             exited: Condvar::new(),
             drop_timeout: self.drop_timeout.unwrap_or(DEFAULT_DROP_TIMEOUT),
         });
-        if let Some(_timeout) = shared.timeout {
-            *shared.watchdog.lock() = Some(Watchdog::start(Arc::downgrade(&shared)));
+        // From here on a failure drops `pool`, which shuts down and joins
+        // the threads started so far (rayon-core's `Terminator`).
+        let pool = ThreadPool { shared };
+        if pool.shared.timeout.is_some() {
+            // A timeout that cannot be enforced is an error, not silently off.
+            let watchdog = check_start()
+                .and_then(|()| Watchdog::start(Arc::downgrade(&pool.shared), &pool.shared.name))
+                .map_err(|e| BuildError::start("the task-timeout watchdog thread", e))?;
+            *pool.shared.watchdog.lock() = Some(watchdog);
         }
         for _ in 0..workers {
-            shared
-                .spawn_worker()
-                .map_err(|e| ConfigError(format!("could not start a worker thread: {e}")))?;
+            check_start()
+                .and_then(|()| pool.shared.spawn_worker())
+                .map_err(|e| BuildError::start("a worker thread", e))?;
         }
-        Ok(ThreadPool { shared })
+        Ok(pool)
     }
 }
 
@@ -293,8 +274,12 @@ pub(crate) struct Shared {
     threads: Mutex<Vec<(Arc<WorkerSlot>, JoinHandle<()>)>>,
     spawned: AtomicUsize,
     busy: AtomicUsize,
-    completed: AtomicUsize,
-    replaced: AtomicUsize,
+    succeeded: AtomicUsize,
+    failed: AtomicUsize,
+    restarts: AtomicUsize,
+    /// The cancel tokens of the running `submit_with_token` tasks, which
+    /// [`ThreadPool::terminate`] sets.
+    running_tokens: Mutex<RunningTokens>,
     pub(crate) watchdog: Mutex<Option<Watchdog>>,
     /// Held to wait on `exited`.
     exits: Mutex<()>,
@@ -328,19 +313,25 @@ impl Drop for ExitSignal<'_> {
     }
 }
 
-/// A snapshot of a pool's state, for monitoring.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PoolStats {
-    /// The pool's configured size.
-    pub workers: usize,
-    /// Tasks waiting in the queue.
-    pub queued: usize,
-    /// Workers running a task now.
-    pub busy: usize,
-    /// Tasks that finished running (successfully or not).
-    pub completed: usize,
-    /// Workers started to replace retired ones.
-    pub replaced: usize,
+/// The cancel tokens of the running tasks that have one.
+#[derive(Default)]
+struct RunningTokens {
+    /// Set by `terminate`: a token registered later is cancelled at once.
+    terminated: bool,
+    next: u64,
+    tokens: std::collections::HashMap<u64, CancelToken>,
+}
+
+/// Unregisters a running task's cancel token when the task returns.
+struct TokenGuard {
+    shared: Arc<Shared>,
+    key: u64,
+}
+
+impl Drop for TokenGuard {
+    fn drop(&mut self) {
+        self.shared.running_tokens.lock().tokens.remove(&self.key);
+    }
 }
 
 /// What a worker thread knows of its pool: the pool and its own slot.
@@ -373,6 +364,16 @@ pub(crate) fn help_while(owner: usize, done: impl Fn() -> bool) -> bool {
             Err(_) => return done(),
         }
     }
+}
+
+/// The pool this thread is a worker of, if any.
+fn current_pool() -> Option<Arc<Shared>> {
+    CURRENT.with(|current| {
+        current
+            .borrow()
+            .as_ref()
+            .map(|(shared, _)| Arc::clone(shared))
+    })
 }
 
 fn current_slot() -> Option<Arc<WorkerSlot>> {
@@ -475,10 +476,12 @@ impl Shared {
         R: Send,
     {
         if promise.start() {
-            match self.broken_error() {
-                Some(err) => promise.complete(Err(err)),
-                None => promise.complete(self.execute(f)),
+            let outcome = match self.broken_error() {
+                Some(err) => Err(err),
+                None => self.execute(f),
             };
+            self.note_outcome(outcome.is_ok() && !promise.is_done());
+            promise.complete(outcome);
         }
     }
 
@@ -491,7 +494,7 @@ impl Shared {
     }
 
     /// Run a claimed task on this worker, under the timeout if there is one.
-    fn run<F, R>(&self, promise: &Promise<R>, f: F)
+    pub(super) fn run<F, R>(&self, promise: &Promise<R>, f: F)
     where
         F: FnOnce() -> R,
         R: Send + 'static,
@@ -500,6 +503,7 @@ impl Shared {
             return;
         }
         if let Some(err) = self.broken_error() {
+            self.note_outcome(false);
             promise.complete(Err(err));
             return;
         }
@@ -507,12 +511,48 @@ impl Shared {
             let expired = promise.clone();
             let watchdog = self.watchdog.lock();
             Some(watchdog.as_ref()?.watch(timeout, current_slot(), move || {
+                // Also ask the task to stop, through its token if it has one.
+                expired.request_stop();
                 expired.complete(Err(TaskError::new(crate::ErrorKind::TimedOut(timeout))))
             }))
         });
         let outcome = self.execute(f);
         drop(guard);
+        // Counted before the outcome is published, so that a waiter that
+        // wakes up finds it counted. Decided already by the watchdog: failed.
+        self.note_outcome(outcome.is_ok() && !promise.is_done());
         promise.complete(outcome);
+    }
+
+    fn note_outcome(&self, ok: bool) {
+        let counter = if ok { &self.succeeded } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Register a running task's cancel token, for `terminate` to set.
+    fn register_token(self: &Arc<Self>, token: &CancelToken) -> TokenGuard {
+        let mut running = self.running_tokens.lock();
+        if running.terminated {
+            token.cancel();
+        }
+        let key = running.next;
+        running.next += 1;
+        running.tokens.insert(key, token.clone());
+        drop(running);
+        TokenGuard {
+            shared: Arc::clone(self),
+            key,
+        }
+    }
+
+    /// Set the cancel token of every running task, and of every task that
+    /// registers later.
+    pub(super) fn cancel_running(&self) {
+        let mut running = self.running_tokens.lock();
+        running.terminated = true;
+        for token in running.tokens.values() {
+            token.cancel();
+        }
     }
 
     /// Call `f`, catching a panic, and keep the counters.
@@ -520,23 +560,11 @@ impl Shared {
         self.busy.fetch_add(1, Ordering::Relaxed);
         let outcome = catch_unwind(AssertUnwindSafe(f)).map_err(|p| TaskError::panicked(&*p));
         self.busy.fetch_sub(1, Ordering::Relaxed);
-        self.completed.fetch_add(1, Ordering::Relaxed);
         outcome
     }
 
     pub(crate) fn note_replaced(&self) {
-        self.replaced.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Build the job for a closure, linked to a new handle.
-    pub(crate) fn job<F, R>(&self, f: F) -> (Job, Handle<R>)
-    where
-        F: FnOnce() -> R + Send + 'static,
-        R: Send + 'static,
-    {
-        let task = Arc::new(Inner::new(self.id, Closure(UnsafeCell::new(Some(f)))));
-        let job = Job::Task(Arc::clone(&task) as Arc<dyn RunTask>);
-        (job, Handle::from_inner(task))
+        self.restarts.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -544,7 +572,7 @@ impl ThreadPool {
     /// A pool of `workers` threads with default settings.
     ///
     /// Fails if `workers` is zero or a thread cannot be started.
-    pub fn new(workers: usize) -> Result<ThreadPool, ConfigError> {
+    pub fn new(workers: usize) -> Result<ThreadPool, BuildError> {
         ThreadPool::builder().workers(workers).build()
     }
 
@@ -558,14 +586,16 @@ impl ThreadPool {
         self.shared.workers
     }
 
-    /// Queue depth, busy workers and counters, readable at any time.
+    /// Queue depth, busy workers and counters, readable at any time (see
+    /// [`PoolStats`]).
     pub fn stats(&self) -> PoolStats {
         PoolStats {
             workers: self.shared.workers,
             queued: self.shared.receiver.len(),
             busy: self.shared.busy.load(Ordering::Relaxed),
-            completed: self.shared.completed.load(Ordering::Relaxed),
-            replaced: self.shared.replaced.load(Ordering::Relaxed),
+            succeeded: self.shared.succeeded.load(Ordering::Relaxed),
+            failed: self.shared.failed.load(Ordering::Relaxed),
+            restarts: self.shared.restarts.load(Ordering::Relaxed),
         }
     }
 
@@ -573,6 +603,16 @@ impl ThreadPool {
     ///
     /// After shutdown the handle is already failed with a shut-down error.
     /// With a bounded queue this blocks while the queue is full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(2).unwrap();
+    /// let handle = pool.submit(|| "done".to_uppercase());
+    /// assert_eq!(handle.result().unwrap(), "DONE");
+    /// pool.shutdown(true, false);
+    /// assert!(pool.submit(|| 1).result().unwrap_err().is_shut_down());
+    /// ```
     pub fn submit<F, R>(&self, f: F) -> Handle<R>
     where
         F: FnOnce() -> R + Send + 'static,
@@ -589,6 +629,28 @@ impl ThreadPool {
     }
 
     /// Queue `f`, or hand it back if the pool is shut down or its bounded queue is full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::{SubmitErrorReason, ThreadPool};
+    ///
+    /// let pool = ThreadPool::builder().workers(1).queue_capacity(1).build().unwrap();
+    /// let (release, wait) = std::sync::mpsc::channel::<()>();
+    /// let (started, wait_start) = std::sync::mpsc::channel();
+    /// let busy = pool.submit(move || {
+    ///     started.send(()).unwrap();
+    ///     wait.recv().unwrap();
+    /// });
+    /// wait_start.recv().unwrap(); // the worker is busy; the queue is empty
+    /// let queued = pool.try_submit(|| 1).unwrap();
+    /// let refused = pool.try_submit(|| 2).unwrap_err();
+    /// assert_eq!(refused.reason, SubmitErrorReason::Full);
+    /// assert_eq!((refused.task)(), 2); // the closure comes back
+    /// release.send(()).unwrap();
+    /// busy.result().unwrap();
+    /// assert_eq!(queued.result().unwrap(), 1);
+    /// ```
     pub fn try_submit<F, R>(&self, f: F) -> Result<Handle<R>, SubmitError<F>>
     where
         F: FnOnce() -> R + Send + 'static,
@@ -623,21 +685,53 @@ impl ThreadPool {
         }
     }
 
-    /// Queue `f`, which receives a [`CancelToken`](crate::CancelToken) that is
-    /// set when the handle is cancelled or the pool terminated.
+    /// Queue `f`, which receives a [`CancelToken`] that is set when the
+    /// handle is [cancelled](Handle::cancel) or the pool
+    /// [terminated](ThreadPool::terminate) while the task runs: the way to
+    /// stop a running thread-pool task early.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ThreadPool;
+    ///
+    /// let pool = ThreadPool::new(1).unwrap();
+    /// let (started, wait_start) = std::sync::mpsc::channel();
+    /// let handle = pool.submit_with_token(move |token| {
+    ///     started.send(()).unwrap();
+    ///     let mut rounds = 0u64;
+    ///     while !token.is_cancelled() {
+    ///         rounds += 1;
+    ///         std::thread::yield_now();
+    ///     }
+    ///     rounds
+    /// });
+    /// wait_start.recv().unwrap();
+    /// pool.terminate(); // sets the running task's token
+    /// assert!(handle.result().is_ok()); // the task saw it and returned
+    /// ```
     pub fn submit_with_token<F, R>(&self, f: F) -> Handle<R>
     where
-        F: FnOnce(&crate::CancelToken) -> R + Send + 'static,
+        F: FnOnce(&CancelToken) -> R + Send + 'static,
         R: Send + 'static,
     {
-        let slot: Arc<Mutex<Option<crate::CancelToken>>> = Arc::default();
+        // The token is the handle's: it exists once the job does, and is in
+        // place before the job is queued, so the task always gets it.
+        let slot: Arc<OnceLock<CancelToken>> = Arc::default();
         let task_slot = Arc::clone(&slot);
-        let handle = self.submit(move || {
-            let token = task_slot.lock().take().unwrap_or_default();
+        let (job, handle) = self.shared.job(move || {
+            let token = task_slot.get().cloned().unwrap_or_default();
+            let _registered = current_pool().map(|shared| shared.register_token(&token));
             f(&token)
         });
-        *slot.lock() = Some(handle.cancel_token());
-        handle
+        let _ = slot.set(handle.cancel_token());
+        match self.shared.enqueue(job, true) {
+            Ok(()) => handle,
+            Err((job, _)) => {
+                job.cancel_now();
+                Handle::ready(Err(TaskError::shut_down()))
+            }
+        }
     }
 
     /// Shut the pool down.
@@ -646,6 +740,26 @@ impl ThreadPool {
     /// not started are cancelled; otherwise they still run. With `wait`, this
     /// returns once every worker has exited (a worker calling this for its own
     /// pool does not wait for itself). Calling it again is a no-op.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(1).unwrap();
+    /// let (release, wait) = std::sync::mpsc::channel::<()>();
+    /// let (started, wait_start) = std::sync::mpsc::channel();
+    /// let running = pool.submit(move || {
+    ///     started.send(()).unwrap();
+    ///     wait.recv().unwrap();
+    /// });
+    /// wait_start.recv().unwrap();
+    /// let pending = pool.submit(|| 2);
+    /// pool.shutdown(false, true); // cancel what has not started; do not wait
+    /// release.send(()).unwrap();
+    /// pool.shutdown(true, false); // wait for the running task
+    /// assert!(running.is_done());
+    /// assert!(running.result().is_ok());
+    /// assert!(pending.result().unwrap_err().is_cancelled());
+    /// ```
     pub fn shutdown(&self, wait: bool, cancel_pending: bool) {
         drop(self.shared.sender.write().take());
         if cancel_pending {
@@ -738,6 +852,15 @@ impl ThreadPool {
 
     /// Run `f` over `items` in input order, lazily, with a bounded window of
     /// tasks in flight (see [`Executor::map_tasks`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(2).unwrap();
+    /// // Lazy: an endless input works, only a window of tasks is in flight.
+    /// let firsts: Vec<u64> = pool.map(|n: u64| n * n, 1..).take(3).map(Result::unwrap).collect();
+    /// assert_eq!(firsts, [1, 4, 9]);
+    /// ```
     pub fn map<A, R, F, I>(&self, f: F, items: I) -> impl Iterator<Item = Result<R, TaskError>> + '_
     where
         F: Fn(A) -> R + Send + Sync + 'static,
@@ -751,6 +874,18 @@ impl ThreadPool {
     }
 
     /// Run `f` over `items`, yielding `(input position, outcome)` in completion order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(2).unwrap();
+    /// let mut outcomes: Vec<(usize, u32)> = pool
+    ///     .map_unordered(|x: u32| x + 1, [10, 20, 30])
+    ///     .map(|(i, r)| (i, r.unwrap()))
+    ///     .collect();
+    /// outcomes.sort();
+    /// assert_eq!(outcomes, [(0, 11), (1, 21), (2, 31)]);
+    /// ```
     pub fn map_unordered<A, R, F, I>(
         &self,
         f: F,
@@ -826,5 +961,43 @@ impl std::fmt::Debug for ThreadPool {
             .field("name", &self.shared.name)
             .field("stats", &self.stats())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::futures::{fail_nth_start, threads_left};
+
+    /// A build that cannot start one of its threads fails with the I/O
+    /// error, and stops and joins the threads it had started.
+    #[test]
+    fn a_build_failing_half_way_leaves_no_thread() {
+        // The starts: the watchdog, then workers 0, 1 and 2.
+        for (nth, what) in [(1, "watchdog"), (2, "worker"), (3, "worker"), (4, "worker")] {
+            let name = format!("tpool-fail{nth}");
+            fail_nth_start(nth);
+            let built = ThreadPool::builder()
+                .name(&name)
+                .workers(3)
+                .initializer(|_| {})
+                .task_timeout(Duration::from_secs(600))
+                .build();
+            fail_nth_start(0);
+            let err = built.expect_err("a start failed");
+            assert!(!err.is_config(), "{err}");
+            assert!(err.io_error().is_some(), "{err}");
+            assert!(std::error::Error::source(&err).is_some());
+            assert!(err.to_string().contains(what), "{err}");
+            assert_eq!(threads_left(&name), Vec::<String>::new(), "start {nth}");
+        }
+        // The hook is off again: the same build works.
+        let pool = ThreadPool::builder()
+            .name("tpool-ok")
+            .workers(3)
+            .task_timeout(Duration::from_secs(600))
+            .build()
+            .unwrap();
+        assert_eq!(pool.submit(|| 7).result().unwrap(), 7);
     }
 }

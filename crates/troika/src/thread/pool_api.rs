@@ -204,6 +204,22 @@ impl ThreadPool {
 
     /// Like [`imap`](ThreadPool::imap), yielding `(input position, outcome)`
     /// in completion order (Python's `Pool.imap_unordered`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(2).unwrap();
+    /// let mut seen: Vec<usize> = pool
+    ///     .imap_unordered(|x: u32| x * 2, 0..10, 3)
+    ///     .unwrap()
+    ///     .map(|(position, outcome)| {
+    ///         assert_eq!(outcome.unwrap(), 2 * position as u32);
+    ///         position
+    ///     })
+    ///     .collect();
+    /// seen.sort();
+    /// assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    /// ```
     pub fn imap_unordered<A, R, F, I>(
         &self,
         f: F,
@@ -238,15 +254,55 @@ impl ThreadPool {
 
     /// Wait for every worker to exit (Python's `Pool.join`). Closes the pool
     /// first if it is still open, where Python would raise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(2).unwrap();
+    /// let handle = pool.apply_async(|| 40 + 2);
+    /// pool.close(); // no new tasks; the queued one still runs
+    /// pool.join();
+    /// assert_eq!(handle.result().unwrap(), 42);
+    /// assert!(pool.apply(|| 0).unwrap_err().is_shut_down());
+    /// ```
     pub fn join(&self) {
         self.shutdown(true, false);
     }
 
-    /// Stop accepting tasks and cancel the queued ones (Python's
-    /// `Pool.terminate`). Running tasks are asked to stop through their
-    /// [`CancelToken`](crate::CancelToken) but cannot be killed: a thread
-    /// cannot be stopped safely from outside. The process pool kills them.
+    /// Stop at once, as far as threads allow (Python's `Pool.terminate`):
+    /// accept no more tasks, cancel the queued ones, and set the
+    /// [`CancelToken`](crate::CancelToken) of every running task submitted
+    /// with [`submit_with_token`](ThreadPool::submit_with_token) (also of
+    /// one that starts during the call). It does not wait.
+    ///
+    /// A thread cannot be stopped safely from outside, so a running task
+    /// ends only when it returns: one without a token, or that does not look
+    /// at it, runs to its end. Follow with [`join`](ThreadPool::join) to wait
+    /// for that. The process pool kills its running tasks instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika::ThreadPool;
+    ///
+    /// let pool = ThreadPool::new(1).unwrap();
+    /// let (started, wait_start) = std::sync::mpsc::channel();
+    /// let spinner = pool.submit_with_token(move |token| {
+    ///     started.send(()).unwrap();
+    ///     while !token.is_cancelled() {
+    ///         std::thread::yield_now();
+    ///     }
+    ///     "stopped"
+    /// });
+    /// wait_start.recv().unwrap();
+    /// let queued = pool.submit(|| "never runs");
+    /// pool.terminate();
+    /// pool.join();
+    /// assert_eq!(spinner.result().unwrap(), "stopped");
+    /// assert!(queued.result().unwrap_err().is_cancelled());
+    /// ```
     pub fn terminate(&self) {
         self.shutdown(false, true);
+        self.shared().cancel_running();
     }
 }

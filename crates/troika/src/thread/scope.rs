@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::pool::{Job, JobFn, Shared, ThreadPool};
+use super::job::{Job, JobFn};
+use super::pool::{Shared, ThreadPool};
 use crate::futures::{Handle, TaskError};
 
 /// A job that may borrow for `'scope` (a [`JobFn`] before its lifetime is erased).
@@ -65,6 +66,20 @@ impl std::fmt::Debug for Scope<'_, '_> {
 
 impl<'scope> Scope<'scope, '_> {
     /// Queue a task that may borrow anything that outlives the scope.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(2).unwrap();
+    /// let mut halves = [0u32; 2];
+    /// let data = [1u32, 2, 3, 4];
+    /// pool.scope(|s| {
+    ///     let (left, right) = halves.split_at_mut(1);
+    ///     s.submit(|| left[0] = data[..2].iter().sum());
+    ///     s.submit(|| right[0] = data[2..].iter().sum());
+    /// });
+    /// assert_eq!(halves, [3, 7]);
+    /// ```
     pub fn submit<F, R>(&'scope self, f: F) -> Handle<R>
     where
         F: FnOnce() -> R + Send + 'scope,
@@ -108,6 +123,18 @@ impl ThreadPool {
     /// returns, even if `f` panics (the panic then resumes after the tasks
     /// are done). Called from a worker of this pool, the caller runs queued
     /// tasks while it waits, so a scope inside a task cannot deadlock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = troika::ThreadPool::new(2).unwrap();
+    /// let text = String::from("borrowed, not moved");
+    /// let lengths = pool.scope(|s| {
+    ///     let words: Vec<_> = text.split(' ').map(|w| s.submit(move || w.len())).collect();
+    ///     words.into_iter().map(|h| h.result().unwrap()).collect::<Vec<_>>()
+    /// });
+    /// assert_eq!(lengths, [9, 3, 5]);
+    /// ```
     pub fn scope<'env, F, T>(&self, f: F) -> T
     where
         F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> T,

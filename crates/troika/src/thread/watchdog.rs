@@ -50,14 +50,17 @@ impl Drop for WatchGuard {
 }
 
 impl Watchdog {
-    pub(crate) fn start(pool: Weak<Shared>) -> Watchdog {
+    /// Start the watchdog thread, named `{name}-watchdog`.
+    pub(crate) fn start(pool: Weak<Shared>, name: &str) -> std::io::Result<Watchdog> {
         let inner = Arc::new(Inner::default());
         let thread_inner = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
-            .name("troika-watchdog".into())
-            .spawn(move || watch_loop(&thread_inner, &pool))
-            .ok();
-        Watchdog { inner, thread }
+            .name(format!("{name}-watchdog"))
+            .spawn(move || watch_loop(&thread_inner, &pool))?;
+        Ok(Watchdog {
+            inner,
+            thread: Some(thread),
+        })
     }
 
     pub(crate) fn watch(

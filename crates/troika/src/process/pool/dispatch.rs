@@ -1,0 +1,231 @@
+//! Dispatch and batching: queue a task, and hand queued calls to an idle
+//! worker, several small ones in one write.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use rustix::process::Signal;
+
+use super::slot::KillReason;
+use super::{Shared, State};
+use crate::futures::{ErrorKind, SubmitErrorReason, TaskError};
+use crate::ipc::Transfer;
+use crate::process::task::Job;
+use crate::process::wire;
+
+/// Several small calls are sent to an idle worker in one write, up to this
+/// many bytes (well under the socket's send buffer, so the write never
+/// blocks).
+const BATCH_BYTES: usize = 32 << 10;
+/// At most this many calls in one batch.
+const BATCH_MAX: usize = 64;
+/// A batch aims at this much work (by the measured run time of recent tasks),
+/// so that long tasks go one at a time and spread over the workers.
+const BATCH_WORK_US: f64 = 50.0;
+
+/// Calls to write to one worker, taken from the queue under the lock and
+/// written after it is released.
+pub(super) struct Batch {
+    pub(super) writer: Arc<Mutex<OwnedFd>>,
+    pub(super) frames: Vec<Arc<Vec<u8>>>,
+}
+
+impl Batch {
+    pub(super) fn write(self) {
+        let writer = self.writer.lock();
+        // A failed write means the worker is dead or dying: its I/O thread
+        // sees end of file and deals with the tasks it had.
+        let _ = if let [frame] = self.frames.as_slice() {
+            wire::send_all(&*writer, frame)
+        } else {
+            let total = self.frames.iter().map(|f| f.len()).sum();
+            let mut buf = Vec::with_capacity(total);
+            for frame in &self.frames {
+                buf.extend_from_slice(frame);
+            }
+            wire::send_all(&*writer, &buf)
+        };
+    }
+}
+impl Shared {
+    pub(super) fn batch_target(&self, state: &State) -> usize {
+        // Under a task timeout, batching is exact enough: a task's clock
+        // starts when its predecessor's reply arrives, which is when the
+        // worker starts it, give or take the parent's read.
+        let target = BATCH_WORK_US / (state.avg_run_us + 1.0);
+        (target as usize).clamp(1, BATCH_MAX)
+    }
+
+    /// Take calls for the idle worker in `index`, if it is idle and ready.
+    pub(super) fn take_batch(self: &Arc<Self>, state: &mut State, index: usize) -> Option<Batch> {
+        let target = self.batch_target(state);
+        let State { queue, slots, .. } = state;
+        let slot = &mut slots[index];
+        let worker = slot.worker.as_ref()?;
+        if !worker.ready || worker.retiring || !slot.in_flight.is_empty() {
+            return None;
+        }
+        let writer = Arc::clone(worker.writer.as_ref()?);
+        let mut frames = Vec::new();
+        let mut bytes = 0;
+        while let Some(job) = queue.front() {
+            // A call sent again after its worker died goes first in a batch:
+            // it may carry a cancel hook aimed at its old worker (below).
+            if !frames.is_empty()
+                && (frames.len() >= target || bytes + job.frame.len() > BATCH_BYTES || job.started)
+            {
+                break;
+            }
+            let Some(mut job) = queue.pop_front() else {
+                break;
+            };
+            if !job.started {
+                if !job.sink.start() {
+                    continue; // cancelled while queued
+                }
+                job.started = true;
+            } else if job.sink.is_done() {
+                continue; // sent again after a death, and cancelled meanwhile
+            }
+            // Only the first call of a batch can be cancelled now (by killing
+            // the worker); the ones behind it get their hook when they reach
+            // the front (see `serve`). Until then `cancel()` returns false for
+            // them: they are claimed and will run, like the calls Python's
+            // pool has moved to its call queue.
+            if frames.is_empty() {
+                self.arm_cancel(&job, index, slot.generation);
+            }
+            bytes += job.frame.len();
+            frames.push(Arc::clone(&job.frame));
+            slot.in_flight.push_back(job);
+        }
+        if frames.is_empty() {
+            return None;
+        }
+        slot.running_since = Some(Instant::now());
+        if self.capacity.is_some() {
+            self.space.notify_all();
+        }
+        self.wake_idle_watchdog(state);
+        Some(Batch { writer, frames })
+    }
+
+    /// Point the task's `cancel()` at the worker in slot `index`, of
+    /// `generation`, that runs it now.
+    pub(super) fn arm_cancel(self: &Arc<Self>, job: &Job, index: usize, generation: u64) {
+        let weak = Arc::downgrade(self);
+        let id = job.id;
+        job.sink.set_kill(Box::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.kill_running(index, generation, id, KillReason::Cancelled);
+            }
+        }));
+    }
+
+    /// Tell a watchdog that waits with no deadline that a task started.
+    pub(super) fn wake_idle_watchdog(&self, state: &mut State) {
+        if self.timeout.is_some() && state.watchdog_idle {
+            state.watchdog_idle = false;
+            self.watch.notify_one();
+        }
+    }
+
+    /// A batch for any idle worker.
+    pub(super) fn take_any_batch(self: &Arc<Self>, state: &mut State) -> Option<Batch> {
+        if state.queue.is_empty() {
+            return None;
+        }
+        (0..state.slots.len()).find_map(|i| self.take_batch(state, i))
+    }
+
+    /// Kill the worker in slot `index` if it is still running task `id`.
+    pub(super) fn kill_running(&self, index: usize, generation: u64, id: u64, reason: KillReason) {
+        let mut state = self.state.lock();
+        let Some(slot) = state.slots.get_mut(index) else {
+            return;
+        };
+        if slot.generation != generation || slot.in_flight.front().map(|j| j.id) != Some(id) {
+            // Finished, or requeued after its worker died: its outcome is
+            // decided, so its reply (if any) is dropped and a queued copy is
+            // skipped.
+            return;
+        }
+        if slot.kill_reason.is_none() {
+            slot.kill_reason = Some((id, reason));
+        }
+        if let Some(worker) = &slot.worker {
+            worker.child.signal(Signal::KILL);
+        }
+    }
+
+    /// Queue a job and hand it to an idle worker if there is one.
+    ///
+    /// `transfer` holds the ipc handles (pipe ends, queues) serialized into
+    /// the job's argument: they count as sent only once the job is queued;
+    /// on every other outcome the transfer is dropped and they stay ours.
+    pub(super) fn enqueue(
+        self: &Arc<Self>,
+        job: Job,
+        block: bool,
+        transfer: Transfer,
+    ) -> Result<(), (Job, SubmitErrorReason)> {
+        let mut state = self.state.lock();
+        if let Some(message) = &state.broken {
+            // A broken pool runs nothing: the task fails with the reason.
+            let err = TaskError::new(ErrorKind::InitializerFailed(message.clone()));
+            drop(state);
+            job.sink.fail(err);
+            self.note_outcome(false);
+            return Ok(());
+        }
+        loop {
+            if state.closed {
+                return Err((job, SubmitErrorReason::ShutDown));
+            }
+            match self.capacity {
+                Some(cap) if state.queue.len() >= cap => {
+                    if !block {
+                        return Err((job, SubmitErrorReason::Full));
+                    }
+                    self.space.wait(&mut state);
+                }
+                _ => break,
+            }
+        }
+        state.queue.push_back(job);
+        let batch = self.take_any_batch(&mut state);
+        drop(state);
+        transfer.commit();
+        if let Some(batch) = batch {
+            batch.write();
+        }
+        Ok(())
+    }
+
+    /// The frame, if its body is within the pool's frame limit.
+    pub(super) fn fits(&self, frame: Vec<u8>) -> Result<Vec<u8>, TaskError> {
+        let size = (frame.len() - wire::HEADER) as u64;
+        if size > self.max_frame {
+            return Err(TaskError::new(ErrorKind::FrameTooLarge {
+                size,
+                limit: self.max_frame,
+            }));
+        }
+        Ok(frame)
+    }
+
+    pub(super) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(super) fn note_outcome(&self, ok: bool) {
+        if ok {
+            self.done.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

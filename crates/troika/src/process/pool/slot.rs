@@ -1,0 +1,545 @@
+//! The per-worker I/O slot: one thread per slot starts a worker, reads its
+//! replies, and when it exits settles its tasks and starts the next.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rustix::process::Signal;
+
+use super::dispatch::Batch;
+use super::{INIT_ID, Shared, State};
+use crate::futures::{ErrorKind, Exit, TaskError};
+use crate::process::spawn::{self, ChildProc};
+use crate::process::task::Job;
+use crate::process::wire::{self, FrameReader};
+
+/// How long the parent's reader keeps polling a worker's pipe before it blocks.
+const READER_SPIN: Duration = Duration::from_micros(25);
+
+/// Why the pool killed a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum KillReason {
+    TimedOut(Duration),
+    Cancelled,
+    Terminated,
+    /// The worker broke the protocol while running the task.
+    Protocol(Fault),
+}
+
+/// How a worker broke the protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Fault {
+    /// It announced a reply whose body is this long, over the pool's limit.
+    TooLarge(u64),
+    /// It sent a reply for a call that is not the one running, or a frame of
+    /// an unknown kind.
+    Unexpected,
+}
+
+#[derive(Default)]
+pub(super) struct Slot {
+    pub(super) worker: Option<Worker>,
+    /// Tasks sent to the worker and not answered yet; the front one runs.
+    pub(super) in_flight: VecDeque<Job>,
+    /// When the front task started (its predecessor's reply arrived).
+    pub(super) running_since: Option<Instant>,
+    pub(super) tasks_done: usize,
+    pub(super) kill_reason: Option<(u64, KillReason)>,
+    /// Bumped for every new worker in the slot.
+    pub(super) generation: u64,
+    /// The worker is running the initializer (it is not ready before).
+    pub(super) initializing: bool,
+}
+
+pub(super) struct Worker {
+    pub(super) child: Arc<ChildProc>,
+    /// `None` once the pool closed its end of the socket (the worker then
+    /// reads end of file and exits).
+    pub(super) writer: Option<Arc<Mutex<OwnedFd>>>,
+    /// The writer's socket (weakly, with its descriptor number), to shut it
+    /// down when the worker is dead: a write blocked on it (the worker's end
+    /// held open by a process a task forked) then fails instead of waiting
+    /// for ever.
+    pub(super) socket: (std::sync::Weak<Mutex<OwnedFd>>, std::os::fd::RawFd),
+    pub(super) ready: bool,
+    pub(super) retiring: bool,
+}
+
+/// A worker placed in its slot, handed to the slot's I/O thread.
+pub(super) struct Installed {
+    pub(super) child: Arc<ChildProc>,
+    pub(super) from_child: OwnedFd,
+    pub(super) generation: u64,
+}
+
+impl Shared {
+    /// The life of one worker slot: start a worker, serve it, and when it
+    /// exits settle its tasks and start the next, until the pool shuts down.
+    pub(super) fn slot_thread(self: Arc<Self>, index: usize, mut first: Option<Installed>) {
+        loop {
+            let installed = match first.take() {
+                Some(installed) => installed,
+                None => match spawn::spawn_worker(self.spawn.clone()) {
+                    Ok(spawned) => self.install(index, spawned),
+                    Err(e) => {
+                        if self.spawn_failed(&format!("could not start a worker: {e}"), false) {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+            };
+            let Installed {
+                child,
+                from_child,
+                generation,
+            } = installed;
+            let got_ready = match FrameReader::new(from_child, READER_SPIN) {
+                Ok(mut reader) => {
+                    // A process the task forked may hold the pipe open after
+                    // the worker died: the reader also wakes on its exit.
+                    if let Ok(pidfd) = child.pidfd().try_clone_to_owned() {
+                        reader.watch_exit(pidfd);
+                    }
+                    self.serve(index, &mut reader)
+                }
+                Err(_) => false,
+            };
+            // The pipe is closed or the worker exited (or is about to). Give
+            // it a moment to finish exiting so its status is the real one.
+            let exit = child
+                .wait_exit(Some(Duration::from_secs(2)))
+                .unwrap_or_else(|| child.kill_and_reap());
+            let writer = self.state.lock().slots[index]
+                .worker
+                .as_ref()
+                .map(|w| (w.socket.0.upgrade(), w.socket.1));
+            if let Some((Some(_writer), raw)) = writer {
+                // SAFETY: `raw` is the descriptor owned by the writer, which
+                // `_writer` keeps alive (so open, and not reused) meanwhile.
+                let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+                // Wake a write still blocked on the dead worker's socket.
+                let _ = rustix::net::shutdown(socket, rustix::net::Shutdown::Both);
+            }
+            if self.settle(index, generation, exit, got_ready) {
+                return;
+            }
+        }
+    }
+
+    /// Put a freshly started worker into slot `index`.
+    pub(super) fn install(&self, index: usize, spawned: spawn::Spawned) -> Installed {
+        let child = Arc::new(spawned.child);
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&spawned.to_child);
+        let writer = Arc::new(Mutex::new(spawned.to_child));
+        let socket = (Arc::downgrade(&writer), raw);
+        let mut state = self.state.lock();
+        let slot = &mut state.slots[index];
+        slot.generation += 1;
+        slot.worker = Some(Worker {
+            child: Arc::clone(&child),
+            writer: Some(writer),
+            socket,
+            ready: false,
+            retiring: false,
+        });
+        slot.tasks_done = 0;
+        slot.kill_reason = None;
+        slot.initializing = false;
+        Installed {
+            child,
+            from_child: spawned.from_child,
+            generation: slot.generation,
+        }
+    }
+
+    /// Back off after a failed start (a worker that could not be started,
+    /// or died before it was ready, `in_initializer` if it died running the
+    /// initializer); true if the thread should end.
+    pub(super) fn spawn_failed(&self, message: &str, in_initializer: bool) -> bool {
+        let (failures, stop) = {
+            let mut state = self.state.lock();
+            state.startup_failures += 1;
+            let stop = state.terminating
+                || (state.closed && state.queue.is_empty())
+                || state.broken.is_some();
+            if stop {
+                state.exited += 1;
+                self.watch.notify_all();
+                self.space.notify_all();
+            }
+            (state.startup_failures, stop)
+        };
+        if stop {
+            return true;
+        }
+        if failures >= 3 {
+            let ready = {
+                let state = self.state.lock();
+                state
+                    .slots
+                    .iter()
+                    .any(|s| s.worker.as_ref().is_some_and(|w| w.ready))
+            };
+            if !ready && in_initializer {
+                // The initializer kills every worker: the pool is broken.
+                self.break_pool(format!(
+                    "it killed {failures} workers in a row (last: {message})"
+                ));
+                return self.spawn_failed_stop();
+            }
+            if !ready {
+                // Workers cannot start at all: fail what waits instead of
+                // hanging.
+                let jobs: Vec<Job> = self.state.lock().queue.drain(..).collect();
+                for job in jobs {
+                    job.sink
+                        .fail(TaskError::new(ErrorKind::Failed(message.to_owned())));
+                    self.note_outcome(false);
+                }
+                self.space.notify_all();
+            }
+        }
+        // Exponential back-off (20 ms, 40 ms, ... 1.28 s), so that workers
+        // that cannot start do not make the pool spin.
+        let pause = Duration::from_millis(10 << failures.min(7));
+        let until = Instant::now() + pause;
+        let mut state = self.state.lock();
+        loop {
+            let stopping = state.terminating
+                || state.broken.is_some()
+                || (state.closed && state.queue.is_empty());
+            if stopping || self.space.wait_until(&mut state, until).timed_out() {
+                break;
+            }
+        }
+        if state.broken.is_some() {
+            // Broken meanwhile (by another slot): start nothing.
+            drop(state);
+            return self.spawn_failed_stop();
+        }
+        false
+    }
+
+    /// The slot thread of a broken pool ends.
+    pub(super) fn spawn_failed_stop(&self) -> bool {
+        let mut state = self.state.lock();
+        state.exited += 1;
+        self.watch.notify_all();
+        self.space.notify_all();
+        true
+    }
+
+    /// The initializer failed: fail every queued task, and every later one,
+    /// with `message`, and close the workers (a busy one finishes its task
+    /// first). No worker is started again.
+    pub(super) fn break_pool(&self, message: String) {
+        let jobs: Vec<Job> = {
+            let mut state = self.state.lock();
+            if state.broken.is_none() {
+                state.broken = Some(message);
+            }
+            for slot in &mut state.slots {
+                if let Some(worker) = &mut slot.worker {
+                    worker.writer = None;
+                }
+            }
+            state.queue.drain(..).collect()
+        };
+        self.space.notify_all();
+        self.watch.notify_all();
+        for job in jobs {
+            job.sink.fail(self.broken_error());
+            self.note_outcome(false);
+        }
+    }
+
+    /// The error of every task of a broken pool.
+    pub(super) fn broken_error(&self) -> TaskError {
+        let message = self.state.lock().broken.clone().unwrap_or_default();
+        TaskError::new(ErrorKind::InitializerFailed(message))
+    }
+
+    /// The worker in `index` is ready for tasks (and its initializer, if
+    /// any, has returned): hand it work.
+    pub(super) fn mark_ready(self: &Arc<Self>, index: usize) {
+        let batch = {
+            let mut state = self.state.lock();
+            state.startup_failures = 0;
+            let broken = state.broken.is_some();
+            let slot = &mut state.slots[index];
+            slot.initializing = false;
+            if let Some(worker) = &mut slot.worker {
+                worker.ready = true;
+                if broken {
+                    worker.writer = None;
+                }
+            }
+            if broken {
+                None
+            } else {
+                self.after_idle(&mut state, index)
+            }
+        };
+        if let Some(batch) = batch {
+            batch.write();
+        }
+    }
+
+    /// Read the worker's messages until its pipe closes. Returns whether it
+    /// ever reported ready.
+    pub(super) fn serve(self: &Arc<Self>, index: usize, reader: &mut FrameReader) -> bool {
+        reader.set_max_body(self.max_frame);
+        let mut ready = false;
+        loop {
+            let (header, body) = match reader.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return ready,
+                Err(_) => {
+                    // A reply announced over the limit was refused unread:
+                    // the worker is broken or hostile. (Any other error is
+                    // a stream cut short: the worker died.)
+                    if let Some(refused) = reader.refused() {
+                        self.protocol_error(index, Fault::TooLarge(refused.len));
+                    }
+                    return ready;
+                }
+            };
+            match header.kind {
+                wire::READY => {
+                    if let Some(init) = &self.initializer {
+                        // The worker gets no task before its initializer
+                        // has answered (see the INIT_ID reply below).
+                        let writer = {
+                            let mut state = self.state.lock();
+                            let slot = &mut state.slots[index];
+                            slot.initializing = true;
+                            slot.worker.as_ref().and_then(|w| w.writer.clone())
+                        };
+                        if let Some(writer) = writer {
+                            Batch {
+                                writer,
+                                frames: vec![Arc::clone(init)],
+                            }
+                            .write();
+                        }
+                        continue;
+                    }
+                    ready = true;
+                    self.mark_ready(index);
+                }
+                wire::REPLY if header.id == INIT_ID => {
+                    if header.status != wire::OK {
+                        let pid = self.state.lock().slots[index]
+                            .worker
+                            .as_ref()
+                            .map_or(0, |w| w.child.pid());
+                        self.break_pool(format!(
+                            "in worker {pid}: {}",
+                            String::from_utf8_lossy(body)
+                        ));
+                        return ready;
+                    }
+                    ready = true;
+                    self.mark_ready(index);
+                }
+                wire::REPLY => {
+                    let (job, batch) = {
+                        let mut state = self.state.lock();
+                        let slot = &mut state.slots[index];
+                        if slot.in_flight.front().map(|j| j.id) != Some(header.id) {
+                            drop(state);
+                            self.protocol_error(index, Fault::Unexpected);
+                            return ready;
+                        }
+                        let job = slot.in_flight.pop_front();
+                        // The worker starts the next call now: it can be
+                        // cancelled from here on.
+                        if let Some(next) = slot.in_flight.front() {
+                            self.arm_cancel(next, index, slot.generation);
+                        }
+                        slot.tasks_done += 1;
+                        slot.running_since = Some(Instant::now());
+                        let idle = slot.in_flight.is_empty();
+                        state.avg_run_us = 0.9 * state.avg_run_us + 0.1 * f64::from(header.aux);
+                        // The next call in flight starts now: its deadline
+                        // is later than the one the watchdog waits for.
+                        let batch = if idle {
+                            self.after_idle(&mut state, index)
+                        } else {
+                            None
+                        };
+                        (job, batch)
+                    };
+                    if let Some(batch) = batch {
+                        batch.write();
+                    }
+                    if let Some(job) = job {
+                        // User code runs here (`Deserialize`, done-callbacks,
+                        // `Drop`): `finish` catches its panics, and a panic that
+                        // still escapes (the `Drop` of a value whose handle is
+                        // gone, when the job goes) must not end this thread.
+                        use std::panic::{AssertUnwindSafe, catch_unwind};
+                        let finish = || job.sink.finish(header.status, body);
+                        let ok = catch_unwind(AssertUnwindSafe(finish)).unwrap_or(false);
+                        let _ = catch_unwind(AssertUnwindSafe(move || drop(job)));
+                        self.note_outcome(ok);
+                    }
+                    reader.shrink();
+                }
+                _ => {
+                    self.protocol_error(index, Fault::Unexpected);
+                    return ready;
+                }
+            }
+        }
+    }
+
+    /// A worker has nothing in flight: recycle it, close it at shutdown, or
+    /// give it more work.
+    pub(super) fn after_idle(self: &Arc<Self>, state: &mut State, index: usize) -> Option<Batch> {
+        let slot = &mut state.slots[index];
+        slot.running_since = None;
+        let Some(worker) = &mut slot.worker else {
+            return None;
+        };
+        let worn_out = self.max_tasks.is_some_and(|max| slot.tasks_done >= max)
+            || self
+                .max_rss
+                .is_some_and(|max| rss_bytes(worker.child.pid()).is_some_and(|rss| rss > max));
+        if worn_out {
+            // Closing the socket makes the worker exit; its I/O thread then
+            // starts a fresh one.
+            worker.retiring = true;
+            worker.writer = None;
+            return None;
+        }
+        if state.closed && state.queue.is_empty() {
+            worker.writer = None;
+            return None;
+        }
+        self.take_batch(state, index)
+    }
+
+    /// The worker sent something that makes no sense: kill it. The call it
+    /// was running fails with an error that says what happened.
+    pub(super) fn protocol_error(&self, index: usize, fault: Fault) {
+        let mut state = self.state.lock();
+        let slot = &mut state.slots[index];
+        if let (Some(job), None) = (slot.in_flight.front(), slot.kill_reason) {
+            slot.kill_reason = Some((job.id, KillReason::Protocol(fault)));
+        }
+        if let Some(worker) = &slot.worker {
+            worker.child.signal(Signal::KILL);
+        }
+    }
+
+    /// The worker in slot `index` has exited with `exit`: settle its tasks and
+    /// decide whether to start another. Returns true if the slot is done.
+    pub(super) fn settle(
+        self: &Arc<Self>,
+        index: usize,
+        generation: u64,
+        exit: Exit,
+        got_ready: bool,
+    ) -> bool {
+        let mut failed = Vec::new();
+        let (stop, batches, in_initializer) = {
+            let mut state = self.state.lock();
+            let slot = &mut state.slots[index];
+            debug_assert_eq!(slot.generation, generation);
+            slot.worker = None;
+            let in_initializer = std::mem::take(&mut slot.initializing);
+            slot.running_since = None;
+            let kill_reason = slot.kill_reason.take();
+            let mut in_flight = std::mem::take(&mut slot.in_flight);
+            // The front task was running: it fails, unless the pool killed the
+            // worker for another task that answered just before it died. The
+            // tasks behind it never started: they go back to the queue's head.
+            let mut requeue = Vec::new();
+            if let Some(job) = in_flight.pop_front() {
+                let err = match kill_reason {
+                    Some((_, KillReason::Terminated)) => Some(TaskError::shut_down()),
+                    Some((id, KillReason::TimedOut(limit))) if id == job.id => {
+                        Some(TaskError::new(ErrorKind::TimedOut(limit)))
+                    }
+                    Some((id, KillReason::Cancelled)) if id == job.id => {
+                        Some(TaskError::cancelled())
+                    }
+                    Some((id, KillReason::Protocol(fault))) if id == job.id => {
+                        Some(TaskError::new(match fault {
+                            Fault::TooLarge(size) => ErrorKind::FrameTooLarge {
+                                size,
+                                limit: self.max_frame,
+                            },
+                            Fault::Unexpected => ErrorKind::Failed(format!(
+                                "the worker broke the protocol and was replaced ({exit})"
+                            )),
+                        }))
+                    }
+                    Some(_) => None,
+                    None => Some(TaskError::new(ErrorKind::WorkerDied(exit))),
+                };
+                match err {
+                    Some(err) => failed.push((job, err)),
+                    None => requeue.push(job),
+                }
+            }
+            requeue.extend(in_flight);
+            if state.terminating {
+                failed.extend(requeue.into_iter().map(|j| (j, TaskError::shut_down())));
+            } else if let Some(message) = &state.broken {
+                let err = TaskError::new(ErrorKind::InitializerFailed(message.clone()));
+                failed.extend(requeue.into_iter().map(|j| (j, err.clone())));
+            } else {
+                for job in requeue.into_iter().rev() {
+                    state.queue.push_front(job);
+                }
+            }
+            let stop = state.terminating
+                || (state.closed && state.queue.is_empty())
+                || state.broken.is_some();
+            if !stop {
+                self.restarts.fetch_add(1, Ordering::Relaxed);
+            } else {
+                state.exited += 1;
+                self.watch.notify_all();
+            }
+            // Requeued tasks may go to another idle worker at once.
+            let mut batches = Vec::new();
+            while let Some(batch) = self.take_any_batch(&mut state) {
+                batches.push(batch);
+            }
+            (stop, batches, in_initializer)
+        };
+        self.space.notify_all();
+        for batch in batches {
+            batch.write();
+        }
+        for (job, err) in failed {
+            job.sink.fail(err);
+            self.note_outcome(false);
+        }
+        let message = if in_initializer {
+            format!("the initializer ended its worker with {exit}")
+        } else {
+            format!("worker processes exit before they are ready (last: {exit})")
+        };
+        if !stop && !got_ready && self.spawn_failed(&message, in_initializer) {
+            return true;
+        }
+        stop
+    }
+}
+
+/// A process's resident set size, from `/proc/PID/statm`.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let page = rustix::param::page_size() as u64;
+    Some(pages * page)
+}
