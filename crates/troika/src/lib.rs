@@ -49,7 +49,7 @@
 //! use std::time::Duration;
 //! use troika::ThreadPool;
 //!
-//! let pool = ThreadPool::builder().workers(1).task_timeout(Duration::from_millis(500)).build()?;
+//! let pool = ThreadPool::builder().workers(1).task_timeout(Duration::from_secs(2)).build()?;
 //! let err = pool.submit(|| -> () { panic!("no") }).result().unwrap_err();
 //! assert!(err.is_panic());
 //! let err = pool.submit(|| std::thread::sleep(Duration::from_secs(30))).result().unwrap_err();

@@ -711,8 +711,11 @@ impl Runner {
             Ok(child) => {
                 let killer = child.killer();
                 self.running.groups.lock().insert(spec.seq, killer.clone());
-                // A stop that raced with the spawn must still kill this job.
-                if self.running.stopped() {
+                // A kill (`--halt now`, Ctrl-C) that raced with the spawn
+                // must still kill this job; `--halt soon` lets it finish.
+                // `stop` sets `killing` before it walks `groups`, and both
+                // sides hold the `groups` lock, so one of them sees the other.
+                if self.running.killing.load(Ordering::Acquire) {
                     killer.terminate();
                     killer.kill();
                 }
