@@ -102,7 +102,7 @@ pub mod thread;
 
 pub use aio::{AsyncExecutor, AsyncExecutorBuilder, AsyncTask};
 pub use futures::{
-    AsCompleted, CancelToken, ConfigError, ErrorKind, Executor, Exit, Handle, SubmitError,
+    AsCompleted, CancelToken, ConfigError, ErrorKind, Executor, Exit, Handle, Promise, SubmitError,
     SubmitErrorReason, TaskError, WaitMode, WaitOutcome, as_completed, default_window, wait,
 };
 pub use process::{

@@ -14,6 +14,7 @@ mod cancel;
 mod error;
 mod executor;
 mod handle;
+mod promise;
 
 pub use cancel::CancelToken;
 pub use error::{
@@ -24,5 +25,5 @@ pub use executor::{
     AsCompleted, Executor, Map, MapUnordered, Task, WaitMode, WaitOutcome, as_completed,
     default_window, wait,
 };
-pub use handle::Handle;
-pub(crate) use handle::{Inner, Promise, pair};
+pub use handle::{Handle, Promise};
+pub(crate) use handle::{Inner, pair};
