@@ -9,6 +9,19 @@ use crate::error::ClusterError;
 
 /// A URL with its password blanked out, for messages and logs.
 pub(crate) fn redact(url: &str) -> String {
+    let url = match url.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some(("pass", _)) => "pass=***".to_owned(),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            return format!("{}?{}", redact(base), query.join("&"));
+        }
+        None => url,
+    };
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
             Some((cred, host)) => match cred.split_once(':') {
@@ -147,4 +160,23 @@ pub(crate) fn host_name() -> String {
         .nodename()
         .to_string_lossy()
         .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_blanked_out() {
+        assert_eq!(
+            redact("redis://u:secret@h:6379/0"),
+            "redis://u:***@h:6379/0"
+        );
+        assert_eq!(redact("redis://:secret@h"), "redis://:***@h");
+        assert_eq!(
+            redact("redis+unix:///s.sock?db=1&pass=secret"),
+            "redis+unix:///s.sock?db=1&pass=***"
+        );
+        assert_eq!(redact("redis://h"), "redis://h");
+    }
 }

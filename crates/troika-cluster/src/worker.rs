@@ -979,7 +979,13 @@ async fn claimer(core: Arc<Core>, mut conn: ConnectionManager, lease: Duration, 
         if core.stopping.load(Ordering::Relaxed) {
             return;
         }
-        let mut n = 0;
+        // Wait for room like the reader does (the semaphore is fair, so the
+        // reader, which takes all the room there is, cannot starve this).
+        let Ok(first) = core.permits.acquire().await else {
+            return;
+        };
+        first.forget();
+        let mut n = 1;
         while n < batch {
             match core.permits.try_acquire() {
                 Ok(p) => {
@@ -988,9 +994,6 @@ async fn claimer(core: Arc<Core>, mut conn: ConnectionManager, lease: Duration, 
                 }
                 Err(_) => break,
             }
-        }
-        if n == 0 {
-            continue;
         }
         let claimed = redis::cmd("XAUTOCLAIM")
             .arg(core.keys.tasks())
