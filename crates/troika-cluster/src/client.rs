@@ -726,7 +726,28 @@ async fn reader_loop(shared: Arc<Shared>, mut conn: ConnectionManager) {
 async fn keeper_loop(shared: Arc<Shared>, mut conn: ConnectionManager) {
     let period = shared.config.result_ttl / 3;
     let ttl_ms = shared.config.result_ttl.as_millis() as u64;
+    let mut run_id: Option<String> = None;
     while !shared.stopped.load(Ordering::Relaxed) {
+        if let Ok(info) = redis::cmd("INFO")
+            .arg("server")
+            .query_async::<String>(&mut conn)
+            .await
+        {
+            let now = info
+                .lines()
+                .find_map(|l| l.strip_prefix("run_id:"))
+                .map(|s| s.trim().to_owned());
+            if run_id.is_some() && now.is_some() && run_id != now {
+                tracing::warn!(
+                    "troika-cluster: Redis at {} restarted; checking which tasks it kept",
+                    shared.url
+                );
+                lost_in_restart(&shared, &mut conn).await;
+            }
+            if now.is_some() {
+                run_id = now;
+            }
+        }
         let _ = redis::cmd("PEXPIRE")
             .arg(&shared.results)
             .arg(ttl_ms)
@@ -740,6 +761,68 @@ async fn keeper_loop(shared: Arc<Shared>, mut conn: ConnectionManager) {
                 .store(processes.max(1), Ordering::Relaxed);
         }
         tokio::time::sleep(period.min(Duration::from_secs(1))).await;
+    }
+}
+
+/// After a Redis restart, fail the tasks whose entries it no longer has and
+/// whose results are not waiting either (a Redis without persistence loses
+/// them). Such a task may still have run, on a worker that had it.
+async fn lost_in_restart(shared: &Shared, conn: &mut ConnectionManager) {
+    let written: Vec<(u64, String)> = {
+        let state = shared.state.lock();
+        state
+            .pending
+            .iter()
+            .filter_map(|(id, p)| p.entry.clone().map(|e| (*id, e)))
+            .collect()
+    };
+    let tasks = shared.keys.tasks();
+    let mut lost = Vec::new();
+    for chunk in written.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for (_, entry) in chunk {
+            pipe.cmd("XRANGE").arg(&tasks).arg(entry).arg(entry);
+        }
+        let Ok(found) = pipe.query_async::<Vec<redis::Value>>(conn).await else {
+            return;
+        };
+        for ((id, _), value) in chunk.iter().zip(found) {
+            if matches!(&value, redis::Value::Array(v) if v.is_empty()) {
+                lost.push(*id);
+            }
+        }
+    }
+    if lost.is_empty() {
+        return;
+    }
+    // Results already stored for some of them are read as usual.
+    let Ok(waiting) = redis::cmd("XRANGE")
+        .arg(&shared.results)
+        .arg("-")
+        .arg("+")
+        .query_async::<redis::streams::StreamRangeReply>(conn)
+        .await
+    else {
+        return;
+    };
+    let stored: std::collections::HashSet<u64> = waiting
+        .ids
+        .iter()
+        .filter_map(|e| match e.map.get(wire::FIELD) {
+            Some(redis::Value::BulkString(b)) => wire::decode::<ResultMsg>(b).ok().map(|m| m.id),
+            _ => None,
+        })
+        .collect();
+    for id in lost.into_iter().filter(|id| !stored.contains(id)) {
+        shared.settle(
+            id,
+            Err(TaskError::new(ErrorKind::BrokerUnreachable(format!(
+                "Redis at {} restarted without this task (is persistence, appendonly, on?); \
+                 it may have run",
+                shared.url
+            )))),
+            "",
+        );
     }
 }
 

@@ -107,6 +107,7 @@ fn futures_api() {
 /// once with the right value, and Redis keeps nothing of them.
 fn many(count: u64) {
     let redis = Redis::start();
+    let before = redis.used_memory();
     let workers: Vec<_> = (0..4)
         .map(|_| WorkerProc::start(&redis.url(), "many", "1,5000,256"))
         .collect();
@@ -135,6 +136,14 @@ fn many(count: u64) {
         xlen(&redis, "troika:many:tasks") == 0 && pending_of(&redis, "many") == 0
     });
     drop(workers);
+    // Nothing of the tasks stays in Redis (the clients' result streams are
+    // trimmed as read and expire once the clients are gone).
+    let after = redis.used_memory();
+    println!("used_memory before {before} after {after} bytes ({count} tasks)");
+    assert!(
+        after < before + 2_000_000,
+        "used_memory {before} -> {after}"
+    );
 }
 
 fn many_tasks() {
@@ -368,6 +377,7 @@ fn redis_restart_with_persistence() {
     wait_for("the tasks to be written", LONG, || {
         xlen(&redis, "troika:r:tasks") == 50
     });
+    redis.kill();
     redis.restart();
     let _w = WorkerProc::start(&redis.url(), "r", "2,2000,16");
     for (i, h) in handles.into_iter().enumerate() {
@@ -408,6 +418,63 @@ fn submit_while_redis_down() {
     assert_eq!(h.result_timeout(LONG).expect("settled").unwrap(), 4);
 }
 
+/// A worker cut from Redis by a network partition: its task is taken over
+/// after the lease, and once the link is back the worker serves again.
+fn partition() {
+    let redis = Redis::start_tcp();
+    let proxy = troika_test_redis::TcpProxy::start(redis.server.addr().unwrap());
+    let marks = temp_file("partition");
+    let path = marks.display().to_string();
+    let _a = WorkerProc::start(&proxy.url(), "part", "1,1000,1,,a");
+    let cluster = Cluster::connect(&redis.url(), "part").unwrap();
+    let h = cluster.submit(mark_and_sleep, (path.clone(), 1, 2_000));
+    wait_for("worker a to start the task", LONG, || {
+        lines(&marks) == ["1"]
+    });
+    proxy.cut();
+    let mut b = WorkerProc::start(&redis.url(), "part", "1,1000,1,,b");
+    assert_eq!(h.result_timeout(LONG).expect("settled").unwrap(), 1);
+    proxy.restore();
+    b.signal(libc::SIGKILL);
+    b.wait_timeout(LONG).expect("b died");
+    // Only a is left: a task completes only if it reconnected.
+    assert_eq!(
+        cluster
+            .submit(add, (20, 22))
+            .result_timeout(LONG)
+            .expect("a serves")
+            .unwrap(),
+        42
+    );
+}
+
+/// Without persistence, a Redis restart loses the queued tasks: their
+/// handles fail with a clear error (the README's promise), and new work
+/// flows once the workers and the client have reconnected.
+fn redis_restart_without_persistence() {
+    let mut redis = Redis::start();
+    let cluster = Cluster::connect(&redis.url(), "np").unwrap();
+    let handles: Vec<_> = (0..20u64).map(|i| cluster.submit(add, (i, 1))).collect();
+    wait_for("the tasks to be written", LONG, || {
+        xlen(&redis, "troika:np:tasks") == 20
+    });
+    redis.kill();
+    redis.restart();
+    for h in handles {
+        let err = h.result_timeout(LONG).expect("settled").unwrap_err();
+        assert!(err.is_broker_unreachable(), "{err}");
+    }
+    let _w = WorkerProc::start(&redis.url(), "np", "1");
+    assert_eq!(
+        cluster
+            .submit(add, (1, 2))
+            .result_timeout(LONG)
+            .expect("ran")
+            .unwrap(),
+        3
+    );
+}
+
 fn main() {
     troika::init();
     if support::maybe_serve() {
@@ -431,6 +498,11 @@ fn main() {
                 redis_restart_with_persistence,
             ),
             ("submit_while_redis_down", submit_while_redis_down),
+            ("partition", partition),
+            (
+                "redis_restart_without_persistence",
+                redis_restart_without_persistence,
+            ),
         ],
         Duration::from_secs(180),
     );

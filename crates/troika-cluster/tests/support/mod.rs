@@ -3,15 +3,16 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use troika_test_redis::RedisServer;
 
-/// A redis-server on a Unix socket in a private directory.
+/// A redis-server of the test's own (troika-test-redis), on a Unix socket
+/// unless the test needs TCP (for a proxy).
 pub struct Redis {
-    dir: PathBuf,
-    child: Option<Child>,
-    appendonly: bool,
+    pub server: RedisServer,
     password: Option<String>,
 }
 
@@ -21,81 +22,46 @@ impl Redis {
     }
 
     pub fn start_with(appendonly: bool, password: Option<&str>) -> Redis {
-        let dir = std::env::temp_dir().join(format!(
-            "troika-cluster-test-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        let mut redis = Redis {
-            dir,
-            child: None,
-            appendonly,
-            password: password.map(str::to_owned),
-        };
-        redis.launch();
-        redis
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("redis.sock")
-    }
-
-    fn launch(&mut self) {
-        let _ = std::fs::remove_file(self.socket());
-        let mut cmd = Command::new("redis-server");
-        cmd.arg("--port")
-            .arg("0")
-            .arg("--unixsocket")
-            .arg(self.socket())
-            .arg("--dir")
-            .arg(&self.dir)
-            .arg("--save")
-            .arg("")
-            .arg("--appendonly")
-            .arg(if self.appendonly { "yes" } else { "no" });
-        if let Some(pw) = &self.password {
-            cmd.arg("--requirepass").arg(pw);
+        let mut builder = RedisServer::builder()
+            .unix_socket(true)
+            .appendonly(appendonly);
+        if let Some(pw) = password {
+            builder = builder.password(pw);
         }
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        self.child = Some(cmd.spawn().expect("redis-server is installed"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(5));
+        Redis {
+            server: builder.start(),
+            password: password.map(str::to_owned),
+        }
+    }
+
+    pub fn start_tcp() -> Redis {
+        Redis {
+            server: RedisServer::start(),
+            password: None,
         }
     }
 
     /// The URL, with the server's password if it has one.
     pub fn url(&self) -> String {
-        match &self.password {
-            Some(pw) => self.url_with_password(pw),
-            None => format!("redis+unix://{}", self.socket().display()),
-        }
+        self.server.url()
     }
 
     /// The URL with another password.
     pub fn url_with_password(&self, pw: &str) -> String {
-        format!("redis+unix://{}?pass={pw}", self.socket().display())
+        let path = self.server.socket_path().expect("a unix socket");
+        format!("redis+unix://{}?pass={pw}", path.display())
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.server.kill();
     }
 
     pub fn restart(&mut self) {
-        self.kill();
-        self.launch();
+        self.server.restart();
     }
 
     pub fn conn(&self) -> redis::Connection {
+        let _ = &self.password;
         redis::Client::open(self.url())
             .expect("a URL")
             .get_connection()
@@ -103,23 +69,7 @@ impl Redis {
     }
 
     pub fn used_memory(&self) -> u64 {
-        let info: String = redis::cmd("INFO")
-            .arg("memory")
-            .query(&mut self.conn())
-            .unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.server.used_memory()
     }
 }
 
