@@ -31,14 +31,24 @@ impl LocalCluster {
         std::fs::create_dir_all(&dir)?;
         let socket = dir.join("redis.sock");
         let redis = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocket"])
+            .args([
+                "--port",
+                "0",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--unixsocket",
+            ])
             .arg(&socket)
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("cannot start redis-server (is it installed? Debian: apt-get install redis-server)")?;
+            .context(
+                "cannot start redis-server (is it installed? Debian: apt-get install redis-server)",
+            )?;
         let url = format!("redis+unix://{}", socket.display());
         let mut local = LocalCluster {
             dir,
@@ -56,7 +66,15 @@ impl LocalCluster {
         let exe = std::env::current_exe()?;
         for i in 0..workers {
             let child = Command::new(&exe)
-                .args(["worker", "--cluster", &local.url, "--queue", "bench", "--processes", "1"])
+                .args([
+                    "worker",
+                    "--cluster",
+                    &local.url,
+                    "--queue",
+                    "bench",
+                    "--processes",
+                    "1",
+                ])
                 .args(["--name", &format!("bench-{i}")])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -106,11 +124,16 @@ fn connect(local: &LocalCluster, workers: usize) -> anyhow::Result<Cluster> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while cluster.live_workers() < workers {
         if Instant::now() > deadline {
-            bail!("only {} of {workers} workers came up", cluster.live_workers());
+            bail!(
+                "only {} of {workers} workers came up",
+                cluster.live_workers()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let warm: Vec<_> = (0..workers as u64 * 50).map(|i| cluster.submit(inc, i)).collect();
+    let warm: Vec<_> = (0..workers as u64 * 50)
+        .map(|i| cluster.submit(inc, i))
+        .collect();
     for h in warm {
         h.result()?;
     }
@@ -124,7 +147,9 @@ pub(crate) fn measure(workload: Workload, tasks: u64, workers: usize) -> anyhow:
     match workload {
         Workload::Cpu => {
             let start = Instant::now();
-            let handles: Vec<_> = (0..tasks).map(|_| cluster.submit(is_prime, SEED_NUMBER)).collect();
+            let handles: Vec<_> = (0..tasks)
+                .map(|_| cluster.submit(is_prime, SEED_NUMBER))
+                .collect();
             for h in handles {
                 anyhow::ensure!(h.result()?, "{SEED_NUMBER} is prime");
             }
