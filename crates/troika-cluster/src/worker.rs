@@ -805,28 +805,23 @@ async fn completer(
         }
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let store = |pipe: &mut redis::Pipeline, result: &ResultMsg, ttl: u64, client: &str| {
-            let key = core.keys.results(client);
+        // Each client's result stream gets its TTL once per batch; the
+        // entries are acked and deleted with one XACK and one XDEL.
+        let mut clients: Vec<(&str, u64)> = Vec::new();
+        let store = |pipe: &mut redis::Pipeline, result: &ResultMsg, client: &str| {
             pipe.cmd("XADD")
-                .arg(&key)
+                .arg(core.keys.results(client))
                 .arg("*")
                 .arg(wire::FIELD)
                 .arg(wire::encode(result))
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(ttl.max(1))
                 .ignore();
         };
         for done in &batch {
+            let client = done.client.as_deref().unwrap_or("");
             match &done.action {
                 Action::Store(result, ttl) => {
-                    store(
-                        &mut pipe,
-                        result,
-                        *ttl,
-                        done.client.as_deref().unwrap_or(""),
-                    );
+                    store(&mut pipe, result, client);
+                    clients.push((client, *ttl));
                 }
                 Action::Requeue(msg) => {
                     pipe.cmd("XADD")
@@ -860,21 +855,31 @@ async fn completer(
                         .arg(fields.as_slice())
                         .ignore();
                     if let (Some((result, ttl)), Some(client)) = (result, &done.client) {
-                        store(&mut pipe, result, *ttl, client);
+                        store(&mut pipe, result, client);
+                        clients.push((client, *ttl));
                     }
                 }
                 Action::Ack => {}
             }
-            pipe.cmd("XACK")
-                .arg(&tasks)
-                .arg(wire::GROUP)
-                .arg(&done.entry)
-                .ignore()
-                .cmd("XDEL")
-                .arg(&tasks)
-                .arg(&done.entry)
+        }
+        clients.sort_unstable();
+        clients.dedup_by(|a, b| a.0 == b.0);
+        for (client, ttl) in clients {
+            pipe.cmd("PEXPIRE")
+                .arg(core.keys.results(client))
+                .arg(ttl.max(1))
                 .ignore();
         }
+        let entries: Vec<&str> = batch.iter().map(|d| d.entry.as_str()).collect();
+        pipe.cmd("XACK")
+            .arg(&tasks)
+            .arg(wire::GROUP)
+            .arg(&entries)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&tasks)
+            .arg(&entries)
+            .ignore();
         match pipe.query_async::<()>(&mut conn).await {
             Ok(()) => {
                 if failing {
