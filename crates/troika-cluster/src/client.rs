@@ -33,6 +33,7 @@ struct Pending {
     entry: Option<String>,
     /// When a task that could not be written yet is given up.
     deadline: Instant,
+    submitted: Instant,
 }
 
 enum Command {
@@ -53,6 +54,7 @@ struct Config {
     window: usize,
     max_payload: usize,
     batch: usize,
+    no_worker_timeout: Option<Duration>,
 }
 
 struct Shared {
@@ -83,9 +85,18 @@ pub struct ClusterBuilder {
     window: usize,
     max_payload: usize,
     batch: usize,
+    no_worker_timeout: Option<Duration>,
 }
 
 impl ClusterBuilder {
+    /// Fail a task with [`ErrorKind::NoWorker`] (and remove it from the
+    /// queue) when it has waited this long while no worker was alive. Default:
+    /// none (a task waits for a worker as long as it takes).
+    pub fn no_worker_timeout(mut self, timeout: Duration) -> Self {
+        self.no_worker_timeout = Some(timeout);
+        self
+    }
+
     /// Fail a task that runs longer than `timeout` on its worker (the worker
     /// kills the process that runs it). Default: none.
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
@@ -209,6 +220,7 @@ impl ClusterBuilder {
                 window: self.window,
                 max_payload: self.max_payload,
                 batch: self.batch,
+                no_worker_timeout: self.no_worker_timeout,
             },
             state: Mutex::new(State {
                 pending: HashMap::new(),
@@ -305,6 +317,7 @@ impl Cluster {
             window: 100_000,
             max_payload: 16 << 20,
             batch: 512,
+            no_worker_timeout: None,
         }
     }
 
@@ -441,6 +454,7 @@ impl Cluster {
                 settle,
                 entry: None,
                 deadline: Instant::now() + shared.config.submit_timeout,
+                submitted: Instant::now(),
             },
         );
         drop(state);
@@ -759,8 +773,48 @@ async fn keeper_loop(shared: Arc<Shared>, mut conn: ConnectionManager) {
             shared
                 .parallelism
                 .store(processes.max(1), Ordering::Relaxed);
+            if workers.is_empty()
+                && let Some(limit) = shared.config.no_worker_timeout
+            {
+                fail_without_workers(&shared, limit);
+            }
         }
         tokio::time::sleep(period.min(Duration::from_secs(1))).await;
+    }
+}
+
+/// Fail the tasks that waited longer than `limit` while no worker was alive,
+/// and take them off the queue.
+fn fail_without_workers(shared: &Shared, limit: Duration) {
+    let stale: Vec<(u64, Pending)> = {
+        let mut state = shared.state.lock();
+        let ids: Vec<u64> = state
+            .pending
+            .iter()
+            .filter(|(_, p)| p.submitted.elapsed() >= limit)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| state.pending.remove(&id).map(|p| (id, p)))
+            .collect()
+    };
+    if stale.is_empty() {
+        return;
+    }
+    shared.cond.notify_all();
+    for (id, pending) in stale {
+        let _ = shared.commands.send(Command::Cancel {
+            id,
+            entry: pending.entry.clone(),
+        });
+        (pending.settle)(
+            Err(TaskError::new(ErrorKind::NoWorker(format!(
+                "no worker of queue `{queue}` was alive for {limit:?} (start one with \
+                 `troika worker --cluster URL --queue {queue}` or Worker::builder(..).run())",
+                queue = shared.keys.queue()
+            )))),
+            "",
+        );
     }
 }
 

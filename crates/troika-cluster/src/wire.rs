@@ -17,14 +17,21 @@ pub(crate) const DEAD_LETTER_MAXLEN: usize = 10_000;
 /// The Redis keys of one queue.
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
+    queue: String,
     prefix: String,
 }
 
 impl Keys {
     pub(crate) fn new(queue: &str) -> Keys {
         Keys {
+            queue: queue.to_owned(),
             prefix: format!("troika:{queue}"),
         }
+    }
+
+    /// The queue's name.
+    pub(crate) fn queue(&self) -> &str {
+        &self.queue
     }
 
     /// The task stream the workers' group reads.

@@ -475,6 +475,25 @@ fn redis_restart_without_persistence() {
     );
 }
 
+/// With a no-worker limit, a task that finds no live worker fails with
+/// NoWorker and is taken off the queue.
+fn no_worker() {
+    let redis = Redis::start();
+    let cluster = Cluster::builder(&redis.url(), "nw")
+        .no_worker_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let err = cluster
+        .submit(add, (1, 1))
+        .result_timeout(LONG)
+        .expect("settled")
+        .unwrap_err();
+    assert!(err.is_no_worker(), "{err}");
+    wait_for("the entry to go", LONG, || {
+        xlen(&redis, "troika:nw:tasks") == 0
+    });
+}
+
 fn main() {
     troika::init();
     if support::maybe_serve() {
@@ -499,6 +518,7 @@ fn main() {
             ),
             ("submit_while_redis_down", submit_while_redis_down),
             ("partition", partition),
+            ("no_worker", no_worker),
             (
                 "redis_restart_without_persistence",
                 redis_restart_without_persistence,
