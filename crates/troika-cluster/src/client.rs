@@ -822,30 +822,55 @@ fn fail_without_workers(shared: &Shared, limit: Duration) {
 /// whose results are not waiting either (a Redis without persistence loses
 /// them). Such a task may still have run, on a worker that had it.
 async fn lost_in_restart(shared: &Shared, conn: &mut ConnectionManager) {
-    let written: Vec<(u64, String)> = {
+    let written: std::collections::HashSet<u64> = {
         let state = shared.state.lock();
         state
             .pending
             .iter()
-            .filter_map(|(id, p)| p.entry.clone().map(|e| (*id, e)))
+            .filter(|(_, p)| p.entry.is_some())
+            .map(|(id, _)| *id)
             .collect()
     };
+    if written.is_empty() {
+        return;
+    }
+    // Scan the task stream for this client's tasks (an entry handed back or
+    // queued again after a crash has a new id, so ids alone do not tell).
     let tasks = shared.keys.tasks();
-    let mut lost = Vec::new();
-    for chunk in written.chunks(1000) {
-        let mut pipe = redis::pipe();
-        for (_, entry) in chunk {
-            pipe.cmd("XRANGE").arg(&tasks).arg(entry).arg(entry);
-        }
-        let Ok(found) = pipe.query_async::<Vec<redis::Value>>(conn).await else {
+    let mut kept = std::collections::HashSet::new();
+    let mut from = "-".to_owned();
+    loop {
+        let Ok(page) = redis::cmd("XRANGE")
+            .arg(&tasks)
+            .arg(&from)
+            .arg("+")
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async::<redis::streams::StreamRangeReply>(conn)
+            .await
+        else {
             return;
         };
-        for ((id, _), value) in chunk.iter().zip(found) {
-            if matches!(&value, redis::Value::Array(v) if v.is_empty()) {
-                lost.push(*id);
+        let Some(last) = page.ids.last().map(|e| e.id.clone()) else {
+            break;
+        };
+        for entry in &page.ids {
+            if let Some(redis::Value::BulkString(bytes)) = entry.map.get(wire::FIELD)
+                && let Ok(head) = wire::decode::<wire::Head>(bytes)
+                && head.client == shared.client_id
+            {
+                kept.insert(head.id);
             }
         }
+        if page.ids.len() < 10_000 {
+            break;
+        }
+        from = format!("({last}");
     }
+    let lost: Vec<u64> = written
+        .into_iter()
+        .filter(|id| !kept.contains(id))
+        .collect();
     if lost.is_empty() {
         return;
     }

@@ -88,6 +88,15 @@ pub(crate) struct TaskMsg {
     pub(crate) result_ttl_ms: u64,
 }
 
+/// The first fields of a task entry: enough to know whose task it is, even
+/// when the rest cannot be read.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Head {
+    pub(crate) version: u8,
+    pub(crate) client: String,
+    pub(crate) id: u64,
+}
+
 /// A failure as stored for the client.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum WireError {

@@ -17,14 +17,13 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use serde::Deserialize;
 use tokio::sync::{Semaphore, mpsc};
 use troika::{Handle, ProcessPool, TaskError};
 
 use crate::conn::{self, Backoff};
 use crate::error::ClusterError;
 use crate::exec::run_by_name;
-use crate::wire::{self, Keys, ResultMsg, TaskMsg, WireError};
+use crate::wire::{self, Head, Keys, ResultMsg, TaskMsg, WireError};
 
 type ExecOut = Result<Vec<u8>, WireError>;
 
@@ -298,15 +297,6 @@ struct Core {
     outstanding: AtomicUsize,
     stopping: AtomicBool,
     max_payload: usize,
-}
-
-/// The first fields of a task entry: enough to answer its client even when
-/// the rest cannot be read.
-#[derive(Deserialize)]
-struct Head {
-    version: u8,
-    client: String,
-    id: u64,
 }
 
 async fn serve(setup: Setup) -> Result<(), ClusterError> {
