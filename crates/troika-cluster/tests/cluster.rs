@@ -20,7 +20,8 @@ troika::remote! {
     fn mark_and_sleep(path: String, tag: u64, ms: u64) -> u64 {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
-        writeln!(f, "{tag}").unwrap();
+        // One write per line: processes append to the same file at once.
+        f.write_all(format!("{tag}\n").as_bytes()).unwrap();
         drop(f);
         std::thread::sleep(Duration::from_millis(ms));
         tag
