@@ -16,6 +16,7 @@ mod primes;
 mod progress;
 mod run;
 mod serve;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -79,6 +80,10 @@ enum Command {
     /// a process pool; GET / asks a file, a SQLite database and an HTTP API at
     /// once and answers with all three; /healthz and /metrics.
     Serve(serve::ServeArgs),
+    /// Serve a cluster queue: run the tasks that clients on any machine put
+    /// in Redis (`troika primes --cluster`, `troika bench --modes cluster`,
+    /// or a program using troika-cluster) on N local processes, until SIGTERM.
+    Worker(worker::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +111,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Crawl(args) => crawl::run(&args),
         Command::Serve(args) => serve::run(args),
+        Command::Worker(args) => worker::run(&args),
     };
     match outcome {
         Ok(code) => code,

@@ -102,6 +102,7 @@ pub mod thread;
 pub use aio::{AsyncExecutor, AsyncExecutorBuilder, AsyncTask};
 pub use futures::{
     AsCompleted, BuildError, CancelToken, ConfigError, ErrorKind, Executor, Exit, Handle,
+    Promise,
     PoolStats, SubmitError, SubmitErrorReason, TaskError, WaitMode, WaitOutcome, as_completed,
     default_window, wait,
 };

@@ -5,6 +5,7 @@
 //! by the workers the mode used). Wall time includes starting and stopping the
 //! pool, as the seed's timing does.
 
+mod cluster;
 mod html;
 mod python;
 mod report;
@@ -148,11 +149,17 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         WorkloadChoice::Overhead => &[Workload::Overhead],
         WorkloadChoice::All => &[Workload::Cpu, Workload::Io, Workload::Overhead],
     };
+    // `cluster` is not a mode of one machine: its rows come from a local
+    // Redis and local workers (bench/cluster.rs), and only when asked for.
+    let cluster = args
+        .modes
+        .as_ref()
+        .is_some_and(|names| names.iter().any(|n| n.trim() == "cluster"));
     let modes = match &args.modes {
         None => crate::mode::AVAILABLE.to_vec(),
         Some(names) => {
             let mut modes = Vec::new();
-            for name in names {
+            for name in names.iter().filter(|n| n.trim() != "cluster") {
                 let mode = Mode::parse(name).context("bad --modes")?;
                 if !modes.contains(&mode) {
                     modes.push(mode);
@@ -161,7 +168,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             modes
         }
     };
-    if modes.is_empty() {
+    if modes.is_empty() && !cluster {
         bail!("--modes is empty");
     }
     if args.tasks == Some(0) {
@@ -211,6 +218,17 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         serial_walls.push((workload, tasks, serial_wall));
         for (mode, runs) in measured {
             let row = Row::new(workload, mode.name().to_owned(), tasks, &runs, serial_wall);
+            if args.json {
+                progress.suspend(|| report::json_line(&mut std::io::stdout().lock(), &row))?;
+            }
+            rows.push(row);
+        }
+        if cluster && workload != Workload::Io {
+            progress.set_message(format!("{} on cluster", workload.name()));
+            let runs = (0..args.repeat)
+                .map(|_| cluster::measure(workload, tasks, workers))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let row = Row::new(workload, "cluster".to_owned(), tasks, &runs, serial_wall);
             if args.json {
                 progress.suspend(|| report::json_line(&mut std::io::stdout().lock(), &row))?;
             }

@@ -42,6 +42,14 @@ pub(crate) struct PrimesArgs {
     /// One JSON object per line instead of `n prime|composite`.
     #[arg(long)]
     json: bool,
+    /// Run the tests on the workers of a cluster instead (`troika worker
+    /// --cluster URL` on each machine): redis://host[:port], rediss://…,
+    /// or redis+unix:///path/to/redis.sock.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["mode", "workers"])]
+    cluster: Option<String>,
+    /// The cluster queue to submit to.
+    #[arg(long, default_value = "troika", requires = "cluster")]
+    queue: String,
 }
 
 /// `--algorithm` values.
@@ -125,7 +133,11 @@ fn chunks(lines: impl Iterator<Item = String>, size: usize) -> impl Iterator<Ite
 }
 
 pub(crate) fn run(args: &PrimesArgs) -> anyhow::Result<ExitCode> {
-    let mode = Mode::parse(&args.mode)?;
+    // A cluster runs the process pool's tasks on its workers.
+    let mode = match args.cluster {
+        Some(_) => Mode::Processes,
+        None => Mode::parse(&args.mode)?,
+    };
     if args.workers == Some(0) {
         bail!("--workers must be at least 1");
     }
@@ -194,7 +206,7 @@ pub(crate) fn run(args: &PrimesArgs) -> anyhow::Result<ExitCode> {
             if let Some(workers) = args.workers {
                 builder = builder.workers(workers);
             }
-            let pool = builder.build()?;
+            let (pool, cluster);
             // Lines are parsed here; only the valid numbers of each chunk
             // travel to a worker, and the answers are put back in line order.
             let parsed: Rc<RefCell<VecDeque<Vec<Parsed>>>> = Rc::default();
@@ -205,7 +217,19 @@ pub(crate) fn run(args: &PrimesArgs) -> anyhow::Result<ExitCode> {
                 keep.borrow_mut().push_back(lines);
                 (algorithm, numbers)
             });
-            for verdicts in pool.map(check_numbers, batches) {
+            type Verdicts = Result<Vec<Verdict>, troika::TaskError>;
+            let answers: Box<dyn Iterator<Item = Verdicts>> = match &args.cluster {
+                Some(url) => {
+                    cluster = troika_cluster::Cluster::connect(url, &args.queue)?;
+                    let calls = batches.map(|batch| troika::Call::new(check_numbers, batch));
+                    Box::new(troika::Executor::map_tasks(&cluster, calls, 64))
+                }
+                None => {
+                    pool = builder.build()?;
+                    Box::new(pool.map(check_numbers, batches))
+                }
+            };
+            for verdicts in answers {
                 let verdicts = verdicts.map_err(|e| anyhow::anyhow!("a check failed: {e}"))?;
                 let lines = parsed.borrow_mut().pop_front().unwrap_or_default();
                 let mut verdicts = verdicts.into_iter();

@@ -64,6 +64,23 @@ pub enum ErrorKind {
     /// process it ran in), so the pool is broken and runs no task, like
     /// Python's `BrokenProcessPool`; the message says how it failed.
     InitializerFailed(String),
+    /// A distributed executor found no worker to run the task (none is
+    /// registered, or none took it within the executor's limit); the message
+    /// says which queue and how long it waited.
+    NoWorker(String),
+    /// A distributed executor could not reach its broker (such as Redis) to
+    /// send the task or learn its outcome within its timeout; the message
+    /// names the broker and the last error.
+    BrokerUnreachable(String),
+    /// The task was delivered to workers more times than the executor allows
+    /// (each time its worker died or it was handed back), so it was given up
+    /// and set aside (in a dead-letter queue an operator can inspect).
+    DeadLettered {
+        /// How many times it was delivered.
+        deliveries: u64,
+        /// Why the last delivery failed.
+        reason: String,
+    },
 }
 
 /// How a worker process ended.
@@ -190,6 +207,21 @@ impl TaskError {
         matches!(self.kind, ErrorKind::Serialization(_))
     }
 
+    /// No worker of a distributed executor was there to run the task.
+    pub fn is_no_worker(&self) -> bool {
+        matches!(self.kind, ErrorKind::NoWorker(_))
+    }
+
+    /// A distributed executor could not reach its broker.
+    pub fn is_broker_unreachable(&self) -> bool {
+        matches!(self.kind, ErrorKind::BrokerUnreachable(_))
+    }
+
+    /// The task was delivered too many times and dead-lettered.
+    pub fn is_dead_lettered(&self) -> bool {
+        matches!(self.kind, ErrorKind::DeadLettered { .. })
+    }
+
     /// The task's argument or reply was over the process pool's frame limit.
     pub fn is_frame_too_large(&self) -> bool {
         matches!(self.kind, ErrorKind::FrameTooLarge { .. })
@@ -220,6 +252,12 @@ impl fmt::Display for TaskError {
             ErrorKind::InitializerFailed(msg) => {
                 write!(f, "the pool is broken: its initializer failed: {msg}")
             }
+            ErrorKind::NoWorker(msg) => write!(f, "no worker is reachable: {msg}"),
+            ErrorKind::BrokerUnreachable(msg) => write!(f, "the broker is unreachable: {msg}"),
+            ErrorKind::DeadLettered { deliveries, reason } => write!(
+                f,
+                "task given up after {deliveries} deliveries and dead-lettered: {reason}"
+            ),
         }
     }
 }

@@ -124,7 +124,12 @@ pub struct Handle<T> {
 }
 
 /// The executor's side of a task: claim it, then complete it once.
-pub(crate) struct Promise<T> {
+///
+/// troika's own executors use it internally; it is public so that an executor
+/// outside this crate (such as the Redis-backed cluster executor) can hand out
+/// the same [`Handle`]s. Make a linked pair with [`Promise::new`]; see there
+/// for an example.
+pub struct Promise<T> {
     inner: Arc<Erased<T>>,
 }
 
@@ -517,7 +522,7 @@ impl<T> Promise<T> {
 
     /// Claim the task for running. False if it was cancelled (or otherwise
     /// decided) first: then the executor must skip it.
-    pub(crate) fn start(&self) -> bool {
+    pub fn start(&self) -> bool {
         self.inner
             .phase
             .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
@@ -526,7 +531,7 @@ impl<T> Promise<T> {
 
     /// Complete the task. Returns false if its outcome was already decided
     /// (cancelled or timed out), in which case `outcome` is dropped.
-    pub(crate) fn complete(&self, outcome: Result<T, TaskError>) -> bool {
+    pub fn complete(&self, outcome: Result<T, TaskError>) -> bool {
         self.inner.decide(outcome)
     }
 
@@ -537,13 +542,15 @@ impl<T> Promise<T> {
     }
 
     /// Whether the outcome was already decided (cancelled, timed out or done).
-    pub(crate) fn is_done(&self) -> bool {
+    pub fn is_done(&self) -> bool {
         self.inner.phase.load(Ordering::Acquire) >= DONE
     }
 
     /// Register what `cancel()` does to a running task (the process pool kills
-    /// the worker). Dropped once the task is done.
-    pub(crate) fn set_kill(&self, kill: Box<dyn FnOnce() + Send>) {
+    /// the worker). Dropped once the task is done. [`Handle::cancel`] of a
+    /// started task returns true, and decides the outcome as cancelled, only
+    /// when a hook is registered; it runs the hook once.
+    pub fn set_kill(&self, kill: Box<dyn FnOnce() + Send>) {
         let mut state = self.inner.state.lock();
         if self.inner.phase.load(Ordering::Acquire) < DONE {
             state.kill = Some(kill);

@@ -14,6 +14,7 @@ mod cancel;
 mod error;
 mod executor;
 mod handle;
+mod promise;
 mod start;
 mod stats;
 
@@ -27,8 +28,8 @@ pub use executor::{
     AsCompleted, Executor, Map, MapUnordered, Task, WaitMode, WaitOutcome, as_completed,
     default_window, wait,
 };
-pub use handle::Handle;
-pub(crate) use handle::{Inner, Promise, pair};
+pub use handle::{Handle, Promise};
+pub(crate) use handle::{Inner, pair};
 pub(crate) use start::check_start;
 #[cfg(test)]
 pub(crate) use start::{fail_nth_start, threads_left};

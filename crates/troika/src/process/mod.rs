@@ -90,6 +90,7 @@
 mod child;
 mod codec;
 mod command;
+mod encoded;
 mod map;
 mod pool;
 mod registry;
@@ -100,6 +101,7 @@ mod worker;
 
 pub use child::{Process, ProcessBuilder, SpawnError};
 pub use command::{CommandOutput, CommandStatus, GroupChild, GroupKiller};
+pub use encoded::{call_encoded, decode_value, encode_value, is_registered};
 pub use map::{ProcessMap, ProcessMapUnordered};
 pub use pool::{ProcessPool, ProcessPoolBuilder};
 pub use registry::RemoteFn;
