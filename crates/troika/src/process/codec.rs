@@ -79,17 +79,22 @@ struct Append<'a>(&'a mut Vec<u8>);
 impl postcard::ser_flavors::Flavor for Append<'_> {
     type Output = ();
 
-    #[inline]
+    #[inline(always)]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        // postcard hands over every varint as a short slice: pushing its few
-        // bytes costs less than a call to `memcpy`, which dominated the
-        // encoding of a chunk of small integers.
-        if data.len() <= 16 {
-            for &byte in data {
-                self.0.push(byte);
+        // postcard hands over every varint as a short slice. A copy of a
+        // known size compiles to a few moves; a call to `memcpy` for a
+        // handful of bytes dominated the encoding of a chunk of integers.
+        match *data {
+            [a] => self.0.push(a),
+            [a, b] => self.0.extend_from_slice(&[a, b]),
+            [a, b, c] => self.0.extend_from_slice(&[a, b, c]),
+            [a, b, c, d] => self.0.extend_from_slice(&[a, b, c, d]),
+            _ if data.len() <= 16 => {
+                for &byte in data {
+                    self.0.push(byte);
+                }
             }
-        } else {
-            self.0.extend_from_slice(data);
+            _ => self.0.extend_from_slice(data),
         }
         Ok(())
     }
