@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use super::codec::{self, ChunkItem, ChunkReader, ChunkWriter, ITEM_ENCODE, ITEM_PANICKED};
+use super::chunk::{ChunkItem, ChunkReader, ChunkWriter, ITEM_ENCODE, ITEM_PANICKED};
+use super::codec;
 use super::registry::{self, RemoteFn};
 use super::wire;
 use crate::futures::{ErrorKind, Executor, Handle, Promise, Task, TaskError};
@@ -148,7 +149,7 @@ pub(crate) fn encode_chunk<F: RemoteFn>(id: u64, args: &[F::Arg]) -> Result<Vec<
             u32::MAX
         ))));
     }
-    let mut frame = begin_call::<F>(id, wire::CALL_CHUNK, 32 + args.len() * 2)?;
+    let mut frame = begin_call::<F>(id, wire::CALL_CHUNK, 32 + args.len() * 8)?;
     let mut chunk = ChunkWriter::new(&mut frame, args.len());
     // One `catch_unwind` for a run of items, not one per item: a panic in a
     // `Serialize` fails the item it was encoding, and the run goes on from
