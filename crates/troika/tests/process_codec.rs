@@ -102,6 +102,16 @@ troika::remote! {
         DropBomb(wait_on_fifo::call(path))
     }
 
+    /// Append `n` to the file at `path` (one line per call that ran), then
+    /// panic if `n` is 7.
+    fn tally(path: String, n: u32) -> u32 {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().append(true).create(true).open(path).unwrap();
+        writeln!(file, "{n}").unwrap();
+        assert!(n != 7, "tally refuses 7");
+        n
+    }
+
     /// Leave a mark that this call ran.
     fn leave_mark(path: String) -> u32 {
         std::fs::write(path, b"ran").unwrap();
@@ -378,6 +388,145 @@ fn unordered_map_one_bad_item_fails_alone() {
     assert_eq!(outcomes[0].1, Ok(Touchy(1)));
     assert_serialization(&outcomes[1].1, "decoding the result in the parent");
     assert_eq!(outcomes[2].1, Ok(Touchy(2)));
+}
+
+/// What a chunk item holding `n` must come back as: the value, or the
+/// error its `Touchy` raises on the way (`parent_first`: the value is an
+/// argument, encoded in the parent and decoded in the worker; otherwise a
+/// result, encoded in the worker and decoded in the parent).
+fn assert_item(outcome: &Result<Touchy, TaskError>, n: u32, parent_first: bool) {
+    let (encoding, decoding) = if parent_first {
+        (
+            "encoding the argument in the parent",
+            "decoding the argument in the worker",
+        )
+    } else {
+        (
+            "encoding the result in the worker",
+            "decoding the result in the parent",
+        )
+    };
+    match n {
+        101 => assert_panic(outcome, "serialize refuses 101"),
+        666 => {
+            assert_serialization(outcome, encoding);
+            assert_serialization(outcome, "bad value 666");
+        }
+        202 => assert_panic(outcome, "deserialize refuses 202"),
+        13 => {
+            assert_serialization(outcome, decoding);
+            assert_serialization(outcome, "13 will not be read");
+        }
+        n => assert_eq!(outcome, &Ok(Touchy(n))),
+    }
+}
+
+/// Bad items of every kind — first, last, side by side and alone in the
+/// middle of a long chunk — fail alone, with their own errors, on either
+/// side; every other item comes back in its place, and nothing runs twice.
+#[test]
+fn bad_items_anywhere_in_a_long_chunk_fail_alone() {
+    guarded(
+        "bad_items_anywhere_in_a_long_chunk_fail_alone",
+        Duration::from_secs(60),
+        || {
+            let pool = one_worker();
+            let pid = pool.submit(worker_pid, ()).result().unwrap();
+            let bad = [
+                (0, 101),
+                (1, 13),
+                (2, 666),
+                (500, 202),
+                (501, 101),
+                (998, 666),
+                (999, 13),
+            ];
+            let items: Vec<u32> = (0..1000)
+                .map(|i| bad.iter().find(|b| b.0 == i).map_or(1000 + i, |b| b.1))
+                .collect();
+            for chunksize in [1000, 7] {
+                let echoed: Vec<_> = pool
+                    .imap(echo, items.iter().map(|&n| Touchy(n)), chunksize)
+                    .unwrap()
+                    .collect();
+                assert_eq!(echoed.len(), items.len());
+                for (outcome, &n) in echoed.iter().zip(&items) {
+                    assert_item(outcome, n, true);
+                }
+                let made: Vec<_> = pool
+                    .imap(make, items.iter().copied(), chunksize)
+                    .unwrap()
+                    .collect();
+                assert_eq!(made.len(), items.len());
+                for (outcome, &n) in made.iter().zip(&items) {
+                    assert_item(outcome, n, false);
+                }
+            }
+            assert_eq!(pool.submit(worker_pid, ()).result().unwrap(), pid);
+        },
+    );
+}
+
+/// A panic in the function fails its item alone, and the items after it in
+/// the chunk still run, each exactly once.
+#[test]
+fn a_panicking_item_in_a_chunk_runs_the_others_once() {
+    guarded(
+        "a_panicking_item_in_a_chunk_runs_the_others_once",
+        Duration::from_secs(60),
+        || {
+            let pool = one_worker();
+            let dir = scratch("tally");
+            let log = path_string(&dir.join("calls"));
+            let outcomes: Vec<_> = pool
+                .imap(tally, (0..100).map(|n| (log.clone(), n)), 100)
+                .unwrap()
+                .collect();
+            for (n, outcome) in (0..100).zip(&outcomes) {
+                match outcome {
+                    Ok(value) => assert_eq!(*value, n),
+                    Err(err) => {
+                        assert_eq!(n, 7, "{err}");
+                        assert!(err.is_panic(), "{err}");
+                    }
+                }
+            }
+            assert!(outcomes[7].is_err());
+            let calls = std::fs::read_to_string(dir.join("calls")).unwrap();
+            let calls: Vec<u32> = calls.lines().map(|l| l.parse().unwrap()).collect();
+            assert_eq!(calls, (0..100).collect::<Vec<u32>>());
+            let _ = std::fs::remove_dir_all(dir);
+        },
+    );
+}
+
+/// A chunk whose every item fails, of each kind on each side, fails item by
+/// item and leaves the worker serving.
+#[test]
+fn a_chunk_of_only_bad_items_fails_item_by_item() {
+    guarded(
+        "a_chunk_of_only_bad_items_fails_item_by_item",
+        Duration::from_secs(60),
+        || {
+            let pool = one_worker();
+            let pid = pool.submit(worker_pid, ()).result().unwrap();
+            for n in [101, 666, 202, 13] {
+                let echoed: Vec<_> = pool
+                    .imap(echo, vec![Touchy(n); 300], 300)
+                    .unwrap()
+                    .collect();
+                assert_eq!(echoed.len(), 300);
+                echoed
+                    .iter()
+                    .for_each(|outcome| assert_item(outcome, n, true));
+                let made: Vec<_> = pool.imap(make, vec![n; 300], 300).unwrap().collect();
+                assert_eq!(made.len(), 300);
+                made.iter()
+                    .for_each(|outcome| assert_item(outcome, n, false));
+            }
+            assert_eq!(pool.submit(worker_pid, ()).result().unwrap(), pid);
+        },
+    );
 }
 
 // --- 4. cancel of a call batched behind another ------------------------------

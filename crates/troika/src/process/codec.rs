@@ -34,45 +34,72 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
         Ok(()) => Ok(()),
         Err(e) => {
             out.truncate(mark);
-            if e == postcard::Error::SerdeSerCustom
-                && let Err(Message(msg)) = value.serialize(Probe)
-            {
-                return Err(msg);
-            }
-            Err(e.to_string())
+            Err(encode_error(value, e))
         }
     }
+}
+
+/// Why `value` could not be encoded, given the error postcard returned: the
+/// message of the value's own error where postcard dropped it.
+#[cold]
+pub(crate) fn encode_error<T: Serialize + ?Sized>(value: &T, e: postcard::Error) -> String {
+    if e == postcard::Error::SerdeSerCustom
+        && let Err(Message(msg)) = value.serialize(Probe)
+    {
+        return msg;
+    }
+    e.to_string()
 }
 
 /// Decode a postcard value; the error says why it could not be decoded.
 #[inline]
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    match postcard::from_bytes(bytes) {
-        Ok(value) => Ok(value),
-        Err(postcard::Error::SerdeDeCustom) => {
-            STASH.with(|s| s.borrow_mut().take());
-            let mut de = postcard::Deserializer::from_bytes(bytes);
-            match T::deserialize(Capture(&mut de)) {
-                Err(Message(msg)) => Err(msg),
-                Ok(_) => Err(postcard::Error::SerdeDeCustom.to_string()),
-            }
-        }
-        Err(e) => Err(e.to_string()),
+    postcard::from_bytes(bytes).map_err(|e| decode_error::<T>(bytes, e))
+}
+
+/// Why `bytes` could not be decoded as a `T`, given the error postcard
+/// returned: the message of the type's own error where postcard dropped it.
+#[cold]
+pub(crate) fn decode_error<T: DeserializeOwned>(bytes: &[u8], e: postcard::Error) -> String {
+    if e != postcard::Error::SerdeDeCustom {
+        return e.to_string();
+    }
+    STASH.with(|s| s.borrow_mut().take());
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    match T::deserialize(Capture(&mut de)) {
+        Err(Message(msg)) => msg,
+        Ok(_) => e.to_string(),
     }
 }
 
 /// A postcard output that appends to a borrowed `Vec`, so a failed encoding
 /// leaves the bytes before it (a frame header) intact.
-struct Append<'a>(&'a mut Vec<u8>);
+pub(crate) struct Append<'a>(pub(crate) &'a mut Vec<u8>);
 
 impl postcard::ser_flavors::Flavor for Append<'_> {
     type Output = ();
 
+    #[inline(always)]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
+        // postcard hands over every varint as a short slice. A copy of a
+        // known size compiles to a few moves; a call to `memcpy` for a
+        // handful of bytes dominated the encoding of a chunk of integers.
+        match *data {
+            [a] => self.0.push(a),
+            [a, b] => self.0.extend_from_slice(&[a, b]),
+            [a, b, c] => self.0.extend_from_slice(&[a, b, c]),
+            [a, b, c, d] => self.0.extend_from_slice(&[a, b, c, d]),
+            _ if data.len() <= 16 => {
+                for &byte in data {
+                    self.0.push(byte);
+                }
+            }
+            _ => self.0.extend_from_slice(data),
+        }
         Ok(())
     }
 
+    #[inline]
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
         self.0.push(data);
         Ok(())

@@ -88,6 +88,7 @@
 #![allow(clippy::needless_doctest_main)]
 
 mod child;
+mod chunk;
 mod codec;
 mod command;
 mod encoded;

@@ -20,6 +20,8 @@ use std::sync::OnceLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::chunk::{ChunkItem, ChunkReader, ChunkWriter, ITEM_ENCODE, ITEM_PANICKED};
+use super::codec;
 pub(crate) use super::codec::{decode, encode_into};
 use super::wire;
 
@@ -93,100 +95,6 @@ pub(crate) fn lookup(name: &str) -> Option<Trampoline> {
         .copied()
 }
 
-/// Per-item tags inside a chunk call or reply: the item's bytes are a
-/// postcard value ([`ITEM_OK`]) or a UTF-8 message saying why there is none.
-pub(crate) const ITEM_OK: u8 = 0;
-/// Panicked (in the parent's `Serialize`, or in the worker).
-pub(crate) const ITEM_PANICKED: u8 = 1;
-/// Could not be encoded or decoded.
-pub(crate) const ITEM_ENCODE: u8 = 2;
-
-/// Bytes reserved before an item's body: its tag and one byte of its
-/// length, a LEB128 varint (most items are short; a longer length moves the
-/// body up by the extra bytes).
-const ITEM_HEADER: usize = 2;
-
-/// Start an item with `tag` in `out`; returns where it begins, for
-/// [`finish_item`].
-#[inline]
-pub(crate) fn begin_item(out: &mut Vec<u8>, tag: u8) -> usize {
-    let at = out.len();
-    out.extend_from_slice(&[tag, 0]);
-    at
-}
-
-/// Write the length of the item begun at `at`. An item too long for a
-/// `u32` length is replaced by an [`ITEM_ENCODE`] message.
-#[inline]
-pub(crate) fn finish_item(out: &mut Vec<u8>, at: usize) {
-    let body = at + ITEM_HEADER;
-    let len = out.len() - body;
-    if len < 0x80 {
-        out[at + 1] = len as u8;
-        return;
-    }
-    let Ok(len32) = u32::try_from(len) else {
-        out.truncate(at);
-        push_message(
-            out,
-            ITEM_ENCODE,
-            &format!("one item of a chunk encodes to {len} bytes; an item may have at most 4 GiB"),
-        );
-        return;
-    };
-    let mut varint = [0u8; 5];
-    let mut n = 0;
-    let mut v = len32;
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            varint[n] = byte;
-            n += 1;
-            break;
-        }
-        varint[n] = byte | 0x80;
-        n += 1;
-    }
-    // Make room for the length's extra bytes, then write it.
-    let end = out.len();
-    out.resize(end + n - 1, 0);
-    out.copy_within(body..end, body + n - 1);
-    out[at + 1..at + 1 + n].copy_from_slice(&varint[..n]);
-}
-
-/// Append an item holding a message.
-pub(crate) fn push_message(out: &mut Vec<u8>, tag: u8, msg: &str) {
-    let at = begin_item(out, tag);
-    out.extend_from_slice(msg.as_bytes());
-    finish_item(out, at);
-}
-
-/// Split the first item off `bytes`: its tag, its body and the rest. `None`
-/// if `bytes` is too short for the item its header announces, or its length
-/// is not a varint of at most 5 bytes that fits a `u32`.
-#[inline]
-pub(crate) fn split_item(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, mut rest) = bytes.split_first()?;
-    let mut len: u64 = 0;
-    for shift in (0..35).step_by(7) {
-        let (&byte, after) = rest.split_first()?;
-        rest = after;
-        len |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            let len = usize::try_from(u32::try_from(len).ok()?).ok()?;
-            return (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]));
-        }
-    }
-    None
-}
-
-/// Split a chunk's leading `u32` item count off `bytes`.
-pub(crate) fn split_count(bytes: &[u8]) -> Option<(u32, &[u8])> {
-    let count = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
-    Some((count, &bytes[4..]))
-}
-
 /// Run `f`, turning a panic into its message.
 pub(crate) fn unwind<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| crate::futures::panic_message(&*payload))
@@ -236,46 +144,62 @@ fn run_one<F: RemoteFn>(input: &[u8], out: &mut Vec<u8>) -> Result<(), (u16, Str
     }
 }
 
-/// A chunk: the input is a `u32` count and one item per argument (see
-/// [`begin_item`]); the reply is a `u32` count and one item per outcome, so
-/// that one bad item fails alone.
+/// A chunk (see [`ChunkWriter`]): the input holds the arguments, the reply
+/// one outcome per item, so that one bad item fails alone.
+///
+/// The items run in one pass under one `catch_unwind`, each decoded, run,
+/// encoded and dropped in turn; a panic fails the item it struck, and the
+/// pass goes on from the next item under a new `catch_unwind` (no item runs
+/// twice). An argument the parent could not encode arrives failed and is
+/// echoed back.
 fn run_chunk<F: RemoteFn>(input: &[u8], out: &mut Vec<u8>) -> u16 {
-    let Some((count, mut rest)) = split_count(input) else {
-        out.extend_from_slice(b"malformed chunk: no item count");
+    let Ok(mut items) = ChunkReader::new(input) else {
+        out.extend_from_slice(b"malformed chunk: its regions do not fit the frame");
         return wire::BAD_FRAME;
     };
-    let count_at = out.len();
-    out.extend_from_slice(&0u32.to_le_bytes());
-    let mut done: u32 = 0;
-    while done < count {
-        // A truncated chunk: the parent reports the missing items.
-        let Some((tag, body, after)) = split_item(rest) else {
-            break;
-        };
-        rest = after;
-        if tag == ITEM_OK {
-            let at = begin_item(out, ITEM_OK);
-            match run_one::<F>(body, out) {
-                Ok(()) => finish_item(out, at),
-                Err((status, msg)) => {
-                    out.truncate(at);
-                    let tag = if status == wire::PANICKED {
-                        ITEM_PANICKED
-                    } else {
-                        ITEM_ENCODE
-                    };
-                    push_message(out, tag, &msg);
+    let mut reply = ChunkWriter::new(out, items.count() as usize);
+    loop {
+        let pass = unwind(|| {
+            // A damaged chunk ends the pass: the parent reports the items
+            // missing from the reply.
+            while let Ok(Some(item)) = items.next_item() {
+                match item {
+                    ChunkItem::Value(bytes) => match postcard::from_bytes::<F::Arg>(bytes) {
+                        Ok(arg) => {
+                            let value = F::run(arg);
+                            match reply.write(&value) {
+                                Ok(()) => {
+                                    drop(value);
+                                    reply.commit();
+                                }
+                                Err(e) => {
+                                    let msg = format!(
+                                        "encoding the result in the worker: {}",
+                                        codec::encode_error(&value, e)
+                                    );
+                                    drop(value);
+                                    reply.fail(ITEM_ENCODE, msg.as_bytes());
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            let msg = format!(
+                                "decoding the argument in the worker: {}",
+                                codec::decode_error::<F::Arg>(bytes, e)
+                            );
+                            reply.fail(ITEM_ENCODE, msg.as_bytes());
+                        }
+                    },
+                    ChunkItem::Failed(tag, msg) => reply.fail(tag, msg),
                 }
             }
-        } else {
-            // The parent could not encode this argument: echo its message.
-            let at = begin_item(out, tag);
-            out.extend_from_slice(body);
-            finish_item(out, at);
+        });
+        match pass {
+            Ok(()) => break,
+            Err(panic) => reply.fail(ITEM_PANICKED, panic.as_bytes()),
         }
-        done += 1;
     }
-    out[count_at..count_at + 4].copy_from_slice(&done.to_le_bytes());
+    reply.finish();
     wire::OK
 }
 
@@ -387,41 +311,4 @@ macro_rules! __remote_define {
                 $crate::process::__registry::Registration::of::<$name>();
         };
     };
-}
-
-#[cfg(test)]
-mod item_tests {
-    use super::{ITEM_OK, ITEM_PANICKED, begin_item, finish_item, split_item};
-
-    /// Items of every length class round-trip, back to back: a length that
-    /// needs more than the reserved byte moves its body up correctly.
-    #[test]
-    fn items_of_every_length_round_trip() {
-        let lens = [0usize, 1, 127, 128, 129, 16_383, 16_384, 100_000, 2_100_000];
-        let mut out = vec![9, 9];
-        for (i, &len) in lens.iter().enumerate() {
-            let at = begin_item(&mut out, if i % 2 == 0 { ITEM_OK } else { ITEM_PANICKED });
-            out.extend((0..len).map(|b| (b % 251) as u8));
-            finish_item(&mut out, at);
-        }
-        let mut rest = &out[2..];
-        for (i, &len) in lens.iter().enumerate() {
-            let (tag, body, after) = split_item(rest).expect("a whole item");
-            assert_eq!(tag, if i % 2 == 0 { ITEM_OK } else { ITEM_PANICKED });
-            assert_eq!(body.len(), len);
-            assert!(body.iter().enumerate().all(|(b, &v)| v == (b % 251) as u8));
-            rest = after;
-        }
-        assert!(rest.is_empty());
-    }
-
-    /// A cut item or an over-long length varint is refused, never read past.
-    #[test]
-    fn damaged_items_are_refused() {
-        assert!(split_item(&[]).is_none());
-        assert!(split_item(&[ITEM_OK]).is_none());
-        assert!(split_item(&[ITEM_OK, 5, 1, 2]).is_none());
-        assert!(split_item(&[ITEM_OK, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]).is_none());
-        assert!(split_item(&[ITEM_OK, 0xff, 0xff, 0xff, 0xff, 0x7f]).is_none());
-    }
 }

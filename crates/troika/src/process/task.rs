@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use super::registry::{self, ITEM_ENCODE, ITEM_OK, ITEM_PANICKED, RemoteFn};
+use super::chunk::{ChunkItem, ChunkReader, ChunkWriter, ITEM_ENCODE, ITEM_PANICKED};
+use super::codec;
+use super::registry::{self, RemoteFn};
 use super::wire;
 use crate::futures::{ErrorKind, Executor, Handle, Promise, Task, TaskError};
 
@@ -135,49 +137,45 @@ pub(crate) fn encode_call<F: RemoteFn>(id: u64, arg: &F::Arg) -> Result<Vec<u8>,
     Ok(frame)
 }
 
-/// Encode a chunk call frame for `F`: one item per argument. An argument
-/// that cannot be encoded (or whose `Serialize` panics) travels as an error
-/// item, which the worker echoes back, so that it fails alone.
+/// Encode a chunk call frame for `F`: one item per argument (see
+/// [`ChunkWriter`]). An argument that cannot be encoded (or whose
+/// `Serialize` panics) travels as a failed item, which the worker echoes
+/// back, so that it fails alone.
 pub(crate) fn encode_chunk<F: RemoteFn>(id: u64, args: &[F::Arg]) -> Result<Vec<u8>, TaskError> {
-    let count = u32::try_from(args.len()).map_err(|_| {
-        TaskError::new(ErrorKind::Failed(format!(
+    if u32::try_from(args.len()).is_err() {
+        return Err(TaskError::new(ErrorKind::Failed(format!(
             "a chunk of {} items is too long (at most {})",
             args.len(),
             u32::MAX
-        )))
-    })?;
-    let mut frame = begin_call::<F>(id, wire::CALL_CHUNK, 4 + args.len() * 8)?;
-    frame.extend_from_slice(&count.to_le_bytes());
+        ))));
+    }
+    let mut frame = begin_call::<F>(id, wire::CALL_CHUNK, 32 + args.len() * 8)?;
+    let mut chunk = ChunkWriter::new(&mut frame, args.len());
     // One `catch_unwind` for a run of items, not one per item: a panic in a
     // `Serialize` fails the item it was encoding, and the run goes on from
     // the next one (nothing is encoded twice).
-    let mut next = 0;
-    while next < args.len() {
-        let current = std::cell::Cell::new((next, frame.len()));
+    let mut rest = args.iter();
+    loop {
         let run = registry::unwind(|| {
-            for (i, arg) in args.iter().enumerate().skip(next) {
-                let at = registry::begin_item(&mut frame, ITEM_OK);
-                current.set((i, at));
-                match registry::encode_into(arg, &mut frame) {
-                    Ok(()) => registry::finish_item(&mut frame, at),
+            for arg in rest.by_ref() {
+                match chunk.write(arg) {
+                    Ok(()) => chunk.commit(),
                     Err(e) => {
-                        frame.truncate(at);
-                        let msg = format!("encoding the argument in the parent: {e}");
-                        registry::push_message(&mut frame, ITEM_ENCODE, &msg);
+                        let msg = format!(
+                            "encoding the argument in the parent: {}",
+                            codec::encode_error(arg, e)
+                        );
+                        chunk.fail(ITEM_ENCODE, msg.as_bytes());
                     }
                 }
             }
         });
         match run {
             Ok(()) => break,
-            Err(panic) => {
-                let (i, at) = current.get();
-                frame.truncate(at);
-                registry::push_message(&mut frame, ITEM_PANICKED, &panic);
-                next = i + 1;
-            }
+            Err(panic) => chunk.fail(ITEM_PANICKED, panic.as_bytes()),
         }
     }
+    chunk.finish();
     wire::finish_frame(&mut frame, 0);
     Ok(frame)
 }
@@ -280,53 +278,49 @@ impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
     }
 }
 
-/// The outcomes of a chunk reply, one per item: an item whose value cannot
-/// be decoded fails alone (items are length-prefixed). A reply too short for
-/// the items it announces is a corrupt stream.
+/// The outcomes of a chunk reply, one per item (see [`ChunkWriter`]): an
+/// item whose value cannot be decoded fails alone. A reply that does not
+/// hold what it announces is a corrupt stream.
+///
+/// One `catch_unwind` for a run of items, not one per item: a panic in a
+/// `Deserialize` fails the item it was decoding, and the run goes on from
+/// the next one.
 fn decode_chunk<R: DeserializeOwned>(body: &[u8]) -> Result<ChunkOutcome<R>, TaskError> {
-    let corrupt = || {
+    let corrupt = |_| {
         TaskError::new(ErrorKind::Serialization(
-            "decoding the chunk's results in the parent: truncated reply".into(),
+            "decoding the chunk's results in the parent: damaged or truncated reply".into(),
         ))
     };
-    let (count, mut rest) = registry::split_count(body).ok_or_else(corrupt)?;
-    let count = count as usize;
-    // Each item takes at least two bytes: do not trust the count further.
-    let mut items = Vec::with_capacity(count.min(rest.len() / 2));
-    // One `catch_unwind` for a run of items, not one per item: a panic in a
-    // `Deserialize` fails the item it was decoding, and the run goes on from
-    // the next one.
-    while items.len() < count {
+    let mut items = ChunkReader::new(body).map_err(corrupt)?;
+    // Each item takes at least a byte: do not trust the count further.
+    let mut outcomes = Vec::with_capacity((items.count() as usize).min(body.len()));
+    loop {
         let run = registry::unwind(|| -> Result<(), TaskError> {
-            while items.len() < count {
-                let (tag, item, after) = registry::split_item(rest).ok_or_else(corrupt)?;
-                let msg = || String::from_utf8_lossy(item).into_owned();
-                let outcome = match tag {
-                    ITEM_OK => registry::decode(item).map_err(|e| {
+            while let Some(item) = items.next_item().map_err(corrupt)? {
+                outcomes.push(match item {
+                    ChunkItem::Value(bytes) => postcard::from_bytes(bytes).map_err(|e| {
                         TaskError::new(ErrorKind::Serialization(format!(
-                            "decoding the result in the parent: {e}"
+                            "decoding the result in the parent: {}",
+                            codec::decode_error::<R>(bytes, e)
                         )))
                     }),
-                    ITEM_PANICKED => Err(TaskError::new(ErrorKind::Panicked(msg()))),
-                    ITEM_ENCODE => Err(TaskError::new(ErrorKind::Serialization(msg()))),
-                    _ => return Err(corrupt()),
-                };
-                rest = after;
-                items.push(outcome);
+                    ChunkItem::Failed(tag, msg) => {
+                        let msg = String::from_utf8_lossy(msg).into_owned();
+                        Err(TaskError::new(if tag == ITEM_PANICKED {
+                            ErrorKind::Panicked(msg)
+                        } else {
+                            ErrorKind::Serialization(msg)
+                        }))
+                    }
+                });
             }
             Ok(())
         });
         match run {
-            Ok(done) => done?,
-            Err(panic) => {
-                // `rest` still starts at the item whose decoding panicked.
-                let (_, _, after) = registry::split_item(rest).ok_or_else(corrupt)?;
-                rest = after;
-                items.push(Err(TaskError::new(ErrorKind::Panicked(panic))));
-            }
+            Ok(done) => return done.map(|()| outcomes),
+            Err(panic) => outcomes.push(Err(TaskError::new(ErrorKind::Panicked(panic)))),
         }
     }
-    Ok(items)
 }
 
 #[cfg(test)]
@@ -335,18 +329,19 @@ mod tests {
 
     /// A reply as the worker builds it: per item a value or a failure.
     fn reply(items: &[Result<String, (u8, String)>]) -> Vec<u8> {
-        let mut out = (items.len() as u32).to_le_bytes().to_vec();
+        let mut out = vec![9, 9];
+        let mut chunk = ChunkWriter::new(&mut out, items.len());
         for item in items {
             match item {
                 Ok(value) => {
-                    let at = registry::begin_item(&mut out, ITEM_OK);
-                    registry::encode_into(value, &mut out).unwrap();
-                    registry::finish_item(&mut out, at);
+                    chunk.write(value).unwrap();
+                    chunk.commit();
                 }
-                Err((tag, msg)) => registry::push_message(&mut out, *tag, msg),
+                Err((tag, msg)) => chunk.fail(*tag, msg.as_bytes()),
             }
         }
-        out
+        chunk.finish();
+        out.split_off(2)
     }
 
     /// A small deterministic generator (no dependency needed).
@@ -417,12 +412,16 @@ mod tests {
     /// One item whose bytes are not a value of the type fails alone.
     #[test]
     fn an_undecodable_item_fails_alone() {
-        let mut out = 3u32.to_le_bytes().to_vec();
-        for bytes in [&[1u8, b'a'][..], &[0xff, 0xff, 0xff][..], &[1, b'c'][..]] {
-            let at = registry::begin_item(&mut out, ITEM_OK);
-            out.extend_from_slice(bytes);
-            registry::finish_item(&mut out, at);
-        }
+        let mut out = Vec::new();
+        let mut chunk = ChunkWriter::new(&mut out, 3);
+        // Arrays encode as their bytes: "a", something that is no string, "c".
+        chunk.write(&[1u8, b'a']).unwrap();
+        chunk.commit();
+        chunk.write(&[0xffu8, 0xff, 0xff]).unwrap();
+        chunk.commit();
+        chunk.write(&[1u8, b'c']).unwrap();
+        chunk.commit();
+        chunk.finish();
         let decoded = decode_chunk::<String>(&out).unwrap();
         assert_eq!(decoded[0].as_deref().unwrap(), "a");
         assert!(decoded[1].as_ref().unwrap_err().is_serialization());
