@@ -1,4 +1,4 @@
-//! `troika::sync::{Lock, RLock, Condition}`: exclusion, the seed-style
+//! `troika::sync::{Lock, RLock, Condition}`: exclusion, the Python-style
 //! acquire/release, misuse as errors, timeouts and waking; and (issue 12's
 //! lost wake-up class) `Event`'s set-then-clear.
 
@@ -47,14 +47,14 @@ fn lock_guard_gives_exclusive_access_to_the_data() {
 }
 
 #[test]
-fn seed_style_acquire_release_excludes_too() {
+fn python_style_acquire_release_excludes_too() {
     // A read-modify-write that is only correct under the lock.
     let lock = Arc::new(Lock::new());
     let value = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..4)
         .map(|i| {
             let (lock, value) = (Arc::clone(&lock), Arc::clone(&value));
-            Thread::spawn(format!("seed-{i}"), move || {
+            Thread::spawn(format!("worker-{i}"), move || {
                 for n in 0..stress_iterations() {
                     match n % 3 {
                         0 => lock.acquire(),
@@ -106,7 +106,7 @@ fn releasing_a_guard_held_lock_is_an_error() {
 
 #[test]
 fn another_thread_may_release_an_acquired_lock() {
-    // Seed 002's `thread` module pattern: main acquires, the worker releases
+    // Python's low-level `_thread` pattern: main acquires, the worker releases
     // when done, main waits by acquiring again.
     let lock = Arc::new(Lock::new());
     lock.acquire();

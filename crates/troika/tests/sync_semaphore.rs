@@ -1,5 +1,5 @@
 //! `troika::sync::{Semaphore, BoundedSemaphore}`: counting, limits, the
-//! bounded release error (the seeds' candy machine), timeouts and guards.
+//! bounded release error (the candy machine of Python tutorials), timeouts and guards.
 
 mod ipc_support;
 
@@ -69,7 +69,7 @@ fn bounded_semaphore_refuses_release_past_its_start_value() {
 
 #[test]
 fn candy_machine_never_overfills_or_goes_negative() {
-    // Seed 002: a producer refills, a consumer buys; both non-blocking.
+    // The candy machine: a producer refills, a consumer buys; both non-blocking.
     const MAX: usize = 5;
     let tray = Arc::new(BoundedSemaphore::new(MAX));
     let refused = Arc::new(AtomicUsize::new(0));

@@ -1,6 +1,6 @@
-//! `GET /`: the seed's read_file / read_db / read_api, all three at once.
+//! `GET /`: the Python Flask app's read_file / read_db / read_api, all three at once.
 //!
-//! Each backend first waits its delay (the seed's 0.1 / 0.2 / 0.3 s, as a
+//! Each backend first waits its delay (the Flask app's 0.1 / 0.2 / 0.3 s, as a
 //! tokio timer: no thread sleeps), then does its real work — read a file,
 //! query SQLite, call an HTTP API — all under its own timeout, cut short by
 //! the request deadline when that comes first. The answer has every

@@ -1,4 +1,4 @@
-//! `troika serve`: the seeds' Flask service as a real HTTP service, on axum,
+//! `troika serve`: the Python tutorials' Flask service as a real HTTP service, on axum,
 //! hyper and tokio.
 //!
 //! - `GET /is_prime/<numbers>` and `POST /is_prime` check numbers on a pool

@@ -200,7 +200,7 @@ pub(crate) fn check_stoppable(n: u64, algorithm: Algorithm, stop: &AtomicBool) -
     if algorithm != Algorithm::Trial {
         return Some(algorithm.check(n));
     }
-    // The seed's trial division, as `troika_workloads::primes::smallest_factor_trial`
+    // Trial division, as `troika_workloads::primes::smallest_factor_trial`
     // does it: even numbers first, then every odd divisor up to the root.
     let factor = if n < 4 {
         None
@@ -270,7 +270,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stoppable_trial_division_agrees_with_the_seeds() {
+    fn stoppable_trial_division_agrees_with_plain_trial_division() {
         let go = AtomicBool::new(false);
         let mut numbers: Vec<u64> = (0..2000).collect();
         numbers.extend([

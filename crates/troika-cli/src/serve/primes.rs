@@ -1,4 +1,4 @@
-//! `GET /is_prime/<numbers>` and `POST /is_prime`: the seed's prime service.
+//! `GET /is_prime/<numbers>` and `POST /is_prime`: the Flask app's prime service.
 //!
 //! Input is checked whole before any work reaches the pool: the count against
 //! the limit first, then every token with [`parse_number`], so a bad request
@@ -32,7 +32,7 @@ use super::pool::{Refused, chunk_len, describe_failure};
 /// `?format=`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Format {
-    /// `{"<n>": bool}`, one key per distinct number (the seed's dict).
+    /// `{"<n>": bool}`, one key per distinct number (the Flask app's dict).
     Object,
     /// `[{"n": …, "prime": …}]` in input order, repeats kept.
     List,

@@ -221,7 +221,7 @@ fn run_chunk<F: RemoteFn>(input: &[u8], out: &mut Vec<u8>) -> u16 {
 ///
 /// ```
 /// troika::remote! {
-///     /// The seed's trial division.
+///     /// Trial division by odd numbers.
 ///     pub fn is_prime(n: u64) -> bool {
 ///         n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
 ///     }
