@@ -84,6 +84,7 @@ pub(crate) fn measure(
         Workload::Cpu => cpu(mode, tasks, workers),
         Workload::Io => io(mode, tasks),
         Workload::Overhead => overhead(mode, tasks, workers),
+        Workload::Payload => anyhow::bail!("payload is measured per size (bench/payload.rs)"),
     }
 }
 
@@ -366,7 +367,7 @@ fn expected_sum(n: u64) -> u64 {
 }
 
 /// The 50th and 99th percentiles.
-fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+pub(crate) fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort_unstable();
     let at = |q: f64| {
         let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
