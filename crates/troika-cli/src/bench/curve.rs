@@ -37,19 +37,6 @@ pub(crate) fn measure(modes: &[Mode], workers: usize, max: u64) -> anyhow::Resul
     Ok(points)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::counts;
-
-    #[test]
-    fn counts_are_powers_of_ten_up_to_the_cap() {
-        assert_eq!(counts(1_000), [1_000]);
-        assert_eq!(counts(999_999), [1_000, 10_000, 100_000]);
-        assert_eq!(counts(10_000_000).len(), 5);
-        assert_eq!(counts(u64::MAX).last(), Some(&10_000_000_000_000_000_000));
-    }
-}
-
 /// Colours of the curves (more than the timeline's four: peers add modes).
 const PALETTE: [&str; 10] = [
     "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#e15759", "#76b7b2", "#edc948", "#9c755f",
@@ -132,9 +119,15 @@ pub(crate) fn log_chart(
             .iter()
             .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
             .collect();
+        // A limit (memcpy) is dashed: it is a ceiling, not a mode.
+        let dash = if name == "memcpy" {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
         let _ = write!(
             svg,
-            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
             path.join(" ")
         );
         for (x, y) in &pts {
@@ -171,6 +164,19 @@ pub(crate) fn count(n: f64) -> String {
         format!("{:.0}k", n / 1e3)
     } else {
         format!("{n:.0}")
+    }
+}
+
+/// "10 B", "1 kB", "100 MB": a decimal size, for an axis of powers of ten.
+pub(crate) fn bytes_si(n: f64) -> String {
+    if n >= 1e9 {
+        format!("{:.0} GB", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.0} MB", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.0} kB", n / 1e3)
+    } else {
+        format!("{n:.0} B")
     }
 }
 
@@ -214,4 +220,17 @@ pub(crate) fn tasks_series(points: &[Point]) -> Vec<Series> {
         series[at].1.push((p.tasks as f64, p.tasks_per_s));
     }
     series
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counts;
+
+    #[test]
+    fn counts_are_powers_of_ten_up_to_the_cap() {
+        assert_eq!(counts(1_000), [1_000]);
+        assert_eq!(counts(999_999), [1_000, 10_000, 100_000]);
+        assert_eq!(counts(10_000_000).len(), 5);
+        assert_eq!(counts(u64::MAX).last(), Some(&10_000_000_000_000_000_000));
+    }
 }

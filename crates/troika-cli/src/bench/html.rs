@@ -189,13 +189,13 @@ fn payload_charts(rows: &[&Row]) -> String {
     let rate = curve::log_chart(
         "MB/s against payload size",
         &payload_series(rows, |r| r.mb_per_s),
-        curve::bytes,
+        curve::bytes_si,
         |v| format!("{} MB/s", curve::count(v)),
     );
     let trip = curve::log_chart(
         "round trip against payload size",
         &payload_series(rows, |r| r.p50_us.filter(|_| r.mode != "memcpy")),
-        curve::bytes,
+        curve::bytes_si,
         curve::micros,
     );
     format!(
@@ -205,7 +205,7 @@ fn payload_charts(rows: &[&Row]) -> String {
 }
 
 /// The tasks/s curve, if it was measured.
-fn tasks_curve(points: &[curve::Point]) -> String {
+fn tasks_curve(points: &[curve::Point], has_payload: bool) -> String {
     if points.is_empty() {
         return String::new();
     }
@@ -219,8 +219,13 @@ fn tasks_curve(points: &[curve::Point]) -> String {
         "<section><h2>How cost grows</h2><p>Trivial tasks, all submitted at once, with a \
          handle each: tasks per second against the number of tasks (one run per point), so \
          the curve shows where each mode stops scaling.</p><h3>tasks/s against number of \
-         tasks</h3>{chart}<p class=\"meta\">Round trip against payload size: run with \
-         <code>--workload payload</code> for that chart (in the payload section).</p></section>"
+         tasks</h3>{chart}{note}</section>",
+        note = if has_payload {
+            "<p class=\"meta\">Round trip against payload size: in the payload section.</p>"
+        } else {
+            "<p class=\"meta\">Round trip against payload size: run with \
+             <code>--workload payload</code> for that chart.</p>"
+        }
     )
 }
 
@@ -265,7 +270,8 @@ pub(crate) fn render(rows: &[Row], points: &[curve::Point]) -> String {
         }
         body.push_str("</section>");
     }
-    body.push_str(&tasks_curve(points));
+    let has_payload = rows.iter().any(|r| r.workload == Workload::Payload);
+    body.push_str(&tasks_curve(points, has_payload));
     let best: Vec<String> = report::best(rows)
         .iter()
         .map(|(w, r)| format!("{} → <b>{}</b>", w.name(), r.mode))

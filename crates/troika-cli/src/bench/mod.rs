@@ -433,7 +433,9 @@ fn payload_rows(
     let mut serials = Vec::new();
     let mut all_modes = vec![Mode::Serial];
     all_modes.extend(modes.iter().filter(|m| **m != Mode::Serial));
-    let mut measured: Vec<(Mode, usize, u64, Vec<(Measured, f64)>)> = Vec::new();
+    // (mode, size, tasks, runs with their MB/s)
+    type Runs = Vec<(Measured, f64)>;
+    let mut measured: Vec<(Mode, usize, u64, Runs)> = Vec::new();
     for &mode in &all_modes {
         progress.set_message(format!("payload on {}", mode.name()));
         for &size in sizes {

@@ -65,7 +65,7 @@ pub(crate) fn measure(
     let (workers, wall, latencies) = match mode {
         Mode::Serial => {
             let start = Instant::now();
-            let echoes: Vec<Vec<u8>> = args.into_iter().map(|a| black_box(a)).collect();
+            let echoes: Vec<Vec<u8>> = args.into_iter().map(black_box).collect();
             let wall = start.elapsed();
             anyhow::ensure!(echoes.iter().all(|e| echoed(e, size)), "echoes came back");
             let latencies = (0..tasks.min(SAMPLES))

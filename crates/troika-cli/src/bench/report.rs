@@ -81,8 +81,8 @@ pub(crate) fn best(rows: &[Row]) -> Vec<(Workload, &Row)> {
 pub(crate) fn versus_python(rows: &[Row]) -> Vec<(Workload, &Row, &Row, f64)> {
     let (python, troika): (Vec<Row>, Vec<Row>) = rows
         .iter()
-        .cloned()
         .filter(|r| !rust::is_peer(&r.mode))
+        .cloned()
         .partition(|r| r.mode.starts_with("python-"));
     let best_py = best(&python);
     best(&troika)
