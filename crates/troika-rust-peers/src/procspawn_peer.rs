@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::workloads::{
-    IO_PROCESSES, IO_WAIT, PAYLOAD_SAMPLES, SEED_NUMBER, echoed, expected_sum, is_prime_trial,
-    payload, payload_row, payload_tasks, percentiles, trivial,
+    IO_PROCESSES, IO_WAIT, PAYLOAD_SAMPLES, SEED_NUMBER, WARM_UP, echoed, expected_sum,
+    is_prime_trial, payload, payload_row, payload_tasks, percentiles, trivial,
 };
 use crate::{Options, Row};
 
@@ -202,6 +202,9 @@ fn payload_all(sizes: &[usize], tasks: u64, workers: usize) -> anyhow::Result<Ve
             let tasks = payload_tasks(size, tasks);
             let template = payload(size);
             let args: Vec<Vec<u8>> = (0..tasks).map(|_| template.clone()).collect();
+            for _ in 0..WARM_UP {
+                pool.spawn(vec![1u8], echo_task).join()?;
+            }
             let start = Instant::now();
             let mut whole = true;
             pipelined(&pool, workers, args, echo_task, |echo| {

@@ -29,6 +29,8 @@ const LATENCY_SAMPLES: u64 = 10_000;
 pub(crate) const PAYLOAD_SAMPLES: u64 = 100;
 /// Argument (and result) sizes of the payload workload.
 pub(crate) const PAYLOAD_SIZES: [usize; 4] = [8, 64 << 10, 1 << 20, 64 << 20];
+/// Small echoes run before each payload size's timed ones.
+pub(crate) const WARM_UP: usize = 16;
 /// Bytes one payload size may send one way, to bound the run.
 const PAYLOAD_BUDGET: usize = 256 << 20;
 
@@ -434,6 +436,10 @@ fn payload_all<E: Exec>(
 fn payload_one<E: Exec>(exec: &E, size: usize, tasks: u64, workers: usize) -> anyhow::Result<Row> {
     let template = payload(size);
     let args: Vec<Vec<u8>> = (0..tasks).map(|_| template.clone()).collect();
+    // Wake the workers first, as `troika bench` does.
+    for _ in 0..WARM_UP {
+        exec.wait(exec.submit(|| black_box(vec![1u8])))?;
+    }
     let start = Instant::now();
     let handles: Vec<_> = args
         .into_iter()

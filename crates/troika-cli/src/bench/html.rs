@@ -300,7 +300,7 @@ pub(crate) fn render(rows: &[Row], points: &[curve::Point]) -> String {
         versus
     } else {
         format!(
-            "{versus}<p class=\"meta\">troika vs Rust peers (× &gt; 1: troika ahead; each troika mode against the best peer of its kind):<br>{}</p>",
+            "{versus}<p class=\"meta\">troika vs Rust peers (× &gt; 1: troika ahead; each troika mode against the best peer of its kind with a handle per task):<br>{}</p>",
             rust.iter()
                 .map(|l| escape(l))
                 .collect::<Vec<_>>()

@@ -23,6 +23,9 @@ pub(crate) const DEFAULT_TASKS: u64 = 1_000;
 /// Round trips timed per size (at most).
 const SAMPLES: u64 = 100;
 
+/// Small echoes run before the timed ones.
+const WARM_UP: usize = 16;
+
 /// Bytes one size may send one way, to bound the run.
 const BUDGET: usize = 256 << 20;
 
@@ -115,6 +118,10 @@ fn transfers(
 ) -> anyhow::Result<(Duration, Vec<Duration>)> {
     let size = template.len();
     let tasks = args.len() as u64;
+    // Wake the workers first, so the first size does not pay for it.
+    for _ in 0..WARM_UP {
+        submit(vec![1]).result()?;
+    }
     let start = Instant::now();
     let handles: Vec<_> = args.into_iter().map(&submit).collect();
     let echoes = handles

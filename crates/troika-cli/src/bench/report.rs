@@ -100,9 +100,12 @@ pub(crate) fn versus_python(rows: &[Row]) -> Vec<(Workload, &Row, &Row, f64)> {
         .collect()
 }
 
-/// The troika mode each Rust peer compares with.
+/// The troika mode each Rust peer compares with. rayon's `scope` and
+/// `par_iter` hand back no handle per task, so they are shown but not
+/// compared.
 fn counterpart(peer: &str) -> Option<&'static str> {
     match peer {
+        "rayon::scope" | "rayon::par_iter" => None,
         "tokio::spawn" => Some("async"),
         "procspawn::Pool" => Some("processes"),
         p if rust::is_peer(p) => Some("threads"),
@@ -123,8 +126,9 @@ fn merit(row: &Row) -> (f64, String) {
 }
 
 /// Per workload (and payload size) with Rust peers' rows: each troika mode
-/// against the best peer of its kind (threads against rayon, threadpool and
-/// spawn_blocking; async against tokio::spawn; processes against procspawn),
+/// against the best peer of its kind with a handle per task (threads against
+/// `rayon::spawn`, threadpool and spawn_blocking; async against tokio::spawn;
+/// processes against procspawn),
 /// with how many times better troika's figure is.
 pub(crate) fn versus_rust(rows: &[Row]) -> Vec<String> {
     let mut keys: Vec<(Workload, Option<u64>)> = Vec::new();
@@ -262,7 +266,7 @@ pub(crate) fn table(out: &mut impl Write, rows: &[Row]) -> anyhow::Result<()> {
     if !rust.is_empty() {
         writeln!(
             out,
-            "troika vs Rust peers (× > 1: troika ahead; each troika mode against the best peer of its kind):"
+            "troika vs Rust peers (× > 1: troika ahead; each troika mode against the best peer of its kind with a handle per task):"
         )?;
         for line in rust {
             writeln!(out, "  {line}")?;
