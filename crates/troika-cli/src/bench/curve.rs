@@ -162,8 +162,12 @@ pub(crate) fn count(n: f64) -> String {
         format!("{:.0}M", n / 1e6)
     } else if n >= 1e3 {
         format!("{:.0}k", n / 1e3)
-    } else {
+    } else if n >= 1.0 || n <= 0.0 {
         format!("{n:.0}")
+    } else {
+        // 0.1, 0.01: as many decimals as the first digit needs.
+        let decimals = (-n.log10()).ceil().max(1.0) as usize;
+        format!("{n:.decimals$}")
     }
 }
 

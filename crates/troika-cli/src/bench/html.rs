@@ -258,6 +258,10 @@ pub(crate) fn render(rows: &[Row], points: &[curve::Point]) -> String {
             bars = bar_chart(&of),
         );
         for (i, row) in of.iter().enumerate() {
+            if row.spans.is_empty() {
+                // Rows from another program (the Rust peers) carry no timeline.
+                continue;
+            }
             let _ = write!(
                 body,
                 "<h4>{mode} — {workers}, {wall}, efficiency {eff:.2}</h4>{svg}",
