@@ -42,7 +42,7 @@ fn is_prime_answers_an_object_keyed_by_number_and_a_list_in_input_order() {
             {"n": 3, "prime": true}
         ])
     );
-    // The seed's number with the seed's algorithm, and u64::MAX's neighbours.
+    // 112272535095293 by trial division, and u64::MAX's neighbours.
     let reply = get(&server, "/is_prime/112272535095293,561?algorithm=trial");
     assert_eq!(reply.json(), json!({"112272535095293": true, "561": false}));
     let reply = get(

@@ -3,7 +3,7 @@
 //! is all a binary needs for its workers.
 
 troika::remote! {
-    /// The seed's trial division.
+    /// Trial division by odd numbers.
     fn is_prime(n: u64) -> bool {
         if n < 2 {
             return false;

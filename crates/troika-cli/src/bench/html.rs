@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::{Row, Workload, report};
+use super::{Row, Workload, curve, report};
 
 const WIDTH: f64 = 860.0;
 const LABEL: f64 = 125.0;
@@ -132,7 +132,7 @@ fn timeline(row: &Row, index: usize) -> String {
 fn explain(workload: Workload) -> &'static str {
     match workload {
         Workload::Cpu => {
-            "The seed's experiment: is_prime(112272535095293) by trial division, once per task. \
+            "The CPU experiment: is_prime(112272535095293) by trial division, once per task. \
              The work is all computation, so it goes as fast as there are cores: threads and \
              processes split it across both, with no GIL to hold them back."
         }
@@ -145,11 +145,92 @@ fn explain(workload: Workload) -> &'static str {
             "Trivial tasks: what remains is each executor's own cost per task — queueing, waking \
              a worker and handing the result back. The timeline shows the first tasks only."
         }
+        Workload::Payload => {
+            "Echo tasks whose argument and result are N bytes: what moving data to a worker and \
+             back costs. MB/s counts both directions; memcpy is this machine's copy rate, \
+             measured in the same run, the limit for any copy. Threads (and the Rust thread \
+             peers) hand over a pointer, so their MB/s is no copy rate at all."
+        }
     }
 }
 
+/// Series per mode of the payload rows: `value` of each size; memcpy, one
+/// size only, is drawn flat across all sizes.
+fn payload_series(rows: &[&Row], value: impl Fn(&Row) -> Option<f64>) -> Vec<curve::Series> {
+    let sizes: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.mode != "memcpy")
+        .filter_map(|r| r.payload_bytes)
+        .map(|b| b as f64)
+        .collect();
+    let (lo, hi) = sizes
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+    let mut series: Vec<curve::Series> = Vec::new();
+    for row in rows {
+        let (Some(bytes), Some(y)) = (row.payload_bytes, value(row)) else {
+            continue;
+        };
+        let points = if row.mode == "memcpy" && lo <= hi {
+            vec![(lo, y), (hi, y)]
+        } else {
+            vec![(bytes as f64, y)]
+        };
+        match series.iter_mut().find(|(m, _)| *m == row.mode) {
+            Some((_, p)) => p.extend(points),
+            None => series.push((row.mode.clone(), points)),
+        }
+    }
+    series
+}
+
+/// The payload section's charts: MB/s and round trip against size.
+fn payload_charts(rows: &[&Row]) -> String {
+    let rate = curve::log_chart(
+        "MB/s against payload size",
+        &payload_series(rows, |r| r.mb_per_s),
+        curve::bytes_si,
+        |v| format!("{} MB/s", curve::count(v)),
+    );
+    let trip = curve::log_chart(
+        "round trip against payload size",
+        &payload_series(rows, |r| r.p50_us.filter(|_| r.mode != "memcpy")),
+        curve::bytes_si,
+        curve::micros,
+    );
+    format!(
+        "<h3>MB/s against payload size (both directions counted; memcpy is the limit)</h3>{rate}\
+         <h3>Round trip (p50) against payload size</h3>{trip}"
+    )
+}
+
+/// The tasks/s curve, if it was measured.
+fn tasks_curve(points: &[curve::Point], has_payload: bool) -> String {
+    if points.is_empty() {
+        return String::new();
+    }
+    let chart = curve::log_chart(
+        "tasks/s against number of tasks",
+        &curve::tasks_series(points),
+        curve::count,
+        |v| format!("{}/s", curve::count(v)),
+    );
+    format!(
+        "<section><h2>How cost grows</h2><p>Trivial tasks, all submitted at once, with a \
+         handle each: tasks per second against the number of tasks (one run per point), so \
+         the curve shows where each mode stops scaling.</p><h3>tasks/s against number of \
+         tasks</h3>{chart}{note}</section>",
+        note = if has_payload {
+            "<p class=\"meta\">Round trip against payload size: in the payload section.</p>"
+        } else {
+            "<p class=\"meta\">Round trip against payload size: run with \
+             <code>--workload payload</code> for that chart.</p>"
+        }
+    )
+}
+
 /// The whole page.
-pub(crate) fn render(rows: &[Row]) -> String {
+pub(crate) fn render(rows: &[Row], points: &[curve::Point]) -> String {
     let mut body = String::new();
     let mut workloads: Vec<Workload> = Vec::new();
     for row in rows {
@@ -159,6 +240,15 @@ pub(crate) fn render(rows: &[Row]) -> String {
     }
     for workload in workloads {
         let of: Vec<&Row> = rows.iter().filter(|r| r.workload == workload).collect();
+        if workload == Workload::Payload {
+            let _ = write!(
+                body,
+                "<section><h2>payload</h2><p>{explain}</p>{charts}</section>",
+                explain = explain(workload),
+                charts = payload_charts(&of),
+            );
+            continue;
+        }
         let tasks = of.first().map_or(0, |r| r.tasks);
         let _ = write!(
             body,
@@ -168,6 +258,10 @@ pub(crate) fn render(rows: &[Row]) -> String {
             bars = bar_chart(&of),
         );
         for (i, row) in of.iter().enumerate() {
+            if row.spans.is_empty() {
+                // Rows from another program (the Rust peers) carry no timeline.
+                continue;
+            }
             let _ = write!(
                 body,
                 "<h4>{mode} — {workers}, {wall}, efficiency {eff:.2}</h4>{svg}",
@@ -180,6 +274,8 @@ pub(crate) fn render(rows: &[Row]) -> String {
         }
         body.push_str("</section>");
     }
+    let has_payload = rows.iter().any(|r| r.workload == Workload::Payload);
+    body.push_str(&tasks_curve(points, has_payload));
     let best: Vec<String> = report::best(rows)
         .iter()
         .map(|(w, r)| format!("{} → <b>{}</b>", w.name(), r.mode))
@@ -203,6 +299,18 @@ pub(crate) fn render(rows: &[Row]) -> String {
             versus.join(", ")
         )
     };
+    let rust = report::versus_rust(rows);
+    let versus = if rust.is_empty() {
+        versus
+    } else {
+        format!(
+            "{versus}<p class=\"meta\">troika vs Rust peers (× &gt; 1: troika ahead; each troika mode against the best peer of its kind with a handle per task):<br>{}</p>",
+            rust.iter()
+                .map(|l| escape(l))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        )
+    };
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>troika bench</title>
@@ -213,7 +321,7 @@ h2 small {{ color: #777; font-weight: normal; font-size: 60%; }}
 h4 {{ margin: 1em 0 0.2em; font-weight: 600; }}
 svg text {{ font: 12px system-ui, sans-serif; fill: #333; }}
 svg .value {{ fill: #555; }} svg .axis, svg .lane {{ fill: #777; font-size: 11px; }}
-svg .tick {{ stroke: #aaa; }}
+svg .tick {{ stroke: #aaa; }} svg .grid {{ stroke: #e4e4e4; }}
 .meta {{ color: #555; }}
 </style></head><body>
 <h1>troika bench</h1>

@@ -1,4 +1,4 @@
-//! `--compare-python`: the seeds' experiment in Python, run in the same
+//! `--compare-python`: the same workloads in CPython, run in the same
 //! `troika bench` invocation so the ratios come from one run on one machine.
 //!
 //! The Python program (`python/seed_bench.py`, written for troika) is built

@@ -84,6 +84,7 @@ pub(crate) fn measure(
         Workload::Cpu => cpu(mode, tasks, workers),
         Workload::Io => io(mode, tasks),
         Workload::Overhead => overhead(mode, tasks, workers),
+        Workload::Payload => anyhow::bail!("payload is measured per size (bench/payload.rs)"),
     }
 }
 
@@ -141,7 +142,7 @@ fn pool(workers: usize) -> anyhow::Result<ThreadPool> {
         .build()?)
 }
 
-/// The seed's experiment: `is_prime(112272535095293)` `tasks` times.
+/// The CPU experiment: `is_prime(112272535095293)` `tasks` times.
 fn cpu(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> {
     let origin = Instant::now();
     let check = move |n: u64| timed(origin, || is_prime_trial(black_box(n)));
@@ -184,7 +185,7 @@ fn cpu(mode: Mode, tasks: u64, workers: usize) -> anyhow::Result<Measured> {
     let wall = origin.elapsed();
     anyhow::ensure!(
         outcomes.iter().all(|(prime, _)| *prime),
-        "the seed's number is prime"
+        "112272535095293 is prime"
     );
     Ok(Measured {
         workers,
@@ -366,7 +367,7 @@ fn expected_sum(n: u64) -> u64 {
 }
 
 /// The 50th and 99th percentiles.
-fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+pub(crate) fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort_unstable();
     let at = |q: f64| {
         let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
