@@ -197,6 +197,8 @@ pub(crate) fn measure(workload: Workload, tasks: u64, workers: usize) -> anyhow:
                 spans: Vec::new(),
             })
         }
-        Workload::Io => bail!("the cluster mode runs the cpu and overhead workloads only"),
+        Workload::Io | Workload::Payload => {
+            bail!("the cluster mode runs the cpu and overhead workloads only")
+        }
     }
 }
