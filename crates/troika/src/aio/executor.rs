@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::future::{AbortHandle, Abortable};
+use std::panic::AssertUnwindSafe;
+use std::task::{Context, Poll};
+
+use futures::FutureExt;
 use parking_lot::{Condvar, Mutex};
 use tokio::runtime::{Handle as RuntimeHandle, Runtime};
-use tokio::sync::Semaphore;
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
-use super::spawn::{guarded, join_error};
+use super::spawn::join_error;
 use crate::futures::{
     BuildError, ConfigError, ErrorKind, Executor, Handle, PoolStats, Promise, SubmitError,
     SubmitErrorReason, Task, TaskError, checks, pair,
@@ -223,7 +226,8 @@ impl AsyncExecutorBuilder {
                 limit_size: self.limit,
                 timeout,
                 closed: AtomicBool::new(false),
-                in_flight: Mutex::new(0),
+                in_flight: AtomicUsize::new(0),
+                idle_lock: Mutex::new(()),
                 idle: Condvar::new(),
                 submitted: AtomicUsize::new(0),
                 running: AtomicUsize::new(0),
@@ -245,7 +249,10 @@ struct Shared {
     limit_size: Option<usize>,
     timeout: Option<Duration>,
     closed: AtomicBool,
-    in_flight: Mutex<usize>,
+    /// Tasks submitted and not finished. Kept without a lock: only the
+    /// task that brings it to zero takes `idle_lock` to wake waiters.
+    in_flight: AtomicUsize,
+    idle_lock: Mutex<()>,
     idle: Condvar,
     submitted: AtomicUsize,
     /// Tasks that got their slot and started.
@@ -370,11 +377,131 @@ impl<T> Drop for Guard<T> {
             }
         }
         self.promise.complete(Err(err));
-        let mut in_flight = self.shared.in_flight.lock();
-        *in_flight = in_flight.saturating_sub(1);
-        if *in_flight == 0 {
+        if self.shared.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // A waiter checks the count under this lock before it sleeps,
+            // so taking it here means the notification cannot fall between
+            // its check and its sleep.
+            let _idle = self.shared.idle_lock.lock();
             self.shared.idle.notify_all();
         }
+    }
+}
+
+impl Shared {
+    /// Block until no task is in flight or `deadline` passes; true if none is.
+    fn wait_idle(&self, deadline: Option<Instant>) -> bool {
+        let mut idle = self.idle_lock.lock();
+        while self.in_flight.load(Ordering::Acquire) > 0 {
+            match deadline {
+                Some(deadline) => {
+                    if self.idle.wait_until(&mut idle, deadline).timed_out() {
+                        return self.in_flight.load(Ordering::Acquire) == 0;
+                    }
+                }
+                None => self.idle.wait(&mut idle),
+            }
+        }
+        true
+    }
+}
+
+/// A task's wait for its concurrency slot (boxed: only executors with a
+/// limit pay for it).
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+/// One task as tokio runs it: it waits for a concurrency slot (if the
+/// executor has a limit), then polls the submitted future under the
+/// optional time limit, catching a panic, and settles the handle through
+/// its guard. One struct instead of nested combinators keeps the task small
+/// (it is moved into tokio's task cell) and costs no allocation beyond
+/// tokio's own unless a limit or a timeout asks for one.
+struct TaskFuture<F, T> {
+    /// The submitted future; `None` once it finished (it is dropped before
+    /// the handle is settled, as a finished future's resources should be).
+    /// Structurally pinned: never moved out while the task is pinned.
+    future: Option<F>,
+    /// Waiting for a concurrency slot.
+    acquire: Option<Acquire>,
+    /// The slot, held while the task runs.
+    _permit: Option<OwnedSemaphorePermit>,
+    /// The deadline, set when the task starts (boxed: only executors with a
+    /// task timeout pay for it).
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    timeout: Option<Duration>,
+    guard: Guard<T>,
+}
+
+impl<F, T> TaskFuture<F, T> {
+    /// End the task with `outcome`: drop the future, settle the handle,
+    /// release the slot.
+    fn finish(self: Pin<&mut Self>, outcome: Result<T, TaskError>) {
+        // SAFETY: `future` is dropped in place (`Pin::set`), never moved;
+        // no other field is structurally pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above: `future` stays where it is until it is dropped.
+        unsafe { Pin::new_unchecked(&mut this.future) }.set(None);
+        this.sleep = None;
+        this.guard.complete(outcome);
+        this._permit = None;
+    }
+}
+
+impl<F, T> Future for TaskFuture<F, T>
+where
+    F: Future<Output = Result<T, TaskError>>,
+{
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: only `future` is structurally pinned, and it is only
+        // reached through `Pin::new_unchecked` below; the other fields are
+        // moved freely, as their types allow.
+        let this = unsafe { self.as_mut().get_unchecked_mut() };
+        if let Some(acquire) = &mut this.acquire {
+            match acquire.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(permit)) => {
+                    this._permit = Some(permit);
+                    this.acquire = None;
+                }
+                Poll::Ready(Err(_)) => {
+                    // The semaphore is closed: shut down with pending cancelled.
+                    this.guard.promise.complete(Err(TaskError::cancelled()));
+                    return Poll::Ready(());
+                }
+            }
+        }
+        if !this.guard.started {
+            if !this.guard.start() {
+                return Poll::Ready(()); // cancelled while waiting for a slot
+            }
+            if let Some(limit) = this.timeout {
+                this.sleep = Some(Box::pin(tokio::time::sleep(limit)));
+            }
+        }
+        // SAFETY: `future` is structurally pinned (see the struct).
+        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        let Some(future) = future.as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Ready(outcome)) => outcome,
+            Ok(Poll::Pending) => {
+                let expired = this
+                    .sleep
+                    .as_mut()
+                    .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
+                match this.timeout {
+                    Some(limit) if expired => Err(TaskError::new(ErrorKind::TimedOut(limit))),
+                    _ => return Poll::Pending,
+                }
+            }
+            Err(payload) => Err(TaskError::new(ErrorKind::Panicked(
+                crate::futures::panic_message(&*payload),
+            ))),
+        };
+        self.finish(outcome);
+        Poll::Ready(())
     }
 }
 
@@ -402,7 +529,7 @@ impl AsyncExecutor {
 
     /// Tasks submitted and not yet finished.
     pub fn in_flight(&self) -> usize {
-        *self.shared.in_flight.lock()
+        self.shared.in_flight.load(Ordering::Acquire)
     }
 
     /// Tasks submitted since the executor started.
@@ -464,7 +591,7 @@ impl AsyncExecutor {
         if self.shared.closed.load(Ordering::Acquire) {
             return Handle::ready(Err(TaskError::shut_down()));
         }
-        self.spawn(async move { Ok(future.await) })
+        self.spawn(future.map(Ok))
     }
 
     /// Run `future` as a task, or hand it back if the executor is shut
@@ -494,7 +621,7 @@ impl AsyncExecutor {
                 reason: SubmitErrorReason::ShutDown,
             });
         }
-        Ok(self.spawn(async move { Ok(future.await) }))
+        Ok(self.spawn(future.map(Ok)))
     }
 
     /// Spawn a future whose own outcome may already be a task error.
@@ -504,39 +631,30 @@ impl AsyncExecutor {
         T: Send + 'static,
     {
         let (promise, handle) = pair(0);
-        *self.shared.in_flight.lock() += 1;
+        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
         self.shared.submitted.fetch_add(1, Ordering::Relaxed);
-        let (abort, registration) = AbortHandle::new_pair();
-        promise.set_kill(Box::new(move || abort.abort()));
-        let mut guard = Guard {
-            promise,
-            shared: Arc::clone(&self.shared),
-            started: false,
-            counted: false,
+        let acquire = self
+            .shared
+            .limit
+            .as_ref()
+            .map(|limit| -> Acquire { Box::pin(Arc::clone(limit).acquire_owned()) });
+        let task = TaskFuture {
+            future: Some(future),
+            acquire,
+            _permit: None,
+            sleep: None,
+            timeout: self.shared.timeout,
+            guard: Guard {
+                promise,
+                shared: Arc::clone(&self.shared),
+                started: false,
+                counted: false,
+            },
         };
-        let limit = self.shared.limit.clone();
-        let timeout = self.shared.timeout;
-        let task = async move {
-            let _permit = match limit {
-                Some(limit) => match limit.acquire_owned().await {
-                    Ok(permit) => Some(permit),
-                    Err(_) => {
-                        // The semaphore is closed: shut down with pending cancelled.
-                        guard.promise.complete(Err(TaskError::cancelled()));
-                        return;
-                    }
-                },
-                None => None,
-            };
-            if !guard.start() {
-                return; // cancelled while waiting for a slot
-            }
-            let outcome = guarded(future, timeout).await.and_then(|inner| inner);
-            guard.complete(outcome);
-        };
-        // Dropping the abortable future (cancel) or the runtime drops the
-        // guard, which settles the handle.
-        drop(self.shared.handle.spawn(Abortable::new(task, registration)));
+        // Aborting the task (cancel) or stopping the runtime drops it, and
+        // with it the guard, which settles the handle.
+        let join = self.shared.handle.spawn(task);
+        handle.set_abort(join.abort_handle());
         handle
     }
 
@@ -664,10 +782,7 @@ impl AsyncExecutor {
             limit.close();
         }
         if wait && RuntimeHandle::try_current().is_err() {
-            let mut in_flight = self.shared.in_flight.lock();
-            while *in_flight > 0 {
-                self.shared.idle.wait(&mut in_flight);
-            }
+            self.shared.wait_idle(None);
         }
     }
 
@@ -740,25 +855,7 @@ impl AsyncExecutor {
         let in_async = RuntimeHandle::try_current().is_ok();
         let mut finished = self.in_flight() == 0;
         if !in_async {
-            let deadline = Instant::now().checked_add(timeout);
-            let mut in_flight = self.shared.in_flight.lock();
-            while *in_flight > 0 {
-                let timed_out = match deadline {
-                    Some(deadline) => self
-                        .shared
-                        .idle
-                        .wait_until(&mut in_flight, deadline)
-                        .timed_out(),
-                    None => {
-                        self.shared.idle.wait(&mut in_flight);
-                        false
-                    }
-                };
-                if timed_out {
-                    break;
-                }
-            }
-            finished = *in_flight == 0;
+            finished = self.shared.wait_idle(Instant::now().checked_add(timeout));
         }
         let runtime = self.runtime.lock().take();
         if let Some(runtime) = runtime {

@@ -75,8 +75,26 @@ struct State<T> {
     /// True while the outcome is out on loan to the callbacks.
     lent: bool,
     waker: Option<Waker>,
-    /// Stops a running task for good (the process pool kills its worker).
-    kill: Option<Box<dyn FnOnce() + Send>>,
+    /// Stops a running task for good (the process pool kills its worker,
+    /// the async executor aborts its tokio task).
+    kill: Option<Kill>,
+}
+
+/// What `cancel()` does to a running task.
+enum Kill {
+    /// An executor's own hook (the process pool kills the worker).
+    Hook(Box<dyn FnOnce() + Send>),
+    /// Abort a tokio task: no allocation, the task's handle is enough.
+    Abort(tokio::task::AbortHandle),
+}
+
+impl Kill {
+    fn run(self) {
+        match self {
+            Kill::Hook(hook) => hook(),
+            Kill::Abort(abort) => abort.abort(),
+        }
+    }
 }
 
 /// A cancel token's view of one task.
@@ -189,7 +207,9 @@ impl<T, J: ?Sized> Inner<T, J> {
         outcome: Result<T, TaskError>,
     ) {
         state.lent = true;
-        state.kill = None;
+        // Dropped once the lock is released: dropping a tokio abort handle
+        // may free its task.
+        let _kill = state.kill.take();
         loop {
             let callbacks = std::mem::take(&mut state.callbacks);
             if callbacks.is_empty() {
@@ -217,6 +237,14 @@ impl<T, J: ?Sized> Inner<T, J> {
 
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Register what `cancel()` does to the running task, unless it is done.
+    fn set_kill(&self, kill: Kill) {
+        let mut state = self.state.lock();
+        if self.phase.load(Ordering::Acquire) < DONE {
+            state.kill = Some(kill);
+        }
     }
 
     /// Block until the outcome is published or `deadline` passes.
@@ -287,6 +315,12 @@ impl<T> Handle<T> {
     /// The handle of a task whose state (and executor tail) is `inner`.
     pub(crate) fn from_inner<J: Tail + 'static>(inner: Arc<Inner<T, J>>) -> Handle<T> {
         Handle { inner }
+    }
+
+    /// Make `cancel()` abort the tokio task that runs this task (the async
+    /// executor's kill, registered before the handle is handed out).
+    pub(crate) fn set_abort(&self, abort: tokio::task::AbortHandle) {
+        self.inner.set_kill(Kill::Abort(abort));
     }
 
     /// A handle whose outcome is already decided (used for refused submissions).
@@ -407,7 +441,7 @@ impl<T> Handle<T> {
         };
         match kill {
             Some(kill) if self.inner.decide(Err(TaskError::cancelled())) => {
-                kill();
+                kill.run();
                 true
             }
             _ => false,
@@ -544,10 +578,7 @@ impl<T> Promise<T> {
     /// Register what `cancel()` does to a running task (the process pool kills
     /// the worker). Dropped once the task is done.
     pub(crate) fn set_kill(&self, kill: Box<dyn FnOnce() + Send>) {
-        let mut state = self.inner.state.lock();
-        if self.inner.phase.load(Ordering::Acquire) < DONE {
-            state.kill = Some(kill);
-        }
+        self.inner.set_kill(Kill::Hook(kill));
     }
 }
 
