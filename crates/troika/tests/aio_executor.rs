@@ -350,3 +350,28 @@ fn a_zero_limit_is_a_config_error() {
     assert!(err.io_error().is_none());
     assert!(err.to_string().contains("concurrency limit"), "{err}");
 }
+
+/// The in-flight count is kept without a lock, and only a waiting
+/// `shutdown` is woken: it must still return once every task has ended,
+/// with every handle settled and the counters adding up.
+#[test]
+fn shutdown_waits_for_every_task_of_a_burst() {
+    let executor = AsyncExecutor::builder().workers(2).build().unwrap();
+    let handles: Vec<_> = (0..2_000u64)
+        .map(|i| {
+            executor.submit(async move {
+                if i % 2 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                i
+            })
+        })
+        .collect();
+    executor.shutdown(true, false);
+    assert_eq!(executor.in_flight(), 0);
+    assert!(handles.iter().all(|h| h.is_done()));
+    let stats = executor.stats();
+    assert_eq!((stats.succeeded, stats.failed, stats.busy, stats.queued), (2_000, 0, 0, 0));
+    let sum: u64 = handles.into_iter().map(|h| h.result().unwrap()).sum();
+    assert_eq!(sum, 1_999 * 2_000 / 2);
+}

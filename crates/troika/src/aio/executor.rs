@@ -226,15 +226,13 @@ impl AsyncExecutorBuilder {
                 limit_size: self.limit,
                 timeout,
                 closed: AtomicBool::new(false),
-                in_flight: AtomicUsize::new(0),
+                terminating: AtomicBool::new(false),
+                waiters: AtomicUsize::new(0),
                 idle_lock: Mutex::new(()),
                 idle: Condvar::new(),
-                submitted: AtomicUsize::new(0),
-                running: AtomicUsize::new(0),
-                terminating: AtomicBool::new(false),
-                succeeded: AtomicUsize::new(0),
-                failed: AtomicUsize::new(0),
                 workers,
+                submitted: Padded(AtomicUsize::new(0)),
+                ended: Padded(Ends::default()),
             }),
             runtime: Mutex::new(runtime),
             drop_timeout: self.drop_timeout.unwrap_or(DEFAULT_DROP_TIMEOUT),
@@ -249,19 +247,46 @@ struct Shared {
     limit_size: Option<usize>,
     timeout: Option<Duration>,
     closed: AtomicBool,
-    /// Tasks submitted and not finished. Kept without a lock: only the
-    /// task that brings it to zero takes `idle_lock` to wake waiters.
-    in_flight: AtomicUsize,
-    idle_lock: Mutex<()>,
-    idle: Condvar,
-    submitted: AtomicUsize,
-    /// Tasks that got their slot and started.
-    running: AtomicUsize,
     /// Set by `terminate`: tasks dropped before they started are cancelled.
     terminating: AtomicBool,
+    /// Threads waiting in `wait_idle`: only then does an ending task take
+    /// `idle_lock` to wake them.
+    waiters: AtomicUsize,
+    idle_lock: Mutex<()>,
+    idle: Condvar,
+    workers: usize,
+    /// Tasks submitted, written by the submitting threads only: on a cache
+    /// line of its own, so that submitting does not contend with the
+    /// runtime's threads, which write `ended`.
+    submitted: Padded<AtomicUsize>,
+    ended: Padded<Ends>,
+}
+
+/// What the runtime's threads count as tasks start and end. Tasks in
+/// flight are `submitted - finished`, and running ones `started -
+/// succeeded - failed` (every task that starts is counted once as
+/// succeeded or failed, and only those are), so no counter is ever
+/// decremented and a task costs three increments here.
+#[derive(Default)]
+struct Ends {
+    /// Tasks that got their slot and started.
+    started: AtomicUsize,
     succeeded: AtomicUsize,
     failed: AtomicUsize,
-    workers: usize,
+    /// Tasks whose future is gone and whose handle is settled.
+    finished: AtomicUsize,
+}
+
+/// A value alone on its cache line (two lines: adjacent-line prefetch).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// Futures on a tokio runtime, behind the same API as the pools: `submit`
@@ -320,7 +345,7 @@ pub struct AsyncExecutor {
 struct Guard<T> {
     promise: Promise<T>,
     shared: Arc<Shared>,
-    /// The task started (and counts in `running`).
+    /// The task started (and counts in `started`).
     started: bool,
     /// Its outcome was counted in `succeeded` or `failed`.
     counted: bool,
@@ -330,7 +355,7 @@ impl<T> Guard<T> {
     fn start(&mut self) -> bool {
         self.started = self.promise.start();
         if self.started {
-            self.shared.running.fetch_add(1, Ordering::Relaxed);
+            self.shared.ended.started.fetch_add(1, Ordering::Relaxed);
         }
         self.started
     }
@@ -341,46 +366,39 @@ impl<T> Guard<T> {
         // Decided already (by a cancel): the task failed.
         let ok = outcome.is_ok() && !self.promise.is_done();
         let counter = if ok {
-            &self.shared.succeeded
+            &self.shared.ended.succeeded
         } else {
-            &self.shared.failed
+            &self.shared.ended.failed
         };
         counter.fetch_add(1, Ordering::Relaxed);
         self.counted = true;
-        if std::mem::take(&mut self.started) {
-            self.shared.running.fetch_sub(1, Ordering::Relaxed);
-        }
         self.promise.complete(outcome);
     }
 }
 
 impl<T> Drop for Guard<T> {
     fn drop(&mut self) {
-        // A no-op when the outcome is already decided. A task dropped before
-        // it started was cancelled by `terminate`, or shut out by a
-        // shutdown that stopped waiting.
-        let unstarted = if self.shared.terminating.load(Ordering::Acquire) {
-            TaskError::cancelled()
-        } else {
-            TaskError::shut_down()
-        };
-        let err = if self.started {
-            TaskError::shut_down()
-        } else {
-            unstarted
-        };
-        if self.started {
-            self.shared.running.fetch_sub(1, Ordering::Relaxed);
-            if !self.counted {
+        if !self.counted {
+            // A no-op when the outcome is already decided (by a cancel).
+            let err = if self.started {
                 // Dropped while running: cancelled, or the runtime stopped.
-                self.shared.failed.fetch_add(1, Ordering::Relaxed);
-            }
+                self.shared.ended.failed.fetch_add(1, Ordering::Relaxed);
+                TaskError::shut_down()
+            } else if self.shared.terminating.load(Ordering::Acquire) {
+                // Dropped before it started: cancelled by `terminate`...
+                TaskError::cancelled()
+            } else {
+                // ... or shut out by a shutdown that stopped waiting.
+                TaskError::shut_down()
+            };
+            self.promise.complete(Err(err));
         }
-        self.promise.complete(Err(err));
-        if self.shared.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // A waiter checks the count under this lock before it sleeps,
-            // so taking it here means the notification cannot fall between
-            // its check and its sleep.
+        self.shared.ended.finished.fetch_add(1, Ordering::SeqCst);
+        // Paired with `wait_idle`: either its check of the counts sees this
+        // task finished, or this load sees the waiter, which holds
+        // `idle_lock` from its check until it sleeps, so the notification
+        // cannot fall in between.
+        if self.shared.waiters.load(Ordering::SeqCst) > 0 {
             let _idle = self.shared.idle_lock.lock();
             self.shared.idle.notify_all();
         }
@@ -388,20 +406,33 @@ impl<T> Drop for Guard<T> {
 }
 
 impl Shared {
+    /// Tasks submitted and not finished.
+    fn in_flight(&self) -> usize {
+        // `finished` first: it never passes `submitted`, so a zero here
+        // means no task was in flight when `submitted` was read.
+        let finished = self.ended.finished.load(Ordering::SeqCst);
+        self.submitted.load(Ordering::SeqCst).saturating_sub(finished)
+    }
+
     /// Block until no task is in flight or `deadline` passes; true if none is.
     fn wait_idle(&self, deadline: Option<Instant>) -> bool {
         let mut idle = self.idle_lock.lock();
-        while self.in_flight.load(Ordering::Acquire) > 0 {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let idle_now = loop {
+            if self.in_flight() == 0 {
+                break true;
+            }
             match deadline {
                 Some(deadline) => {
                     if self.idle.wait_until(&mut idle, deadline).timed_out() {
-                        return self.in_flight.load(Ordering::Acquire) == 0;
+                        break self.in_flight() == 0;
                     }
                 }
                 None => self.idle.wait(&mut idle),
             }
-        }
-        true
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        idle_now
     }
 }
 
@@ -529,7 +560,7 @@ impl AsyncExecutor {
 
     /// Tasks submitted and not yet finished.
     pub fn in_flight(&self) -> usize {
-        self.shared.in_flight.load(Ordering::Acquire)
+        self.shared.in_flight()
     }
 
     /// Tasks submitted since the executor started.
@@ -554,13 +585,20 @@ impl AsyncExecutor {
     /// ```
     pub fn stats(&self) -> PoolStats {
         let in_flight = self.in_flight();
-        let running = self.shared.running.load(Ordering::Relaxed);
+        let ended = &self.shared.ended;
+        // Read the outcomes first: they never pass `started`.
+        let succeeded = ended.succeeded.load(Ordering::Acquire);
+        let failed = ended.failed.load(Ordering::Acquire);
+        let running = ended
+            .started
+            .load(Ordering::Acquire)
+            .saturating_sub(succeeded + failed);
         PoolStats {
             workers: self.shared.workers,
             queued: in_flight.saturating_sub(running),
             busy: running,
-            succeeded: self.shared.succeeded.load(Ordering::Relaxed),
-            failed: self.shared.failed.load(Ordering::Relaxed),
+            succeeded,
+            failed,
             restarts: 0,
         }
     }
@@ -631,8 +669,7 @@ impl AsyncExecutor {
         T: Send + 'static,
     {
         let (promise, handle) = pair(0);
-        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.shared.submitted.fetch_add(1, Ordering::Relaxed);
+        self.shared.submitted.fetch_add(1, Ordering::SeqCst);
         let acquire = self
             .shared
             .limit
