@@ -371,7 +371,10 @@ fn shutdown_waits_for_every_task_of_a_burst() {
     assert_eq!(executor.in_flight(), 0);
     assert!(handles.iter().all(|h| h.is_done()));
     let stats = executor.stats();
-    assert_eq!((stats.succeeded, stats.failed, stats.busy, stats.queued), (2_000, 0, 0, 0));
+    assert_eq!(
+        (stats.succeeded, stats.failed, stats.busy, stats.queued),
+        (2_000, 0, 0, 0)
+    );
     let sum: u64 = handles.into_iter().map(|h| h.result().unwrap()).sum();
     assert_eq!(sum, 1_999 * 2_000 / 2);
 }

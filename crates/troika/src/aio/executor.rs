@@ -411,7 +411,9 @@ impl Shared {
         // `finished` first: it never passes `submitted`, so a zero here
         // means no task was in flight when `submitted` was read.
         let finished = self.ended.finished.load(Ordering::SeqCst);
-        self.submitted.load(Ordering::SeqCst).saturating_sub(finished)
+        self.submitted
+            .load(Ordering::SeqCst)
+            .saturating_sub(finished)
     }
 
     /// Block until no task is in flight or `deadline` passes; true if none is.
