@@ -17,7 +17,7 @@ use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use super::spawn::join_error;
 use crate::futures::{
     BuildError, ConfigError, ErrorKind, Executor, Handle, PoolStats, Promise, SubmitError,
-    SubmitErrorReason, Task, TaskError, checks, pair,
+    SubmitErrorReason, Task, TaskError, checks, future_pair,
 };
 
 /// How many tasks [`Executor::parallelism`] reports for an executor without a
@@ -341,7 +341,7 @@ pub struct AsyncExecutor {
 }
 
 /// Completes the promise when the task's future is dropped without finishing
-/// (runtime shut down, or aborted), and keeps the in-flight count.
+/// (the runtime shut down), and keeps the in-flight count.
 struct Guard<T> {
     promise: Promise<T>,
     shared: Arc<Shared>,
@@ -512,6 +512,12 @@ where
                 this.sleep = Some(Box::pin(tokio::time::sleep(limit)));
             }
         }
+        if this.guard.promise.is_done() {
+            // Cancelled while running: `cancel()` decided the outcome and
+            // woke this task to drop its future.
+            self.finish(Err(TaskError::cancelled()));
+            return Poll::Ready(());
+        }
         // SAFETY: `future` is structurally pinned (see the struct).
         let future = unsafe { Pin::new_unchecked(&mut this.future) };
         let Some(future) = future.as_pin_mut() else {
@@ -526,7 +532,11 @@ where
                     .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
                 match this.timeout {
                     Some(limit) if expired => Err(TaskError::new(ErrorKind::TimedOut(limit))),
-                    _ => return Poll::Pending,
+                    // Woken by a `cancel()` too; if one came first, end now.
+                    _ if this.guard.promise.park_until_decided(cx.waker()) => {
+                        return Poll::Pending;
+                    }
+                    _ => Err(TaskError::cancelled()),
                 }
             }
             Err(payload) => Err(TaskError::new(ErrorKind::Panicked(
@@ -670,7 +680,7 @@ impl AsyncExecutor {
         F: Future<Output = Result<T, TaskError>> + Send + 'static,
         T: Send + 'static,
     {
-        let (promise, handle) = pair(0);
+        let (promise, handle) = future_pair();
         self.shared.submitted.fetch_add(1, Ordering::SeqCst);
         let acquire = self
             .shared
@@ -690,10 +700,10 @@ impl AsyncExecutor {
                 counted: false,
             },
         };
-        // Aborting the task (cancel) or stopping the runtime drops it, and
-        // with it the guard, which settles the handle.
-        let join = self.shared.handle.spawn(task);
-        handle.set_abort(join.abort_handle());
+        // A `cancel()` wakes the task, which drops its future; stopping the
+        // runtime drops the whole task, and with it the guard, which
+        // settles the handle.
+        drop(self.shared.handle.spawn(task));
         handle
     }
 

@@ -76,7 +76,7 @@ struct State<T> {
     lent: bool,
     waker: Option<Waker>,
     /// Stops a running task for good (the process pool kills its worker,
-    /// the async executor aborts its tokio task).
+    /// the async executor wakes its future to drop it).
     kill: Option<Kill>,
 }
 
@@ -84,15 +84,19 @@ struct State<T> {
 enum Kill {
     /// An executor's own hook (the process pool kills the worker).
     Hook(Box<dyn FnOnce() + Send>),
-    /// Abort a tokio task: no allocation, the task's handle is enough.
-    Abort(tokio::task::AbortHandle),
+    /// A future that ends itself once its outcome is decided: deciding the
+    /// outcome wakes it (with the waker it left when it last returned
+    /// `Pending`; none before that, so a task that never waits pays
+    /// nothing), and it drops itself on that poll. See
+    /// [`Promise::park_until_decided`].
+    Wake(Option<Waker>),
 }
 
 impl Kill {
     fn run(self) {
         match self {
             Kill::Hook(hook) => hook(),
-            Kill::Abort(abort) => abort.abort(),
+            Kill::Wake(waker) => waker.into_iter().for_each(Waker::wake),
         }
     }
 }
@@ -157,10 +161,27 @@ pub(crate) fn pair<T>(owner: usize) -> (Promise<T>, Handle<T>) {
     )
 }
 
+/// A linked pair for a task run as a future (the async executor's): a
+/// `cancel()` of the running task decides it as cancelled and wakes the
+/// future, which then ends (see [`Promise::park_until_decided`]).
+pub(crate) fn future_pair<T>() -> (Promise<T>, Handle<T>) {
+    let inner: Arc<Erased<T>> = Arc::new(Inner::with_kill(0, (), Some(Kill::Wake(None))));
+    (
+        Promise {
+            inner: Arc::clone(&inner),
+        },
+        Handle { inner },
+    )
+}
+
 impl<T, J> Inner<T, J> {
     /// The state of a pending task owned by executor `owner` (0 for none),
     /// with the executor's `tail` in the same allocation.
     pub(crate) fn new(owner: usize, tail: J) -> Inner<T, J> {
+        Inner::with_kill(owner, tail, None)
+    }
+
+    fn with_kill(owner: usize, tail: J, kill: Option<Kill>) -> Inner<T, J> {
         Inner {
             phase: AtomicU8::new(PENDING),
             ready: AtomicBool::new(false),
@@ -171,7 +192,7 @@ impl<T, J> Inner<T, J> {
                 callbacks: Vec::new(),
                 lent: false,
                 waker: None,
-                kill: None,
+                kill,
             }),
             cond: Condvar::new(),
             tail,
@@ -207,9 +228,9 @@ impl<T, J: ?Sized> Inner<T, J> {
         outcome: Result<T, TaskError>,
     ) {
         state.lent = true;
-        // Dropped once the lock is released: dropping a tokio abort handle
-        // may free its task.
-        let _kill = state.kill.take();
+        // A future waiting to be told its outcome was decided is woken
+        // once the lock is released.
+        let kill = state.kill.take();
         loop {
             let callbacks = std::mem::take(&mut state.callbacks);
             if callbacks.is_empty() {
@@ -220,6 +241,9 @@ impl<T, J: ?Sized> Inner<T, J> {
             state = self.state.lock();
         }
         self.publish(state, outcome);
+        if let Some(wake @ Kill::Wake(_)) = kill {
+            wake.run();
+        }
     }
 
     /// Store the outcome and wake every waiter.
@@ -315,12 +339,6 @@ impl<T> Handle<T> {
     /// The handle of a task whose state (and executor tail) is `inner`.
     pub(crate) fn from_inner<J: Tail + 'static>(inner: Arc<Inner<T, J>>) -> Handle<T> {
         Handle { inner }
-    }
-
-    /// Make `cancel()` abort the tokio task that runs this task (the async
-    /// executor's kill, registered before the handle is handed out).
-    pub(crate) fn set_abort(&self, abort: tokio::task::AbortHandle) {
-        self.inner.set_kill(Kill::Abort(abort));
     }
 
     /// A handle whose outcome is already decided (used for refused submissions).
@@ -573,6 +591,22 @@ impl<T> Promise<T> {
     /// Whether the outcome was already decided (cancelled, timed out or done).
     pub(crate) fn is_done(&self) -> bool {
         self.inner.phase.load(Ordering::Acquire) >= DONE
+    }
+
+    /// For a task made by [`future_pair`] whose future returned `Pending`:
+    /// leave `waker` to be woken when the outcome is decided (by a
+    /// `cancel()`). False if it is decided already: the future should end
+    /// now instead of waiting.
+    pub(crate) fn park_until_decided(&self, waker: &Waker) -> bool {
+        let mut state = self.inner.state.lock();
+        if self.inner.phase.load(Ordering::Acquire) >= DONE {
+            return false;
+        }
+        match &state.kill {
+            Some(Kill::Wake(Some(left))) if left.will_wake(waker) => {}
+            _ => state.kill = Some(Kill::Wake(Some(waker.clone()))),
+        }
+        true
     }
 
     /// Register what `cancel()` does to a running task (the process pool kills

@@ -28,7 +28,7 @@ pub use executor::{
     default_window, wait,
 };
 pub use handle::Handle;
-pub(crate) use handle::{Inner, Promise, pair};
+pub(crate) use handle::{Inner, Promise, future_pair, pair};
 pub(crate) use start::check_start;
 #[cfg(test)]
 pub(crate) use start::{fail_nth_start, threads_left};
