@@ -6,7 +6,9 @@
 #
 #   benchmarks/crawl_side_by_side.sh [CONCURRENCY...]   (default: 10 100)
 #
-# PAGES_PER_SLOT (default 20) sets the pages fetched per unit of concurrency.
+# PAGES_PER_SLOT (default 20) sets the pages fetched per unit of concurrency;
+# MODES (default "async threads") the troika crawl modes run; PYTHON=0 skips
+# the Python crawlers.
 # The page server: SERVER=URL uses one you started (it must answer
 # /page/<n>?delay_ms=100); otherwise nginx with the echo module (Debian:
 # nginx-light libnginx-mod-http-echo) is started when installed, as it is fast
@@ -19,9 +21,15 @@ per_slot=${PAGES_PER_SLOT:-20}
 levels=("$@")
 [ ${#levels[@]} -eq 0 ] && levels=(10 100)
 
-python3 -c 'import aiohttp, requests' 2>/dev/null || pip3 install -q aiohttp requests
-cargo build --release --quiet -p troika-cli
-troika=./target/release/troika
+[ "${PYTHON:-1}" = 0 ] || python3 -c 'import aiohttp, requests' 2>/dev/null || pip3 install -q aiohttp requests
+# TROIKA=PATH runs that binary instead of building this checkout's (to set
+# an older build beside a newer one, alternating runs).
+if [ -n "${TROIKA:-}" ]; then
+  troika=$TROIKA
+else
+  cargo build --release --quiet -p troika-cli
+  troika=./target/release/troika
+fi
 
 server_pid=
 nginx_dir=
@@ -83,14 +91,16 @@ for conc in "${levels[@]}"; do
     sleep 1
   fi
   async_rate=
-  for mode in async threads; do
+  for mode in ${MODES:-async threads}; do
     summary=$(/usr/bin/time -f "(time: peak RSS %M KB)" "$troika" crawl --mode "$mode" --concurrency "$conc" --input "$urls" 2>&1 >/dev/null | tail -2 | tr '\n' ' ')
     echo "troika crawl --mode $mode: $summary"
     if [ "$mode" = async ]; then
       async_rate=$(sed -n 's/.*(\([0-9.]*\) pages\/s).*/\1/p' <<<"$summary")
     fi
   done
-  python3 "$peers/py_crawler.py" "$SERVER" "$n" "$conc" | sed 's/^/python /'
+  if [ "${PYTHON:-1}" != 0 ]; then
+    python3 "$peers/py_crawler.py" "$SERVER" "$n" "$conc" | sed 's/^/python /'
+  fi
   if [ -n "$async_rate" ]; then
     echo "troika async: $(awk -v r="$async_rate" -v l="$limit" 'BEGIN {printf "%.1f", 100 * r / l}') % of the limit"
   fi

@@ -350,3 +350,67 @@ fn a_zero_limit_is_a_config_error() {
     assert!(err.io_error().is_none());
     assert!(err.to_string().contains("concurrency limit"), "{err}");
 }
+
+/// The in-flight count is kept without a lock, and only a waiting
+/// `shutdown` is woken: it must still return once every task has ended,
+/// with every handle settled and the counters adding up.
+#[test]
+fn shutdown_waits_for_every_task_of_a_burst() {
+    let executor = AsyncExecutor::builder().workers(2).build().unwrap();
+    let handles: Vec<_> = (0..2_000u64)
+        .map(|i| {
+            executor.submit(async move {
+                if i % 2 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                i
+            })
+        })
+        .collect();
+    executor.shutdown(true, false);
+    assert_eq!(executor.in_flight(), 0);
+    assert!(handles.iter().all(|h| h.is_done()));
+    let stats = executor.stats();
+    assert_eq!(
+        (stats.succeeded, stats.failed, stats.busy, stats.queued),
+        (2_000, 0, 0, 0)
+    );
+    let sum: u64 = handles.into_iter().map(|h| h.result().unwrap()).sum();
+    assert_eq!(sum, 1_999 * 2_000 / 2);
+}
+
+/// A cancel that lands while the future is inside its first poll (before it
+/// ever waited) still stops it: the future ends as soon as it would wait.
+#[test]
+fn cancel_during_the_first_poll_stops_the_future() {
+    struct Flag(std::sync::mpsc::Sender<()>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+    let executor = AsyncExecutor::builder().workers(1).build().unwrap();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (cancelled_tx, cancelled_rx) = std::sync::mpsc::channel::<()>();
+    let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
+    let flag = Flag(dropped_tx);
+    let handle = executor.submit(async move {
+        let _flag = flag;
+        started_tx.send(()).unwrap();
+        // Still inside the first poll when the cancel arrives.
+        cancelled_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        std::future::pending::<()>().await;
+    });
+    started_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert!(handle.is_running());
+    assert!(handle.cancel(), "a running future can be cancelled");
+    cancelled_tx.send(()).unwrap();
+    dropped_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the cancelled future is dropped");
+    assert!(handle.result().unwrap_err().is_cancelled());
+    // The task is counted once it has ended, which a shutdown waits for.
+    executor.shutdown(true, false);
+    let stats = executor.stats();
+    assert_eq!((stats.failed, stats.busy), (1, 0));
+}

@@ -6,15 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::future::{AbortHandle, Abortable};
+use std::panic::AssertUnwindSafe;
+use std::task::{Context, Poll};
+
+use futures::FutureExt;
 use parking_lot::{Condvar, Mutex};
 use tokio::runtime::{Handle as RuntimeHandle, Runtime};
-use tokio::sync::Semaphore;
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
-use super::spawn::{guarded, join_error};
+use super::spawn::join_error;
 use crate::futures::{
     BuildError, ConfigError, ErrorKind, Executor, Handle, PoolStats, Promise, SubmitError,
-    SubmitErrorReason, Task, TaskError, checks, pair,
+    SubmitErrorReason, Task, TaskError, checks, future_pair,
 };
 
 /// How many tasks [`Executor::parallelism`] reports for an executor without a
@@ -223,14 +226,13 @@ impl AsyncExecutorBuilder {
                 limit_size: self.limit,
                 timeout,
                 closed: AtomicBool::new(false),
-                in_flight: Mutex::new(0),
-                idle: Condvar::new(),
-                submitted: AtomicUsize::new(0),
-                running: AtomicUsize::new(0),
                 terminating: AtomicBool::new(false),
-                succeeded: AtomicUsize::new(0),
-                failed: AtomicUsize::new(0),
+                waiters: AtomicUsize::new(0),
+                idle_lock: Mutex::new(()),
+                idle: Condvar::new(),
                 workers,
+                submitted: Padded(AtomicUsize::new(0)),
+                ended: Padded(Ends::default()),
             }),
             runtime: Mutex::new(runtime),
             drop_timeout: self.drop_timeout.unwrap_or(DEFAULT_DROP_TIMEOUT),
@@ -245,16 +247,46 @@ struct Shared {
     limit_size: Option<usize>,
     timeout: Option<Duration>,
     closed: AtomicBool,
-    in_flight: Mutex<usize>,
-    idle: Condvar,
-    submitted: AtomicUsize,
-    /// Tasks that got their slot and started.
-    running: AtomicUsize,
     /// Set by `terminate`: tasks dropped before they started are cancelled.
     terminating: AtomicBool,
+    /// Threads waiting in `wait_idle`: only then does an ending task take
+    /// `idle_lock` to wake them.
+    waiters: AtomicUsize,
+    idle_lock: Mutex<()>,
+    idle: Condvar,
+    workers: usize,
+    /// Tasks submitted, written by the submitting threads only: on a cache
+    /// line of its own, so that submitting does not contend with the
+    /// runtime's threads, which write `ended`.
+    submitted: Padded<AtomicUsize>,
+    ended: Padded<Ends>,
+}
+
+/// What the runtime's threads count as tasks start and end. Tasks in
+/// flight are `submitted - finished`, and running ones `started -
+/// succeeded - failed` (every task that starts is counted once as
+/// succeeded or failed, and only those are), so no counter is ever
+/// decremented and a task costs three increments here.
+#[derive(Default)]
+struct Ends {
+    /// Tasks that got their slot and started.
+    started: AtomicUsize,
     succeeded: AtomicUsize,
     failed: AtomicUsize,
-    workers: usize,
+    /// Tasks whose future is gone and whose handle is settled.
+    finished: AtomicUsize,
+}
+
+/// A value alone on its cache line (two lines: adjacent-line prefetch).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// Futures on a tokio runtime, behind the same API as the pools: `submit`
@@ -309,11 +341,11 @@ pub struct AsyncExecutor {
 }
 
 /// Completes the promise when the task's future is dropped without finishing
-/// (runtime shut down, or aborted), and keeps the in-flight count.
+/// (the runtime shut down), and keeps the in-flight count.
 struct Guard<T> {
     promise: Promise<T>,
     shared: Arc<Shared>,
-    /// The task started (and counts in `running`).
+    /// The task started (and counts in `started`).
     started: bool,
     /// Its outcome was counted in `succeeded` or `failed`.
     counted: bool,
@@ -323,7 +355,7 @@ impl<T> Guard<T> {
     fn start(&mut self) -> bool {
         self.started = self.promise.start();
         if self.started {
-            self.shared.running.fetch_add(1, Ordering::Relaxed);
+            self.shared.ended.started.fetch_add(1, Ordering::Relaxed);
         }
         self.started
     }
@@ -334,47 +366,185 @@ impl<T> Guard<T> {
         // Decided already (by a cancel): the task failed.
         let ok = outcome.is_ok() && !self.promise.is_done();
         let counter = if ok {
-            &self.shared.succeeded
+            &self.shared.ended.succeeded
         } else {
-            &self.shared.failed
+            &self.shared.ended.failed
         };
         counter.fetch_add(1, Ordering::Relaxed);
         self.counted = true;
-        if std::mem::take(&mut self.started) {
-            self.shared.running.fetch_sub(1, Ordering::Relaxed);
-        }
         self.promise.complete(outcome);
     }
 }
 
 impl<T> Drop for Guard<T> {
     fn drop(&mut self) {
-        // A no-op when the outcome is already decided. A task dropped before
-        // it started was cancelled by `terminate`, or shut out by a
-        // shutdown that stopped waiting.
-        let unstarted = if self.shared.terminating.load(Ordering::Acquire) {
-            TaskError::cancelled()
-        } else {
-            TaskError::shut_down()
-        };
-        let err = if self.started {
-            TaskError::shut_down()
-        } else {
-            unstarted
-        };
-        if self.started {
-            self.shared.running.fetch_sub(1, Ordering::Relaxed);
-            if !self.counted {
+        if !self.counted {
+            // A no-op when the outcome is already decided (by a cancel).
+            let err = if self.started {
                 // Dropped while running: cancelled, or the runtime stopped.
-                self.shared.failed.fetch_add(1, Ordering::Relaxed);
-            }
+                self.shared.ended.failed.fetch_add(1, Ordering::Relaxed);
+                TaskError::shut_down()
+            } else if self.shared.terminating.load(Ordering::Acquire) {
+                // Dropped before it started: cancelled by `terminate`...
+                TaskError::cancelled()
+            } else {
+                // ... or shut out by a shutdown that stopped waiting.
+                TaskError::shut_down()
+            };
+            self.promise.complete(Err(err));
         }
-        self.promise.complete(Err(err));
-        let mut in_flight = self.shared.in_flight.lock();
-        *in_flight = in_flight.saturating_sub(1);
-        if *in_flight == 0 {
+        self.shared.ended.finished.fetch_add(1, Ordering::SeqCst);
+        // Paired with `wait_idle`: either its check of the counts sees this
+        // task finished, or this load sees the waiter, which holds
+        // `idle_lock` from its check until it sleeps, so the notification
+        // cannot fall in between.
+        if self.shared.waiters.load(Ordering::SeqCst) > 0 {
+            let _idle = self.shared.idle_lock.lock();
             self.shared.idle.notify_all();
         }
+    }
+}
+
+impl Shared {
+    /// Tasks submitted and not finished.
+    fn in_flight(&self) -> usize {
+        // `finished` first: it never passes `submitted`, so a zero here
+        // means no task was in flight when `submitted` was read.
+        let finished = self.ended.finished.load(Ordering::SeqCst);
+        self.submitted
+            .load(Ordering::SeqCst)
+            .saturating_sub(finished)
+    }
+
+    /// Block until no task is in flight or `deadline` passes; true if none is.
+    fn wait_idle(&self, deadline: Option<Instant>) -> bool {
+        let mut idle = self.idle_lock.lock();
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let idle_now = loop {
+            if self.in_flight() == 0 {
+                break true;
+            }
+            match deadline {
+                Some(deadline) => {
+                    if self.idle.wait_until(&mut idle, deadline).timed_out() {
+                        break self.in_flight() == 0;
+                    }
+                }
+                None => self.idle.wait(&mut idle),
+            }
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        idle_now
+    }
+}
+
+/// A task's wait for its concurrency slot (boxed: only executors with a
+/// limit pay for it).
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+/// One task as tokio runs it: it waits for a concurrency slot (if the
+/// executor has a limit), then polls the submitted future under the
+/// optional time limit, catching a panic, and settles the handle through
+/// its guard. One struct instead of nested combinators keeps the task small
+/// (it is moved into tokio's task cell) and costs no allocation beyond
+/// tokio's own unless a limit or a timeout asks for one.
+struct TaskFuture<F, T> {
+    /// The submitted future; `None` once it finished (it is dropped before
+    /// the handle is settled, as a finished future's resources should be).
+    /// Structurally pinned: never moved out while the task is pinned.
+    future: Option<F>,
+    /// Waiting for a concurrency slot.
+    acquire: Option<Acquire>,
+    /// The slot, held while the task runs.
+    _permit: Option<OwnedSemaphorePermit>,
+    /// The deadline, set when the task starts (boxed: only executors with a
+    /// task timeout pay for it).
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    timeout: Option<Duration>,
+    guard: Guard<T>,
+}
+
+impl<F, T> TaskFuture<F, T> {
+    /// End the task with `outcome`: drop the future, settle the handle,
+    /// release the slot.
+    fn finish(self: Pin<&mut Self>, outcome: Result<T, TaskError>) {
+        // SAFETY: `future` is dropped in place (`Pin::set`), never moved;
+        // no other field is structurally pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above: `future` stays where it is until it is dropped.
+        unsafe { Pin::new_unchecked(&mut this.future) }.set(None);
+        this.sleep = None;
+        this.guard.complete(outcome);
+        this._permit = None;
+    }
+}
+
+impl<F, T> Future for TaskFuture<F, T>
+where
+    F: Future<Output = Result<T, TaskError>>,
+{
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: only `future` is structurally pinned, and it is only
+        // reached through `Pin::new_unchecked` below; the other fields are
+        // moved freely, as their types allow.
+        let this = unsafe { self.as_mut().get_unchecked_mut() };
+        if let Some(acquire) = &mut this.acquire {
+            match acquire.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(permit)) => {
+                    this._permit = Some(permit);
+                    this.acquire = None;
+                }
+                Poll::Ready(Err(_)) => {
+                    // The semaphore is closed: shut down with pending cancelled.
+                    this.guard.promise.complete(Err(TaskError::cancelled()));
+                    return Poll::Ready(());
+                }
+            }
+        }
+        if !this.guard.started {
+            if !this.guard.start() {
+                return Poll::Ready(()); // cancelled while waiting for a slot
+            }
+            if let Some(limit) = this.timeout {
+                this.sleep = Some(Box::pin(tokio::time::sleep(limit)));
+            }
+        }
+        if this.guard.promise.is_done() {
+            // Cancelled while running: `cancel()` decided the outcome and
+            // woke this task to drop its future.
+            self.finish(Err(TaskError::cancelled()));
+            return Poll::Ready(());
+        }
+        // SAFETY: `future` is structurally pinned (see the struct).
+        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        let Some(future) = future.as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Ready(outcome)) => outcome,
+            Ok(Poll::Pending) => {
+                let expired = this
+                    .sleep
+                    .as_mut()
+                    .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
+                match this.timeout {
+                    Some(limit) if expired => Err(TaskError::new(ErrorKind::TimedOut(limit))),
+                    // Woken by a `cancel()` too; if one came first, end now.
+                    _ if this.guard.promise.park_until_decided(cx.waker()) => {
+                        return Poll::Pending;
+                    }
+                    _ => Err(TaskError::cancelled()),
+                }
+            }
+            Err(payload) => Err(TaskError::new(ErrorKind::Panicked(
+                crate::futures::panic_message(&*payload),
+            ))),
+        };
+        self.finish(outcome);
+        Poll::Ready(())
     }
 }
 
@@ -402,7 +572,7 @@ impl AsyncExecutor {
 
     /// Tasks submitted and not yet finished.
     pub fn in_flight(&self) -> usize {
-        *self.shared.in_flight.lock()
+        self.shared.in_flight()
     }
 
     /// Tasks submitted since the executor started.
@@ -427,13 +597,20 @@ impl AsyncExecutor {
     /// ```
     pub fn stats(&self) -> PoolStats {
         let in_flight = self.in_flight();
-        let running = self.shared.running.load(Ordering::Relaxed);
+        let ended = &self.shared.ended;
+        // Read the outcomes first: they never pass `started`.
+        let succeeded = ended.succeeded.load(Ordering::Acquire);
+        let failed = ended.failed.load(Ordering::Acquire);
+        let running = ended
+            .started
+            .load(Ordering::Acquire)
+            .saturating_sub(succeeded + failed);
         PoolStats {
             workers: self.shared.workers,
             queued: in_flight.saturating_sub(running),
             busy: running,
-            succeeded: self.shared.succeeded.load(Ordering::Relaxed),
-            failed: self.shared.failed.load(Ordering::Relaxed),
+            succeeded,
+            failed,
             restarts: 0,
         }
     }
@@ -464,7 +641,7 @@ impl AsyncExecutor {
         if self.shared.closed.load(Ordering::Acquire) {
             return Handle::ready(Err(TaskError::shut_down()));
         }
-        self.spawn(async move { Ok(future.await) })
+        self.spawn(future.map(Ok))
     }
 
     /// Run `future` as a task, or hand it back if the executor is shut
@@ -494,7 +671,7 @@ impl AsyncExecutor {
                 reason: SubmitErrorReason::ShutDown,
             });
         }
-        Ok(self.spawn(async move { Ok(future.await) }))
+        Ok(self.spawn(future.map(Ok)))
     }
 
     /// Spawn a future whose own outcome may already be a task error.
@@ -503,40 +680,30 @@ impl AsyncExecutor {
         F: Future<Output = Result<T, TaskError>> + Send + 'static,
         T: Send + 'static,
     {
-        let (promise, handle) = pair(0);
-        *self.shared.in_flight.lock() += 1;
-        self.shared.submitted.fetch_add(1, Ordering::Relaxed);
-        let (abort, registration) = AbortHandle::new_pair();
-        promise.set_kill(Box::new(move || abort.abort()));
-        let mut guard = Guard {
-            promise,
-            shared: Arc::clone(&self.shared),
-            started: false,
-            counted: false,
+        let (promise, handle) = future_pair();
+        self.shared.submitted.fetch_add(1, Ordering::SeqCst);
+        let acquire = self
+            .shared
+            .limit
+            .as_ref()
+            .map(|limit| -> Acquire { Box::pin(Arc::clone(limit).acquire_owned()) });
+        let task = TaskFuture {
+            future: Some(future),
+            acquire,
+            _permit: None,
+            sleep: None,
+            timeout: self.shared.timeout,
+            guard: Guard {
+                promise,
+                shared: Arc::clone(&self.shared),
+                started: false,
+                counted: false,
+            },
         };
-        let limit = self.shared.limit.clone();
-        let timeout = self.shared.timeout;
-        let task = async move {
-            let _permit = match limit {
-                Some(limit) => match limit.acquire_owned().await {
-                    Ok(permit) => Some(permit),
-                    Err(_) => {
-                        // The semaphore is closed: shut down with pending cancelled.
-                        guard.promise.complete(Err(TaskError::cancelled()));
-                        return;
-                    }
-                },
-                None => None,
-            };
-            if !guard.start() {
-                return; // cancelled while waiting for a slot
-            }
-            let outcome = guarded(future, timeout).await.and_then(|inner| inner);
-            guard.complete(outcome);
-        };
-        // Dropping the abortable future (cancel) or the runtime drops the
-        // guard, which settles the handle.
-        drop(self.shared.handle.spawn(Abortable::new(task, registration)));
+        // A `cancel()` wakes the task, which drops its future; stopping the
+        // runtime drops the whole task, and with it the guard, which
+        // settles the handle.
+        drop(self.shared.handle.spawn(task));
         handle
     }
 
@@ -664,10 +831,7 @@ impl AsyncExecutor {
             limit.close();
         }
         if wait && RuntimeHandle::try_current().is_err() {
-            let mut in_flight = self.shared.in_flight.lock();
-            while *in_flight > 0 {
-                self.shared.idle.wait(&mut in_flight);
-            }
+            self.shared.wait_idle(None);
         }
     }
 
@@ -740,25 +904,7 @@ impl AsyncExecutor {
         let in_async = RuntimeHandle::try_current().is_ok();
         let mut finished = self.in_flight() == 0;
         if !in_async {
-            let deadline = Instant::now().checked_add(timeout);
-            let mut in_flight = self.shared.in_flight.lock();
-            while *in_flight > 0 {
-                let timed_out = match deadline {
-                    Some(deadline) => self
-                        .shared
-                        .idle
-                        .wait_until(&mut in_flight, deadline)
-                        .timed_out(),
-                    None => {
-                        self.shared.idle.wait(&mut in_flight);
-                        false
-                    }
-                };
-                if timed_out {
-                    break;
-                }
-            }
-            finished = *in_flight == 0;
+            finished = self.shared.wait_idle(Instant::now().checked_add(timeout));
         }
         let runtime = self.runtime.lock().take();
         if let Some(runtime) = runtime {

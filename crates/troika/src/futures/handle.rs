@@ -75,8 +75,30 @@ struct State<T> {
     /// True while the outcome is out on loan to the callbacks.
     lent: bool,
     waker: Option<Waker>,
-    /// Stops a running task for good (the process pool kills its worker).
-    kill: Option<Box<dyn FnOnce() + Send>>,
+    /// Stops a running task for good (the process pool kills its worker,
+    /// the async executor wakes its future to drop it).
+    kill: Option<Kill>,
+}
+
+/// What `cancel()` does to a running task.
+enum Kill {
+    /// An executor's own hook (the process pool kills the worker).
+    Hook(Box<dyn FnOnce() + Send>),
+    /// A future that ends itself once its outcome is decided: deciding the
+    /// outcome wakes it (with the waker it left when it last returned
+    /// `Pending`; none before that, so a task that never waits pays
+    /// nothing), and it drops itself on that poll. See
+    /// [`Promise::park_until_decided`].
+    Wake(Option<Waker>),
+}
+
+impl Kill {
+    fn run(self) {
+        match self {
+            Kill::Hook(hook) => hook(),
+            Kill::Wake(waker) => waker.into_iter().for_each(Waker::wake),
+        }
+    }
 }
 
 /// A cancel token's view of one task.
@@ -144,10 +166,27 @@ pub(crate) fn pair<T>(owner: usize) -> (Promise<T>, Handle<T>) {
     )
 }
 
+/// A linked pair for a task run as a future (the async executor's): a
+/// `cancel()` of the running task decides it as cancelled and wakes the
+/// future, which then ends (see [`Promise::park_until_decided`]).
+pub(crate) fn future_pair<T>() -> (Promise<T>, Handle<T>) {
+    let inner: Arc<Erased<T>> = Arc::new(Inner::with_kill(0, (), Some(Kill::Wake(None))));
+    (
+        Promise {
+            inner: Arc::clone(&inner),
+        },
+        Handle { inner },
+    )
+}
+
 impl<T, J> Inner<T, J> {
     /// The state of a pending task owned by executor `owner` (0 for none),
     /// with the executor's `tail` in the same allocation.
     pub(crate) fn new(owner: usize, tail: J) -> Inner<T, J> {
+        Inner::with_kill(owner, tail, None)
+    }
+
+    fn with_kill(owner: usize, tail: J, kill: Option<Kill>) -> Inner<T, J> {
         Inner {
             phase: AtomicU8::new(PENDING),
             ready: AtomicBool::new(false),
@@ -158,7 +197,7 @@ impl<T, J> Inner<T, J> {
                 callbacks: Vec::new(),
                 lent: false,
                 waker: None,
-                kill: None,
+                kill,
             }),
             cond: Condvar::new(),
             tail,
@@ -194,7 +233,9 @@ impl<T, J: ?Sized> Inner<T, J> {
         outcome: Result<T, TaskError>,
     ) {
         state.lent = true;
-        state.kill = None;
+        // A future waiting to be told its outcome was decided is woken
+        // once the lock is released.
+        let kill = state.kill.take();
         loop {
             let callbacks = std::mem::take(&mut state.callbacks);
             if callbacks.is_empty() {
@@ -205,6 +246,9 @@ impl<T, J: ?Sized> Inner<T, J> {
             state = self.state.lock();
         }
         self.publish(state, outcome);
+        if let Some(wake @ Kill::Wake(_)) = kill {
+            wake.run();
+        }
     }
 
     /// Store the outcome and wake every waiter.
@@ -222,6 +266,14 @@ impl<T, J: ?Sized> Inner<T, J> {
 
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Register what `cancel()` does to the running task, unless it is done.
+    fn set_kill(&self, kill: Kill) {
+        let mut state = self.state.lock();
+        if self.phase.load(Ordering::Acquire) < DONE {
+            state.kill = Some(kill);
+        }
     }
 
     /// Block until the outcome is published or `deadline` passes.
@@ -412,7 +464,7 @@ impl<T> Handle<T> {
         };
         match kill {
             Some(kill) if self.inner.decide(Err(TaskError::cancelled())) => {
-                kill();
+                kill.run();
                 true
             }
             _ => false,
@@ -546,15 +598,28 @@ impl<T> Promise<T> {
         self.inner.phase.load(Ordering::Acquire) >= DONE
     }
 
+    /// For a task made by [`future_pair`] whose future returned `Pending`:
+    /// leave `waker` to be woken when the outcome is decided (by a
+    /// `cancel()`). False if it is decided already: the future should end
+    /// now instead of waiting.
+    pub(crate) fn park_until_decided(&self, waker: &Waker) -> bool {
+        let mut state = self.inner.state.lock();
+        if self.inner.phase.load(Ordering::Acquire) >= DONE {
+            return false;
+        }
+        match &state.kill {
+            Some(Kill::Wake(Some(left))) if left.will_wake(waker) => {}
+            _ => state.kill = Some(Kill::Wake(Some(waker.clone()))),
+        }
+        true
+    }
+
     /// Register what `cancel()` does to a running task (the process pool kills
     /// the worker). Dropped once the task is done. [`Handle::cancel`] of a
     /// started task returns true, and decides the outcome as cancelled, only
     /// when a hook is registered; it runs the hook once.
     pub fn set_kill(&self, kill: Box<dyn FnOnce() + Send>) {
-        let mut state = self.inner.state.lock();
-        if self.inner.phase.load(Ordering::Acquire) < DONE {
-            state.kill = Some(kill);
-        }
+        self.inner.set_kill(Kill::Hook(kill));
     }
 }
 

@@ -29,7 +29,7 @@ pub use executor::{
     default_window, wait,
 };
 pub use handle::{Handle, Promise};
-pub(crate) use handle::{Inner, pair};
+pub(crate) use handle::{Inner, future_pair, pair};
 pub(crate) use start::check_start;
 #[cfg(test)]
 pub(crate) use start::{fail_nth_start, threads_left};

@@ -1,0 +1,210 @@
+//! The async mode's cost over its substrate: 100,000 trivial tasks with a
+//! handle each on a 2-worker runtime, through plain `tokio::spawn` (the
+//! yardstick) and through [`AsyncExecutor`], in the same run.
+//!
+//! ```text
+//! cargo bench -p troika --bench async_executor
+//! ```
+//!
+//! On a loaded machine the tasks/s depend on how much CPU the run gets; set
+//! `ASYNC_BENCH_CPU=ROUNDS` to print instead, per variant, the median over
+//! ROUNDS rounds (alternating the variants) of the CPU time the whole
+//! process spent per task, a figure the load does not change.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group};
+use troika::aio::AsyncExecutor;
+
+/// The same allocator as the `troika` command, so the figures agree.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const TASKS: u64 = 100_000;
+const WORKERS: usize = 2;
+
+fn burst(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let executor = AsyncExecutor::builder()
+        .workers(WORKERS)
+        .build()
+        .expect("executor");
+    let mut group = c.benchmark_group("async_100k");
+    group.throughput(Throughput::Elements(TASKS));
+    group.sample_size(20);
+    // (a) The yardstick: tokio's own spawn, JoinHandles collected from sync
+    // code, then awaited one by one.
+    group.bench_function("tokio_spawn", |b| {
+        b.iter(|| {
+            let handles: Vec<_> = (0..TASKS)
+                .map(|i| runtime.spawn(async move { black_box(i) * 2 }))
+                .collect();
+            runtime.block_on(async {
+                let mut sum = 0u64;
+                for handle in handles {
+                    sum += handle.await.expect("task");
+                }
+                sum
+            })
+        })
+    });
+    // (a') The same, spawned and awaited from async code.
+    group.bench_function("tokio_spawn_in_async", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let handles: Vec<_> = (0..TASKS)
+                    .map(|i| tokio::spawn(async move { black_box(i) * 2 }))
+                    .collect();
+                let mut sum = 0u64;
+                for handle in handles {
+                    sum += handle.await.expect("task");
+                }
+                sum
+            })
+        })
+    });
+    // (b) troika's async mode from sync code: a handle per task, `result()`.
+    group.bench_function("executor_submit_result", |b| {
+        b.iter(|| {
+            let handles: Vec<_> = (0..TASKS)
+                .map(|i| executor.submit(async move { black_box(i) * 2 }))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.result().expect("task"))
+                .sum::<u64>()
+        })
+    });
+    // (c) The same, submitted and awaited from async code.
+    group.bench_function("executor_submit_in_async", |b| {
+        b.iter(|| {
+            executor
+                .block_on(async {
+                    let handles: Vec<_> = (0..TASKS)
+                        .map(|i| executor.submit(async move { black_box(i) * 2 }))
+                        .collect();
+                    let mut sum = 0u64;
+                    for handle in handles {
+                        sum += handle.await.expect("task");
+                    }
+                    sum
+                })
+                .expect("block_on")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, burst);
+
+/// The CPU time (user + system, every thread) this process has used.
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` points to a writable `rusage`; getrusage fills it in.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    assert_eq!(rc, 0, "getrusage");
+    // SAFETY: zeroed is a valid `rusage`, and getrusage succeeded.
+    let usage = unsafe { usage.assume_init() };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Median CPU ns and wall ns per task of each variant over `rounds`.
+fn cpu_report(rounds: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let executor = AsyncExecutor::builder()
+        .workers(WORKERS)
+        .build()
+        .expect("executor");
+    let variants: [(&str, &dyn Fn() -> u64); 4] = [
+        ("tokio_spawn", &|| {
+            let handles: Vec<_> = (0..TASKS)
+                .map(|i| runtime.spawn(async move { black_box(i) * 2 }))
+                .collect();
+            runtime.block_on(async {
+                let mut sum = 0u64;
+                for handle in handles {
+                    sum += handle.await.expect("task");
+                }
+                sum
+            })
+        }),
+        ("tokio_spawn_in_async", &|| {
+            runtime.block_on(async {
+                let handles: Vec<_> = (0..TASKS)
+                    .map(|i| tokio::spawn(async move { black_box(i) * 2 }))
+                    .collect();
+                let mut sum = 0u64;
+                for handle in handles {
+                    sum += handle.await.expect("task");
+                }
+                sum
+            })
+        }),
+        ("executor_submit_result", &|| {
+            let handles: Vec<_> = (0..TASKS)
+                .map(|i| executor.submit(async move { black_box(i) * 2 }))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.result().expect("task"))
+                .sum::<u64>()
+        }),
+        ("executor_submit_in_async", &|| {
+            executor
+                .block_on(async {
+                    let handles: Vec<_> = (0..TASKS)
+                        .map(|i| executor.submit(async move { black_box(i) * 2 }))
+                        .collect();
+                    let mut sum = 0u64;
+                    for handle in handles {
+                        sum += handle.await.expect("task");
+                    }
+                    sum
+                })
+                .expect("block_on")
+        }),
+    ];
+    let mut cpu = vec![Vec::new(); variants.len()];
+    let mut wall = vec![Vec::new(); variants.len()];
+    for _ in 0..rounds {
+        for (i, (_, run)) in variants.iter().enumerate() {
+            let (c0, w0) = (cpu_time(), Instant::now());
+            black_box(run());
+            cpu[i].push((cpu_time() - c0).as_nanos() as f64 / TASKS as f64);
+            wall[i].push(w0.elapsed().as_nanos() as f64 / TASKS as f64);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base = median(&mut cpu[0].clone());
+    for (i, (name, _)) in variants.iter().enumerate() {
+        let c = median(&mut cpu[i]);
+        let w = median(&mut wall[i]);
+        println!(
+            "{name:26} cpu {c:7.1} ns/task ({:5.1} % of tokio_spawn's tasks per CPU-second), wall {w:7.1} ns/task",
+            100.0 * base / c
+        );
+    }
+}
+
+fn main() {
+    if let Some(rounds) = std::env::var_os("ASYNC_BENCH_CPU") {
+        let rounds = rounds.to_str().and_then(|r| r.parse().ok()).unwrap_or(21);
+        cpu_report(rounds);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
