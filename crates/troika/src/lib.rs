@@ -102,9 +102,8 @@ pub mod thread;
 pub use aio::{AsyncExecutor, AsyncExecutorBuilder, AsyncTask};
 pub use futures::{
     AsCompleted, BuildError, CancelToken, ConfigError, ErrorKind, Executor, Exit, Handle,
-    Promise,
-    PoolStats, SubmitError, SubmitErrorReason, TaskError, WaitMode, WaitOutcome, as_completed,
-    default_window, wait,
+    PoolStats, Promise, SubmitError, SubmitErrorReason, TaskError, WaitMode, WaitOutcome,
+    as_completed, default_window, wait,
 };
 pub use process::{
     Call, Process, ProcessBuilder, ProcessMap, ProcessMapUnordered, ProcessPool,
