@@ -89,6 +89,8 @@ pub struct WorkerBuilder {
     max_payload: usize,
     grace: Duration,
     connect_timeout: Duration,
+    /// Registered functions this worker refuses to run, with the reason.
+    refused: HashMap<String, String>,
 }
 
 /// The worker side: serve the tasks of a queue with this program's
@@ -132,6 +134,7 @@ impl Worker {
             max_payload: 16 << 20,
             grace: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
+            refused: HashMap::new(),
         }
     }
 }
@@ -187,6 +190,16 @@ impl WorkerBuilder {
     /// How long connecting may take. Default: 5 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Do not run the registered function named `name` (its
+    /// [`RemoteFn::NAME`](troika::RemoteFn::NAME)) although this program
+    /// registers it: a task for it fails with `reason` and is dead-lettered,
+    /// as a task for an unknown function is. For functions that only some
+    /// workers should serve, such as one that runs commands.
+    pub fn refuse(mut self, name: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.refused.insert(name.into(), reason.into());
         self
     }
 
@@ -297,6 +310,7 @@ struct Core {
     outstanding: AtomicUsize,
     stopping: AtomicBool,
     max_payload: usize,
+    refused: HashMap<String, String>,
 }
 
 async fn serve(setup: Setup) -> Result<(), ClusterError> {
@@ -343,6 +357,7 @@ async fn serve(setup: Setup) -> Result<(), ClusterError> {
         outstanding: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
         max_payload: cfg.max_payload,
+        refused: cfg.refused.clone(),
     });
     tracing::info!(
         "troika worker {name} on {host} serves queue {} at {} with {processes} processes",
@@ -579,11 +594,17 @@ fn dispatch(core: &Arc<Core>, entry: StreamId, delivered: u32) {
             );
         }
     };
-    if !troika::process::is_registered(&msg.name) {
-        let reason = format!(
+    let refusal = if troika::process::is_registered(&msg.name) {
+        core.refused
+            .get(&msg.name)
+            .map(|why| format!("worker {} refuses `{}`: {why}", core.name, msg.name))
+    } else {
+        Some(format!(
             "no function named `{}` is registered in worker {}",
             msg.name, core.name
-        );
+        ))
+    };
+    if let Some(reason) = refusal {
         let answer = Some((
             msg.client.clone(),
             msg.id,
