@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use troika_workloads::pool::{TUTORIAL_NUMBER, inc, is_prime};
 use troika_cluster::Cluster;
+use troika_workloads::pool::{TUTORIAL_NUMBER, inc, is_prime};
 
 use super::{Measured, Workload};
 

@@ -15,7 +15,7 @@ mod remote;
 mod spool;
 mod template;
 
-pub(crate) use remote::{ALLOW_FLAG, run_job_name};
+pub(crate) use remote::{ALLOW_FLAG, guard, run_job_name};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsString;

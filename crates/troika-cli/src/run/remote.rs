@@ -5,10 +5,18 @@
 //! Nothing but an argv and a timeout travels: the worker starts the command
 //! with [`GroupChild`] as a local `troika run` does, kills its whole process
 //! group at the timeout, and sends back its exit, stdout and stderr whole.
+//!
+//! A job cancelled by its client (`--halt now`, Ctrl-C) is ended by the worker
+//! killing the pool process that runs [`run_job`]; the command's own process
+//! group would outlive it, so each job has a guard: `troika run-guard PGID`, a
+//! process that waits for its stdin (a pipe from the pool process) to close
+//! and then kills the group. A job that ends normally kills its guard first.
 
 use std::ffi::OsString;
+use std::io::Read;
 use std::os::unix::ffi::OsStringExt;
-use std::process::Command;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -68,12 +76,20 @@ fn run_here(argv: &[Vec<u8>], timeout_ms: u64) -> Result<JobOutput, String> {
     command.args(args.iter().cloned().map(OsString::from_vec));
     let child = GroupChild::spawn(&mut command)
         .map_err(|e| format!("cannot run '{}': {e}", program.to_string_lossy()))?;
+    let guard = spawn_guard(child.pid()).map_err(|e| {
+        format!(
+            "cannot start the guard of '{}': {e}",
+            program.to_string_lossy()
+        )
+    })?;
     let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
-    let status = child
-        .communicate_into(timeout, &mut stdout, &mut stderr)
-        .map_err(|e| format!("lost track of '{}': {e}", program.to_string_lossy()))?;
+    let status = child.communicate_into(timeout, &mut stdout, &mut stderr);
+    // The group is gone (or lost): the guard must not signal its id again.
+    stop_guard(guard);
+    let status =
+        status.map_err(|e| format!("lost track of '{}': {e}", program.to_string_lossy()))?;
     let (code, signal) = match status.exit {
         Exit::Code(code) => (Some(code), None),
         Exit::Signal(sig) => (None, Some(sig)),
@@ -86,4 +102,44 @@ fn run_here(argv: &[Vec<u8>], timeout_ms: u64) -> Result<JobOutput, String> {
         stdout,
         stderr,
     })
+}
+
+/// Start `troika run-guard PGID` with its stdin a pipe from this process, in
+/// a process group of its own (so no terminal signal reaches it).
+fn spawn_guard(pgid: u32) -> std::io::Result<Child> {
+    Command::new(std::env::current_exe()?)
+        .arg("run-guard")
+        .arg(pgid.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+}
+
+/// Kill and reap the guard before its stdin closes.
+fn stop_guard(mut guard: Child) {
+    let _ = guard.kill();
+    let _ = guard.wait();
+}
+
+/// How long the guard's SIGTERM gets before its SIGKILL (as a local stop).
+const GUARD_GRACE: Duration = Duration::from_millis(200);
+
+/// `troika run-guard PGID`: wait until stdin closes (the pool process that
+/// runs the job has ended, killed by a cancel), then end the process group
+/// `PGID`: SIGTERM, then SIGKILL a grace later.
+pub(crate) fn guard(pgid: i32) -> anyhow::Result<ExitCode> {
+    let pid = rustix::process::Pid::from_raw(pgid)
+        .filter(|_| pgid > 1)
+        .ok_or_else(|| anyhow::anyhow!("run-guard: {pgid} is not a process group id"))?;
+    let mut stdin = std::io::stdin().lock();
+    let mut sink = [0u8; 64];
+    // Nothing is ever written: a read returns at end of file or on an error.
+    while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+    if rustix::process::kill_process_group(pid, rustix::process::Signal::TERM).is_ok() {
+        std::thread::sleep(GUARD_GRACE);
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+    Ok(ExitCode::SUCCESS)
 }
