@@ -45,8 +45,10 @@ pub(crate) struct WorkerArgs {
 }
 
 pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
+    // Colours only on a terminal: a log file gets plain lines.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let secs = |s: f64, what: &str| {
         Duration::try_from_secs_f64(s)
