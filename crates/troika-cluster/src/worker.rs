@@ -311,6 +311,11 @@ struct Core {
     stopping: AtomicBool,
     max_payload: usize,
     refused: HashMap<String, String>,
+    /// Processes of the local pool.
+    processes: usize,
+    /// The reader waits for this much room before it reads while the pool
+    /// still has work queued (fewer, larger reads under load).
+    low_water: usize,
 }
 
 async fn serve(setup: Setup) -> Result<(), ClusterError> {
@@ -358,6 +363,8 @@ async fn serve(setup: Setup) -> Result<(), ClusterError> {
         stopping: AtomicBool::new(false),
         max_payload: cfg.max_payload,
         refused: cfg.refused.clone(),
+        processes,
+        low_water: (prefetch / 2).clamp(1, cfg.batch.max(1)),
     });
     tracing::info!(
         "troika worker {name} on {host} serves queue {} at {} with {processes} processes",
@@ -466,14 +473,37 @@ async fn read_loop(core: Arc<Core>, mut conn: ConnectionManager, batch: usize, u
         };
         first.forget();
         let mut n = 1;
-        while n < batch {
-            match core.permits.try_acquire() {
+        loop {
+            while n < batch {
+                match core.permits.try_acquire() {
+                    Ok(p) => {
+                        p.forget();
+                        n += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            // Under load (every process busy and more waiting here) there is
+            // no hurry: wait for room for a larger read instead of one
+            // XREADGROUP per finished task. A finished task returns its
+            // permit, so this wait ends.
+            if n >= core.low_water
+                || core.stopping.load(Ordering::Relaxed)
+                || core.held.lock().len() <= core.processes
+            {
+                break;
+            }
+            match core.permits.acquire().await {
                 Ok(p) => {
                     p.forget();
                     n += 1;
                 }
-                Err(_) => break,
+                Err(_) => return,
             }
+        }
+        if core.stopping.load(Ordering::Relaxed) {
+            core.permits.add_permits(n);
+            break;
         }
         let read = redis::cmd("XREADGROUP")
             .arg("GROUP")
