@@ -84,6 +84,13 @@ enum Command {
     /// in Redis (`troika primes --cluster`, `troika bench --modes cluster`,
     /// or a program using troika-cluster) on N local processes, until SIGTERM.
     Worker(worker::WorkerArgs),
+    /// Internal: end process group PGID once stdin closes (the guard of a
+    /// `troika run --cluster` job on a worker).
+    #[command(hide = true)]
+    RunGuard {
+        /// The job's process group.
+        pgid: i32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -112,6 +119,7 @@ fn main() -> ExitCode {
         Command::Crawl(args) => crawl::run(&args),
         Command::Serve(args) => serve::run(args),
         Command::Worker(args) => worker::run(&args),
+        Command::RunGuard { pgid } => run::guard(pgid),
     };
     match outcome {
         Ok(code) => code,

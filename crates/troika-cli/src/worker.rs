@@ -32,11 +32,23 @@ pub(crate) struct WorkerArgs {
     /// are killed and handed back.
     #[arg(long, default_value_t = 60.0)]
     grace_secs: f64,
+    /// At most this many tasks held at once, running or waiting here
+    /// (default: 16 per process). 1 per process spreads slow tasks evenly
+    /// over the workers.
+    #[arg(long, value_name = "N")]
+    prefetch: Option<usize>,
+    /// Run commands for `troika run --cluster` (any argv a client sends, as
+    /// this worker's user). Without it such jobs fail with an error naming
+    /// this flag.
+    #[arg(long)]
+    allow_run: bool,
 }
 
 pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
+    // Colours only on a terminal: a log file gets plain lines.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let secs = |s: f64, what: &str| {
         Duration::try_from_secs_f64(s)
@@ -47,6 +59,19 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         .grace(secs(args.grace_secs, "grace-secs")?);
     if let Some(n) = args.processes {
         builder = builder.processes(n);
+    }
+    if let Some(n) = args.prefetch {
+        builder = builder.prefetch(n);
+    }
+    if !args.allow_run {
+        builder = builder.refuse(
+            crate::run::run_job_name(),
+            format!(
+                "it runs no commands for `troika run --cluster` unless started with \
+                 `troika worker {}`",
+                crate::run::ALLOW_FLAG
+            ),
+        );
     }
     if let Some(name) = &args.name {
         builder = builder.name(name.clone());

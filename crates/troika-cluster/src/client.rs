@@ -680,17 +680,32 @@ async fn reader_loop(shared: Arc<Shared>, mut conn: ConnectionManager) {
     let mut last = "0-0".to_owned();
     let mut backoff = Backoff::new();
     let mut failing = false;
+    // What was read is trimmed in the same round trip as the next read.
+    let mut trim: Option<String> = None;
     while !shared.stopped.load(Ordering::Relaxed) {
-        let read = redis::cmd("XREAD")
+        let mut pipe = redis::pipe();
+        if let Some(after) = &trim {
+            pipe.cmd("XTRIM")
+                .arg(&shared.results)
+                .arg("MINID")
+                .arg(after)
+                .ignore();
+        }
+        pipe.cmd("XREAD")
             .arg("COUNT")
             .arg(4096)
             .arg("BLOCK")
             .arg(1000)
             .arg("STREAMS")
             .arg(&shared.results)
-            .arg(&last)
-            .query_async::<Option<StreamReadReply>>(&mut conn)
-            .await;
+            .arg(&last);
+        let read = pipe
+            .query_async::<(Option<StreamReadReply>,)>(&mut conn)
+            .await
+            .map(|(reply,)| reply);
+        if read.is_ok() {
+            trim = None;
+        }
         let reply = match read {
             Ok(reply) => {
                 if failing {
@@ -727,12 +742,7 @@ async fn reader_loop(shared: Arc<Shared>, mut conn: ConnectionManager) {
                 shared.settle(msg.id, outcome, &msg.worker);
             }
         }
-        let _ = redis::cmd("XTRIM")
-            .arg(&shared.results)
-            .arg("MINID")
-            .arg(after(&last))
-            .query_async::<()>(&mut conn)
-            .await;
+        trim = Some(after(&last));
     }
 }
 

@@ -89,6 +89,8 @@ pub struct WorkerBuilder {
     max_payload: usize,
     grace: Duration,
     connect_timeout: Duration,
+    /// Registered functions this worker refuses to run, with the reason.
+    refused: HashMap<String, String>,
 }
 
 /// The worker side: serve the tasks of a queue with this program's
@@ -132,6 +134,7 @@ impl Worker {
             max_payload: 16 << 20,
             grace: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
+            refused: HashMap::new(),
         }
     }
 }
@@ -187,6 +190,16 @@ impl WorkerBuilder {
     /// How long connecting may take. Default: 5 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Do not run the registered function named `name` (its
+    /// [`RemoteFn::NAME`](troika::RemoteFn::NAME)) although this program
+    /// registers it: a task for it fails with `reason` and is dead-lettered,
+    /// as a task for an unknown function is. For functions that only some
+    /// workers should serve, such as one that runs commands.
+    pub fn refuse(mut self, name: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.refused.insert(name.into(), reason.into());
         self
     }
 
@@ -297,6 +310,12 @@ struct Core {
     outstanding: AtomicUsize,
     stopping: AtomicBool,
     max_payload: usize,
+    refused: HashMap<String, String>,
+    /// Processes of the local pool.
+    processes: usize,
+    /// The reader waits for this much room before it reads while the pool
+    /// still has work queued (fewer, larger reads under load).
+    low_water: usize,
 }
 
 async fn serve(setup: Setup) -> Result<(), ClusterError> {
@@ -343,6 +362,9 @@ async fn serve(setup: Setup) -> Result<(), ClusterError> {
         outstanding: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
         max_payload: cfg.max_payload,
+        refused: cfg.refused.clone(),
+        processes,
+        low_water: (prefetch / 2).clamp(1, cfg.batch.max(1)),
     });
     tracing::info!(
         "troika worker {name} on {host} serves queue {} at {} with {processes} processes",
@@ -451,14 +473,37 @@ async fn read_loop(core: Arc<Core>, mut conn: ConnectionManager, batch: usize, u
         };
         first.forget();
         let mut n = 1;
-        while n < batch {
-            match core.permits.try_acquire() {
+        loop {
+            while n < batch {
+                match core.permits.try_acquire() {
+                    Ok(p) => {
+                        p.forget();
+                        n += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            // Under load (every process busy and more waiting here) there is
+            // no hurry: wait for room for a larger read instead of one
+            // XREADGROUP per finished task. A finished task returns its
+            // permit, so this wait ends.
+            if n >= core.low_water
+                || core.stopping.load(Ordering::Relaxed)
+                || core.held.lock().len() <= core.processes
+            {
+                break;
+            }
+            match core.permits.acquire().await {
                 Ok(p) => {
                     p.forget();
                     n += 1;
                 }
-                Err(_) => break,
+                Err(_) => return,
             }
+        }
+        if core.stopping.load(Ordering::Relaxed) {
+            core.permits.add_permits(n);
+            break;
         }
         let read = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -579,11 +624,17 @@ fn dispatch(core: &Arc<Core>, entry: StreamId, delivered: u32) {
             );
         }
     };
-    if !troika::process::is_registered(&msg.name) {
-        let reason = format!(
+    let refusal = if troika::process::is_registered(&msg.name) {
+        core.refused
+            .get(&msg.name)
+            .map(|why| format!("worker {} refuses `{}`: {why}", core.name, msg.name))
+    } else {
+        Some(format!(
             "no function named `{}` is registered in worker {}",
             msg.name, core.name
-        );
+        ))
+    };
+    if let Some(reason) = refusal {
         let answer = Some((
             msg.client.clone(),
             msg.id,

@@ -12,6 +12,9 @@ use anyhow::Context;
 /// The Exitval of a job troika (or GNU parallel) killed at its timeout.
 pub(crate) const KILLED: i32 = -1;
 
+/// The Host of a job run here (GNU parallel's `:`).
+pub(crate) const HERE: &str = ":";
+
 pub(crate) const HEADER: &str =
     "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand";
 
@@ -26,6 +29,8 @@ pub(crate) struct Entry {
     pub(crate) exitval: i32,
     pub(crate) signal: i32,
     pub(crate) command: String,
+    /// Where it ran: [`HERE`], or the cluster worker's name.
+    pub(crate) host: String,
 }
 
 impl Entry {
@@ -43,10 +48,18 @@ impl Entry {
     fn line(&self) -> String {
         // A command with a tab or newline would break the columns.
         let command = self.command.replace(['\t', '\n'], " ");
+        let host = self.host.replace(['\t', '\n'], " ");
         // GNU parallel's widths: the runtime padded as `%10.3f`.
         format!(
-            "{}\t:\t{:.3}\t{:10.3}\t0\t{}\t{}\t{}\t{}",
-            self.seq, self.start, self.runtime, self.received, self.exitval, self.signal, command
+            "{}\t{}\t{:.3}\t{:10.3}\t0\t{}\t{}\t{}\t{}",
+            self.seq,
+            host,
+            self.start,
+            self.runtime,
+            self.received,
+            self.exitval,
+            self.signal,
+            command
         )
     }
 }
@@ -114,7 +127,7 @@ fn parse_line(line: &str) -> Option<Entry> {
     let mut fields = line.splitn(9, '\t');
     let mut number = || fields.next().map(str::trim);
     let seq = number()?.parse().ok()?;
-    let _host = number()?;
+    let host = number()?.to_owned();
     let start = number()?.parse().ok()?;
     let runtime = number()?.parse().ok()?;
     let _send: u64 = number()?.parse().ok()?;
@@ -130,6 +143,7 @@ fn parse_line(line: &str) -> Option<Entry> {
         exitval,
         signal,
         command,
+        host,
     })
 }
 
@@ -150,6 +164,7 @@ mod tests {
             exitval: 1,
             signal: 0,
             command: "echo a\tb".into(),
+            host: HERE.into(),
         };
         let mut log = JobLog::open(&path, false).unwrap();
         log.record(&entry).unwrap();

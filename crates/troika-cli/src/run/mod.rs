@@ -11,8 +11,11 @@
 mod inputs;
 mod joblog;
 mod options;
+mod remote;
 mod spool;
 mod template;
+
+pub(crate) use remote::{ALLOW_FLAG, guard, run_job_name};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsString;
@@ -28,7 +31,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use parking_lot::Mutex;
 use troika::process::{CommandStatus, GroupChild, GroupKiller};
-use troika::{Exit, ThreadPool};
+use troika::{Exit, Handle, ThreadPool};
 
 use inputs::{Source, Stoppers};
 use joblog::{Entry, JobLog};
@@ -93,6 +96,20 @@ pub(crate) struct RunArgs {
         value_name = "FILE"
     )]
     input: Option<PathBuf>,
+    /// Run each job on the workers of a cluster (`troika worker --cluster URL
+    /// --allow-run` on each machine) instead of here: redis://host[:port],
+    /// rediss://… for TLS, redis+unix:///path. The job log's Host column
+    /// names the worker that ran the job; `--timeout` is enforced there.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// The cluster queue to submit the jobs to.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "troika",
+        requires = "cluster"
+    )]
+    queue: String,
     /// Inputs are separated by NUL bytes, not newlines.
     #[arg(short = '0', long = "null")]
     null: bool,
@@ -131,6 +148,8 @@ struct Finished {
     /// Killed by a stop (Ctrl-C, `--halt now`, a closed stdout): not finished,
     /// so not logged.
     stopped: bool,
+    /// The cluster worker that ran it (`None`: here).
+    host: Option<String>,
 }
 
 #[derive(Debug)]
@@ -186,6 +205,8 @@ const STOP_GRACE: Duration = Duration::from_millis(200);
 #[derive(Default)]
 struct Running {
     groups: Mutex<HashMap<u64, GroupKiller>>,
+    /// Jobs running on a cluster's workers, so a stop can cancel them there.
+    remote: Mutex<HashMap<u64, Arc<RemoteHandle>>>,
     stop: Arc<AtomicBool>,
     /// The running jobs were signalled (`--halt now`, Ctrl-C, a closed
     /// stdout): one that fails now was killed, not finished.
@@ -211,6 +232,10 @@ impl Running {
         self.killing.store(true, Ordering::Release);
         for killer in self.groups.lock().values() {
             killer.terminate();
+        }
+        // A remote job's cancel kills it on its worker.
+        for handle in self.remote.lock().values() {
+            handle.cancel();
         }
         let running = Arc::clone(self);
         let _ = std::thread::Builder::new()
@@ -388,6 +413,13 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| *record_error.lock() = Some(e))
             .ok()
     });
+    let cluster = match &args.cluster {
+        Some(url) => Some(
+            troika_cluster::Cluster::connect(url, &args.queue)
+                .with_context(|| format!("--cluster: cannot use queue `{}`", args.queue))?,
+        ),
+        None => None,
+    };
     let pool = ThreadPool::builder()
         .workers(jobs)
         .name("troika-run")
@@ -405,6 +437,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         triggered: AtomicBool::new(false),
         streaming: streaming.clone(),
         keep_order: args.keep_order,
+        cluster,
     };
     let task = move |spec: JobSpec| runner.run(spec);
 
@@ -501,6 +534,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     exitval,
                     signal,
                     command: done.spec.shown.clone(),
+                    host: done.host.clone().unwrap_or_else(|| joblog::HERE.to_owned()),
                 })?;
             }
             if done.failed() {
@@ -635,7 +669,13 @@ struct Runner {
     /// its output straight through instead of spooling it.
     streaming: Option<Arc<Mutex<()>>>,
     keep_order: bool,
+    /// Run the jobs on this cluster's workers instead of here.
+    cluster: Option<troika_cluster::Cluster>,
 }
+
+/// A job on a cluster's worker: its output (or why it could not start) and
+/// the worker's name.
+type RemoteHandle = Handle<(Result<remote::JobOutput, String>, String)>;
 
 impl Runner {
     /// `None` if the run was stopped before this job started.
@@ -698,6 +738,9 @@ impl Runner {
     /// straight through (a failed earlier attempt's output is dropped, as
     /// when it is spooled).
     fn attempt(&self, spec: &JobSpec, last: bool) -> Finished {
+        if let Some(cluster) = &self.cluster {
+            return self.attempt_remote(cluster, spec);
+        }
         let start = SystemTime::now();
         let clock = Instant::now();
         let mut command = Command::new(&spec.argv[0]);
@@ -779,6 +822,82 @@ impl Runner {
             outcome,
             halted: false,
             stopped,
+            host: None,
+        }
+    }
+
+    /// One attempt at `spec` on a worker of `cluster`: its output comes back
+    /// whole and is spooled here as a local job's is.
+    fn attempt_remote(&self, cluster: &troika_cluster::Cluster, spec: &JobSpec) -> Finished {
+        let start = SystemTime::now();
+        let clock = Instant::now();
+        let argv: Vec<Vec<u8>> = spec.argv.iter().map(|a| a.as_bytes().to_vec()).collect();
+        let timeout_ms = self.timeout.map_or(0, |d| {
+            u64::try_from(d.as_millis().max(1)).unwrap_or(u64::MAX)
+        });
+        let handle = Arc::new(cluster.submit_traced(remote::run_job, (argv, timeout_ms)));
+        {
+            // As with `groups`: a stop that raced with the submit still
+            // cancels this job (`stop` sets `killing` before it takes the lock).
+            let mut remote = self.running.remote.lock();
+            remote.insert(spec.seq, Arc::clone(&handle));
+            if self.running.killing.load(Ordering::Acquire) {
+                handle.cancel();
+            }
+        }
+        handle.wait();
+        self.running.remote.lock().remove(&spec.seq);
+        let outcome = match Arc::try_unwrap(handle) {
+            Ok(handle) => handle.result(),
+            // Only `stop` clones it, under the lock just released.
+            Err(_) => Err(troika::TaskError::new(troika::ErrorKind::Failed(
+                "the job's handle is still shared".into(),
+            ))),
+        };
+        let killing = self.running.killing.load(Ordering::Acquire);
+        let mut stopped = false;
+        let mut host = None;
+        let outcome = match outcome {
+            Ok((Ok(out), worker)) => {
+                host = Some(worker);
+                let status = out.status();
+                stopped = !status.success() && killing;
+                let mut stdout = Spool::default();
+                let mut stderr = Spool::default();
+                match stdout
+                    .write_all(&out.stdout)
+                    .and_then(|()| stderr.write_all(&out.stderr))
+                {
+                    Ok(()) => Ok(Output {
+                        received: out.stdout.len() as u64,
+                        stdout,
+                        stderr,
+                        status,
+                    }),
+                    Err(e) => Err(format!(
+                        "cannot spool the output of a job from {worker_name}: {e}",
+                        worker_name = host.as_deref().unwrap_or("?")
+                    )),
+                }
+            }
+            Ok((Err(message), worker)) => {
+                host = Some(worker);
+                Err(message)
+            }
+            Err(_) if killing => {
+                stopped = true;
+                Err("cancelled".to_owned())
+            }
+            Err(e) => Err(format!("the cluster could not run it: {e}")),
+        };
+        Finished {
+            spec: spec.clone(),
+            start,
+            runtime: clock.elapsed(),
+            outcome,
+            halted: false,
+            stopped,
+            host,
         }
     }
 }
