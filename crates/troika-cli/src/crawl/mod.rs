@@ -1,11 +1,11 @@
 //! `troika crawl`: fetch many URLs at once under a concurrency limit, one
-//! JSON line per input URL (the job of the seeds' crawlers).
+//! JSON line per input URL (the job of Python's aiohttp and ThreadPoolExecutor crawlers).
 //!
 //! Input lines come from the arguments, `--input FILE` or stdin, read by a
 //! thread into a bounded channel, so an endless input is crawled in bounded
 //! memory. In `async` mode (the default) each URL is a task on a tokio
 //! runtime, spawned through `troika::aio::stream_map_bounded`; in `threads`
-//! mode (the seed's `ThreadPoolExecutor` crawler) a troika thread pool with
+//! mode (Python's `ThreadPoolExecutor` crawler) a troika thread pool with
 //! one thread per concurrent request blocks on each fetch. Both share the
 //! fetch logic in [`fetch`], so they differ only in how requests are
 //! scheduled.
