@@ -192,23 +192,38 @@ fn row(workload: &'static str, mode: &str, workers: usize, tasks: u64, wall: Dur
     }
 }
 
+/// `tasks` runs of `task` on the pool `make` builds, timed from before it is
+/// built until it has stopped; `check` sees every result.
+fn each_task<E: Exec, R: Send + 'static>(
+    workload: &'static str,
+    make: impl FnOnce() -> anyhow::Result<E>,
+    tasks: u64,
+    threads: usize,
+    task: impl FnOnce() -> R + Send + Copy + 'static,
+    check: impl Fn(R) -> anyhow::Result<()>,
+) -> anyhow::Result<Row> {
+    let origin = Instant::now();
+    let exec = make()?;
+    let handles: Vec<_> = (0..tasks).map(|_| exec.submit(task)).collect();
+    for handle in handles {
+        check(exec.wait(handle)?)?;
+    }
+    let name = exec.name();
+    drop(exec);
+    Ok(row(workload, name, threads, tasks, origin.elapsed()))
+}
+
 /// `is_prime_trial(TUTORIAL_NUMBER)` `tasks` times, pool start to pool stop.
 fn cpu<E: Exec>(
     make: impl FnOnce() -> anyhow::Result<E>,
     tasks: u64,
     workers: usize,
 ) -> anyhow::Result<Row> {
-    let origin = Instant::now();
-    let exec = make()?;
-    let handles: Vec<_> = (0..tasks)
-        .map(|_| exec.submit(|| is_prime_trial(black_box(TUTORIAL_NUMBER))))
-        .collect();
-    for handle in handles {
-        anyhow::ensure!(exec.wait(handle)?, "112272535095293 is prime");
-    }
-    let name = exec.name();
-    drop(exec);
-    Ok(row("cpu", name, workers, tasks, origin.elapsed()))
+    let task = || is_prime_trial(black_box(TUTORIAL_NUMBER));
+    each_task("cpu", make, tasks, workers, task, |prime| {
+        anyhow::ensure!(prime, "112272535095293 is prime");
+        Ok(())
+    })
 }
 
 fn rayon_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
@@ -257,17 +272,8 @@ fn io<E: Exec>(
     tasks: u64,
     threads: usize,
 ) -> anyhow::Result<Row> {
-    let origin = Instant::now();
-    let exec = make()?;
-    let handles: Vec<_> = (0..tasks)
-        .map(|_| exec.submit(|| std::thread::sleep(IO_WAIT)))
-        .collect();
-    for handle in handles {
-        exec.wait(handle)?;
-    }
-    let name = exec.name();
-    drop(exec);
-    Ok(row("io", name, threads, tasks, origin.elapsed()))
+    let task = || std::thread::sleep(IO_WAIT);
+    each_task("io", make, tasks, threads, task, |()| Ok(()))
 }
 
 fn io_scope(tasks: u64) -> anyhow::Result<Row> {
