@@ -81,21 +81,12 @@ python3 benchmarks/peers/dask_peer.py "$tasks" "$cpu_tasks" | tee -a "$results"
 
 echo "-- serial Python is_prime(112272535095293), 5 calls (the peers' efficiency baseline)"
 python3 - "$cpu_tasks" <<'EOF' | tee -a "$results"
-import json, math, sys, time
-def is_prime(n):
-    if n < 2:
-        return False
-    if n == 2:
-        return True
-    if n % 2 == 0:
-        return False
-    for i in range(3, int(math.isqrt(n)) + 1, 2):
-        if n % i == 0:
-            return False
-    return True
+import json, sys, time
+sys.path.insert(0, "benchmarks/peers")
+from peer_common import PRIME, is_prime
 t0 = time.perf_counter()
 for _ in range(5):
-    assert is_prime(112272535095293)
+    assert is_prime(PRIME)
 per_call = (time.perf_counter() - t0) / 5
 print(json.dumps({"peer": "python-serial", "workload": "cpu", "workers": 1,
                   "tasks": int(sys.argv[1]), "wall_s": round(per_call * int(sys.argv[1]), 3),

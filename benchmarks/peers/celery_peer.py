@@ -7,9 +7,11 @@ Starts a prefork worker with 2 processes in a child process, then measures:
   cpu: the seeds' is_prime(112272535095293) x CPU_TASKS (default 20) by trial division
 Prints JSON lines like troika bench --json.
 """
-import json, math, os, statistics, subprocess, sys, time
+import os, subprocess, sys, time
 
 from celery import Celery
+
+import peer_common
 
 URL = os.environ.get("CELERY_PEER_URL", "redis://127.0.0.1:16379/0")
 app = Celery("celery_peer", broker=URL, backend=URL)
@@ -24,16 +26,7 @@ def noop(x):
 
 @app.task
 def is_prime(n):
-    if n < 2:
-        return False
-    if n == 2:
-        return True
-    if n % 2 == 0:
-        return False
-    for i in range(3, int(math.isqrt(n)) + 1, 2):
-        if n % i == 0:
-            return False
-    return True
+    return peer_common.is_prime(n)
 
 
 def main():
@@ -62,15 +55,12 @@ def main():
             s = time.perf_counter()
             noop.delay(i).get(timeout=10)
             lat.append((time.perf_counter() - s) * 1e6)
-        lat.sort()
-        print(json.dumps({"peer": "celery", "workload": "overhead", "workers": 2, "tasks": tasks,
-                          "wall_s": round(wall, 3), "tasks_per_s": round(tasks / wall, 1),
-                          "p50_us": round(statistics.median(lat), 1), "p99_us": round(lat[int(len(lat) * 0.99) - 1], 1)}))
+        peer_common.print_overhead("celery", tasks, wall, lat)
         t0 = time.perf_counter()
-        rs = [is_prime.delay(112272535095293) for _ in range(cpu_tasks)]
+        rs = [is_prime.delay(peer_common.PRIME) for _ in range(cpu_tasks)]
         assert all(r.get(timeout=600) for r in rs)
         wall = time.perf_counter() - t0
-        print(json.dumps({"peer": "celery", "workload": "cpu", "workers": 2, "tasks": cpu_tasks, "wall_s": round(wall, 3)}))
+        peer_common.print_cpu("celery", cpu_tasks, wall)
     finally:
         worker.terminate()
         worker.wait(timeout=30)

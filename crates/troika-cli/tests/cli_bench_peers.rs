@@ -10,8 +10,27 @@ fn troika(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("the troika binary runs")
 }
 
-fn json_rows(out: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8(out.stdout.clone())
+/// The JSON rows of `troika bench --workload payload --tasks 4 --workers 2
+/// --json` with `more` arguments, which must succeed.
+fn payload_rows(more: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec![
+        "bench",
+        "--workload",
+        "payload",
+        "--tasks",
+        "4",
+        "--workers",
+        "2",
+        "--json",
+    ];
+    args.extend_from_slice(more);
+    let out = troika(&args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(|line| serde_json::from_str(line).expect("a JSON line"))
@@ -20,27 +39,7 @@ fn json_rows(out: &Output) -> Vec<serde_json::Value> {
 
 #[test]
 fn payload_reports_mb_per_s_for_each_size_and_the_memcpy_limit() {
-    let out = troika(
-        &[
-            "bench",
-            "--workload",
-            "payload",
-            "--tasks",
-            "4",
-            "--workers",
-            "2",
-            "--modes",
-            "threads,async",
-            "--json",
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows = json_rows(&out);
+    let rows = payload_rows(&["--modes", "threads,async"]);
     for mode in ["threads", "async"] {
         let mut sizes: Vec<u64> = rows
             .iter()
@@ -68,29 +67,7 @@ fn payload_reports_mb_per_s_for_each_size_and_the_memcpy_limit() {
 
 #[test]
 fn payload_crosses_to_worker_processes() {
-    let out = troika(
-        &[
-            "bench",
-            "--workload",
-            "payload",
-            "--tasks",
-            "4",
-            "--workers",
-            "2",
-            "--modes",
-            "processes",
-            "--payload-sizes",
-            "8,65536",
-            "--json",
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows = json_rows(&out);
+    let rows = payload_rows(&["--modes", "processes", "--payload-sizes", "8,65536"]);
     let processes: Vec<_> = rows.iter().filter(|r| r["mode"] == "processes").collect();
     assert_eq!(processes.len(), 2, "{rows:?}");
     for row in processes {

@@ -18,6 +18,18 @@ pub(crate) trait Exec {
     fn wait<R: Send + 'static>(&self, handle: Self::Handle<R>) -> anyhow::Result<R>;
 }
 
+/// `f` as a task that sends its result on a one-slot channel, and that
+/// channel's receiver: the handle of the peers that have none.
+fn replying<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> (impl FnOnce() + Send + 'static, mpsc::Receiver<R>) {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let task = move || {
+        let _ = tx.send(f());
+    };
+    (task, rx)
+}
+
 /// `rayon::ThreadPool::spawn` with a one-slot channel per task as its handle.
 pub(crate) struct RayonSpawn(pub(crate) rayon::ThreadPool);
 
@@ -40,10 +52,8 @@ impl Exec for RayonSpawn {
         &self,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> mpsc::Receiver<R> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.0.spawn(move || {
-            let _ = tx.send(f());
-        });
+        let (task, rx) = replying(f);
+        self.0.spawn(task);
         rx
     }
     fn wait<R: Send + 'static>(&self, handle: mpsc::Receiver<R>) -> anyhow::Result<R> {
@@ -76,10 +86,8 @@ impl Exec for Threadpool {
         &self,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> mpsc::Receiver<R> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.0.execute(move || {
-            let _ = tx.send(f());
-        });
+        let (task, rx) = replying(f);
+        self.0.execute(task);
         rx
     }
     fn wait<R: Send + 'static>(&self, handle: mpsc::Receiver<R>) -> anyhow::Result<R> {

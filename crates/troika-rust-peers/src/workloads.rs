@@ -104,109 +104,81 @@ pub(crate) fn run(workload: &str, options: &Options) -> anyhow::Result<Vec<Row>>
         }
         anyhow::Ok(())
     };
-    match workload {
-        "cpu" => {
-            add("rayon::spawn", &mut || {
-                Ok(vec![cpu(|| RayonSpawn::new(workers), tasks, workers)?])
-            })?;
+    let kind = match workload {
+        "cpu" => Kind::Cpu,
+        "io" => Kind::Io,
+        "overhead" => Kind::Overhead,
+        "payload" => Kind::Payload(&options.sizes),
+        other => anyhow::bail!("unknown workload '{other}'"),
+    };
+    // io runs on as many threads as troika's thread pool uses for it.
+    let threads = if matches!(kind, Kind::Io) {
+        IO_THREADS
+    } else {
+        workers
+    };
+    add("rayon::spawn", &mut || {
+        kind.on(|| RayonSpawn::new(threads), tasks, threads)
+    })?;
+    match kind {
+        Kind::Cpu => {
             add("rayon::scope", &mut || Ok(vec![cpu_scope(tasks, workers)?]))?;
             add("rayon::par_iter", &mut || {
                 Ok(vec![cpu_par_iter(tasks, workers)?])
             })?;
-            add("tokio::spawn", &mut || {
-                Ok(vec![cpu(
-                    || Ok(TokioSpawn(runtime(workers, workers)?)),
-                    tasks,
-                    workers,
-                )?])
-            })?;
-            add("tokio::spawn_blocking", &mut || {
-                Ok(vec![cpu(
-                    || Ok(TokioBlocking(runtime(1, workers)?)),
-                    tasks,
-                    workers,
-                )?])
-            })?;
-            add("threadpool", &mut || {
-                Ok(vec![cpu(|| Ok(Threadpool::new(workers)), tasks, workers)?])
-            })?;
         }
-        "io" => {
-            add("rayon::spawn", &mut || {
-                Ok(vec![io(|| RayonSpawn::new(IO_THREADS), tasks, IO_THREADS)?])
-            })?;
-            add("rayon::scope", &mut || Ok(vec![io_scope(tasks)?]))?;
-            add("tokio::spawn", &mut || Ok(vec![io_tokio(tasks)?]))?;
-            add("tokio::spawn_blocking", &mut || {
-                Ok(vec![io(
-                    || Ok(TokioBlocking(runtime(1, IO_THREADS)?)),
-                    tasks,
-                    IO_THREADS,
-                )?])
-            })?;
-            add("threadpool", &mut || {
-                Ok(vec![io(
-                    || Ok(Threadpool::new(IO_THREADS)),
-                    tasks,
-                    IO_THREADS,
-                )?])
-            })?;
-        }
-        "overhead" => {
-            add("rayon::spawn", &mut || {
-                Ok(vec![overhead(|| RayonSpawn::new(workers), tasks, workers)?])
-            })?;
-            add("rayon::scope", &mut || {
-                Ok(vec![overhead_scope(tasks, workers)?])
-            })?;
-            add("tokio::spawn", &mut || {
-                Ok(vec![overhead(
-                    || Ok(TokioSpawn(runtime(workers, workers)?)),
-                    tasks,
-                    workers,
-                )?])
-            })?;
-            add("tokio::spawn_blocking", &mut || {
-                Ok(vec![overhead(
-                    || Ok(TokioBlocking(runtime(1, workers)?)),
-                    tasks,
-                    workers,
-                )?])
-            })?;
-            add("threadpool", &mut || {
-                Ok(vec![overhead(
-                    || Ok(Threadpool::new(workers)),
-                    tasks,
-                    workers,
-                )?])
-            })?;
-        }
-        "payload" => {
-            let sizes = &options.sizes;
-            add("rayon::spawn", &mut || {
-                payload_all(&RayonSpawn::new(workers)?, sizes, tasks, workers)
-            })?;
-            add("tokio::spawn", &mut || {
-                payload_all(
-                    &TokioSpawn(runtime(workers, workers)?),
-                    sizes,
-                    tasks,
-                    workers,
-                )
-            })?;
-            add("tokio::spawn_blocking", &mut || {
-                payload_all(&TokioBlocking(runtime(1, workers)?), sizes, tasks, workers)
-            })?;
-            add("threadpool", &mut || {
-                payload_all(&Threadpool::new(workers), sizes, tasks, workers)
-            })?;
-        }
-        other => anyhow::bail!("unknown workload '{other}'"),
+        Kind::Io => add("rayon::scope", &mut || Ok(vec![io_scope(tasks)?]))?,
+        Kind::Overhead => add("rayon::scope", &mut || {
+            Ok(vec![overhead_scope(tasks, workers)?])
+        })?,
+        Kind::Payload(_) => {}
     }
+    add("tokio::spawn", &mut || match kind {
+        // Every wait in flight at once on one runtime thread instead.
+        Kind::Io => Ok(vec![io_tokio(tasks)?]),
+        _ => kind.on(
+            || Ok(TokioSpawn(runtime(workers, workers)?)),
+            tasks,
+            workers,
+        ),
+    })?;
+    add("tokio::spawn_blocking", &mut || {
+        kind.on(|| Ok(TokioBlocking(runtime(1, threads)?)), tasks, threads)
+    })?;
+    add("threadpool", &mut || {
+        kind.on(|| Ok(Threadpool::new(threads)), tasks, threads)
+    })?;
     if wanted(procspawn_peer::MODE) {
         rows.extend(procspawn_peer::run(workload, tasks, options)?);
     }
     Ok(rows)
+}
+
+/// A workload, to run on any [`Exec`].
+#[derive(Clone, Copy)]
+enum Kind<'a> {
+    Cpu,
+    Io,
+    Overhead,
+    /// Every one of these sizes.
+    Payload(&'a [usize]),
+}
+
+impl Kind<'_> {
+    /// This workload's rows on the pool `make` builds, of `threads` threads.
+    fn on<E: Exec>(
+        self,
+        make: impl FnOnce() -> anyhow::Result<E>,
+        tasks: u64,
+        threads: usize,
+    ) -> anyhow::Result<Vec<Row>> {
+        Ok(match self {
+            Self::Cpu => vec![cpu(make, tasks, threads)?],
+            Self::Io => vec![io(make, tasks, threads)?],
+            Self::Overhead => vec![overhead(make, tasks, threads)?],
+            Self::Payload(sizes) => payload_all(&make()?, sizes, tasks, threads)?,
+        })
+    }
 }
 
 fn row(workload: &'static str, mode: &str, workers: usize, tasks: u64, wall: Duration) -> Row {
@@ -220,23 +192,38 @@ fn row(workload: &'static str, mode: &str, workers: usize, tasks: u64, wall: Dur
     }
 }
 
+/// `tasks` runs of `task` on the pool `make` builds, timed from before it is
+/// built until it has stopped; `check` sees every result.
+fn each_task<E: Exec, R: Send + 'static>(
+    workload: &'static str,
+    make: impl FnOnce() -> anyhow::Result<E>,
+    tasks: u64,
+    threads: usize,
+    task: impl FnOnce() -> R + Send + Copy + 'static,
+    check: impl Fn(R) -> anyhow::Result<()>,
+) -> anyhow::Result<Row> {
+    let origin = Instant::now();
+    let exec = make()?;
+    let handles: Vec<_> = (0..tasks).map(|_| exec.submit(task)).collect();
+    for handle in handles {
+        check(exec.wait(handle)?)?;
+    }
+    let name = exec.name();
+    drop(exec);
+    Ok(row(workload, name, threads, tasks, origin.elapsed()))
+}
+
 /// `is_prime_trial(TUTORIAL_NUMBER)` `tasks` times, pool start to pool stop.
 fn cpu<E: Exec>(
     make: impl FnOnce() -> anyhow::Result<E>,
     tasks: u64,
     workers: usize,
 ) -> anyhow::Result<Row> {
-    let origin = Instant::now();
-    let exec = make()?;
-    let handles: Vec<_> = (0..tasks)
-        .map(|_| exec.submit(|| is_prime_trial(black_box(TUTORIAL_NUMBER))))
-        .collect();
-    for handle in handles {
-        anyhow::ensure!(exec.wait(handle)?, "112272535095293 is prime");
-    }
-    let name = exec.name();
-    drop(exec);
-    Ok(row("cpu", name, workers, tasks, origin.elapsed()))
+    let task = || is_prime_trial(black_box(TUTORIAL_NUMBER));
+    each_task("cpu", make, tasks, workers, task, |prime| {
+        anyhow::ensure!(prime, "112272535095293 is prime");
+        Ok(())
+    })
 }
 
 fn rayon_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
@@ -285,17 +272,8 @@ fn io<E: Exec>(
     tasks: u64,
     threads: usize,
 ) -> anyhow::Result<Row> {
-    let origin = Instant::now();
-    let exec = make()?;
-    let handles: Vec<_> = (0..tasks)
-        .map(|_| exec.submit(|| std::thread::sleep(IO_WAIT)))
-        .collect();
-    for handle in handles {
-        exec.wait(handle)?;
-    }
-    let name = exec.name();
-    drop(exec);
-    Ok(row("io", name, threads, tasks, origin.elapsed()))
+    let task = || std::thread::sleep(IO_WAIT);
+    each_task("io", make, tasks, threads, task, |()| Ok(()))
 }
 
 fn io_scope(tasks: u64) -> anyhow::Result<Row> {

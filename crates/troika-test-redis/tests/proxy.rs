@@ -9,6 +9,11 @@ fn pong() -> Reply {
     Reply::Simple("PONG".into())
 }
 
+/// PING on a new connection through `proxy`.
+fn ping_anew(proxy: &TcpProxy) -> std::io::Result<Reply> {
+    Connection::tcp(proxy.addr()).and_then(|mut c| c.command(&["PING"]))
+}
+
 #[test]
 fn forwards_commands_and_large_values() {
     let server = RedisServer::start();
@@ -66,8 +71,7 @@ fn cut_breaks_open_connections_and_refuses_new_ones() {
         assert_ne!(err.kind(), ErrorKind::TimedOut);
     }
     for _ in 0..3 {
-        let refused = Connection::tcp(proxy.addr()).and_then(|mut c| c.command(&["PING"]));
-        let err = refused.unwrap_err();
+        let err = ping_anew(&proxy).unwrap_err();
         assert_ne!(err.kind(), ErrorKind::WouldBlock);
         assert_ne!(err.kind(), ErrorKind::TimedOut);
     }
@@ -109,13 +113,7 @@ fn restore_forwards_again() {
     proxy.cut();
     assert!(after.command(&["PING"]).is_err());
     proxy.restore();
-    assert_eq!(
-        Connection::tcp(proxy.addr())
-            .unwrap()
-            .command(&["PING"])
-            .unwrap(),
-        pong()
-    );
+    assert_eq!(ping_anew(&proxy).unwrap(), pong());
 }
 
 #[test]
@@ -126,19 +124,9 @@ fn a_dead_target_closes_the_client() {
     assert_eq!(conn.command(&["PING"]).unwrap(), pong());
     server.kill();
     assert!(conn.command(&["PING"]).is_err());
-    assert!(
-        Connection::tcp(proxy.addr())
-            .and_then(|mut c| c.command(&["PING"]))
-            .is_err()
-    );
+    assert!(ping_anew(&proxy).is_err());
     server.restart();
-    assert_eq!(
-        Connection::tcp(proxy.addr())
-            .unwrap()
-            .command(&["PING"])
-            .unwrap(),
-        pong()
-    );
+    assert_eq!(ping_anew(&proxy).unwrap(), pong());
 }
 
 #[test]

@@ -24,7 +24,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const TASKS: u64 = 100_000;
 const WORKERS: usize = 2;
 
-fn burst(c: &mut Criterion) {
+/// The substrate and the executor on it, both of [`WORKERS`] workers.
+fn substrates() -> (tokio::runtime::Runtime, AsyncExecutor) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
         .enable_all()
@@ -34,59 +35,42 @@ fn burst(c: &mut Criterion) {
         .workers(WORKERS)
         .build()
         .expect("executor");
-    let mut group = c.benchmark_group("async_100k");
-    group.throughput(Throughput::Elements(TASKS));
-    group.sample_size(20);
-    // (a) The yardstick: tokio's own spawn, JoinHandles collected from sync
-    // code, then awaited one by one.
-    group.bench_function("tokio_spawn", |b| {
-        b.iter(|| {
-            let handles: Vec<_> = (0..TASKS)
-                .map(|i| runtime.spawn(async move { black_box(i) * 2 }))
-                .collect();
-            runtime.block_on(async {
-                let mut sum = 0u64;
-                for handle in handles {
-                    sum += handle.await.expect("task");
-                }
-                sum
-            })
-        })
-    });
-    // (a') The same, spawned and awaited from async code.
-    group.bench_function("tokio_spawn_in_async", |b| {
-        b.iter(|| {
-            runtime.block_on(async {
+    (runtime, executor)
+}
+
+/// A variant: its name, and one round of [`TASKS`] tasks returning their sum.
+type Variant<'a> = (&'static str, Box<dyn Fn() -> u64 + 'a>);
+
+/// Every variant, the yardstick first.
+fn variants<'a>(
+    runtime: &'a tokio::runtime::Runtime,
+    executor: &'a AsyncExecutor,
+) -> [Variant<'a>; 4] {
+    [
+        // (a) The yardstick: tokio's own spawn, JoinHandles collected from
+        // sync code, then awaited one by one.
+        (
+            "tokio_spawn",
+            Box::new(|| {
                 let handles: Vec<_> = (0..TASKS)
-                    .map(|i| tokio::spawn(async move { black_box(i) * 2 }))
+                    .map(|i| runtime.spawn(async move { black_box(i) * 2 }))
                     .collect();
-                let mut sum = 0u64;
-                for handle in handles {
-                    sum += handle.await.expect("task");
-                }
-                sum
-            })
-        })
-    });
-    // (b) troika's async mode from sync code: a handle per task, `result()`.
-    group.bench_function("executor_submit_result", |b| {
-        b.iter(|| {
-            let handles: Vec<_> = (0..TASKS)
-                .map(|i| executor.submit(async move { black_box(i) * 2 }))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.result().expect("task"))
-                .sum::<u64>()
-        })
-    });
-    // (c) The same, submitted and awaited from async code.
-    group.bench_function("executor_submit_in_async", |b| {
-        b.iter(|| {
-            executor
-                .block_on(async {
+                runtime.block_on(async {
+                    let mut sum = 0u64;
+                    for handle in handles {
+                        sum += handle.await.expect("task");
+                    }
+                    sum
+                })
+            }),
+        ),
+        // (a') The same, spawned and awaited from async code.
+        (
+            "tokio_spawn_in_async",
+            Box::new(|| {
+                runtime.block_on(async {
                     let handles: Vec<_> = (0..TASKS)
-                        .map(|i| executor.submit(async move { black_box(i) * 2 }))
+                        .map(|i| tokio::spawn(async move { black_box(i) * 2 }))
                         .collect();
                     let mut sum = 0u64;
                     for handle in handles {
@@ -94,9 +78,50 @@ fn burst(c: &mut Criterion) {
                     }
                     sum
                 })
-                .expect("block_on")
-        })
-    });
+            }),
+        ),
+        // (b) troika's async mode from sync code: a handle per task, `result()`.
+        (
+            "executor_submit_result",
+            Box::new(|| {
+                let handles: Vec<_> = (0..TASKS)
+                    .map(|i| executor.submit(async move { black_box(i) * 2 }))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.result().expect("task"))
+                    .sum::<u64>()
+            }),
+        ),
+        // (c) The same, submitted and awaited from async code.
+        (
+            "executor_submit_in_async",
+            Box::new(|| {
+                executor
+                    .block_on(async {
+                        let handles: Vec<_> = (0..TASKS)
+                            .map(|i| executor.submit(async move { black_box(i) * 2 }))
+                            .collect();
+                        let mut sum = 0u64;
+                        for handle in handles {
+                            sum += handle.await.expect("task");
+                        }
+                        sum
+                    })
+                    .expect("block_on")
+            }),
+        ),
+    ]
+}
+
+fn burst(c: &mut Criterion) {
+    let (runtime, executor) = substrates();
+    let mut group = c.benchmark_group("async_100k");
+    group.throughput(Throughput::Elements(TASKS));
+    group.sample_size(20);
+    for (name, run) in variants(&runtime, &executor) {
+        group.bench_function(name, |b| b.iter(&run));
+    }
     group.finish();
 }
 
@@ -116,64 +141,8 @@ fn cpu_time() -> Duration {
 
 /// Median CPU ns and wall ns per task of each variant over `rounds`.
 fn cpu_report(rounds: usize) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let executor = AsyncExecutor::builder()
-        .workers(WORKERS)
-        .build()
-        .expect("executor");
-    let variants: [(&str, &dyn Fn() -> u64); 4] = [
-        ("tokio_spawn", &|| {
-            let handles: Vec<_> = (0..TASKS)
-                .map(|i| runtime.spawn(async move { black_box(i) * 2 }))
-                .collect();
-            runtime.block_on(async {
-                let mut sum = 0u64;
-                for handle in handles {
-                    sum += handle.await.expect("task");
-                }
-                sum
-            })
-        }),
-        ("tokio_spawn_in_async", &|| {
-            runtime.block_on(async {
-                let handles: Vec<_> = (0..TASKS)
-                    .map(|i| tokio::spawn(async move { black_box(i) * 2 }))
-                    .collect();
-                let mut sum = 0u64;
-                for handle in handles {
-                    sum += handle.await.expect("task");
-                }
-                sum
-            })
-        }),
-        ("executor_submit_result", &|| {
-            let handles: Vec<_> = (0..TASKS)
-                .map(|i| executor.submit(async move { black_box(i) * 2 }))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.result().expect("task"))
-                .sum::<u64>()
-        }),
-        ("executor_submit_in_async", &|| {
-            executor
-                .block_on(async {
-                    let handles: Vec<_> = (0..TASKS)
-                        .map(|i| executor.submit(async move { black_box(i) * 2 }))
-                        .collect();
-                    let mut sum = 0u64;
-                    for handle in handles {
-                        sum += handle.await.expect("task");
-                    }
-                    sum
-                })
-                .expect("block_on")
-        }),
-    ];
+    let (runtime, executor) = substrates();
+    let variants = variants(&runtime, &executor);
     let mut cpu = vec![Vec::new(); variants.len()];
     let mut wall = vec![Vec::new(); variants.len()];
     for _ in 0..rounds {

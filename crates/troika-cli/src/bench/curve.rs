@@ -154,60 +154,46 @@ pub(crate) fn log_chart(
     svg
 }
 
+/// `n` in the first of `units` (size, suffix) it reaches, as `{n / size:.0}{suffix}`.
+fn scaled(n: f64, units: &[(f64, &str)]) -> Option<String> {
+    units
+        .iter()
+        .find(|(size, _)| n >= *size)
+        .map(|(size, suffix)| format!("{:.0}{suffix}", n / size))
+}
+
 /// "1k", "10M": a count for an axis.
 pub(crate) fn count(n: f64) -> String {
-    if n >= 1e9 {
-        format!("{:.0}G", n / 1e9)
-    } else if n >= 1e6 {
-        format!("{:.0}M", n / 1e6)
-    } else if n >= 1e3 {
-        format!("{:.0}k", n / 1e3)
-    } else if n >= 1.0 || n <= 0.0 {
-        format!("{n:.0}")
-    } else {
-        // 0.1, 0.01: as many decimals as the first digit needs.
-        let decimals = (-n.log10()).ceil().max(1.0) as usize;
-        format!("{n:.decimals$}")
-    }
+    scaled(n, &[(1e9, "G"), (1e6, "M"), (1e3, "k")]).unwrap_or_else(|| {
+        if n >= 1.0 || n <= 0.0 {
+            format!("{n:.0}")
+        } else {
+            // 0.1, 0.01: as many decimals as the first digit needs.
+            let decimals = (-n.log10()).ceil().max(1.0) as usize;
+            format!("{n:.decimals$}")
+        }
+    })
 }
 
 /// "10 B", "1 kB", "100 MB": a decimal size, for an axis of powers of ten.
 pub(crate) fn bytes_si(n: f64) -> String {
-    if n >= 1e9 {
-        format!("{:.0} GB", n / 1e9)
-    } else if n >= 1e6 {
-        format!("{:.0} MB", n / 1e6)
-    } else if n >= 1e3 {
-        format!("{:.0} kB", n / 1e3)
-    } else {
-        format!("{n:.0} B")
-    }
+    scaled(n, &[(1e9, " GB"), (1e6, " MB"), (1e3, " kB")]).unwrap_or_else(|| format!("{n:.0} B"))
 }
 
 /// "8 B", "64 KiB", "1 MiB".
 pub(crate) fn bytes(n: f64) -> String {
-    if n >= (1u64 << 30) as f64 {
-        format!("{:.0} GiB", n / (1u64 << 30) as f64)
-    } else if n >= (1u64 << 20) as f64 {
-        format!("{:.0} MiB", n / (1u64 << 20) as f64)
-    } else if n >= 1024.0 {
-        format!("{:.0} KiB", n / 1024.0)
-    } else {
-        format!("{n:.0} B")
-    }
+    const UNITS: [(f64, &str); 3] = [
+        ((1u64 << 30) as f64, " GiB"),
+        ((1u64 << 20) as f64, " MiB"),
+        (1024.0, " KiB"),
+    ];
+    scaled(n, &UNITS).unwrap_or_else(|| format!("{n:.0} B"))
 }
 
 /// A duration in microseconds, for an axis.
 pub(crate) fn micros(us: f64) -> String {
-    if us >= 1e6 {
-        format!("{:.0} s", us / 1e6)
-    } else if us >= 1e3 {
-        format!("{:.0} ms", us / 1e3)
-    } else if us >= 1.0 {
-        format!("{us:.0} µs")
-    } else {
-        format!("{:.0} ns", us * 1e3)
-    }
+    scaled(us, &[(1e6, " s"), (1e3, " ms"), (1.0, " µs")])
+        .unwrap_or_else(|| format!("{:.0} ns", us * 1e3))
 }
 
 /// The tasks/s curve's series, one per mode.
@@ -228,7 +214,35 @@ pub(crate) fn tasks_series(points: &[Point]) -> Vec<Series> {
 
 #[cfg(test)]
 mod tests {
-    use super::counts;
+    use super::{bytes, bytes_si, count, counts, micros};
+
+    /// An axis label: the formatter, its number and the label it gives.
+    type Case = (fn(f64) -> String, f64, &'static str);
+
+    #[test]
+    fn axis_labels_pick_the_largest_unit_reached() {
+        let cases: [Case; 16] = [
+            (count, 2.4e9, "2G"),
+            (count, 10e6, "10M"),
+            (count, 1e3, "1k"),
+            (count, 999.0, "999"),
+            (count, 0.0, "0"),
+            (count, 0.05, "0.05"),
+            (bytes_si, 1e9, "1 GB"),
+            (bytes_si, 64e3, "64 kB"),
+            (bytes_si, 8.0, "8 B"),
+            (bytes, (1u64 << 30) as f64, "1 GiB"),
+            (bytes, (64u64 << 20) as f64, "64 MiB"),
+            (bytes, 65536.0, "64 KiB"),
+            (bytes, 1023.0, "1023 B"),
+            (micros, 2e6, "2 s"),
+            (micros, 1400.0, "1 ms"),
+            (micros, 0.25, "250 ns"),
+        ];
+        for (label, n, want) in cases {
+            assert_eq!(label(n), want, "{n}");
+        }
+    }
 
     #[test]
     fn counts_are_powers_of_ten_up_to_the_cap() {

@@ -326,16 +326,9 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                             std::slice::from_ref(&run.measured),
                             *serial,
                         );
-                        if args.json {
-                            progress.suspend(|| {
-                                report::json_line(&mut std::io::stdout().lock(), &row)
-                            })?;
-                        }
-                        let at = rows
-                            .iter()
-                            .rposition(|r| r.workload == row.workload)
-                            .map_or(rows.len(), |i| i + 1);
-                        rows.insert(at, row);
+                        add_peer_row(&mut rows, row, args.json, &progress, |r, row| {
+                            r.workload == row.workload
+                        })?;
                     }
                 }
                 Err(e) => {
@@ -386,18 +379,9 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                         );
                         row.payload_bytes = size;
                         row.mb_per_s = run.payload.map(|(_, rate)| rate);
-                        if args.json {
-                            progress.suspend(|| {
-                                report::json_line(&mut std::io::stdout().lock(), &row)
-                            })?;
-                        }
-                        let at = rows
-                            .iter()
-                            .rposition(|r| {
-                                r.workload == row.workload && r.payload_bytes == row.payload_bytes
-                            })
-                            .map_or(rows.len(), |i| i + 1);
-                        rows.insert(at, row);
+                        add_peer_row(&mut rows, row, args.json, &progress, |r, row| {
+                            r.workload == row.workload && r.payload_bytes == row.payload_bytes
+                        })?;
                     }
                 }
                 Err(e) => {
@@ -429,6 +413,26 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A peer's row: printed at once with `--json`, and put in the table after
+/// the last row it goes `with` (at the end when there is none).
+fn add_peer_row(
+    rows: &mut Vec<Row>,
+    row: Row,
+    json: bool,
+    progress: &indicatif::ProgressBar,
+    with: impl Fn(&Row, &Row) -> bool,
+) -> anyhow::Result<()> {
+    if json {
+        progress.suspend(|| report::json_line(&mut std::io::stdout().lock(), &row))?;
+    }
+    let at = rows
+        .iter()
+        .rposition(|r| with(r, &row))
+        .map_or(rows.len(), |i| i + 1);
+    rows.insert(at, row);
+    Ok(())
 }
 
 /// The payload workload: every size in every mode (and serially, for the

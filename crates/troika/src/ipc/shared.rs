@@ -121,11 +121,6 @@ fn layout<T: Pod>(seg: &Segment, len: usize) -> (&AtomicU32, NonNull<T>) {
     }
 }
 
-/// Takes the lock word; `Some(holder died)`, or `None` on timeout.
-fn take(word: &AtomicU32, timeout: Option<Duration>) -> Option<bool> {
-    lock_word(word, timeout).map(|a| a == Acquired::HolderDied)
-}
-
 /// A guard over shared data: derefs to it while this process holds the lock.
 pub struct SharedGuard<'a, D: ?Sized> {
     word: &'a AtomicU32,
@@ -134,7 +129,37 @@ pub struct SharedGuard<'a, D: ?Sized> {
     _d: PhantomData<&'a mut D>,
 }
 
-impl<D: ?Sized> SharedGuard<'_, D> {
+impl<'a, D: ?Sized> SharedGuard<'a, D> {
+    /// A guard over `parts` if the lock was `acquired` (`None`: it was not).
+    fn new((word, data): (&'a AtomicU32, NonNull<D>), acquired: Option<Acquired>) -> Option<Self> {
+        Some(SharedGuard {
+            word,
+            data,
+            died: acquired? == Acquired::HolderDied,
+            _d: PhantomData,
+        })
+    }
+
+    /// Waits for the lock as long as it takes.
+    fn lock(parts: (&'a AtomicU32, NonNull<D>)) -> Self {
+        loop {
+            if let Some(guard) = Self::lock_timeout(parts, None) {
+                return guard;
+            }
+        }
+    }
+
+    /// Waits for the lock at most `timeout` (`None`: no limit); `None` if it
+    /// stayed held.
+    fn lock_timeout(parts: (&'a AtomicU32, NonNull<D>), timeout: Option<Duration>) -> Option<Self> {
+        Self::new(parts, lock_word(parts.0, timeout))
+    }
+
+    /// The lock if it is free (or its holder is dead), without waiting.
+    fn try_lock(parts: (&'a AtomicU32, NonNull<D>)) -> Option<Self> {
+        Self::new(parts, try_lock_word(parts.0))
+    }
+
     /// True if the previous holder died holding the lock: the data may be
     /// half-written.
     pub fn holder_died(&self) -> bool {
@@ -231,17 +256,7 @@ impl<T: Pod> Value<T> {
 
     /// Holds the lock and gives access to the value.
     pub fn lock(&self) -> SharedGuard<'_, T> {
-        let (word, data) = self.parts();
-        loop {
-            if let Some(died) = take(word, None) {
-                return SharedGuard {
-                    word,
-                    data,
-                    died,
-                    _d: PhantomData,
-                };
-            }
-        }
+        SharedGuard::lock(self.parts())
     }
 
     /// As [`lock`](Self::lock) if the lock is free (or its holder is dead),
@@ -259,14 +274,7 @@ impl<T: Pod> Value<T> {
     /// assert!(shared.try_lock().is_some());
     /// ```
     pub fn try_lock(&self) -> Option<SharedGuard<'_, T>> {
-        let (word, data) = self.parts();
-        let died = try_lock_word(word)? == Acquired::HolderDied;
-        Some(SharedGuard {
-            word,
-            data,
-            died,
-            _d: PhantomData,
-        })
+        SharedGuard::try_lock(self.parts())
     }
 
     /// As [`lock`](Self::lock), waiting at most `timeout`; `None` if the
@@ -285,14 +293,7 @@ impl<T: Pod> Value<T> {
     /// assert!(shared.lock_timeout(Duration::from_secs(1)).is_some());
     /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> Option<SharedGuard<'_, T>> {
-        let (word, data) = self.parts();
-        let died = take(word, Some(timeout))?;
-        Some(SharedGuard {
-            word,
-            data,
-            died,
-            _d: PhantomData,
-        })
+        SharedGuard::lock_timeout(self.parts(), Some(timeout))
     }
 
     /// A copy of the value.
@@ -382,17 +383,7 @@ impl<T: Pod> Array<T> {
 
     /// Holds the lock and gives access to the elements as a slice.
     pub fn lock(&self) -> SharedGuard<'_, [T]> {
-        let (word, data) = self.parts();
-        loop {
-            if let Some(died) = take(word, None) {
-                return SharedGuard {
-                    word,
-                    data,
-                    died,
-                    _d: PhantomData,
-                };
-            }
-        }
+        SharedGuard::lock(self.parts())
     }
 
     /// As [`lock`](Self::lock) if the lock is free (or its holder is dead),
@@ -410,14 +401,7 @@ impl<T: Pod> Array<T> {
     /// assert!(shared.try_lock().is_some());
     /// ```
     pub fn try_lock(&self) -> Option<SharedGuard<'_, [T]>> {
-        let (word, data) = self.parts();
-        let died = try_lock_word(word)? == Acquired::HolderDied;
-        Some(SharedGuard {
-            word,
-            data,
-            died,
-            _d: PhantomData,
-        })
+        SharedGuard::try_lock(self.parts())
     }
 
     /// As [`lock`](Self::lock), waiting at most `timeout`; `None` if the
@@ -436,14 +420,7 @@ impl<T: Pod> Array<T> {
     /// assert!(shared.lock_timeout(Duration::from_secs(1)).is_some());
     /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> Option<SharedGuard<'_, [T]>> {
-        let (word, data) = self.parts();
-        let died = take(word, Some(timeout))?;
-        Some(SharedGuard {
-            word,
-            data,
-            died,
-            _d: PhantomData,
-        })
+        SharedGuard::lock_timeout(self.parts(), Some(timeout))
     }
 
     /// A copy of element `i`.
