@@ -197,7 +197,7 @@ fn talk<R: serde::de::DeserializeOwned + Send + 'static>(
 ) -> Option<Result<R, TaskError>> {
     // The call may be large: the child reads it whole before it answers, so
     // writing first cannot deadlock.
-    let sent = wire::send_all(&to_child, frame);
+    let sent = wire::send_frame(&to_child, frame);
     drop(to_child);
     let mut reader = FrameReader::new(from_child, Duration::from_micros(50)).ok()?;
     // A process the child forked may keep the pipe open after the child

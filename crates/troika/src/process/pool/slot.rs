@@ -299,12 +299,15 @@ impl Shared {
             let (header, body) = match reader.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return ready,
-                Err(_) => {
-                    // A reply announced over the limit was refused unread:
-                    // the worker is broken or hostile. (Any other error is
-                    // a stream cut short: the worker died.)
+                Err(e) => {
+                    // A reply announced over the limit was refused unread,
+                    // or one in shared memory did not match its header: the
+                    // worker is broken or hostile. (Any other error is a
+                    // stream cut short: the worker died.)
                     if let Some(refused) = reader.refused() {
                         self.protocol_error(index, Fault::TooLarge(refused.len));
+                    } else if e.kind() == std::io::ErrorKind::InvalidData {
+                        self.protocol_error(index, Fault::Unexpected);
                     }
                     return ready;
                 }
