@@ -97,15 +97,21 @@ troika::remote! {
 }
 
 troika::remote! {
-    /// Write to the parent, on this worker's reply socket, a reply header
-    /// in shared memory whose memfd holds `held` bytes where the header
-    /// announces `announced`, sealed or not.
-    fn forge_reply(announced: u64, held: u64, sealed: bool) -> u32 {
+    /// Forge, to the parent, a reply in shared memory whose memfd holds
+    /// `held` bytes where the header announces `announced`, sealed or not;
+    /// with `send_fd` false, the descriptor never comes.
+    fn forge_reply(announced: u64, held: u64, sealed: bool, send_fd: bool) -> u32 {
         use rustix::fs::{MemfdFlags, SealFlags};
         let marker = std::env::var("TROIKA_WORKER").unwrap();
-        let write_fd: i32 = marker.split(':').nth(2).unwrap().parse().unwrap();
-        // SAFETY: the worker's reply socket, open for the worker's life.
-        let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(write_fd) };
+        let mut fds = marker.split(':').skip(1).map(|f| f.parse::<i32>().unwrap());
+        let (socket, pipe) = (fds.next().unwrap(), fds.next().unwrap());
+        // SAFETY: the worker's call socket and reply pipe, open for its life.
+        let (socket, pipe) = unsafe {
+            (
+                std::os::fd::BorrowedFd::borrow_raw(socket),
+                std::os::fd::BorrowedFd::borrow_raw(pipe),
+            )
+        };
         let memfd =
             rustix::fs::memfd_create("forged", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
                 .unwrap();
@@ -117,23 +123,27 @@ troika::remote! {
             )
             .unwrap();
         }
+        if send_fd {
+            let mut space =
+                [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+            let fds = [std::os::fd::AsFd::as_fd(&memfd)];
+            assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)));
+            rustix::net::sendmsg(
+                socket,
+                &[std::io::IoSlice::new(&[0])],
+                &mut control,
+                rustix::net::SendFlags::NOSIGNAL,
+            )
+            .unwrap();
+        }
         let mut header = Vec::new();
         header.extend_from_slice(&(3u16 | 0x8000).to_le_bytes()); // REPLY, in a memfd
         header.extend_from_slice(&0u16.to_le_bytes());
         header.extend_from_slice(&0u32.to_le_bytes());
         header.extend_from_slice(&u64::MAX.to_le_bytes());
         header.extend_from_slice(&announced.to_le_bytes());
-        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-        let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
-        let fds = [std::os::fd::AsFd::as_fd(&memfd)];
-        assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)));
-        rustix::net::sendmsg(
-            socket,
-            &[std::io::IoSlice::new(&header)],
-            &mut control,
-            rustix::net::SendFlags::NOSIGNAL,
-        )
-        .unwrap();
+        rustix::io::write(pipe, &header).unwrap();
         std::process::id()
     }
 }
@@ -196,14 +206,19 @@ fn a_worker_killed_mid_reply_settles_and_leaks_nothing() {
 }
 
 /// A reply in shared memory whose memfd does not match its header (wrong
-/// size, or not sealed) fails its task; the parent survives, the worker is
+/// size, not sealed, or no memfd at all) fails its task; the parent survives, the worker is
 /// replaced, and the pool serves the next task.
 #[test]
 fn a_forged_memfd_reply_fails_its_task_only() {
     let pool = ProcessPool::builder().workers(1).build().unwrap();
-    for (announced, held, sealed) in [(1 << 20, 10, true), (4096, 4096, false)] {
+    let cases = [
+        (1 << 20, 10, true, true),
+        (4096, 4096, false, true),
+        (4096, 4096, true, false),
+    ];
+    for (announced, held, sealed, send_fd) in cases {
         let err = pool
-            .submit(forge_reply, (announced, held, sealed))
+            .submit(forge_reply, (announced, held, sealed, send_fd))
             .result()
             .unwrap_err();
         match err.kind() {

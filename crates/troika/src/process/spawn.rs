@@ -2,7 +2,7 @@
 //!
 //! A worker is the current binary re-executed (`/proc/self/exe`) with the
 //! environment variable [`MARKER`] set to `PARENT_PID:READ_FD:WRITE_FD`. Its
-//! two channel ends (a socket to read from, a socket to write to) are created
+//! two channel ends (a socket to read from, a pipe to write to) are created
 //! close-on-exec, so no other child started at the same time inherits them;
 //! only in the forked child, right before `exec`, are they made inheritable.
 //! That pre-exec step also sets the parent-death signal and the optional
@@ -32,9 +32,8 @@ use crate::futures::Exit;
 /// The environment variable that turns a re-executed binary into a worker.
 pub(crate) const MARKER: &str = "TROIKA_WORKER";
 
-/// The send buffers of both sockets are enlarged to this (as far as the
-/// kernel allows).
-pub(crate) const SOCKET_BUFFER: usize = 1 << 20;
+/// The reply pipe's buffer is enlarged to this.
+pub(crate) const PIPE_SIZE: usize = 1 << 20;
 
 /// What a new worker needs: its memory cap, and the environment it starts
 /// in, captured once (when a pool is built or a `Process` spawned) so that a
@@ -271,20 +270,10 @@ fn spawn_now(config: &SpawnConfig) -> io::Result<Spawned> {
         rustix::net::SocketFlags::CLOEXEC,
         None,
     )?;
-    // Worker → parent is a socket pair too: large replies travel as a memfd
-    // attached to their header (`SCM_RIGHTS`, see `wire.rs`), which a pipe
-    // cannot carry.
-    let (from_child, child_write) = rustix::net::socketpair(
-        rustix::net::AddressFamily::UNIX,
-        rustix::net::SocketType::STREAM,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )?;
-    // Larger buffers only help (the kernel caps them at `wmem_max`);
-    // failing to get them is not an error.
-    for fd in [&to_child, &child_write] {
-        let _ = rustix::net::sockopt::set_socket_send_buffer_size(fd, SOCKET_BUFFER);
-    }
+    // Worker → parent is a pipe with an enlarged buffer.
+    let (from_child, child_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    // A larger buffer only helps; failing to get it is not an error.
+    let _ = rustix::pipe::fcntl_setpipe_size(&from_child, PIPE_SIZE);
     let parent = rustix::process::getpid();
     let marker = format!(
         "{}:{}:{}",

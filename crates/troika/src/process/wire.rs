@@ -19,10 +19,13 @@
 //! A reader refuses a header whose `len` is over its limit before it
 //! allocates anything for the body (see [`DEFAULT_MAX_BODY`]).
 //!
-//! Both channels are Unix stream sockets. A body of [`MEMFD_MIN`] bytes or
-//! more does not travel in the stream: the sender writes it into a sealed
-//! `memfd` and sends the header alone, its kind marked [`IN_MEMFD`], with the
-//! memfd's descriptor attached (`SCM_RIGHTS`). The reader maps the memfd
+//! A body of [`MEMFD_MIN`] bytes or more does not travel in the stream: the
+//! sender writes it into a sealed `memfd` and sends the header alone, its
+//! kind marked [`IN_MEMFD`]. On the call socket the memfd's descriptor is
+//! attached to the header (`SCM_RIGHTS`); a reply's header goes on the
+//! reply pipe, which cannot carry descriptors, so the worker first sends
+//! the descriptor with one byte on the call socket (which works both ways),
+//! and the parent's reader takes it from there ([`recv_fd`]). The reader maps the memfd
 //! read-only and hands out the mapping as the body; the descriptor is the
 //! memfd's only name, so the kernel frees it with its last descriptor, even
 //! if either side dies mid-transfer.
@@ -162,7 +165,12 @@ pub(crate) struct FrameReader {
     fds: VecDeque<OwnedFd>,
     /// The mapped body of the last [`IN_MEMFD`] frame.
     mapped: Option<Mapped>,
+    /// Where the descriptor of an [`IN_MEMFD`] frame comes from when it did
+    /// not come with the bytes (on a pipe): see [`recv_fd`].
+    fd_source: Option<FdSource>,
 }
+
+type FdSource = Box<dyn FnMut() -> io::Result<OwnedFd> + Send>;
 
 impl FrameReader {
     /// Wrap the read end of a pipe; it is switched to non-blocking mode.
@@ -175,6 +183,7 @@ impl FrameReader {
             socket,
             fds: VecDeque::new(),
             mapped: None,
+            fd_source: None,
             file: std::fs::File::from(fd),
             buf: vec![0; 1 << 16],
             start: 0,
@@ -205,6 +214,21 @@ impl FrameReader {
     /// hold off for ever. Costs nothing until the reader would block.
     pub(crate) fn watch_exit(&mut self, pidfd: OwnedFd) {
         self.watch = Some(pidfd);
+    }
+
+    /// Take the descriptors of [`IN_MEMFD`] frames from `source` (a pipe
+    /// cannot carry them: the writer sends each on a socket, see
+    /// [`send_reply`], before its header).
+    pub(crate) fn fds_from(
+        &mut self,
+        source: impl FnMut() -> io::Result<OwnedFd> + Send + 'static,
+    ) {
+        self.fd_source = Some(Box::new(source));
+    }
+
+    /// The channel's descriptor (a worker sends its replies' memfds on it).
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
     }
 
     /// The next frame, or `None` at end of file. A stream that ends inside a
@@ -238,10 +262,10 @@ impl FrameReader {
             self.start += HEADER;
             header.kind &= !IN_MEMFD;
             self.mapped = None;
-            let Some(fd) = self.fds.pop_front() else {
-                return Err(invalid(
-                    "a frame announced a body in shared memory but carried no descriptor",
-                ));
+            let fd = match (self.fds.pop_front(), &mut self.fd_source) {
+                (Some(fd), _) => fd,
+                (None, Some(source)) => source()?,
+                (None, None) => return Err(no_descriptor()),
             };
             let mapped = self.mapped.insert(Mapped::new(fd, header.len)?);
             return Ok(Some((header, mapped.bytes())));
@@ -368,6 +392,68 @@ impl FrameReader {
     }
 }
 
+fn no_descriptor() -> io::Error {
+    invalid("a frame announced a body in shared memory but carried no descriptor")
+}
+
+/// Receive one descriptor sent with [`send_reply`] on `socket`, without
+/// waiting: the sender sent it before the frame's header, so it is there,
+/// or the peer is broken.
+pub(crate) fn recv_fd(socket: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use rustix::net::{
+        RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg,
+    };
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let flags = RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT;
+    let msg = loop {
+        match recvmsg(socket, &mut iov, &mut control, flags) {
+            Ok(msg) => break msg,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return Err(no_descriptor()),
+        }
+    };
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    if msg.bytes != 1 || msg.flags.contains(ReturnFlags::CTRUNC) || fds.len() != 1 {
+        return Err(no_descriptor());
+    }
+    Ok(fds.remove(0))
+}
+
+/// Write a worker's reply frame to its pipe; a body of [`MEMFD_MIN`] bytes
+/// or more goes in a sealed memfd, sent first on `socket` (the call socket,
+/// which carries descriptors both ways) with one byte, then its header on
+/// the pipe.
+pub(crate) fn send_reply(
+    pipe: &impl AsFd,
+    socket: BorrowedFd<'_>,
+    frame: &[u8],
+) -> io::Result<()> {
+    if frame.len() < HEADER + MEMFD_MIN {
+        return write_all(pipe, frame);
+    }
+    let memfd = body_memfd(&frame[HEADER..])?;
+    send_with_fd(&socket, &[0], memfd.as_fd())?;
+    drop(memfd);
+    write_all(pipe, &memfd_header(frame))
+}
+
+/// The header of `frame`, marked [`IN_MEMFD`].
+fn memfd_header(frame: &[u8]) -> [u8; HEADER] {
+    let mut header = [0u8; HEADER];
+    header.copy_from_slice(&frame[..HEADER]);
+    let kind = u16::from_le_bytes([header[0], header[1]]) | IN_MEMFD;
+    header[..2].copy_from_slice(&kind.to_le_bytes());
+    header
+}
+
 fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
 }
@@ -458,11 +544,7 @@ pub(crate) fn send_frame(fd: &impl AsFd, frame: &[u8]) -> io::Result<()> {
         return send_all(fd, frame);
     }
     let memfd = body_memfd(&frame[HEADER..])?;
-    let mut header = [0u8; HEADER];
-    header.copy_from_slice(&frame[..HEADER]);
-    let kind = u16::from_le_bytes([header[0], header[1]]) | IN_MEMFD;
-    header[..2].copy_from_slice(&kind.to_le_bytes());
-    send_with_fd(fd, &header, memfd.as_fd())
+    send_with_fd(fd, &memfd_header(frame), memfd.as_fd())
 }
 
 /// A memfd holding `body`, sealed against every change.
@@ -533,7 +615,6 @@ pub(crate) fn too_large(len: u64, limit: u64) -> String {
 
 /// Write all of `bytes` to a blocking pipe, at most 1 MiB per system call (so
 /// progress is visible to the other side and to `/proc/PID/io`).
-#[cfg(test)]
 pub(crate) fn write_all(fd: &impl AsFd, bytes: &[u8]) -> io::Result<()> {
     write_all_with(bytes, |chunk| rustix::io::write(fd, chunk))
 }

@@ -130,7 +130,7 @@ fn serve(read_fd: OwnedFd, write_fd: &OwnedFd) -> i32 {
         .unsigned_abs();
     let at = wire::begin_frame(&mut out, wire::READY, 0, pid, 0);
     wire::finish_frame(&mut out, at);
-    if wire::send_frame(write_fd, &out).is_err() {
+    if wire::write_all(write_fd, &out).is_err() {
         return 0;
     }
     let Ok(mut reader) = FrameReader::new(read_fd, WORKER_SPIN) else {
@@ -153,7 +153,7 @@ fn serve(read_fd: OwnedFd, write_fd: &OwnedFd) -> i32 {
                         wire::begin_frame(&mut out, wire::REPLY, wire::TOO_LARGE, 0, refused.id);
                     wire::encode_too_large(&mut out, refused.len, wire::HARD_MAX_BODY);
                     wire::finish_frame(&mut out, at);
-                    let _ = wire::send_frame(write_fd, &out);
+                    let _ = wire::write_all(write_fd, &out);
                 }
                 return 71;
             }
@@ -162,7 +162,7 @@ fn serve(read_fd: OwnedFd, write_fd: &OwnedFd) -> i32 {
         // Output a task printed without a newline reaches the terminal now,
         // not whenever the buffer next fills (or never, if the worker dies).
         let _ = std::io::Write::flush(&mut std::io::stdout());
-        if wire::send_frame(write_fd, &out).is_err() {
+        if wire::send_reply(write_fd, reader.fd(), &out).is_err() {
             return 0;
         }
         if out.capacity() > 1 << 20 {
