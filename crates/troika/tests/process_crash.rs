@@ -125,12 +125,11 @@ troika::remote! {
         Bytes(vec![7u8; bytes])
     }
 
-    /// Returns a big result and has itself killed once 10 MB of it have
-    /// been written to the pipe (counted in /proc/self/io).
+    /// Returns a big result and has itself killed while it is in transfer:
+    /// once the memfd that carries it exists (see `wire.rs`).
     fn big_result_then_die(bytes: usize) -> Bytes {
-        let start = written_bytes();
         std::thread::spawn(move || {
-            while written_bytes() < start + (10 << 20) {
+            while !has_frame_memfd() {
                 std::thread::yield_now();
             }
             let _ = rustix::process::kill_process(
@@ -142,19 +141,14 @@ troika::remote! {
     }
 }
 
-fn written_bytes() -> u64 {
-    proc_io_field(std::process::id(), "wchar:")
-}
-
-fn proc_io_field(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/io"))
-        .ok()
-        .and_then(|io| {
-            io.lines()
-                .find_map(|l| l.strip_prefix(field).map(|v| v.trim().parse().ok()))
-                .flatten()
+/// Whether this process holds the memfd of a large frame in transfer.
+fn has_frame_memfd() -> bool {
+    std::fs::read_dir("/proc/self/fd").is_ok_and(|dir| {
+        dir.flatten().any(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|t| t.to_string_lossy().contains("memfd:troika-frame"))
         })
-        .unwrap_or(0)
+    })
 }
 
 /// A function nobody registered.
@@ -364,12 +358,7 @@ fn sigkill_in_the_middle_of_sending_100_mb() {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut in_transfer = false;
         while !in_transfer && Instant::now() < deadline {
-            in_transfer = std::fs::read_dir("/proc/self/fd").is_ok_and(|dir| {
-                dir.flatten().any(|e| {
-                    std::fs::read_link(e.path())
-                        .is_ok_and(|t| t.to_string_lossy().contains("memfd:troika-frame"))
-                })
-            });
+            in_transfer = has_frame_memfd();
             std::thread::yield_now();
         }
         let _ = rustix::process::kill_process(
