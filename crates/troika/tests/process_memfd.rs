@@ -56,7 +56,11 @@ fn open_fds() -> Vec<String> {
         .filter_map(|e| {
             let e = e.ok()?;
             let target = std::fs::read_link(e.path()).ok()?;
-            Some(format!("{} -> {}", e.file_name().to_string_lossy(), target.display()))
+            Some(format!(
+                "{} -> {}",
+                e.file_name().to_string_lossy(),
+                target.display()
+            ))
         })
         .collect();
     fds.sort();
@@ -155,7 +159,10 @@ fn a_64_mib_argument_and_result_arrive_whole() {
     let pool = ProcessPool::builder().workers(1).build().unwrap();
     for len in [64 * MIB, 256 << 10, (256 << 10) - 16, (256 << 10) + 1, 0, 1] {
         let arg = pattern(len, len as u8);
-        let out = pool.submit(complement, Bytes(arg.clone())).result().unwrap();
+        let out = pool
+            .submit(complement, Bytes(arg.clone()))
+            .result()
+            .unwrap();
         assert_eq!(out.0.len(), len);
         assert!(
             out.0.iter().zip(&arg).all(|(o, a)| *o == !*a),

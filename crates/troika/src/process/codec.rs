@@ -78,12 +78,12 @@ pub(crate) fn encode_typed<T: Serialize + 'static>(
 /// (see [`encode_typed`]). Input it cannot read goes to postcard, for its
 /// error message.
 pub(crate) fn decode_typed<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T, String> {
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<Vec<u8>>() {
-        if let Some(vec) = byte_vec(bytes) {
-            let boxed: Box<dyn std::any::Any> = Box::new(vec);
-            if let Ok(value) = boxed.downcast::<T>() {
-                return Ok(*value);
-            }
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<Vec<u8>>()
+        && let Some(vec) = byte_vec(bytes)
+    {
+        let boxed: Box<dyn std::any::Any> = Box::new(vec);
+        if let Ok(value) = boxed.downcast::<T>() {
+            return Ok(*value);
         }
     }
     decode(bytes)

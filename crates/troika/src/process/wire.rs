@@ -400,9 +400,7 @@ fn no_descriptor() -> io::Error {
 /// waiting: the sender sent it before the frame's header, so it is there,
 /// or the peer is broken.
 pub(crate) fn recv_fd(socket: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    use rustix::net::{
-        RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg,
-    };
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg};
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut byte = [0u8; 1];
@@ -431,11 +429,7 @@ pub(crate) fn recv_fd(socket: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 /// or more goes in a sealed memfd, sent first on `socket` (the call socket,
 /// which carries descriptors both ways) with one byte, then its header on
 /// the pipe.
-pub(crate) fn send_reply(
-    pipe: &impl AsFd,
-    socket: BorrowedFd<'_>,
-    frame: &[u8],
-) -> io::Result<()> {
+pub(crate) fn send_reply(pipe: &impl AsFd, socket: BorrowedFd<'_>, frame: &[u8]) -> io::Result<()> {
     if frame.len() < HEADER + MEMFD_MIN {
         return write_all(pipe, frame);
     }
@@ -586,7 +580,12 @@ pub(crate) fn send_with_fd(
         return Err(io::Error::other("no room for a descriptor"));
     }
     loop {
-        match sendmsg(socket, &[io::IoSlice::new(bytes)], &mut control, SendFlags::NOSIGNAL) {
+        match sendmsg(
+            socket,
+            &[io::IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
             // The descriptor went with the first byte; the rest follows.
             Ok(n) => return send_all(socket, &bytes[n..]),
             Err(rustix::io::Errno::INTR) => {}
@@ -727,7 +726,11 @@ mod tests {
             let (header, body) = reader.next_frame().unwrap().unwrap();
             assert_eq!((header.kind, header.id, header.aux), (REPLY, i as u64, 9));
             assert_eq!(body.len(), len);
-            assert!(body.iter().enumerate().all(|(b, v)| *v == (b % 253) as u8 ^ i as u8));
+            assert!(
+                body.iter()
+                    .enumerate()
+                    .all(|(b, v)| *v == (b % 253) as u8 ^ i as u8)
+            );
             assert_eq!(reader.mapped.is_some(), len >= MEMFD_MIN);
             reader.shrink();
         }
