@@ -197,9 +197,12 @@ fn talk<R: serde::de::DeserializeOwned + Send + 'static>(
 ) -> Option<Result<R, TaskError>> {
     // The call may be large: the child reads it whole before it answers, so
     // writing first cannot deadlock.
-    let sent = wire::send_all(&to_child, frame);
-    drop(to_child);
+    let sent = wire::send_frame(&to_child, frame);
+    // End of file for the child, whose large reply's memfd still comes on
+    // this socket (see `wire::send_reply`).
+    let _ = rustix::net::shutdown(&to_child, rustix::net::Shutdown::Write);
     let mut reader = FrameReader::new(from_child, Duration::from_micros(50)).ok()?;
+    reader.fds_from(move || wire::recv_fd(std::os::fd::AsFd::as_fd(&to_child)));
     // A process the child forked may keep the pipe open after the child
     // died: stop waiting when the child exits.
     reader.watch_exit(child.pidfd().try_clone_to_owned().ok()?);

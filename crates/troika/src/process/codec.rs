@@ -53,6 +53,56 @@ pub(crate) fn encode_error<T: Serialize + ?Sized>(value: &T, e: postcard::Error)
 
 /// Decode a postcard value; the error says why it could not be decoded.
 #[inline]
+/// [`encode_into`] for a value of a known type: a `Vec<u8>` is written in
+/// one copy. Postcard encodes it as a sequence of bytes, one call per byte;
+/// the encoding is the same (the length as a varint, then the bytes), which
+/// [`decode_typed`] reads back the same way.
+pub(crate) fn encode_typed<T: Serialize + 'static>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    if let Some(bytes) = (value as &dyn std::any::Any).downcast_ref::<Vec<u8>>() {
+        let mut len = bytes.len() as u64;
+        while len >= 0x80 {
+            out.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(bytes);
+        return Ok(());
+    }
+    encode_into(value, out)
+}
+
+/// [`decode`] for a value of a known type: a `Vec<u8>` is read in one copy
+/// (see [`encode_typed`]). Input it cannot read goes to postcard, for its
+/// error message.
+pub(crate) fn decode_typed<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T, String> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<Vec<u8>>()
+        && let Some(vec) = byte_vec(bytes)
+    {
+        let boxed: Box<dyn std::any::Any> = Box::new(vec);
+        if let Ok(value) = boxed.downcast::<T>() {
+            return Ok(*value);
+        }
+    }
+    decode(bytes)
+}
+
+/// A postcard sequence of bytes: a varint length (at most 10 bytes) and as
+/// many bytes. Trailing bytes are ignored, as postcard does.
+fn byte_vec(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut len: u64 = 0;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        len |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            let len = usize::try_from(len).ok()?;
+            return bytes.get(i + 1..)?.get(..len).map(<[u8]>::to_vec);
+        }
+    }
+    None
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     postcard::from_bytes(bytes).map_err(|e| decode_error::<T>(bytes, e))
 }
@@ -544,5 +594,26 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Wrap<A> {
         visitor: V,
     ) -> Result<V::Value, Message> {
         self.0.struct_variant(fields, Wrap(visitor)).map_err(up_any)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The one-copy path for `Vec<u8>` writes and reads postcard's own
+    /// encoding of it, both ways.
+    #[test]
+    fn byte_vectors_take_the_one_copy_path_with_postcard_s_encoding() {
+        for len in [0usize, 1, 127, 128, 300, 70_000] {
+            let value: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut fast = Vec::new();
+            super::encode_typed(&value, &mut fast).unwrap();
+            assert_eq!(fast, postcard::to_stdvec(&value).unwrap());
+            let back: Vec<u8> = super::decode_typed(&fast).unwrap();
+            assert_eq!(back, value);
+            let slow: Vec<u8> = super::decode(&fast).unwrap();
+            assert_eq!(slow, value);
+        }
+        assert!(super::decode_typed::<Vec<u8>>(&[5, 1, 2]).is_err());
+        assert!(super::decode_typed::<Vec<u8>>(&[0xff; 11]).is_err());
     }
 }

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 
 use super::chunk::{ChunkItem, ChunkReader, ChunkWriter, ITEM_ENCODE, ITEM_PANICKED};
 use super::codec;
-pub(crate) use super::codec::{decode, encode_into};
+pub(crate) use super::codec::{decode, decode_typed, encode_into, encode_typed};
 use super::wire;
 
 /// A function that can run in a child process.
@@ -124,14 +124,14 @@ fn run_one<F: RemoteFn>(input: &[u8], out: &mut Vec<u8>) -> Result<(), (u16, Str
     // One `catch_unwind` around the three stages (it is cheap, but not free
     // per item of a chunk); a panic in any of them is the call's panic.
     let staged = unwind(|| {
-        let arg: F::Arg = decode(input).map_err(|e| {
+        let arg: F::Arg = decode_typed(input).map_err(|e| {
             (
                 wire::ARG_DECODE,
                 format!("decoding the argument in the worker: {e}"),
             )
         })?;
         let value = F::run(arg);
-        encode_into(&value, out).map_err(|e| {
+        encode_typed(&value, out).map_err(|e| {
             (
                 wire::RESULT_ENCODE,
                 format!("encoding the result in the worker: {e}"),

@@ -124,7 +124,7 @@ fn begin_call<F: RemoteFn>(id: u64, kind: u16, capacity: usize) -> Result<Vec<u8
 /// [`Serialization`](ErrorKind::Serialization) error with its message.
 pub(crate) fn encode_call<F: RemoteFn>(id: u64, arg: &F::Arg) -> Result<Vec<u8>, TaskError> {
     let mut frame = begin_call::<F>(id, wire::CALL, 16)?;
-    match registry::unwind(|| registry::encode_into(arg, &mut frame)) {
+    match registry::unwind(|| registry::encode_typed(arg, &mut frame)) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             return Err(TaskError::new(ErrorKind::Serialization(format!(
@@ -197,8 +197,8 @@ fn status_error(status: u16, body: &[u8]) -> TaskError {
 
 /// Decode a result in the parent. The type's `Deserialize` runs under
 /// `catch_unwind`: a panic in it fails this result alone, as a panic.
-fn decode_result<R: DeserializeOwned>(body: &[u8]) -> Result<R, TaskError> {
-    match registry::unwind(|| registry::decode(body)) {
+fn decode_result<R: DeserializeOwned + 'static>(body: &[u8]) -> Result<R, TaskError> {
+    match registry::unwind(|| registry::decode_typed(body)) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(TaskError::new(ErrorKind::Serialization(format!(
             "decoding the result in the parent: {e}"

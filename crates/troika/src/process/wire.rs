@@ -18,9 +18,22 @@
 //!
 //! A reader refuses a header whose `len` is over its limit before it
 //! allocates anything for the body (see [`DEFAULT_MAX_BODY`]).
+//!
+//! A body of [`MEMFD_MIN`] bytes or more does not travel in the stream: the
+//! sender writes it into a sealed `memfd` and sends the header alone, its
+//! kind marked [`IN_MEMFD`]. On the call socket the memfd's descriptor is
+//! attached to the header (`SCM_RIGHTS`); a reply's header goes on the
+//! reply pipe, which cannot carry descriptors, so the worker first sends
+//! the descriptor with one byte on the call socket (which works both ways),
+//! and the parent's reader takes it from there ([`recv_fd`]). The reader maps the memfd
+//! read-only and hands out the mapping as the body; the descriptor is the
+//! memfd's only name, so the kernel frees it with its last descriptor, even
+//! if either side dies mid-transfer.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 pub(crate) const HEADER: usize = 24;
@@ -29,6 +42,19 @@ pub(crate) const CALL: u16 = 1;
 pub(crate) const CALL_CHUNK: u16 = 2;
 pub(crate) const REPLY: u16 = 3;
 pub(crate) const READY: u16 = 4;
+
+/// Set in a header's kind when the body travels in a memfd attached to the
+/// header instead of following it in the stream.
+pub(crate) const IN_MEMFD: u16 = 0x8000;
+
+/// Bodies of at least this many bytes travel in a memfd (see the module
+/// note): below it, the socket's copies cost less than the memfd's system
+/// calls and page faults.
+pub(crate) const MEMFD_MIN: usize = 256 << 10;
+
+/// At most this many received descriptors wait for their frames; a peer that
+/// sends more is broken.
+const MAX_PENDING_FDS: usize = 16;
 
 pub(crate) const OK: u16 = 0;
 pub(crate) const PANICKED: u16 = 1;
@@ -132,14 +158,32 @@ pub(crate) struct FrameReader {
     /// A pidfd: waiting for data ends when this process exits, even if
     /// the pipe stays open (held by a process it forked).
     watch: Option<OwnedFd>,
+    /// The channel is a socket: read with `recvmsg`, which also receives the
+    /// descriptors of [`IN_MEMFD`] frames.
+    socket: bool,
+    /// Descriptors received and not yet claimed by their frame's header.
+    fds: VecDeque<OwnedFd>,
+    /// The mapped body of the last [`IN_MEMFD`] frame.
+    mapped: Option<Mapped>,
+    /// Where the descriptor of an [`IN_MEMFD`] frame comes from when it did
+    /// not come with the bytes (on a pipe): see [`recv_fd`].
+    fd_source: Option<FdSource>,
 }
+
+type FdSource = Box<dyn FnMut() -> io::Result<OwnedFd> + Send>;
 
 impl FrameReader {
     /// Wrap the read end of a pipe; it is switched to non-blocking mode.
     pub(crate) fn new(fd: OwnedFd, spin: Duration) -> io::Result<FrameReader> {
         let flags = rustix::fs::fcntl_getfl(&fd)?;
         rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK)?;
+        let mode = rustix::fs::fstat(&fd)?.st_mode;
+        let socket = rustix::fs::FileType::from_raw_mode(mode) == rustix::fs::FileType::Socket;
         Ok(FrameReader {
+            socket,
+            fds: VecDeque::new(),
+            mapped: None,
+            fd_source: None,
             file: std::fs::File::from(fd),
             buf: vec![0; 1 << 16],
             start: 0,
@@ -172,6 +216,21 @@ impl FrameReader {
         self.watch = Some(pidfd);
     }
 
+    /// Take the descriptors of [`IN_MEMFD`] frames from `source` (a pipe
+    /// cannot carry them: the writer sends each on a socket, see
+    /// [`send_reply`], before its header).
+    pub(crate) fn fds_from(
+        &mut self,
+        source: impl FnMut() -> io::Result<OwnedFd> + Send + 'static,
+    ) {
+        self.fd_source = Some(Box::new(source));
+    }
+
+    /// The channel's descriptor (a worker sends its replies' memfds on it).
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
     /// The next frame, or `None` at end of file. A stream that ends inside a
     /// frame is an `UnexpectedEof` error; a header announcing a body over the
     /// limit is an `InvalidData` error (and [`refused`](Self::refused) tells
@@ -186,7 +245,7 @@ impl FrameReader {
         }
         let mut raw = [0u8; HEADER];
         raw.copy_from_slice(&self.buf[self.start..self.start + HEADER]);
-        let header = Header::decode(&raw);
+        let mut header = Header::decode(&raw);
         let total = match usize::try_from(header.len) {
             Ok(len) if header.len <= self.max_body => HEADER + len,
             _ => {
@@ -197,6 +256,20 @@ impl FrameReader {
                 ));
             }
         };
+        if header.kind & IN_MEMFD != 0 {
+            // The body is in the memfd that came with the header (the
+            // length was checked above, before anything is mapped).
+            self.start += HEADER;
+            header.kind &= !IN_MEMFD;
+            self.mapped = None;
+            let fd = match (self.fds.pop_front(), &mut self.fd_source) {
+                (Some(fd), _) => fd,
+                (None, Some(source)) => source()?,
+                (None, None) => return Err(no_descriptor()),
+            };
+            let mapped = self.mapped.insert(Mapped::new(fd, header.len)?);
+            return Ok(Some((header, mapped.bytes())));
+        }
         if !self.fill(total)? {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
@@ -224,7 +297,7 @@ impl FrameReader {
         }
         let mut spin_end: Option<Instant> = None;
         while self.end - self.start < need {
-            match self.file.read(&mut self.buf[self.end..]) {
+            match self.read_some() {
                 Ok(0) => return Ok(false),
                 Ok(n) => {
                     self.end += n;
@@ -245,6 +318,30 @@ impl FrameReader {
             }
         }
         Ok(true)
+    }
+
+    /// One read into the free end of the buffer; on a socket, also collect
+    /// the descriptors that came with the bytes.
+    fn read_some(&mut self) -> io::Result<usize> {
+        use rustix::net::{
+            RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg,
+        };
+        if !self.socket {
+            return self.file.read(&mut self.buf[self.end..]);
+        }
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut iov = [io::IoSliceMut::new(&mut self.buf[self.end..])];
+        let msg = recvmsg(&self.file, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = message {
+                self.fds.extend(fds);
+            }
+        }
+        if msg.flags.contains(ReturnFlags::CTRUNC) || self.fds.len() > MAX_PENDING_FDS {
+            return Err(invalid("the peer sent more descriptors than frames"));
+        }
+        Ok(msg.bytes)
     }
 
     fn wait_readable(&self) -> io::Result<()> {
@@ -280,15 +377,219 @@ impl FrameReader {
         }
     }
 
-    /// Release memory held for a huge frame once it has been consumed.
+    /// Release memory held for a huge frame once it has been consumed (and
+    /// the mapping of a frame's shared memory).
     pub(crate) fn shrink(&mut self) {
         const KEEP: usize = 1 << 20;
+        self.mapped = None;
         if self.buf.len() > KEEP && self.end - self.start <= KEEP {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
             self.buf.truncate(KEEP);
             self.buf.shrink_to_fit();
+        }
+    }
+}
+
+fn no_descriptor() -> io::Error {
+    invalid("a frame announced a body in shared memory but carried no descriptor")
+}
+
+/// Receive one descriptor sent with [`send_reply`] on `socket`, without
+/// waiting: the sender sent it before the frame's header, so it is there,
+/// or the peer is broken.
+pub(crate) fn recv_fd(socket: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg};
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let flags = RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT;
+    let msg = loop {
+        match recvmsg(socket, &mut iov, &mut control, flags) {
+            Ok(msg) => break msg,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return Err(no_descriptor()),
+        }
+    };
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    if msg.bytes != 1 || msg.flags.contains(ReturnFlags::CTRUNC) || fds.len() != 1 {
+        return Err(no_descriptor());
+    }
+    Ok(fds.remove(0))
+}
+
+/// Write a worker's reply frame to its pipe; a body of [`MEMFD_MIN`] bytes
+/// or more goes in a sealed memfd, sent first on `socket` (the call socket,
+/// which carries descriptors both ways) with one byte, then its header on
+/// the pipe.
+pub(crate) fn send_reply(pipe: &impl AsFd, socket: BorrowedFd<'_>, frame: &[u8]) -> io::Result<()> {
+    if frame.len() < HEADER + MEMFD_MIN {
+        return write_all(pipe, frame);
+    }
+    let memfd = body_memfd(&frame[HEADER..])?;
+    send_with_fd(&socket, &[0], memfd.as_fd())?;
+    drop(memfd);
+    write_all(pipe, &memfd_header(frame))
+}
+
+/// The header of `frame`, marked [`IN_MEMFD`].
+fn memfd_header(frame: &[u8]) -> [u8; HEADER] {
+    let mut header = [0u8; HEADER];
+    header.copy_from_slice(&frame[..HEADER]);
+    let kind = u16::from_le_bytes([header[0], header[1]]) | IN_MEMFD;
+    header[..2].copy_from_slice(&kind.to_le_bytes());
+    header
+}
+
+fn invalid(message: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message.into())
+}
+
+/// A memfd's contents mapped read-only: the body of an [`IN_MEMFD`] frame.
+struct Mapped {
+    ptr: *mut std::ffi::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone and only read (it is
+// `PROT_READ`, of a memfd sealed against writes), so it may move to another
+// thread.
+unsafe impl Send for Mapped {}
+
+impl Mapped {
+    /// Map `fd`, which must be a memfd of exactly `len` bytes sealed against
+    /// shrinking and writing: a peer's memfd that could shrink would make a
+    /// read of the mapping raise `SIGBUS`, and one still writable could
+    /// change under the decoder. The descriptor is closed on return.
+    fn new(fd: OwnedFd, len: u64) -> io::Result<Mapped> {
+        use rustix::fs::{FileType, SealFlags};
+        use rustix::mm::{MapFlags, ProtFlags, mmap};
+        let stat = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(invalid("the descriptor of a frame's body is not a memfd"));
+        }
+        if u64::try_from(stat.st_size).ok() != Some(len) {
+            return Err(invalid(format!(
+                "a frame's shared memory holds {} bytes where its header announced {len}",
+                stat.st_size
+            )));
+        }
+        let seals = rustix::fs::fcntl_get_seals(&fd)
+            .map_err(|_| invalid("the descriptor of a frame's body is not a memfd"))?;
+        if !seals.contains(SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE) {
+            return Err(invalid("a frame's shared memory is not sealed"));
+        }
+        let len = usize::try_from(len).map_err(|_| invalid("a frame's body is too large"))?;
+        if len == 0 {
+            return Ok(Mapped {
+                ptr: std::ptr::null_mut(),
+                len,
+            });
+        }
+        // SAFETY: a fresh mapping chosen by the kernel (no address given)
+        // overlaps nothing of ours; it is of a memfd of exactly `len` bytes
+        // sealed against shrinking (so no page of it can vanish: no SIGBUS)
+        // and against writes (so its bytes cannot change while borrowed).
+        let ptr = unsafe {
+            mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ,
+                MapFlags::SHARED | MapFlags::POPULATE,
+                &fd,
+                0,
+            )
+        }?;
+        Ok(Mapped { ptr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `ptr` is a live read-only mapping of `len` bytes, owned by
+        // `self` (unmapped only in `drop`), whose contents cannot change
+        // (the memfd is sealed against writes).
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: `ptr`/`len` is the mapping made in `new`, unmapped only
+            // here; no borrow of it outlives `self`.
+            let _ = unsafe { rustix::mm::munmap(self.ptr, self.len) };
+        }
+    }
+}
+
+/// Send one complete frame (header and body) on a stream socket: a body of
+/// [`MEMFD_MIN`] bytes or more goes in a sealed memfd attached to the header.
+pub(crate) fn send_frame(fd: &impl AsFd, frame: &[u8]) -> io::Result<()> {
+    if frame.len() < HEADER + MEMFD_MIN {
+        return send_all(fd, frame);
+    }
+    let memfd = body_memfd(&frame[HEADER..])?;
+    send_with_fd(fd, &memfd_header(frame), memfd.as_fd())
+}
+
+/// A memfd holding `body`, sealed against every change.
+fn body_memfd(body: &[u8]) -> io::Result<OwnedFd> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let fd = rustix::fs::memfd_create(
+        "troika-frame",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
+    rustix::fs::ftruncate(&fd, body.len() as u64)?;
+    let mut done = 0;
+    while done < body.len() {
+        match rustix::io::pwrite(&fd, &body[done..], done as u64) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    rustix::fs::fcntl_add_seals(
+        &fd,
+        SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
+    )?;
+    Ok(fd)
+}
+
+/// Send `bytes` with `attached` in an `SCM_RIGHTS` message, never raising
+/// `SIGPIPE`.
+pub(crate) fn send_with_fd(
+    socket: &impl AsFd,
+    bytes: &[u8],
+    attached: BorrowedFd<'_>,
+) -> io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [attached];
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::Error::other("no room for a descriptor"));
+    }
+    loop {
+        match sendmsg(
+            socket,
+            &[io::IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            // The descriptor went with the first byte; the rest follows.
+            Ok(n) => return send_all(socket, &bytes[n..]),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -388,5 +689,95 @@ mod tests {
         reader.set_max_body(100);
         let (header, body) = reader.next_frame().unwrap().unwrap();
         assert_eq!((header.id, body.len()), (7, 100));
+    }
+
+    fn socket_pair() -> (OwnedFd, OwnedFd) {
+        rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap()
+    }
+
+    fn frame(id: u64, body: &[u8]) -> Vec<u8> {
+        let mut frame = Vec::new();
+        let at = begin_frame(&mut frame, REPLY, OK, 9, id);
+        frame.extend_from_slice(body);
+        finish_frame(&mut frame, at);
+        frame
+    }
+
+    /// Small and large frames interleaved on one socket: the large ones
+    /// travel in memfds, and every body arrives whole and in order.
+    #[test]
+    fn large_bodies_cross_in_memfds_in_order() {
+        let (read, write) = socket_pair();
+        let sizes = [10, MEMFD_MIN, 3, MEMFD_MIN * 3 + 7, 0];
+        let writer = std::thread::spawn(move || {
+            for (i, len) in sizes.into_iter().enumerate() {
+                let body: Vec<u8> = (0..len).map(|b| (b % 253) as u8 ^ i as u8).collect();
+                send_frame(&write, &frame(i as u64, &body)).unwrap();
+            }
+        });
+        let mut reader = FrameReader::new(read, Duration::ZERO).unwrap();
+        for (i, len) in sizes.into_iter().enumerate() {
+            let (header, body) = reader.next_frame().unwrap().unwrap();
+            assert_eq!((header.kind, header.id, header.aux), (REPLY, i as u64, 9));
+            assert_eq!(body.len(), len);
+            assert!(
+                body.iter()
+                    .enumerate()
+                    .all(|(b, v)| *v == (b % 253) as u8 ^ i as u8)
+            );
+            assert_eq!(reader.mapped.is_some(), len >= MEMFD_MIN);
+            reader.shrink();
+        }
+        writer.join().unwrap();
+        assert!(reader.next_frame().unwrap().is_none());
+        assert!(reader.fds.is_empty());
+    }
+
+    /// A header marked as in shared memory whose descriptor is missing, of
+    /// the wrong size or not sealed is an `InvalidData` error, not a panic.
+    #[test]
+    fn a_forged_memfd_frame_is_refused() {
+        use rustix::fs::{MemfdFlags, SealFlags};
+        let header = |len: u64| {
+            let mut raw = Vec::new();
+            Header {
+                kind: REPLY | IN_MEMFD,
+                status: OK,
+                aux: 0,
+                id: 1,
+                len,
+            }
+            .encode(&mut raw);
+            raw
+        };
+        let memfd = |size: u64, seals: SealFlags| {
+            let fd = rustix::fs::memfd_create("t", MemfdFlags::ALLOW_SEALING).unwrap();
+            rustix::fs::ftruncate(&fd, size).unwrap();
+            rustix::fs::fcntl_add_seals(&fd, seals).unwrap();
+            fd
+        };
+        let all = SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE;
+        let cases: Vec<(Option<OwnedFd>, &str)> = vec![
+            (None, "no descriptor"),
+            (Some(memfd(10, all)), "holds 10 bytes"),
+            (Some(memfd(4096, SealFlags::GROW)), "not sealed"),
+        ];
+        for (fd, expected) in cases {
+            let (read, write) = socket_pair();
+            match &fd {
+                Some(fd) => send_with_fd(&write, &header(4096), fd.as_fd()).unwrap(),
+                None => send_all(&write, &header(4096)).unwrap(),
+            }
+            let mut reader = FrameReader::new(read, Duration::ZERO).unwrap();
+            let err = reader.next_frame().unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            assert!(err.to_string().contains(expected), "{err}");
+        }
     }
 }

@@ -162,7 +162,7 @@ fn serve(read_fd: OwnedFd, write_fd: &OwnedFd) -> i32 {
         // Output a task printed without a newline reaches the terminal now,
         // not whenever the buffer next fills (or never, if the worker dies).
         let _ = std::io::Write::flush(&mut std::io::stdout());
-        if wire::write_all(write_fd, &out).is_err() {
+        if wire::send_reply(write_fd, reader.fd(), &out).is_err() {
             return 0;
         }
         if out.capacity() > 1 << 20 {

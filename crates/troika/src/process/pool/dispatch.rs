@@ -39,7 +39,11 @@ impl Batch {
         // A failed write means the worker is dead or dying: its I/O thread
         // sees end of file and deals with the tasks it had.
         let _ = if let [frame] = self.frames.as_slice() {
-            wire::send_all(&*writer, frame)
+            wire::send_frame(&*writer, frame)
+        } else if self.frames.iter().any(|f| f.len() >= wire::MEMFD_MIN) {
+            self.frames
+                .iter()
+                .try_for_each(|frame| wire::send_frame(&*writer, frame))
         } else {
             let total = self.frames.iter().map(|f| f.len()).sum();
             let mut buf = Vec::with_capacity(total);

@@ -105,6 +105,25 @@ impl Shared {
                     if let Ok(pidfd) = child.pidfd().try_clone_to_owned() {
                         reader.watch_exit(pidfd);
                     }
+                    // Large replies' memfds come on the call socket.
+                    let socket = self.state.lock().slots[index]
+                        .worker
+                        .as_ref()
+                        .map(|w| w.socket.clone());
+                    if let Some((writer, raw)) = socket {
+                        reader.fds_from(move || {
+                            let Some(_writer) = writer.upgrade() else {
+                                return Err(std::io::Error::new(
+                                    std::io::ErrorKind::InvalidData,
+                                    "a reply in shared memory came after the socket closed",
+                                ));
+                            };
+                            // SAFETY: `raw` is the descriptor owned by the
+                            // writer, which `_writer` keeps open meanwhile.
+                            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+                            wire::recv_fd(fd)
+                        });
+                    }
                     self.serve(index, &mut reader)
                 }
                 Err(_) => false,
@@ -243,8 +262,12 @@ impl Shared {
             if state.broken.is_none() {
                 state.broken = Some(message);
             }
+            // Idle workers are closed now; a busy one when its reply has
+            // come (`after_idle`): a large reply's memfd comes on the socket.
             for slot in &mut state.slots {
-                if let Some(worker) = &mut slot.worker {
+                if let Some(worker) = &mut slot.worker
+                    && slot.in_flight.is_empty()
+                {
                     worker.writer = None;
                 }
             }
@@ -299,12 +322,15 @@ impl Shared {
             let (header, body) = match reader.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return ready,
-                Err(_) => {
-                    // A reply announced over the limit was refused unread:
-                    // the worker is broken or hostile. (Any other error is
-                    // a stream cut short: the worker died.)
+                Err(e) => {
+                    // A reply announced over the limit was refused unread,
+                    // or one in shared memory did not match its header: the
+                    // worker is broken or hostile. (Any other error is a
+                    // stream cut short: the worker died.)
                     if let Some(refused) = reader.refused() {
                         self.protocol_error(index, Fault::TooLarge(refused.len));
+                    } else if e.kind() == std::io::ErrorKind::InvalidData {
+                        self.protocol_error(index, Fault::Unexpected);
                     }
                     return ready;
                 }
@@ -418,7 +444,7 @@ impl Shared {
             worker.writer = None;
             return None;
         }
-        if state.closed && state.queue.is_empty() {
+        if (state.closed || state.broken.is_some()) && state.queue.is_empty() {
             worker.writer = None;
             return None;
         }
