@@ -589,6 +589,7 @@ pub(crate) fn send_with_fd(
             // The descriptor went with the first byte; the rest follows.
             Ok(n) => return send_all(socket, &bytes[n..]),
             Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => wait_writable(socket.as_fd())?,
             Err(e) => return Err(e.into()),
         }
     }
@@ -615,18 +616,23 @@ pub(crate) fn too_large(len: u64, limit: u64) -> String {
 /// Write all of `bytes` to a blocking pipe, at most 1 MiB per system call (so
 /// progress is visible to the other side and to `/proc/PID/io`).
 pub(crate) fn write_all(fd: &impl AsFd, bytes: &[u8]) -> io::Result<()> {
-    write_all_with(bytes, |chunk| rustix::io::write(fd, chunk))
+    write_all_with(fd.as_fd(), bytes, |chunk| rustix::io::write(fd, chunk))
 }
 
 /// Send all of `bytes` on a blocking stream socket without ever raising
 /// `SIGPIPE`: a closed peer is an `EPIPE` error.
 pub(crate) fn send_all(fd: &impl AsFd, bytes: &[u8]) -> io::Result<()> {
-    write_all_with(bytes, |chunk| {
+    write_all_with(fd.as_fd(), bytes, |chunk| {
         rustix::net::send(fd, chunk, rustix::net::SendFlags::NOSIGNAL)
     })
 }
 
+/// Write all of `bytes` through `write`, which writes to `fd`. A descriptor
+/// whose open file is non-blocking (the worker's socket is: its reader set
+/// `O_NONBLOCK`, which every user of that file shares) answers `EAGAIN` when
+/// the peer's buffer is full; that waits for room, as a blocking write would.
 fn write_all_with(
+    fd: BorrowedFd<'_>,
     bytes: &[u8],
     mut write: impl FnMut(&[u8]) -> rustix::io::Result<usize>,
 ) -> io::Result<()> {
@@ -638,10 +644,25 @@ fn write_all_with(
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => rest = &rest[n..],
             Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => wait_writable(fd)?,
             Err(e) => return Err(e.into()),
         }
     }
     Ok(())
+}
+
+/// Wait until `fd` can take more bytes, or has an error or hang-up for the
+/// next write to report.
+fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
+    loop {
+        match poll(&mut fds, None) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -689,6 +710,38 @@ mod tests {
         reader.set_max_body(100);
         let (header, body) = reader.next_frame().unwrap().unwrap();
         assert_eq!((header.id, body.len()), (7, 100));
+    }
+
+    /// A send on a socket whose open file is non-blocking (the worker's, once
+    /// its reader set `O_NONBLOCK`) waits for room instead of failing with
+    /// `EAGAIN` when the peer reads slower than it is written to (a review
+    /// finding: the worker exited and its tasks failed as `WorkerDied`).
+    #[test]
+    fn sends_on_a_non_blocking_socket_wait_for_room() {
+        let (ours, theirs) = socket_pair();
+        rustix::fs::fcntl_setfl(&ours, rustix::fs::OFlags::NONBLOCK).unwrap();
+        // Far more than a socket buffer holds, so the sender meets a full one.
+        let payload: Vec<u8> = (0..8u32 << 20).map(|i| i as u8).collect();
+        let sender = std::thread::spawn({
+            let payload = payload.clone();
+            move || {
+                let plain = send_all(&ours, &payload);
+                let with_fd = send_with_fd(&ours, &payload, ours.as_fd());
+                (plain, with_fd)
+            }
+        });
+        let mut received = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while received.len() < 2 * payload.len() {
+            let n = rustix::io::read(&theirs, &mut buf).unwrap();
+            assert!(n > 0, "the sender gave up after {} bytes", received.len());
+            received.extend_from_slice(&buf[..n]);
+        }
+        let (plain, with_fd) = sender.join().unwrap();
+        plain.unwrap();
+        with_fd.unwrap();
+        assert!(received[..payload.len()] == payload[..]);
+        assert!(received[payload.len()..] == payload[..]);
     }
 
     fn socket_pair() -> (OwnedFd, OwnedFd) {
