@@ -121,6 +121,16 @@ troika::remote! {
         data.0.len()
     }
 
+    /// Takes a big argument and holds it until the worker is killed, so a
+    /// kill that follows the start of the transfer always finds the task in
+    /// flight, whether the body is still crossing or already arrived.
+    fn big_arg_then_wait(data: Bytes) -> usize {
+        std::hint::black_box(&data);
+        loop {
+            std::thread::park();
+        }
+    }
+
     fn big_result(bytes: usize) -> Bytes {
         Bytes(vec![7u8; bytes])
     }
@@ -368,7 +378,7 @@ fn sigkill_in_the_middle_of_sending_100_mb() {
         in_transfer
     });
     let err = pool
-        .submit(big_len, Bytes(vec![1u8; BIG]))
+        .submit(big_arg_then_wait, Bytes(vec![1u8; BIG]))
         .result()
         .unwrap_err();
     assert!(killer.join().unwrap(), "killed mid-transfer");

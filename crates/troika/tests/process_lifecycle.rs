@@ -510,7 +510,7 @@ fn a_write_to_a_worker_killed_mid_transfer_ends_while_a_grandchild_holds_its_soc
                 wait_until("the argument in transfer", has_frame_memfd);
                 kill(pid);
             });
-            let err = pool.submit(text_len, "a".repeat(BIG)).result().unwrap_err();
+            let err = pool.submit(text_then_hang, "a".repeat(BIG)).result().unwrap_err();
             killer.join().unwrap();
             assert_eq!(err.kind(), &ErrorKind::WorkerDied(Exit::Signal(SIGKILL)));
             assert_eq!(pool.submit(add_one, 1).result().unwrap(), 2);
@@ -522,6 +522,16 @@ troika::remote! {
     fn hang() -> u32 {
         std::thread::sleep(Duration::from_secs(3600));
         0
+    }
+
+    /// Takes a big argument and holds it until the worker is killed, so a
+    /// kill that follows the start of the transfer always finds the task in
+    /// flight, whether the body is still crossing or already arrived.
+    fn text_then_hang(text: String) -> usize {
+        std::hint::black_box(&text);
+        loop {
+            std::thread::park();
+        }
     }
 }
 
