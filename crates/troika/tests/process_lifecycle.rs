@@ -510,7 +510,10 @@ fn a_write_to_a_worker_killed_mid_transfer_ends_while_a_grandchild_holds_its_soc
                 wait_until("the argument in transfer", has_frame_memfd);
                 kill(pid);
             });
-            let err = pool.submit(text_then_hang, "a".repeat(BIG)).result().unwrap_err();
+            let err = pool
+                .submit(text_then_hang, "a".repeat(BIG))
+                .result()
+                .unwrap_err();
             killer.join().unwrap();
             assert_eq!(err.kind(), &ErrorKind::WorkerDied(Exit::Signal(SIGKILL)));
             assert_eq!(pool.submit(add_one, 1).result().unwrap(), 2);
