@@ -7,7 +7,7 @@ mod ipc_support;
 
 use std::time::{Duration, Instant};
 
-use ipc_support::wait_until;
+use ipc_support::{Bytes, wait_until};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use troika::{ErrorKind, Exit, ProcessPool, RemoteFn, TaskError};
 
@@ -37,36 +37,6 @@ impl<'de> Deserialize<'de> for Picky {
             return Err(serde::de::Error::custom("13 will not be read"));
         }
         Ok(Picky(value))
-    }
-}
-
-/// A byte buffer that serializes as one byte string (a length and a copy),
-/// not as a sequence of a hundred million integers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Bytes(Vec<u8>);
-
-impl Serialize for Bytes {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Bytes {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Bytes;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E>(self, v: &[u8]) -> Result<Bytes, E> {
-                Ok(Bytes(v.to_vec()))
-            }
-            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Bytes, E> {
-                Ok(Bytes(v))
-            }
-        }
-        d.deserialize_byte_buf(Visitor)
     }
 }
 

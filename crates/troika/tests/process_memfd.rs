@@ -7,41 +7,11 @@ mod ipc_support;
 
 use std::time::Duration;
 
-use ipc_support::guarded;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use ipc_support::{Bytes, guarded};
 use troika::{ErrorKind, Exit, ProcessPool};
 
 const MIB: usize = 1 << 20;
 const SIGKILL: i32 = 9;
-
-/// A byte buffer that serializes as one byte string (a length and a copy).
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Bytes(Vec<u8>);
-
-impl Serialize for Bytes {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Bytes {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Bytes;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E>(self, v: &[u8]) -> Result<Bytes, E> {
-                Ok(Bytes(v.to_vec()))
-            }
-            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Bytes, E> {
-                Ok(Bytes(v))
-            }
-        }
-        d.deserialize_byte_buf(Visitor)
-    }
-}
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
