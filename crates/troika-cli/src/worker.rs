@@ -33,8 +33,9 @@ pub(crate) struct WorkerArgs {
     #[arg(long, default_value_t = 60.0)]
     grace_secs: f64,
     /// At most this many tasks held at once, running or waiting here
-    /// (default: 16 per process). 1 per process spreads slow tasks evenly
-    /// over the workers.
+    /// (default: 16 per process). Within it the worker holds about 2 ms of
+    /// work beyond the running tasks, so slow tasks spread over the workers
+    /// by themselves.
     #[arg(long, value_name = "N")]
     prefetch: Option<usize>,
     /// Run commands for `troika run --cluster` (any argv a client sends, as

@@ -10,14 +10,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use troika::{Handle, ProcessPool, TaskError};
 
 use crate::conn::{self, Backoff};
@@ -163,6 +163,12 @@ impl WorkerBuilder {
 
     /// At most this many tasks held at once (running, or queued locally
     /// behind the running ones). Default: 16 per process.
+    ///
+    /// Within this bound the worker holds only about 2 ms of work beyond
+    /// the running tasks, timed as they complete: trivial tasks are read in
+    /// large batches, while slow ones stay in the queue for whichever
+    /// worker frees a process first (so the last of a run's slow tasks are
+    /// not stuck behind one busy worker while another idles).
     pub fn prefetch(mut self, tasks: usize) -> Self {
         self.prefetch = Some(tasks);
         self
@@ -313,9 +319,83 @@ struct Core {
     refused: HashMap<String, String>,
     /// Processes of the local pool.
     processes: usize,
+    /// At most this many tasks held.
+    prefetch: usize,
     /// The reader waits for this much room before it reads while the pool
     /// still has work queued (fewer, larger reads under load).
     low_water: usize,
+    /// How long tasks take here: sizes the read-ahead (see [`ReadAhead`]).
+    pace: ReadAhead,
+}
+
+/// How many tasks a worker holds: enough to keep its processes busy for
+/// [`ReadAhead::WINDOW`] beyond the running ones, so that trivial tasks are
+/// read in large batches while slow ones are not hoarded. A worker that held
+/// 16 slow tasks per process at the end of a run would keep its processes
+/// busy while another worker's stood idle; holding one task beyond the
+/// running ones keeps the queue with the workers that are free.
+#[derive(Debug, Default)]
+struct ReadAhead {
+    /// A moving average of the time between completions while tasks were
+    /// waiting for a process, times the processes: the time one task takes.
+    /// Nanoseconds, 0 until measured.
+    task_ns: AtomicU64,
+    /// When the last task completed (nanoseconds since `epoch`).
+    last_ns: AtomicU64,
+    epoch: OnceInstant,
+    /// Signalled when a held task completes.
+    room: Notify,
+}
+
+/// An `Instant` fixed when first asked for.
+#[derive(Debug, Default)]
+struct OnceInstant(std::sync::OnceLock<Instant>);
+
+impl OnceInstant {
+    fn elapsed_ns(&self) -> u64 {
+        let start = *self.0.get_or_init(Instant::now);
+        u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+impl ReadAhead {
+    /// Queued work beyond the running tasks that the worker keeps at hand:
+    /// a few Redis round trips' worth.
+    const WINDOW: Duration = Duration::from_millis(2);
+
+    /// A held task completed while `busy` (another task was waiting for a
+    /// process).
+    fn completed(&self, processes: usize, busy: bool) {
+        self.record(self.epoch.elapsed_ns().max(1), processes, busy);
+        self.room.notify_one();
+    }
+
+    /// Count a completion at `now` nanoseconds.
+    fn record(&self, now: u64, processes: usize, busy: bool) {
+        let last = self.last_ns.swap(now, Ordering::Relaxed);
+        if busy && last != 0 {
+            let sample = (now - last.min(now)).saturating_mul(processes as u64);
+            let old = self.task_ns.load(Ordering::Relaxed);
+            // An average over about eight completions; the first sample
+            // counts whole.
+            let new = if old == 0 {
+                sample
+            } else {
+                old - old / 8 + sample / 8
+            };
+            self.task_ns.store(new.max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// How many tasks to hold, at most `prefetch`.
+    fn limit(&self, processes: usize, prefetch: usize) -> usize {
+        let task = self.task_ns.load(Ordering::Relaxed);
+        if task == 0 {
+            return prefetch;
+        }
+        let ahead = (Self::WINDOW.as_nanos() as u64 * processes as u64).div_ceil(task);
+        (processes + usize::try_from(ahead).unwrap_or(usize::MAX).max(1)).min(prefetch)
+    }
 }
 
 async fn serve(setup: Setup) -> Result<(), ClusterError> {
@@ -365,6 +445,8 @@ async fn serve(setup: Setup) -> Result<(), ClusterError> {
         refused: cfg.refused.clone(),
         processes,
         low_water: (prefetch / 2).clamp(1, cfg.batch.max(1)),
+        pace: ReadAhead::default(),
+        prefetch,
     });
     tracing::info!(
         "troika worker {name} on {host} serves queue {} at {} with {processes} processes",
@@ -403,6 +485,8 @@ async fn serve(setup: Setup) -> Result<(), ClusterError> {
         "troika worker {name}: stopping (takes nothing new, hands back what has not started)"
     );
     core.stopping.store(true, Ordering::Relaxed);
+    // The reader may be waiting for room: let it see `stopping`.
+    core.pace.room.notify_one();
     let _ = reading.await;
     // Hand back what has not started; let the running ones finish.
     hand_back(&core, |h| h.handle.as_ref().is_none_or(|h| !h.is_running()));
@@ -468,11 +552,22 @@ async fn read_loop(core: Arc<Core>, mut conn: ConnectionManager, batch: usize, u
     let mut backoff = Backoff::new();
     let mut failing = false;
     while !core.stopping.load(Ordering::Relaxed) {
+        // Slow tasks: hold only what keeps the processes busy (a completion
+        // makes room and wakes this; a stored wake-up is never lost).
+        let room = loop {
+            let limit = core.pace.limit(core.processes, core.prefetch);
+            let room = limit.saturating_sub(core.held.lock().len());
+            if room > 0 || core.stopping.load(Ordering::Relaxed) {
+                break room.max(1);
+            }
+            core.pace.room.notified().await;
+        };
         let Ok(first) = core.permits.acquire().await else {
             return;
         };
         first.forget();
         let mut n = 1;
+        let batch = batch.min(room);
         loop {
             while n < batch {
                 match core.permits.try_acquire() {
@@ -487,7 +582,7 @@ async fn read_loop(core: Arc<Core>, mut conn: ConnectionManager, batch: usize, u
             // no hurry: wait for room for a larger read instead of one
             // XREADGROUP per finished task. A finished task returns its
             // permit, so this wait ends.
-            if n >= core.low_water
+            if n >= core.low_water.min(batch)
                 || core.stopping.load(Ordering::Relaxed)
                 || core.held.lock().len() <= core.processes
             {
@@ -754,9 +849,17 @@ async fn settler(
     mut rx: mpsc::UnboundedReceiver<(String, Result<ExecOut, TaskError>)>,
 ) {
     while let Some((entry, outcome)) = rx.recv().await {
-        let Some(held) = core.held.lock().remove(&entry) else {
-            continue;
+        let (held, busy) = {
+            let mut held = core.held.lock();
+            // Another task was waiting: the process went straight on to it,
+            // so the time since the last completion is one task's.
+            let busy = held.len() > core.processes;
+            match held.remove(&entry) {
+                Some(h) => (h, busy),
+                None => continue,
+            }
         };
+        core.pace.completed(core.processes, busy);
         let msg = held.msg;
         let ttl = msg.result_ttl_ms;
         let result = |outcome: ExecOut| {
@@ -1007,13 +1110,51 @@ async fn renewer(core: Arc<Core>, mut conn: ConnectionManager, lease: Duration) 
                 .arg(0)
                 .arg(chunk)
                 .arg("JUSTID")
-                .query_async::<redis::Value>(&mut conn)
+                .query_async::<Vec<String>>(&mut conn)
                 .await;
-            if let Err(err) = renewed {
-                tracing::warn!("troika worker {}: cannot renew leases ({err})", core.name);
-                break;
+            match renewed {
+                Ok(kept) => cancel_vanished(&core, chunk, &kept),
+                Err(err) => {
+                    tracing::warn!("troika worker {}: cannot renew leases ({err})", core.name);
+                    break;
+                }
             }
         }
+    }
+}
+
+/// Stop the held tasks of `asked` whose entries Redis no longer has (`kept`
+/// lists those it has). A client deletes the entry of a task it cancels
+/// (`XDEL`) as well as announcing the cancel, so a worker that missed the
+/// announcement (cut off from Redis at the time) learns of the cancel at its
+/// next renewal. An entry that a Redis restart lost is stopped too: its
+/// client fails it as lost.
+fn cancel_vanished(core: &Core, asked: &[String], kept: &[String]) {
+    if kept.len() == asked.len() {
+        return;
+    }
+    let kept: std::collections::HashSet<&str> = kept.iter().map(String::as_str).collect();
+    let handles: Vec<Handle<ExecOut>> = {
+        let mut held = core.held.lock();
+        asked
+            .iter()
+            .filter(|id| !kept.contains(id.as_str()))
+            .filter_map(|id| {
+                let h = held.get_mut(id).filter(|h| h.fate == Fate::Run)?;
+                tracing::info!(
+                    "troika worker {}: task {} of client {} is gone from the queue \
+                     (cancelled); stopping it",
+                    core.name,
+                    h.msg.id,
+                    h.msg.client
+                );
+                h.fate = Fate::Cancelled;
+                h.handle.take()
+            })
+            .collect()
+    };
+    for handle in handles {
+        handle.cancel();
     }
 }
 
@@ -1131,5 +1272,55 @@ async fn canceller(core: Arc<Core>, client: redis::Client) {
             }
         }
         backoff.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadAhead;
+
+    /// Completions `gap_ns` apart, each with a task waiting behind it.
+    fn paced(gap_ns: u64, processes: usize) -> ReadAhead {
+        let pace = ReadAhead::default();
+        for i in 1..=64 {
+            pace.record(i * gap_ns, processes, true);
+        }
+        pace
+    }
+
+    #[test]
+    fn holds_everything_allowed_until_tasks_are_timed() {
+        assert_eq!(ReadAhead::default().limit(2, 32), 32);
+        // Completions with nothing waiting say nothing about a task's cost.
+        let pace = ReadAhead::default();
+        for i in 1..=10 {
+            pace.record(i * 50_000_000, 2, false);
+        }
+        assert_eq!(pace.limit(2, 32), 32);
+    }
+
+    #[test]
+    fn slow_tasks_are_not_hoarded() {
+        // 10 ms tasks on one process: the running one and one more.
+        assert_eq!(paced(10_000_000, 1).limit(1, 16), 2);
+        // Two processes finishing alternately every 5 ms: 10 ms a task.
+        assert_eq!(paced(5_000_000, 2).limit(2, 32), 3);
+    }
+
+    #[test]
+    fn trivial_tasks_fill_the_prefetch() {
+        assert_eq!(paced(20_000, 1).limit(1, 16), 16);
+        // 0.5 ms tasks: 2 ms of work ahead is four tasks.
+        assert_eq!(paced(500_000, 1).limit(1, 16), 5);
+    }
+
+    #[test]
+    fn the_average_follows_a_change_of_pace() {
+        let pace = paced(10_000_000, 1);
+        let base = 64 * 10_000_000;
+        for i in 1..=64 {
+            pace.record(base + i * 20_000, 1, true);
+        }
+        assert_eq!(pace.limit(1, 16), 16);
     }
 }

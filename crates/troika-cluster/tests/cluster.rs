@@ -449,6 +449,41 @@ fn partition() {
     );
 }
 
+/// A cancel sent while the task's worker is cut off from Redis reaches it
+/// once the link is back: the announcement is lost, but the task's entry is
+/// gone from the stream, and the worker stops what it no longer holds a
+/// lease on.
+fn cancel_during_partition() {
+    let redis = Redis::start_tcp();
+    let proxy = troika_test_redis::TcpProxy::start(redis.server.addr().unwrap());
+    let marks = temp_file("cancel-partition");
+    let path = marks.display().to_string();
+    let _a = WorkerProc::start(&proxy.url(), "cp", "1,600,1,,a");
+    let cluster = Cluster::connect(&redis.url(), "cp").unwrap();
+    // Ten minutes: far past the test's deadline unless the cancel lands.
+    let h = cluster.submit(mark_and_sleep, (path.clone(), 1, 600_000));
+    wait_for("the worker to start the task", LONG, || {
+        lines(&marks) == ["1"]
+    });
+    proxy.cut();
+    assert!(h.cancel());
+    assert!(h.result().unwrap_err().is_cancelled());
+    wait_for("the entry to go", LONG, || {
+        xlen(&redis, "troika:cp:tasks") == 0
+    });
+    proxy.restore();
+    // The worker's one process is free again only if the cancel reached it.
+    assert_eq!(
+        cluster
+            .submit(add, (20, 22))
+            .result_timeout(LONG)
+            .expect("the cancelled task was stopped and the worker serves")
+            .unwrap(),
+        42
+    );
+    assert_eq!(lines(&marks), ["1"]);
+}
+
 /// Without persistence, a Redis restart loses the queued tasks: their
 /// handles fail with a clear error (the README's promise), and new work
 /// flows once the workers and the client have reconnected.
@@ -519,6 +554,7 @@ fn main() {
             ),
             ("submit_while_redis_down", submit_while_redis_down),
             ("partition", partition),
+            ("cancel_during_partition", cancel_during_partition),
             ("no_worker", no_worker),
             (
                 "redis_restart_without_persistence",
