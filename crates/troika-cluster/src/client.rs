@@ -86,9 +86,30 @@ pub struct ClusterBuilder {
     max_payload: usize,
     batch: usize,
     no_worker_timeout: Option<Duration>,
+    root_cert: Option<Vec<u8>>,
 }
 
 impl ClusterBuilder {
+    /// Check a `rediss://` server's certificate against this CA certificate
+    /// (PEM) instead of the system's trust store. Default: the system's
+    /// store, which also honours the `SSL_CERT_FILE` and `SSL_CERT_DIR`
+    /// environment variables.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let ca = std::fs::read("/etc/redis/ca.crt").unwrap();
+    /// let cluster = troika_cluster::Cluster::builder("rediss://redis-host:6380/", "jobs")
+    ///     .tls_root_cert(ca)
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(cluster);
+    /// ```
+    pub fn tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_cert = Some(pem.into());
+        self
+    }
+
     /// Fail a task with [`ErrorKind::NoWorker`] (and remove it from the
     /// queue) when it has waited this long while no worker was alive. Default:
     /// none (a task waits for a worker as long as it takes).
@@ -173,7 +194,7 @@ impl ClusterBuilder {
                 self.queue
             )));
         }
-        let client = conn::client(&self.url)?;
+        let client = conn::client(&self.url, self.root_cert.as_deref())?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("troika-cluster")
@@ -318,6 +339,7 @@ impl Cluster {
             max_payload: 16 << 20,
             batch: 512,
             no_worker_timeout: None,
+            root_cert: None,
         }
     }
 

@@ -36,11 +36,47 @@ pub(crate) fn redact(url: &str) -> String {
 
 /// The client of `url`: `redis://[user:password@]host[:port][/db]`,
 /// `rediss://…` (TLS), or `unix:///path/to/socket` / `redis+unix:///path`.
-pub(crate) fn client(url: &str) -> Result<redis::Client, ClusterError> {
-    redis::Client::open(url).map_err(|e| ClusterError::Url {
+/// A `rediss://` server's certificate is checked against `root_cert` (PEM)
+/// when given, else against the system's trust store (which honours
+/// `SSL_CERT_FILE` and `SSL_CERT_DIR`).
+pub(crate) fn client(url: &str, root_cert: Option<&[u8]>) -> Result<redis::Client, ClusterError> {
+    let bad_url = |e: redis::RedisError| ClusterError::Url {
         url: redact(url),
         reason: e.to_string(),
-    })
+    };
+    match root_cert {
+        None => {
+            if url.starts_with("rediss://") {
+                install_crypto();
+            }
+            redis::Client::open(url).map_err(bad_url)
+        }
+        Some(pem) => {
+            if !url.starts_with("rediss://") {
+                return Err(ClusterError::Config(format!(
+                    "a TLS root certificate was given for {}, which is not a rediss:// URL",
+                    redact(url)
+                )));
+            }
+            install_crypto();
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            )
+            .map_err(bad_url)
+        }
+    }
+}
+
+/// Make aws-lc-rs rustls's process-wide crypto provider unless one is set
+/// already: without it, rustls cannot pick one by itself when a program
+/// links more than one (or none) and the first TLS connection panics.
+fn install_crypto() {
+    // An error means a provider is installed already: the program chose.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 /// Classify a connection error.

@@ -91,6 +91,7 @@ pub struct WorkerBuilder {
     connect_timeout: Duration,
     /// Registered functions this worker refuses to run, with the reason.
     refused: HashMap<String, String>,
+    root_cert: Option<Vec<u8>>,
 }
 
 /// The worker side: serve the tasks of a queue with this program's
@@ -135,6 +136,7 @@ impl Worker {
             grace: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
             refused: HashMap::new(),
+            root_cert: None,
         }
     }
 }
@@ -193,6 +195,15 @@ impl WorkerBuilder {
         self
     }
 
+    /// Check a `rediss://` server's certificate against this CA certificate
+    /// (PEM) instead of the system's trust store (which honours
+    /// `SSL_CERT_FILE` and `SSL_CERT_DIR`), as
+    /// [`ClusterBuilder::tls_root_cert`](crate::ClusterBuilder::tls_root_cert).
+    pub fn tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_cert = Some(pem.into());
+        self
+    }
+
     /// How long connecting may take. Default: 5 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -227,7 +238,7 @@ impl WorkerBuilder {
                 "the lease must be at least 30 ms and the batch at least 1".into(),
             ));
         }
-        let client = conn::client(&self.url)?;
+        let client = conn::client(&self.url, self.root_cert.as_deref())?;
         let pool = ProcessPool::new(processes).map_err(|e| ClusterError::Config(e.to_string()))?;
         let host = conn::host_name();
         let name = self

@@ -484,6 +484,57 @@ fn cancel_during_partition() {
     assert_eq!(lines(&marks), ["1"]);
 }
 
+/// `rediss://`: client and worker reach Redis over TLS, checking its
+/// certificate against the CA they are given; a client that does not trust
+/// that CA gets a clear error at once, not a hang.
+fn tls() {
+    let redis = Redis::start_tls();
+    let url = redis.server.tls_url().unwrap();
+    let ca = redis.server.tls_ca_pem().unwrap();
+    let ca_file = temp_file("ca.crt");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let _w = WorkerProc::start(&url, "tls", &format!("1,2000,8,,t,{}", ca_file.display()));
+    let cluster = Cluster::builder(&url, "tls")
+        .tls_root_cert(ca)
+        .build()
+        .unwrap();
+    let handles: Vec<_> = (0..100u64).map(|i| cluster.submit(add, (i, 1))).collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(
+            h.result_timeout(LONG).expect("settled").unwrap(),
+            i as u64 + 1
+        );
+    }
+    let (sum, worker) = cluster
+        .submit_traced(add, (2, 3))
+        .result_timeout(LONG)
+        .expect("settled")
+        .unwrap();
+    assert_eq!((sum, worker.as_str()), (5, "t"));
+    let started = Instant::now();
+    let err = Cluster::builder(&url, "tls")
+        .connect_timeout(Duration::from_secs(20))
+        .build()
+        .expect_err("the system does not trust the test CA");
+    let text = err.to_string();
+    assert!(
+        text.contains("certificate") || text.contains("Certificate") || text.contains("issuer"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "refused at once"
+    );
+    // The plain URL of the same server still works, and a root certificate
+    // for it is a configuration error.
+    assert!(matches!(
+        Cluster::builder(&redis.url(), "tls")
+            .tls_root_cert(b"x".to_vec())
+            .build(),
+        Err(troika_cluster::ClusterError::Config(_))
+    ));
+}
+
 /// Without persistence, a Redis restart loses the queued tasks: their
 /// handles fail with a clear error (the README's promise), and new work
 /// flows once the workers and the client have reconnected.
@@ -555,6 +606,7 @@ fn main() {
             ("submit_while_redis_down", submit_while_redis_down),
             ("partition", partition),
             ("cancel_during_partition", cancel_during_partition),
+            ("tls", tls),
             ("no_worker", no_worker),
             (
                 "redis_restart_without_persistence",

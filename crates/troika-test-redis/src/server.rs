@@ -38,6 +38,7 @@ pub struct RedisServerBuilder {
     unix_socket: bool,
     appendonly: bool,
     password: Option<String>,
+    tls: bool,
 }
 
 impl RedisServerBuilder {
@@ -93,6 +94,31 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Also listen with TLS on a second free port of 127.0.0.1
+    /// ([`RedisServer::tls_url`]), with a certificate for `127.0.0.1` issued
+    /// by a CA made for this server ([`RedisServer::tls_ca_pem`]). The
+    /// certificates are made with the `openssl` command; the plain port (or
+    /// socket) stays open for [`RedisServer::command`].
+    ///
+    /// # Panics
+    ///
+    /// At [`start`](Self::start), when `openssl` is missing or fails, or the
+    /// server was built without TLS.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika_test_redis::RedisServer;
+    ///
+    /// let server = RedisServer::builder().tls(true).start();
+    /// assert!(server.tls_url().unwrap().starts_with("rediss://127.0.0.1:"));
+    /// assert!(server.tls_ca_pem().unwrap().starts_with(b"-----BEGIN CERTIFICATE-----"));
+    /// ```
+    pub fn tls(mut self, yes: bool) -> Self {
+        self.tls = yes;
+        self
+    }
+
     /// Starts the server and returns once it answers `PING`.
     ///
     /// # Panics
@@ -116,15 +142,26 @@ impl RedisServerBuilder {
             socket: self.unix_socket.then(|| dir.join("redis.sock")),
             dir,
             port: 0,
+            tls_port: 0,
             config: self,
             child: None,
             pid: 0,
         };
-        if server.socket.is_some() {
+        if server.config.tls {
+            make_certificates(&server.dir);
+        }
+        if server.socket.is_some() && !server.config.tls {
             server.spawn_and_wait(false);
         } else {
             for attempt in 1.. {
-                server.port = free_port();
+                server.port = if server.socket.is_some() {
+                    0
+                } else {
+                    free_port()
+                };
+                if server.config.tls {
+                    server.tls_port = free_port();
+                }
                 match server.spawn_and_wait(attempt < PORT_ATTEMPTS) {
                     Started::Ready => break,
                     Started::PortTaken => continue,
@@ -159,6 +196,8 @@ pub struct RedisServer {
     dir: PathBuf,
     socket: Option<PathBuf>,
     port: u16,
+    /// The TLS port, 0 without TLS.
+    tls_port: u16,
     config: RedisServerBuilder,
     child: Option<Child>,
     pid: u32,
@@ -223,6 +262,37 @@ impl RedisServer {
             (None, None) => format!("redis://127.0.0.1:{}/", self.port),
             (None, Some(p)) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
         }
+    }
+
+    /// The `rediss://` URL of the TLS port (with the password if there is
+    /// one), or `None` without [`RedisServerBuilder::tls`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use troika_test_redis::RedisServer;
+    ///
+    /// assert!(RedisServer::start().tls_url().is_none());
+    /// ```
+    pub fn tls_url(&self) -> Option<String> {
+        if !self.config.tls {
+            return None;
+        }
+        let auth = match self.config.password.as_deref() {
+            Some(p) => format!(":{}@", percent_encode(p)),
+            None => String::new(),
+        };
+        Some(format!("rediss://{auth}127.0.0.1:{}/", self.tls_port))
+    }
+
+    /// The PEM certificate of the CA that issued the TLS port's
+    /// certificate, or `None` without [`RedisServerBuilder::tls`].
+    pub fn tls_ca_pem(&self) -> Option<Vec<u8>> {
+        if !self.config.tls {
+            return None;
+        }
+        let path = self.dir.join("ca.crt");
+        Some(fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())))
     }
 
     /// The TCP address, or `None` for a Unix-socket server.
@@ -453,6 +523,19 @@ impl RedisServer {
         if let Some(password) = &self.config.password {
             cmd.args(["--requirepass", password]);
         }
+        if self.config.tls {
+            cmd.args(["--tls-port", &self.tls_port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(self.dir.join("ca.crt"))
+                .args(["--tls-auth-clients", "no"]);
+            if self.socket.is_some() {
+                cmd.args(["--bind", "127.0.0.1"]);
+            }
+        }
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
         // SAFETY: the closure runs in the forked child before exec and only
         // makes one prctl system call, which is async-signal-safe; it touches
@@ -509,6 +592,63 @@ impl Drop for RedisServer {
         self.kill();
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A CA and a certificate for 127.0.0.1 that it issued, in `dir`:
+/// `ca.crt`, `server.crt`, `server.key` (P-256 keys, valid two days).
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run openssl (is it installed?): {e}"));
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=troika test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(&ca);
+    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(&csr);
+    let ext = dir.join("server.ext");
+    fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap_or_else(|e| panic!("write {}: {e}", ext.display()));
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ]);
 }
 
 /// A port of 127.0.0.1 that was free a moment ago.

@@ -34,6 +34,14 @@ impl Redis {
         }
     }
 
+    /// A server with a TLS port as well (see `RedisServerBuilder::tls`).
+    pub fn start_tls() -> Redis {
+        Redis {
+            server: RedisServer::builder().unix_socket(true).tls(true).start(),
+            password: None,
+        }
+    }
+
     pub fn start_tcp() -> Redis {
         Redis {
             server: RedisServer::start(),
@@ -154,6 +162,10 @@ pub fn maybe_serve() -> bool {
         .grace(Duration::from_secs(30));
     if let Some(name) = opts.get(4).filter(|s| !s.is_empty()) {
         builder = builder.name(name.clone());
+    }
+    // A CA certificate file for a rediss:// URL.
+    if let Some(ca) = opts.get(5).filter(|s| !s.is_empty()) {
+        builder = builder.tls_root_cert(std::fs::read(ca).expect("the CA file"));
     }
     match builder.run() {
         Ok(()) => std::process::exit(0),
