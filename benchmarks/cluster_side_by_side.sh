@@ -74,20 +74,15 @@ EOF
 echo "== $(redis-server --version | cut -d' ' -f1-3) on 127.0.0.1:$port (no persistence)"
 
 # --- the peers --------------------------------------------------------------
-echo "-- celery_peer.py $tasks $cpu_tasks (prefork, 2 processes; Redis broker and result backend)"
-CELERY_PEER_URL="redis://127.0.0.1:$port/0" python3 benchmarks/peers/celery_peer.py "$tasks" "$cpu_tasks" | tee -a "$results"
-echo "-- dask_peer.py $tasks $cpu_tasks (LocalCluster, 2 worker processes)"
-python3 benchmarks/peers/dask_peer.py "$tasks" "$cpu_tasks" | tee -a "$results"
-
-echo "-- serial Python is_prime(112272535095293), 5 calls (the peers' efficiency baseline)"
+echo "-- serial Python is_prime(112272535095293), 10 calls, before any peer runs (the peers' efficiency baseline)"
 python3 - "$cpu_tasks" <<'EOF' | tee -a "$results"
 import json, sys, time
 sys.path.insert(0, "benchmarks/peers")
 from peer_common import PRIME, is_prime
 t0 = time.perf_counter()
-for _ in range(5):
+for _ in range(10):
     assert is_prime(PRIME)
-per_call = (time.perf_counter() - t0) / 5
+per_call = (time.perf_counter() - t0) / 10
 print(json.dumps({"peer": "python-serial", "workload": "cpu", "workers": 1,
                   "tasks": int(sys.argv[1]), "wall_s": round(per_call * int(sys.argv[1]), 3),
                   "estimated": True}))
@@ -119,6 +114,13 @@ else
     fi
   done
 fi
+
+# --- the peers, after troika (their processes may linger a moment) -----
+echo "-- celery_peer.py $tasks $cpu_tasks (prefork, 2 processes; Redis broker and result backend)"
+CELERY_PEER_URL="redis://127.0.0.1:$port/0" python3 benchmarks/peers/celery_peer.py "$tasks" "$cpu_tasks" | tee -a "$results"
+echo "-- dask_peer.py $tasks $cpu_tasks (LocalCluster, 2 worker processes)"
+python3 benchmarks/peers/dask_peer.py "$tasks" "$cpu_tasks" | tee -a "$results"
+
 
 # --- one table ----------------------------------------------------------------
 echo
@@ -163,6 +165,6 @@ for i, l in enumerate(lines):
     if i == 0:
         print("  ".join("-" * w for w in widths))
 if "python" in serial:
-    print(f'(peers\' efficiency: against serial Python, {serial["python"]:.3f} s per is_prime call, from 5 calls;'
+    print(f'(peers\' efficiency: against serial Python, {serial["python"]:.3f} s per is_prime call, from 10 calls;'
           ' troika\'s: against its own serial row)')
 EOF
