@@ -87,6 +87,7 @@
 // The docs show `fn main` on purpose: `troika::init()` belongs at its top.
 #![allow(clippy::needless_doctest_main)]
 
+mod channel;
 mod child;
 mod chunk;
 mod codec;
@@ -117,3 +118,9 @@ pub mod __registry {
 
 #[doc(hidden)]
 pub use linkme as __linkme;
+
+/// Hooks for troika's own tests; not public API.
+#[doc(hidden)]
+pub mod __test {
+    pub use super::worker::forge_reply_for_test;
+}
