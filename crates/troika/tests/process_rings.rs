@@ -37,7 +37,7 @@ troika::remote! {
 troika::remote! {
     /// Exit without answering when `n` is a multiple of 997.
     fn double_or_die(n: u64) -> u64 {
-        if n % 997 == 0 {
+        if n.is_multiple_of(997) {
             std::process::exit(3);
         }
         n * 2
@@ -183,7 +183,14 @@ fn a_call_larger_than_the_ring_to_a_stopped_worker_times_out() {
 #[test]
 fn messages_larger_than_the_ring_arrive_whole() {
     let pool = ProcessPool::builder().workers(2).build().unwrap();
-    let sizes = [RING - 24, RING, RING + 1, 2 * RING - 7, (256 << 10) - 40, 300 << 10];
+    let sizes = [
+        RING - 24,
+        RING,
+        RING + 1,
+        2 * RING - 7,
+        (256 << 10) - 40,
+        300 << 10,
+    ];
     let handles: Vec<_> = (0..6)
         .flat_map(|round| sizes.map(move |len| (round, len)))
         .map(|(round, len)| {
@@ -228,8 +235,14 @@ fn many_tasks_with_deaths_among_them_are_each_settled_once() {
         Duration::from_secs(300),
         || {
             let pool = ProcessPool::builder().workers(2).build().unwrap();
-            let n: u64 = if cfg!(debug_assertions) { 20_000 } else { 100_000 };
-            let handles: Vec<_> = (1..=n).map(|i| (i, pool.submit(double_or_die, i))).collect();
+            let n: u64 = if cfg!(debug_assertions) {
+                20_000
+            } else {
+                100_000
+            };
+            let handles: Vec<_> = (1..=n)
+                .map(|i| (i, pool.submit(double_or_die, i)))
+                .collect();
             let (mut ok, mut died) = (0u64, 0u64);
             for (i, handle) in handles {
                 match handle.result() {
@@ -320,27 +333,23 @@ fn cpu_ns(pids: &[u32]) -> u64 {
 /// and workers stop spinning and sleep.
 #[test]
 fn an_idle_pool_uses_no_cpu() {
-    guarded(
-        "an_idle_pool_uses_no_cpu",
-        Duration::from_secs(120),
-        || {
-            let pool = ProcessPool::builder().workers(2).build().unwrap();
-            let handles: Vec<_> = (0..2000).map(|i| pool.submit(double, i)).collect();
-            for handle in handles {
-                handle.result().unwrap();
-            }
-            let pids = pool.worker_pids();
-            assert_eq!(pids.len(), 2);
-            // The measurement window is the idle period itself (not a wait
-            // for an event): a spinning thread would use all of it.
-            let window = Duration::from_millis(500);
-            let before = cpu_ns(&pids);
-            std::thread::sleep(window);
-            let used = Duration::from_nanos(cpu_ns(&pids) - before);
-            assert!(
-                used < window / 10,
-                "an idle pool used {used:?} of CPU in {window:?}"
-            );
-        },
-    );
+    guarded("an_idle_pool_uses_no_cpu", Duration::from_secs(120), || {
+        let pool = ProcessPool::builder().workers(2).build().unwrap();
+        let handles: Vec<_> = (0..2000).map(|i| pool.submit(double, i)).collect();
+        for handle in handles {
+            handle.result().unwrap();
+        }
+        let pids = pool.worker_pids();
+        assert_eq!(pids.len(), 2);
+        // The measurement window is the idle period itself (not a wait
+        // for an event): a spinning thread would use all of it.
+        let window = Duration::from_millis(500);
+        let before = cpu_ns(&pids);
+        std::thread::sleep(window);
+        let used = Duration::from_nanos(cpu_ns(&pids) - before);
+        assert!(
+            used < window / 10,
+            "an idle pool used {used:?} of CPU in {window:?}"
+        );
+    });
 }

@@ -131,10 +131,7 @@ impl Rings {
         rustix::fs::ftruncate(&fd, MAPPING as u64)?;
         // Its size is fixed: neither side can shrink it under the other's
         // mapping (a read past the end would raise SIGBUS).
-        rustix::fs::fcntl_add_seals(
-            &fd,
-            SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
-        )?;
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
         let rings = Rings::map(&fd)?;
         Ok((Arc::new(rings), fd))
     }
@@ -148,7 +145,9 @@ impl Rings {
         if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile
             || u64::try_from(stat.st_size).ok() != Some(MAPPING as u64)
         {
-            return Err(bad("the rings' descriptor is not a memfd of the right size"));
+            return Err(bad(
+                "the rings' descriptor is not a memfd of the right size",
+            ));
         }
         let seals = rustix::fs::fcntl_get_seals(&fd).map_err(|_| bad("not a memfd"))?;
         if !seals.contains(SealFlags::SHRINK) {
@@ -205,7 +204,10 @@ impl Rings {
     /// ring `dir` cannot have.
     pub(crate) fn corrupt_for_test(&self, dir: Dir) {
         let tail = &self.control(dir).tail.0;
-        tail.store(tail.load(Relaxed).wrapping_add(RING_BYTES + 12_345), Release);
+        tail.store(
+            tail.load(Relaxed).wrapping_add(RING_BYTES + 12_345),
+            Release,
+        );
     }
 }
 
@@ -454,7 +456,11 @@ fn hung_up(fd: BorrowedFd<'_>) -> bool {
 fn ring_doorbell(fd: BorrowedFd<'_>, socket: bool) {
     loop {
         let sent = if socket {
-            rustix::net::send(fd, &[1], rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT)
+            rustix::net::send(
+                fd,
+                &[1],
+                rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT,
+            )
         } else {
             rustix::io::write(fd, &[1])
         };
@@ -540,7 +546,6 @@ impl CallSender {
         ring.publish(&doorbell);
         Ok(())
     }
-
 }
 
 impl AsFd for CallSender {

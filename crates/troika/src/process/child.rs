@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use rustix::process::Signal;
 
+use super::channel::{CallSender, Dir, RingReader, Rings};
 use super::registry::RemoteFn;
 use super::spawn::{self, ChildProc, SpawnConfig};
 use super::task;
-use super::channel::{CallSender, Dir, RingReader, Rings};
 use super::wire::{self, FrameReader};
 use crate::futures::{ErrorKind, Exit, TaskError};
 

@@ -81,7 +81,9 @@
 //!
 //! # How it works
 //!
-//! Workers talk to the parent over a socket pair and a pipe with a small framed protocol;
+//! Workers talk to the parent with a small framed protocol through two
+//! shared-memory rings, with a socket pair and a pipe beside them to wake a
+//! sleeping reader, carry large bodies' descriptors and report deaths;
 //! `README.md` beside this module describes it, and how deaths are detected.
 
 // The docs show `fn main` on purpose: `troika::init()` belongs at its top.

@@ -315,7 +315,10 @@ fn spawn_now(config: &SpawnConfig) -> io::Result<Spawned> {
     // Runs in the forked child before `exec` (see the SAFETY note below).
     let hook = move || -> io::Result<()> {
         use rustix::fd::BorrowedFd;
-        for fd in [Some(read_fd), Some(write_fd), shm_fd].into_iter().flatten() {
+        for fd in [Some(read_fd), Some(write_fd), shm_fd]
+            .into_iter()
+            .flatten()
+        {
             // SAFETY: `fd` is one of the two pipe ends or the rings' memfd,
             // open in this forked copy as in the parent (the parent keeps
             // them open until `spawn` returns).

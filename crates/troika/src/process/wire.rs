@@ -409,7 +409,10 @@ impl FrameReader {
             return Ok(());
         }
         let result = loop {
-            let mut fds = [PollFd::new(&self.file, PollFlags::IN), PollFd::new(&self.file, PollFlags::IN)];
+            let mut fds = [
+                PollFd::new(&self.file, PollFlags::IN),
+                PollFd::new(&self.file, PollFlags::IN),
+            ];
             let watched = match &self.watch {
                 Some(watch) => {
                     fds[1] = PollFd::new(watch, PollFlags::IN);

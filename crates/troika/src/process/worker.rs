@@ -101,7 +101,8 @@ fn take_marker() -> Option<(OwnedFd, OwnedFd, Option<OwnedFd>)> {
             // SAFETY: only borrowed for the check, as above.
             let borrowed = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
             let stat = rustix::fs::fstat(borrowed).ok()?;
-            if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile
+            if rustix::fs::FileType::from_raw_mode(stat.st_mode)
+                != rustix::fs::FileType::RegularFile
             {
                 return None;
             }
