@@ -705,7 +705,8 @@ mod tests {
         let err = reader.read(&mut [0u8; 16]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("corrupted"), "{err}");
-        control.head.0.store(5u32.wrapping_sub(7), Relaxed);
+        // A head ahead of the tail: "read" bytes never written.
+        control.head.0.store(5 + 7, Relaxed);
         let err = writer.append(&[1, 2, 3], &|| {}, &|| false).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
