@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use rustix::process::Signal;
 
+use super::channel::{CallSender, Dir, RingReader, Rings};
 use super::registry::RemoteFn;
 use super::spawn::{self, ChildProc, SpawnConfig};
 use super::task;
@@ -158,11 +159,11 @@ impl ProcessBuilder {
         });
         let io_child = Arc::clone(&child);
         let io_shared = Arc::clone(&shared);
-        let (to_child, from_child) = (spawned.to_child, spawned.from_child);
+        let (to_child, from_child, rings) = (spawned.to_child, spawned.from_child, spawned.rings);
         let io = std::thread::Builder::new()
             .name(format!("troika-{name}"))
             .spawn(move || {
-                let result = talk::<F::Output>(&frame, to_child, from_child, &io_child);
+                let result = talk::<F::Output>(&frame, to_child, from_child, rings, &io_child);
                 if let Some(Err(e)) = &result
                     && e.is_frame_too_large()
                 {
@@ -193,15 +194,21 @@ fn talk<R: serde::de::DeserializeOwned + Send + 'static>(
     frame: &[u8],
     to_child: std::os::fd::OwnedFd,
     from_child: std::os::fd::OwnedFd,
+    rings: Option<std::sync::Arc<Rings>>,
     child: &ChildProc,
 ) -> Option<Result<R, TaskError>> {
     // The call may be large: the child reads it whole before it answers, so
     // writing first cannot deadlock.
-    let sent = wire::send_frame(&to_child, frame);
+    let mut sender = CallSender::new(to_child, rings.as_ref());
+    let sent = sender.send_frames([frame].into_iter());
     // End of file for the child, whose large reply's memfd still comes on
     // this socket (see `wire::send_reply`).
-    let _ = rustix::net::shutdown(&to_child, rustix::net::Shutdown::Write);
+    let _ = rustix::net::shutdown(&sender, rustix::net::Shutdown::Write);
     let mut reader = FrameReader::new(from_child, Duration::from_micros(50)).ok()?;
+    if let Some(rings) = rings {
+        reader.use_ring(RingReader::new(rings, Dir::Replies));
+    }
+    let to_child = sender;
     reader.fds_from(move || wire::recv_fd(std::os::fd::AsFd::as_fd(&to_child)));
     // A process the child forked may keep the pipe open after the child
     // died: stop waiting when the child exits.

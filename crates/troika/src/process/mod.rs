@@ -81,12 +81,15 @@
 //!
 //! # How it works
 //!
-//! Workers talk to the parent over a socket pair and a pipe with a small framed protocol;
+//! Workers talk to the parent with a small framed protocol through two
+//! shared-memory rings, with a socket pair and a pipe beside them to wake a
+//! sleeping reader, carry large bodies' descriptors and report deaths;
 //! `README.md` beside this module describes it, and how deaths are detected.
 
 // The docs show `fn main` on purpose: `troika::init()` belongs at its top.
 #![allow(clippy::needless_doctest_main)]
 
+mod channel;
 mod child;
 mod chunk;
 mod codec;
@@ -117,3 +120,9 @@ pub mod __registry {
 
 #[doc(hidden)]
 pub use linkme as __linkme;
+
+/// Hooks for troika's own tests; not public API.
+#[doc(hidden)]
+pub mod __test {
+    pub use super::worker::forge_reply_for_test;
+}

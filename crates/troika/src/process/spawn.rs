@@ -1,8 +1,10 @@
 //! Starting worker processes safely, and watching them die.
 //!
 //! A worker is the current binary re-executed (`/proc/self/exe`) with the
-//! environment variable [`MARKER`] set to `PARENT_PID:READ_FD:WRITE_FD`. Its
-//! two channel ends (a socket to read from, a pipe to write to) are created
+//! environment variable [`MARKER`] set to
+//! `PARENT_PID:READ_FD:WRITE_FD[:RINGS_FD]`. Its channel ends (a socket to
+//! read from, a pipe to write to, and the memfd of the shared rings that the
+//! small messages travel through, see `channel.rs`) are created
 //! close-on-exec, so no other child started at the same time inherits them;
 //! only in the forked child, right before `exec`, are they made inheritable.
 //! That pre-exec step also sets the parent-death signal and the optional
@@ -27,6 +29,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
 
+use super::channel::Rings;
 use crate::futures::Exit;
 
 /// The environment variable that turns a re-executed binary into a worker.
@@ -121,6 +124,10 @@ pub(crate) struct Spawned {
     pub(crate) to_child: OwnedFd,
     /// Worker → parent.
     pub(crate) from_child: OwnedFd,
+    /// The rings the small messages travel through both ways (`None` if
+    /// they could not be made: the worker then reads the socket and writes
+    /// the pipe, as it would anyway without them).
+    pub(crate) rings: Option<Arc<Rings>>,
 }
 
 enum Request {
@@ -274,13 +281,22 @@ fn spawn_now(config: &SpawnConfig) -> io::Result<Spawned> {
     let (from_child, child_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     // A larger buffer only helps; failing to get it is not an error.
     let _ = rustix::pipe::fcntl_setpipe_size(&from_child, PIPE_SIZE);
+    // The rings, shared through a memfd the child inherits and maps.
+    let (rings, shm) = match Rings::create() {
+        Ok((rings, shm)) => (Some(rings), Some(shm)),
+        Err(_) => (None, None),
+    };
     let parent = rustix::process::getpid();
-    let marker = format!(
+    let shm_fd = shm.as_ref().map(|fd| fd.as_raw_fd());
+    let mut marker = format!(
         "{}:{}:{}",
         parent.as_raw_nonzero(),
         child_read.as_raw_fd(),
         child_write.as_raw_fd()
     );
+    if let Some(fd) = shm_fd {
+        marker.push_str(&format!(":{fd}"));
+    }
     let memory_cap = config.memory_cap;
     let mut command = Command::new("/proc/self/exe");
     if let Some(arg0) = std::env::args_os().next() {
@@ -299,10 +315,13 @@ fn spawn_now(config: &SpawnConfig) -> io::Result<Spawned> {
     // Runs in the forked child before `exec` (see the SAFETY note below).
     let hook = move || -> io::Result<()> {
         use rustix::fd::BorrowedFd;
-        for fd in [read_fd, write_fd] {
-            // SAFETY: `fd` is one of the two pipe ends, open in this forked
-            // copy as in the parent (the parent keeps them open until `spawn`
-            // returns).
+        for fd in [Some(read_fd), Some(write_fd), shm_fd]
+            .into_iter()
+            .flatten()
+        {
+            // SAFETY: `fd` is one of the two pipe ends or the rings' memfd,
+            // open in this forked copy as in the parent (the parent keeps
+            // them open until `spawn` returns).
             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
             rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
         }
@@ -358,11 +377,12 @@ fn spawn_now(config: &SpawnConfig) -> io::Result<Spawned> {
         command.pre_exec(hook);
     }
     let child = command.spawn()?;
-    drop((child_read, child_write));
+    drop((child_read, child_write, shm));
     Ok(Spawned {
         child: ChildProc::adopt(child)?,
         to_child,
         from_child,
+        rings,
     })
 }
 

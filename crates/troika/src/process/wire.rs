@@ -36,6 +36,8 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use super::channel::RingReader;
+
 pub(crate) const HEADER: usize = 24;
 
 pub(crate) const CALL: u16 = 1;
@@ -168,6 +170,12 @@ pub(crate) struct FrameReader {
     /// Where the descriptor of an [`IN_MEMFD`] frame comes from when it did
     /// not come with the bytes (on a pipe): see [`recv_fd`].
     fd_source: Option<FdSource>,
+    /// The ring the bytes come through, if the channel has one: `file` is
+    /// then only its doorbell (see `channel.rs`).
+    ring: Option<RingReader>,
+    /// The doorbell reported end of file: once the ring is empty, so is the
+    /// stream.
+    eof: bool,
 }
 
 type FdSource = Box<dyn FnMut() -> io::Result<OwnedFd> + Send>;
@@ -192,7 +200,15 @@ impl FrameReader {
             max_body: DEFAULT_MAX_BODY,
             refused: None,
             watch: None,
+            ring: None,
+            eof: false,
         })
+    }
+
+    /// Read the bytes from `ring`; the descriptor becomes its doorbell (a
+    /// byte or end of file there wakes a reader sleeping on the ring).
+    pub(crate) fn use_ring(&mut self, ring: RingReader) {
+        self.ring = Some(ring);
     }
 
     /// Refuse frames whose body is longer than `max_body` bytes (the default
@@ -262,6 +278,11 @@ impl FrameReader {
             self.start += HEADER;
             header.kind &= !IN_MEMFD;
             self.mapped = None;
+            if self.fds.is_empty() && self.ring.is_some() && self.socket {
+                // Sent before the header was published: it is in the
+                // socket's queue behind whatever doorbell bytes came first.
+                self.drain_doorbell()?;
+            }
             let fd = match (self.fds.pop_front(), &mut self.fd_source) {
                 (Some(fd), _) => fd,
                 (None, Some(source)) => source()?,
@@ -323,15 +344,27 @@ impl FrameReader {
     /// One read into the free end of the buffer; on a socket, also collect
     /// the descriptors that came with the bytes.
     fn read_some(&mut self) -> io::Result<usize> {
+        if let Some(ring) = &mut self.ring {
+            return match ring.read(&mut self.buf[self.end..])? {
+                0 if self.eof => Ok(0),
+                0 => Err(io::ErrorKind::WouldBlock.into()),
+                n => Ok(n),
+            };
+        }
+        self.read_fd(self.end)
+    }
+
+    /// One read from the descriptor into the buffer at `at`.
+    fn read_fd(&mut self, at: usize) -> io::Result<usize> {
         use rustix::net::{
             RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg,
         };
         if !self.socket {
-            return self.file.read(&mut self.buf[self.end..]);
+            return self.file.read(&mut self.buf[at..]);
         }
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
-        let mut iov = [io::IoSliceMut::new(&mut self.buf[self.end..])];
+        let mut iov = [io::IoSliceMut::new(&mut self.buf[at..])];
         let msg = recvmsg(&self.file, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
         for message in control.drain() {
             if let RecvAncillaryMessage::ScmRights(fds) = message {
@@ -344,8 +377,77 @@ impl FrameReader {
         Ok(msg.bytes)
     }
 
-    fn wait_readable(&self) -> io::Result<()> {
+    /// Read and drop the doorbell's bytes (keeping the descriptors that
+    /// came with them) until it has no more; notes end of file.
+    fn drain_doorbell(&mut self) -> io::Result<()> {
+        // The bytes go to the free end of the buffer, which holds nothing.
+        if self.end == self.buf.len() {
+            self.buf.resize(self.buf.len() + 64, 0);
+        }
+        loop {
+            match self.read_fd(self.end) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sleep until the ring has bytes, the doorbell reports end of file or
+    /// the watched process exits (with the ring empty).
+    fn wait_ring(&mut self) -> io::Result<()> {
         use rustix::event::{PollFd, PollFlags, poll};
+        let Some(ring) = &self.ring else {
+            return Ok(());
+        };
+        if self.eof || ring.sleep_begin()? {
+            return Ok(());
+        }
+        let result = loop {
+            let mut fds = [
+                PollFd::new(&self.file, PollFlags::IN),
+                PollFd::new(&self.file, PollFlags::IN),
+            ];
+            let watched = match &self.watch {
+                Some(watch) => {
+                    fds[1] = PollFd::new(watch, PollFlags::IN);
+                    2
+                }
+                None => 1,
+            };
+            match poll(&mut fds[..watched], None) {
+                Ok(_) if !fds[0].revents().is_empty() => break self.drain_doorbell(),
+                // Data first: what the process published before it exited
+                // is still read.
+                Ok(_) if watched == 2 && !fds[1].revents().is_empty() => {
+                    if ring.is_empty()? {
+                        break Err(io::Error::new(
+                            io::ErrorKind::BrokenPipe,
+                            "the writing process exited; its pipe is held open by a process it started",
+                        ));
+                    }
+                    break Ok(());
+                }
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => break Err(e.into()),
+            }
+        };
+        if let Some(ring) = &self.ring {
+            ring.sleep_end();
+        }
+        result
+    }
+
+    fn wait_readable(&mut self) -> io::Result<()> {
+        use rustix::event::{PollFd, PollFlags, poll};
+        if self.ring.is_some() {
+            return self.wait_ring();
+        }
         let Some(watch) = &self.watch else {
             let mut fds = [PollFd::new(&self.file, PollFlags::IN)];
             loop {
@@ -440,7 +542,7 @@ pub(crate) fn send_reply(pipe: &impl AsFd, socket: BorrowedFd<'_>, frame: &[u8])
 }
 
 /// The header of `frame`, marked [`IN_MEMFD`].
-fn memfd_header(frame: &[u8]) -> [u8; HEADER] {
+pub(crate) fn memfd_header(frame: &[u8]) -> [u8; HEADER] {
     let mut header = [0u8; HEADER];
     header.copy_from_slice(&frame[..HEADER]);
     let kind = u16::from_le_bytes([header[0], header[1]]) | IN_MEMFD;
@@ -542,7 +644,7 @@ pub(crate) fn send_frame(fd: &impl AsFd, frame: &[u8]) -> io::Result<()> {
 }
 
 /// A memfd holding `body`, sealed against every change.
-fn body_memfd(body: &[u8]) -> io::Result<OwnedFd> {
+pub(crate) fn body_memfd(body: &[u8]) -> io::Result<OwnedFd> {
     use rustix::fs::{MemfdFlags, SealFlags};
     let fd = rustix::fs::memfd_create(
         "troika-frame",

@@ -4,6 +4,9 @@
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use super::channel::{Dir, ReplySender, RingReader, Rings};
 use super::registry;
 use super::spawn::MARKER;
 use super::wire::{self, FrameReader};
@@ -34,8 +37,8 @@ const WORKER_SPIN: Duration = Duration::from_micros(25);
 /// write, work as workers without this line. Calling `init` anyway keeps the
 /// entry point visible and costs one environment lookup.
 pub fn init() {
-    if let Some((read_fd, write_fd)) = take_marker() {
-        run(read_fd, write_fd);
+    if let Some((read_fd, write_fd, rings)) = take_marker() {
+        run(read_fd, write_fd, rings);
     }
 }
 
@@ -45,18 +48,26 @@ pub(crate) fn marked_for_me() -> bool {
     parse_marker().is_some()
 }
 
-fn parse_marker() -> Option<(i32, i32)> {
+/// The marker's descriptors: read, write, and the rings' memfd if any.
+fn parse_marker() -> Option<(i32, i32, Option<i32>)> {
     let marker = std::env::var_os(MARKER)?;
     let marker = marker.to_str()?;
     let mut parts = marker.split(':');
     let parent: i32 = parts.next()?.parse().ok()?;
     let read_fd: i32 = parts.next()?.parse().ok()?;
     let write_fd: i32 = parts.next()?.parse().ok()?;
+    let rings_fd: Option<i32> = match parts.next() {
+        Some(fd) => Some(fd.parse().ok()?),
+        None => None,
+    };
+    if rings_fd.is_some_and(|fd| fd <= 2 || fd == read_fd || fd == write_fd) {
+        return None;
+    }
     // A marker inherited by a grandchild (a program the task started) names a
     // parent that is not ours: ignore it.
     let ppid = rustix::process::getppid()?;
     (ppid.as_raw_nonzero().get() == parent && read_fd > 2 && write_fd > 2 && read_fd != write_fd)
-        .then_some((read_fd, write_fd))
+        .then_some((read_fd, write_fd, rings_fd))
 }
 
 /// Whether this process is serving as a worker (a task in a worker may start
@@ -67,8 +78,8 @@ pub(crate) fn is_worker() -> bool {
 
 static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-fn take_marker() -> Option<(OwnedFd, OwnedFd)> {
-    let (read_fd, write_fd) = parse_marker()?;
+fn take_marker() -> Option<(OwnedFd, OwnedFd, Option<OwnedFd>)> {
+    let (read_fd, write_fd, rings_fd) = parse_marker()?;
     if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return None;
     }
@@ -85,6 +96,24 @@ fn take_marker() -> Option<(OwnedFd, OwnedFd)> {
         // the pipes open (the parent detects a worker's death by end of file).
         rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC).ok()?;
     }
+    let rings = match rings_fd {
+        Some(fd) => {
+            // SAFETY: only borrowed for the check, as above.
+            let borrowed = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
+            let stat = rustix::fs::fstat(borrowed).ok()?;
+            if rustix::fs::FileType::from_raw_mode(stat.st_mode)
+                != rustix::fs::FileType::RegularFile
+            {
+                return None;
+            }
+            rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC).ok()?;
+            // SAFETY: the rings' memfd handed over through the marker
+            // (checked above to be open and a regular file); nothing else in
+            // this process owns it, and `TAKEN` makes sure it is claimed once.
+            Some(unsafe { OwnedFd::from_raw_fd(fd) })
+        }
+        None => None,
+    };
     // SAFETY: the parent handed us these two pipe ends through the marker
     // (checked above to be open pipes and addressed to this process); nothing
     // else in this process owns them, and `TAKEN` makes sure they are claimed
@@ -93,6 +122,7 @@ fn take_marker() -> Option<(OwnedFd, OwnedFd)> {
         Some((
             OwnedFd::from_raw_fd(read_fd),
             OwnedFd::from_raw_fd(write_fd),
+            rings,
         ))
     }
 }
@@ -117,12 +147,18 @@ pub(crate) fn link_constructor() {
 }
 
 /// Serve calls until the parent closes the pipe, then exit.
-fn run(read_fd: OwnedFd, write_fd: OwnedFd) -> ! {
-    let code = serve(read_fd, &write_fd);
+fn run(read_fd: OwnedFd, write_fd: OwnedFd, rings: Option<OwnedFd>) -> ! {
+    // Rings that cannot be mapped are a parent that is not ours.
+    let rings = match rings.map(Rings::open) {
+        Some(Ok(rings)) => Some(rings),
+        Some(Err(_)) => std::process::exit(70),
+        None => None,
+    };
+    let code = serve(read_fd, write_fd, rings);
     std::process::exit(code)
 }
 
-fn serve(read_fd: OwnedFd, write_fd: &OwnedFd) -> i32 {
+fn serve(read_fd: OwnedFd, write_fd: OwnedFd, rings: Option<Arc<Rings>>) -> i32 {
     let mut out = Vec::with_capacity(1 << 12);
     let pid = rustix::process::getpid()
         .as_raw_nonzero()
@@ -130,12 +166,16 @@ fn serve(read_fd: OwnedFd, write_fd: &OwnedFd) -> i32 {
         .unsigned_abs();
     let at = wire::begin_frame(&mut out, wire::READY, 0, pid, 0);
     wire::finish_frame(&mut out, at);
-    if wire::write_all(write_fd, &out).is_err() {
-        return 0;
-    }
     let Ok(mut reader) = FrameReader::new(read_fd, WORKER_SPIN) else {
         return 70;
     };
+    if let Some(rings) = &rings {
+        reader.use_ring(RingReader::new(Arc::clone(rings), Dir::Calls));
+    }
+    *REPLIES.lock() = Some((ReplySender::new(write_fd, rings.as_ref()), rings));
+    if send(reader.fd(), &out).is_err() {
+        return 0;
+    }
     // The parent never sends more than its own limit, which is at most this.
     reader.set_max_body(wire::HARD_MAX_BODY);
     loop {
@@ -153,7 +193,7 @@ fn serve(read_fd: OwnedFd, write_fd: &OwnedFd) -> i32 {
                         wire::begin_frame(&mut out, wire::REPLY, wire::TOO_LARGE, 0, refused.id);
                     wire::encode_too_large(&mut out, refused.len, wire::HARD_MAX_BODY);
                     wire::finish_frame(&mut out, at);
-                    let _ = wire::write_all(write_fd, &out);
+                    let _ = send(reader.fd(), &out);
                 }
                 return 71;
             }
@@ -162,13 +202,21 @@ fn serve(read_fd: OwnedFd, write_fd: &OwnedFd) -> i32 {
         // Output a task printed without a newline reaches the terminal now,
         // not whenever the buffer next fills (or never, if the worker dies).
         let _ = std::io::Write::flush(&mut std::io::stdout());
-        if wire::send_reply(write_fd, reader.fd(), &out).is_err() {
+        if send(reader.fd(), &out).is_err() {
             return 0;
         }
         if out.capacity() > 1 << 20 {
             out = Vec::with_capacity(1 << 12);
         }
         reader.shrink();
+    }
+}
+
+/// Send a reply frame through this worker's reply channel.
+fn send(socket: std::os::fd::BorrowedFd<'_>, out: &[u8]) -> std::io::Result<()> {
+    match &mut *REPLIES.lock() {
+        Some((replies, _)) => replies.send_reply(socket, out),
+        None => Err(std::io::ErrorKind::BrokenPipe.into()),
     }
 }
 
@@ -211,4 +259,30 @@ fn handle(header: wire::Header, body: &[u8], out: &mut Vec<u8>) {
     let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
     wire::patch_status(out, at, status, micros);
     wire::finish_frame(out, at);
+}
+
+/// The worker's reply channel (and its rings), in a static so that the test
+/// hook below writes through the same writer as the worker's replies.
+static REPLIES: parking_lot::Mutex<Option<(ReplySender, Option<Arc<Rings>>)>> =
+    parking_lot::Mutex::new(None);
+
+/// Test hook, not public API: put `bytes` into this worker's reply stream
+/// as a corrupted or hostile worker could, or with `None`, publish a
+/// position its reply ring cannot have. Returns false outside a worker, or
+/// for `None` in a worker without rings.
+#[doc(hidden)]
+pub fn forge_reply_for_test(bytes: Option<&[u8]>) -> bool {
+    let mut replies = REPLIES.lock();
+    let Some((sender, rings)) = &mut *replies else {
+        return false;
+    };
+    match (bytes, rings) {
+        (Some(bytes), _) => sender.send_raw(bytes).is_ok(),
+        (None, Some(rings)) => {
+            rings.corrupt_for_test(Dir::Replies);
+            sender.wake_for_test();
+            true
+        }
+        (None, None) => false,
+    }
 }

@@ -1,7 +1,6 @@
 //! Dispatch and batching: queue a task, and hand queued calls to an idle
 //! worker, several small ones in one write.
 
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -13,6 +12,7 @@ use super::slot::KillReason;
 use super::{Shared, State};
 use crate::futures::{ErrorKind, SubmitErrorReason, TaskError};
 use crate::ipc::Transfer;
+use crate::process::channel::CallSender;
 use crate::process::task::Job;
 use crate::process::wire;
 
@@ -29,29 +29,17 @@ const BATCH_WORK_US: f64 = 50.0;
 /// Calls to write to one worker, taken from the queue under the lock and
 /// written after it is released.
 pub(super) struct Batch {
-    pub(super) writer: Arc<Mutex<OwnedFd>>,
+    pub(super) writer: Arc<Mutex<CallSender>>,
     pub(super) frames: Vec<Arc<Vec<u8>>>,
 }
 
 impl Batch {
     pub(super) fn write(self) {
-        let writer = self.writer.lock();
+        let mut writer = self.writer.lock();
         // A failed write means the worker is dead or dying: its I/O thread
-        // sees end of file and deals with the tasks it had.
-        let _ = if let [frame] = self.frames.as_slice() {
-            wire::send_frame(&*writer, frame)
-        } else if self.frames.iter().any(|f| f.len() >= wire::MEMFD_MIN) {
-            self.frames
-                .iter()
-                .try_for_each(|frame| wire::send_frame(&*writer, frame))
-        } else {
-            let total = self.frames.iter().map(|f| f.len()).sum();
-            let mut buf = Vec::with_capacity(total);
-            for frame in &self.frames {
-                buf.extend_from_slice(frame);
-            }
-            wire::send_all(&*writer, &buf)
-        };
+        // sees end of file and deals with the tasks it had. (A worker that
+        // corrupted its call ring is killed by the sender.)
+        let _ = writer.send_frames(self.frames.iter().map(|f| f.as_slice()));
     }
 }
 impl Shared {

@@ -13,6 +13,7 @@ use rustix::process::Signal;
 use super::dispatch::Batch;
 use super::{INIT_ID, Shared, State};
 use crate::futures::{ErrorKind, Exit, TaskError};
+use crate::process::channel::{CallSender, Dir, RingReader, Rings};
 use crate::process::spawn::{self, ChildProc};
 use crate::process::task::Job;
 use crate::process::wire::{self, FrameReader};
@@ -59,12 +60,12 @@ pub(super) struct Worker {
     pub(super) child: Arc<ChildProc>,
     /// `None` once the pool closed its end of the socket (the worker then
     /// reads end of file and exits).
-    pub(super) writer: Option<Arc<Mutex<OwnedFd>>>,
+    pub(super) writer: Option<Arc<Mutex<CallSender>>>,
     /// The writer's socket (weakly, with its descriptor number), to shut it
     /// down when the worker is dead: a write blocked on it (the worker's end
     /// held open by a process a task forked) then fails instead of waiting
     /// for ever.
-    pub(super) socket: (std::sync::Weak<Mutex<OwnedFd>>, std::os::fd::RawFd),
+    pub(super) socket: (std::sync::Weak<Mutex<CallSender>>, std::os::fd::RawFd),
     pub(super) ready: bool,
     pub(super) retiring: bool,
 }
@@ -73,6 +74,7 @@ pub(super) struct Worker {
 pub(super) struct Installed {
     pub(super) child: Arc<ChildProc>,
     pub(super) from_child: OwnedFd,
+    pub(super) rings: Option<Arc<Rings>>,
     pub(super) generation: u64,
 }
 
@@ -96,10 +98,15 @@ impl Shared {
             let Installed {
                 child,
                 from_child,
+                rings,
                 generation,
             } = installed;
             let got_ready = match FrameReader::new(from_child, READER_SPIN) {
                 Ok(mut reader) => {
+                    // Replies come through the ring; the pipe is its doorbell.
+                    if let Some(rings) = rings {
+                        reader.use_ring(RingReader::new(rings, Dir::Replies));
+                    }
                     // A process the task forked may hold the pipe open after
                     // the worker died: the reader also wakes on its exit.
                     if let Ok(pidfd) = child.pidfd().try_clone_to_owned() {
@@ -151,14 +158,22 @@ impl Shared {
     }
 
     /// Put a freshly started worker into slot `index`.
-    pub(super) fn install(&self, index: usize, spawned: spawn::Spawned) -> Installed {
+    pub(super) fn install(self: &Arc<Self>, index: usize, spawned: spawn::Spawned) -> Installed {
         let child = Arc::new(spawned.child);
         let raw = std::os::fd::AsRawFd::as_raw_fd(&spawned.to_child);
-        let writer = Arc::new(Mutex::new(spawned.to_child));
-        let socket = (Arc::downgrade(&writer), raw);
+        let mut sender = CallSender::new(spawned.to_child, spawned.rings.as_ref());
         let mut state = self.state.lock();
         let slot = &mut state.slots[index];
         slot.generation += 1;
+        // A worker that corrupted its call ring broke the protocol.
+        let (shared, generation) = (Arc::downgrade(self), slot.generation);
+        sender.on_fault(move || {
+            if let Some(shared) = shared.upgrade() {
+                shared.protocol_fault(index, generation);
+            }
+        });
+        let writer = Arc::new(Mutex::new(sender));
+        let socket = (Arc::downgrade(&writer), raw);
         slot.worker = Some(Worker {
             child: Arc::clone(&child),
             writer: Some(writer),
@@ -172,6 +187,7 @@ impl Shared {
         Installed {
             child,
             from_child: spawned.from_child,
+            rings: spawned.rings,
             generation: slot.generation,
         }
     }
@@ -449,6 +465,14 @@ impl Shared {
             return None;
         }
         self.take_batch(state, index)
+    }
+
+    /// The worker of `generation` in slot `index` corrupted its call ring:
+    /// a protocol error, if it is still the slot's worker.
+    pub(super) fn protocol_fault(&self, index: usize, generation: u64) {
+        if self.state.lock().slots[index].generation == generation {
+            self.protocol_error(index, Fault::Unexpected);
+        }
     }
 
     /// The worker sent something that makes no sense: kill it. The call it
