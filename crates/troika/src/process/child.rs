@@ -190,14 +190,14 @@ impl ProcessBuilder {
 /// Send the call, close the socket, read the reply. `None` if the child died
 /// before answering.
 fn talk<R: serde::de::DeserializeOwned + Send + 'static>(
-    frame: &[u8],
+    frame: &super::framebuf::Frame,
     to_child: std::os::fd::OwnedFd,
     from_child: std::os::fd::OwnedFd,
     child: &ChildProc,
 ) -> Option<Result<R, TaskError>> {
     // The call may be large: the child reads it whole before it answers, so
     // writing first cannot deadlock.
-    let sent = wire::send_frame(&to_child, frame);
+    let sent = frame.send(&to_child);
     // End of file for the child, whose large reply's memfd still comes on
     // this socket (see `wire::send_reply`).
     let _ = rustix::net::shutdown(&to_child, rustix::net::Shutdown::Write);

@@ -13,6 +13,7 @@ use super::slot::KillReason;
 use super::{Shared, State};
 use crate::futures::{ErrorKind, SubmitErrorReason, TaskError};
 use crate::ipc::Transfer;
+use crate::process::framebuf::Frame;
 use crate::process::task::Job;
 use crate::process::wire;
 
@@ -30,7 +31,7 @@ const BATCH_WORK_US: f64 = 50.0;
 /// written after it is released.
 pub(super) struct Batch {
     pub(super) writer: Arc<Mutex<OwnedFd>>,
-    pub(super) frames: Vec<Arc<Vec<u8>>>,
+    pub(super) frames: Vec<Arc<Frame>>,
 }
 
 impl Batch {
@@ -39,15 +40,19 @@ impl Batch {
         // A failed write means the worker is dead or dying: its I/O thread
         // sees end of file and deals with the tasks it had.
         let _ = if let [frame] = self.frames.as_slice() {
-            wire::send_frame(&*writer, frame)
-        } else if self.frames.iter().any(|f| f.len() >= wire::MEMFD_MIN) {
+            frame.send(&*writer)
+        } else if self
+            .frames
+            .iter()
+            .any(|f| f.len() >= wire::MEMFD_MIN || f.in_memory().is_none())
+        {
             self.frames
                 .iter()
-                .try_for_each(|frame| wire::send_frame(&*writer, frame))
+                .try_for_each(|frame| frame.send(&*writer))
         } else {
             let total = self.frames.iter().map(|f| f.len()).sum();
             let mut buf = Vec::with_capacity(total);
-            for frame in &self.frames {
+            for frame in self.frames.iter().filter_map(|f| f.in_memory()) {
                 buf.extend_from_slice(frame);
             }
             wire::send_all(&*writer, &buf)
@@ -210,7 +215,7 @@ impl Shared {
     }
 
     /// The frame, if its body is within the pool's frame limit.
-    pub(super) fn fits(&self, frame: Vec<u8>) -> Result<Vec<u8>, TaskError> {
+    pub(super) fn fits(&self, frame: Frame) -> Result<Frame, TaskError> {
         let size = (frame.len() - wire::HEADER) as u64;
         if size > self.max_frame {
             return Err(TaskError::new(ErrorKind::FrameTooLarge {
