@@ -7,7 +7,7 @@ mod ipc_support;
 
 use std::time::{Duration, Instant};
 
-use ipc_support::{Bytes, wait_until};
+use ipc_support::{Bytes, holds_frame_memfd, wait_until};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use troika::{ErrorKind, Exit, ProcessPool, RemoteFn, TaskError};
 
@@ -333,12 +333,15 @@ fn sigkill_in_the_middle_of_sending_100_mb() {
     let pool = one_worker();
     let pid = pool.submit(worker_pid, ()).result().unwrap();
     let killer = std::thread::spawn(move || {
-        // Kill the worker while the 100 MB argument is in transfer: its
-        // memfd exists here, being filled or on its way (see wire.rs).
+        // Kill the worker once the 100 MB argument has reached it: its
+        // memfd is in the worker's descriptors or mapped there (see
+        // wire.rs). The parent's own memfd proves nothing: the argument is
+        // encoded into it before the call is queued, and a worker killed
+        // then dies idle and its replacement runs the call.
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut in_transfer = false;
         while !in_transfer && Instant::now() < deadline {
-            in_transfer = has_frame_memfd();
+            in_transfer = holds_frame_memfd(pid);
             std::thread::yield_now();
         }
         let _ = rustix::process::kill_process(

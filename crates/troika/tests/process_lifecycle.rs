@@ -7,7 +7,7 @@ mod ipc_support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ipc_support::{guarded, wait_until};
+use ipc_support::{guarded, holds_frame_memfd, wait_until};
 use troika::{ErrorKind, Exit, Process, ProcessPool};
 
 const SIGKILL: i32 = 9;
@@ -479,17 +479,6 @@ fn dropped_executors_and_commands_leave_no_thread_or_descriptor() {
     );
 }
 
-/// Whether this process holds the memfd of a large frame in transfer (an
-/// argument of 256 KiB or more travels in one, see `wire.rs`).
-fn has_frame_memfd() -> bool {
-    std::fs::read_dir("/proc/self/fd").is_ok_and(|dir| {
-        dir.flatten().any(|e| {
-            std::fs::read_link(e.path())
-                .is_ok_and(|t| t.to_string_lossy().contains("memfd:troika-frame"))
-        })
-    })
-}
-
 #[test]
 fn a_write_to_a_worker_killed_mid_transfer_ends_while_a_grandchild_holds_its_socket() {
     guarded(
@@ -505,9 +494,11 @@ fn a_write_to_a_worker_killed_mid_transfer_ends_while_a_grandchild_holds_its_soc
                 .unwrap();
             wait_until("a child", || !children_of(pid).is_empty());
             let killer = std::thread::spawn(move || {
-                // Kill the worker while the argument is in transfer (its
-                // memfd exists here, being filled or on its way).
-                wait_until("the argument in transfer", has_frame_memfd);
+                // Kill the worker once the argument has reached it (its
+                // memfd is open or mapped there). The parent's own memfd
+                // proves nothing: the argument is encoded into it before
+                // the call is queued, and a worker killed then dies idle.
+                wait_until("the argument in transfer", || holds_frame_memfd(pid));
                 kill(pid);
             });
             let err = pool

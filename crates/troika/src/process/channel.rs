@@ -54,6 +54,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicU32, fence};
 use std::time::Duration;
 
+use super::framebuf::{Frame, Sealed};
 use super::wire;
 
 /// Data bytes of each ring (a power of two): a multi-call batch (at most
@@ -500,7 +501,7 @@ impl CallSender {
     /// Send complete frames, in order, waking the worker once.
     pub(crate) fn send_frames<'a>(
         &mut self,
-        frames: impl ExactSizeIterator<Item = &'a [u8]>,
+        frames: impl ExactSizeIterator<Item = &'a Frame>,
     ) -> io::Result<()> {
         let result = self.send_frames_inner(frames);
         if let (Err(e), Some(fault)) = (&result, &self.on_fault)
@@ -513,34 +514,48 @@ impl CallSender {
 
     fn send_frames_inner<'a>(
         &mut self,
-        mut frames: impl ExactSizeIterator<Item = &'a [u8]>,
+        mut frames: impl ExactSizeIterator<Item = &'a Frame>,
     ) -> io::Result<()> {
         let Some(ring) = &mut self.ring else {
             // On the socket: small frames in one write.
             if frames.len() == 1 {
-                return frames.try_for_each(|frame| wire::send_frame(&self.socket, frame));
+                return frames.try_for_each(|frame| frame.send(&self.socket));
             }
-            let frames: Vec<&[u8]> = frames.collect();
-            if frames.iter().any(|f| f.len() >= wire::MEMFD_MIN) {
+            let frames: Vec<&Frame> = frames.collect();
+            if frames
+                .iter()
+                .any(|f| f.len() >= wire::MEMFD_MIN || f.in_memory().is_none())
+            {
                 return frames
                     .into_iter()
-                    .try_for_each(|frame| wire::send_frame(&self.socket, frame));
+                    .try_for_each(|frame| frame.send(&self.socket));
             }
-            return wire::send_all(&self.socket, &frames.concat());
+            let mut all = Vec::with_capacity(frames.iter().map(|f| f.len()).sum());
+            for frame in frames.iter().filter_map(|f| f.in_memory()) {
+                all.extend_from_slice(frame);
+            }
+            return wire::send_all(&self.socket, &all);
         };
         let socket = self.socket.as_fd();
         let doorbell = || ring_doorbell(socket, true);
         let gone = || hung_up(socket);
         for frame in frames {
-            if frame.len() < wire::HEADER + wire::MEMFD_MIN {
-                ring.append(frame, &doorbell, &gone)?;
-            } else {
-                // The descriptor goes first, on the socket: it is there
-                // when the worker reads the header from the ring.
-                let memfd = wire::body_memfd(&frame[wire::HEADER..])?;
-                wire::send_with_fd(&socket, &[0], memfd.as_fd())?;
-                drop(memfd);
-                ring.append(&wire::memfd_header(frame), &doorbell, &gone)?;
+            match frame {
+                Frame::Inline(frame) if frame.len() < wire::HEADER + wire::MEMFD_MIN => {
+                    ring.append(frame, &doorbell, &gone)?;
+                }
+                Frame::Inline(frame) => {
+                    // The descriptor goes first, on the socket: it is there
+                    // when the worker reads the header from the ring.
+                    let memfd = wire::body_memfd(&frame[wire::HEADER..])?;
+                    wire::send_with_fd(&socket, &[0], memfd.as_fd())?;
+                    drop(memfd);
+                    ring.append(&wire::memfd_header(frame), &doorbell, &gone)?;
+                }
+                Frame::Shared(sealed) => {
+                    wire::send_with_fd(&socket, &[0], sealed.memfd.as_fd())?;
+                    ring.append(&sealed.header, &doorbell, &gone)?;
+                }
             }
         }
         ring.publish(&doorbell);
@@ -585,15 +600,27 @@ impl ReplySender {
         ring_doorbell(self.pipe.as_fd(), false);
     }
 
-    /// Send one reply frame; a large body's memfd goes on `socket` first.
-    pub(crate) fn send_reply(&mut self, socket: BorrowedFd<'_>, frame: &[u8]) -> io::Result<()> {
+    /// Send one reply frame; a large body's memfd goes on `socket` first:
+    /// `sealed`, a body already in a sealed memfd (see `FrameBuf::seal`),
+    /// or a body in `frame` of `wire::MEMFD_MIN` bytes or more, copied to
+    /// one.
+    pub(crate) fn send_reply(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        frame: &[u8],
+        sealed: Option<Sealed>,
+    ) -> io::Result<()> {
         let Some(ring) = &mut self.ring else {
-            return wire::send_reply(&self.pipe, socket, frame);
+            return wire::send_reply(&self.pipe, socket, frame, sealed);
         };
         let pipe = self.pipe.as_fd();
         let doorbell = || ring_doorbell(pipe, false);
         let gone = || hung_up(pipe);
-        if frame.len() < wire::HEADER + wire::MEMFD_MIN {
+        if let Some(sealed) = sealed {
+            wire::send_with_fd(&socket, &[0], sealed.memfd.as_fd())?;
+            drop(sealed.memfd);
+            ring.append(&sealed.header, &doorbell, &gone)?;
+        } else if frame.len() < wire::HEADER + wire::MEMFD_MIN {
             ring.append(frame, &doorbell, &gone)?;
         } else {
             let memfd = wire::body_memfd(&frame[wire::HEADER..])?;

@@ -191,7 +191,7 @@ impl ProcessBuilder {
 /// Send the call, close the socket, read the reply. `None` if the child died
 /// before answering.
 fn talk<R: serde::de::DeserializeOwned + Send + 'static>(
-    frame: &[u8],
+    frame: &super::framebuf::Frame,
     to_child: std::os::fd::OwnedFd,
     from_child: std::os::fd::OwnedFd,
     rings: Option<std::sync::Arc<Rings>>,

@@ -22,6 +22,8 @@ use std::fmt::{self, Display};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Visitor};
 use serde::ser::{self, Serialize};
 
+use super::framebuf::{Encoder, FrameBuf};
+
 /// Append the postcard encoding of `value` to `out`. On failure `out` is left
 /// as it was and the error says why.
 #[inline]
@@ -51,27 +53,49 @@ pub(crate) fn encode_error<T: Serialize + ?Sized>(value: &T, e: postcard::Error)
     e.to_string()
 }
 
-/// Decode a postcard value; the error says why it could not be decoded.
-#[inline]
-/// [`encode_into`] for a value of a known type: a `Vec<u8>` is written in
-/// one copy. Postcard encodes it as a sequence of bytes, one call per byte;
-/// the encoding is the same (the length as a varint, then the bytes), which
-/// [`decode_typed`] reads back the same way.
+/// [`encode_into`] for a value of a known type, into a [`FrameBuf`] (whose
+/// body moves to shared memory when it grows large). On failure the buffer
+/// is left as it was and the error says why.
+///
+/// A `Vec<u8>` is written in one copy: postcard encodes it as a sequence of
+/// bytes, one call per byte; the encoding is the same (the length as a
+/// varint, then the bytes), which [`decode_typed`] reads back the same way.
 pub(crate) fn encode_typed<T: Serialize + 'static>(
     value: &T,
-    out: &mut Vec<u8>,
+    out: &mut FrameBuf,
 ) -> Result<(), String> {
-    if let Some(bytes) = (value as &dyn std::any::Any).downcast_ref::<Vec<u8>>() {
-        let mut len = bytes.len() as u64;
-        while len >= 0x80 {
-            out.push((len as u8) | 0x80);
-            len >>= 7;
+    let mark = out.mark();
+    let done = match (value as &dyn std::any::Any).downcast_ref::<Vec<u8>>() {
+        Some(bytes) => {
+            encode_byte_vec(bytes, out).map_err(|e| format!("writing to shared memory: {e}"))
         }
-        out.push(len as u8);
-        out.extend_from_slice(bytes);
-        return Ok(());
+        None => postcard::serialize_with_flavor(value, Encoder(out)).map_err(|e| {
+            match out.take_failure() {
+                Some(io) => format!("writing to shared memory: {io}"),
+                None => encode_error(value, e),
+            }
+        }),
+    };
+    if done.is_err() {
+        out.truncate(mark);
     }
-    encode_into(value, out)
+    done
+}
+
+/// Postcard's encoding of a byte vector: its length as a varint, then the
+/// bytes.
+fn encode_byte_vec(bytes: &[u8], out: &mut FrameBuf) -> std::io::Result<()> {
+    let mut varint = [0u8; 10];
+    let mut used = 0;
+    let mut len = bytes.len() as u64;
+    while len >= 0x80 {
+        varint[used] = (len as u8) | 0x80;
+        used += 1;
+        len >>= 7;
+    }
+    varint[used] = len as u8;
+    out.extend(&varint[..=used])?;
+    out.extend(bytes)
 }
 
 /// [`decode`] for a value of a known type: a `Vec<u8>` is read in one copy
@@ -97,12 +121,44 @@ fn byte_vec(bytes: &[u8]) -> Option<Vec<u8>> {
         len |= u64::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
             let len = usize::try_from(len).ok()?;
-            return bytes.get(i + 1..)?.get(..len).map(<[u8]>::to_vec);
+            return bytes.get(i + 1..)?.get(..len).map(copy_to_vec);
         }
     }
     None
 }
 
+/// A copy of `bytes` in a new `Vec`. A large one asks the kernel for
+/// transparent huge pages first: its pages are fresh, and faulting them in
+/// 4 KiB at a time cost several times the copy itself (see
+/// `benchmarks/fresh_pages.c`). Where huge pages are off, the advice is
+/// ignored.
+pub(crate) fn copy_to_vec(bytes: &[u8]) -> Vec<u8> {
+    const HUGE: usize = 2 << 20;
+    if bytes.len() < 2 * HUGE {
+        return bytes.to_vec();
+    }
+    let mut vec = Vec::with_capacity(bytes.len());
+    let start = vec.as_mut_ptr() as usize;
+    let begin = start.next_multiple_of(HUGE);
+    let end = (start + bytes.len()) / HUGE * HUGE;
+    if end > begin {
+        // SAFETY: `begin..end` lies inside the allocation `vec` owns (it is
+        // rounded inwards to whole huge pages), nothing else refers to it,
+        // and `MADV_HUGEPAGE` only changes how the kernel backs those pages,
+        // never their contents or addresses.
+        let _ = unsafe {
+            rustix::mm::madvise(
+                begin as *mut std::ffi::c_void,
+                end - begin,
+                rustix::mm::Advice::LinuxHugepage,
+            )
+        };
+    }
+    vec.extend_from_slice(bytes);
+    vec
+}
+
+/// Decode a postcard value; the error says why it could not be decoded.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     postcard::from_bytes(bytes).map_err(|e| decode_error::<T>(bytes, e))
 }
@@ -605,8 +661,9 @@ mod tests {
     fn byte_vectors_take_the_one_copy_path_with_postcard_s_encoding() {
         for len in [0usize, 1, 127, 128, 300, 70_000] {
             let value: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let mut fast = Vec::new();
-            super::encode_typed(&value, &mut fast).unwrap();
+            let mut buf = super::FrameBuf::plain();
+            super::encode_typed(&value, &mut buf).unwrap();
+            let fast = buf.into_plain();
             assert_eq!(fast, postcard::to_stdvec(&value).unwrap());
             let back: Vec<u8> = super::decode_typed(&fast).unwrap();
             assert_eq!(back, value);
@@ -615,5 +672,24 @@ mod tests {
         }
         assert!(super::decode_typed::<Vec<u8>>(&[5, 1, 2]).is_err());
         assert!(super::decode_typed::<Vec<u8>>(&[0xff; 11]).is_err());
+    }
+
+    /// Copies of every size around the huge-page threshold are exact (the
+    /// advice covers only whole huge pages inside the allocation).
+    #[test]
+    fn large_copies_are_exact() {
+        for len in [
+            0,
+            1,
+            (4 << 20) - 1,
+            4 << 20,
+            (4 << 20) + 1,
+            (6 << 20) + 4097,
+        ] {
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+                .collect();
+            assert!(super::copy_to_vec(&bytes) == bytes, "a copy of {len} bytes");
+        }
     }
 }

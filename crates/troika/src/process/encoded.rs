@@ -10,6 +10,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::framebuf::FrameBuf;
 use super::registry::{self, unwind};
 use super::wire;
 use crate::futures::{ErrorKind, TaskError};
@@ -62,8 +63,9 @@ pub fn call_encoded(name: &str, arg: &[u8]) -> Result<Vec<u8>, TaskError> {
             "no function named `{name}` is registered (define it with troika::remote!)"
         ))));
     };
-    let mut out = Vec::new();
+    let mut out = FrameBuf::plain();
     let status = run(arg, false, &mut out);
+    let out = out.into_plain();
     if status == wire::OK {
         return Ok(out);
     }

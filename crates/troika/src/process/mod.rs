@@ -95,6 +95,7 @@ mod chunk;
 mod codec;
 mod command;
 mod encoded;
+mod framebuf;
 mod map;
 mod pool;
 mod registry;

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use super::chunk::{ChunkItem, ChunkReader, ChunkWriter, ITEM_ENCODE, ITEM_PANICKED};
 use super::codec;
 pub(crate) use super::codec::{decode, decode_typed, encode_into, encode_typed};
+use super::framebuf::FrameBuf;
 use super::wire;
 
 /// A function that can run in a child process.
@@ -61,7 +62,7 @@ pub trait RemoteFn: Copy + Send + Sync + 'static {
 
 /// Run a request for function `F`: decode the input, call, encode the reply
 /// body into `out`. Returns the reply status.
-type Trampoline = fn(input: &[u8], chunk: bool, out: &mut Vec<u8>) -> u16;
+type Trampoline = fn(input: &[u8], chunk: bool, out: &mut FrameBuf) -> u16;
 
 /// One entry of the registry. Public only for [`remote!`](crate::remote).
 #[doc(hidden)]
@@ -100,16 +101,16 @@ pub(crate) fn unwind<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| crate::futures::panic_message(&*payload))
 }
 
-fn trampoline<F: RemoteFn>(input: &[u8], chunk: bool, out: &mut Vec<u8>) -> u16 {
+fn trampoline<F: RemoteFn>(input: &[u8], chunk: bool, out: &mut FrameBuf) -> u16 {
     if chunk {
-        return run_chunk::<F>(input, out);
+        return run_chunk::<F>(input, out.bytes_mut());
     }
-    let mark = out.len();
+    let mark = out.mark();
     match run_one::<F>(input, out) {
         Ok(()) => wire::OK,
         Err((status, msg)) => {
             out.truncate(mark);
-            out.extend_from_slice(msg.as_bytes());
+            out.bytes_mut().extend_from_slice(msg.as_bytes());
             status
         }
     }
@@ -120,7 +121,7 @@ fn trampoline<F: RemoteFn>(input: &[u8], chunk: bool, out: &mut Vec<u8>) -> u16 
 /// the value). User code — `Deserialize`, the function, `Serialize`, `Drop`
 /// — runs under `catch_unwind`: a panic in any of them fails the call as a
 /// panic, and the worker lives on.
-fn run_one<F: RemoteFn>(input: &[u8], out: &mut Vec<u8>) -> Result<(), (u16, String)> {
+fn run_one<F: RemoteFn>(input: &[u8], out: &mut FrameBuf) -> Result<(), (u16, String)> {
     // One `catch_unwind` around the three stages (it is cheap, but not free
     // per item of a chunk); a panic in any of them is the call's panic.
     let staged = unwind(|| {

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 
 use super::chunk::{ChunkItem, ChunkReader, ChunkWriter, ITEM_ENCODE, ITEM_PANICKED};
 use super::codec;
+use super::framebuf::{Frame, FrameBuf};
 use super::registry::{self, RemoteFn};
 use super::wire;
 use crate::futures::{ErrorKind, Executor, Handle, Promise, Task, TaskError};
@@ -87,7 +88,7 @@ pub(crate) struct Job {
     pub(crate) id: u64,
     /// The whole call frame, shared so that a task can be sent again if its
     /// worker died before starting it.
-    pub(crate) frame: Arc<Vec<u8>>,
+    pub(crate) frame: Arc<Frame>,
     pub(crate) sink: Box<dyn Sink>,
     /// Whether `sink.start()` already claimed it.
     pub(crate) started: bool,
@@ -102,7 +103,7 @@ impl std::fmt::Debug for Job {
 }
 
 /// The frame of a call to `F`, up to its argument.
-fn begin_call<F: RemoteFn>(id: u64, kind: u16, capacity: usize) -> Result<Vec<u8>, TaskError> {
+fn begin_call<F: RemoteFn>(id: u64, kind: u16, capacity: usize) -> Result<FrameBuf, TaskError> {
     if registry::lookup(F::NAME).is_none() {
         return Err(TaskError::new(ErrorKind::Failed(format!(
             "no function named `{}` is registered (define it with troika::remote!)",
@@ -110,19 +111,22 @@ fn begin_call<F: RemoteFn>(id: u64, kind: u16, capacity: usize) -> Result<Vec<u8
         ))));
     }
     let name = F::NAME.as_bytes();
-    let mut frame = Vec::with_capacity(wire::HEADER + name.len() + capacity);
+    let mut frame = FrameBuf::frame(name.len() + capacity);
     let aux = u32::try_from(name.len()).unwrap_or(u32::MAX);
-    wire::begin_frame(&mut frame, kind, 0, aux, id);
-    frame.extend_from_slice(name);
+    wire::begin_frame(frame.bytes_mut(), kind, 0, aux, id);
+    frame.bytes_mut().extend_from_slice(name);
     Ok(frame)
 }
 
-/// Encode a call frame for `F` with argument `arg`.
+/// Encode a call frame for `F` with argument `arg`; a large argument is
+/// encoded straight into the sealed memfd that carries it (see
+/// [`FrameBuf`]).
 ///
 /// The argument's `Serialize` runs under `catch_unwind`: a panic in it is a
 /// [`Panicked`](ErrorKind::Panicked) error, an error it returns a
 /// [`Serialization`](ErrorKind::Serialization) error with its message.
-pub(crate) fn encode_call<F: RemoteFn>(id: u64, arg: &F::Arg) -> Result<Vec<u8>, TaskError> {
+/// Either way the memfd it was being written to, if any, is closed.
+pub(crate) fn encode_call<F: RemoteFn>(id: u64, arg: &F::Arg) -> Result<Frame, TaskError> {
     let mut frame = begin_call::<F>(id, wire::CALL, 16)?;
     match registry::unwind(|| registry::encode_typed(arg, &mut frame)) {
         Ok(Ok(())) => {}
@@ -133,15 +137,19 @@ pub(crate) fn encode_call<F: RemoteFn>(id: u64, arg: &F::Arg) -> Result<Vec<u8>,
         }
         Err(panic) => return Err(TaskError::new(ErrorKind::Panicked(panic))),
     }
-    wire::finish_frame(&mut frame, 0);
-    Ok(frame)
+    frame.finish_frame();
+    frame.into_frame().map_err(|e| {
+        TaskError::new(ErrorKind::Failed(format!(
+            "sealing the argument's shared memory: {e}"
+        )))
+    })
 }
 
 /// Encode a chunk call frame for `F`: one item per argument (see
 /// [`ChunkWriter`]). An argument that cannot be encoded (or whose
 /// `Serialize` panics) travels as a failed item, which the worker echoes
 /// back, so that it fails alone.
-pub(crate) fn encode_chunk<F: RemoteFn>(id: u64, args: &[F::Arg]) -> Result<Vec<u8>, TaskError> {
+pub(crate) fn encode_chunk<F: RemoteFn>(id: u64, args: &[F::Arg]) -> Result<Frame, TaskError> {
     if u32::try_from(args.len()).is_err() {
         return Err(TaskError::new(ErrorKind::Failed(format!(
             "a chunk of {} items is too long (at most {})",
@@ -149,7 +157,7 @@ pub(crate) fn encode_chunk<F: RemoteFn>(id: u64, args: &[F::Arg]) -> Result<Vec<
             u32::MAX
         ))));
     }
-    let mut frame = begin_call::<F>(id, wire::CALL_CHUNK, 32 + args.len() * 8)?;
+    let mut frame = begin_call::<F>(id, wire::CALL_CHUNK, 32 + args.len() * 8)?.into_plain();
     let mut chunk = ChunkWriter::new(&mut frame, args.len());
     // One `catch_unwind` for a run of items, not one per item: a panic in a
     // `Serialize` fails the item it was encoding, and the run goes on from
@@ -177,7 +185,7 @@ pub(crate) fn encode_chunk<F: RemoteFn>(id: u64, args: &[F::Arg]) -> Result<Vec<
     }
     chunk.finish();
     wire::finish_frame(&mut frame, 0);
-    Ok(frame)
+    Ok(Frame::from(frame))
 }
 
 /// The error a non-OK reply status stands for.

@@ -37,6 +37,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::channel::RingReader;
+use super::framebuf::{self, Sealed};
 
 pub(crate) const HEADER: usize = 24;
 
@@ -527,11 +528,22 @@ pub(crate) fn recv_fd(socket: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(fds.remove(0))
 }
 
-/// Write a worker's reply frame to its pipe; a body of [`MEMFD_MIN`] bytes
-/// or more goes in a sealed memfd, sent first on `socket` (the call socket,
-/// which carries descriptors both ways) with one byte, then its header on
-/// the pipe.
-pub(crate) fn send_reply(pipe: &impl AsFd, socket: BorrowedFd<'_>, frame: &[u8]) -> io::Result<()> {
+/// Write a worker's reply frame to its pipe. A body in a sealed memfd
+/// (`sealed`, from [`FrameBuf::seal`]) has its descriptor sent first on
+/// `socket` (the call socket, which carries descriptors both ways) with one
+/// byte, then its header on the pipe; so does a body in `frame` of
+/// [`MEMFD_MIN`] bytes or more, copied to a memfd first.
+pub(crate) fn send_reply(
+    pipe: &impl AsFd,
+    socket: BorrowedFd<'_>,
+    frame: &[u8],
+    sealed: Option<Sealed>,
+) -> io::Result<()> {
+    if let Some(sealed) = sealed {
+        send_with_fd(&socket, &[0], sealed.memfd.as_fd())?;
+        drop(sealed.memfd);
+        return write_all(pipe, &sealed.header);
+    }
     if frame.len() < HEADER + MEMFD_MIN {
         return write_all(pipe, frame);
     }
@@ -645,21 +657,9 @@ pub(crate) fn send_frame(fd: &impl AsFd, frame: &[u8]) -> io::Result<()> {
 
 /// A memfd holding `body`, sealed against every change.
 pub(crate) fn body_memfd(body: &[u8]) -> io::Result<OwnedFd> {
-    use rustix::fs::{MemfdFlags, SealFlags};
-    let fd = rustix::fs::memfd_create(
-        "troika-frame",
-        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-    )?;
-    rustix::fs::ftruncate(&fd, body.len() as u64)?;
-    let mut done = 0;
-    while done < body.len() {
-        match rustix::io::pwrite(&fd, &body[done..], done as u64) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => done += n,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    use rustix::fs::SealFlags;
+    let fd = framebuf::new_memfd()?;
+    framebuf::write_at(&fd, body, 0)?;
     rustix::fs::fcntl_add_seals(
         &fd,
         SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use super::channel::{Dir, ReplySender, RingReader, Rings};
+use super::framebuf::{self, FrameBuf};
 use super::registry;
 use super::spawn::MARKER;
 use super::wire::{self, FrameReader};
@@ -173,11 +174,12 @@ fn serve(read_fd: OwnedFd, write_fd: OwnedFd, rings: Option<Arc<Rings>>) -> i32 
         reader.use_ring(RingReader::new(Arc::clone(rings), Dir::Calls));
     }
     *REPLIES.lock() = Some((ReplySender::new(write_fd, rings.as_ref()), rings));
-    if send(reader.fd(), &out).is_err() {
+    if send(reader.fd(), &out, None).is_err() {
         return 0;
     }
     // The parent never sends more than its own limit, which is at most this.
     reader.set_max_body(wire::HARD_MAX_BODY);
+    let mut out = FrameBuf::frame(1 << 12);
     loop {
         out.clear();
         let (header, body) = match reader.next_frame() {
@@ -189,11 +191,11 @@ fn serve(read_fd: OwnedFd, write_fd: OwnedFd, rings: Option<Arc<Rings>>) -> i32 
                 // so to the parent for that call, then exit (the stream
                 // cannot be followed past a body that was not read).
                 if let Some(refused) = reader.refused() {
-                    let at =
-                        wire::begin_frame(&mut out, wire::REPLY, wire::TOO_LARGE, 0, refused.id);
-                    wire::encode_too_large(&mut out, refused.len, wire::HARD_MAX_BODY);
-                    wire::finish_frame(&mut out, at);
-                    let _ = send(reader.fd(), &out);
+                    let out = out.bytes_mut();
+                    let at = wire::begin_frame(out, wire::REPLY, wire::TOO_LARGE, 0, refused.id);
+                    wire::encode_too_large(out, refused.len, wire::HARD_MAX_BODY);
+                    wire::finish_frame(out, at);
+                    let _ = send(reader.fd(), out, None);
                 }
                 return 71;
             }
@@ -202,27 +204,49 @@ fn serve(read_fd: OwnedFd, write_fd: OwnedFd, rings: Option<Arc<Rings>>) -> i32 
         // Output a task printed without a newline reaches the terminal now,
         // not whenever the buffer next fills (or never, if the worker dies).
         let _ = std::io::Write::flush(&mut std::io::stdout());
-        if send(reader.fd(), &out).is_err() {
+        let sealed = seal_reply(&mut out);
+        let frame = out.in_memory().unwrap_or_default();
+        if send(reader.fd(), frame, sealed).is_err() {
             return 0;
-        }
-        if out.capacity() > 1 << 20 {
-            out = Vec::with_capacity(1 << 12);
         }
         reader.shrink();
     }
 }
 
-/// Send a reply frame through this worker's reply channel.
-fn send(socket: std::os::fd::BorrowedFd<'_>, out: &[u8]) -> std::io::Result<()> {
+/// Send a reply frame through this worker's reply channel (see
+/// `ReplySender::send_reply`).
+fn send(
+    socket: std::os::fd::BorrowedFd<'_>,
+    out: &[u8],
+    sealed: Option<framebuf::Sealed>,
+) -> std::io::Result<()> {
     match &mut *REPLIES.lock() {
-        Some((replies, _)) => replies.send_reply(socket, out),
+        Some((replies, _)) => replies.send_reply(socket, out, sealed),
         None => Err(std::io::ErrorKind::BrokenPipe.into()),
     }
 }
 
-/// Run one call and build its reply frame in `out`.
-fn handle(header: wire::Header, body: &[u8], out: &mut Vec<u8>) {
-    let at = wire::begin_frame(out, wire::REPLY, wire::OK, 0, header.id);
+/// Seal the memfd of a reply whose body spilled into one. If that fails
+/// (the last staged bytes could not be written: out of memory), the reply
+/// becomes a failure saying so, and the worker lives on.
+fn seal_reply(out: &mut FrameBuf) -> Option<framebuf::Sealed> {
+    match out.seal() {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            out.truncate(wire::HEADER);
+            let msg = format!("encoding the result in the worker: writing to shared memory: {e}");
+            out.bytes_mut().extend_from_slice(msg.as_bytes());
+            wire::patch_status(out.bytes_mut(), 0, wire::RESULT_ENCODE, 0);
+            out.finish_frame();
+            None
+        }
+    }
+}
+
+/// Run one call and build its reply frame in `out` (empty): a large result
+/// is encoded straight into a memfd (see [`FrameBuf`]).
+fn handle(header: wire::Header, body: &[u8], out: &mut FrameBuf) {
+    wire::begin_frame(out.bytes_mut(), wire::REPLY, wire::OK, 0, header.id);
     let started = Instant::now();
     let status = match header.kind {
         wire::CALL | wire::CALL_CHUNK => {
@@ -235,7 +259,7 @@ fn handle(header: wire::Header, body: &[u8], out: &mut Vec<u8>) {
                     Some((_, run)) => run(input, header.kind == wire::CALL_CHUNK, out),
                     None => {
                         let name = String::from_utf8_lossy(name);
-                        out.extend_from_slice(
+                        out.bytes_mut().extend_from_slice(
                             format!(
                                 "no function named `{name}` is registered in the worker \
                                  (define it with troika::remote!)"
@@ -246,19 +270,19 @@ fn handle(header: wire::Header, body: &[u8], out: &mut Vec<u8>) {
                     }
                 },
                 _ => {
-                    out.extend_from_slice(b"malformed call frame");
+                    out.bytes_mut().extend_from_slice(b"malformed call frame");
                     wire::BAD_FRAME
                 }
             }
         }
         _ => {
-            out.extend_from_slice(b"unexpected frame kind");
+            out.bytes_mut().extend_from_slice(b"unexpected frame kind");
             wire::BAD_FRAME
         }
     };
     let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
-    wire::patch_status(out, at, status, micros);
-    wire::finish_frame(out, at);
+    wire::patch_status(out.bytes_mut(), 0, status, micros);
+    out.finish_frame();
 }
 
 /// The worker's reply channel (and its rings), in a static so that the test

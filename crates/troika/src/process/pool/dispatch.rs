@@ -13,6 +13,7 @@ use super::{Shared, State};
 use crate::futures::{ErrorKind, SubmitErrorReason, TaskError};
 use crate::ipc::Transfer;
 use crate::process::channel::CallSender;
+use crate::process::framebuf::Frame;
 use crate::process::task::Job;
 use crate::process::wire;
 
@@ -30,7 +31,7 @@ const BATCH_WORK_US: f64 = 50.0;
 /// written after it is released.
 pub(super) struct Batch {
     pub(super) writer: Arc<Mutex<CallSender>>,
-    pub(super) frames: Vec<Arc<Vec<u8>>>,
+    pub(super) frames: Vec<Arc<Frame>>,
 }
 
 impl Batch {
@@ -39,7 +40,7 @@ impl Batch {
         // A failed write means the worker is dead or dying: its I/O thread
         // sees end of file and deals with the tasks it had. (A worker that
         // corrupted its call ring is killed by the sender.)
-        let _ = writer.send_frames(self.frames.iter().map(|f| f.as_slice()));
+        let _ = writer.send_frames(self.frames.iter().map(|f| &**f));
     }
 }
 impl Shared {
@@ -198,7 +199,7 @@ impl Shared {
     }
 
     /// The frame, if its body is within the pool's frame limit.
-    pub(super) fn fits(&self, frame: Vec<u8>) -> Result<Vec<u8>, TaskError> {
+    pub(super) fn fits(&self, frame: Frame) -> Result<Frame, TaskError> {
         let size = (frame.len() - wire::HEADER) as u64;
         if size > self.max_frame {
             return Err(TaskError::new(ErrorKind::FrameTooLarge {

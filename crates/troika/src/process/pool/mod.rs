@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use rustix::process::Signal;
 
+use super::framebuf::Frame;
 use super::registry::RemoteFn;
 use super::spawn::{self, SpawnConfig};
 use super::task::{self, Call, Chunk, ChunkOutcome, Job, One};
@@ -66,7 +67,7 @@ pub struct ProcessPoolBuilder {
     max_tasks: Option<usize>,
     max_rss: Option<u64>,
     memory_cap: Option<u64>,
-    initializer: Option<Result<Arc<Vec<u8>>, TaskError>>,
+    initializer: Option<Result<Arc<Frame>, TaskError>>,
     max_frame: Option<u64>,
     drop_timeout: Option<Duration>,
 }
@@ -492,7 +493,7 @@ struct Shared {
     max_rss: Option<u64>,
     spawn: SpawnConfig,
     /// The initializer's call frame, sent to every new worker first.
-    initializer: Option<Arc<Vec<u8>>>,
+    initializer: Option<Arc<Frame>>,
     /// The longest frame body either side may send (`max_frame_bytes`).
     max_frame: u64,
     state: Mutex<State>,
