@@ -353,3 +353,64 @@ fn an_idle_pool_uses_no_cpu() {
         );
     });
 }
+
+troika::remote! {
+    /// Busy for `micros` microseconds (work, not a wait for an event), then
+    /// `n * 2`.
+    fn double_after(n: u64, micros: u64) -> u64 {
+        let until = std::time::Instant::now() + Duration::from_micros(micros);
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        n * 2
+    }
+}
+
+/// Quick calls are sent ahead to a worker still busy with its last batch:
+/// a slow call among them still times out on its own clock (started when
+/// its predecessor answered), the quick ones around it do not, and every
+/// `cancel()` that returns true means a cancelled task, every other one a
+/// value.
+#[test]
+fn calls_sent_ahead_keep_timeouts_and_cancel_exact() {
+    guarded(
+        "calls_sent_ahead_keep_timeouts_and_cancel_exact",
+        Duration::from_secs(300),
+        || {
+            let limit = Duration::from_millis(200);
+            let pool = ProcessPool::builder()
+                .workers(1)
+                .task_timeout(limit)
+                .build()
+                .unwrap();
+            for round in 0..5u64 {
+                let mut handles: Vec<_> = (0..3000u64)
+                    .map(|i| (i, pool.submit(double_after, (i, 0))))
+                    .collect();
+                let slow = pool.submit(double_after, (round, 2_000_000));
+                handles.extend((3000..6000u64).map(|i| (i, pool.submit(double_after, (i, 0)))));
+                let cancelled: Vec<bool> = handles
+                    .iter()
+                    .map(|(i, h)| i % 101 == 7 && h.cancel())
+                    .collect();
+                for ((i, handle), cancelled) in handles.into_iter().zip(cancelled) {
+                    match handle.result() {
+                        Ok(v) => {
+                            assert!(!cancelled, "task {i}: cancel() said true, yet it ran");
+                            assert_eq!(v, 2 * i);
+                        }
+                        Err(e) => {
+                            assert!(cancelled, "task {i}: {e}");
+                            assert!(e.is_cancelled(), "task {i}: {e}");
+                        }
+                    }
+                }
+                let err = slow.result().unwrap_err();
+                assert!(
+                    matches!(err.kind(), ErrorKind::TimedOut(l) if *l == limit),
+                    "{err}"
+                );
+            }
+        },
+    );
+}

@@ -329,6 +329,20 @@ impl FrameReader {
                     let now = Instant::now();
                     let end = *spin_end.get_or_insert(now + self.spin);
                     if now < end {
+                        // A ring is checked with a load: spin on it a while
+                        // before letting a thread that shares this core run
+                        // (on a busy machine, maybe the very writer).
+                        if let Some(ring) = &self.ring {
+                            for _ in 0..64 {
+                                std::hint::spin_loop();
+                                if !ring.is_empty()? {
+                                    break;
+                                }
+                            }
+                            if !ring.is_empty()? {
+                                continue;
+                            }
+                        }
                         std::thread::yield_now();
                     } else {
                         self.wait_readable()?;
