@@ -361,18 +361,29 @@ impl<T> Guard<T> {
     }
 
     /// Count the task's end, then publish its outcome (so that a waiter
-    /// that wakes up finds it counted).
+    /// that wakes up finds it counted). The outcome is counted as it is
+    /// decided: claimed first, so that a `cancel()` arriving at the same
+    /// instant either wins (the task failed) or finds it decided.
     fn complete(&mut self, outcome: Result<T, TaskError>) {
-        // Decided already (by a cancel): the task failed.
-        let ok = outcome.is_ok() && !self.promise.is_done();
-        let counter = if ok {
-            &self.shared.ended.succeeded
-        } else {
-            &self.shared.ended.failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
         self.counted = true;
-        self.promise.complete(outcome);
+        #[cfg(test)]
+        hooks::before_complete();
+        let ended = &self.shared.ended;
+        match self.promise.claim() {
+            Some(claim) => {
+                let counter = if outcome.is_ok() {
+                    &ended.succeeded
+                } else {
+                    &ended.failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                claim.publish(outcome);
+            }
+            // Decided already (by a cancel): the task failed.
+            None => {
+                ended.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -466,16 +477,60 @@ struct TaskFuture<F, T> {
 
 impl<F, T> TaskFuture<F, T> {
     /// End the task with `outcome`: drop the future, settle the handle,
-    /// release the slot.
-    fn finish(self: Pin<&mut Self>, outcome: Result<T, TaskError>) {
-        // SAFETY: `future` is dropped in place (`Pin::set`), never moved;
-        // no other field is structurally pinned.
+    /// release the slot. A panic while dropping the future makes the
+    /// outcome that panic.
+    fn finish(self: Pin<&mut Self>, mut outcome: Result<T, TaskError>) {
+        // SAFETY: `future` is dropped in place, never moved; no other field
+        // is structurally pinned.
         let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: as above: `future` stays where it is until it is dropped.
-        unsafe { Pin::new_unchecked(&mut this.future) }.set(None);
+        if let Some(panicked) = this.drop_future() {
+            outcome = Err(panicked);
+        }
         this.sleep = None;
         this.guard.complete(outcome);
         this._permit = None;
+    }
+
+    /// Drop the submitted future where it lies, catching a panic of its
+    /// drop, which is returned as the task's error. Must be called on a
+    /// pinned `TaskFuture` (from `finish`, or from `drop`).
+    fn drop_future(&mut self) -> Option<TaskError> {
+        let slot: *mut Option<F> = &mut self.future;
+        // SAFETY: `slot` points to the live `future` field; the future is
+        // dropped in place (pinning allows that) and its slot is then
+        // overwritten with `None` without dropping the old value again,
+        // whether the drop returned or panicked (a panicking drop still
+        // drops the rest of the value).
+        let caught = unsafe {
+            let Some(future) = &mut *slot else {
+                return None;
+            };
+            let caught = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                std::ptr::drop_in_place(future as *mut F);
+            }));
+            std::ptr::write(slot, None);
+            caught
+        };
+        caught.err().map(|payload| {
+            TaskError::new(ErrorKind::Panicked(crate::futures::panic_message(
+                &*payload,
+            )))
+        })
+    }
+}
+
+impl<F, T> Drop for TaskFuture<F, T> {
+    /// A task dropped before it finished (the runtime stopped): a panic of
+    /// the future's drop settles a started task as panicked, not shut down.
+    fn drop(&mut self) {
+        // `self` is pinned (tokio drops the task in its cell), as
+        // `drop_future` needs.
+        if let Some(panicked) = self.drop_future()
+            && self.guard.started
+            && !self.guard.counted
+        {
+            self.guard.complete(Err(panicked));
+        }
     }
 }
 
@@ -491,8 +546,22 @@ where
         // moved freely, as their types allow.
         let this = unsafe { self.as_mut().get_unchecked_mut() };
         if let Some(acquire) = &mut this.acquire {
+            if this.guard.promise.is_done() {
+                // Cancelled while waiting for a slot: leave the queue now
+                // (dropping the wait), not when the slot comes.
+                this.acquire = None;
+                return Poll::Ready(());
+            }
             match acquire.as_mut().poll(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // A `cancel()` from now on wakes this task, which then
+                    // leaves (above); if one came first, leave now.
+                    if this.guard.promise.park_until_decided(cx.waker()) {
+                        return Poll::Pending;
+                    }
+                    this.acquire = None;
+                    return Poll::Ready(());
+                }
                 Poll::Ready(Ok(permit)) => {
                     this._permit = Some(permit);
                     this.acquire = None;
@@ -961,3 +1030,31 @@ impl std::fmt::Debug for AsyncExecutor {
             .finish()
     }
 }
+
+/// Test hooks: code a unit test runs at a chosen instant of a task's life
+/// (on the thread that polls the task).
+#[cfg(test)]
+mod hooks {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static BEFORE_COMPLETE: RefCell<Option<Box<dyn FnMut()>>> = const { RefCell::new(None) };
+    }
+
+    /// Run `f` whenever a task polled on this thread is about to decide its
+    /// outcome (after its future ended, before the outcome is claimed).
+    pub(super) fn set_before_complete(f: Option<Box<dyn FnMut()>>) {
+        BEFORE_COMPLETE.with(|hook| *hook.borrow_mut() = f);
+    }
+
+    pub(super) fn before_complete() {
+        BEFORE_COMPLETE.with(|hook| {
+            if let Some(f) = hook.borrow_mut().as_mut() {
+                f();
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;
