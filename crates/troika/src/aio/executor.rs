@@ -232,7 +232,7 @@ impl AsyncExecutorBuilder {
                 idle: Condvar::new(),
                 workers,
                 submitted: Padded(AtomicUsize::new(0)),
-                ended: Padded(Ends::default()),
+                ended: Default::default(),
             }),
             runtime: Mutex::new(runtime),
             drop_timeout: self.drop_timeout.unwrap_or(DEFAULT_DROP_TIMEOUT),
@@ -259,7 +259,24 @@ struct Shared {
     /// line of its own, so that submitting does not contend with the
     /// runtime's threads, which write `ended`.
     submitted: Padded<AtomicUsize>,
-    ended: Padded<Ends>,
+    /// What the runtime's threads count, each thread in its own shard (see
+    /// [`shard`]), so that two workers do not take turns at one cache line;
+    /// a count is the sum over the shards.
+    ended: [Padded<Ends>; SHARDS],
+}
+
+/// How many shards of [`Ends`] an executor has.
+const SHARDS: usize = 4;
+
+/// The shard of [`Ends`] the calling thread counts in: threads take
+/// shards in turn as they first count, so the runtime's first workers each
+/// get one of their own.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|shard| *shard)
 }
 
 /// What the runtime's threads count as tasks start and end. Tasks in
@@ -279,6 +296,7 @@ struct Ends {
 
 /// A value alone on its cache line (two lines: adjacent-line prefetch).
 #[repr(align(128))]
+#[derive(Default)]
 struct Padded<T>(T);
 
 impl<T> std::ops::Deref for Padded<T> {
@@ -355,7 +373,7 @@ impl<T> Guard<T> {
     fn start(&mut self) -> bool {
         self.started = self.promise.start();
         if self.started {
-            self.shared.ended.started.fetch_add(1, Ordering::Relaxed);
+            self.shared.ends().started.fetch_add(1, Ordering::Relaxed);
         }
         self.started
     }
@@ -368,7 +386,7 @@ impl<T> Guard<T> {
         self.counted = true;
         #[cfg(test)]
         hooks::before_complete();
-        let ended = &self.shared.ended;
+        let ended = self.shared.ends();
         match self.promise.claim() {
             Some(claim) => {
                 let counter = if outcome.is_ok() {
@@ -393,7 +411,7 @@ impl<T> Drop for Guard<T> {
             // A no-op when the outcome is already decided (by a cancel).
             let err = if self.started {
                 // Dropped while running: cancelled, or the runtime stopped.
-                self.shared.ended.failed.fetch_add(1, Ordering::Relaxed);
+                self.shared.ends().failed.fetch_add(1, Ordering::Relaxed);
                 TaskError::shut_down()
             } else if self.shared.terminating.load(Ordering::Acquire) {
                 // Dropped before it started: cancelled by `terminate`...
@@ -404,7 +422,7 @@ impl<T> Drop for Guard<T> {
             };
             self.promise.complete(Err(err));
         }
-        self.shared.ended.finished.fetch_add(1, Ordering::SeqCst);
+        self.shared.ends().finished.fetch_add(1, Ordering::SeqCst);
         // Paired with `wait_idle`: either its check of the counts sees this
         // task finished, or this load sees the waiter, which holds
         // `idle_lock` from its check until it sleeps, so the notification
@@ -417,11 +435,24 @@ impl<T> Drop for Guard<T> {
 }
 
 impl Shared {
+    /// The calling thread's shard of the counters.
+    fn ends(&self) -> &Ends {
+        &self.ended[shard()]
+    }
+
+    /// One counter summed over the shards.
+    fn total(&self, counter: impl Fn(&Ends) -> &AtomicUsize, order: Ordering) -> usize {
+        self.ended
+            .iter()
+            .map(|ends| counter(ends).load(order))
+            .fold(0, usize::wrapping_add)
+    }
+
     /// Tasks submitted and not finished.
     fn in_flight(&self) -> usize {
         // `finished` first: it never passes `submitted`, so a zero here
         // means no task was in flight when `submitted` was read.
-        let finished = self.ended.finished.load(Ordering::SeqCst);
+        let finished = self.total(|ends| &ends.finished, Ordering::SeqCst);
         self.submitted
             .load(Ordering::SeqCst)
             .saturating_sub(finished)
@@ -464,15 +495,21 @@ struct TaskFuture<F, T> {
     /// the handle is settled, as a finished future's resources should be).
     /// Structurally pinned: never moved out while the task is pinned.
     future: Option<F>,
+    /// What a limit or a timeout needs (boxed: only executors with one of
+    /// them pay for it, the others' tasks stay small).
+    extra: Option<Box<Extra>>,
+    guard: Guard<T>,
+}
+
+/// The part of a task that only a concurrency limit or a task timeout needs.
+#[derive(Default)]
+struct Extra {
     /// Waiting for a concurrency slot.
     acquire: Option<Acquire>,
     /// The slot, held while the task runs.
-    _permit: Option<OwnedSemaphorePermit>,
-    /// The deadline, set when the task starts (boxed: only executors with a
-    /// task timeout pay for it).
+    permit: Option<OwnedSemaphorePermit>,
+    /// The deadline, set when the task starts.
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    timeout: Option<Duration>,
-    guard: Guard<T>,
 }
 
 impl<F, T> TaskFuture<F, T> {
@@ -486,9 +523,12 @@ impl<F, T> TaskFuture<F, T> {
         if let Some(panicked) = this.drop_future() {
             outcome = Err(panicked);
         }
-        this.sleep = None;
+        if let Some(extra) = &mut this.extra {
+            extra.sleep = None;
+        }
         this.guard.complete(outcome);
-        this._permit = None;
+        // The slot is given up once the outcome is out.
+        this.extra = None;
     }
 
     /// Drop the submitted future where it lies, catching a panic of its
@@ -545,11 +585,13 @@ where
         // reached through `Pin::new_unchecked` below; the other fields are
         // moved freely, as their types allow.
         let this = unsafe { self.as_mut().get_unchecked_mut() };
-        if let Some(acquire) = &mut this.acquire {
+        if let Some(extra) = &mut this.extra
+            && let Some(acquire) = &mut extra.acquire
+        {
             if this.guard.promise.is_done() {
                 // Cancelled while waiting for a slot: leave the queue now
                 // (dropping the wait), not when the slot comes.
-                this.acquire = None;
+                extra.acquire = None;
                 return Poll::Ready(());
             }
             match acquire.as_mut().poll(cx) {
@@ -559,12 +601,12 @@ where
                     if this.guard.promise.park_until_decided(cx.waker()) {
                         return Poll::Pending;
                     }
-                    this.acquire = None;
+                    extra.acquire = None;
                     return Poll::Ready(());
                 }
                 Poll::Ready(Ok(permit)) => {
-                    this._permit = Some(permit);
-                    this.acquire = None;
+                    extra.permit = Some(permit);
+                    extra.acquire = None;
                 }
                 Poll::Ready(Err(_)) => {
                     // The semaphore is closed: shut down with pending cancelled.
@@ -577,8 +619,9 @@ where
             if !this.guard.start() {
                 return Poll::Ready(()); // cancelled while waiting for a slot
             }
-            if let Some(limit) = this.timeout {
-                this.sleep = Some(Box::pin(tokio::time::sleep(limit)));
+            if let Some(limit) = this.guard.shared.timeout {
+                let extra = this.extra.get_or_insert_with(Box::default);
+                extra.sleep = Some(Box::pin(tokio::time::sleep(limit)));
             }
         }
         if this.guard.promise.is_done() {
@@ -596,10 +639,11 @@ where
             Ok(Poll::Ready(outcome)) => outcome,
             Ok(Poll::Pending) => {
                 let expired = this
-                    .sleep
+                    .extra
                     .as_mut()
+                    .and_then(|extra| extra.sleep.as_mut())
                     .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
-                match this.timeout {
+                match this.guard.shared.timeout {
                     Some(limit) if expired => Err(TaskError::new(ErrorKind::TimedOut(limit))),
                     // Woken by a `cancel()` too; if one came first, end now.
                     _ if this.guard.promise.park_until_decided(cx.waker()) => {
@@ -666,13 +710,12 @@ impl AsyncExecutor {
     /// ```
     pub fn stats(&self) -> PoolStats {
         let in_flight = self.in_flight();
-        let ended = &self.shared.ended;
+        let shared = &self.shared;
         // Read the outcomes first: they never pass `started`.
-        let succeeded = ended.succeeded.load(Ordering::Acquire);
-        let failed = ended.failed.load(Ordering::Acquire);
-        let running = ended
-            .started
-            .load(Ordering::Acquire)
+        let succeeded = shared.total(|ends| &ends.succeeded, Ordering::Acquire);
+        let failed = shared.total(|ends| &ends.failed, Ordering::Acquire);
+        let running = shared
+            .total(|ends| &ends.started, Ordering::Acquire)
             .saturating_sub(succeeded + failed);
         PoolStats {
             workers: self.shared.workers,
@@ -751,17 +794,15 @@ impl AsyncExecutor {
     {
         let (promise, handle) = future_pair();
         self.shared.submitted.fetch_add(1, Ordering::SeqCst);
-        let acquire = self
-            .shared
-            .limit
-            .as_ref()
-            .map(|limit| -> Acquire { Box::pin(Arc::clone(limit).acquire_owned()) });
+        let extra = self.shared.limit.as_ref().map(|limit| {
+            Box::new(Extra {
+                acquire: Some(Box::pin(Arc::clone(limit).acquire_owned())),
+                ..Extra::default()
+            })
+        });
         let task = TaskFuture {
             future: Some(future),
-            acquire,
-            _permit: None,
-            sleep: None,
-            timeout: self.shared.timeout,
+            extra,
             guard: Guard {
                 promise,
                 shared: Arc::clone(&self.shared),

@@ -48,6 +48,10 @@ const READY: u8 = 0b0100;
 /// Someone registered under `slow` (a callback, a blocked waiter, a waker, a
 /// kill): the winner publishes through the mutex.
 const WATCHED: u8 = 0b1000;
+/// A `cancel()` of the running task decides it as cancelled, and wakes
+/// `Slow::kill` if one is left (the process pool's hook, or the async
+/// executor's future, which then drops itself).
+const KILLABLE: u8 = 0b1_0000;
 
 /// How long a waiter spins before it parks. A kernel wake-up costs tens of
 /// microseconds on an idle core (see COSTS.md), so a short spin makes quick
@@ -100,34 +104,40 @@ pub(crate) struct Inner<T, J: ?Sized = ()> {
 // are never reached from two threads at once (`T: Sync` is not needed).
 unsafe impl<T: Send, J: ?Sized + Sync> Sync for Inner<T, J> {}
 
-/// What completion must attend to beyond storing the outcome.
+/// What completion must attend to beyond storing the outcome. Kept small:
+/// it is part of every task's allocation, and most tasks never use it.
 struct Slow<T> {
-    callbacks: Vec<Callback<T>>,
+    /// Boxed: a task without callbacks (most) pays one word for them.
+    #[allow(
+        clippy::box_collection,
+        reason = "one word instead of three in every task's allocation"
+    )]
+    callbacks: Option<Box<Vec<Callback<T>>>>,
     /// True while the outcome is out on loan to the callbacks.
     lent: bool,
     waker: Option<Waker>,
-    /// Stops a running task for good (the process pool kills its worker,
-    /// the async executor wakes its future to drop it).
-    kill: Option<Kill>,
+    /// What a `cancel()` of a `KILLABLE` running task wakes: the process
+    /// pool's kill hook (see [`Hook`]), or the waker a future left when it
+    /// last returned `Pending` (none before that, so a task that never
+    /// waits pays nothing), which makes it drop itself on its next poll.
+    /// See [`Promise::park_until_decided`].
+    kill: Option<Waker>,
 }
 
-/// What `cancel()` does to a running task.
-enum Kill {
-    /// An executor's own hook (the process pool kills the worker).
-    Hook(Box<dyn FnOnce() + Send>),
-    /// A future that ends itself once its outcome is decided: deciding the
-    /// outcome wakes it (with the waker it left when it last returned
-    /// `Pending`; none before that, so a task that never waits pays
-    /// nothing), and it drops itself on that poll. See
-    /// [`Promise::park_until_decided`].
-    Wake(Option<Waker>),
-}
+/// An executor's kill hook (the process pool kills the worker), carried as
+/// the waker that a `cancel()` wakes: waking it runs the hook once; dropping
+/// it does not.
+struct Hook(std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>);
 
-impl Kill {
-    fn run(self) {
-        match self {
-            Kill::Hook(hook) => hook(),
-            Kill::Wake(waker) => waker.into_iter().for_each(Waker::wake),
+impl std::task::Wake for Hook {
+    fn wake(self: Arc<Self>) {
+        let hook = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(hook) = hook {
+            hook();
         }
     }
 }
@@ -201,7 +211,7 @@ pub(crate) fn pair<T>(owner: usize) -> (Promise<T>, Handle<T>) {
 /// `cancel()` of the running task decides it as cancelled and wakes the
 /// future, which then ends (see [`Promise::park_until_decided`]).
 pub(crate) fn future_pair<T>() -> (Promise<T>, Handle<T>) {
-    let inner: Arc<Erased<T>> = Arc::new(Inner::with_kill(0, (), Some(Kill::Wake(None))));
+    let inner: Arc<Erased<T>> = Arc::new(Inner::with_state(0, (), KILLABLE));
     (
         Promise {
             inner: Arc::clone(&inner),
@@ -214,20 +224,20 @@ impl<T, J> Inner<T, J> {
     /// The state of a pending task owned by executor `owner` (0 for none),
     /// with the executor's `tail` in the same allocation.
     pub(crate) fn new(owner: usize, tail: J) -> Inner<T, J> {
-        Inner::with_kill(owner, tail, None)
+        Inner::with_state(owner, tail, PENDING)
     }
 
-    fn with_kill(owner: usize, tail: J, kill: Option<Kill>) -> Inner<T, J> {
+    fn with_state(owner: usize, tail: J, state: u8) -> Inner<T, J> {
         Inner {
-            state: AtomicU8::new(PENDING),
+            state: AtomicU8::new(state),
             stop: AtomicBool::new(false),
             owner,
             outcome: UnsafeCell::new(None),
             slow: Mutex::new(Slow {
-                callbacks: Vec::new(),
+                callbacks: None,
                 lent: false,
                 waker: None,
-                kill,
+                kill: None,
             }),
             cond: Condvar::new(),
             tail,
@@ -312,17 +322,13 @@ impl<T, J: ?Sized> Inner<T, J> {
     fn publish_watched<'a>(&'a self, mut slow: MutexGuard<'a, Slow<T>>, wake_task: bool) {
         slow.lent = true;
         let kill = slow.kill.take();
-        loop {
-            let callbacks = std::mem::take(&mut slow.callbacks);
-            if callbacks.is_empty() {
-                break;
-            }
+        while let Some(callbacks) = slow.callbacks.take() {
             drop(slow);
             self.outcome.with(|slot| {
                 // SAFETY: `READY` is not set yet, so no other thread reads
                 // the slot, and this thread wrote it (see `publish`).
                 if let Some(outcome) = unsafe { &*slot } {
-                    run_callbacks(callbacks, outcome);
+                    run_callbacks(*callbacks, outcome);
                 }
             });
             slow = self.slow.lock();
@@ -335,17 +341,16 @@ impl<T, J: ?Sized> Inner<T, J> {
         if let Some(waker) = waker {
             waker.wake();
         }
-        match kill {
-            Some(wake @ Kill::Wake(_)) if wake_task => wake.run(),
-            _ => {}
+        if wake_task && let Some(kill) = kill {
+            kill.wake();
         }
     }
 
-    /// Register (under `slow`) what `cancel()` does to the running task,
-    /// unless it is done.
-    fn set_kill(&self, kill: Kill) {
+    /// Register (under `slow`) what `cancel()` wakes to stop the running
+    /// task, unless it is done.
+    fn set_kill(&self, kill: Waker) {
         let mut slow = self.slow.lock();
-        if self.state.fetch_or(WATCHED, Ordering::AcqRel) & PHASE < DONE {
+        if self.state.fetch_or(WATCHED | KILLABLE, Ordering::AcqRel) & PHASE < DONE {
             slow.kill = Some(kill);
         }
     }
@@ -519,18 +524,22 @@ impl<T> Handle<T> {
             self.inner.publish(Err(TaskError::cancelled()), true);
             return true;
         }
-        // Running: only an executor that registered a kill hook can stop it.
+        // Running: only a killable task (the executor registered a kill
+        // hook, or runs the task as a future) can be stopped.
         let kill = {
             let mut slow = self.inner.slow.lock();
-            if self.inner.phase() == RUNNING {
-                slow.kill.take()
+            let state = self.inner.state.load(Ordering::Acquire);
+            if state & PHASE == RUNNING && state & KILLABLE != 0 {
+                Some(slow.kill.take())
             } else {
                 None
             }
         };
         match kill {
             Some(kill) if self.inner.decide(Err(TaskError::cancelled())) => {
-                kill.run();
+                if let Some(kill) = kill {
+                    kill.wake();
+                }
                 true
             }
             _ => false,
@@ -585,7 +594,9 @@ impl<T> Handle<T> {
         let state = self.inner.state.fetch_or(WATCHED, Ordering::Acquire);
         if state & READY == 0 || slow.lent {
             // The winner (or the thread already lending the outcome) runs it.
-            slow.callbacks.push(Box::new(callback));
+            slow.callbacks
+                .get_or_insert_with(Box::default)
+                .push(Box::new(callback));
             return;
         }
         // Ready and nobody lending: lend the outcome out of the lock, to this
@@ -603,10 +614,12 @@ impl<T> Handle<T> {
                 }
             });
             let mut slow = self.inner.slow.lock();
-            callbacks = std::mem::take(&mut slow.callbacks);
-            if callbacks.is_empty() {
-                slow.lent = false;
-                return;
+            match slow.callbacks.take() {
+                Some(more) => callbacks = *more,
+                None => {
+                    slow.lent = false;
+                    return;
+                }
             }
         }
     }
@@ -714,8 +727,8 @@ impl<T> Promise<T> {
             return false;
         }
         match &slow.kill {
-            Some(Kill::Wake(Some(left))) if left.will_wake(waker) => {}
-            _ => slow.kill = Some(Kill::Wake(Some(waker.clone()))),
+            Some(left) if left.will_wake(waker) => {}
+            _ => slow.kill = Some(waker.clone()),
         }
         true
     }
@@ -725,7 +738,8 @@ impl<T> Promise<T> {
     /// started task returns true, and decides the outcome as cancelled, only
     /// when a hook is registered; it runs the hook once.
     pub fn set_kill(&self, kill: Box<dyn FnOnce() + Send>) {
-        self.inner.set_kill(Kill::Hook(kill));
+        let hook = Hook(std::sync::Mutex::new(Some(kill)));
+        self.inner.set_kill(Waker::from(Arc::new(hook)));
     }
 }
 
