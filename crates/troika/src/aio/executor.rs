@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use std::panic::AssertUnwindSafe;
@@ -231,7 +231,7 @@ impl AsyncExecutorBuilder {
                 idle_lock: Mutex::new(()),
                 idle: Condvar::new(),
                 workers,
-                submitted: Padded(AtomicUsize::new(0)),
+                submits: Padded(Submits::default()),
                 ended: Default::default(),
             }),
             runtime: Mutex::new(runtime),
@@ -255,15 +255,30 @@ struct Shared {
     idle_lock: Mutex<()>,
     idle: Condvar,
     workers: usize,
-    /// Tasks submitted, written by the submitting threads only: on a cache
-    /// line of its own, so that submitting does not contend with the
-    /// runtime's threads, which write `ended`.
-    submitted: Padded<AtomicUsize>,
+    /// Written by the submitting threads only: on a cache line of its own,
+    /// so that submitting does not contend with the runtime's threads,
+    /// which write `ended` (and the `Arc`'s count, as tasks end).
+    submits: Padded<Submits>,
     /// What the runtime's threads count, each thread in its own shard (see
     /// [`shard`]), so that two workers do not take turns at one cache line;
     /// a count is the sum over the shards.
     ended: [Padded<Ends>; SHARDS],
 }
+
+/// What the submitting threads count.
+#[derive(Default)]
+struct Submits {
+    /// Tasks submitted.
+    submitted: AtomicUsize,
+    /// Strong references to `Shared` bought ahead for tasks, [`PREPAY`] at
+    /// a time (see [`AsyncExecutor::task_ref`]); when not positive, none is
+    /// left. Each unit is a reference leaked from an `Arc` clone, released
+    /// with the executor.
+    prepaid: AtomicIsize,
+}
+
+/// How many references to `Shared` a submit that finds none prepaid buys.
+const PREPAY: isize = 64;
 
 /// How many shards of [`Ends`] an executor has.
 const SHARDS: usize = 4;
@@ -271,10 +286,10 @@ const SHARDS: usize = 4;
 /// The shard of [`Ends`] the calling thread counts in: threads take
 /// shards in turn as they first count, so the runtime's first workers each
 /// get one of their own.
-fn shard() -> usize {
+fn shard() -> u8 {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        static SHARD: u8 = (NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS) as u8;
     }
     SHARD.with(|shard| *shard)
 }
@@ -367,13 +382,22 @@ struct Guard<T> {
     started: bool,
     /// Its outcome was counted in `succeeded` or `failed`.
     counted: bool,
+    /// The shard it counts in: the one of the thread that started it (looked
+    /// up once; a task that moves to another thread goes on counting there).
+    shard: u8,
 }
 
 impl<T> Guard<T> {
+    /// The task's shard of the counters.
+    fn ends(&self) -> &Ends {
+        &self.shared.ended[usize::from(self.shard)]
+    }
+
     fn start(&mut self) -> bool {
         self.started = self.promise.start();
         if self.started {
-            self.shared.ends().started.fetch_add(1, Ordering::Relaxed);
+            self.shard = shard();
+            self.ends().started.fetch_add(1, Ordering::Relaxed);
         }
         self.started
     }
@@ -386,7 +410,7 @@ impl<T> Guard<T> {
         self.counted = true;
         #[cfg(test)]
         hooks::before_complete();
-        let ended = self.shared.ends();
+        let ended = self.ends();
         match self.promise.claim() {
             Some(claim) => {
                 let counter = if outcome.is_ok() {
@@ -411,7 +435,7 @@ impl<T> Drop for Guard<T> {
             // A no-op when the outcome is already decided (by a cancel).
             let err = if self.started {
                 // Dropped while running: cancelled, or the runtime stopped.
-                self.shared.ends().failed.fetch_add(1, Ordering::Relaxed);
+                self.ends().failed.fetch_add(1, Ordering::Relaxed);
                 TaskError::shut_down()
             } else if self.shared.terminating.load(Ordering::Acquire) {
                 // Dropped before it started: cancelled by `terminate`...
@@ -422,7 +446,7 @@ impl<T> Drop for Guard<T> {
             };
             self.promise.complete(Err(err));
         }
-        self.shared.ends().finished.fetch_add(1, Ordering::SeqCst);
+        self.ends().finished.fetch_add(1, Ordering::SeqCst);
         // Paired with `wait_idle`: either its check of the counts sees this
         // task finished, or this load sees the waiter, which holds
         // `idle_lock` from its check until it sleeps, so the notification
@@ -435,11 +459,6 @@ impl<T> Drop for Guard<T> {
 }
 
 impl Shared {
-    /// The calling thread's shard of the counters.
-    fn ends(&self) -> &Ends {
-        &self.ended[shard()]
-    }
-
     /// One counter summed over the shards.
     fn total(&self, counter: impl Fn(&Ends) -> &AtomicUsize, order: Ordering) -> usize {
         self.ended
@@ -453,7 +472,8 @@ impl Shared {
         // `finished` first: it never passes `submitted`, so a zero here
         // means no task was in flight when `submitted` was read.
         let finished = self.total(|ends| &ends.finished, Ordering::SeqCst);
-        self.submitted
+        self.submits
+            .submitted
             .load(Ordering::SeqCst)
             .saturating_sub(finished)
     }
@@ -690,7 +710,7 @@ impl AsyncExecutor {
 
     /// Tasks submitted since the executor started.
     pub fn submitted(&self) -> usize {
-        self.shared.submitted.load(Ordering::Relaxed)
+        self.shared.submits.submitted.load(Ordering::Relaxed)
     }
 
     /// Queued (waiting for a concurrency slot) and running tasks, and
@@ -793,7 +813,7 @@ impl AsyncExecutor {
         T: Send + 'static,
     {
         let (promise, handle) = future_pair();
-        self.shared.submitted.fetch_add(1, Ordering::SeqCst);
+        self.shared.submits.submitted.fetch_add(1, Ordering::SeqCst);
         let extra = self.shared.limit.as_ref().map(|limit| {
             Box::new(Extra {
                 acquire: Some(Box::pin(Arc::clone(limit).acquire_owned())),
@@ -805,9 +825,10 @@ impl AsyncExecutor {
             extra,
             guard: Guard {
                 promise,
-                shared: Arc::clone(&self.shared),
+                shared: self.task_ref(),
                 started: false,
                 counted: false,
+                shard: 0,
             },
         };
         // A `cancel()` wakes the task, which drops its future; stopping the
@@ -815,6 +836,30 @@ impl AsyncExecutor {
         // settles the handle.
         drop(self.shared.handle.spawn(task));
         handle
+    }
+
+    /// A task's reference to the shared state. Usually one bought ahead, taken
+    /// with a decrement on the submitters' own cache line: an `Arc` clone
+    /// would increment the count that the runtime's threads decrement as
+    /// tasks end, and that cache line would travel to the submitting thread
+    /// and back for every task.
+    fn task_ref(&self) -> Arc<Shared> {
+        let prepaid = &self.shared.submits.prepaid;
+        // Acquire: the references counted here were leaked before they were
+        // counted (see below).
+        if prepaid.fetch_sub(1, Ordering::AcqRel) > 0 {
+            // SAFETY: a positive count stands for as many strong references
+            // to `shared` leaked from clones (below), and this call took one
+            // of them over.
+            return unsafe { Arc::from_raw(Arc::as_ptr(&self.shared)) };
+        }
+        prepaid.fetch_add(1, Ordering::Relaxed);
+        for _ in 0..PREPAY {
+            std::mem::forget(Arc::clone(&self.shared));
+        }
+        // Release: whoever takes one of these over sees its count.
+        prepaid.fetch_add(PREPAY, Ordering::Release);
+        Arc::clone(&self.shared)
     }
 
     /// Run a blocking closure on the runtime's blocking threads (tokio's
@@ -1058,6 +1103,14 @@ impl Drop for AsyncExecutor {
             self.drop_timeout
         };
         self.close_within(timeout);
+        // Give back the references bought ahead and not used (no submit runs
+        // now: the executor is dropped).
+        let left = self.shared.submits.prepaid.swap(0, Ordering::AcqRel);
+        for _ in 0..left.max(0) {
+            // SAFETY: each unit of a positive `prepaid` is a strong reference
+            // to `shared` leaked by `task_ref` and taken over by nobody.
+            unsafe { Arc::decrement_strong_count(Arc::as_ptr(&self.shared)) };
+        }
     }
 }
 
