@@ -10,6 +10,8 @@
 //! `ASYNC_BENCH_CPU=ROUNDS` to print instead, per variant, the median over
 //! ROUNDS rounds (alternating the variants) of the CPU time the whole
 //! process spent per task, a figure the load does not change.
+//! `ASYNC_BENCH_ONLY=NAME,NAME` keeps only the named variants (to profile
+//! one with `perf record`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -142,7 +144,14 @@ fn cpu_time() -> Duration {
 /// Median CPU ns and wall ns per task of each variant over `rounds`.
 fn cpu_report(rounds: usize) {
     let (runtime, executor) = substrates();
-    let variants = variants(&runtime, &executor);
+    let only = std::env::var("ASYNC_BENCH_ONLY").ok();
+    let variants: Vec<_> = variants(&runtime, &executor)
+        .into_iter()
+        .filter(|(name, _)| {
+            only.as_ref()
+                .is_none_or(|only| only.split(',').any(|n| n == *name))
+        })
+        .collect();
     let mut cpu = vec![Vec::new(); variants.len()];
     let mut wall = vec![Vec::new(); variants.len()];
     for _ in 0..rounds {
@@ -157,13 +166,19 @@ fn cpu_report(rounds: usize) {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let base = median(&mut cpu[0].clone());
+    let Some((base_name, _)) = variants.first() else {
+        return;
+    };
+    let base_cpu = median(&mut cpu[0].clone());
+    let base_wall = median(&mut wall[0].clone());
     for (i, (name, _)) in variants.iter().enumerate() {
         let c = median(&mut cpu[i]);
         let w = median(&mut wall[i]);
         println!(
-            "{name:26} cpu {c:7.1} ns/task ({:5.1} % of tokio_spawn's tasks per CPU-second), wall {w:7.1} ns/task",
-            100.0 * base / c
+            "{name:26} cpu {c:7.1} ns/task ({:5.1} % of {base_name}'s tasks per CPU-second), \
+             wall {w:7.1} ns/task ({:5.1} % of its tasks/s)",
+            100.0 * base_cpu / c,
+            100.0 * base_wall / w,
         );
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Normally these are `parking_lot`'s `Mutex`/`Condvar`, std's atomics and
 //! `std::thread::current().id()`. Under `--cfg troika_loom` they are thin wrappers
-//! over loom's models with the same API, so the model checks can explore the
+//! over loom's models with the same API (and `UnsafeCell` is loom's, which
+//! checks its accesses), so the model checks can explore the
 //! state machines built on top (the handle's phases, the lock's holder, the
 //! condition's release-and-wait, the semaphore's count, the queue's task
 //! count, the barrier's rounds) in every interleaving. The condition
@@ -29,6 +30,34 @@ pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8};
 
 #[cfg(not(troika_loom))]
 pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
+
+#[cfg(troika_loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// `std`'s `UnsafeCell` with loom's API (`with`, `with_mut`), so that under
+/// the model loom checks that no write to the cell overlaps another access.
+#[cfg(not(troika_loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(troika_loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> UnsafeCell<T> {
+        UnsafeCell(std::cell::UnsafeCell::new(value))
+    }
+
+    /// Call `f` with a pointer for reading the content.
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Call `f` with a pointer for writing the content.
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
 
 /// The calling thread's identity, for [`RLock`](crate::sync::RLock)'s owner.
 #[cfg(not(troika_loom))]

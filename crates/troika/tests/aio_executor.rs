@@ -414,3 +414,121 @@ fn cancel_during_the_first_poll_stops_the_future() {
     let stats = executor.stats();
     assert_eq!((stats.failed, stats.busy), (1, 0));
 }
+
+/// Sends on its channel when dropped.
+struct DropSignal(std::sync::mpsc::Sender<()>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// Regression (issue 16): a panic while the executor drops an unfinished
+/// future (here at its time limit) settled its task as shut down (the panic
+/// escaped into tokio, which dropped the task) instead of panicked.
+#[test]
+fn a_panic_while_dropping_the_future_settles_it_as_panicked() {
+    /// Panics when dropped.
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("boom in drop");
+        }
+    }
+    let executor = AsyncExecutor::builder()
+        .workers(1)
+        .task_timeout(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let handle = executor.submit(async {
+        let _bomb = PanicsOnDrop;
+        std::future::pending::<()>().await;
+    });
+    let err = handle.result().unwrap_err();
+    assert!(err.is_panic(), "{err}");
+    assert!(err.to_string().contains("boom in drop"), "{err}");
+    executor.shutdown(true, false);
+    let stats = executor.stats();
+    assert_eq!((stats.succeeded, stats.failed, stats.busy), (0, 1, 0));
+}
+
+/// Regression (issue 16): a task cancelled while it waited for a
+/// concurrency slot stayed queued (its future alive) until it got one.
+#[test]
+fn a_task_cancelled_while_waiting_for_a_slot_leaves_at_once() {
+    let executor = AsyncExecutor::builder()
+        .workers(1)
+        .concurrency_limit(1)
+        .build()
+        .unwrap();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let blocker = executor.submit(async move { released.await.is_ok() });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !blocker.is_running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the blocker never started"
+        );
+        std::thread::yield_now();
+    }
+    let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
+    let signal = DropSignal(dropped_tx);
+    let queued = executor.submit(async move {
+        let _signal = signal;
+        "never"
+    });
+    assert!(queued.cancel());
+    dropped_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the cancelled task's future is dropped while the slot is still taken");
+    assert!(!blocker.is_done(), "the slot was never given up");
+    assert!(queued.result().unwrap_err().is_cancelled());
+    release.send(()).unwrap();
+    assert!(blocker.result().unwrap());
+    executor.shutdown(true, false);
+    let stats = executor.stats();
+    assert_eq!(
+        (stats.succeeded, stats.failed, stats.queued, stats.busy),
+        (1, 0, 0, 0)
+    );
+}
+
+/// Completion racing cancellation, many times over: every task settles
+/// once, and the counters agree with what the handles say.
+#[test]
+fn cancels_racing_completions_are_counted_as_the_handles_say() {
+    let rounds = if cfg!(miri) { 50 } else { 20_000 };
+    let executor = AsyncExecutor::builder().workers(2).build().unwrap();
+    let handles: Vec<_> = (0..rounds)
+        .map(|i: u64| {
+            executor.submit(async move {
+                if i.is_multiple_of(3) {
+                    tokio::task::yield_now().await;
+                }
+                std::hint::black_box(i)
+            })
+        })
+        .collect();
+    let mut cancelled = 0;
+    for (i, handle) in handles.iter().enumerate() {
+        if i.is_multiple_of(2) && handle.cancel() {
+            cancelled += 1;
+        }
+    }
+    let mut succeeded = 0;
+    for (i, handle) in handles.into_iter().enumerate() {
+        match handle.result() {
+            Ok(v) => {
+                assert_eq!(v, i as u64);
+                succeeded += 1;
+            }
+            Err(e) => assert!(e.is_cancelled(), "{e}"),
+        }
+    }
+    assert_eq!(succeeded + cancelled, rounds as usize);
+    executor.shutdown(true, false);
+    let stats = executor.stats();
+    assert_eq!(stats.succeeded, succeeded, "{stats:?}");
+    assert_eq!((stats.queued, stats.busy), (0, 0), "{stats:?}");
+}

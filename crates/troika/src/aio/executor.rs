@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use std::panic::AssertUnwindSafe;
@@ -231,8 +231,8 @@ impl AsyncExecutorBuilder {
                 idle_lock: Mutex::new(()),
                 idle: Condvar::new(),
                 workers,
-                submitted: Padded(AtomicUsize::new(0)),
-                ended: Padded(Ends::default()),
+                submits: Padded(Submits::default()),
+                ended: Default::default(),
             }),
             runtime: Mutex::new(runtime),
             drop_timeout: self.drop_timeout.unwrap_or(DEFAULT_DROP_TIMEOUT),
@@ -255,11 +255,43 @@ struct Shared {
     idle_lock: Mutex<()>,
     idle: Condvar,
     workers: usize,
-    /// Tasks submitted, written by the submitting threads only: on a cache
-    /// line of its own, so that submitting does not contend with the
-    /// runtime's threads, which write `ended`.
-    submitted: Padded<AtomicUsize>,
-    ended: Padded<Ends>,
+    /// Written by the submitting threads only: on a cache line of its own,
+    /// so that submitting does not contend with the runtime's threads,
+    /// which write `ended` (and the `Arc`'s count, as tasks end).
+    submits: Padded<Submits>,
+    /// What the runtime's threads count, each thread in its own shard (see
+    /// [`shard`]), so that two workers do not take turns at one cache line;
+    /// a count is the sum over the shards.
+    ended: [Padded<Ends>; SHARDS],
+}
+
+/// What the submitting threads count.
+#[derive(Default)]
+struct Submits {
+    /// Tasks submitted.
+    submitted: AtomicUsize,
+    /// Strong references to `Shared` bought ahead for tasks, [`PREPAY`] at
+    /// a time (see [`AsyncExecutor::task_ref`]); when not positive, none is
+    /// left. Each unit is a reference leaked from an `Arc` clone, released
+    /// with the executor.
+    prepaid: AtomicIsize,
+}
+
+/// How many references to `Shared` a submit that finds none prepaid buys.
+const PREPAY: isize = 64;
+
+/// How many shards of [`Ends`] an executor has.
+const SHARDS: usize = 4;
+
+/// The shard of [`Ends`] the calling thread counts in: threads take
+/// shards in turn as they first count, so the runtime's first workers each
+/// get one of their own.
+fn shard() -> u8 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: u8 = (NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS) as u8;
+    }
+    SHARD.with(|shard| *shard)
 }
 
 /// What the runtime's threads count as tasks start and end. Tasks in
@@ -279,6 +311,7 @@ struct Ends {
 
 /// A value alone on its cache line (two lines: adjacent-line prefetch).
 #[repr(align(128))]
+#[derive(Default)]
 struct Padded<T>(T);
 
 impl<T> std::ops::Deref for Padded<T> {
@@ -349,30 +382,50 @@ struct Guard<T> {
     started: bool,
     /// Its outcome was counted in `succeeded` or `failed`.
     counted: bool,
+    /// The shard it counts in: the one of the thread that started it (looked
+    /// up once; a task that moves to another thread goes on counting there).
+    shard: u8,
 }
 
 impl<T> Guard<T> {
+    /// The task's shard of the counters.
+    fn ends(&self) -> &Ends {
+        &self.shared.ended[usize::from(self.shard)]
+    }
+
     fn start(&mut self) -> bool {
         self.started = self.promise.start();
         if self.started {
-            self.shared.ended.started.fetch_add(1, Ordering::Relaxed);
+            self.shard = shard();
+            self.ends().started.fetch_add(1, Ordering::Relaxed);
         }
         self.started
     }
 
     /// Count the task's end, then publish its outcome (so that a waiter
-    /// that wakes up finds it counted).
+    /// that wakes up finds it counted). The outcome is counted as it is
+    /// decided: claimed first, so that a `cancel()` arriving at the same
+    /// instant either wins (the task failed) or finds it decided.
     fn complete(&mut self, outcome: Result<T, TaskError>) {
-        // Decided already (by a cancel): the task failed.
-        let ok = outcome.is_ok() && !self.promise.is_done();
-        let counter = if ok {
-            &self.shared.ended.succeeded
-        } else {
-            &self.shared.ended.failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
         self.counted = true;
-        self.promise.complete(outcome);
+        #[cfg(test)]
+        hooks::before_complete();
+        let ended = self.ends();
+        match self.promise.claim() {
+            Some(claim) => {
+                let counter = if outcome.is_ok() {
+                    &ended.succeeded
+                } else {
+                    &ended.failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                claim.publish(outcome);
+            }
+            // Decided already (by a cancel): the task failed.
+            None => {
+                ended.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -382,7 +435,7 @@ impl<T> Drop for Guard<T> {
             // A no-op when the outcome is already decided (by a cancel).
             let err = if self.started {
                 // Dropped while running: cancelled, or the runtime stopped.
-                self.shared.ended.failed.fetch_add(1, Ordering::Relaxed);
+                self.ends().failed.fetch_add(1, Ordering::Relaxed);
                 TaskError::shut_down()
             } else if self.shared.terminating.load(Ordering::Acquire) {
                 // Dropped before it started: cancelled by `terminate`...
@@ -393,7 +446,7 @@ impl<T> Drop for Guard<T> {
             };
             self.promise.complete(Err(err));
         }
-        self.shared.ended.finished.fetch_add(1, Ordering::SeqCst);
+        self.ends().finished.fetch_add(1, Ordering::SeqCst);
         // Paired with `wait_idle`: either its check of the counts sees this
         // task finished, or this load sees the waiter, which holds
         // `idle_lock` from its check until it sleeps, so the notification
@@ -406,12 +459,21 @@ impl<T> Drop for Guard<T> {
 }
 
 impl Shared {
+    /// One counter summed over the shards.
+    fn total(&self, counter: impl Fn(&Ends) -> &AtomicUsize, order: Ordering) -> usize {
+        self.ended
+            .iter()
+            .map(|ends| counter(ends).load(order))
+            .fold(0, usize::wrapping_add)
+    }
+
     /// Tasks submitted and not finished.
     fn in_flight(&self) -> usize {
         // `finished` first: it never passes `submitted`, so a zero here
         // means no task was in flight when `submitted` was read.
-        let finished = self.ended.finished.load(Ordering::SeqCst);
-        self.submitted
+        let finished = self.total(|ends| &ends.finished, Ordering::SeqCst);
+        self.submits
+            .submitted
             .load(Ordering::SeqCst)
             .saturating_sub(finished)
     }
@@ -453,29 +515,82 @@ struct TaskFuture<F, T> {
     /// the handle is settled, as a finished future's resources should be).
     /// Structurally pinned: never moved out while the task is pinned.
     future: Option<F>,
+    /// What a limit or a timeout needs (boxed: only executors with one of
+    /// them pay for it, the others' tasks stay small).
+    extra: Option<Box<Extra>>,
+    guard: Guard<T>,
+}
+
+/// The part of a task that only a concurrency limit or a task timeout needs.
+#[derive(Default)]
+struct Extra {
     /// Waiting for a concurrency slot.
     acquire: Option<Acquire>,
     /// The slot, held while the task runs.
-    _permit: Option<OwnedSemaphorePermit>,
-    /// The deadline, set when the task starts (boxed: only executors with a
-    /// task timeout pay for it).
+    permit: Option<OwnedSemaphorePermit>,
+    /// The deadline, set when the task starts.
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    timeout: Option<Duration>,
-    guard: Guard<T>,
 }
 
 impl<F, T> TaskFuture<F, T> {
     /// End the task with `outcome`: drop the future, settle the handle,
-    /// release the slot.
-    fn finish(self: Pin<&mut Self>, outcome: Result<T, TaskError>) {
-        // SAFETY: `future` is dropped in place (`Pin::set`), never moved;
-        // no other field is structurally pinned.
+    /// release the slot. A panic while dropping the future makes the
+    /// outcome that panic.
+    fn finish(self: Pin<&mut Self>, mut outcome: Result<T, TaskError>) {
+        // SAFETY: `future` is dropped in place, never moved; no other field
+        // is structurally pinned.
         let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: as above: `future` stays where it is until it is dropped.
-        unsafe { Pin::new_unchecked(&mut this.future) }.set(None);
-        this.sleep = None;
+        if let Some(panicked) = this.drop_future() {
+            outcome = Err(panicked);
+        }
+        if let Some(extra) = &mut this.extra {
+            extra.sleep = None;
+        }
         this.guard.complete(outcome);
-        this._permit = None;
+        // The slot is given up once the outcome is out.
+        this.extra = None;
+    }
+
+    /// Drop the submitted future where it lies, catching a panic of its
+    /// drop, which is returned as the task's error. Must be called on a
+    /// pinned `TaskFuture` (from `finish`, or from `drop`).
+    fn drop_future(&mut self) -> Option<TaskError> {
+        let slot: *mut Option<F> = &mut self.future;
+        // SAFETY: `slot` points to the live `future` field; the future is
+        // dropped in place (pinning allows that) and its slot is then
+        // overwritten with `None` without dropping the old value again,
+        // whether the drop returned or panicked (a panicking drop still
+        // drops the rest of the value).
+        let caught = unsafe {
+            let Some(future) = &mut *slot else {
+                return None;
+            };
+            let caught = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                std::ptr::drop_in_place(future as *mut F);
+            }));
+            std::ptr::write(slot, None);
+            caught
+        };
+        caught.err().map(|payload| {
+            TaskError::new(ErrorKind::Panicked(crate::futures::panic_message(
+                &*payload,
+            )))
+        })
+    }
+}
+
+impl<F, T> Drop for TaskFuture<F, T> {
+    /// A task dropped before it finished (the runtime stopped): a panic of
+    /// the future's drop settles a started task as panicked, not shut down.
+    fn drop(&mut self) {
+        // `self` is pinned (tokio drops the task in its cell), as
+        // `drop_future` needs.
+        if let Some(panicked) = self.drop_future()
+            && self.guard.started
+            && !self.guard.counted
+        {
+            self.guard.complete(Err(panicked));
+        }
     }
 }
 
@@ -490,12 +605,28 @@ where
         // reached through `Pin::new_unchecked` below; the other fields are
         // moved freely, as their types allow.
         let this = unsafe { self.as_mut().get_unchecked_mut() };
-        if let Some(acquire) = &mut this.acquire {
+        if let Some(extra) = &mut this.extra
+            && let Some(acquire) = &mut extra.acquire
+        {
+            if this.guard.promise.is_done() {
+                // Cancelled while waiting for a slot: leave the queue now
+                // (dropping the wait), not when the slot comes.
+                extra.acquire = None;
+                return Poll::Ready(());
+            }
             match acquire.as_mut().poll(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // A `cancel()` from now on wakes this task, which then
+                    // leaves (above); if one came first, leave now.
+                    if this.guard.promise.park_until_decided(cx.waker()) {
+                        return Poll::Pending;
+                    }
+                    extra.acquire = None;
+                    return Poll::Ready(());
+                }
                 Poll::Ready(Ok(permit)) => {
-                    this._permit = Some(permit);
-                    this.acquire = None;
+                    extra.permit = Some(permit);
+                    extra.acquire = None;
                 }
                 Poll::Ready(Err(_)) => {
                     // The semaphore is closed: shut down with pending cancelled.
@@ -508,8 +639,9 @@ where
             if !this.guard.start() {
                 return Poll::Ready(()); // cancelled while waiting for a slot
             }
-            if let Some(limit) = this.timeout {
-                this.sleep = Some(Box::pin(tokio::time::sleep(limit)));
+            if let Some(limit) = this.guard.shared.timeout {
+                let extra = this.extra.get_or_insert_with(Box::default);
+                extra.sleep = Some(Box::pin(tokio::time::sleep(limit)));
             }
         }
         if this.guard.promise.is_done() {
@@ -527,10 +659,11 @@ where
             Ok(Poll::Ready(outcome)) => outcome,
             Ok(Poll::Pending) => {
                 let expired = this
-                    .sleep
+                    .extra
                     .as_mut()
+                    .and_then(|extra| extra.sleep.as_mut())
                     .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
-                match this.timeout {
+                match this.guard.shared.timeout {
                     Some(limit) if expired => Err(TaskError::new(ErrorKind::TimedOut(limit))),
                     // Woken by a `cancel()` too; if one came first, end now.
                     _ if this.guard.promise.park_until_decided(cx.waker()) => {
@@ -577,7 +710,7 @@ impl AsyncExecutor {
 
     /// Tasks submitted since the executor started.
     pub fn submitted(&self) -> usize {
-        self.shared.submitted.load(Ordering::Relaxed)
+        self.shared.submits.submitted.load(Ordering::Relaxed)
     }
 
     /// Queued (waiting for a concurrency slot) and running tasks, and
@@ -597,13 +730,12 @@ impl AsyncExecutor {
     /// ```
     pub fn stats(&self) -> PoolStats {
         let in_flight = self.in_flight();
-        let ended = &self.shared.ended;
+        let shared = &self.shared;
         // Read the outcomes first: they never pass `started`.
-        let succeeded = ended.succeeded.load(Ordering::Acquire);
-        let failed = ended.failed.load(Ordering::Acquire);
-        let running = ended
-            .started
-            .load(Ordering::Acquire)
+        let succeeded = shared.total(|ends| &ends.succeeded, Ordering::Acquire);
+        let failed = shared.total(|ends| &ends.failed, Ordering::Acquire);
+        let running = shared
+            .total(|ends| &ends.started, Ordering::Acquire)
             .saturating_sub(succeeded + failed);
         PoolStats {
             workers: self.shared.workers,
@@ -681,23 +813,22 @@ impl AsyncExecutor {
         T: Send + 'static,
     {
         let (promise, handle) = future_pair();
-        self.shared.submitted.fetch_add(1, Ordering::SeqCst);
-        let acquire = self
-            .shared
-            .limit
-            .as_ref()
-            .map(|limit| -> Acquire { Box::pin(Arc::clone(limit).acquire_owned()) });
+        self.shared.submits.submitted.fetch_add(1, Ordering::SeqCst);
+        let extra = self.shared.limit.as_ref().map(|limit| {
+            Box::new(Extra {
+                acquire: Some(Box::pin(Arc::clone(limit).acquire_owned())),
+                ..Extra::default()
+            })
+        });
         let task = TaskFuture {
             future: Some(future),
-            acquire,
-            _permit: None,
-            sleep: None,
-            timeout: self.shared.timeout,
+            extra,
             guard: Guard {
                 promise,
-                shared: Arc::clone(&self.shared),
+                shared: self.task_ref(),
                 started: false,
                 counted: false,
+                shard: 0,
             },
         };
         // A `cancel()` wakes the task, which drops its future; stopping the
@@ -705,6 +836,30 @@ impl AsyncExecutor {
         // settles the handle.
         drop(self.shared.handle.spawn(task));
         handle
+    }
+
+    /// A task's reference to the shared state. Usually one bought ahead, taken
+    /// with a decrement on the submitters' own cache line: an `Arc` clone
+    /// would increment the count that the runtime's threads decrement as
+    /// tasks end, and that cache line would travel to the submitting thread
+    /// and back for every task.
+    fn task_ref(&self) -> Arc<Shared> {
+        let prepaid = &self.shared.submits.prepaid;
+        // Acquire: the references counted here were leaked before they were
+        // counted (see below).
+        if prepaid.fetch_sub(1, Ordering::AcqRel) > 0 {
+            // SAFETY: a positive count stands for as many strong references
+            // to `shared` leaked from clones (below), and this call took one
+            // of them over.
+            return unsafe { Arc::from_raw(Arc::as_ptr(&self.shared)) };
+        }
+        prepaid.fetch_add(1, Ordering::Relaxed);
+        for _ in 0..PREPAY {
+            std::mem::forget(Arc::clone(&self.shared));
+        }
+        // Release: whoever takes one of these over sees its count.
+        prepaid.fetch_add(PREPAY, Ordering::Release);
+        Arc::clone(&self.shared)
     }
 
     /// Run a blocking closure on the runtime's blocking threads (tokio's
@@ -948,6 +1103,14 @@ impl Drop for AsyncExecutor {
             self.drop_timeout
         };
         self.close_within(timeout);
+        // Give back the references bought ahead and not used (no submit runs
+        // now: the executor is dropped).
+        let left = self.shared.submits.prepaid.swap(0, Ordering::AcqRel);
+        for _ in 0..left.max(0) {
+            // SAFETY: each unit of a positive `prepaid` is a strong reference
+            // to `shared` leaked by `task_ref` and taken over by nobody.
+            unsafe { Arc::decrement_strong_count(Arc::as_ptr(&self.shared)) };
+        }
     }
 }
 
@@ -961,3 +1124,31 @@ impl std::fmt::Debug for AsyncExecutor {
             .finish()
     }
 }
+
+/// Test hooks: code a unit test runs at a chosen instant of a task's life
+/// (on the thread that polls the task).
+#[cfg(test)]
+mod hooks {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static BEFORE_COMPLETE: RefCell<Option<Box<dyn FnMut()>>> = const { RefCell::new(None) };
+    }
+
+    /// Run `f` whenever a task polled on this thread is about to decide its
+    /// outcome (after its future ended, before the outcome is claimed).
+    pub(super) fn set_before_complete(f: Option<Box<dyn FnMut()>>) {
+        BEFORE_COMPLETE.with(|hook| *hook.borrow_mut() = f);
+    }
+
+    pub(super) fn before_complete() {
+        BEFORE_COMPLETE.with(|hook| {
+            if let Some(f) = hook.borrow_mut().as_mut() {
+                f();
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -3,16 +3,27 @@
 //!
 //! # How a task's life is tracked
 //!
-//! A task moves through four phases kept in one atomic byte: `PENDING` (queued),
-//! `RUNNING` (a worker claimed it), `DONE` (an outcome was decided) and `TAKEN`
-//! (the outcome was moved out). The move to `DONE` is a compare-and-swap, so
-//! exactly one party decides the outcome: the worker that finished the task, a
-//! `cancel()` that won the race against the worker, or a watchdog that timed
-//! the task out. Whoever loses the race drops its value.
+//! A task moves through three phases kept in one atomic byte, `state`:
+//! `PENDING` (queued), `RUNNING` (a worker claimed it) and `DONE` (an
+//! outcome was decided). The move to `DONE` is a compare-and-swap, so
+//! exactly one party decides the outcome: the worker that finished the task,
+//! a `cancel()` that won the race against the worker, or a watchdog that
+//! timed the task out. Whoever loses the race drops its value.
 //!
-//! The decided outcome is first *lent* to the done-callbacks (without holding
-//! the lock, so a callback may do anything), then published under the mutex,
-//! and only then are blocked waiters and async wakers woken.
+//! The winner writes the outcome into `outcome`, a slot written once, then
+//! sets the `READY` bit; from then on the handle, and only the handle, reads
+//! it. That is the whole completion path of a task nobody watches: two
+//! atomic read-modify-writes, no lock.
+//!
+//! Whoever wants to be told of the completion — a done-callback, a thread
+//! blocked in `result()`, an `.await`ing task, a kill hook — registers under
+//! the `slow` mutex and sets the `WATCHED` bit. A winner that finds `WATCHED`
+//! set takes the mutex: it first *lends* the outcome to the done-callbacks
+//! (without holding the lock, so a callback may do anything), then sets
+//! `READY` under the lock, and only then wakes blocked waiters and async
+//! wakers. Setting `WATCHED` and setting `READY` are read-modify-writes of the
+//! same byte, so one of them sees the other: either the registrant finds the
+//! outcome ready, or the winner finds the registrant.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,13 +33,25 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use crate::loom::{AtomicBool, AtomicU8, Condvar, Mutex, MutexGuard};
+use crate::loom::{AtomicBool, AtomicU8, Condvar, Mutex, MutexGuard, UnsafeCell};
 
 use super::error::TaskError;
 
+/// The phase bits of `Inner::state`.
+const PHASE: u8 = 0b0011;
 const PENDING: u8 = 0;
 const RUNNING: u8 = 1;
 const DONE: u8 = 2;
+/// The outcome is in its slot (and the done-callbacks ran): the handle may
+/// read it.
+const READY: u8 = 0b0100;
+/// Someone registered under `slow` (a callback, a blocked waiter, a waker, a
+/// kill): the winner publishes through the mutex.
+const WATCHED: u8 = 0b1000;
+/// A `cancel()` of the running task decides it as cancelled, and wakes
+/// `Slow::kill` if one is left (the process pool's hook, or the async
+/// executor's future, which then drops itself).
+const KILLABLE: u8 = 0b1_0000;
 
 /// How long a waiter spins before it parks. A kernel wake-up costs tens of
 /// microseconds on an idle core (see COSTS.md), so a short spin makes quick
@@ -56,47 +79,65 @@ impl<X: Send + Sync + ?Sized> Tail for X {}
 type Erased<T> = Inner<T, dyn Tail>;
 
 pub(crate) struct Inner<T, J: ?Sized = ()> {
-    phase: AtomicU8,
-    /// Set once the outcome is published and may be taken.
-    ready: AtomicBool,
+    /// The phase and the `READY` and `WATCHED` bits.
+    state: AtomicU8,
     stop: AtomicBool,
     /// The executor that owns the task (0 for none): a waiter that is itself a
     /// worker of that executor runs queued tasks while it waits.
     owner: usize,
-    state: Mutex<State<T>>,
+    /// Written once, by the party that moved the phase to `DONE`, before
+    /// `READY` is set; after that lent to callbacks (one lender at a time,
+    /// under `slow.lent`) and taken by the handle, which alone holds it then.
+    outcome: UnsafeCell<Option<Result<T, TaskError>>>,
+    slow: Mutex<Slow<T>>,
     cond: Condvar,
     /// The executor's part of the allocation (see [`Tail`]).
     pub(crate) tail: J,
 }
 
-struct State<T> {
-    outcome: Option<Result<T, TaskError>>,
-    callbacks: Vec<Callback<T>>,
+// SAFETY: every field but `outcome` is `Sync` (with `T: Send`, the mutex's
+// content is `Send`). `outcome` is written by one thread (the winner of the
+// move to `DONE`) before `READY` is published with release ordering, and read
+// only after `READY` is seen with acquire ordering: by callbacks, one lender at
+// a time (`Slow::lent`), while the handle is shared, or by the handle's owner
+// holding it exclusively. So `T` values move between threads (`T: Send`) but
+// are never reached from two threads at once (`T: Sync` is not needed).
+unsafe impl<T: Send, J: ?Sized + Sync> Sync for Inner<T, J> {}
+
+/// What completion must attend to beyond storing the outcome. Kept small:
+/// it is part of every task's allocation, and most tasks never use it.
+struct Slow<T> {
+    /// Boxed: a task without callbacks (most) pays one word for them.
+    #[allow(
+        clippy::box_collection,
+        reason = "one word instead of three in every task's allocation"
+    )]
+    callbacks: Option<Box<Vec<Callback<T>>>>,
     /// True while the outcome is out on loan to the callbacks.
     lent: bool,
     waker: Option<Waker>,
-    /// Stops a running task for good (the process pool kills its worker,
-    /// the async executor wakes its future to drop it).
-    kill: Option<Kill>,
+    /// What a `cancel()` of a `KILLABLE` running task wakes: the process
+    /// pool's kill hook (see [`Hook`]), or the waker a future left when it
+    /// last returned `Pending` (none before that, so a task that never
+    /// waits pays nothing), which makes it drop itself on its next poll.
+    /// See [`Promise::park_until_decided`].
+    kill: Option<Waker>,
 }
 
-/// What `cancel()` does to a running task.
-enum Kill {
-    /// An executor's own hook (the process pool kills the worker).
-    Hook(Box<dyn FnOnce() + Send>),
-    /// A future that ends itself once its outcome is decided: deciding the
-    /// outcome wakes it (with the waker it left when it last returned
-    /// `Pending`; none before that, so a task that never waits pays
-    /// nothing), and it drops itself on that poll. See
-    /// [`Promise::park_until_decided`].
-    Wake(Option<Waker>),
-}
+/// An executor's kill hook (the process pool kills the worker), carried as
+/// the waker that a `cancel()` wakes: waking it runs the hook once; dropping
+/// it does not.
+struct Hook(std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>);
 
-impl Kill {
-    fn run(self) {
-        match self {
-            Kill::Hook(hook) => hook(),
-            Kill::Wake(waker) => waker.into_iter().for_each(Waker::wake),
+impl std::task::Wake for Hook {
+    fn wake(self: Arc<Self>) {
+        let hook = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(hook) = hook {
+            hook();
         }
     }
 }
@@ -170,7 +211,7 @@ pub(crate) fn pair<T>(owner: usize) -> (Promise<T>, Handle<T>) {
 /// `cancel()` of the running task decides it as cancelled and wakes the
 /// future, which then ends (see [`Promise::park_until_decided`]).
 pub(crate) fn future_pair<T>() -> (Promise<T>, Handle<T>) {
-    let inner: Arc<Erased<T>> = Arc::new(Inner::with_kill(0, (), Some(Kill::Wake(None))));
+    let inner: Arc<Erased<T>> = Arc::new(Inner::with_state(0, (), KILLABLE));
     (
         Promise {
             inner: Arc::clone(&inner),
@@ -183,21 +224,20 @@ impl<T, J> Inner<T, J> {
     /// The state of a pending task owned by executor `owner` (0 for none),
     /// with the executor's `tail` in the same allocation.
     pub(crate) fn new(owner: usize, tail: J) -> Inner<T, J> {
-        Inner::with_kill(owner, tail, None)
+        Inner::with_state(owner, tail, PENDING)
     }
 
-    fn with_kill(owner: usize, tail: J, kill: Option<Kill>) -> Inner<T, J> {
+    fn with_state(owner: usize, tail: J, state: u8) -> Inner<T, J> {
         Inner {
-            phase: AtomicU8::new(PENDING),
-            ready: AtomicBool::new(false),
+            state: AtomicU8::new(state),
             stop: AtomicBool::new(false),
             owner,
-            state: Mutex::new(State {
-                outcome: None,
-                callbacks: Vec::new(),
+            outcome: UnsafeCell::new(None),
+            slow: Mutex::new(Slow {
+                callbacks: None,
                 lent: false,
                 waker: None,
-                kill,
+                kill: None,
             }),
             cond: Condvar::new(),
             tail,
@@ -206,73 +246,112 @@ impl<T, J> Inner<T, J> {
 }
 
 impl<T, J: ?Sized> Inner<T, J> {
-    /// Decide the outcome if nobody has yet. Returns whether this call decided it.
-    fn decide(&self, outcome: Result<T, TaskError>) -> bool {
-        let mut phase = self.phase.load(Ordering::Acquire);
+    fn phase(&self) -> u8 {
+        self.state.load(Ordering::Acquire) & PHASE
+    }
+
+    fn is_ready(&self) -> bool {
+        self.state.load(Ordering::Acquire) & READY != 0
+    }
+
+    /// Move the phase to `to` if `from` accepts the current one, keeping the
+    /// flag bits. Returns whether this call moved it.
+    fn advance(&self, to: u8, from: impl Fn(u8) -> bool) -> bool {
+        let mut state = self.state.load(Ordering::Acquire);
         loop {
-            if phase >= DONE {
+            if !from(state & PHASE) {
                 return false;
             }
-            match self
-                .phase
-                .compare_exchange_weak(phase, DONE, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(actual) => phase = actual,
+            match self.state.compare_exchange_weak(
+                state,
+                (state & !PHASE) | to,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => state = actual,
             }
         }
-        self.lend_then_publish(self.state.lock(), outcome);
+    }
+
+    /// Win the right to decide the outcome, if nobody has yet. The winner
+    /// must then [`publish`](Self::publish) it.
+    fn claim(&self) -> bool {
+        self.advance(DONE, |phase| phase < DONE)
+    }
+
+    /// Decide the outcome if nobody has yet. Returns whether this call decided it.
+    fn decide(&self, outcome: Result<T, TaskError>) -> bool {
+        if !self.claim() {
+            return false;
+        }
+        self.publish(outcome, false);
         true
     }
 
-    /// Lend the decided outcome to every callback, including any added
-    /// meanwhile, without holding the lock; then publish it.
-    fn lend_then_publish<'a>(
-        &'a self,
-        mut state: MutexGuard<'a, State<T>>,
-        outcome: Result<T, TaskError>,
-    ) {
-        state.lent = true;
-        // A future waiting to be told its outcome was decided is woken
-        // once the lock is released.
-        let kill = state.kill.take();
-        loop {
-            let callbacks = std::mem::take(&mut state.callbacks);
-            if callbacks.is_empty() {
-                break;
+    /// Store the outcome of a task this thread [`claim`](Self::claim)ed, and
+    /// make it ready. With `wake_task`, a future parked by
+    /// [`Promise::park_until_decided`] is woken to end itself (the decision
+    /// came from outside the task).
+    ///
+    /// Called once per task, by the claimer only.
+    fn publish(&self, outcome: Result<T, TaskError>, wake_task: bool) {
+        // SAFETY: this thread claimed the task, so it is the slot's only
+        // writer, and nobody reads the slot before `READY` is set below.
+        self.outcome
+            .with_mut(|slot| unsafe { *slot = Some(outcome) });
+        let mut state = self.state.load(Ordering::Relaxed);
+        while state & WATCHED == 0 {
+            // Release: a reader that sees `READY` sees the outcome.
+            match self.state.compare_exchange_weak(
+                state,
+                state | READY,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => state = actual,
             }
-            drop(state);
-            run_callbacks(callbacks, &outcome);
-            state = self.state.lock();
         }
-        self.publish(state, outcome);
-        if let Some(wake @ Kill::Wake(_)) = kill {
-            wake.run();
-        }
+        self.publish_watched(self.slow.lock(), wake_task);
     }
 
-    /// Store the outcome and wake every waiter.
-    fn publish(&self, mut state: MutexGuard<'_, State<T>>, outcome: Result<T, TaskError>) {
-        state.outcome = Some(outcome);
-        state.lent = false;
-        self.ready.store(true, Ordering::Release);
-        let waker = state.waker.take();
-        drop(state);
+    /// The completion of a watched task: lend the outcome to every
+    /// callback, including any added meanwhile, without holding the lock;
+    /// then set `READY` under the lock and wake whoever waits.
+    fn publish_watched<'a>(&'a self, mut slow: MutexGuard<'a, Slow<T>>, wake_task: bool) {
+        slow.lent = true;
+        let kill = slow.kill.take();
+        while let Some(callbacks) = slow.callbacks.take() {
+            drop(slow);
+            self.outcome.with(|slot| {
+                // SAFETY: `READY` is not set yet, so no other thread reads
+                // the slot, and this thread wrote it (see `publish`).
+                if let Some(outcome) = unsafe { &*slot } {
+                    run_callbacks(*callbacks, outcome);
+                }
+            });
+            slow = self.slow.lock();
+        }
+        slow.lent = false;
+        self.state.fetch_or(READY, Ordering::Release);
+        let waker = slow.waker.take();
+        drop(slow);
         self.cond.notify_all();
         if let Some(waker) = waker {
             waker.wake();
         }
+        if wake_task && let Some(kill) = kill {
+            kill.wake();
+        }
     }
 
-    fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
-
-    /// Register what `cancel()` does to the running task, unless it is done.
-    fn set_kill(&self, kill: Kill) {
-        let mut state = self.state.lock();
-        if self.phase.load(Ordering::Acquire) < DONE {
-            state.kill = Some(kill);
+    /// Register (under `slow`) what `cancel()` wakes to stop the running
+    /// task, unless it is done.
+    fn set_kill(&self, kill: Waker) {
+        let mut slow = self.slow.lock();
+        if self.state.fetch_or(WATCHED | KILLABLE, Ordering::AcqRel) & PHASE < DONE {
+            slow.kill = Some(kill);
         }
     }
 
@@ -300,29 +379,25 @@ impl<T, J: ?Sized> Inner<T, J> {
                 std::thread::yield_now();
             }
         }
-        let mut state = self.state.lock();
-        while !self.is_ready() {
+        let mut slow = self.slow.lock();
+        // Watched from here on: the winner sets `READY` under the lock and
+        // then notifies, so the check below and the wait cannot miss it.
+        if self.state.fetch_or(WATCHED, Ordering::Acquire) & READY != 0 {
+            return true;
+        }
+        loop {
             match deadline {
-                None => self.cond.wait(&mut state),
+                None => self.cond.wait(&mut slow),
                 Some(deadline) => {
-                    if self.cond.wait_until(&mut state, deadline).timed_out() {
+                    if self.cond.wait_until(&mut slow, deadline).timed_out() {
                         return self.is_ready();
                     }
                 }
             }
+            if self.is_ready() {
+                return true;
+            }
         }
-        true
-    }
-
-    fn take(&self) -> Result<T, TaskError> {
-        let mut state = self.state.lock();
-        // `ready` is only set together with the outcome, and only a consumed
-        // handle takes it, so it is present here.
-        state.outcome.take().unwrap_or_else(|| {
-            Err(TaskError::new(super::ErrorKind::Failed(
-                "outcome already taken".into(),
-            )))
-        })
     }
 }
 
@@ -358,19 +433,19 @@ impl<T> Handle<T> {
     /// Called from a worker of the same thread pool, this runs other queued
     /// tasks of that pool while it waits, so waiting on your own pool's tasks
     /// cannot deadlock it.
-    pub fn result(self) -> Result<T, TaskError> {
+    pub fn result(mut self) -> Result<T, TaskError> {
         self.inner.wait_until(None);
-        self.inner.take()
+        self.take()
     }
 
     /// Wait at most `timeout` for the outcome.
     ///
     /// Returns `Ok(outcome)` when the task finished in time, or `Err(self)` —
     /// the handle back, still valid — when it did not.
-    pub fn result_timeout(self, timeout: Duration) -> Result<Result<T, TaskError>, Handle<T>> {
+    pub fn result_timeout(mut self, timeout: Duration) -> Result<Result<T, TaskError>, Handle<T>> {
         let deadline = Instant::now().checked_add(timeout);
         if self.inner.wait_until(deadline) {
-            Ok(self.inner.take())
+            Ok(self.take())
         } else {
             Err(self)
         }
@@ -402,7 +477,7 @@ impl<T> Handle<T> {
 
     /// Whether the task's outcome is decided (finished, failed or cancelled).
     pub fn is_done(&self) -> bool {
-        self.inner.phase.load(Ordering::Acquire) >= DONE
+        self.inner.phase() >= DONE
     }
 
     /// Whether a worker has started the task (and it may still be running).
@@ -412,7 +487,7 @@ impl<T> Handle<T> {
     /// next, so `cancel()` returns false for it (as Python's pool does for
     /// calls in its call queue).
     pub fn is_running(&self) -> bool {
-        self.inner.phase.load(Ordering::Acquire) == RUNNING
+        self.inner.phase() == RUNNING
     }
 
     /// Try to cancel the task. Returns true if this call cancelled it.
@@ -444,38 +519,55 @@ impl<T> Handle<T> {
     /// ```
     pub fn cancel(&self) -> bool {
         self.inner.stop.store(true, Ordering::Relaxed);
-        if self
-            .inner
-            .phase
-            .compare_exchange(PENDING, DONE, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.finish_forced(TaskError::cancelled());
+        if self.inner.advance(DONE, |phase| phase == PENDING) {
+            // A future parked while waiting to start is woken to leave.
+            self.inner.publish(Err(TaskError::cancelled()), true);
             return true;
         }
-        // Running: only an executor that registered a kill hook can stop it.
+        // Running: only a killable task (the executor registered a kill
+        // hook, or runs the task as a future) can be stopped.
         let kill = {
-            let mut state = self.inner.state.lock();
-            if self.inner.phase.load(Ordering::Acquire) == RUNNING {
-                state.kill.take()
+            let mut slow = self.inner.slow.lock();
+            let state = self.inner.state.load(Ordering::Acquire);
+            if state & PHASE == RUNNING && state & KILLABLE != 0 {
+                Some(slow.kill.take())
             } else {
                 None
             }
         };
         match kill {
             Some(kill) if self.inner.decide(Err(TaskError::cancelled())) => {
-                kill.run();
+                if let Some(kill) = kill {
+                    kill.wake();
+                }
                 true
             }
             _ => false,
         }
     }
 
-    /// Publish an outcome after the phase was already moved to `DONE` by CAS.
-    fn finish_forced(&self, err: TaskError) {
-        // `decide` expects a phase below DONE, so lend and publish directly.
-        self.inner
-            .lend_then_publish(self.inner.state.lock(), Err(err));
+    /// Take the published outcome. Only the handle's owner, holding it
+    /// exclusively, takes it, once `READY` is seen.
+    fn take(&mut self) -> Result<T, TaskError> {
+        if !self.inner.is_ready() {
+            return Err(TaskError::new(super::ErrorKind::Failed(
+                "outcome taken before it was ready".into(),
+            )));
+        }
+        // SAFETY: `READY` was seen with acquire ordering, so the writer is
+        // done with the slot; `&mut self` excludes every other reader (a
+        // callback is lent the outcome only through a shared borrow of this
+        // handle).
+        let outcome = self
+            .inner
+            .outcome
+            .with_mut(|slot| unsafe { (*slot).take() });
+        // Taken already (a future polled again after it returned `Ready`).
+        outcome.unwrap_or_else(|| {
+            Err(TaskError::new(super::ErrorKind::Failed(
+                "outcome already taken".into(),
+            )))
+        })
     }
 
     /// Run `callback` once the task is done, with a reference to its value or error.
@@ -498,21 +590,38 @@ impl<T> Handle<T> {
     where
         F: FnOnce(Result<&T, &TaskError>) + Send + 'static,
     {
-        let mut state = self.inner.state.lock();
-        if !self.inner.is_ready() {
-            state.callbacks.push(Box::new(callback));
+        let mut slow = self.inner.slow.lock();
+        let state = self.inner.state.fetch_or(WATCHED, Ordering::Acquire);
+        if state & READY == 0 || slow.lent {
+            // The winner (or the thread already lending the outcome) runs it.
+            slow.callbacks
+                .get_or_insert_with(Box::default)
+                .push(Box::new(callback));
             return;
         }
-        // Done: borrow the outcome out of the lock so the callback runs unlocked.
-        let Some(outcome) = state.outcome.take() else {
-            return;
-        };
-        state.lent = true;
-        self.inner.ready.store(false, Ordering::Release);
-        drop(state);
-        run_callbacks(vec![Box::new(callback)], &outcome);
-        self.inner
-            .lend_then_publish(self.inner.state.lock(), outcome);
+        // Ready and nobody lending: lend the outcome out of the lock, to this
+        // callback and to any added meanwhile.
+        slow.lent = true;
+        drop(slow);
+        let mut callbacks: Vec<Callback<T>> = vec![Box::new(callback)];
+        loop {
+            self.inner.outcome.with(|slot| {
+                // SAFETY: `READY` was seen with acquire ordering; the slot is
+                // only read here, by this thread alone (`lent`), and taking
+                // it needs the handle exclusively, which `&self` excludes.
+                if let Some(outcome) = unsafe { &*slot } {
+                    run_callbacks(callbacks, outcome);
+                }
+            });
+            let mut slow = self.inner.slow.lock();
+            match slow.callbacks.take() {
+                Some(more) => callbacks = *more,
+                None => {
+                    slow.lent = false;
+                    return;
+                }
+            }
+        }
     }
 
     /// A token that reports whether cancellation of this task was requested.
@@ -542,22 +651,25 @@ impl<T> Future for Handle<T> {
     type Output = Result<T, TaskError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.inner.state.lock();
-        if self.inner.is_ready() {
-            drop(state);
-            return Poll::Ready(self.inner.take());
+        let this = self.get_mut();
+        if !this.inner.is_ready() {
+            let mut slow = this.inner.slow.lock();
+            match &slow.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => slow.waker = Some(cx.waker().clone()),
+            }
+            if this.inner.state.fetch_or(WATCHED, Ordering::Acquire) & READY == 0 {
+                return Poll::Pending;
+            }
+            slow.waker = None;
         }
-        match &state.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => state.waker = Some(cx.waker().clone()),
-        }
-        Poll::Pending
+        Poll::Ready(this.take())
     }
 }
 
 impl<T> std::fmt::Debug for Handle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let phase = match self.inner.phase.load(Ordering::Relaxed) {
+        let phase = match self.inner.phase() {
             PENDING => "pending",
             RUNNING => "running",
             _ => "done",
@@ -575,16 +687,22 @@ impl<T> Promise<T> {
     /// Claim the task for running. False if it was cancelled (or otherwise
     /// decided) first: then the executor must skip it.
     pub fn start(&self) -> bool {
-        self.inner
-            .phase
-            .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        self.inner.advance(RUNNING, |phase| phase == PENDING)
     }
 
     /// Complete the task. Returns false if its outcome was already decided
     /// (cancelled or timed out), in which case `outcome` is dropped.
     pub fn complete(&self, outcome: Result<T, TaskError>) -> bool {
         self.inner.decide(outcome)
+    }
+
+    /// The first half of [`complete`](Self::complete): win the right to
+    /// decide the outcome, without deciding it yet (an executor counts the
+    /// outcome in between, so that whoever sees it published finds it
+    /// counted, and counts only what it decided). `None` if the outcome was
+    /// already decided.
+    pub(crate) fn claim(&self) -> Option<Claim<'_, T>> {
+        self.inner.claim().then_some(Claim { inner: &self.inner })
     }
 
     /// Set the task's stop flag, which its [`CancelToken`](super::CancelToken)
@@ -595,7 +713,7 @@ impl<T> Promise<T> {
 
     /// Whether the outcome was already decided (cancelled, timed out or done).
     pub fn is_done(&self) -> bool {
-        self.inner.phase.load(Ordering::Acquire) >= DONE
+        self.inner.phase() >= DONE
     }
 
     /// For a task made by [`future_pair`] whose future returned `Pending`:
@@ -603,13 +721,14 @@ impl<T> Promise<T> {
     /// `cancel()`). False if it is decided already: the future should end
     /// now instead of waiting.
     pub(crate) fn park_until_decided(&self, waker: &Waker) -> bool {
-        let mut state = self.inner.state.lock();
-        if self.inner.phase.load(Ordering::Acquire) >= DONE {
+        let mut slow = self.inner.slow.lock();
+        // Watched, so that a decision from now on wakes the waker left here.
+        if self.inner.state.fetch_or(WATCHED, Ordering::AcqRel) & PHASE >= DONE {
             return false;
         }
-        match &state.kill {
-            Some(Kill::Wake(Some(left))) if left.will_wake(waker) => {}
-            _ => state.kill = Some(Kill::Wake(Some(waker.clone()))),
+        match &slow.kill {
+            Some(left) if left.will_wake(waker) => {}
+            _ => slow.kill = Some(waker.clone()),
         }
         true
     }
@@ -619,13 +738,28 @@ impl<T> Promise<T> {
     /// started task returns true, and decides the outcome as cancelled, only
     /// when a hook is registered; it runs the hook once.
     pub fn set_kill(&self, kill: Box<dyn FnOnce() + Send>) {
-        self.inner.set_kill(Kill::Hook(kill));
+        let hook = Hook(std::sync::Mutex::new(Some(kill)));
+        self.inner.set_kill(Waker::from(Arc::new(hook)));
     }
 }
 
 impl<T> std::fmt::Debug for Promise<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Promise").finish_non_exhaustive()
+    }
+}
+
+/// A won right to decide a task's outcome (see [`Promise::claim`]); settle
+/// it with [`Claim::publish`], or the task's waiters wait for ever.
+#[must_use = "a claimed task must be published, or its waiters wait for ever"]
+pub(crate) struct Claim<'a, T> {
+    inner: &'a Erased<T>,
+}
+
+impl<T> Claim<'_, T> {
+    /// Decide the outcome (the second half of [`Promise::complete`]).
+    pub(crate) fn publish(self, outcome: Result<T, TaskError>) {
+        self.inner.publish(outcome, false);
     }
 }
 
@@ -700,6 +834,101 @@ mod loom_tests {
             adder.join().unwrap();
             assert!(handle.is_done());
             assert_eq!(calls.load(Ordering::SeqCst), 1);
+        });
+    }
+
+    /// A waker that records that it was woken.
+    struct Flag(crate::loom::AtomicBool);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn flag_waker() -> (Arc<Flag>, Waker) {
+        let flag = Arc::new(Flag(crate::loom::AtomicBool::new(false)));
+        (Arc::clone(&flag), Waker::from(flag))
+    }
+
+    /// An `.await` racing the completion: the poll either finds the
+    /// outcome or leaves a waker that the completion wakes.
+    #[test]
+    fn loom_await_races_completion() {
+        loom::model(|| {
+            let (promise, mut handle) = pair::<u32>(0);
+            let worker = loom::thread::spawn(move || {
+                assert!(promise.start());
+                assert!(promise.complete(Ok(7)));
+            });
+            let (woken, waker) = flag_waker();
+            let mut cx = Context::from_waker(&waker);
+            let first = Pin::new(&mut handle).poll(&mut cx);
+            worker.join().unwrap();
+            match first {
+                Poll::Ready(outcome) => assert_eq!(outcome.unwrap(), 7),
+                Poll::Pending => {
+                    assert!(
+                        woken.0.load(Ordering::SeqCst),
+                        "the completion woke the waiter"
+                    );
+                    match Pin::new(&mut handle).poll(&mut cx) {
+                        Poll::Ready(outcome) => assert_eq!(outcome.unwrap(), 7),
+                        Poll::Pending => panic!("woken, yet not ready"),
+                    }
+                }
+            }
+        });
+    }
+
+    /// A future waiting to start (the async executor's task waiting for a
+    /// concurrency slot) parks its waker while a `cancel()` decides it:
+    /// either the park sees the decision, or the cancel wakes the waker.
+    #[test]
+    fn loom_cancel_wakes_a_task_parked_before_it_started() {
+        loom::model(|| {
+            let (promise, handle) = future_pair::<u32>();
+            let (woken, waker) = flag_waker();
+            let task = loom::thread::spawn(move || promise.park_until_decided(&waker));
+            assert!(handle.cancel());
+            let parked = task.join().unwrap();
+            if parked {
+                assert!(
+                    woken.0.load(Ordering::SeqCst),
+                    "the cancel woke the parked task"
+                );
+            }
+            assert!(handle.result().unwrap_err().is_cancelled());
+        });
+    }
+
+    /// A blocked waiter and a late callback against a completion that
+    /// takes the fast path when nobody watches: the waiter returns, the
+    /// callback runs once with the value, and the value is taken once.
+    #[test]
+    fn loom_blocking_waiter_and_callback_race_the_unwatched_fast_path() {
+        loom::model(|| {
+            let (promise, handle) = pair::<u32>(0);
+            let handle = Arc::new(handle);
+            let calls = Arc::new(AtomicUsize::new(0));
+            let seen = Arc::clone(&calls);
+            let worker = loom::thread::spawn(move || {
+                assert!(promise.start());
+                assert!(promise.complete(Ok(5)));
+            });
+            let adder_handle = Arc::clone(&handle);
+            let adder = loom::thread::spawn(move || {
+                adder_handle.add_done_callback(move |outcome| {
+                    assert_eq!(outcome.ok(), Some(&5));
+                    seen.fetch_add(1, Ordering::SeqCst);
+                });
+            });
+            handle.wait();
+            worker.join().unwrap();
+            adder.join().unwrap();
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+            let handle = Arc::into_inner(handle).unwrap();
+            assert_eq!(handle.result().unwrap(), 5);
         });
     }
 }
