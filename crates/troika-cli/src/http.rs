@@ -1,6 +1,7 @@
-//! The command's one HTTP client stack: hyper's pooled client (hyper-util)
-//! with rustls for https. `troika crawl` fetches through it, and so does
-//! `troika serve`'s API backend.
+//! The command's one HTTP client stack: hyper with rustls for https.
+//! `troika serve`'s API backend uses hyper-util's pooled client over
+//! [`connector`]; `troika crawl` keeps its own connections over the same
+//! connector (`crawl/pool.rs`).
 //!
 //! The crawl chose it over reqwest for speed: reqwest's layers (the URL
 //! parsed three times a request, retry and redirect services around every
@@ -31,18 +32,26 @@ pub(crate) struct ClientOptions {
     pub(crate) idle_timeout: Option<Duration>,
 }
 
-/// Build a client for http and https URLs, verifying certificates against
-/// the platform's roots.
-pub(crate) fn client(options: ClientOptions) -> anyhow::Result<HttpClient> {
+/// The connector for http and https URLs: TCP with `TCP_NODELAY`, then TLS
+/// (HTTP/1.1 only) verifying certificates against the platform's roots.
+/// `connect_timeout` bounds the TCP connect (`None`: the OS's limit).
+pub(crate) fn connector(
+    connect_timeout: Option<Duration>,
+) -> anyhow::Result<HttpsConnector<HttpConnector>> {
     let mut http = HttpConnector::new();
     http.enforce_http(false); // https URLs pass through to the TLS layer
     http.set_nodelay(true);
-    http.set_connect_timeout(options.connect_timeout);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    http.set_connect_timeout(connect_timeout);
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_platform_verifier(rustls::crypto::aws_lc_rs::default_provider())?
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
+        .wrap_connector(http))
+}
+
+/// Build a pooled client for http and https URLs over [`connector`].
+pub(crate) fn client(options: ClientOptions) -> anyhow::Result<HttpClient> {
+    let https = connector(options.connect_timeout)?;
     let mut builder = Client::builder(TokioExecutor::new());
     builder
         .pool_timer(TokioTimer::new())

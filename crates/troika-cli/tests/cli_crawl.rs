@@ -134,6 +134,46 @@ fn the_concurrency_limit_holds_in_both_modes() {
     }
 }
 
+/// Issue 16: the pool opened a new connection whenever a request found none
+/// idle, racing one that was about to come back, so 1,000 slots opened
+/// 1,068 connections. A slot keeps its connection: N slots, at most N.
+#[test]
+fn n_slots_open_at_most_n_connections() {
+    let servers = Servers::start(1);
+    let input: Vec<String> = (0..2000)
+        .map(|i| servers.url(&format!("/chunked/{i}?delay_ms=2")))
+        .collect();
+    let input = input.join("\n");
+    let out = crawl(&["--concurrency", "64"], Some(input.as_bytes()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(lines(&out).len(), 2000);
+    let connections = servers.seen.connections();
+    assert!(
+        (1..=64).contains(&connections),
+        "64 slots opened {connections} connections"
+    );
+}
+
+/// A server that closes each connection after its response: every request
+/// needs a new one, and none fails for finding its connection closed.
+#[test]
+fn connections_the_server_closes_are_replaced() {
+    let servers = Servers::start(1);
+    let input: Vec<String> = (0..50)
+        .map(|i| servers.url(&format!("/close/{i}")))
+        .collect();
+    let out = crawl(&["--concurrency", "4"], Some(input.join("\n").as_bytes()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let records = lines(&out);
+    assert_eq!(records.len(), 50);
+    assert!(
+        records
+            .iter()
+            .all(|r| r["status"] == 200 && r["bytes"] == 7)
+    );
+    assert_eq!(servers.seen.connections(), 50);
+}
+
 #[test]
 fn the_per_host_limit_holds() {
     let servers = Servers::start(2);

@@ -1,7 +1,8 @@
 //! Fetching one URL: limits, retries with backoff, redirects, a streamed
 //! body cut off at `--max-bytes`.
 //!
-//! Requests go through the command's client ([`crate::http`]); redirects are
+//! Requests go over the crawl's own keep-alive connections ([`super::pool`],
+//! through the command's connector in [`crate::http`]); redirects are
 //! followed here.
 
 use std::borrow::Cow;
@@ -13,21 +14,21 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{
-    ACCEPT, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HeaderMap,
+    ACCEPT, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, HeaderMap,
     HeaderValue, LOCATION, PROXY_AUTHORIZATION, TRANSFER_ENCODING, USER_AGENT, WWW_AUTHENTICATE,
 };
+use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, StatusCode, Uri};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::{Position, Url};
 
+use super::pool::{Origin, Pool};
 use super::record::{Failure, FailureKind, Record, millis};
-
-use crate::http::{ClientOptions, HttpClient};
 
 /// What every fetch shares: the client, the limits and the options.
 #[derive(Debug)]
 pub(crate) struct Fetcher {
-    client: HttpClient,
+    pool: Pool,
     method: Method,
     /// The request headers: the user's, then a user agent and `Accept`
     /// unless the user gave them.
@@ -231,11 +232,12 @@ impl Fetcher {
                 .and_then(|rate| Duration::try_from_secs_f64(1.0 / rate).ok()),
             table: Mutex::default(),
         };
-        let client = crate::http::client(ClientOptions {
-            connect_timeout: Some(options.connect_timeout),
-            max_idle_per_host: options.concurrency,
-            idle_timeout: None,
-        })?;
+        // As many idle connections as requests in flight: the connection
+        // a request gives back is the next one's.
+        let pool = Pool::new(
+            crate::http::connector(Some(options.connect_timeout))?,
+            options.concurrency,
+        );
         let mut headers = options.headers;
         if !headers.contains_key(USER_AGENT) {
             headers.insert(USER_AGENT, HeaderValue::from_str(&options.user_agent)?);
@@ -244,7 +246,7 @@ impl Fetcher {
             headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
         }
         Ok(Fetcher {
-            client,
+            pool,
             method: options.method,
             headers,
             body: options.body.map(Bytes::from),
@@ -366,18 +368,20 @@ impl Fetcher {
         let mut body = self.body.clone();
         let mut headers = Cow::Borrowed(&self.headers);
         let mut redirects = 0;
-        let response = loop {
-            let request = match request(&method, &url, &headers, body.clone()) {
+        let (response, lease) = loop {
+            let (request, origin) = match request(&method, &url, &headers, body.clone()) {
                 Ok(request) => request,
                 Err(failure) => return Some((failure, false)),
             };
-            let response = match self.client.request(request).await {
-                Ok(response) => response,
-                Err(e) => return Some(classify(&e, e.is_connect())),
+            // A redirect's connection is dropped with its unread body,
+            // which closes it.
+            let (response, lease) = match self.pool.send(origin, request).await {
+                Ok(sent) => sent,
+                Err(e) => return Some(classify(e.error(), e.is_connect())),
             };
             let status = response.status();
             let Some(target) = redirect_target(&url, status, response.headers()) else {
-                break response;
+                break (response, lease);
             };
             let refusal = if !matches!(target.scheme(), "http" | "https") {
                 Some(Refusal::Scheme(target.scheme().to_owned()))
@@ -474,7 +478,12 @@ impl Fetcher {
                         }
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    // Read to its end: the connection can serve the next
+                    // request. (Cut off or failed, it is dropped: closed.)
+                    self.pool.release(lease);
+                    break;
+                }
                 Err(e) => return Some(classify(&e, false)),
             }
         }
@@ -659,14 +668,15 @@ impl Utf8Check {
     }
 }
 
-/// The request for `url`: origin-form on the wire, with `Host` set by the
-/// client; credentials in the URL become a Basic `Authorization` header.
+/// The request for `url` and the origin to send it to: origin-form on the
+/// wire, with a `Host` header (unless the user gave one); credentials in
+/// the URL become a Basic `Authorization` header.
 fn request(
     method: &Method,
     url: &Url,
     headers: &HeaderMap,
     body: Option<Bytes>,
-) -> Result<Request<Full<Bytes>>, Failure> {
+) -> Result<(Request<Full<Bytes>>, Origin), Failure> {
     let has_credentials = !url.username().is_empty() || url.password().is_some();
     let target = if has_credentials {
         Cow::Owned(format!(
@@ -677,13 +687,26 @@ fn request(
     } else {
         Cow::Borrowed(&url[..Position::AfterQuery]) // no fragment
     };
-    let uri: Uri = target
-        .parse()
-        .map_err(|e| Failure::new(FailureKind::InvalidUrl, format!("invalid URL: {e}")))?;
+    let invalid = |e: &dyn std::fmt::Display| {
+        Failure::new(FailureKind::InvalidUrl, format!("invalid URL: {e}"))
+    };
+    let uri: Uri = target.parse().map_err(|e| invalid(&e))?;
+    let parts = uri.into_parts();
+    let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+        return Err(invalid(&"no host"));
+    };
+    let path = parts
+        .path_and_query
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut request = Request::new(Full::new(body.unwrap_or_default()));
     *request.method_mut() = method.clone();
-    *request.uri_mut() = uri;
+    *request.uri_mut() = Uri::from(path);
     *request.headers_mut() = headers.clone();
+    if !headers.contains_key(HOST) {
+        // Without its port when it is the scheme's default (`Url` drops it).
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| invalid(&e))?;
+        request.headers_mut().insert(HOST, host);
+    }
     if has_credentials && !headers.contains_key(AUTHORIZATION) {
         let user = percent_decode(url.username());
         let password = percent_decode(url.password().unwrap_or_default());
@@ -692,7 +715,7 @@ fn request(
             .map_err(|e| Failure::new(FailureKind::Request, format!("bad request: {e}")))?;
         request.headers_mut().insert(AUTHORIZATION, value);
     }
-    Ok(request)
+    Ok((request, (scheme, authority)))
 }
 
 fn percent_decode(s: &str) -> Cow<'_, str> {
@@ -826,13 +849,25 @@ mod tests {
     fn requests_leave_fragments_and_credentials_off_the_wire() {
         let headers = HeaderMap::new();
         let url = Url::parse("http://u:p@example.com:8080/a/b?q=1#frag").unwrap();
-        let get = request(&Method::GET, &url, &headers, None).unwrap();
-        assert_eq!(get.uri(), "http://example.com:8080/a/b?q=1");
+        let (get, origin) = request(&Method::GET, &url, &headers, None).unwrap();
+        assert_eq!(get.uri(), "/a/b?q=1");
+        assert_eq!(get.headers()[HOST], "example.com:8080");
         assert_eq!(get.headers()[AUTHORIZATION], "Basic dTpw");
-        let url = Url::parse("https://example.com/x#frag").unwrap();
-        let head = request(&Method::HEAD, &url, &headers, None).unwrap();
-        assert_eq!(head.uri(), "https://example.com/x");
+        assert_eq!(origin.0, hyper::http::uri::Scheme::HTTP);
+        assert_eq!(origin.1, "example.com:8080");
+        let url = Url::parse("https://example.com:443/x#frag").unwrap();
+        let (head, origin) = request(&Method::HEAD, &url, &headers, None).unwrap();
+        assert_eq!(head.uri(), "/x");
+        assert_eq!(head.headers()[HOST], "example.com");
+        assert_eq!(origin.1, "example.com");
         assert!(!head.headers().contains_key(AUTHORIZATION));
+        // A Host header the user gave is sent as given.
+        let mut given = HeaderMap::new();
+        given.insert(HOST, HeaderValue::from_static("virtual.example"));
+        let url = Url::parse("http://127.0.0.1:8080/").unwrap();
+        let (get, origin) = request(&Method::GET, &url, &given, None).unwrap();
+        assert_eq!(get.headers()[HOST], "virtual.example");
+        assert_eq!(origin.1, "127.0.0.1:8080");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! scheduled.
 
 mod fetch;
+mod pool;
 mod record;
 
 use std::fs::File;

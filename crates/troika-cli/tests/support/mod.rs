@@ -1,5 +1,6 @@
 //! A local HTTP server for the crawl tests: pages with a delay, redirect
-//! loops, redirects to `file:` and `ftp:`, an endless body, a page that never
+//! loops, redirects to `file:` and `ftp:`, pages in chunks, pages that close
+//! their connection, an endless body, a page that never
 //! answers, a page that stalls after its first bytes, a page that fails once,
 //! pages that are not UTF-8, and counters of requests in flight.
 
@@ -17,6 +18,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use axum::serve::ListenerExt;
 use futures::StreamExt;
 
 /// What the server saw.
@@ -32,6 +34,8 @@ pub(crate) struct Seen {
     arrivals: Mutex<HashMap<u16, Vec<Instant>>>,
     /// The last request to /echo: method, headers, body.
     echo: Mutex<Option<(String, HeaderMap, String)>>,
+    /// Connections accepted, over all servers.
+    connections: AtomicUsize,
 }
 
 impl Seen {
@@ -58,6 +62,11 @@ impl Seen {
 
     pub(crate) fn echo(&self) -> Option<(String, HeaderMap, String)> {
         self.echo.lock().unwrap().clone()
+    }
+
+    /// Connections the servers accepted so far.
+    pub(crate) fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 
@@ -187,6 +196,29 @@ async fn stall() -> Response {
         .into_response()
 }
 
+/// A page in chunks (as nginx's echo module sends its pages): the head and
+/// the first chunk, then the rest and the end of the body a moment later.
+async fn chunked(Query(q): Query<HashMap<String, String>>) -> Response {
+    let delay: u64 = q.get("delay_ms").and_then(|d| d.parse().ok()).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    let chunks = futures::stream::unfold(0, |sent| async move {
+        if sent > 0 {
+            tokio::task::yield_now().await;
+        }
+        (sent < 2).then(|| {
+            (
+                Ok::<_, std::io::Error>(Bytes::from_static(b"<p>chunk</p>")),
+                sent + 1,
+            )
+        })
+    });
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        Body::from_stream(chunks),
+    )
+        .into_response()
+}
+
 /// A Latin-1 body (not UTF-8) with the given Content-Type.
 fn latin1(content_type: &'static str, body: &'static [u8]) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
@@ -217,6 +249,11 @@ async fn never() -> &'static str {
 fn app(ctx: Ctx) -> Router {
     Router::new()
         .route("/page/{n}", get(page))
+        .route("/chunked/{n}", get(chunked))
+        .route(
+            "/close/{n}",
+            get(|| async { ([(header::CONNECTION, "close")], "closing").into_response() }),
+        )
         .route("/status/{code}", get(status))
         .route("/self-loop", get(|| async { redirect("/self-loop") }))
         .route("/to-file", get(|| async { redirect("file:///etc/passwd") }))
@@ -290,6 +327,10 @@ impl Servers {
                 .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
                 .unwrap();
             let port = listener.local_addr().unwrap().port();
+            let counted = Arc::clone(&seen);
+            let listener = listener.tap_io(move |_| {
+                counted.connections.fetch_add(1, Ordering::SeqCst);
+            });
             let app = app(Ctx {
                 seen: Arc::clone(&seen),
                 port,
