@@ -1,9 +1,16 @@
 //! The thread pool's own cost: one task's round trip, and a burst of trivial
 //! tasks submitted and collected.
+//!
+//! On a loaded machine the rates depend on how much CPU the run gets; set
+//! `THREAD_BENCH_CPU=ROUNDS` to print instead the median over ROUNDS rounds
+//! of the CPU time the whole process spent per task (all threads) and the
+//! wall time per task, for a burst of 100,000 tasks and for 10,000 round
+//! trips, to compare builds run one after the other.
 
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use troika::ThreadPool;
 
 /// The same allocator as the `troika` command, so the figures agree.
@@ -45,4 +52,75 @@ fn burst(c: &mut Criterion) {
 }
 
 criterion_group!(benches, round_trip, burst);
-criterion_main!(benches);
+
+/// The CPU time (user + system, every thread) this process has used.
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` points to a writable `rusage`; getrusage fills it in.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    assert_eq!(rc, 0, "getrusage");
+    // SAFETY: zeroed is a valid `rusage`, and getrusage succeeded.
+    let usage = unsafe { usage.assume_init() };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Median CPU ns and wall ns per task of a burst and of round trips.
+fn cpu_report(rounds: usize) {
+    const BURST: u64 = 100_000;
+    const TRIPS: u64 = 10_000;
+    let pool = ThreadPool::new(2).expect("pool");
+    let burst = || {
+        let handles: Vec<_> = (0..BURST)
+            .map(|i| pool.submit(move || black_box(i) * 2))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.result().expect("task"))
+            .sum::<u64>()
+    };
+    let trips = || {
+        (0..TRIPS)
+            .map(|i| {
+                pool.submit(move || black_box(i) + 1)
+                    .result()
+                    .expect("task")
+            })
+            .sum::<u64>()
+    };
+    let variants: [(&str, u64, &dyn Fn() -> u64); 2] = [
+        ("burst_100k", BURST, &burst),
+        ("round_trips_10k", TRIPS, &trips),
+    ];
+    let mut cpu = vec![Vec::new(); variants.len()];
+    let mut wall = vec![Vec::new(); variants.len()];
+    for _ in 0..rounds {
+        for (i, (_, tasks, run)) in variants.iter().enumerate() {
+            let (c0, w0) = (cpu_time(), Instant::now());
+            black_box(run());
+            cpu[i].push((cpu_time() - c0).as_nanos() as f64 / *tasks as f64);
+            wall[i].push(w0.elapsed().as_nanos() as f64 / *tasks as f64);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for (i, (name, _, _)) in variants.iter().enumerate() {
+        println!(
+            "{name:16} cpu {:7.1} ns/task, wall {:7.1} ns/task",
+            median(&mut cpu[i]),
+            median(&mut wall[i])
+        );
+    }
+}
+
+fn main() {
+    if let Some(rounds) = std::env::var_os("THREAD_BENCH_CPU") {
+        let rounds = rounds.to_str().and_then(|r| r.parse().ok()).unwrap_or(21);
+        cpu_report(rounds);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

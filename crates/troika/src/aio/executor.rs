@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use std::panic::AssertUnwindSafe;
@@ -231,7 +231,7 @@ impl AsyncExecutorBuilder {
                 idle_lock: Mutex::new(()),
                 idle: Condvar::new(),
                 workers,
-                submits: Padded(Submits::default()),
+                submitted: Padded(AtomicUsize::new(0)),
                 ended: Default::default(),
             }),
             runtime: Mutex::new(runtime),
@@ -255,30 +255,15 @@ struct Shared {
     idle_lock: Mutex<()>,
     idle: Condvar,
     workers: usize,
-    /// Written by the submitting threads only: on a cache line of its own,
-    /// so that submitting does not contend with the runtime's threads,
-    /// which write `ended` (and the `Arc`'s count, as tasks end).
-    submits: Padded<Submits>,
+    /// Tasks submitted, written by the submitting threads only: on a cache
+    /// line of its own, so that submitting does not contend with the
+    /// runtime's threads, which write `ended`.
+    submitted: Padded<AtomicUsize>,
     /// What the runtime's threads count, each thread in its own shard (see
     /// [`shard`]), so that two workers do not take turns at one cache line;
     /// a count is the sum over the shards.
     ended: [Padded<Ends>; SHARDS],
 }
-
-/// What the submitting threads count.
-#[derive(Default)]
-struct Submits {
-    /// Tasks submitted.
-    submitted: AtomicUsize,
-    /// Strong references to `Shared` bought ahead for tasks, [`PREPAY`] at
-    /// a time (see [`AsyncExecutor::task_ref`]); when not positive, none is
-    /// left. Each unit is a reference leaked from an `Arc` clone, released
-    /// with the executor.
-    prepaid: AtomicIsize,
-}
-
-/// How many references to `Shared` a submit that finds none prepaid buys.
-const PREPAY: isize = 64;
 
 /// How many shards of [`Ends`] an executor has.
 const SHARDS: usize = 4;
@@ -472,8 +457,7 @@ impl Shared {
         // `finished` first: it never passes `submitted`, so a zero here
         // means no task was in flight when `submitted` was read.
         let finished = self.total(|ends| &ends.finished, Ordering::SeqCst);
-        self.submits
-            .submitted
+        self.submitted
             .load(Ordering::SeqCst)
             .saturating_sub(finished)
     }
@@ -710,7 +694,7 @@ impl AsyncExecutor {
 
     /// Tasks submitted since the executor started.
     pub fn submitted(&self) -> usize {
-        self.shared.submits.submitted.load(Ordering::Relaxed)
+        self.shared.submitted.load(Ordering::Relaxed)
     }
 
     /// Queued (waiting for a concurrency slot) and running tasks, and
@@ -813,7 +797,7 @@ impl AsyncExecutor {
         T: Send + 'static,
     {
         let (promise, handle) = future_pair();
-        self.shared.submits.submitted.fetch_add(1, Ordering::SeqCst);
+        self.shared.submitted.fetch_add(1, Ordering::SeqCst);
         let extra = self.shared.limit.as_ref().map(|limit| {
             Box::new(Extra {
                 acquire: Some(Box::pin(Arc::clone(limit).acquire_owned())),
@@ -825,7 +809,7 @@ impl AsyncExecutor {
             extra,
             guard: Guard {
                 promise,
-                shared: self.task_ref(),
+                shared: Arc::clone(&self.shared),
                 started: false,
                 counted: false,
                 shard: 0,
@@ -836,30 +820,6 @@ impl AsyncExecutor {
         // settles the handle.
         drop(self.shared.handle.spawn(task));
         handle
-    }
-
-    /// A task's reference to the shared state. Usually one bought ahead, taken
-    /// with a decrement on the submitters' own cache line: an `Arc` clone
-    /// would increment the count that the runtime's threads decrement as
-    /// tasks end, and that cache line would travel to the submitting thread
-    /// and back for every task.
-    fn task_ref(&self) -> Arc<Shared> {
-        let prepaid = &self.shared.submits.prepaid;
-        // Acquire: the references counted here were leaked before they were
-        // counted (see below).
-        if prepaid.fetch_sub(1, Ordering::AcqRel) > 0 {
-            // SAFETY: a positive count stands for as many strong references
-            // to `shared` leaked from clones (below), and this call took one
-            // of them over.
-            return unsafe { Arc::from_raw(Arc::as_ptr(&self.shared)) };
-        }
-        prepaid.fetch_add(1, Ordering::Relaxed);
-        for _ in 0..PREPAY {
-            std::mem::forget(Arc::clone(&self.shared));
-        }
-        // Release: whoever takes one of these over sees its count.
-        prepaid.fetch_add(PREPAY, Ordering::Release);
-        Arc::clone(&self.shared)
     }
 
     /// Run a blocking closure on the runtime's blocking threads (tokio's
@@ -1103,14 +1063,6 @@ impl Drop for AsyncExecutor {
             self.drop_timeout
         };
         self.close_within(timeout);
-        // Give back the references bought ahead and not used (no submit runs
-        // now: the executor is dropped).
-        let left = self.shared.submits.prepaid.swap(0, Ordering::AcqRel);
-        for _ in 0..left.max(0) {
-            // SAFETY: each unit of a positive `prepaid` is a strong reference
-            // to `shared` leaked by `task_ref` and taken over by nobody.
-            unsafe { Arc::decrement_strong_count(Arc::as_ptr(&self.shared)) };
-        }
     }
 }
 

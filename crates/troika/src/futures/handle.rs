@@ -256,8 +256,13 @@ impl<T, J: ?Sized> Inner<T, J> {
 
     /// Move the phase to `to` if `from` accepts the current one, keeping the
     /// flag bits. Returns whether this call moved it.
-    fn advance(&self, to: u8, from: impl Fn(u8) -> bool) -> bool {
-        let mut state = self.state.load(Ordering::Acquire);
+    ///
+    /// The first compare-and-swap expects `guess` instead of a value loaded
+    /// first: a load would fetch the cache line shared and the swap fetch it
+    /// again to own it, while a wrong guess costs one retry on a line this
+    /// thread then owns.
+    fn advance(&self, to: u8, from: impl Fn(u8) -> bool, guess: u8) -> bool {
+        let mut state = guess;
         loop {
             if !from(state & PHASE) {
                 return false;
@@ -277,7 +282,7 @@ impl<T, J: ?Sized> Inner<T, J> {
     /// Win the right to decide the outcome, if nobody has yet. The winner
     /// must then [`publish`](Self::publish) it.
     fn claim(&self) -> bool {
-        self.advance(DONE, |phase| phase < DONE)
+        self.advance(DONE, |phase| phase < DONE, RUNNING)
     }
 
     /// Decide the outcome if nobody has yet. Returns whether this call decided it.
@@ -519,7 +524,7 @@ impl<T> Handle<T> {
     /// ```
     pub fn cancel(&self) -> bool {
         self.inner.stop.store(true, Ordering::Relaxed);
-        if self.inner.advance(DONE, |phase| phase == PENDING) {
+        if self.inner.advance(DONE, |phase| phase == PENDING, PENDING) {
             // A future parked while waiting to start is woken to leave.
             self.inner.publish(Err(TaskError::cancelled()), true);
             return true;
@@ -687,7 +692,8 @@ impl<T> Promise<T> {
     /// Claim the task for running. False if it was cancelled (or otherwise
     /// decided) first: then the executor must skip it.
     pub fn start(&self) -> bool {
-        self.inner.advance(RUNNING, |phase| phase == PENDING)
+        self.inner
+            .advance(RUNNING, |phase| phase == PENDING, PENDING)
     }
 
     /// Complete the task. Returns false if its outcome was already decided

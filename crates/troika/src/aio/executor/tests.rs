@@ -1,7 +1,6 @@
 //! The executor's internals at chosen instants (see `hooks`).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{AsyncExecutor, hooks};
@@ -50,42 +49,4 @@ fn a_cancel_just_before_completion_is_not_counted_as_a_success() {
     let stats = executor.stats();
     assert_eq!((stats.succeeded, stats.failed, stats.busy), (0, 1, 0));
     drop(executor);
-}
-
-/// The references to the shared state bought ahead for tasks: while the
-/// executor is idle its count is its own plus those still prepaid, and a
-/// dropped executor leaves none behind (submitters racing for them
-/// included).
-#[test]
-fn references_bought_ahead_for_tasks_are_all_given_back() {
-    let executor = AsyncExecutor::builder().workers(2).build().unwrap();
-    let shared = Arc::downgrade(&executor.shared);
-    std::thread::scope(|s| {
-        for _ in 0..3 {
-            s.spawn(|| {
-                let handles: Vec<_> = (0..1_000u32)
-                    .map(|i| executor.submit(async move { i }))
-                    .collect();
-                for (i, handle) in handles.into_iter().enumerate() {
-                    assert_eq!(handle.result().unwrap() as usize, i);
-                }
-            });
-        }
-    });
-    executor.shutdown(true, false);
-    let prepaid = executor.shared.submits.prepaid.load(Ordering::Acquire);
-    assert!((0..=super::PREPAY).contains(&prepaid), "{prepaid}");
-    // A task counts as finished just before its guard lets go of its
-    // reference: wait for the last ones to let go.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while shared.strong_count() != 1 + prepaid as usize {
-        assert!(
-            Instant::now() < deadline,
-            "{} references",
-            shared.strong_count()
-        );
-        std::thread::yield_now();
-    }
-    drop(executor);
-    assert_eq!(shared.strong_count(), 0, "the shared state is freed");
 }
