@@ -93,7 +93,7 @@ impl Shared {
         let State { queue, slots, .. } = state;
         let slot = &mut slots[index];
         let worker = slot.worker.as_ref()?;
-        if !worker.ready || worker.retiring || slot.in_flight.is_empty() != !ahead {
+        if !worker.ready || worker.retiring || slot.in_flight.is_empty() == ahead {
             return None;
         }
         let writer = Arc::clone(worker.writer.as_ref()?);
