@@ -366,15 +366,14 @@ troika::remote! {
     }
 }
 
-/// Quick calls are sent ahead to a worker still busy with its last batch:
-/// a slow call among them still times out on its own clock (started when
-/// its predecessor answered), the quick ones around it do not, and every
-/// `cancel()` that returns true means a cancelled task, every other one a
-/// value.
+/// Quick calls travel in batches through the ring: a slow call among them
+/// still times out on its own clock (started when its predecessor
+/// answered), the quick ones around it do not, and every `cancel()` that
+/// returns true means a cancelled task, every other one a value.
 #[test]
-fn calls_sent_ahead_keep_timeouts_and_cancel_exact() {
+fn batched_calls_keep_timeouts_and_cancel_exact() {
     guarded(
-        "calls_sent_ahead_keep_timeouts_and_cancel_exact",
+        "batched_calls_keep_timeouts_and_cancel_exact",
         Duration::from_secs(300),
         || {
             let limit = Duration::from_millis(200);

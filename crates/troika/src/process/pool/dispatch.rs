@@ -21,10 +21,6 @@ use crate::process::wire;
 /// many bytes (well under the socket's send buffer, so the write never
 /// blocks).
 const BATCH_BYTES: usize = 32 << 10;
-/// Calls sent ahead to a busy worker (see [`Shared::take_batch_ahead`])
-/// never make its calls in flight more than this many bytes: half its ring,
-/// so the write always finds room.
-const AHEAD_BYTES: usize = crate::process::channel::RING_BYTES as usize / 2;
 /// At most this many calls in one batch.
 const BATCH_MAX: usize = 64;
 /// A batch aims at this much work (by the measured run time of recent tasks),
@@ -58,62 +54,21 @@ impl Shared {
 
     /// Take calls for the idle worker in `index`, if it is idle and ready.
     pub(super) fn take_batch(self: &Arc<Self>, state: &mut State, index: usize) -> Option<Batch> {
-        self.take_batch_for(state, index, false)
-    }
-
-    /// Take calls for the worker in `index` while it still runs half of its
-    /// last batch of quick calls, so that it finds the next ones in its ring
-    /// when it is done instead of waiting for this thread to see its last
-    /// reply (only through rings, where the room is known: the calls in
-    /// flight never hold more than [`AHEAD_BYTES`], so the write never
-    /// waits for the worker; and not with recycling, which happens when a
-    /// worker is idle).
-    pub(super) fn take_batch_ahead(
-        self: &Arc<Self>,
-        state: &mut State,
-        index: usize,
-    ) -> Option<Batch> {
-        if self.max_tasks.is_some() || self.max_rss.is_some() || state.queue.is_empty() {
-            return None;
-        }
-        let target = self.batch_target(state);
-        let slot = &state.slots[index];
-        if !slot.worker.as_ref()?.rings || slot.in_flight.len() * 2 > target {
-            return None;
-        }
-        self.take_batch_for(state, index, true)
-    }
-
-    fn take_batch_for(
-        self: &Arc<Self>,
-        state: &mut State,
-        index: usize,
-        ahead: bool,
-    ) -> Option<Batch> {
         let target = self.batch_target(state);
         let State { queue, slots, .. } = state;
         let slot = &mut slots[index];
         let worker = slot.worker.as_ref()?;
-        if !worker.ready || worker.retiring || slot.in_flight.is_empty() != !ahead {
+        if !worker.ready || worker.retiring || !slot.in_flight.is_empty() {
             return None;
         }
         let writer = Arc::clone(worker.writer.as_ref()?);
         let mut frames = Vec::new();
-        let (mut bytes, limit) = if ahead {
-            let in_flight: usize = slot.in_flight.iter().map(|j| j.frame.len()).sum();
-            (in_flight, AHEAD_BYTES)
-        } else {
-            (0, BATCH_BYTES)
-        };
+        let mut bytes = 0;
         while let Some(job) = queue.front() {
             // A call sent again after its worker died goes first in a batch:
-            // it may carry a cancel hook aimed at its old worker (below). So
-            // it never goes ahead, behind running calls.
-            if ahead && (job.started || bytes + job.frame.len() > limit) {
-                break;
-            }
+            // it may carry a cancel hook aimed at its old worker (below).
             if !frames.is_empty()
-                && (frames.len() >= target || bytes + job.frame.len() > limit || job.started)
+                && (frames.len() >= target || bytes + job.frame.len() > BATCH_BYTES || job.started)
             {
                 break;
             }
@@ -133,7 +88,7 @@ impl Shared {
             // the front (see `serve`). Until then `cancel()` returns false for
             // them: they are claimed and will run, like the calls Python's
             // pool has moved to its call queue.
-            if frames.is_empty() && !ahead {
+            if frames.is_empty() {
                 self.arm_cancel(&job, index, slot.generation);
             }
             bytes += job.frame.len();
@@ -143,10 +98,7 @@ impl Shared {
         if frames.is_empty() {
             return None;
         }
-        if !ahead {
-            // (Ahead, the running call keeps its clock.)
-            slot.running_since = Some(Instant::now());
-        }
+        slot.running_since = Some(Instant::now());
         if self.capacity.is_some() {
             self.space.notify_all();
         }

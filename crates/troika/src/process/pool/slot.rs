@@ -68,9 +68,6 @@ pub(super) struct Worker {
     pub(super) socket: (std::sync::Weak<Mutex<CallSender>>, std::os::fd::RawFd),
     pub(super) ready: bool,
     pub(super) retiring: bool,
-    /// Calls travel through rings (so calls may be sent ahead, see
-    /// `take_batch_ahead`).
-    pub(super) rings: bool,
 }
 
 /// A worker placed in its slot, handed to the slot's I/O thread.
@@ -183,7 +180,6 @@ impl Shared {
             socket,
             ready: false,
             retiring: false,
-            rings: spawned.rings.is_some(),
         });
         slot.tasks_done = 0;
         slot.kill_reason = None;
@@ -417,7 +413,7 @@ impl Shared {
                         let batch = if idle {
                             self.after_idle(&mut state, index)
                         } else {
-                            self.take_batch_ahead(&mut state, index)
+                            None
                         };
                         (job, batch)
                     };
