@@ -177,15 +177,15 @@ impl FrameBuf {
         let spill = match &mut self.spill {
             Some(spill) => spill,
             None => {
+                // The body so far goes first; `bytes` keeps it too, for a
+                // `truncate` to a mark in it.
                 let memfd = new_memfd()?;
-                let mut stage = Vec::with_capacity(STAGE);
-                // The body so far (under the threshold, so within STAGE);
-                // `bytes` keeps it too, for a `truncate` to a mark in it.
-                stage.extend_from_slice(&self.bytes[self.body_at..]);
+                let prefix = &self.bytes[self.body_at..];
+                write_at(&memfd, prefix, 0)?;
                 self.spill.insert(Spill {
                     memfd,
-                    written: 0,
-                    stage,
+                    written: prefix.len() as u64,
+                    stage: Vec::with_capacity(STAGE),
                 })
             }
         };
