@@ -122,7 +122,7 @@ troika::remote! {
 #[test]
 fn a_64_mib_argument_and_result_arrive_whole() {
     let pool = ProcessPool::builder().workers(1).build().unwrap();
-    for len in [64 * MIB, 256 << 10, (256 << 10) - 16, (256 << 10) + 1, 0, 1] {
+    for len in [64 * MIB, 512 << 10, (512 << 10) - 16, (512 << 10) + 1, 0, 1] {
         let arg = pattern(len, len as u8);
         let out = pool
             .submit(complement, Bytes(arg.clone()))
@@ -201,8 +201,8 @@ fn a_forged_memfd_reply_fails_its_task_only() {
             }
             other => panic!("unexpected error {other:?}"),
         }
-        let out = pool.submit(complement, Bytes(vec![3; 300 << 10])).result();
-        assert_eq!(out.unwrap().0, vec![!3; 300 << 10]);
+        let out = pool.submit(complement, Bytes(vec![3; 600 << 10])).result();
+        assert_eq!(out.unwrap().0, vec![!3; 600 << 10]);
     }
 }
 
@@ -264,7 +264,7 @@ static SHIFTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::
 impl serde::Serialize for Shifty {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let n = SHIFTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let len = (300 << 10) + n * 4097;
+        let len = (600 << 10) + n * 4097;
         s.collect_seq((0..len).map(|i| (i % 251) as u8))
     }
 }
@@ -395,6 +395,6 @@ fn a_serialize_that_changes_its_length_arrives_as_written() {
             .result()
             .unwrap();
         assert!(intact, "the bytes are the pattern");
-        assert_eq!((len - (300 << 10)) % 4097, 0, "{len} is one of its lengths");
+        assert_eq!((len - (600 << 10)) % 4097, 0, "{len} is one of its lengths");
     }
 }

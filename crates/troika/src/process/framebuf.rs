@@ -106,7 +106,7 @@ impl FrameBuf {
     /// The length of the body (in memory and in the memfd).
     pub(crate) fn body_len(&self) -> u64 {
         match &self.spill {
-            None => (self.bytes.len() - self.body_at) as u64,
+            None => self.bytes.len().saturating_sub(self.body_at) as u64,
             Some(spill) => spill.written + spill.stage.len() as u64,
         }
     }
@@ -143,7 +143,8 @@ impl FrameBuf {
     /// memfd after.
     #[inline(always)]
     pub(crate) fn extend(&mut self, data: &[u8]) -> io::Result<()> {
-        if self.spill.is_none() && self.bytes.len() - self.body_at + data.len() < self.spill_min {
+        let body = self.bytes.len().saturating_sub(self.body_at);
+        if self.spill.is_none() && body + data.len() < self.spill_min {
             // postcard hands over every varint as a short slice. A copy of a
             // known size compiles to a few moves; a call to `memcpy` for a
             // handful of bytes dominated the encoding of a chunk of integers.
@@ -177,15 +178,15 @@ impl FrameBuf {
         let spill = match &mut self.spill {
             Some(spill) => spill,
             None => {
+                // The body so far goes first; `bytes` keeps it too, for a
+                // `truncate` to a mark in it.
                 let memfd = new_memfd()?;
-                let mut stage = Vec::with_capacity(STAGE);
-                // The body so far (under the threshold, so within STAGE);
-                // `bytes` keeps it too, for a `truncate` to a mark in it.
-                stage.extend_from_slice(&self.bytes[self.body_at..]);
+                let prefix = self.bytes.get(self.body_at..).unwrap_or_default();
+                write_at(&memfd, prefix, 0)?;
                 self.spill.insert(Spill {
                     memfd,
-                    written: 0,
-                    stage,
+                    written: prefix.len() as u64,
+                    stage: Vec::with_capacity(STAGE),
                 })
             }
         };
