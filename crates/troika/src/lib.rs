@@ -97,6 +97,8 @@ pub mod ipc;
 mod loom;
 pub mod process;
 pub mod sync;
+#[cfg(test)]
+mod test_hooks;
 pub mod thread;
 
 pub use aio::{AsyncExecutor, AsyncExecutorBuilder, AsyncTask};

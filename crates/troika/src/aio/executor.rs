@@ -394,7 +394,7 @@ impl<T> Guard<T> {
     fn complete(&mut self, outcome: Result<T, TaskError>) {
         self.counted = true;
         #[cfg(test)]
-        hooks::before_complete();
+        crate::test_hooks::before_complete();
         let ended = self.ends();
         match self.promise.claim() {
             Some(claim) => {
@@ -1074,31 +1074,6 @@ impl std::fmt::Debug for AsyncExecutor {
             .field("in_flight", &self.in_flight())
             .field("shut_down", &self.shared.closed.load(Ordering::Relaxed))
             .finish()
-    }
-}
-
-/// Test hooks: code a unit test runs at a chosen instant of a task's life
-/// (on the thread that polls the task).
-#[cfg(test)]
-mod hooks {
-    use std::cell::RefCell;
-
-    thread_local! {
-        static BEFORE_COMPLETE: RefCell<Option<Box<dyn FnMut()>>> = const { RefCell::new(None) };
-    }
-
-    /// Run `f` whenever a task polled on this thread is about to decide its
-    /// outcome (after its future ended, before the outcome is claimed).
-    pub(super) fn set_before_complete(f: Option<Box<dyn FnMut()>>) {
-        BEFORE_COMPLETE.with(|hook| *hook.borrow_mut() = f);
-    }
-
-    pub(super) fn before_complete() {
-        BEFORE_COMPLETE.with(|hook| {
-            if let Some(f) = hook.borrow_mut().as_mut() {
-                f();
-            }
-        });
     }
 }
 

@@ -517,11 +517,19 @@ impl Shared {
             }))
         });
         let outcome = self.execute(f);
+        #[cfg(test)]
+        crate::test_hooks::before_complete();
         drop(guard);
-        // Counted before the outcome is published, so that a waiter that
-        // wakes up finds it counted. Decided already by the watchdog: failed.
-        self.note_outcome(outcome.is_ok() && !promise.is_done());
-        promise.complete(outcome);
+        // Claimed, then counted, then published: a waiter that wakes up finds
+        // it counted, and a task the watchdog decided at the same instant is
+        // counted as the failure its handle reports, never as a success.
+        match promise.claim() {
+            Some(claim) => {
+                self.note_outcome(outcome.is_ok());
+                claim.publish(outcome);
+            }
+            None => self.note_outcome(false),
+        }
     }
 
     fn note_outcome(&self, ok: bool) {
@@ -968,6 +976,47 @@ impl std::fmt::Debug for ThreadPool {
 mod tests {
     use super::*;
     use crate::futures::{fail_nth_start, threads_left};
+
+    /// A task the watchdog times out in the instant between the end of its
+    /// code and the decision of its outcome is counted as the failure its
+    /// handle reports, never as a success.
+    #[test]
+    fn a_timeout_just_before_completion_is_not_counted_as_a_success() {
+        let pool = ThreadPool::builder()
+            .workers(1)
+            .task_timeout(Duration::from_millis(50))
+            .build()
+            .unwrap();
+        let (decided_tx, decided_rx) = std::sync::mpsc::channel::<()>();
+        let decided_rx = std::sync::Mutex::new(Some(decided_rx));
+        let handle = pool.submit(move || {
+            let decided = decided_rx.lock().unwrap().take().unwrap();
+            // Runs on this worker once this code has returned, before the
+            // outcome is decided: hold it there until the watchdog has.
+            crate::test_hooks::set_before_complete(Some(Box::new(move || {
+                let _ = decided.recv();
+                crate::test_hooks::set_before_complete(None);
+            })));
+            7
+        });
+        assert!(
+            handle.wait_timeout(Duration::from_secs(60)),
+            "the watchdog decides"
+        );
+        decided_tx.send(()).unwrap();
+        assert!(handle.result().unwrap_err().is_timeout());
+        // The handle was decided by the watchdog; the worker counts the task
+        // once it is past the hook.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let stats = loop {
+            let stats = pool.stats();
+            if stats.succeeded + stats.failed > 0 || std::time::Instant::now() > deadline {
+                break stats;
+            }
+            std::thread::yield_now();
+        };
+        assert_eq!((stats.succeeded, stats.failed), (0, 1));
+    }
 
     /// A build that cannot start one of its threads fails with the I/O
     /// error, and stops and joins the threads it had started.

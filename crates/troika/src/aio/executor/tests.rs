@@ -1,9 +1,9 @@
-//! The executor's internals at chosen instants (see `hooks`).
+//! The executor's internals at chosen instants (see `crate::test_hooks`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{AsyncExecutor, hooks};
+use super::AsyncExecutor;
 
 /// A current-thread runtime, so that its tasks run on the test's thread,
 /// where the hooks are set.
@@ -38,11 +38,11 @@ fn a_cancel_just_before_completion_is_not_counted_as_a_success() {
     let (runtime, executor) = on_this_thread();
     let handle = Arc::new(executor.submit(async { 7 }));
     let canceller = Arc::clone(&handle);
-    hooks::set_before_complete(Some(Box::new(move || {
+    crate::test_hooks::set_before_complete(Some(Box::new(move || {
         assert!(canceller.cancel(), "the running task is cancelled");
     })));
     drive_until(&runtime, || handle.is_done());
-    hooks::set_before_complete(None);
+    crate::test_hooks::set_before_complete(None);
     let handle = Arc::into_inner(handle).expect("the hook released its handle");
     assert!(handle.result().unwrap_err().is_cancelled());
     executor.shutdown(true, false);
