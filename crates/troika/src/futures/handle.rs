@@ -541,7 +541,12 @@ impl<T> Handle<T> {
             }
         };
         match kill {
-            Some(kill) if self.inner.decide(Err(TaskError::cancelled())) => {
+            Some(kill) if self.inner.claim() => {
+                // Decided from outside the task: publishing also wakes what
+                // the task left after `kill` was taken above (a future that
+                // parked in between, or a hook set late), so the task always
+                // learns that it is to end.
+                self.inner.publish(Err(TaskError::cancelled()), true);
                 if let Some(kill) = kill {
                     kill.wake();
                 }
@@ -894,6 +899,28 @@ mod loom_tests {
     fn loom_cancel_wakes_a_task_parked_before_it_started() {
         loom::model(|| {
             let (promise, handle) = future_pair::<u32>();
+            let (woken, waker) = flag_waker();
+            let task = loom::thread::spawn(move || promise.park_until_decided(&waker));
+            assert!(handle.cancel());
+            let parked = task.join().unwrap();
+            if parked {
+                assert!(
+                    woken.0.load(Ordering::SeqCst),
+                    "the cancel woke the parked task"
+                );
+            }
+            assert!(handle.result().unwrap_err().is_cancelled());
+        });
+    }
+
+    /// A running future parks its waker (it returned `Pending`) while a
+    /// `cancel()` decides it: either the park sees the decision, or the
+    /// cancel wakes the waker, so the executor drops the future.
+    #[test]
+    fn loom_cancel_wakes_a_running_task_that_parks() {
+        loom::model(|| {
+            let (promise, handle) = future_pair::<u32>();
+            assert!(promise.start());
             let (woken, waker) = flag_waker();
             let task = loom::thread::spawn(move || promise.park_until_decided(&waker));
             assert!(handle.cancel());
