@@ -558,6 +558,21 @@ fn hand_back(core: &Core, which: impl Fn(&Held) -> bool) {
     }
 }
 
+/// Holding `have` permits, take (and forget) more that are free at once,
+/// up to `up_to` in all; returns how many are held.
+fn take_permits(permits: &Semaphore, mut have: usize, up_to: usize) -> usize {
+    while have < up_to {
+        match permits.try_acquire() {
+            Ok(p) => {
+                p.forget();
+                have += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    have
+}
+
 /// Read new entries while there is room.
 async fn read_loop(core: Arc<Core>, mut conn: ConnectionManager, batch: usize, url: String) {
     let mut backoff = Backoff::new();
@@ -580,15 +595,7 @@ async fn read_loop(core: Arc<Core>, mut conn: ConnectionManager, batch: usize, u
         let mut n = 1;
         let batch = batch.min(room);
         loop {
-            while n < batch {
-                match core.permits.try_acquire() {
-                    Ok(p) => {
-                        p.forget();
-                        n += 1;
-                    }
-                    Err(_) => break,
-                }
-            }
+            n = take_permits(&core.permits, n, batch);
             // Under load (every process busy and more waiting here) there is
             // no hurry: wait for room for a larger read instead of one
             // XREADGROUP per finished task. A finished task returns its
@@ -1183,16 +1190,7 @@ async fn claimer(core: Arc<Core>, mut conn: ConnectionManager, lease: Duration, 
             return;
         };
         first.forget();
-        let mut n = 1;
-        while n < batch {
-            match core.permits.try_acquire() {
-                Ok(p) => {
-                    p.forget();
-                    n += 1;
-                }
-                Err(_) => break,
-            }
-        }
+        let n = take_permits(&core.permits, 1, batch);
         let claimed = redis::cmd("XAUTOCLAIM")
             .arg(core.keys.tasks())
             .arg(wire::GROUP)

@@ -892,13 +892,17 @@ mod loom_tests {
         });
     }
 
-    /// A future waiting to start (the async executor's task waiting for a
-    /// concurrency slot) parks its waker while a `cancel()` decides it:
-    /// either the park sees the decision, or the cancel wakes the waker.
-    #[test]
-    fn loom_cancel_wakes_a_task_parked_before_it_started() {
-        loom::model(|| {
+    /// A future parks its waker while a `cancel()` decides it: either the
+    /// park sees the decision, or the cancel wakes the waker (so the
+    /// executor drops the future). `started`: the task is running (its
+    /// future returned `Pending`), else waiting to start (the async
+    /// executor's task waiting for a concurrency slot).
+    fn cancel_wakes_a_parked_task(started: bool) {
+        loom::model(move || {
             let (promise, handle) = future_pair::<u32>();
+            if started {
+                assert!(promise.start());
+            }
             let (woken, waker) = flag_waker();
             let task = loom::thread::spawn(move || promise.park_until_decided(&waker));
             assert!(handle.cancel());
@@ -913,26 +917,14 @@ mod loom_tests {
         });
     }
 
-    /// A running future parks its waker (it returned `Pending`) while a
-    /// `cancel()` decides it: either the park sees the decision, or the
-    /// cancel wakes the waker, so the executor drops the future.
+    #[test]
+    fn loom_cancel_wakes_a_task_parked_before_it_started() {
+        cancel_wakes_a_parked_task(false);
+    }
+
     #[test]
     fn loom_cancel_wakes_a_running_task_that_parks() {
-        loom::model(|| {
-            let (promise, handle) = future_pair::<u32>();
-            assert!(promise.start());
-            let (woken, waker) = flag_waker();
-            let task = loom::thread::spawn(move || promise.park_until_decided(&waker));
-            assert!(handle.cancel());
-            let parked = task.join().unwrap();
-            if parked {
-                assert!(
-                    woken.0.load(Ordering::SeqCst),
-                    "the cancel woke the parked task"
-                );
-            }
-            assert!(handle.result().unwrap_err().is_cancelled());
-        });
+        cancel_wakes_a_parked_task(true);
     }
 
     /// A blocked waiter and a late callback against a completion that
