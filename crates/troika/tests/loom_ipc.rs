@@ -16,8 +16,10 @@ use loom::sync::Arc;
 use loom::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
+use troika::ipc::futex::Word;
 use troika::ipc::futex::model::{LoomWord, ProcessTable};
 use troika::ipc::raw::{self, Acquired, BarrierFail};
+use troika::process::handshake;
 
 const FIXTURE_CHILD: &str = "TROIKA_LOOM_FIXTURE_CHILD";
 
@@ -409,11 +411,9 @@ fn the_model_catches_the_old_event_set_clear_race() {
 
 #[test]
 fn event_set_then_clear_wakes_the_sleeper() {
-    set_then_clear_wakes_the_sleeper(
-        |w| raw::event_set(w),
-        |w| raw::event_clear(w),
-        |w| assert!(raw::event_wait(w, None)),
-    );
+    set_then_clear_wakes_the_sleeper(raw::event_set, raw::event_clear, |w| {
+        assert!(raw::event_wait(w, None))
+    });
 }
 
 /// A deadline that only the model's timeouts reach (loom lets a timed wait
@@ -557,4 +557,169 @@ fn event_timed_wait_ends_under_spurious_wakeups_and_timeouts() {
         t.join().unwrap();
         assert!(raw::event_is_set(&*flag));
     });
+}
+
+// The process pool's rings (`process/channel.rs`): the doorbell and room
+// handshakes of `troika::process::handshake`, the code the rings run.
+
+/// The ops of a ring's writer and reader that the model swaps: the
+/// library's handshake, or a fixture's broken one.
+struct RingOps {
+    publish: fn(&LoomWord, &LoomWord, u32) -> bool,
+    sleep_begin: fn(&LoomWord, &LoomWord) -> u32,
+    advance_head: fn(&LoomWord, &LoomWord, u32),
+    ask_for_room: fn(&LoomWord, &LoomWord) -> (u32, u32),
+}
+
+const LIBRARY_RING: RingOps = RingOps {
+    publish: handshake::publish,
+    sleep_begin: handshake::sleep_begin,
+    advance_head: handshake::advance_head,
+    ask_for_room: handshake::ask_for_room,
+};
+
+/// One ring's shared words: its control block, and the doorbell (the byte
+/// count of the reader's descriptor, which `poll` waits on).
+struct RingWords {
+    tail: LoomWord,
+    head: LoomWord,
+    sleeping: LoomWord,
+    room_wanted: LoomWord,
+    doorbell: LoomWord,
+}
+
+/// A writer sends `messages` one-unit messages through a ring of `capacity`
+/// units to a reader; both sleep when they must (the writer for room, the
+/// reader on its doorbell), with waits that return only when woken, so any
+/// lost wake-up is a deadlock loom reports. Every message must arrive.
+/// Bounded as the other models are (two preemptions). With three, loom
+/// 0.7 reports a deadlock whose history the C11 model forbids: the
+/// reader's `sleep_begin` and the writer's `publish` of the last message
+/// both read stale values (the tail before the publish, the flag before
+/// the request) although their `SeqCst` fences must be ordered one way or
+/// the other, which makes one of them see the other's store. loom's
+/// README lists its partial model of `SeqCst`; the execution was read from
+/// a trace of the model (see `crates/troika/src/ipc/README.md`).
+fn ring_delivers_every_message(ops: RingOps, capacity: u32, messages: u32) {
+    let ops = std::sync::Arc::new(ops);
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(move || {
+        let words = Arc::new(RingWords {
+            tail: LoomWord::new_patient(0),
+            head: LoomWord::new_patient(0),
+            sleeping: LoomWord::new_patient(0),
+            room_wanted: LoomWord::new_patient(0),
+            doorbell: LoomWord::new_patient(0),
+        });
+        let (w, o) = (words.clone(), ops.clone());
+        let writer = loom::thread::spawn(move || {
+            let mut tail = 0u32;
+            for _ in 0..messages {
+                // Wait for room, as `RingWriter::wait_for_room` does.
+                while tail.wrapping_sub(w.head.load(SeqCst)) >= capacity {
+                    let (before, now) = (o.ask_for_room)(&w.head, &w.room_wanted);
+                    if tail.wrapping_sub(now) < capacity {
+                        handshake::room_found(&w.room_wanted);
+                        break;
+                    }
+                    handshake::sleep_for_room(&w.head, before, None);
+                }
+                tail += 1;
+                if (o.publish)(&w.tail, &w.sleeping, tail) {
+                    w.doorbell.fetch_add(1, SeqCst);
+                    w.doorbell.wake(1);
+                }
+            }
+        });
+        let mut head = 0u32;
+        while head < messages {
+            if words.tail.load(SeqCst) != head {
+                head += 1;
+                (ops.advance_head)(&words.head, &words.room_wanted, head);
+                continue;
+            }
+            // Empty: sleep on the doorbell, as `FrameReader` does.
+            if (ops.sleep_begin)(&words.sleeping, &words.tail) != head {
+                handshake::sleep_end(&words.sleeping);
+                continue;
+            }
+            while words.doorbell.swap(0, SeqCst) == 0 {
+                words.doorbell.wait(0, None);
+            }
+            handshake::sleep_end(&words.sleeping);
+        }
+        writer.join().unwrap();
+    });
+}
+
+#[test]
+fn ring_doorbell_and_room_lose_no_wakeup() {
+    ring_delivers_every_message(LIBRARY_RING, 1, 3);
+}
+
+#[test]
+fn ring_with_room_to_spare_loses_no_wakeup() {
+    ring_delivers_every_message(LIBRARY_RING, 2, 3);
+}
+
+/// Handshakes with one step out of place, each a lost wake-up.
+mod fixture_broken_ring {
+    use super::*;
+
+    /// The reader looks at the tail before it asks for the doorbell: a
+    /// message published in between rings nobody.
+    pub(super) fn sleep_begin_looking_first(sleeping: &LoomWord, tail: &LoomWord) -> u32 {
+        let seen = tail.load(SeqCst);
+        sleeping.store(1, SeqCst);
+        seen
+    }
+
+    /// The reader looks for a writer waiting for room before it frees the
+    /// room: a writer asking in between sleeps for ever.
+    pub(super) fn advance_head_looking_first(head: &LoomWord, room_wanted: &LoomWord, new: u32) {
+        let wanted = room_wanted.load(SeqCst) != 0;
+        head.store(new, SeqCst);
+        if wanted {
+            head.wake(1);
+        }
+    }
+}
+
+#[test]
+fn the_model_catches_a_reader_that_looks_before_asking_for_the_doorbell() {
+    let failure = model_failure(
+        "the_model_catches_a_reader_that_looks_before_asking_for_the_doorbell",
+        || {
+            ring_delivers_every_message(
+                RingOps {
+                    sleep_begin: fixture_broken_ring::sleep_begin_looking_first,
+                    ..LIBRARY_RING
+                },
+                1,
+                2,
+            )
+        },
+    )
+    .expect("the model no longer sees a doorbell rung for nobody");
+    assert!(failure.contains("deadlock"), "{failure}");
+}
+
+#[test]
+fn the_model_catches_a_reader_that_looks_for_a_waiting_writer_too_early() {
+    let failure = model_failure(
+        "the_model_catches_a_reader_that_looks_for_a_waiting_writer_too_early",
+        || {
+            ring_delivers_every_message(
+                RingOps {
+                    advance_head: fixture_broken_ring::advance_head_looking_first,
+                    ..LIBRARY_RING
+                },
+                1,
+                2,
+            )
+        },
+    )
+    .expect("the model no longer sees a writer left waiting for room");
+    assert!(failure.contains("deadlock"), "{failure}");
 }

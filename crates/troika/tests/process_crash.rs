@@ -7,7 +7,7 @@ mod ipc_support;
 
 use std::time::{Duration, Instant};
 
-use ipc_support::{Bytes, guarded, holds_frame_memfd, wait_until};
+use ipc_support::{Bytes, guarded, holds_frame_memfd, one_worker_with_timeout, wait_until};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use troika::{ErrorKind, Exit, ProcessPool, RemoteFn, TaskError};
 
@@ -155,14 +155,6 @@ impl RemoteFn for Unregistered {
 
 fn one_worker() -> ProcessPool {
     ProcessPool::new(1).unwrap()
-}
-
-fn one_worker_with_timeout(timeout: Duration) -> ProcessPool {
-    ProcessPool::builder()
-        .workers(1)
-        .task_timeout(timeout)
-        .build()
-        .unwrap()
 }
 
 /// The task fails with `expected`, and the pool still runs tasks afterwards

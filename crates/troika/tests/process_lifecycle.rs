@@ -7,7 +7,7 @@ mod ipc_support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ipc_support::{guarded, holds_frame_memfd, wait_until};
+use ipc_support::{guarded, holds_frame_memfd, one_worker_with_timeout, wait_until};
 use troika::{ErrorKind, Exit, Process, ProcessPool};
 
 const SIGKILL: i32 = 9;
@@ -156,11 +156,7 @@ fn timed_out_task_settles_while_a_forked_grandchild_holds_its_pipe() {
         Duration::from_secs(60),
         || {
             let limit = Duration::from_millis(300);
-            let pool = ProcessPool::builder()
-                .workers(1)
-                .task_timeout(limit)
-                .build()
-                .unwrap();
+            let pool = one_worker_with_timeout(limit);
             let handle = pool.submit(escape_then_hang, test_pid());
             let err = handle.result().unwrap_err();
             assert_eq!(err.kind(), &ErrorKind::TimedOut(limit));

@@ -9,7 +9,7 @@ mod ipc_support;
 
 use std::time::Duration;
 
-use ipc_support::{Bytes, guarded};
+use ipc_support::{Bytes, guarded, one_worker_with_timeout};
 use troika::{ErrorKind, Exit, ProcessPool};
 
 const SIGKILL: i32 = 9;
@@ -132,11 +132,7 @@ fn a_worker_stopped_mid_reply_times_out() {
         Duration::from_secs(120),
         || {
             let limit = Duration::from_millis(300);
-            let pool = ProcessPool::builder()
-                .workers(1)
-                .task_timeout(limit)
-                .build()
-                .unwrap();
+            let pool = one_worker_with_timeout(limit);
             for (announced, written) in [(100, 10), (2 * RING as u64, RING + 1000)] {
                 let err = pool
                     .submit(break_mid_reply, (announced, written, true))
@@ -162,17 +158,94 @@ fn a_call_larger_than_the_ring_to_a_stopped_worker_times_out() {
         Duration::from_secs(120),
         || {
             let limit = Duration::from_millis(300);
-            let pool = ProcessPool::builder()
-                .workers(1)
-                .task_timeout(limit)
-                .build()
-                .unwrap();
+            let pool = one_worker_with_timeout(limit);
             let pid = pool.submit(worker_pid, ()).result().unwrap();
             let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
             rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
             let big = Bytes(vec![5; RING + RING / 2]);
             let err = pool.submit(echo, big).result().unwrap_err();
             assert!(matches!(err.kind(), ErrorKind::TimedOut(_)), "{err}");
+            assert_eq!(pool.submit(double, 5).result().unwrap(), 10);
+        },
+    );
+}
+
+troika::remote! {
+    /// Fork a process that keeps every descriptor of this worker (its call
+    /// socket among them) open until it is killed or the process `test`
+    /// (the test's) exits; its pid.
+    fn fork_a_holder(test: i32) -> i32 {
+        // SAFETY: the child makes raw system calls only (async-signal-safe),
+        // so it does not touch state another thread of the worker may have
+        // held at the fork.
+        match unsafe { libc::fork() } {
+            0 => {
+                // SAFETY: as above; `pidfd_open` takes a pid and flags, and
+                // `poll` one `pollfd` that lives on this stack.
+                unsafe {
+                    let pidfd = libc::syscall(libc::SYS_pidfd_open, test, 0) as i32;
+                    let mut fds = libc::pollfd {
+                        fd: pidfd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    if pidfd < 0 {
+                        loop {
+                            libc::pause();
+                        }
+                    }
+                    while libc::poll(&mut fds, 1, -1) <= 0 {}
+                    libc::_exit(0)
+                }
+            }
+            pid => pid,
+        }
+    }
+}
+
+/// Kills a process when dropped (so a failed assertion leaves none behind).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// The sender of a call larger than the ring waits for room while its
+/// worker is stopped, then the worker is killed; a process the worker
+/// forked still holds the call socket open, so the socket alone never says
+/// the worker is gone. The sender must still stop waiting, the task fail
+/// as a death, and the pool go on (no task timeout is set: nothing else
+/// would end the wait).
+#[test]
+fn a_call_waiting_for_room_ends_when_its_worker_dies_though_a_child_holds_the_socket() {
+    guarded(
+        "a_call_waiting_for_room_ends_when_its_worker_dies_though_a_child_holds_the_socket",
+        Duration::from_secs(120),
+        || {
+            let pool = one_worker();
+            let test = std::process::id() as i32;
+            let _holder = KillOnDrop(pool.submit(fork_a_holder, test).result().unwrap());
+            let pid = pool.submit(worker_pid, ()).result().unwrap();
+            let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+            rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+            std::thread::scope(|scope| {
+                let sent = scope.spawn(|| pool.submit(echo, Bytes(vec![5; 3 * RING])).result());
+                // The call is the worker's (its sender writes it, or waits
+                // for room to): there is no event to wait on but the count.
+                while pool.stats().busy == 0 {
+                    std::thread::yield_now();
+                }
+                rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+                let err = sent.join().unwrap().unwrap_err();
+                assert!(
+                    matches!(err.kind(), ErrorKind::WorkerDied(Exit::Signal(SIGKILL))),
+                    "{err}"
+                );
+            });
             assert_eq!(pool.submit(double, 5).result().unwrap(), 10);
         },
     );
@@ -377,11 +450,7 @@ fn batched_calls_keep_timeouts_and_cancel_exact() {
         Duration::from_secs(300),
         || {
             let limit = Duration::from_millis(200);
-            let pool = ProcessPool::builder()
-                .workers(1)
-                .task_timeout(limit)
-                .build()
-                .unwrap();
+            let pool = one_worker_with_timeout(limit);
             for round in 0..5u64 {
                 let mut handles: Vec<_> = (0..3000u64)
                     .map(|i| (i, pool.submit(double_after, (i, 0))))

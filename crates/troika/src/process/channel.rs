@@ -50,12 +50,12 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
-use std::sync::atomic::{AtomicU32, fence};
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::Duration;
 
 use super::framebuf::{Frame, Sealed};
-use super::wire;
+use super::{handshake, wire};
 
 /// Data bytes of each ring (a power of two): a multi-call batch (at most
 /// 32 KiB) always fits an empty ring, and the rings stay cache-sized.
@@ -254,7 +254,11 @@ impl RingWriter {
 
     /// Room left, from the reader's published head (validated).
     fn room(&self) -> io::Result<u32> {
-        let head = self.rings.control(self.dir).head.0.load(Acquire);
+        self.room_after(self.rings.control(self.dir).head.0.load(Acquire))
+    }
+
+    /// Room left if the reader's head is `head` (validated).
+    fn room_after(&self, head: u32) -> io::Result<u32> {
         let used = self.tail.wrapping_sub(head);
         if used > RING_BYTES {
             return Err(corrupt("the reader's position", head, self.tail));
@@ -310,11 +314,7 @@ impl RingWriter {
         }
         self.pending = 0;
         let control = self.rings.control(self.dir);
-        control.tail.0.store(self.tail, Release);
-        // Pairs with the reader's fence between setting `sleeping` and
-        // looking at the tail: either it sees our tail, or we see its flag.
-        fence(SeqCst);
-        if control.sleeping.0.load(Relaxed) != 0 && control.sleeping.0.swap(0, SeqCst) != 0 {
+        if handshake::publish(&control.tail.0, &control.sleeping.0, self.tail) {
             doorbell();
         }
     }
@@ -326,15 +326,12 @@ impl RingWriter {
             if gone() {
                 return Err(io::ErrorKind::BrokenPipe.into());
             }
-            let head = control.head.0.load(Acquire);
-            control.room_wanted.0.store(1, Relaxed);
-            // Pairs with the reader's fence after it advanced its head.
-            fence(SeqCst);
-            if self.room()? > 0 {
-                control.room_wanted.0.store(0, Relaxed);
+            let (before, now) = handshake::ask_for_room(&control.head.0, &control.room_wanted.0);
+            if self.room_after(now)? > 0 {
+                handshake::room_found(&control.room_wanted.0);
                 return Ok(());
             }
-            futex_wait(&control.head.0, head, ROOM_SLICE);
+            handshake::sleep_for_room(&control.head.0, before, Some(ROOM_SLICE));
         }
     }
 }
@@ -355,7 +352,11 @@ impl RingReader {
 
     /// Bytes published and not read yet (validated).
     fn used(&self) -> io::Result<u32> {
-        let tail = self.rings.control(self.dir).tail.0.load(Acquire);
+        self.used_until(self.rings.control(self.dir).tail.0.load(Acquire))
+    }
+
+    /// Bytes not read yet if the writer's tail is `tail` (validated).
+    fn used_until(&self, tail: u32) -> io::Result<u32> {
         let used = tail.wrapping_sub(self.head);
         if used > RING_BYTES {
             return Err(corrupt("the writer's position", tail, self.head));
@@ -382,58 +383,40 @@ impl RingReader {
         // SAFETY: `at < cap`, `first <= cap - at`, `n - first < cap`: inside
         // the ring's data; the `n <= used` bytes from the head are
         // published and the writer does not touch them until we advance
-        // the head. (A hostile writer could: we copy whatever is there, and
-        // the parser checks it.)
+        // the head. A hostile or broken writer could write them while we
+        // copy: the ring is only ever reached through raw pointers into a
+        // shared mapping (never a Rust reference, so no aliasing promise is
+        // broken), and such a race can only yield some byte values in the
+        // copy, which is private from then on and which the frame parser
+        // checks like any other bytes.
         unsafe {
             std::ptr::copy_nonoverlapping(data.add(at), dst.as_mut_ptr(), first);
             std::ptr::copy_nonoverlapping(data, dst.as_mut_ptr().add(first), n - first);
         }
         self.head = self.head.wrapping_add(n as u32);
         let control = self.rings.control(self.dir);
-        control.head.0.store(self.head, Release);
-        // Pairs with the writer's fence after it set `room_wanted`.
-        fence(SeqCst);
-        if control.room_wanted.0.load(Relaxed) != 0 {
-            futex_wake(&control.head.0);
-        }
+        handshake::advance_head(&control.head.0, &control.room_wanted.0, self.head);
         Ok(n)
     }
 
     /// About to sleep: ask for the doorbell. True if bytes arrived
     /// meanwhile (then do not sleep; the request is withdrawn).
     pub(crate) fn sleep_begin(&self) -> io::Result<bool> {
-        let sleeping = &self.rings.control(self.dir).sleeping.0;
-        sleeping.store(1, Relaxed);
-        // Pairs with the writer's fence after it published its tail.
-        fence(SeqCst);
-        if self.is_empty()? {
+        let control = self.rings.control(self.dir);
+        let tail = handshake::sleep_begin(&control.sleeping.0, &control.tail.0);
+        // A corrupted tail is an error here too (the flag stays set: the
+        // caller gives up on this ring).
+        if self.used_until(tail)? == 0 {
             return Ok(false);
         }
-        sleeping.store(0, Relaxed);
+        handshake::sleep_end(&control.sleeping.0);
         Ok(true)
     }
 
     /// Awake again: withdraw the request for the doorbell.
     pub(crate) fn sleep_end(&self) {
-        self.rings.control(self.dir).sleeping.0.store(0, Relaxed);
+        handshake::sleep_end(&self.rings.control(self.dir).sleeping.0);
     }
-}
-
-fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-    use rustix::thread::futex;
-    let ts = futex::Timespec {
-        tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
-        tv_nsec: i64::from(timeout.subsec_nanos()),
-    };
-    // Shared (not private) futex: the word is in a MAP_SHARED mapping, and
-    // the waker is another process. Every outcome (woken, timed out, value
-    // changed, interrupted) sends the caller back to look.
-    let _ = futex::wait(word, futex::Flags::empty(), expected, Some(&ts));
-}
-
-fn futex_wake(word: &AtomicU32) {
-    use rustix::thread::futex;
-    let _ = futex::wake(word, futex::Flags::empty(), 1);
 }
 
 /// Whether the peer of `fd` (a socket or either end of a pipe) hung up.
@@ -474,13 +457,20 @@ fn ring_doorbell(fd: BorrowedFd<'_>, socket: bool) {
     }
 }
 
+/// What a [`CallSender`] calls with the error of a failed send.
+type OnFault = Box<dyn Fn(&io::Error) + Send>;
+
 /// The parent's end of the call channel: the socket to the worker, and the
 /// call ring when the worker has one.
 pub(crate) struct CallSender {
     socket: OwnedFd,
     ring: Option<RingWriter>,
-    /// Called when the worker corrupted the call ring.
-    on_fault: Option<Box<dyn Fn() + Send>>,
+    /// Called with the error of a failed send.
+    on_fault: Option<OnFault>,
+    /// Set by the first failed send: the stream may end in part of a frame
+    /// (published before the sender waited for room, or written to the
+    /// socket), so nothing may follow it.
+    broken: bool,
 }
 
 impl CallSender {
@@ -489,25 +479,38 @@ impl CallSender {
             socket,
             ring: rings.map(|r| RingWriter::new(Arc::clone(r), Dir::Calls)),
             on_fault: None,
+            broken: false,
         }
     }
 
-    /// Call `fault` when a send finds the call ring corrupted (the worker
-    /// wrote over the reader's position).
-    pub(crate) fn on_fault(&mut self, fault: impl Fn() + Send + 'static) {
+    /// Call `fault` with the error of the send that broke the channel: the
+    /// call ring corrupted by the worker (`InvalidData`), the worker gone
+    /// (`BrokenPipe`), or a failure of this side (no memory for a large
+    /// body's memfd, say) that leaves a live worker waiting for the rest of
+    /// a frame, which the caller must treat as fatal for the worker.
+    pub(crate) fn on_fault(&mut self, fault: impl Fn(&io::Error) + Send + 'static) {
         self.on_fault = Some(Box::new(fault));
     }
 
-    /// Send complete frames, in order, waking the worker once.
+    /// Send complete frames, in order, waking the worker once. After a
+    /// failed send every send fails at once: the stream may end in part of
+    /// a frame, and a frame appended to it would be read as garbage.
     pub(crate) fn send_frames<'a>(
         &mut self,
         frames: impl ExactSizeIterator<Item = &'a Frame>,
     ) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "an earlier send to this worker failed part-way",
+            ));
+        }
         let result = self.send_frames_inner(frames);
-        if let (Err(e), Some(fault)) = (&result, &self.on_fault)
-            && e.kind() == io::ErrorKind::InvalidData
-        {
-            fault();
+        if let Err(e) = &result {
+            self.broken = true;
+            if let Some(fault) = &self.on_fault {
+                fault(e);
+            }
         }
         result
     }
@@ -736,6 +739,44 @@ mod tests {
         control.head.0.store(5 + 7, Relaxed);
         let err = writer.append(&[1, 2, 3], &|| {}, &|| false).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    /// A send that failed part-way (the worker went away while the sender
+    /// waited for room, after part of the frame was published) breaks the
+    /// sender: the next send fails at once instead of appending a frame to
+    /// the half-sent one, and the fault is reported once, with the error.
+    #[test]
+    fn a_send_that_failed_part_way_breaks_the_sender() {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+        let (ours, theirs) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let (rings, _fd) = Rings::create().unwrap();
+        let mut reader = RingReader::new(Arc::clone(&rings), Dir::Calls);
+        let mut sender = CallSender::new(ours, Some(&rings));
+        let faults = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&faults);
+        sender.on_fault(move |e| seen.lock().unwrap().push(e.kind()));
+        // The worker is gone: its end of the socket is closed.
+        drop(theirs);
+        let big = Frame::Inline(vec![7; RING_BYTES as usize + 1000]);
+        let err = sender.send_frames([&big].into_iter()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        // What fitted was published; the reader takes it, making room.
+        let mut buf = vec![0u8; RING_BYTES as usize];
+        assert_eq!(reader.read(&mut buf).unwrap(), RING_BYTES as usize);
+        let small = Frame::Inline(vec![1; 64]);
+        let err = sender.send_frames([&small].into_iter()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        assert!(
+            reader.is_empty().unwrap(),
+            "nothing follows the half-sent frame"
+        );
+        assert_eq!(*faults.lock().unwrap(), [io::ErrorKind::BrokenPipe]);
     }
 
     /// The doorbell rings exactly when the reader said it sleeps, once.

@@ -96,6 +96,11 @@ mod codec;
 mod command;
 mod encoded;
 mod framebuf;
+#[cfg(troika_loom)]
+#[doc(hidden)]
+pub mod handshake;
+#[cfg(not(troika_loom))]
+mod handshake;
 mod map;
 mod pool;
 mod registry;

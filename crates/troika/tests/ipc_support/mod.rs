@@ -225,6 +225,15 @@ impl serde::Serialize for Unserializable {
     }
 }
 
+/// A process pool of one worker whose tasks time out after `timeout`.
+pub fn one_worker_with_timeout(timeout: Duration) -> troika::ProcessPool {
+    troika::ProcessPool::builder()
+        .workers(1)
+        .task_timeout(timeout)
+        .build()
+        .unwrap()
+}
+
 /// A byte buffer that serializes as one byte string (a length and a copy),
 /// not as a sequence of a hundred million integers.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -39,6 +39,9 @@ pub(super) enum Fault {
     /// It sent a reply for a call that is not the one running, or a frame of
     /// an unknown kind.
     Unexpected,
+    /// Sending it calls failed part-way, with this error (its kind and,
+    /// for a system call's failure, the errno).
+    Send(std::io::ErrorKind, Option<i32>),
 }
 
 #[derive(Default)]
@@ -165,11 +168,11 @@ impl Shared {
         let mut state = self.state.lock();
         let slot = &mut state.slots[index];
         slot.generation += 1;
-        // A worker that corrupted its call ring broke the protocol.
+        // A send that failed part-way ends this worker's call stream.
         let (shared, generation) = (Arc::downgrade(self), slot.generation);
-        sender.on_fault(move || {
+        sender.on_fault(move |error| {
             if let Some(shared) = shared.upgrade() {
-                shared.protocol_fault(index, generation);
+                shared.send_failed(index, generation, error);
             }
         });
         let writer = Arc::new(Mutex::new(sender));
@@ -469,9 +472,20 @@ impl Shared {
 
     /// The worker of `generation` in slot `index` corrupted its call ring:
     /// a protocol error, if it is still the slot's worker.
-    pub(super) fn protocol_fault(&self, index: usize, generation: u64) {
-        if self.state.lock().slots[index].generation == generation {
-            self.protocol_error(index, Fault::Unexpected);
+    /// A send of calls to the worker of `generation` in slot `index` failed
+    /// with `error`: if the worker corrupted its call ring it broke the
+    /// protocol; if it is gone its I/O thread settles its tasks; any other
+    /// failure (of this side: no memory for a large body, say) leaves the
+    /// worker waiting for the rest of a frame that will never come, so it
+    /// is killed, and the task it was to run fails saying why.
+    pub(super) fn send_failed(&self, index: usize, generation: u64, error: &std::io::Error) {
+        if self.state.lock().slots[index].generation != generation {
+            return;
+        }
+        match error.kind() {
+            std::io::ErrorKind::InvalidData => self.protocol_error(index, Fault::Unexpected),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {}
+            kind => self.protocol_error(index, Fault::Send(kind, error.raw_os_error())),
         }
     }
 
@@ -528,6 +542,14 @@ impl Shared {
                             },
                             Fault::Unexpected => ErrorKind::Failed(format!(
                                 "the worker broke the protocol and was replaced ({exit})"
+                            )),
+                            Fault::Send(kind, errno) => ErrorKind::Failed(format!(
+                                "sending the task to its worker failed part-way ({}); \
+                                 the worker was replaced",
+                                errno.map_or_else(
+                                    || std::io::Error::from(kind),
+                                    std::io::Error::from_raw_os_error
+                                )
                             )),
                         }))
                     }
