@@ -14,7 +14,7 @@ use crate::futures::{ErrorKind, SubmitErrorReason, TaskError};
 use crate::ipc::Transfer;
 use crate::process::channel::CallSender;
 use crate::process::framebuf::Frame;
-use crate::process::task::Job;
+use crate::process::task::{Job, Outgoing};
 use crate::process::wire;
 
 /// Several small calls are sent to an idle worker in one write, up to this
@@ -31,18 +31,48 @@ const BATCH_WORK_US: f64 = 50.0;
 /// written after it is released.
 pub(super) struct Batch {
     pub(super) writer: Arc<Mutex<CallSender>>,
-    pub(super) frames: Vec<Arc<Frame>>,
+    /// The first call, and the others: a batch of one (every call of a
+    /// round trip) allocates no list.
+    pub(super) first: Arc<dyn Outgoing>,
+    pub(super) rest: Vec<Arc<dyn Outgoing>>,
 }
 
 impl Batch {
     pub(super) fn write(self) {
         let mut writer = self.writer.lock();
+        let frames = Frames {
+            first: Some(self.first.frame()),
+            rest: self.rest.iter(),
+        };
         // A failed write means the worker is dead or dying: its I/O thread
         // sees end of file and deals with the tasks it had. (A worker that
         // corrupted its call ring is killed by the sender.)
-        let _ = writer.send_frames(self.frames.iter().map(|f| &**f));
+        let _ = writer.send_frames(frames);
     }
 }
+
+/// A batch's frames, in order.
+struct Frames<'a> {
+    first: Option<&'a Frame>,
+    rest: std::slice::Iter<'a, Arc<dyn Outgoing>>,
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = &'a Frame;
+
+    fn next(&mut self) -> Option<&'a Frame> {
+        self.first
+            .take()
+            .or_else(|| self.rest.next().map(|f| f.frame()))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let len = usize::from(self.first.is_some()) + self.rest.len();
+        (len, Some(len))
+    }
+}
+
+impl ExactSizeIterator for Frames<'_> {}
 impl Shared {
     pub(super) fn batch_target(&self, state: &State) -> usize {
         // Under a task timeout, batching is exact enough: a task's clock
@@ -62,13 +92,16 @@ impl Shared {
             return None;
         }
         let writer = Arc::clone(worker.writer.as_ref()?);
-        let mut frames = Vec::new();
+        let mut first: Option<Arc<dyn Outgoing>> = None;
+        let mut rest = Vec::new();
         let mut bytes = 0;
         while let Some(job) = queue.front() {
             // A call sent again after its worker died goes first in a batch:
             // it may carry a cancel hook aimed at its old worker (below).
-            if !frames.is_empty()
-                && (frames.len() >= target || bytes + job.frame.len() > BATCH_BYTES || job.started)
+            if first.is_some()
+                && (1 + rest.len() >= target
+                    || bytes + job.frame().len() > BATCH_BYTES
+                    || job.started)
             {
                 break;
             }
@@ -76,11 +109,11 @@ impl Shared {
                 break;
             };
             if !job.started {
-                if !job.sink.start() {
+                if !job.sink().start() {
                     continue; // cancelled while queued
                 }
                 job.started = true;
-            } else if job.sink.is_done() {
+            } else if job.sink().is_done() {
                 continue; // sent again after a death, and cancelled meanwhile
             }
             // Only the first call of a batch can be cancelled now (by killing
@@ -88,22 +121,27 @@ impl Shared {
             // the front (see `serve`). Until then `cancel()` returns false for
             // them: they are claimed and will run, like the calls Python's
             // pool has moved to its call queue.
-            if frames.is_empty() {
+            bytes += job.frame().len();
+            let task: Arc<dyn Outgoing> = Arc::clone(&job.task) as Arc<dyn Outgoing>;
+            if first.is_none() {
                 self.arm_cancel(&job, index, slot.generation);
+                first = Some(task);
+            } else {
+                rest.push(task);
             }
-            bytes += job.frame.len();
-            frames.push(Arc::clone(&job.frame));
             slot.in_flight.push_back(job);
         }
-        if frames.is_empty() {
-            return None;
-        }
+        let first = first?;
         slot.running_since = Some(Instant::now());
         if self.capacity.is_some() {
             self.space.notify_all();
         }
         self.wake_idle_watchdog(state);
-        Some(Batch { writer, frames })
+        Some(Batch {
+            writer,
+            first,
+            rest,
+        })
     }
 
     /// Point the task's `cancel()` at the worker in slot `index`, of
@@ -111,7 +149,7 @@ impl Shared {
     pub(super) fn arm_cancel(self: &Arc<Self>, job: &Job, index: usize, generation: u64) {
         let weak = Arc::downgrade(self);
         let id = job.id;
-        job.sink.set_kill(Box::new(move || {
+        job.sink().set_kill(Box::new(move || {
             if let Some(shared) = weak.upgrade() {
                 shared.kill_running(index, generation, id, KillReason::Cancelled);
             }
@@ -170,7 +208,7 @@ impl Shared {
             // A broken pool runs nothing: the task fails with the reason.
             let err = TaskError::new(ErrorKind::InitializerFailed(message.clone()));
             drop(state);
-            job.sink.fail(err);
+            job.sink().fail(err);
             self.note_outcome(false);
             return Ok(());
         }

@@ -607,16 +607,11 @@ impl ProcessPool {
             }
         };
         let (promise, handle) = pair(0);
-        let job = Job {
-            id,
-            frame: Arc::new(frame),
-            sink: Box::new(One { promise }),
-            started: false,
-        };
+        let job = Job::new(id, frame, One { promise });
         match self.shared.enqueue(job, true, transfer) {
             Ok(()) => handle,
             Err((job, _)) => {
-                job.sink.fail(TaskError::shut_down());
+                job.sink().fail(TaskError::shut_down());
                 handle
             }
         }
@@ -678,18 +673,13 @@ impl ProcessPool {
             }
         };
         let (promise, handle) = pair(0);
-        let job = Job {
-            id,
-            frame: Arc::new(frame),
-            sink: Box::new(One { promise }),
-            started: false,
-        };
+        let job = Job::new(id, frame, One { promise });
         match self.shared.enqueue(job, false, transfer) {
             Ok(()) => Ok(handle),
             Err((job, reason)) => {
                 // Lost a race with shutdown or another producer; the argument
                 // is encoded now, so the reason goes through the handle.
-                job.sink.fail(match reason {
+                job.sink().fail(match reason {
                     SubmitErrorReason::Full => TaskError::new(ErrorKind::Failed(
                         "the queue filled up while submitting".into(),
                     )),
@@ -713,16 +703,11 @@ impl ProcessPool {
             Err(err) => return Handle::ready(Err(err)),
         };
         let (promise, handle) = pair(0);
-        let job = Job {
-            id,
-            frame: Arc::new(frame),
-            sink: Box::new(Chunk { promise }),
-            started: false,
-        };
+        let job = Job::new(id, frame, Chunk { promise });
         match self.shared.enqueue(job, true, transfer) {
             Ok(()) => handle,
             Err((job, _)) => {
-                job.sink.fail(TaskError::shut_down());
+                job.sink().fail(TaskError::shut_down());
                 handle
             }
         }
@@ -778,7 +763,7 @@ impl ProcessPool {
         self.shared.space.notify_all();
         self.shared.watch.notify_all();
         for job in cancelled {
-            job.sink.fail(TaskError::cancelled());
+            job.sink().fail(TaskError::cancelled());
         }
         self.join_threads(threads);
     }
@@ -825,7 +810,7 @@ impl ProcessPool {
         self.shared.space.notify_all();
         self.shared.watch.notify_all();
         for job in cancelled {
-            job.sink.fail(TaskError::cancelled());
+            job.sink().fail(TaskError::cancelled());
         }
         self.join_threads(threads);
     }
