@@ -23,6 +23,13 @@ use crate::process::wire;
 const BATCH_BYTES: usize = 32 << 10;
 /// At most this many calls in one batch.
 const BATCH_MAX: usize = 64;
+/// A worker that runs short calls (batches of at least this many) is sent
+/// its next batch while it still has calls in flight (see `take_batch_for`).
+const PIPELINE_MIN_BATCH: usize = 4;
+/// The most bytes of calls in flight to a worker after a pipelined batch:
+/// well under the call ring's size, so that writing it never waits for room.
+const PIPELINE_BYTES: usize = 2 * BATCH_BYTES;
+const _: () = assert!(PIPELINE_BYTES <= crate::process::channel::RING_BYTES as usize / 2);
 /// A batch aims at this much work (by the measured run time of recent tasks),
 /// so that long tasks go one at a time and spread over the workers.
 const BATCH_WORK_US: f64 = 50.0;
@@ -84,25 +91,53 @@ impl Shared {
 
     /// Take calls for the idle worker in `index`, if it is idle and ready.
     pub(super) fn take_batch(self: &Arc<Self>, state: &mut State, index: usize) -> Option<Batch> {
+        self.take_batch_for(state, index, false)
+    }
+
+    /// Take calls for the worker in `index`: if it is idle, or, with
+    /// `pipeline`, if it runs short calls and has used up half of what it
+    /// was sent (see "Pipelining" in `README.md`). Only the slot's own I/O
+    /// thread pipelines, right after it read a reply: the batch before was
+    /// then published whole, so batches reach the worker in the order they
+    /// were taken (the order of `in_flight`).
+    pub(super) fn take_batch_for(
+        self: &Arc<Self>,
+        state: &mut State,
+        index: usize,
+        pipeline: bool,
+    ) -> Option<Batch> {
         let target = self.batch_target(state);
         let State { queue, slots, .. } = state;
         let slot = &mut slots[index];
         let worker = slot.worker.as_ref()?;
-        if !worker.ready || worker.retiring || !slot.in_flight.is_empty() {
+        if !worker.ready || worker.retiring {
             return None;
         }
+        let busy = !slot.in_flight.is_empty();
+        // In flight, a pipelined batch and what is unread of the calls
+        // before it stay within `PIPELINE_BYTES`, under the ring's size: its
+        // write never waits for the worker.
+        let mut bytes = 0;
+        if busy {
+            if !pipeline
+                || target < PIPELINE_MIN_BATCH
+                || slot.in_flight.len() > target / 2
+                || queue.front().is_none_or(|job| job.started)
+            {
+                return None;
+            }
+            bytes = slot.in_flight.iter().map(|job| job.frame().len()).sum();
+        }
+        let limit = if busy { PIPELINE_BYTES } else { BATCH_BYTES };
         let writer = Arc::clone(worker.writer.as_ref()?);
         let mut first: Option<Arc<dyn Outgoing>> = None;
         let mut rest = Vec::new();
-        let mut bytes = 0;
         while let Some(job) = queue.front() {
-            // A call sent again after its worker died goes first in a batch:
-            // it may carry a cancel hook aimed at its old worker (below).
-            if first.is_some()
-                && (1 + rest.len() >= target
-                    || bytes + job.frame().len() > BATCH_BYTES
-                    || job.started)
-            {
+            // A call sent again after its worker died goes first in a batch
+            // to an idle worker: it may carry a cancel hook aimed at its old
+            // worker (below).
+            let full = 1 + rest.len() >= target || bytes + job.frame().len() > limit || job.started;
+            if (first.is_some() || busy) && full {
                 break;
             }
             let Some(mut job) = queue.pop_front() else {
@@ -124,7 +159,11 @@ impl Shared {
             bytes += job.frame().len();
             let task: Arc<dyn Outgoing> = Arc::clone(&job.task) as Arc<dyn Outgoing>;
             if first.is_none() {
-                self.arm_cancel(&job, index, slot.generation);
+                // Behind calls in flight, the first call is not the one
+                // that runs: it gets its hook when it reaches the front.
+                if !busy {
+                    self.arm_cancel(&job, index, slot.generation);
+                }
                 first = Some(task);
             } else {
                 rest.push(task);
@@ -132,7 +171,10 @@ impl Shared {
             slot.in_flight.push_back(job);
         }
         let first = first?;
-        slot.running_since = Some(Instant::now());
+        if !busy {
+            // (A pipelined batch leaves the running call's clock alone.)
+            slot.running_since = Some(Instant::now());
+        }
         if self.capacity.is_some() {
             self.space.notify_all();
         }

@@ -414,7 +414,9 @@ impl Shared {
                         let batch = if idle {
                             self.after_idle(&mut state, index)
                         } else {
-                            None
+                            // Short calls: the next batch goes before the
+                            // worker runs dry.
+                            self.take_batch_for(&mut state, index, true)
                         };
                         (job, batch)
                     };
