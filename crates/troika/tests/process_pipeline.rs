@@ -12,6 +12,10 @@ use rustix::process::{Pid, Signal, kill_process};
 use troika::ProcessPool;
 
 troika::remote! {
+    fn worker_pid(_x: u64) -> u32 {
+        std::process::id()
+    }
+
     fn double(x: u64) -> u64 {
         x.wrapping_mul(2)
     }
@@ -131,6 +135,35 @@ fn workers_killed_under_pipelined_calls_fail_only_the_running_call() {
             }
             assert!(died <= kills, "{died} tasks failed for {kills} kills");
             assert_eq!(pool.submit(double, 21).result().unwrap(), 42);
+        },
+    );
+}
+
+/// `max_tasks_per_worker` holds under a flood of short calls: a worker
+/// that is always fed (pipelined) still becomes idle once it has run its
+/// share, and is replaced. (A worker may run a little beyond the limit: the
+/// limit is checked when it is idle, and a batch holds at most 64 calls.)
+#[test]
+fn workers_are_recycled_under_a_flood_of_pipelined_calls() {
+    guarded(
+        "workers_are_recycled_under_a_flood_of_pipelined_calls",
+        LIMIT,
+        || {
+            const MAX: usize = 500;
+            let pool = ProcessPool::builder()
+                .workers(2)
+                .max_tasks_per_worker(MAX)
+                .build()
+                .unwrap();
+            let handles: Vec<_> = (0..TASKS).map(|x| pool.submit(worker_pid, x)).collect();
+            let mut served = std::collections::HashMap::<u32, usize>::new();
+            for handle in handles {
+                let pid = handle.result_timeout(LIMIT).ok().expect("settled").unwrap();
+                *served.entry(pid).or_default() += 1;
+            }
+            let most = served.values().max().copied().unwrap_or(0);
+            assert!(most <= MAX + 64, "a worker ran {most} tasks (limit {MAX})");
+            assert!(served.len() as u64 >= TASKS / (MAX as u64 + 64));
         },
     );
 }

@@ -1,5 +1,6 @@
 //! Dispatch and batching: queue a task, and hand queued calls to an idle
-//! worker, several small ones in one write.
+//! worker, several small ones in one write; pipeline the next batch of short
+//! calls to a worker that still has calls in flight.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -119,7 +120,16 @@ impl Shared {
         // write never waits for the worker.
         let mut bytes = 0;
         if busy {
+            // A worker due for recycling is checked when it is idle
+            // (`after_idle`): it must become idle, so it is not pipelined
+            // beyond its last task, and not at all under a memory cap
+            // (checked only then).
+            let due = self.max_rss.is_some()
+                || self
+                    .max_tasks
+                    .is_some_and(|max| slot.tasks_done + slot.in_flight.len() + target > max);
             if !pipeline
+                || due
                 || target < PIPELINE_MIN_BATCH
                 || slot.in_flight.len() > target / 2
                 || queue.front().is_none_or(|job| job.started)

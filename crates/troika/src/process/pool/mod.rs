@@ -2,7 +2,8 @@
 //!
 //! The pool is split along its seams: this file holds the public API and the
 //! state every part shares; [`dispatch`] queues tasks and hands them to idle
-//! workers in batches; [`slot`] is the life of one worker slot (its I/O
+//! workers in batches (and, for short calls, the next batch before a worker
+//! runs dry); [`slot`] is the life of one worker slot (its I/O
 //! thread: start a worker, read its replies, settle its tasks when it
 //! exits); [`watchdog`] enforces the per-task timeout.
 
