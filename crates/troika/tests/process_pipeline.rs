@@ -77,7 +77,7 @@ fn cancels_in_a_flood_of_pipelined_calls_decide_exactly() {
             }
             let mut kept = 0;
             for (x, handle) in handles {
-                let outcome = handle.result_timeout(LIMIT).ok().expect("settled");
+                let outcome = handle.result_timeout(LIMIT).expect("settled");
                 if cancelled.contains(&x) {
                     assert!(outcome.unwrap_err().is_cancelled(), "task {x}");
                 } else {
@@ -125,7 +125,7 @@ fn workers_killed_under_pipelined_calls_fail_only_the_running_call() {
                         kills += 1;
                     }
                 }
-                match handle.result_timeout(LIMIT).ok().expect("settled") {
+                match handle.result_timeout(LIMIT).expect("settled") {
                     Ok(value) => assert_eq!(value, x * 2, "task {x}"),
                     Err(e) => {
                         assert!(e.is_worker_died(), "task {x}: {e}");
@@ -158,7 +158,7 @@ fn workers_are_recycled_under_a_flood_of_pipelined_calls() {
             let handles: Vec<_> = (0..TASKS).map(|x| pool.submit(worker_pid, x)).collect();
             let mut served = std::collections::HashMap::<u32, usize>::new();
             for handle in handles {
-                let pid = handle.result_timeout(LIMIT).ok().expect("settled").unwrap();
+                let pid = handle.result_timeout(LIMIT).expect("settled").unwrap();
                 *served.entry(pid).or_default() += 1;
             }
             let most = served.values().max().copied().unwrap_or(0);
