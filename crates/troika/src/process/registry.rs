@@ -14,6 +14,7 @@
 //! another machine.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
@@ -88,12 +89,61 @@ impl Registration {
 pub static REMOTE_FNS: [Registration];
 
 /// Find a registered function by name.
+///
+/// Both sides look a name up for every call (the parent checks that it is
+/// registered, the worker finds what to run), so the index hashes with
+/// [`NameHasher`], a word-at-a-time multiplicative hash, instead of SipHash:
+/// the names are the program's own (`remote!` in its source), not input an
+/// attacker chooses, so flooding is not a concern, and SipHash over a
+/// 40-byte module path cost more than the rest of the lookup.
 pub(crate) fn lookup(name: &str) -> Option<Trampoline> {
-    static INDEX: OnceLock<HashMap<&'static str, Trampoline>> = OnceLock::new();
+    type Index = HashMap<&'static str, Trampoline, BuildHasherDefault<NameHasher>>;
+    static INDEX: OnceLock<Index> = OnceLock::new();
     INDEX
         .get_or_init(|| REMOTE_FNS.iter().map(|r| (r.name, r.run)).collect())
         .get(name)
         .copied()
+}
+
+/// The registry's hasher: 8 bytes per step, rotate, xor, multiply (the
+/// scheme of rustc's `FxHasher`). A name that is not in the index (a
+/// worker asked for a function it lacks) still costs one hash and a
+/// probe, and is compared byte for byte before it is accepted.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct NameHasher(u64);
+
+impl NameHasher {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
+    }
+}
+
+impl Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in words.by_ref() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            // The length tells "ab" from "ab\0".
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 56));
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Run `f`, turning a panic into its message.
@@ -312,4 +362,46 @@ macro_rules! __remote_define {
                 $crate::process::__registry::Registration::of::<$name>();
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::remote! {
+        fn registered_here(x: u8) -> u8 { x }
+    }
+
+    #[test]
+    fn every_registered_name_is_found_and_near_misses_are_not() {
+        let name = <registered_here as RemoteFn>::NAME;
+        assert!(lookup(name).is_some());
+        for r in REMOTE_FNS.iter() {
+            assert!(lookup(r.name).is_some_and(|run| std::ptr::fn_addr_eq(run, r.run)));
+        }
+        // A name cut short, extended, or with a byte changed is unknown.
+        let cut = &name[..name.len() - 1];
+        let zero = format!("{name}\0");
+        let longer = format!("{name}x");
+        let mut changed = name.as_bytes().to_vec();
+        changed[name.len() / 2] ^= 1;
+        let changed = String::from_utf8(changed).unwrap();
+        for miss in [cut, &zero, &longer, &changed, "", "x"] {
+            assert!(lookup(miss).is_none(), "{miss:?} was found");
+        }
+    }
+
+    /// The hash tells apart names that differ only in a trailing zero byte
+    /// or in length (a tail shorter than a word).
+    #[test]
+    fn the_name_hash_sees_the_length_of_the_tail() {
+        let hash = |bytes: &[u8]| {
+            let mut h = NameHasher::default();
+            h.write(bytes);
+            h.finish()
+        };
+        assert_ne!(hash(b"ab"), hash(b"ab\0"));
+        assert_ne!(hash(b"abcdefgh"), hash(b"abcdefgh\0"));
+        assert_ne!(hash(b""), hash(b"\0"));
+    }
 }

@@ -83,15 +83,69 @@ pub(crate) trait Sink: Send {
     fn fail(&self, err: TaskError);
 }
 
+/// Something whose call frame a batch writes: a task's [`Posted`], or the
+/// initializer's bare frame.
+pub(crate) trait Outgoing: Send + Sync {
+    fn frame(&self) -> &Frame;
+}
+
+impl Outgoing for Frame {
+    fn frame(&self) -> &Frame {
+        self
+    }
+}
+
+/// What the pool keeps of a task: its call frame and its sink.
+pub(crate) trait Pending: Outgoing {
+    fn sink(&self) -> &dyn Sink;
+}
+
+/// A task's call frame and its sink in one allocation, shared by the queue
+/// (or the list of calls in flight) and the batch being written: the frame
+/// stays until the reply, so that the task can be sent again if its worker
+/// died before starting it.
+pub(crate) struct Posted<S> {
+    pub(crate) frame: Frame,
+    pub(crate) sink: S,
+}
+
+impl<S: Sink + Sync> Outgoing for Posted<S> {
+    fn frame(&self) -> &Frame {
+        &self.frame
+    }
+}
+
+impl<S: Sink + Sync> Pending for Posted<S> {
+    fn sink(&self) -> &dyn Sink {
+        &self.sink
+    }
+}
+
 /// A queued or running task.
 pub(crate) struct Job {
     pub(crate) id: u64,
-    /// The whole call frame, shared so that a task can be sent again if its
-    /// worker died before starting it.
-    pub(crate) frame: Arc<Frame>,
-    pub(crate) sink: Box<dyn Sink>,
-    /// Whether `sink.start()` already claimed it.
+    /// Its whole call frame and its sink.
+    pub(crate) task: Arc<dyn Pending>,
+    /// Whether `sink().start()` already claimed it.
     pub(crate) started: bool,
+}
+
+impl Job {
+    pub(crate) fn new<S: Sink + Sync + 'static>(id: u64, frame: Frame, sink: S) -> Job {
+        Job {
+            id,
+            task: Arc::new(Posted { frame, sink }),
+            started: false,
+        }
+    }
+
+    pub(crate) fn sink(&self) -> &dyn Sink {
+        self.task.sink()
+    }
+
+    pub(crate) fn frame(&self) -> &Frame {
+        self.task.frame()
+    }
 }
 
 impl std::fmt::Debug for Job {

@@ -1,5 +1,6 @@
 //! Dispatch and batching: queue a task, and hand queued calls to an idle
-//! worker, several small ones in one write.
+//! worker, several small ones in one write; pipeline the next batch of short
+//! calls to a worker that still has calls in flight.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,7 +15,7 @@ use crate::futures::{ErrorKind, SubmitErrorReason, TaskError};
 use crate::ipc::Transfer;
 use crate::process::channel::CallSender;
 use crate::process::framebuf::Frame;
-use crate::process::task::Job;
+use crate::process::task::{Job, Outgoing};
 use crate::process::wire;
 
 /// Several small calls are sent to an idle worker in one write, up to this
@@ -23,6 +24,13 @@ use crate::process::wire;
 const BATCH_BYTES: usize = 32 << 10;
 /// At most this many calls in one batch.
 const BATCH_MAX: usize = 64;
+/// A worker that runs short calls (batches of at least this many) is sent
+/// its next batch while it still has calls in flight (see `take_batch_for`).
+const PIPELINE_MIN_BATCH: usize = 4;
+/// The most bytes of calls in flight to a worker after a pipelined batch:
+/// well under the call ring's size, so that writing it never waits for room.
+const PIPELINE_BYTES: usize = 2 * BATCH_BYTES;
+const _: () = assert!(PIPELINE_BYTES <= crate::process::channel::RING_BYTES as usize / 2);
 /// A batch aims at this much work (by the measured run time of recent tasks),
 /// so that long tasks go one at a time and spread over the workers.
 const BATCH_WORK_US: f64 = 50.0;
@@ -31,18 +39,48 @@ const BATCH_WORK_US: f64 = 50.0;
 /// written after it is released.
 pub(super) struct Batch {
     pub(super) writer: Arc<Mutex<CallSender>>,
-    pub(super) frames: Vec<Arc<Frame>>,
+    /// The first call, and the others: a batch of one (every call of a
+    /// round trip) allocates no list.
+    pub(super) first: Arc<dyn Outgoing>,
+    pub(super) rest: Vec<Arc<dyn Outgoing>>,
 }
 
 impl Batch {
     pub(super) fn write(self) {
         let mut writer = self.writer.lock();
+        let frames = Frames {
+            first: Some(self.first.frame()),
+            rest: self.rest.iter(),
+        };
         // A failed write means the worker is dead or dying: its I/O thread
         // sees end of file and deals with the tasks it had. (A worker that
         // corrupted its call ring is killed by the sender.)
-        let _ = writer.send_frames(self.frames.iter().map(|f| &**f));
+        let _ = writer.send_frames(frames);
     }
 }
+
+/// A batch's frames, in order.
+struct Frames<'a> {
+    first: Option<&'a Frame>,
+    rest: std::slice::Iter<'a, Arc<dyn Outgoing>>,
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = &'a Frame;
+
+    fn next(&mut self) -> Option<&'a Frame> {
+        self.first
+            .take()
+            .or_else(|| self.rest.next().map(|f| f.frame()))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let len = usize::from(self.first.is_some()) + self.rest.len();
+        (len, Some(len))
+    }
+}
+
+impl ExactSizeIterator for Frames<'_> {}
 impl Shared {
     pub(super) fn batch_target(&self, state: &State) -> usize {
         // Under a task timeout, batching is exact enough: a task's clock
@@ -54,33 +92,73 @@ impl Shared {
 
     /// Take calls for the idle worker in `index`, if it is idle and ready.
     pub(super) fn take_batch(self: &Arc<Self>, state: &mut State, index: usize) -> Option<Batch> {
+        self.take_batch_for(state, index, false)
+    }
+
+    /// Take calls for the worker in `index`: if it is idle, or, with
+    /// `pipeline`, if it runs short calls and has used up half of what it
+    /// was sent (see "Pipelining" in `README.md`). Only the slot's own I/O
+    /// thread pipelines, right after it read a reply: the batch before was
+    /// then published whole, so batches reach the worker in the order they
+    /// were taken (the order of `in_flight`).
+    pub(super) fn take_batch_for(
+        self: &Arc<Self>,
+        state: &mut State,
+        index: usize,
+        pipeline: bool,
+    ) -> Option<Batch> {
         let target = self.batch_target(state);
         let State { queue, slots, .. } = state;
         let slot = &mut slots[index];
         let worker = slot.worker.as_ref()?;
-        if !worker.ready || worker.retiring || !slot.in_flight.is_empty() {
+        if !worker.ready || worker.retiring {
             return None;
         }
-        let writer = Arc::clone(worker.writer.as_ref()?);
-        let mut frames = Vec::new();
+        let busy = !slot.in_flight.is_empty();
+        // In flight, a pipelined batch and what is unread of the calls
+        // before it stay within `PIPELINE_BYTES`, under the ring's size: its
+        // write never waits for the worker.
         let mut bytes = 0;
-        while let Some(job) = queue.front() {
-            // A call sent again after its worker died goes first in a batch:
-            // it may carry a cancel hook aimed at its old worker (below).
-            if !frames.is_empty()
-                && (frames.len() >= target || bytes + job.frame.len() > BATCH_BYTES || job.started)
+        if busy {
+            // A worker due for recycling is checked when it is idle
+            // (`after_idle`): it must become idle, so it is not pipelined
+            // beyond its last task, and not at all under a memory cap
+            // (checked only then).
+            let due = self.max_rss.is_some()
+                || self
+                    .max_tasks
+                    .is_some_and(|max| slot.tasks_done + slot.in_flight.len() + target > max);
+            if !pipeline
+                || due
+                || target < PIPELINE_MIN_BATCH
+                || slot.in_flight.len() > target / 2
+                || queue.front().is_none_or(|job| job.started)
             {
+                return None;
+            }
+            bytes = slot.in_flight.iter().map(|job| job.frame().len()).sum();
+        }
+        let limit = if busy { PIPELINE_BYTES } else { BATCH_BYTES };
+        let writer = Arc::clone(worker.writer.as_ref()?);
+        let mut first: Option<Arc<dyn Outgoing>> = None;
+        let mut rest = Vec::new();
+        while let Some(job) = queue.front() {
+            // A call sent again after its worker died goes first in a batch
+            // to an idle worker: it may carry a cancel hook aimed at its old
+            // worker (below).
+            let full = 1 + rest.len() >= target || bytes + job.frame().len() > limit || job.started;
+            if (first.is_some() || busy) && full {
                 break;
             }
             let Some(mut job) = queue.pop_front() else {
                 break;
             };
             if !job.started {
-                if !job.sink.start() {
+                if !job.sink().start() {
                     continue; // cancelled while queued
                 }
                 job.started = true;
-            } else if job.sink.is_done() {
+            } else if job.sink().is_done() {
                 continue; // sent again after a death, and cancelled meanwhile
             }
             // Only the first call of a batch can be cancelled now (by killing
@@ -88,22 +166,34 @@ impl Shared {
             // the front (see `serve`). Until then `cancel()` returns false for
             // them: they are claimed and will run, like the calls Python's
             // pool has moved to its call queue.
-            if frames.is_empty() {
-                self.arm_cancel(&job, index, slot.generation);
+            bytes += job.frame().len();
+            let task: Arc<dyn Outgoing> = Arc::clone(&job.task) as Arc<dyn Outgoing>;
+            if first.is_none() {
+                // Behind calls in flight, the first call is not the one
+                // that runs: it gets its hook when it reaches the front.
+                if !busy {
+                    self.arm_cancel(&job, index, slot.generation);
+                }
+                first = Some(task);
+            } else {
+                rest.push(task);
             }
-            bytes += job.frame.len();
-            frames.push(Arc::clone(&job.frame));
             slot.in_flight.push_back(job);
         }
-        if frames.is_empty() {
-            return None;
+        let first = first?;
+        if !busy {
+            // (A pipelined batch leaves the running call's clock alone.)
+            slot.running_since = Some(Instant::now());
         }
-        slot.running_since = Some(Instant::now());
         if self.capacity.is_some() {
             self.space.notify_all();
         }
         self.wake_idle_watchdog(state);
-        Some(Batch { writer, frames })
+        Some(Batch {
+            writer,
+            first,
+            rest,
+        })
     }
 
     /// Point the task's `cancel()` at the worker in slot `index`, of
@@ -111,7 +201,7 @@ impl Shared {
     pub(super) fn arm_cancel(self: &Arc<Self>, job: &Job, index: usize, generation: u64) {
         let weak = Arc::downgrade(self);
         let id = job.id;
-        job.sink.set_kill(Box::new(move || {
+        job.sink().set_kill(Box::new(move || {
             if let Some(shared) = weak.upgrade() {
                 shared.kill_running(index, generation, id, KillReason::Cancelled);
             }
@@ -170,7 +260,7 @@ impl Shared {
             // A broken pool runs nothing: the task fails with the reason.
             let err = TaskError::new(ErrorKind::InitializerFailed(message.clone()));
             drop(state);
-            job.sink.fail(err);
+            job.sink().fail(err);
             self.note_outcome(false);
             return Ok(());
         }

@@ -2,7 +2,8 @@
 //!
 //! The pool is split along its seams: this file holds the public API and the
 //! state every part shares; [`dispatch`] queues tasks and hands them to idle
-//! workers in batches; [`slot`] is the life of one worker slot (its I/O
+//! workers in batches (and, for short calls, the next batch before a worker
+//! runs dry); [`slot`] is the life of one worker slot (its I/O
 //! thread: start a worker, read its replies, settle its tasks when it
 //! exits); [`watchdog`] enforces the per-task timeout.
 
@@ -607,16 +608,11 @@ impl ProcessPool {
             }
         };
         let (promise, handle) = pair(0);
-        let job = Job {
-            id,
-            frame: Arc::new(frame),
-            sink: Box::new(One { promise }),
-            started: false,
-        };
+        let job = Job::new(id, frame, One { promise });
         match self.shared.enqueue(job, true, transfer) {
             Ok(()) => handle,
             Err((job, _)) => {
-                job.sink.fail(TaskError::shut_down());
+                job.sink().fail(TaskError::shut_down());
                 handle
             }
         }
@@ -678,18 +674,13 @@ impl ProcessPool {
             }
         };
         let (promise, handle) = pair(0);
-        let job = Job {
-            id,
-            frame: Arc::new(frame),
-            sink: Box::new(One { promise }),
-            started: false,
-        };
+        let job = Job::new(id, frame, One { promise });
         match self.shared.enqueue(job, false, transfer) {
             Ok(()) => Ok(handle),
             Err((job, reason)) => {
                 // Lost a race with shutdown or another producer; the argument
                 // is encoded now, so the reason goes through the handle.
-                job.sink.fail(match reason {
+                job.sink().fail(match reason {
                     SubmitErrorReason::Full => TaskError::new(ErrorKind::Failed(
                         "the queue filled up while submitting".into(),
                     )),
@@ -713,16 +704,11 @@ impl ProcessPool {
             Err(err) => return Handle::ready(Err(err)),
         };
         let (promise, handle) = pair(0);
-        let job = Job {
-            id,
-            frame: Arc::new(frame),
-            sink: Box::new(Chunk { promise }),
-            started: false,
-        };
+        let job = Job::new(id, frame, Chunk { promise });
         match self.shared.enqueue(job, true, transfer) {
             Ok(()) => handle,
             Err((job, _)) => {
-                job.sink.fail(TaskError::shut_down());
+                job.sink().fail(TaskError::shut_down());
                 handle
             }
         }
@@ -778,7 +764,7 @@ impl ProcessPool {
         self.shared.space.notify_all();
         self.shared.watch.notify_all();
         for job in cancelled {
-            job.sink.fail(TaskError::cancelled());
+            job.sink().fail(TaskError::cancelled());
         }
         self.join_threads(threads);
     }
@@ -825,7 +811,7 @@ impl ProcessPool {
         self.shared.space.notify_all();
         self.shared.watch.notify_all();
         for job in cancelled {
-            job.sink.fail(TaskError::cancelled());
+            job.sink().fail(TaskError::cancelled());
         }
         self.join_threads(threads);
     }

@@ -15,7 +15,7 @@ use super::{INIT_ID, Shared, State};
 use crate::futures::{ErrorKind, Exit, TaskError};
 use crate::process::channel::{CallSender, Dir, RingReader, Rings};
 use crate::process::spawn::{self, ChildProc};
-use crate::process::task::Job;
+use crate::process::task::{Job, Outgoing};
 use crate::process::wire::{self, FrameReader};
 
 /// How long the parent's reader keeps polling a worker's pipe before it blocks.
@@ -235,7 +235,7 @@ impl Shared {
                 // hanging.
                 let jobs: Vec<Job> = self.state.lock().queue.drain(..).collect();
                 for job in jobs {
-                    job.sink
+                    job.sink()
                         .fail(TaskError::new(ErrorKind::Failed(message.to_owned())));
                     self.note_outcome(false);
                 }
@@ -295,7 +295,7 @@ impl Shared {
         self.space.notify_all();
         self.watch.notify_all();
         for job in jobs {
-            job.sink.fail(self.broken_error());
+            job.sink().fail(self.broken_error());
             self.note_outcome(false);
         }
     }
@@ -368,7 +368,8 @@ impl Shared {
                         if let Some(writer) = writer {
                             Batch {
                                 writer,
-                                frames: vec![Arc::clone(init)],
+                                first: Arc::clone(init) as Arc<dyn Outgoing>,
+                                rest: Vec::new(),
                             }
                             .write();
                         }
@@ -416,7 +417,9 @@ impl Shared {
                         let batch = if idle {
                             self.after_idle(&mut state, index)
                         } else {
-                            None
+                            // Short calls: the next batch goes before the
+                            // worker runs dry.
+                            self.take_batch_for(&mut state, index, true)
                         };
                         (job, batch)
                     };
@@ -429,7 +432,7 @@ impl Shared {
                         // still escapes (the `Drop` of a value whose handle is
                         // gone, when the job goes) must not end this thread.
                         use std::panic::{AssertUnwindSafe, catch_unwind};
-                        let finish = || job.sink.finish(header.status, body);
+                        let finish = || job.sink().finish(header.status, body);
                         let ok = catch_unwind(AssertUnwindSafe(finish)).unwrap_or(false);
                         let _ = catch_unwind(AssertUnwindSafe(move || drop(job)));
                         self.note_outcome(ok);
@@ -593,7 +596,7 @@ impl Shared {
             batch.write();
         }
         for (job, err) in failed {
-            job.sink.fail(err);
+            job.sink().fail(err);
             self.note_outcome(false);
         }
         let message = if in_initializer {
