@@ -16,7 +16,9 @@
 //! grow (a larger message), never shrink; it is released whole.
 //!
 //! **Handover.** The sender takes a free arena ([`acquire`]), writes the
-//! body through its own mapping, and sends the descriptor with the frame's
+//! body — through its own mapping, or with `pwrite` for a long write into
+//! pages never written before (the kernel then allocates them without
+//! zeroing them first) — and sends the descriptor with the frame's
 //! header (marked `IN_MEMFD | IN_ARENA`). Handing the descriptor out
 //! ([`Lease::as_fd`]) stores `LENT` in the state word. The receiver maps the
 //! arena — or finds the mapping it kept from an earlier message of the same
@@ -97,23 +99,24 @@ unsafe fn state<'a>(map: *mut u8) -> &'a AtomicU32 {
     unsafe { &*map.add(STATE_AT).cast::<AtomicU32>() }
 }
 
-/// A mapping of `len` bytes of `fd`, shared, populated.
-fn map(fd: &OwnedFd, len: usize, prot: rustix::mm::ProtFlags) -> io::Result<*mut u8> {
+/// A mapping of `len` bytes of `fd`, shared; populated with `populate`.
+fn map(
+    fd: &OwnedFd,
+    len: usize,
+    prot: rustix::mm::ProtFlags,
+    populate: bool,
+) -> io::Result<*mut u8> {
     use rustix::mm::{MapFlags, mmap};
+    let flags = if populate {
+        MapFlags::SHARED | MapFlags::POPULATE
+    } else {
+        MapFlags::SHARED
+    };
     // SAFETY: a fresh mapping at an address the kernel chooses overlaps
     // nothing of ours. Its pages exist as long as the file is at least
     // `len` bytes long, which callers check (or made so) and which the
     // shrink seal keeps true.
-    let ptr = unsafe {
-        mmap(
-            std::ptr::null_mut(),
-            len,
-            prot,
-            MapFlags::SHARED | MapFlags::POPULATE,
-            fd,
-            0,
-        )
-    }?;
+    let ptr = unsafe { mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) }?;
     Ok(ptr.cast())
 }
 
@@ -143,6 +146,14 @@ struct Arena {
     map: *mut u8,
     /// Bytes of the file, all mapped.
     size: usize,
+    /// Body bytes below this were written once: their pages exist. A long
+    /// write above it goes with `pwrite`, which allocates the pages without
+    /// zeroing them first (a write through the mapping would fault each in
+    /// zeroed, then copy: twice the work for a fresh 64 MiB).
+    filled: usize,
+    /// Body bytes below this have their pages in our mapping's page table
+    /// (`MADV_POPULATE_WRITE` once, instead of a fault per page).
+    mapped: usize,
     /// When it was last returned to the free list.
     used: Instant,
 }
@@ -170,11 +181,13 @@ impl Arena {
         // (a receiver holds the descriptor too) can add seals that would
         // stop it from growing.
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::SEAL)?;
-        let map = map(&fd, size, ProtFlags::READ | ProtFlags::WRITE)?;
+        let map = map(&fd, size, ProtFlags::READ | ProtFlags::WRITE, false)?;
         let arena = Arena {
             fd,
             map,
             size,
+            filled: 0,
+            mapped: 0,
             used: Instant::now(),
         };
         // SAFETY: the header page is inside the mapping of `size` bytes
@@ -212,14 +225,39 @@ impl Arena {
         }
         let size = room_for(body.max(self.capacity().saturating_mul(2)))?;
         rustix::fs::ftruncate(&self.fd, size as u64)?;
-        let map = map(&self.fd, size, ProtFlags::READ | ProtFlags::WRITE)?;
+        let map = map(&self.fd, size, ProtFlags::READ | ProtFlags::WRITE, false)?;
         // SAFETY: the old mapping is this arena's, and no borrow of it is
         // alive (`&mut self`); its contents are the file's, which the new
         // mapping shows.
         let _ = unsafe { rustix::mm::munmap(self.map.cast(), self.size) };
         self.map = map;
         self.size = size;
+        self.mapped = 0;
         Ok(())
+    }
+
+    /// Put the pages of the body's first `end` bytes that exist in our
+    /// page table, in one call (a kernel without `MADV_POPULATE_WRITE`
+    /// faults them in one at a time instead).
+    fn populate(&mut self, end: usize) {
+        let end = end
+            .min(self.filled)
+            .next_multiple_of(4096)
+            .min(self.capacity());
+        if end <= self.mapped {
+            return;
+        }
+        let from = self.mapped / 4096 * 4096;
+        // SAFETY: `BODY_AT + from .. BODY_AT + end` lies inside this arena's
+        // mapping (`end <= capacity()`); populating changes no contents.
+        let _ = unsafe {
+            rustix::mm::madvise(
+                self.map.add(BODY_AT + from).cast(),
+                end - from,
+                rustix::mm::Advice::LinuxPopulateWrite,
+            )
+        };
+        self.mapped = end;
     }
 
     /// Write `data` at `at` bytes into the body, growing the arena first if
@@ -229,6 +267,14 @@ impl Arena {
             .checked_add(data.len())
             .ok_or_else(|| io::Error::other("a body longer than memory"))?;
         self.grow(end)?;
+        if at >= self.filled && data.len() >= 64 << 10 {
+            // Fresh pages: allocated by the write itself, never zeroed.
+            super::framebuf::write_at(&self.fd, data, (BODY_AT + at) as u64)?;
+            self.filled = end;
+            return Ok(());
+        }
+        self.populate(end);
+        self.filled = self.filled.max(end);
         // SAFETY: `BODY_AT + at .. BODY_AT + end` lies inside the mapping of
         // `size` bytes (`grow` made `capacity() >= end`), which this arena
         // owns; `data` is ordinary memory of ours, so the two do not
@@ -545,7 +591,7 @@ impl Views {
 /// receiver writes only the state word).
 fn map_view(fd: &OwnedFd, len: usize) -> io::Result<*mut u8> {
     use rustix::mm::{MprotectFlags, ProtFlags};
-    let ptr = map(fd, len, ProtFlags::READ)?;
+    let ptr = map(fd, len, ProtFlags::READ, true)?;
     // SAFETY: the first page of the mapping just made (`len >= BODY_AT`).
     let writable = unsafe {
         rustix::mm::mprotect(
