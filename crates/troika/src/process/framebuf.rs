@@ -1,35 +1,32 @@
 //! Building a message whose body may be large: the body grows in a `Vec`
-//! until it reaches [`MEMFD_MIN`] bytes, then continues in a memfd, so that
-//! a big value is encoded straight into the shared memory that carries it
-//! (see `wire.rs`) instead of into a `Vec` that is then copied there.
+//! until it reaches [`MEMFD_MIN`] bytes, then continues in an arena (a
+//! reusable memfd, see `arena.rs`), so that a big value is encoded straight
+//! into the shared memory that carries it instead of into a `Vec` that is
+//! then copied there.
 //!
-//! Writes after the switch go through a small staging buffer (postcard hands
-//! over a value a few bytes at a time) and reach the memfd with `pwrite`; a
-//! long slice (a `Vec<u8>`'s bytes) is written from where it is, in one
-//! copy. `pwrite` into a fresh memfd allocates its pages without zeroing
-//! them first, which writing through a mapping would do (and fault each
-//! page in on the way).
+//! Writes after the switch go straight into the arena's mapping, which is
+//! allocated and mapped already when the arena is reused: a 64 MiB body
+//! costs one copy. The arena grows if the body outgrows it.
 //!
-//! Once sealed, the memfd cannot change: it is the body of a [`Frame`] that
-//! may be sent again (to a new worker, after its first one died), and the
-//! receiver maps it only after checking the seals (`wire::Mapped`).
+//! The finished frame holds the arena ([`Sealed`]) until the frame is
+//! dropped: it is the body of a [`Frame`] that may be sent again (to a new
+//! worker, after its first one died), and nothing writes it meanwhile (the
+//! arena is back on the free list only when the frame is dropped, and
+//! written again only once its last receiver released it).
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use super::wire::{self, HEADER, IN_MEMFD, MEMFD_MIN};
-
-/// Staging buffer between the encoder and the memfd: small enough to stay in
-/// the cache, large enough that the `pwrite`s are few.
-const STAGE: usize = 128 << 10;
+use super::arena::{self, Lease};
+use super::wire::{self, HEADER, IN_ARENA, IN_MEMFD, MEMFD_MIN};
 
 /// A message being built: an optional frame header, then the body. The body
-/// moves to a memfd once it reaches [`MEMFD_MIN`] bytes (if the buffer was
+/// moves to an arena once it reaches [`MEMFD_MIN`] bytes (if the buffer was
 /// made with [`FrameBuf::frame`]).
 #[derive(Debug)]
 pub(crate) struct FrameBuf {
     /// The header and the body's first bytes (all of the body until it
-    /// spills; after that, the bytes it had then, also copied to the memfd).
+    /// spills; after that, the bytes it had then, also copied to the arena).
     bytes: Vec<u8>,
     /// Where the body starts in `bytes`.
     body_at: usize,
@@ -37,17 +34,15 @@ pub(crate) struct FrameBuf {
     spill_min: usize,
     /// The rest of the body, once it spilled.
     spill: Option<Spill>,
-    /// Why the last write to the memfd failed (postcard's error cannot say).
+    /// Why the last write to the arena failed (postcard's error cannot say).
     failed: Option<io::Error>,
 }
 
 #[derive(Debug)]
 struct Spill {
-    memfd: OwnedFd,
-    /// Bytes written to the memfd so far.
-    written: u64,
-    /// Bytes not yet written to it.
-    stage: Vec<u8>,
+    arena: Lease,
+    /// Bytes of the body written to the arena so far.
+    written: usize,
 }
 
 impl FrameBuf {
@@ -107,7 +102,7 @@ impl FrameBuf {
     pub(crate) fn body_len(&self) -> u64 {
         match &self.spill {
             None => self.bytes.len().saturating_sub(self.body_at) as u64,
-            Some(spill) => spill.written + spill.stage.len() as u64,
+            Some(spill) => spill.written as u64,
         }
     }
 
@@ -119,14 +114,14 @@ impl FrameBuf {
     }
 
     /// Drop everything written after `mark` (which was taken before the
-    /// body spilled), and the memfd with it.
+    /// body spilled); the arena goes back to the free list.
     pub(crate) fn truncate(&mut self, mark: usize) {
         self.spill = None;
         self.failed = None;
         self.bytes.truncate(mark);
     }
 
-    /// Empty the buffer for the next message (dropping its memfd).
+    /// Empty the buffer for the next message (giving back its arena).
     pub(crate) fn clear(&mut self) {
         self.truncate(0);
         if self.bytes.capacity() > 1 << 20 {
@@ -134,13 +129,13 @@ impl FrameBuf {
         }
     }
 
-    /// Why the last write failed, if it was a write to the memfd.
+    /// Why the last write failed, if it was a write to the arena.
     pub(crate) fn take_failure(&mut self) -> Option<io::Error> {
         self.failed.take()
     }
 
     /// Append `data` to the body: in memory while the body is small, to the
-    /// memfd after.
+    /// arena after.
     #[inline(always)]
     pub(crate) fn extend(&mut self, data: &[u8]) -> io::Result<()> {
         let body = self.bytes.len().saturating_sub(self.body_at);
@@ -179,32 +174,20 @@ impl FrameBuf {
             Some(spill) => spill,
             None => {
                 // The body so far goes first; `bytes` keeps it too, for a
-                // `truncate` to a mark in it.
-                let memfd = new_memfd()?;
+                // `truncate` to a mark in it. The arena is taken with room
+                // for this write too: a long slice (a `Vec<u8>`'s bytes)
+                // is most of the body.
                 let prefix = self.bytes.get(self.body_at..).unwrap_or_default();
-                write_at(&memfd, prefix, 0)?;
+                let mut arena = arena::acquire(prefix.len().saturating_add(data.len()))?;
+                arena.write(0, prefix)?;
                 self.spill.insert(Spill {
-                    memfd,
-                    written: prefix.len() as u64,
-                    stage: Vec::with_capacity(STAGE),
+                    arena,
+                    written: prefix.len(),
                 })
             }
         };
-        if spill.stage.len() + data.len() <= STAGE {
-            spill.stage.extend_from_slice(data);
-            if spill.stage.len() == STAGE {
-                spill.flush()?;
-            }
-            return Ok(());
-        }
-        spill.flush()?;
-        if data.len() < STAGE {
-            spill.stage.extend_from_slice(data);
-            return Ok(());
-        }
-        // A long slice goes from where it is.
-        write_at(&spill.memfd, data, spill.written)?;
-        spill.written += data.len() as u64;
+        spill.arena.write(spill.written, data)?;
+        spill.written += data.len();
         Ok(())
     }
 
@@ -223,47 +206,34 @@ impl FrameBuf {
         }
     }
 
-    /// If the body spilled: write what is staged and seal the memfd; the
-    /// buffer gives it up (with its header, marked [`IN_MEMFD`]) and keeps
-    /// only what is in memory. Call after [`finish_frame`](Self::finish_frame).
+    /// If the body spilled: the buffer gives up its arena (with its
+    /// header, marked [`IN_MEMFD`] and [`IN_ARENA`]) and keeps only what is
+    /// in memory. Call after [`finish_frame`](Self::finish_frame).
     pub(crate) fn seal(&mut self) -> io::Result<Option<Sealed>> {
-        use rustix::fs::SealFlags;
-        let Some(mut spill) = self.spill.take() else {
+        let Some(spill) = self.spill.take() else {
             return Ok(None);
         };
-        spill.flush()?;
-        rustix::fs::fcntl_add_seals(
-            &spill.memfd,
-            SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
-        )?;
         let mut header = [0u8; HEADER];
         header.copy_from_slice(&self.bytes[..HEADER]);
-        let kind = u16::from_le_bytes([header[0], header[1]]) | IN_MEMFD;
+        let kind = u16::from_le_bytes([header[0], header[1]]) | IN_MEMFD | IN_ARENA;
         header[..2].copy_from_slice(&kind.to_le_bytes());
         Ok(Some(Sealed {
             header,
-            body_len: spill.written,
-            memfd: spill.memfd,
+            body_len: spill.written as u64,
+            memfd: spill.arena,
         }))
     }
 }
 
-/// A frame whose body is in a sealed memfd: its header (marked
-/// [`IN_MEMFD`]) and the memfd.
+/// A frame whose body is in an arena: its header (marked [`IN_MEMFD`] and
+/// [`IN_ARENA`]) and the arena, which goes back to the free list when this
+/// is dropped. `memfd.as_fd()` is the descriptor to send (and marks the
+/// arena handed over, see `arena.rs`).
 #[derive(Debug)]
 pub(crate) struct Sealed {
     pub(crate) header: [u8; HEADER],
     pub(crate) body_len: u64,
-    pub(crate) memfd: OwnedFd,
-}
-
-impl Spill {
-    fn flush(&mut self) -> io::Result<()> {
-        write_at(&self.memfd, &self.stage, self.written)?;
-        self.written += self.stage.len() as u64;
-        self.stage.clear();
-        Ok(())
-    }
+    pub(crate) memfd: Lease,
 }
 
 /// A fresh memfd that can be sealed.
@@ -358,13 +328,18 @@ impl postcard::ser_flavors::Flavor for Encoder<'_> {
 mod tests {
     use super::*;
 
-    /// The bytes of a memfd.
-    fn read_memfd(fd: &OwnedFd, len: u64) -> Vec<u8> {
+    /// A size of write that postcard never makes in one piece but a byte
+    /// vector does.
+    const STAGE: usize = 128 << 10;
+
+    /// The body in an arena.
+    fn read_body(fd: &impl AsFd, len: u64) -> Vec<u8> {
         let mut out = vec![0u8; len as usize];
         let mut done = 0;
         while done < out.len() {
-            let n = rustix::io::pread(fd, &mut out[done..], done as u64).unwrap();
-            assert!(n > 0, "the memfd is shorter than its frame says");
+            let at = (arena::BODY_AT + done) as u64;
+            let n = rustix::io::pread(fd, &mut out[done..], at).unwrap();
+            assert!(n > 0, "the arena is shorter than its frame says");
             done += n;
         }
         out
@@ -386,6 +361,7 @@ mod tests {
     /// under a header that says its length and that it is in a memfd.
     #[test]
     fn a_spilled_body_is_the_bytes_written_in_order() {
+        let _serial = arena::TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let long: Vec<u8> = (0..STAGE * 3 + 5).map(|i| (i % 241) as u8).collect();
         let mid: Vec<u8> = (0..STAGE - 3).map(|i| (i % 239) as u8).collect();
         let pieces: Vec<&[u8]> = vec![b"name", &[1], &[2, 3], &mid, &long, &[4; 7], &mid, &[5]];
@@ -401,15 +377,15 @@ mod tests {
             };
             assert_eq!(sealed.body_len, expected.len() as u64);
             let kind = u16::from_le_bytes([sealed.header[0], sealed.header[1]]);
-            assert_eq!(kind, wire::CALL | IN_MEMFD);
+            assert_eq!(kind, wire::CALL | IN_MEMFD | IN_ARENA);
             let len = u64::from_le_bytes(sealed.header[16..24].try_into().unwrap());
             assert_eq!(len, expected.len() as u64);
-            assert!(read_memfd(&sealed.memfd, sealed.body_len) == expected);
+            assert!(read_body(&sealed.memfd, sealed.body_len) == expected);
             let seals = rustix::fs::fcntl_get_seals(&sealed.memfd).unwrap();
-            assert!(seals.contains(rustix::fs::SealFlags::WRITE | rustix::fs::SealFlags::SHRINK));
-            assert_eq!(
-                rustix::fs::fstat(&sealed.memfd).unwrap().st_size as usize,
-                expected.len()
+            assert!(seals.contains(rustix::fs::SealFlags::SHRINK));
+            assert!(
+                rustix::fs::fstat(&sealed.memfd).unwrap().st_size as usize
+                    >= arena::BODY_AT + expected.len()
             );
         }
     }
@@ -427,10 +403,11 @@ mod tests {
         assert_eq!(len, 99);
     }
 
-    /// Truncating to a mark taken before the spill drops the memfd and
+    /// Truncating to a mark taken before the spill gives back the arena and
     /// leaves the bytes before the mark; the buffer is usable again.
     #[test]
     fn truncating_after_a_spill_drops_the_memfd() {
+        let _serial = arena::TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let mut buf = FrameBuf::frame_spilling_at(10);
         wire::begin_frame(buf.bytes_mut(), wire::REPLY, 0, 0, 1);
         buf.extend(b"abc").unwrap();
@@ -455,10 +432,11 @@ mod tests {
         assert_eq!(buf.into_plain().len(), MEMFD_MIN * 2 + 1);
     }
 
-    /// A sealed frame can be sent twice (to a worker that died, then to its
-    /// replacement): each reader maps the same sealed body.
+    /// A frame in an arena can be sent twice (to a worker that died, then
+    /// to its replacement): each reader maps the same body.
     #[test]
     fn a_sealed_frame_is_sent_again_whole() {
+        let _serial = arena::TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let body: Vec<u8> = (0..MEMFD_MIN + 99).map(|i| (i % 233) as u8).collect();
         let mut buf = FrameBuf::frame(0);
         wire::begin_frame(buf.bytes_mut(), wire::REPLY, 0, 5, 77);

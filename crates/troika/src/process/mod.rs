@@ -89,6 +89,7 @@
 // The docs show `fn main` on purpose: `troika::init()` belongs at its top.
 #![allow(clippy::needless_doctest_main)]
 
+mod arena;
 mod channel;
 mod child;
 mod chunk;

@@ -29,6 +29,12 @@
 //! read-only and hands out the mapping as the body; the descriptor is the
 //! memfd's only name, so the kernel frees it with its last descriptor, even
 //! if either side dies mid-transfer.
+//!
+//! A body encoded in place (a call's argument, a worker's result: see
+//! `framebuf.rs`) travels in an *arena*, a memfd reused from one message to
+//! the next, its kind marked [`IN_ARENA`] too: the reader keeps the arena
+//! mapped between messages and tells the sender when it is done with the
+//! body (see `arena.rs`).
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -36,6 +42,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use super::arena::{self, Views};
 use super::channel::RingReader;
 use super::framebuf::{self, Sealed};
 
@@ -49,6 +56,10 @@ pub(crate) const READY: u16 = 4;
 /// Set in a header's kind when the body travels in a memfd attached to the
 /// header instead of following it in the stream.
 pub(crate) const IN_MEMFD: u16 = 0x8000;
+
+/// Set with [`IN_MEMFD`] when the memfd is an arena (see `arena.rs`): the
+/// body starts after the arena's header page, and the memfd is used again.
+pub(crate) const IN_ARENA: u16 = 0x4000;
 
 /// Bodies of at least this many bytes travel in a memfd (see the module
 /// note): below it, the socket's copies cost less than the memfd's system
@@ -171,6 +182,8 @@ pub(crate) struct FrameReader {
     fds: VecDeque<OwnedFd>,
     /// The mapped body of the last [`IN_MEMFD`] frame.
     mapped: Option<Mapped>,
+    /// The arenas of [`IN_ARENA`] frames, kept mapped between messages.
+    views: Views,
     /// Where the descriptor of an [`IN_MEMFD`] frame comes from when it did
     /// not come with the bytes (on a pipe): see [`recv_fd`].
     fd_source: Option<FdSource>,
@@ -195,6 +208,7 @@ impl FrameReader {
             socket,
             fds: VecDeque::new(),
             mapped: None,
+            views: Views::default(),
             fd_source: None,
             file: std::fs::File::from(fd),
             buf: vec![0; 1 << 16],
@@ -256,6 +270,8 @@ impl FrameReader {
     /// limit is an `InvalidData` error (and [`refused`](Self::refused) tells
     /// which), detected before the body is allocated or read.
     pub(crate) fn next_frame(&mut self) -> io::Result<Option<(Header, &[u8])>> {
+        // The last frame's body is no longer borrowed.
+        self.views.release();
         if !self.fill(HEADER)? {
             return if self.end == self.start {
                 Ok(None)
@@ -280,7 +296,8 @@ impl FrameReader {
             // The body is in the memfd that came with the header (the
             // length was checked above, before anything is mapped).
             self.start += HEADER;
-            header.kind &= !IN_MEMFD;
+            let in_arena = header.kind & IN_ARENA != 0;
+            header.kind &= !(IN_MEMFD | IN_ARENA);
             self.mapped = None;
             if self.fds.is_empty() && self.ring.is_some() && self.socket {
                 // Sent before the header was published: it is in the
@@ -292,6 +309,9 @@ impl FrameReader {
                 (None, Some(source)) => source()?,
                 (None, None) => return Err(no_descriptor()),
             };
+            if in_arena {
+                return Ok(Some((header, self.views.open(fd, header.len)?)));
+            }
             let mapped = self.mapped.insert(Mapped::new(fd, header.len)?);
             return Ok(Some((header, mapped.bytes())));
         }
@@ -426,6 +446,7 @@ impl FrameReader {
         if self.eof || ring.sleep_begin()? {
             return Ok(());
         }
+        let mut timeout = idle_timeout(&mut self.views);
         let result = loop {
             let mut fds = [
                 PollFd::new(&self.file, PollFlags::IN),
@@ -438,7 +459,11 @@ impl FrameReader {
                 }
                 None => 1,
             };
-            match poll(&mut fds[..watched], None) {
+            match poll(&mut fds[..watched], timeout.as_ref()) {
+                Ok(0) if timeout.is_some() => {
+                    idle(&mut self.views);
+                    timeout = None;
+                }
                 Ok(_) if !fds[0].revents().is_empty() => break self.drain_doorbell(),
                 // Data first: what the process published before it exited
                 // is still read.
@@ -466,10 +491,15 @@ impl FrameReader {
         if self.ring.is_some() {
             return self.wait_ring();
         }
+        let mut timeout = idle_timeout(&mut self.views);
         let Some(watch) = &self.watch else {
             let mut fds = [PollFd::new(&self.file, PollFlags::IN)];
             loop {
-                match poll(&mut fds, None) {
+                match poll(&mut fds, timeout.as_ref()) {
+                    Ok(0) if timeout.is_some() => {
+                        idle(&mut self.views);
+                        timeout = None;
+                    }
                     Ok(_) => return Ok(()),
                     Err(rustix::io::Errno::INTR) => {}
                     Err(e) => return Err(e.into()),
@@ -481,7 +511,11 @@ impl FrameReader {
             PollFd::new(watch, PollFlags::IN),
         ];
         loop {
-            match poll(&mut fds, None) {
+            match poll(&mut fds, timeout.as_ref()) {
+                Ok(0) if timeout.is_some() => {
+                    idle(&mut self.views);
+                    timeout = None;
+                }
                 // Data (or end of file) first: a reply written before the
                 // exit is still read.
                 Ok(_) if !fds[0].revents().is_empty() => return Ok(()),
@@ -497,11 +531,22 @@ impl FrameReader {
         }
     }
 
+    /// Tell the sender of the last frame's body in an arena that it is no
+    /// longer read (the body must not be borrowed any more): the sender may
+    /// write its next message there. [`next_frame`](Self::next_frame) and
+    /// [`shrink`](Self::shrink) do it too; a worker does it before it
+    /// answers, so that its parent finds the arena free for the next call.
+    pub(crate) fn release(&mut self) {
+        self.views.release();
+    }
+
     /// Release memory held for a huge frame once it has been consumed (and
-    /// the mapping of a frame's shared memory).
+    /// the mapping of a frame's shared memory; an arena stays mapped, for
+    /// the next message, and is released to its sender).
     pub(crate) fn shrink(&mut self) {
         const KEEP: usize = 1 << 20;
         self.mapped = None;
+        self.views.release();
         if self.buf.len() > KEEP && self.end - self.start <= KEEP {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -510,6 +555,22 @@ impl FrameReader {
             self.buf.shrink_to_fit();
         }
     }
+}
+
+/// How long a `poll` may sleep before arenas kept mapped (in `views`) or
+/// free (in this process) are due for release: `None` if there are none.
+fn idle_timeout(views: &mut Views) -> Option<rustix::event::Timespec> {
+    let kept = views.trim(false) | arena::trim_free();
+    kept.then(|| rustix::event::Timespec {
+        tv_sec: arena::IDLE.as_secs() as _,
+        tv_nsec: arena::IDLE.subsec_nanos() as _,
+    })
+}
+
+/// A `poll` slept [`idle_timeout`] without input: release the arenas kept.
+fn idle(views: &mut Views) {
+    views.trim(true);
+    arena::trim_free();
 }
 
 fn no_descriptor() -> io::Error {

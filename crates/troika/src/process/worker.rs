@@ -201,6 +201,9 @@ fn serve(read_fd: OwnedFd, write_fd: OwnedFd, rings: Option<Arc<Rings>>) -> i32 
             }
         };
         handle(header, body, &mut out);
+        // The call's body is read: its arena (if it came in one) is free
+        // for the parent's next call before the parent sees this reply.
+        reader.release();
         // Output a task printed without a newline reaches the terminal now,
         // not whenever the buffer next fills (or never, if the worker dies).
         let _ = std::io::Write::flush(&mut std::io::stdout());

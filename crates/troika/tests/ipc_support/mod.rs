@@ -180,17 +180,21 @@ pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
 }
 
 /// Whether process `pid` holds the memfd of a large frame (troika's
-/// `memfd:troika-frame`): open, or mapped. A worker that does has received
-/// a large call's argument (or is building a large reply).
+/// `memfd:troika-frame`, or an arena, `memfd:troika-arena`): open, or
+/// mapped. A fresh worker that does has received a large call's argument
+/// (or is building a large reply).
 pub fn holds_frame_memfd(pid: u32) -> bool {
     let open = std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|dir| {
         dir.flatten().any(|e| {
-            std::fs::read_link(e.path())
-                .is_ok_and(|t| t.to_string_lossy().contains("memfd:troika-frame"))
+            std::fs::read_link(e.path()).is_ok_and(|t| {
+                let t = t.to_string_lossy();
+                t.contains("memfd:troika-frame") || t.contains("memfd:troika-arena")
+            })
         })
     });
-    open || std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .is_ok_and(|maps| maps.contains("memfd:troika-frame"))
+    open || std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| {
+        maps.contains("memfd:troika-frame") || maps.contains("memfd:troika-arena")
+    })
 }
 
 /// Whether `pid` is a live (not zombie) process.

@@ -931,6 +931,9 @@ impl Drop for ProcessPool {
             self.drop_timeout
         };
         self.shutdown_timeout(timeout);
+        // The free arenas the pool's large messages left in this process
+        // go with it (see `arena.rs`).
+        super::arena::release_free();
     }
 }
 
