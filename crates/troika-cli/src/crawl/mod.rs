@@ -364,52 +364,49 @@ fn crawl_async(
     rx: mpsc::Receiver<Vec<Line>>,
     window: usize,
     keep_order: bool,
-    mut sink: Sink,
+    sink: Sink,
 ) -> anyhow::Result<Sink> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // EXPERIMENT knobs (to be removed): TROIKA_CRAWL_WORKERS=0 is a
+    // current-thread runtime, N a multi-thread one of N workers;
+    // TROIKA_CRAWL_SPAWN=1 the task-per-line path.
+    let workers = std::env::var("TROIKA_CRAWL_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut builder = match workers {
+        Some(0) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = builder
         .enable_all()
         .thread_name("troika-crawl")
         .build()
         .context("could not start the async runtime")?;
-    let lines = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|batch| (futures::stream::iter(batch), rx))
-    })
-    .flatten();
-    let fetcher = Arc::clone(fetcher);
-    let fetch = move |line| process(Arc::clone(&fetcher), line);
+    let spawn_per_line = std::env::var_os("TROIKA_CRAWL_SPAWN").is_some();
     // The writer runs as a task on the runtime too, so a finished fetch wakes
     // it without a cross-thread hand-off to the main thread; lines that are
     // ready together are written with one flush.
-    let writer = runtime.spawn(async move {
-        let result = async {
-            if keep_order {
-                let mut index = 0;
-                let records = troika::aio::stream_map_bounded(lines, window, fetch);
-                let mut batches = std::pin::pin!(records.ready_chunks(BATCH));
-                while let Some(batch) = batches.next().await {
-                    for outcome in batch {
-                        sink.write(outcome.unwrap_or_else(|e| lost(index, &e)))?;
-                        index += 1;
-                    }
-                    sink.flush()?;
-                }
-            } else {
-                let records = troika::aio::stream_map_bounded_unordered(lines, window, fetch);
-                let mut batches = std::pin::pin!(records.ready_chunks(BATCH));
-                while let Some(batch) = batches.next().await {
-                    for (index, outcome) in batch {
-                        sink.write(outcome.unwrap_or_else(|e| lost(index, &e)))?;
-                    }
-                    sink.flush()?;
-                }
-            }
-            anyhow::Ok(())
+    let writer = if keep_order {
+        runtime.spawn(write_in_order(Arc::clone(fetcher), rx, window, sink))
+    } else if spawn_per_line {
+        runtime.spawn(write_spawned(Arc::clone(fetcher), rx, window, sink))
+    } else {
+        let (records, finished) = mpsc::channel(window.max(1));
+        let lines = Arc::new(tokio::sync::Mutex::new(Lines::new(rx)));
+        for _ in 0..window.max(1) {
+            runtime.spawn(slot(
+                Arc::clone(fetcher),
+                Arc::clone(&lines),
+                records.clone(),
+            ));
         }
-        .await;
-        result.map(|()| sink)
-    });
+        drop(records);
+        runtime.spawn(write_as_finished(finished, sink))
+    };
     let result = match runtime.block_on(writer) {
         Ok(result) => result,
         Err(e) => Err(anyhow::anyhow!("the crawl stopped: {e}")),
@@ -417,6 +414,123 @@ fn crawl_async(
     // Tasks of an early exit may still hold connections: do not wait for them.
     runtime.shutdown_background();
     result
+}
+
+/// `--keep-order`: a task per line, at most `window` at a time, each line
+/// written once every line before it has been.
+async fn write_in_order(
+    fetcher: Arc<Fetcher>,
+    rx: mpsc::Receiver<Vec<Line>>,
+    window: usize,
+    mut sink: Sink,
+) -> anyhow::Result<Sink> {
+    let lines = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|batch| (futures::stream::iter(batch), rx))
+    })
+    .flatten();
+    let fetch = move |line| process(Arc::clone(&fetcher), line);
+    let mut index = 0;
+    let records = troika::aio::stream_map_bounded(lines, window, fetch);
+    let mut batches = std::pin::pin!(records.ready_chunks(BATCH));
+    while let Some(batch) = batches.next().await {
+        for outcome in batch {
+            sink.write(outcome.unwrap_or_else(|e| lost(index, &e)))?;
+            index += 1;
+        }
+        sink.flush()?;
+    }
+    Ok(sink)
+}
+
+/// EXPERIMENT: the task-per-line path, as finished.
+async fn write_spawned(
+    fetcher: Arc<Fetcher>,
+    rx: mpsc::Receiver<Vec<Line>>,
+    window: usize,
+    mut sink: Sink,
+) -> anyhow::Result<Sink> {
+    let lines = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|batch| (futures::stream::iter(batch), rx))
+    })
+    .flatten();
+    let fetch = move |line| process(Arc::clone(&fetcher), line);
+    let records = troika::aio::stream_map_bounded_unordered(lines, window, fetch);
+    let mut batches = std::pin::pin!(records.ready_chunks(BATCH));
+    while let Some(batch) = batches.next().await {
+        for (index, outcome) in batch {
+            sink.write(outcome.unwrap_or_else(|e| lost(index, &e)))?;
+        }
+        sink.flush()?;
+    }
+    Ok(sink)
+}
+
+/// The input lines, one at a time, for the slots to share.
+struct Lines {
+    rx: mpsc::Receiver<Vec<Line>>,
+    batch: std::vec::IntoIter<Line>,
+}
+
+impl Lines {
+    fn new(rx: mpsc::Receiver<Vec<Line>>) -> Lines {
+        Lines {
+            rx,
+            batch: Vec::new().into_iter(),
+        }
+    }
+
+    /// The next line; `None` once the input has ended.
+    async fn next(&mut self) -> Option<Line> {
+        loop {
+            if let Some(line) = self.batch.next() {
+                return Some(line);
+            }
+            self.batch = self.rx.recv().await?.into_iter();
+        }
+    }
+}
+
+/// One request in flight at a time, for as long as there are lines: the
+/// default order (as finished). A slot takes its next line as soon as it
+/// has handed its last record to the writer, so a connection's next
+/// request goes out from the task that read its last response (as wrk
+/// writes its next request), with no task to spawn and no wait for the
+/// writer in between.
+async fn slot(
+    fetcher: Arc<Fetcher>,
+    lines: Arc<tokio::sync::Mutex<Lines>>,
+    records: mpsc::Sender<Record>,
+) {
+    loop {
+        // Not held while fetching: only while taking a line.
+        let Some(line) = lines.lock().await.next().await else {
+            return;
+        };
+        let record = process(Arc::clone(&fetcher), line).await;
+        if records.send(record).await.is_err() {
+            return; // the writer stopped (say, stdout closed)
+        }
+    }
+}
+
+/// Write records as the slots finish them, in batches of those ready
+/// together, until every slot has ended.
+async fn write_as_finished(
+    mut finished: mpsc::Receiver<Record>,
+    mut sink: Sink,
+) -> anyhow::Result<Sink> {
+    let mut batch = Vec::with_capacity(BATCH);
+    while finished.recv_many(&mut batch, BATCH).await > 0 {
+        for record in batch.drain(..) {
+            sink.write(record)?;
+        }
+        sink.flush()?;
+    }
+    Ok(sink)
 }
 
 /// The most lines written between two flushes.
