@@ -121,16 +121,22 @@ fn keep_order_writes_lines_in_input_order() {
 
 #[test]
 fn the_concurrency_limit_holds_in_both_modes() {
-    for mode in ["async", "threads"] {
+    for mode in [
+        &["--mode", "async"][..],
+        &["--mode", "async", "--io-threads", "2"],
+        &["--mode", "async", "--keep-order"],
+        &["--mode", "threads"],
+    ] {
         let servers = Servers::start(1);
         let urls = pages(&servers, 40, 20);
-        let mut args = vec!["--concurrency", "4", "--mode", mode];
+        let mut args = vec!["--concurrency", "4"];
+        args.extend(mode);
         args.extend(urls.iter().map(String::as_str));
         let out = crawl(&args, None);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert_eq!(lines(&out).len(), 40);
         let peak = servers.seen.peak();
-        assert!((1..=4).contains(&peak), "mode {mode}: peak {peak} > 4");
+        assert!((1..=4).contains(&peak), "{mode:?}: peak {peak} > 4");
     }
 }
 
@@ -648,6 +654,7 @@ fn bad_usage_exits_2() {
         &["--timeout", "0", "http://127.0.0.1/"],
         &["--max-bytes", "ten", "http://127.0.0.1/"],
         &["--mode", "fibers", "http://127.0.0.1/"],
+        &["--io-threads", "0", "http://127.0.0.1/"],
         &["--input", "/nonexistent/troika/urls.txt"],
     ] {
         let out = crawl(args, None);
