@@ -59,10 +59,10 @@ impl Conn {
     /// more. A connection that has ended (closed by either side, or failed)
     /// is dropped, which fails whatever still waits on it.
     fn drive(&mut self, cx: &mut Context<'_>) {
-        if let Some(io) = &mut self.io {
-            if io.as_mut().poll(cx).is_ready() {
-                self.io = None;
-            }
+        if let Some(io) = &mut self.io
+            && io.as_mut().poll(cx).is_ready()
+        {
+            self.io = None;
         }
     }
 
