@@ -3,6 +3,8 @@
 # asyncio+aiohttp with a Semaphore, and ThreadPoolExecutor+requests) against
 # the same local page server, in one run, so the ratios come from one machine
 # state. Pages take 100 ms, so the limit is concurrency / 0.1 s pages/s.
+# Its wrk column runs 5 s whatever the crawl's length; for the crawl against
+# wrk on equal work, rounds alternated, see benchmarks/crawl_vs_wrk.sh.
 #
 #   benchmarks/crawl_side_by_side.sh [CONCURRENCY...]   (default: 10 100)
 #

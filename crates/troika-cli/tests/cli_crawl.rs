@@ -121,16 +121,22 @@ fn keep_order_writes_lines_in_input_order() {
 
 #[test]
 fn the_concurrency_limit_holds_in_both_modes() {
-    for mode in ["async", "threads"] {
+    for mode in [
+        &["--mode", "async"][..],
+        &["--mode", "async", "--io-threads", "2"],
+        &["--mode", "async", "--keep-order"],
+        &["--mode", "threads"],
+    ] {
         let servers = Servers::start(1);
         let urls = pages(&servers, 40, 20);
-        let mut args = vec!["--concurrency", "4", "--mode", mode];
+        let mut args = vec!["--concurrency", "4"];
+        args.extend(mode);
         args.extend(urls.iter().map(String::as_str));
         let out = crawl(&args, None);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert_eq!(lines(&out).len(), 40);
         let peak = servers.seen.peak();
-        assert!((1..=4).contains(&peak), "mode {mode}: peak {peak} > 4");
+        assert!((1..=4).contains(&peak), "{mode:?}: peak {peak} > 4");
     }
 }
 
@@ -172,6 +178,66 @@ fn connections_the_server_closes_are_replaced() {
             .all(|r| r["status"] == 200 && r["bytes"] == 7)
     );
     assert_eq!(servers.seen.connections(), 50);
+}
+
+/// A server on 127.0.0.1 that answers each request as if the connection
+/// stayed open (no `Connection: close`) and then closes it; returns its
+/// port and the count of connections it accepted.
+fn silent_closer() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
+            );
+            // Dropped here: closed, though the response did not say so.
+        }
+    });
+    (port, accepted)
+}
+
+/// An idle connection is polled by nobody: one the server closed while it
+/// sat in the pool must be found closed by the next fetch to its origin,
+/// which then opens a new one instead of failing.
+#[test]
+fn an_idle_connection_the_server_closed_silently_is_replaced() {
+    let (port, accepted) = silent_closer();
+    // Five requests a second to the host: each page's connection sits idle
+    // in the pool, closed by the server, for 200 ms before the next page.
+    let input: Vec<String> = (0..3)
+        .map(|i| format!("http://127.0.0.1:{port}/p/{i}"))
+        .collect();
+    let out = crawl(
+        &["--concurrency", "4", "--rate-per-host", "5"],
+        Some(input.join("\n").as_bytes()),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let records = lines(&out);
+    assert_eq!(records.len(), 3);
+    for record in &records {
+        assert_eq!(record["status"], 200, "{record}");
+        assert!(record["error"].is_null(), "{record}");
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "one connection per page"
+    );
 }
 
 #[test]
@@ -648,6 +714,7 @@ fn bad_usage_exits_2() {
         &["--timeout", "0", "http://127.0.0.1/"],
         &["--max-bytes", "ten", "http://127.0.0.1/"],
         &["--mode", "fibers", "http://127.0.0.1/"],
+        &["--io-threads", "0", "http://127.0.0.1/"],
         &["--input", "/nonexistent/troika/urls.txt"],
     ] {
         let out = crawl(args, None);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::header::{
     ACCEPT, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, HeaderMap,
     HeaderValue, LOCATION, PROXY_AUTHORIZATION, TRANSFER_ENCODING, USER_AGENT, WWW_AUTHENTICATE,
@@ -368,7 +368,7 @@ impl Fetcher {
         let mut body = self.body.clone();
         let mut headers = Cow::Borrowed(&self.headers);
         let mut redirects = 0;
-        let (response, lease) = loop {
+        let (response, mut lease) = loop {
             let (request, origin) = match request(&method, &url, &headers, body.clone()) {
                 Ok(request) => request,
                 Err(failure) => return Some((failure, false)),
@@ -456,7 +456,7 @@ impl Fetcher {
         // long body streams past.
         let mut head = Vec::new();
         loop {
-            match incoming.frame().await.transpose() {
+            match lease.frame(&mut incoming).await.transpose() {
                 Ok(Some(frame)) => {
                     let Ok(chunk) = frame.into_data() else {
                         continue; // trailers

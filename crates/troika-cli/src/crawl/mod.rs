@@ -3,8 +3,12 @@
 //!
 //! Input lines come from the arguments, `--input FILE` or stdin, read by a
 //! thread into a bounded channel, so an endless input is crawled in bounded
-//! memory. In `async` mode (the default) each URL is a task on a tokio
-//! runtime, spawned through `troika::aio::stream_map_bounded`; in `threads`
+//! memory. In `async` mode (the default) `--concurrency` long-lived tasks
+//! (slots) on a tokio runtime each fetch one URL after another, taking the
+//! next line as soon as they have handed their last record to the writer
+//! task (with `--keep-order`, each URL is a task spawned through
+//! `troika::aio::stream_map_bounded`, so lines come out in input order); the
+//! runtime has one thread unless `--io-threads` says more. In `threads`
 //! mode (Python's `ThreadPoolExecutor` crawler) a troika thread pool with
 //! one thread per concurrent request blocks on each fetch. Both share the
 //! fetch logic in [`fetch`], so they differ only in how requests are
@@ -120,6 +124,11 @@ pub(crate) struct CrawlArgs {
     /// Coroutines on tokio (async), or a thread pool with one thread per request in flight (threads).
     #[arg(long, value_enum, default_value_t = CrawlMode::Async)]
     mode: CrawlMode,
+    /// Threads that run the fetches in async mode (1: one thread does all the
+    /// I/O, with no hand-offs between threads; more for a TLS-heavy crawl on
+    /// many cores).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    io_threads: u32,
     /// No progress bar and no summary on stderr.
     #[arg(short, long)]
     quiet: bool,
@@ -250,7 +259,14 @@ pub(crate) fn run(args: &CrawlArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let window = fetcher.window();
     let mut sink = match args.mode {
-        CrawlMode::Async => crawl_async(&fetcher, rx, window, args.keep_order, sink),
+        CrawlMode::Async => crawl_async(
+            &fetcher,
+            rx,
+            window,
+            args.io_threads as usize,
+            args.keep_order,
+            sink,
+        ),
         CrawlMode::Threads => crawl_threads(&fetcher, rx, window, args.keep_order, sink),
     }?;
     let wall = started.elapsed();
@@ -363,53 +379,43 @@ fn crawl_async(
     fetcher: &Arc<Fetcher>,
     rx: mpsc::Receiver<Vec<Line>>,
     window: usize,
+    threads: usize,
     keep_order: bool,
-    mut sink: Sink,
+    sink: Sink,
 ) -> anyhow::Result<Sink> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread by default: this thread (in `block_on`) runs every task
+    // and polls the sockets, so a response wakes its fetch with no
+    // cross-thread wake-up. On 2 cores this took a quarter less CPU a page
+    // than two workers did (BENCHMARKS.md, 2026-12-02, crawl vs wrk).
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads).thread_name("troika-crawl");
+        builder
+    };
+    let runtime = builder
         .enable_all()
-        .thread_name("troika-crawl")
         .build()
         .context("could not start the async runtime")?;
-    let lines = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|batch| (futures::stream::iter(batch), rx))
-    })
-    .flatten();
-    let fetcher = Arc::clone(fetcher);
-    let fetch = move |line| process(Arc::clone(&fetcher), line);
     // The writer runs as a task on the runtime too, so a finished fetch wakes
     // it without a cross-thread hand-off to the main thread; lines that are
     // ready together are written with one flush.
-    let writer = runtime.spawn(async move {
-        let result = async {
-            if keep_order {
-                let mut index = 0;
-                let records = troika::aio::stream_map_bounded(lines, window, fetch);
-                let mut batches = std::pin::pin!(records.ready_chunks(BATCH));
-                while let Some(batch) = batches.next().await {
-                    for outcome in batch {
-                        sink.write(outcome.unwrap_or_else(|e| lost(index, &e)))?;
-                        index += 1;
-                    }
-                    sink.flush()?;
-                }
-            } else {
-                let records = troika::aio::stream_map_bounded_unordered(lines, window, fetch);
-                let mut batches = std::pin::pin!(records.ready_chunks(BATCH));
-                while let Some(batch) = batches.next().await {
-                    for (index, outcome) in batch {
-                        sink.write(outcome.unwrap_or_else(|e| lost(index, &e)))?;
-                    }
-                    sink.flush()?;
-                }
-            }
-            anyhow::Ok(())
+    let writer = if keep_order {
+        runtime.spawn(write_in_order(Arc::clone(fetcher), rx, window, sink))
+    } else {
+        let (records, finished) = mpsc::channel(window.max(1));
+        let lines = Arc::new(tokio::sync::Mutex::new(Lines::new(rx)));
+        for _ in 0..window.max(1) {
+            runtime.spawn(slot(
+                Arc::clone(fetcher),
+                Arc::clone(&lines),
+                records.clone(),
+            ));
         }
-        .await;
-        result.map(|()| sink)
-    });
+        drop(records);
+        runtime.spawn(write_as_finished(finished, sink))
+    };
     let result = match runtime.block_on(writer) {
         Ok(result) => result,
         Err(e) => Err(anyhow::anyhow!("the crawl stopped: {e}")),
@@ -417,6 +423,98 @@ fn crawl_async(
     // Tasks of an early exit may still hold connections: do not wait for them.
     runtime.shutdown_background();
     result
+}
+
+/// `--keep-order`: a task per line, at most `window` at a time, each line
+/// written once every line before it has been.
+async fn write_in_order(
+    fetcher: Arc<Fetcher>,
+    rx: mpsc::Receiver<Vec<Line>>,
+    window: usize,
+    mut sink: Sink,
+) -> anyhow::Result<Sink> {
+    let lines = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|batch| (futures::stream::iter(batch), rx))
+    })
+    .flatten();
+    let fetch = move |line| process(Arc::clone(&fetcher), line);
+    let mut index = 0;
+    let records = troika::aio::stream_map_bounded(lines, window, fetch);
+    let mut batches = std::pin::pin!(records.ready_chunks(BATCH));
+    while let Some(batch) = batches.next().await {
+        for outcome in batch {
+            sink.write(outcome.unwrap_or_else(|e| lost(index, &e)))?;
+            index += 1;
+        }
+        sink.flush()?;
+    }
+    Ok(sink)
+}
+
+/// The input lines, one at a time, for the slots to share.
+struct Lines {
+    rx: mpsc::Receiver<Vec<Line>>,
+    batch: std::vec::IntoIter<Line>,
+}
+
+impl Lines {
+    fn new(rx: mpsc::Receiver<Vec<Line>>) -> Lines {
+        Lines {
+            rx,
+            batch: Vec::new().into_iter(),
+        }
+    }
+
+    /// The next line; `None` once the input has ended.
+    async fn next(&mut self) -> Option<Line> {
+        loop {
+            if let Some(line) = self.batch.next() {
+                return Some(line);
+            }
+            self.batch = self.rx.recv().await?.into_iter();
+        }
+    }
+}
+
+/// One request in flight at a time, for as long as there are lines: the
+/// default order (as finished). A slot takes its next line as soon as it
+/// has handed its last record to the writer, so a connection's next
+/// request goes out from the task that read its last response (as wrk
+/// writes its next request), with no task to spawn and no wait for the
+/// writer in between.
+async fn slot(
+    fetcher: Arc<Fetcher>,
+    lines: Arc<tokio::sync::Mutex<Lines>>,
+    records: mpsc::Sender<Record>,
+) {
+    loop {
+        // Not held while fetching: only while taking a line.
+        let Some(line) = lines.lock().await.next().await else {
+            return;
+        };
+        let record = process(Arc::clone(&fetcher), line).await;
+        if records.send(record).await.is_err() {
+            return; // the writer stopped (say, stdout closed)
+        }
+    }
+}
+
+/// Write records as the slots finish them, in batches of those ready
+/// together, until every slot has ended.
+async fn write_as_finished(
+    mut finished: mpsc::Receiver<Record>,
+    mut sink: Sink,
+) -> anyhow::Result<Sink> {
+    let mut batch = Vec::with_capacity(BATCH);
+    while finished.recv_many(&mut batch, BATCH).await > 0 {
+        for record in batch.drain(..) {
+            sink.write(record)?;
+        }
+        sink.flush()?;
+    }
+    Ok(sink)
 }
 
 /// The most lines written between two flushes.

@@ -11,23 +11,85 @@
 //! N fetches at a time to one origin open at most N connections. A
 //! connection that is still busy finishing the last response is waited for
 //! in [`Pool::send`] (`ready`), not replaced.
+//!
+//! A connection has no task of its own either: hyper's `Connection` future,
+//! which reads and writes its socket, is polled by the fetch that holds the
+//! connection, beside whatever that fetch waits for (the connection to be
+//! ready, the response, the next body chunk; see [`Conn::drive`]). A
+//! response then wakes the fetch once, where a connection task would be
+//! woken first and then wake the fetch. An idle connection is polled by
+//! nobody: one the server closed meanwhile is found closed by the next
+//! fetch that takes it, which then takes the next one (as it did before).
 
 use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::Context;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::http::uri::{Authority, Scheme};
 use hyper::{Request, Response, Uri};
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
-/// A connection's sending half; its other half runs as a task of its own.
+/// A connection's sending half.
 type Sender = SendRequest<Full<Bytes>>;
+
+/// A connection's other half: the future that reads and writes its socket.
+type Io = http1::Connection<MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>, Full<Bytes>>;
+
+/// One HTTP/1.1 connection: requests go in through `sender`; `io` does the
+/// connection's I/O when polled ([`Conn::drive`]), and is `None` once the
+/// connection has ended.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    sender: Sender,
+    io: Option<Pin<Box<Io>>>,
+}
+
+impl Conn {
+    /// Do the connection's pending I/O, and have `cx` woken when there is
+    /// more. A connection that has ended (closed by either side, or failed)
+    /// is dropped, which fails whatever still waits on it.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(io) = &mut self.io
+            && io.as_mut().poll(cx).is_ready()
+        {
+            self.io = None;
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.io.is_none() || self.sender.is_closed()
+    }
+
+    /// Wait until a request can be sent, doing the connection's I/O.
+    async fn ready(&mut self) -> hyper::Result<()> {
+        poll_fn(|cx| {
+            self.drive(cx);
+            self.sender.poll_ready(cx)
+        })
+        .await
+    }
+
+    /// Wait for `future` (a response of this connection), doing the
+    /// connection's I/O meanwhile.
+    async fn run<F: Future>(&mut self, future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        poll_fn(|cx| {
+            self.drive(cx);
+            future.as_mut().poll(cx)
+        })
+        .await
+    }
+}
 
 /// Where a connection goes: connections are shared by requests to the same
 /// scheme, host and port.
@@ -54,16 +116,33 @@ struct IdleSet {
 
 #[derive(Debug)]
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     since: Instant,
 }
 
 /// A connection in use by one request; [`Pool::release`] gives it back.
 /// Dropped instead (the body not read to its end, an error), it closes.
+/// Its holder reads the response body with [`Lease::frame`], which does the
+/// connection's I/O.
 #[derive(Debug)]
 pub(crate) struct Lease {
     origin: Origin,
-    sender: Sender,
+    conn: Conn,
+}
+
+impl Lease {
+    /// The next frame of `body`, the body of the response this connection
+    /// is giving.
+    pub(crate) async fn frame(
+        &mut self,
+        body: &mut Incoming,
+    ) -> Option<Result<Frame<Bytes>, hyper::Error>> {
+        poll_fn(|cx| {
+            self.conn.drive(cx);
+            Pin::new(&mut *body).poll_frame(cx)
+        })
+        .await
+    }
 }
 
 /// Why a request got no response.
@@ -109,30 +188,29 @@ impl Pool {
         origin: Origin,
         mut request: Request<Full<Bytes>>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
-        while let Some(mut sender) = self.take(&origin) {
+        while let Some(mut conn) = self.take(&origin) {
             // Closed since it went idle: try the next one.
-            if sender.ready().await.is_err() {
+            if conn.ready().await.is_err() {
                 continue;
             }
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, Lease { origin, sender })),
+            let sent = conn.sender.try_send_request(request);
+            match conn.run(sent).await {
+                Ok(response) => return Ok((response, Lease { origin, conn })),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => request = unsent,
                     None => return Err(SendError::Http(e.into_error())),
                 },
             }
         }
-        let mut sender = self.connect(&origin).await?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(SendError::Http)?;
-        Ok((response, Lease { origin, sender }))
+        let mut conn = self.connect(&origin).await?;
+        let sent = conn.sender.send_request(request);
+        let response = conn.run(sent).await.map_err(SendError::Http)?;
+        Ok((response, Lease { origin, conn }))
     }
 
     /// Give a connection back once its response has been read to the end.
     pub(crate) fn release(&self, lease: Lease) {
-        if lease.sender.is_closed() || self.max_idle == 0 {
+        if lease.conn.is_closed() || self.max_idle == 0 {
             return;
         }
         let evicted;
@@ -147,7 +225,7 @@ impl Pool {
             };
             idle.len += 1;
             idle.by_origin.entry(lease.origin).or_default().push(Idle {
-                sender: lease.sender,
+                conn: lease.conn,
                 since: Instant::now(),
             });
         }
@@ -156,7 +234,7 @@ impl Pool {
 
     /// The most recently used idle connection to `origin` that has not
     /// expired or closed.
-    fn take(&self, origin: &Origin) -> Option<Sender> {
+    fn take(&self, origin: &Origin) -> Option<Conn> {
         let mut idle = lock(&self.idle);
         let IdleSet { by_origin, len } = &mut *idle;
         let list = by_origin.get_mut(origin)?;
@@ -164,8 +242,8 @@ impl Pool {
         let mut found = None;
         while let Some(entry) = list.pop() {
             *len -= 1;
-            if now.duration_since(entry.since) < IDLE_TIMEOUT && !entry.sender.is_closed() {
-                found = Some(entry.sender);
+            if now.duration_since(entry.since) < IDLE_TIMEOUT && !entry.conn.is_closed() {
+                found = Some(entry.conn);
                 break;
             }
         }
@@ -175,8 +253,8 @@ impl Pool {
         found
     }
 
-    /// Open a connection to `origin` and start its task.
-    async fn connect(&self, origin: &Origin) -> Result<Sender, SendError> {
+    /// Open a connection to `origin`.
+    async fn connect(&self, origin: &Origin) -> Result<Conn, SendError> {
         let uri = Uri::builder()
             .scheme(origin.0.clone())
             .authority(origin.1.clone())
@@ -189,15 +267,13 @@ impl Pool {
             .call(uri)
             .await
             .map_err(SendError::Connect)?;
-        let (sender, connection) = http1::handshake(io)
+        let (sender, io) = http1::handshake(io)
             .await
             .map_err(|e| SendError::Connect(e.into()))?;
-        // Ends when the connection closes: by either side, or once every
-        // `Sender` is dropped and no response body is left to read.
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(sender)
+        Ok(Conn {
+            sender,
+            io: Some(Box::pin(io)),
+        })
     }
 
     /// Idle connections now.
@@ -251,17 +327,17 @@ mod tests {
         let connector = crate::http::connector(Some(Duration::from_secs(10))).unwrap();
         let pool = Pool::new(connector, 2);
         for _ in 0..3 {
-            let sender = pool.connect(&a).await.unwrap();
+            let conn = pool.connect(&a).await.unwrap();
             pool.release(Lease {
                 origin: a.clone(),
-                sender,
+                conn,
             });
         }
         assert_eq!(pool.idle_len(), 2);
-        let sender = pool.connect(&b).await.unwrap();
+        let conn = pool.connect(&b).await.unwrap();
         pool.release(Lease {
             origin: b.clone(),
-            sender,
+            conn,
         });
         assert_eq!(pool.idle_len(), 2, "an idle connection of a was closed");
         assert!(pool.take(&b).is_some());
