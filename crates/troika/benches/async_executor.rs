@@ -14,9 +14,10 @@
 //! one with `perf record`).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
+
+mod support;
 use troika::aio::AsyncExecutor;
 
 /// The same allocator as the `troika` command, so the figures agree.
@@ -129,18 +130,6 @@ fn burst(c: &mut Criterion) {
 
 criterion_group!(benches, burst);
 
-/// The CPU time (user + system, every thread) this process has used.
-fn cpu_time() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: `usage` points to a writable `rusage`; getrusage fills it in.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
-    assert_eq!(rc, 0, "getrusage");
-    // SAFETY: zeroed is a valid `rusage`, and getrusage succeeded.
-    let usage = unsafe { usage.assume_init() };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// Median CPU ns and wall ns per task of each variant over `rounds`.
 fn cpu_report(rounds: usize) {
     let (runtime, executor) = substrates();
@@ -152,28 +141,16 @@ fn cpu_report(rounds: usize) {
                 .is_none_or(|only| only.split(',').any(|n| n == *name))
         })
         .collect();
-    let mut cpu = vec![Vec::new(); variants.len()];
-    let mut wall = vec![Vec::new(); variants.len()];
-    for _ in 0..rounds {
-        for (i, (_, run)) in variants.iter().enumerate() {
-            let (c0, w0) = (cpu_time(), Instant::now());
-            black_box(run());
-            cpu[i].push((cpu_time() - c0).as_nanos() as f64 / TASKS as f64);
-            wall[i].push(w0.elapsed().as_nanos() as f64 / TASKS as f64);
-        }
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let runs: Vec<(u64, &dyn Fn() -> u64)> = variants
+        .iter()
+        .map(|(_, run)| (TASKS, &**run as _))
+        .collect();
+    let medians = support::medians_per_task(rounds, &runs);
     let Some((base_name, _)) = variants.first() else {
         return;
     };
-    let base_cpu = median(&mut cpu[0].clone());
-    let base_wall = median(&mut wall[0].clone());
-    for (i, (name, _)) in variants.iter().enumerate() {
-        let c = median(&mut cpu[i]);
-        let w = median(&mut wall[i]);
+    let (base_cpu, base_wall) = medians[0];
+    for ((name, _), (c, w)) in variants.iter().zip(medians) {
         println!(
             "{name:26} cpu {c:7.1} ns/task ({:5.1} % of {base_name}'s tasks per CPU-second), \
              wall {w:7.1} ns/task ({:5.1} % of its tasks/s)",

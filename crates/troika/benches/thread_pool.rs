@@ -8,9 +8,10 @@
 //! trips, to compare builds run one after the other.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
+
+mod support;
 use troika::ThreadPool;
 
 /// The same allocator as the `troika` command, so the figures agree.
@@ -53,18 +54,6 @@ fn burst(c: &mut Criterion) {
 
 criterion_group!(benches, round_trip, burst);
 
-/// The CPU time (user + system, every thread) this process has used.
-fn cpu_time() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: `usage` points to a writable `rusage`; getrusage fills it in.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
-    assert_eq!(rc, 0, "getrusage");
-    // SAFETY: zeroed is a valid `rusage`, and getrusage succeeded.
-    let usage = unsafe { usage.assume_init() };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// Median CPU ns and wall ns per task of a burst and of round trips.
 fn cpu_report(rounds: usize) {
     const BURST: u64 = 100_000;
@@ -92,26 +81,13 @@ fn cpu_report(rounds: usize) {
         ("burst_100k", BURST, &burst),
         ("round_trips_10k", TRIPS, &trips),
     ];
-    let mut cpu = vec![Vec::new(); variants.len()];
-    let mut wall = vec![Vec::new(); variants.len()];
-    for _ in 0..rounds {
-        for (i, (_, tasks, run)) in variants.iter().enumerate() {
-            let (c0, w0) = (cpu_time(), Instant::now());
-            black_box(run());
-            cpu[i].push((cpu_time() - c0).as_nanos() as f64 / *tasks as f64);
-            wall[i].push(w0.elapsed().as_nanos() as f64 / *tasks as f64);
-        }
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    for (i, (name, _, _)) in variants.iter().enumerate() {
-        println!(
-            "{name:16} cpu {:7.1} ns/task, wall {:7.1} ns/task",
-            median(&mut cpu[i]),
-            median(&mut wall[i])
-        );
+    let runs: Vec<(u64, &dyn Fn() -> u64)> = variants
+        .iter()
+        .map(|(_, tasks, run)| (*tasks, *run))
+        .collect();
+    let medians = support::medians_per_task(rounds, &runs);
+    for ((name, _, _), (cpu, wall)) in variants.iter().zip(medians) {
+        println!("{name:16} cpu {cpu:7.1} ns/task, wall {wall:7.1} ns/task");
     }
 }
 
