@@ -982,7 +982,14 @@ mod layout_tests {
         type I = Inner<u64, ()>;
         let outcome_end = offset_of!(I, outcome) + size_of::<Option<Result<u64, TaskError>>>();
         assert!(ARC_COUNTS + offset_of!(I, state) < 64);
-        assert!(ARC_COUNTS + outcome_end <= 64, "outcome ends at {outcome_end}");
-        assert!(ARC_COUNTS + size_of::<I>() <= 128, "{} bytes", size_of::<I>());
+        assert!(
+            ARC_COUNTS + outcome_end <= 64,
+            "outcome ends at {outcome_end}"
+        );
+        assert!(
+            ARC_COUNTS + size_of::<I>() <= 128,
+            "{} bytes",
+            size_of::<I>()
+        );
     }
 }
