@@ -343,19 +343,17 @@ fn overhead<E: Exec>(
     let handles: Vec<_> = (0..tasks)
         .map(|i| exec.submit(move || trivial(i)))
         .collect();
-    let mut sum = 0u64;
-    for handle in handles {
-        sum = sum.wrapping_add(exec.wait(handle)?);
-    }
+    let sum = exec
+        .wait_all(handles)?
+        .into_iter()
+        .fold(0u64, u64::wrapping_add);
     let wall = origin.elapsed();
     anyhow::ensure!(sum == expected_sum(tasks), "every result arrived");
     let burst = median_burst(|| {
         let handles: Vec<_> = (0..tasks)
             .map(|i| exec.submit(move || trivial(i)))
             .collect();
-        for handle in handles {
-            black_box(exec.wait(handle)?);
-        }
+        black_box(exec.wait_all(handles)?);
         Ok(())
     })?;
     let mut latencies = Vec::new();
