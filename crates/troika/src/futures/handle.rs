@@ -966,7 +966,8 @@ mod loom_tests {
     }
 }
 
-#[cfg(test)]
+/// (Not under loom, whose atomics and mutex are larger.)
+#[cfg(all(test, not(troika_loom)))]
 mod layout_tests {
     use std::mem::{offset_of, size_of};
 
