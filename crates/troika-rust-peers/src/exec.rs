@@ -16,6 +16,27 @@ pub(crate) trait Exec {
     fn submit<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Self::Handle<R>;
     /// Wait for the task behind `handle`.
     fn wait<R: Send + 'static>(&self, handle: Self::Handle<R>) -> anyhow::Result<R>;
+    /// Wait for every task of a burst, in order: by default one
+    /// [`wait`](Exec::wait) each; tokio's peers await them all inside one
+    /// `block_on`, as a tokio user would, instead of entering the runtime
+    /// once per task.
+    fn wait_all<R: Send + 'static>(&self, handles: Vec<Self::Handle<R>>) -> anyhow::Result<Vec<R>> {
+        handles.into_iter().map(|h| self.wait(h)).collect()
+    }
+}
+
+/// Await `handles` in order inside one `block_on` of `runtime`.
+fn await_all<R: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    handles: Vec<tokio::task::JoinHandle<R>>,
+) -> anyhow::Result<Vec<R>> {
+    runtime.block_on(async {
+        let mut out = Vec::with_capacity(handles.len());
+        for handle in handles {
+            out.push(handle.await?);
+        }
+        Ok(out)
+    })
 }
 
 /// `f` as a task that sends its result on a one-slot channel, and that
@@ -123,6 +144,12 @@ impl Exec for TokioSpawn {
     fn wait<R: Send + 'static>(&self, handle: tokio::task::JoinHandle<R>) -> anyhow::Result<R> {
         Ok(self.0.block_on(handle)?)
     }
+    fn wait_all<R: Send + 'static>(
+        &self,
+        handles: Vec<tokio::task::JoinHandle<R>>,
+    ) -> anyhow::Result<Vec<R>> {
+        await_all(&self.0, handles)
+    }
 }
 
 /// `tokio::task::spawn_blocking`.
@@ -141,5 +168,11 @@ impl Exec for TokioBlocking {
     }
     fn wait<R: Send + 'static>(&self, handle: tokio::task::JoinHandle<R>) -> anyhow::Result<R> {
         Ok(self.0.block_on(handle)?)
+    }
+    fn wait_all<R: Send + 'static>(
+        &self,
+        handles: Vec<tokio::task::JoinHandle<R>>,
+    ) -> anyhow::Result<Vec<R>> {
+        await_all(&self.0, handles)
     }
 }

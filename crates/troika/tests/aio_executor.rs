@@ -532,3 +532,53 @@ fn cancels_racing_completions_are_counted_as_the_handles_say() {
     assert_eq!(stats.succeeded, succeeded, "{stats:?}");
     assert_eq!((stats.queued, stats.busy), (0, 0), "{stats:?}");
 }
+
+/// Each task ends counted once, whether it ran (succeeded or failed) or
+/// left without starting (cancelled while waiting for its slot): the
+/// in-flight count comes back to zero, and a thread blocked in a waiting
+/// shutdown is woken by the last end, whichever kind it is.
+#[test]
+fn tasks_that_never_start_leave_the_in_flight_count() {
+    let executor = Arc::new(
+        AsyncExecutor::builder()
+            .workers(2)
+            .concurrency_limit(1)
+            .build()
+            .unwrap(),
+    );
+    let (release, wait_release) = tokio::sync::oneshot::channel::<()>();
+    let blocker = executor.submit(async move { wait_release.await.is_ok() });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !blocker.is_running() {
+        assert!(std::time::Instant::now() < deadline, "never started");
+        std::thread::yield_now();
+    }
+    let queued: Vec<_> = (0..3).map(|i| executor.submit(async move { i })).collect();
+    let last = executor.submit(async { "ran" });
+    assert_eq!(executor.in_flight(), 5);
+    for handle in &queued {
+        assert!(handle.cancel());
+    }
+    for handle in queued {
+        assert!(handle.result().unwrap_err().is_cancelled());
+    }
+    let (done, shut) = std::sync::mpsc::channel();
+    let waiter = {
+        let executor = Arc::clone(&executor);
+        std::thread::spawn(move || {
+            executor.shutdown(true, false);
+            done.send(executor.in_flight()).unwrap();
+        })
+    };
+    release.send(()).unwrap();
+    let left = shut
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the waiting shutdown returned");
+    assert_eq!(left, 0);
+    waiter.join().unwrap();
+    assert_eq!(blocker.result(), Ok(true));
+    assert_eq!(last.result(), Ok("ran"));
+    let stats = executor.stats();
+    assert_eq!((stats.succeeded, stats.failed), (2, 0), "{stats:?}");
+    assert_eq!((stats.queued, stats.busy), (0, 0), "{stats:?}");
+}

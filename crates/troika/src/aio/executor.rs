@@ -279,19 +279,22 @@ fn shard() -> u8 {
     SHARD.with(|shard| *shard)
 }
 
-/// What the runtime's threads count as tasks start and end. Tasks in
-/// flight are `submitted - finished`, and running ones `started -
-/// succeeded - failed` (every task that starts is counted once as
-/// succeeded or failed, and only those are), so no counter is ever
-/// decremented and a task costs three increments here.
+/// What the runtime's threads count as tasks start and end. Every task
+/// ends counted once, in exactly one of `succeeded`, `failed` (the tasks
+/// that started) and `left` (those that did not), when its future is gone
+/// and just before its handle is settled. So tasks in flight are
+/// `submitted - (succeeded + failed + left)` and running ones `started -
+/// succeeded - failed`; no counter is ever decremented, and a task that
+/// runs costs two increments here.
 #[derive(Default)]
 struct Ends {
     /// Tasks that got their slot and started.
     started: AtomicUsize,
     succeeded: AtomicUsize,
     failed: AtomicUsize,
-    /// Tasks whose future is gone and whose handle is settled.
-    finished: AtomicUsize,
+    /// Tasks that ended without starting (cancelled while queued, or shut
+    /// out by a shutdown).
+    left: AtomicUsize,
 }
 
 /// A value alone on its cache line (two lines: adjacent-line prefetch).
@@ -390,7 +393,8 @@ impl<T> Guard<T> {
     /// Count the task's end, then publish its outcome (so that a waiter
     /// that wakes up finds it counted). The outcome is counted as it is
     /// decided: claimed first, so that a `cancel()` arriving at the same
-    /// instant either wins (the task failed) or finds it decided.
+    /// instant either wins (the task failed) or finds it decided. Called
+    /// once the future is gone.
     fn complete(&mut self, outcome: Result<T, TaskError>) {
         self.counted = true;
         #[cfg(test)]
@@ -403,47 +407,58 @@ impl<T> Guard<T> {
                 } else {
                     &ended.failed
                 };
-                counter.fetch_add(1, Ordering::Relaxed);
+                counter.fetch_add(1, Ordering::SeqCst);
                 claim.publish(outcome);
             }
             // Decided already (by a cancel): the task failed.
             None => {
-                ended.failed.fetch_add(1, Ordering::Relaxed);
+                ended.failed.fetch_add(1, Ordering::SeqCst);
             }
         }
+        self.shared.ended();
     }
 }
 
 impl<T> Drop for Guard<T> {
+    /// The end of a task that did not [`complete`](Guard::complete): its
+    /// future is dropped (the runtime stopped, or a cancel ended it before
+    /// it started).
     fn drop(&mut self) {
-        if !self.counted {
-            // A no-op when the outcome is already decided (by a cancel).
-            let err = if self.started {
-                // Dropped while running: cancelled, or the runtime stopped.
-                self.ends().failed.fetch_add(1, Ordering::Relaxed);
-                TaskError::shut_down()
-            } else if self.shared.terminating.load(Ordering::Acquire) {
+        if self.counted {
+            return;
+        }
+        // A no-op when the outcome is already decided (by a cancel).
+        let err = if self.started {
+            // Dropped while running: cancelled, or the runtime stopped.
+            self.ends().failed.fetch_add(1, Ordering::SeqCst);
+            TaskError::shut_down()
+        } else {
+            self.ends().left.fetch_add(1, Ordering::SeqCst);
+            if self.shared.terminating.load(Ordering::Acquire) {
                 // Dropped before it started: cancelled by `terminate`...
                 TaskError::cancelled()
             } else {
                 // ... or shut out by a shutdown that stopped waiting.
                 TaskError::shut_down()
-            };
-            self.promise.complete(Err(err));
-        }
-        self.ends().finished.fetch_add(1, Ordering::SeqCst);
-        // Paired with `wait_idle`: either its check of the counts sees this
-        // task finished, or this load sees the waiter, which holds
-        // `idle_lock` from its check until it sleeps, so the notification
-        // cannot fall in between.
-        if self.shared.waiters.load(Ordering::SeqCst) > 0 {
-            let _idle = self.shared.idle_lock.lock();
-            self.shared.idle.notify_all();
-        }
+            }
+        };
+        self.promise.complete(Err(err));
+        self.shared.ended();
     }
 }
 
 impl Shared {
+    /// Wake `wait_idle` after a task's end was counted (with `SeqCst`):
+    /// either its check of the counts sees this task ended, or this load
+    /// sees the waiter, which holds `idle_lock` from its check until it
+    /// sleeps, so the notification cannot fall in between.
+    fn ended(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _idle = self.idle_lock.lock();
+            self.idle.notify_all();
+        }
+    }
+
     /// One counter summed over the shards.
     fn total(&self, counter: impl Fn(&Ends) -> &AtomicUsize, order: Ordering) -> usize {
         self.ended
@@ -454,9 +469,12 @@ impl Shared {
 
     /// Tasks submitted and not finished.
     fn in_flight(&self) -> usize {
-        // `finished` first: it never passes `submitted`, so a zero here
-        // means no task was in flight when `submitted` was read.
-        let finished = self.total(|ends| &ends.finished, Ordering::SeqCst);
+        // The ends first: they never pass `submitted`, so a zero here means
+        // no task was in flight when `submitted` was read.
+        let finished = self
+            .total(|ends| &ends.succeeded, Ordering::SeqCst)
+            .wrapping_add(self.total(|ends| &ends.failed, Ordering::SeqCst))
+            .wrapping_add(self.total(|ends| &ends.left, Ordering::SeqCst));
         self.submitted
             .load(Ordering::SeqCst)
             .saturating_sub(finished)
