@@ -65,7 +65,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         workloads: workloads::ALL.iter().map(|w| (*w).to_owned()).collect(),
         tasks: None,
         workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        sizes: workloads::PAYLOAD_SIZES.to_vec(),
+        sizes: troika_workloads::payload::SIZES.to_vec(),
         deadline: Duration::from_secs(120),
         modes: None,
     };

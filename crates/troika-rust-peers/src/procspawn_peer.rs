@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use troika_workloads::payload::{SAMPLES, WARM_UP, echoed, pattern, tasks_for};
+
 use crate::workloads::{
-    IO_PROCESSES, IO_WAIT, PAYLOAD_SAMPLES, TUTORIAL_NUMBER, WARM_UP, echoed, expected_sum,
-    is_prime_trial, payload, payload_row, payload_tasks, percentiles, trivial,
+    IO_PROCESSES, IO_WAIT, TUTORIAL_NUMBER, expected_sum, is_prime_trial, payload_row, percentiles,
+    trivial,
 };
 use crate::{Options, Row};
 
@@ -199,8 +201,8 @@ fn payload_all(sizes: &[usize], tasks: u64, workers: usize) -> anyhow::Result<Ve
     let rows = sizes
         .iter()
         .map(|&size| {
-            let tasks = payload_tasks(size, tasks);
-            let template = payload(size);
+            let tasks = tasks_for(size, tasks);
+            let template = pattern(size);
             let args: Vec<Vec<u8>> = (0..tasks).map(|_| template.clone()).collect();
             for _ in 0..WARM_UP {
                 pool.spawn(vec![1u8], echo_task).join()?;
@@ -214,7 +216,7 @@ fn payload_all(sizes: &[usize], tasks: u64, workers: usize) -> anyhow::Result<Ve
             let wall = start.elapsed();
             anyhow::ensure!(whole, "every echo came back whole");
             let mut latencies = Vec::new();
-            for _ in 0..tasks.min(PAYLOAD_SAMPLES) {
+            for _ in 0..tasks.min(SAMPLES) {
                 let arg = template.clone();
                 let t = Instant::now();
                 let echo = pool.spawn(arg, echo_task).join()?;

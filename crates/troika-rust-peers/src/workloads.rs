@@ -8,6 +8,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
+use troika_workloads::payload::{pattern, tasks_for};
 
 use crate::exec::{Exec, RayonSpawn, Threadpool, TokioBlocking, TokioSpawn, runtime};
 use crate::{Options, Row, procspawn_peer};
@@ -49,14 +50,6 @@ fn median_burst(mut burst: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result
 
 /// One-at-a-time round trips timed for the overhead percentiles.
 const LATENCY_SAMPLES: u64 = 10_000;
-/// Payload round trips timed per size (at most).
-pub(crate) const PAYLOAD_SAMPLES: u64 = 100;
-/// Argument (and result) sizes of the payload workload.
-pub(crate) const PAYLOAD_SIZES: [usize; 4] = [8, 64 << 10, 1 << 20, 64 << 20];
-/// Small echoes run before each payload size's timed ones.
-pub(crate) const WARM_UP: usize = 16;
-/// Bytes one payload size may send one way, to bound the run.
-const PAYLOAD_BUDGET: usize = 256 << 20;
 
 /// Default tasks of a workload, as `troika bench` has them.
 fn default_tasks(workload: &str) -> u64 {
@@ -68,12 +61,6 @@ fn default_tasks(workload: &str) -> u64 {
     }
 }
 
-/// Tasks of one payload size: `tasks`, but at most [`PAYLOAD_BUDGET`] bytes
-/// one way (and at least 2 tasks).
-pub(crate) fn payload_tasks(size: usize, tasks: u64) -> u64 {
-    tasks.min((PAYLOAD_BUDGET / size).max(2) as u64)
-}
-
 /// The overhead workload's task.
 #[inline(never)]
 pub(crate) fn trivial(i: u64) -> u64 {
@@ -83,16 +70,6 @@ pub(crate) fn trivial(i: u64) -> u64 {
 /// Σ (2i + 1) for i < n = n².
 pub(crate) fn expected_sum(n: u64) -> u64 {
     n.wrapping_mul(n)
-}
-
-/// A payload of `size` bytes with a pattern the echo is checked against.
-pub(crate) fn payload(size: usize) -> Vec<u8> {
-    (0..size).map(|i| (i % 251) as u8).collect()
-}
-
-/// Whether `echo` came back whole.
-pub(crate) fn echoed(echo: &[u8], size: usize) -> bool {
-    echo.len() == size && echo.last().copied() == Some(((size - 1) % 251) as u8)
 }
 
 /// The 50th and 99th percentiles, in microseconds.
@@ -419,42 +396,19 @@ fn payload_all<E: Exec>(
 ) -> anyhow::Result<Vec<Row>> {
     sizes
         .iter()
-        .map(|&size| payload_one(exec, size, payload_tasks(size, tasks), workers))
+        .map(|&size| payload_one(exec, size, tasks_for(size, tasks), workers))
         .collect()
 }
 
 /// Echo tasks of `size` bytes: all at once (MB/s, both directions counted),
 /// then one at a time (round trip).
 fn payload_one<E: Exec>(exec: &E, size: usize, tasks: u64, workers: usize) -> anyhow::Result<Row> {
-    let template = payload(size);
-    let args: Vec<Vec<u8>> = (0..tasks).map(|_| template.clone()).collect();
-    // Wake the workers first, as `troika bench` does.
-    for _ in 0..WARM_UP {
-        exec.wait(exec.submit(|| black_box(vec![1u8])))?;
-    }
-    let start = Instant::now();
-    let handles: Vec<_> = args
-        .into_iter()
-        .map(|arg| exec.submit(move || black_box(arg)))
-        .collect();
-    let mut echoes = Vec::with_capacity(handles.len());
-    for handle in handles {
-        echoes.push(exec.wait(handle)?);
-    }
-    let wall = start.elapsed();
-    anyhow::ensure!(
-        echoes.iter().all(|e| echoed(e, size)),
-        "every echo came back whole"
-    );
-    drop(echoes);
-    let mut latencies = Vec::new();
-    for _ in 0..tasks.min(PAYLOAD_SAMPLES) {
-        let arg = template.clone();
-        let t = Instant::now();
-        let echo = exec.wait(exec.submit(move || black_box(arg)))?;
-        latencies.push(t.elapsed());
-        anyhow::ensure!(echoed(&echo, size), "the echo came back whole");
-    }
+    let (wall, latencies) = troika_workloads::payload::transfers(
+        &pattern(size),
+        tasks,
+        |arg| exec.submit(move || black_box(arg)),
+        |handle| exec.wait(handle),
+    )?;
     Ok(payload_row(
         exec.name(),
         workers,

@@ -4,30 +4,21 @@
 //! For each size, `tasks` echoes are submitted at once and every result
 //! collected (MB/s counts the argument and the result), then up to
 //! [`SAMPLES`] run one at a time (the round trip). Only the transfers are
-//! timed: the pool is built and the arguments made beforehand. The counts are
-//! the ones `troika-rust-peers` uses, so the rows compare.
+//! timed: the pool is built and the arguments made beforehand. The workload
+//! is `troika_workloads::payload`, the one `troika-rust-peers` runs, so the
+//! rows compare.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use troika::{Handle, ProcessPool};
+use troika_workloads::payload::{SAMPLES, echoed, pattern};
+pub(crate) use troika_workloads::payload::{SIZES, tasks_for};
 
 use super::{Measured, Mode};
 
-/// Argument (and result) sizes: 8 B, 64 KiB, 1 MiB, 64 MiB.
-pub(crate) const SIZES: [usize; 4] = [8, 64 << 10, 1 << 20, 64 << 20];
-
 /// Tasks per size unless `--tasks` says otherwise.
 pub(crate) const DEFAULT_TASKS: u64 = 1_000;
-
-/// Round trips timed per size (at most).
-const SAMPLES: u64 = 100;
-
-/// Small echoes run before the timed ones.
-const WARM_UP: usize = 16;
-
-/// Bytes one size may send one way, to bound the run.
-const BUDGET: usize = 256 << 20;
 
 /// The buffer `memcpy` copies, and how many times.
 const MEMCPY_BYTES: usize = 64 << 20;
@@ -40,21 +31,6 @@ troika::remote! {
     }
 }
 
-/// Tasks of one size: `tasks`, but at most [`BUDGET`] bytes one way (and at
-/// least 2 tasks).
-pub(crate) fn tasks_for(size: usize, tasks: u64) -> u64 {
-    tasks.min((BUDGET / size).max(2) as u64)
-}
-
-/// A buffer of `size` bytes with a pattern the echo is checked against.
-fn pattern(size: usize) -> Vec<u8> {
-    (0..size).map(|i| (i % 251) as u8).collect()
-}
-
-fn echoed(echo: &[u8], size: usize) -> bool {
-    echo.len() == size && echo.last().copied() == Some(((size - 1) % 251) as u8)
-}
-
 /// One size in one mode: the transfer phase's wall and round trips, and its
 /// MB/s.
 pub(crate) fn measure(
@@ -64,9 +40,9 @@ pub(crate) fn measure(
     workers: usize,
 ) -> anyhow::Result<(Measured, f64)> {
     let template = pattern(size);
-    let args: Vec<Vec<u8>> = (0..tasks).map(|_| template.clone()).collect();
     let (workers, wall, latencies) = match mode {
         Mode::Serial => {
+            let args: Vec<Vec<u8>> = (0..tasks).map(|_| template.clone()).collect();
             let start = Instant::now();
             let echoes: Vec<Vec<u8>> = args.into_iter().map(black_box).collect();
             let wall = start.elapsed();
@@ -83,17 +59,17 @@ pub(crate) fn measure(
         }
         Mode::Threads => {
             let pool = troika::ThreadPool::builder().workers(workers).build()?;
-            let (wall, lat) = transfers(&template, args, |a| pool.submit(move || black_box(a)))?;
+            let (wall, lat) = transfers(&template, tasks, |a| pool.submit(move || black_box(a)))?;
             (workers, wall, lat)
         }
         Mode::Processes => {
             let pool = ProcessPool::builder().workers(workers).build()?;
-            let (wall, lat) = transfers(&template, args, |a| pool.submit(echo_bytes, a))?;
+            let (wall, lat) = transfers(&template, tasks, |a| pool.submit(echo_bytes, a))?;
             (workers, wall, lat)
         }
         Mode::Async => {
             let executor = troika::AsyncExecutor::builder().workers(workers).build()?;
-            let (wall, lat) = transfers(&template, args, |a| {
+            let (wall, lat) = transfers(&template, tasks, |a| {
                 executor.submit(async move { black_box(a) })
             })?;
             (workers, wall, lat)
@@ -110,39 +86,15 @@ pub(crate) fn measure(
     Ok((measured, 2.0 * size as f64 * tasks as f64 / wall_s / 1e6))
 }
 
-/// All `args` at once, then round trips of copies of `template`.
+/// The payload workload through `submit`, waiting on each handle.
 fn transfers(
     template: &[u8],
-    args: Vec<Vec<u8>>,
+    tasks: u64,
     submit: impl Fn(Vec<u8>) -> Handle<Vec<u8>>,
 ) -> anyhow::Result<(Duration, Vec<Duration>)> {
-    let size = template.len();
-    let tasks = args.len() as u64;
-    // Wake the workers first, so the first size does not pay for it.
-    for _ in 0..WARM_UP {
-        submit(vec![1]).result()?;
-    }
-    let start = Instant::now();
-    let handles: Vec<_> = args.into_iter().map(&submit).collect();
-    let echoes = handles
-        .into_iter()
-        .map(Handle::result)
-        .collect::<Result<Vec<_>, _>>()?;
-    let wall = start.elapsed();
-    anyhow::ensure!(
-        echoes.iter().all(|e| echoed(e, size)),
-        "every echo came back whole"
-    );
-    drop(echoes);
-    let mut latencies = Vec::new();
-    for _ in 0..tasks.min(SAMPLES) {
-        let arg = template.to_vec();
-        let t = Instant::now();
-        let echo = submit(arg).result()?;
-        latencies.push(t.elapsed());
-        anyhow::ensure!(echoed(&echo, size), "the echo came back whole");
-    }
-    Ok((wall, latencies))
+    troika_workloads::payload::transfers(template, tasks, submit, |h| {
+        h.result().map_err(anyhow::Error::from)
+    })
 }
 
 /// The machine's copy rate: a 64 MiB buffer copied [`MEMCPY_TIMES`] times
