@@ -40,29 +40,13 @@ cleanup() {
   [ -n "$nginx_dir" ] && nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf" -s stop 2>/dev/null || true
 }
 trap cleanup EXIT
-echo_module=/usr/lib/nginx/modules/ngx_http_echo_module.so
+. benchmarks/nginx_pages.sh
 if [ -z "${SERVER:-}" ]; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   SERVER="http://127.0.0.1:$port"
   if [ -z "${PY_SERVER:-}" ] && command -v nginx >/dev/null && [ -f "$echo_module" ]; then
     nginx_dir=$(mktemp -d)
-    body=$(python3 -c 'print("<html><head><title>page</title></head><body>" + "<p>lorem ipsum</p>" * 100 + "</body></html>")')
-    cat >"$nginx_dir/nginx.conf" <<CONF
-load_module $echo_module;
-worker_processes 1;
-pid $nginx_dir/nginx.pid;
-error_log $nginx_dir/error.log;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$port backlog=4096;
-    location /page/ { default_type text/html; echo_sleep 0.1; echo '$body'; }
-  }
-}
-CONF
-    nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf"
+    start_nginx_pages "$nginx_dir" "$port"
     server_kind="nginx + echo_sleep"
   else
     python3 "$peers/delay_server.py" "$port" &

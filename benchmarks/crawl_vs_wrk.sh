@@ -35,7 +35,7 @@ if [ -z "${BUILDS:-}" ]; then
 fi
 read -r -a builds <<<"$BUILDS"
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 2; }
-echo_module=/usr/lib/nginx/modules/ngx_http_echo_module.so
+. benchmarks/nginx_pages.sh
 [ -f "$echo_module" ] || { echo "nginx's echo module is not installed (apt-get install nginx libnginx-mod-http-echo)" >&2; exit 2; }
 
 work=$(mktemp -d)
@@ -46,23 +46,7 @@ cleanup() {
 trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 server="http://127.0.0.1:$port"
-body=$(python3 -c 'print("<html><head><title>page</title></head><body>" + "<p>lorem ipsum</p>" * 100 + "</body></html>")')
-cat >"$work/nginx.conf" <<CONF
-load_module $echo_module;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/error.log;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$port backlog=4096;
-    location /page/ { default_type text/html; echo_sleep 0.1; echo '$body'; }
-  }
-}
-CONF
-nginx -p "$work" -c "$work/nginx.conf"
+start_nginx_pages "$work" "$port"
 for _ in $(seq 100); do
   curl -fs "$server/page/0" >/dev/null 2>&1 && break
   sleep 0.1

@@ -14,35 +14,11 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use ipc_support::{Bytes, guarded, wait_until};
+use ipc_support::{Bytes, guarded, open_fds, pattern, wait_until};
 use troika::{ErrorKind, Exit, ProcessPool};
 
 const MIB: usize = 1 << 20;
 const SIGKILL: i32 = 9;
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i % 251) as u8 ^ seed ^ (i >> 16) as u8)
-        .collect()
-}
-
-/// The descriptors open in this process, with what they point to.
-fn open_fds() -> Vec<String> {
-    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let target = std::fs::read_link(e.path()).ok()?;
-            Some(format!(
-                "{} -> {}",
-                e.file_name().to_string_lossy(),
-                target.display()
-            ))
-        })
-        .collect();
-    fds.sort();
-    fds
-}
 
 /// This process's arenas: (inode, size) of each arena descriptor it holds
 /// (a sender's), and the inodes of the arenas it has mapped (a sender's or

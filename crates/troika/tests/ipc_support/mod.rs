@@ -229,6 +229,32 @@ impl serde::Serialize for Unserializable {
     }
 }
 
+/// `len` bytes of a pattern that differs with `seed` and from one 64 KiB
+/// block to the next (so a block sent twice or out of place shows).
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ seed ^ (i >> 16) as u8)
+        .collect()
+}
+
+/// The descriptors open in this process, with what they point to.
+pub fn open_fds() -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some(format!(
+                "{} -> {}",
+                e.file_name().to_string_lossy(),
+                target.display()
+            ))
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
 /// A process pool of one worker whose tasks time out after `timeout`.
 pub fn one_worker_with_timeout(timeout: Duration) -> troika::ProcessPool {
     troika::ProcessPool::builder()
