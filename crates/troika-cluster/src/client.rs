@@ -215,7 +215,11 @@ impl ClusterBuilder {
                 conn::ensure_group(&mut writer, &tasks_key)
                     .await
                     .map_err(|e| conn::connect_error(&url, &e))?;
-                Ok::<_, ClusterError>((writer, reader, keeper))
+                // The server's identity now, before any task is written: a
+                // restart from here on is seen even if it comes before the
+                // keeper's first look.
+                let run_id = server_run_id(&mut writer).await;
+                Ok::<_, ClusterError>((writer, reader, keeper, run_id))
             };
             tokio::select! {
                 r = work => (r, ()),
@@ -225,7 +229,7 @@ impl ClusterBuilder {
                 }), ()),
             }
         });
-        let (writer, reader, keeper) = conns?;
+        let (writer, reader, keeper, run_id) = conns?;
         let client_id = conn::fresh_id();
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -256,7 +260,7 @@ impl ClusterBuilder {
         });
         runtime.spawn(submitter(Arc::clone(&shared), writer, rx));
         runtime.spawn(reader_loop(Arc::clone(&shared), reader));
-        runtime.spawn(keeper_loop(Arc::clone(&shared), keeper));
+        runtime.spawn(keeper_loop(Arc::clone(&shared), keeper, run_id));
         Ok(Cluster {
             shared,
             runtime: Some(runtime),
@@ -768,30 +772,42 @@ async fn reader_loop(shared: Arc<Shared>, mut conn: ConnectionManager) {
     }
 }
 
-/// Keep this client's result stream alive and count live workers.
-async fn keeper_loop(shared: Arc<Shared>, mut conn: ConnectionManager) {
+/// The `run_id` of the Redis server behind `conn` (it changes when the
+/// server restarts), if it answers.
+async fn server_run_id(conn: &mut ConnectionManager) -> Option<String> {
+    let info = redis::cmd("INFO")
+        .arg("server")
+        .query_async::<String>(conn)
+        .await
+        .ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|s| s.trim().to_owned())
+}
+
+/// Keep this client's result stream alive and count live workers; after a
+/// Redis restart (a new `run_id` since `run_id`, the server's when the
+/// client connected), fail the tasks the server lost.
+async fn keeper_loop(shared: Arc<Shared>, mut conn: ConnectionManager, mut run_id: Option<String>) {
     let period = shared.config.result_ttl / 3;
     let ttl_ms = shared.config.result_ttl.as_millis() as u64;
-    let mut run_id: Option<String> = None;
     while !shared.stopped.load(Ordering::Relaxed) {
-        if let Ok(info) = redis::cmd("INFO")
-            .arg("server")
-            .query_async::<String>(&mut conn)
-            .await
-        {
-            let now = info
-                .lines()
-                .find_map(|l| l.strip_prefix("run_id:"))
-                .map(|s| s.trim().to_owned());
-            if run_id.is_some() && now.is_some() && run_id != now {
-                tracing::warn!(
-                    "troika-cluster: Redis at {} restarted; checking which tasks it kept",
-                    shared.url
-                );
-                lost_in_restart(&shared, &mut conn).await;
-            }
-            if now.is_some() {
-                run_id = now;
+        if let Some(now) = server_run_id(&mut conn).await {
+            // The old identity is kept until the check is done, so a check
+            // cut short (the server still loading, a dropped connection)
+            // runs again on the next round.
+            let settled = match &run_id {
+                Some(before) if *before != now => {
+                    tracing::warn!(
+                        "troika-cluster: Redis at {} restarted; checking which tasks it kept",
+                        shared.url
+                    );
+                    lost_in_restart(&shared, &mut conn).await
+                }
+                _ => true,
+            };
+            if settled {
+                run_id = Some(now);
             }
         }
         let _ = redis::cmd("PEXPIRE")
@@ -853,7 +869,10 @@ fn fail_without_workers(shared: &Shared, limit: Duration) {
 /// After a Redis restart, fail the tasks whose entries it no longer has and
 /// whose results are not waiting either (a Redis without persistence loses
 /// them). Such a task may still have run, on a worker that had it.
-async fn lost_in_restart(shared: &Shared, conn: &mut ConnectionManager) {
+///
+/// Returns false if the check could not be completed (a query failed), so
+/// the caller tries again.
+async fn lost_in_restart(shared: &Shared, conn: &mut ConnectionManager) -> bool {
     let written: std::collections::HashSet<u64> = {
         let state = shared.state.lock();
         state
@@ -864,7 +883,7 @@ async fn lost_in_restart(shared: &Shared, conn: &mut ConnectionManager) {
             .collect()
     };
     if written.is_empty() {
-        return;
+        return true;
     }
     // Scan the task stream for this client's tasks (an entry handed back or
     // queued again after a crash has a new id, so ids alone do not tell).
@@ -881,7 +900,7 @@ async fn lost_in_restart(shared: &Shared, conn: &mut ConnectionManager) {
             .query_async::<redis::streams::StreamRangeReply>(conn)
             .await
         else {
-            return;
+            return false;
         };
         let Some(last) = page.ids.last().map(|e| e.id.clone()) else {
             break;
@@ -904,7 +923,7 @@ async fn lost_in_restart(shared: &Shared, conn: &mut ConnectionManager) {
         .filter(|id| !kept.contains(id))
         .collect();
     if lost.is_empty() {
-        return;
+        return true;
     }
     // Results already stored for some of them are read as usual.
     let Ok(waiting) = redis::cmd("XRANGE")
@@ -914,7 +933,7 @@ async fn lost_in_restart(shared: &Shared, conn: &mut ConnectionManager) {
         .query_async::<redis::streams::StreamRangeReply>(conn)
         .await
     else {
-        return;
+        return false;
     };
     let stored: std::collections::HashSet<u64> = waiting
         .ids
@@ -935,6 +954,7 @@ async fn lost_in_restart(shared: &Shared, conn: &mut ConnectionManager) {
             "",
         );
     }
+    true
 }
 
 impl<F: RemoteFn> Executor<Call<F>> for Cluster {
