@@ -73,18 +73,7 @@ troika::remote! {
             .unwrap();
         }
         if send_fd {
-            let mut space =
-                [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-            let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
-            let fds = [std::os::fd::AsFd::as_fd(&memfd)];
-            assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)));
-            rustix::net::sendmsg(
-                socket,
-                &[std::io::IoSlice::new(&[0])],
-                &mut control,
-                rustix::net::SendFlags::NOSIGNAL,
-            )
-            .unwrap();
+            ipc_support::send_fd(socket, std::os::fd::AsFd::as_fd(&memfd));
         }
         let mut header = Vec::new();
         header.extend_from_slice(&(3u16 | 0x8000).to_le_bytes()); // REPLY, in a memfd

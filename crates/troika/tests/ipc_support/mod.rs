@@ -255,6 +255,23 @@ pub fn open_fds() -> Vec<String> {
     fds
 }
 
+/// Send `fd` on the Unix socket `socket` with one byte, as a worker sends
+/// a large reply's memfd (a test forging such a reply uses this).
+pub fn send_fd(socket: std::os::fd::BorrowedFd<'_>, fd: std::os::fd::BorrowedFd<'_>) {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [fd];
+    assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+    rustix::net::sendmsg(
+        socket,
+        &[std::io::IoSlice::new(&[0])],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )
+    .unwrap();
+}
+
 /// A process pool of one worker whose tasks time out after `timeout`.
 pub fn one_worker_with_timeout(timeout: Duration) -> troika::ProcessPool {
     troika::ProcessPool::builder()
