@@ -75,12 +75,8 @@ troika::remote! {
         if send_fd {
             ipc_support::send_fd(socket, std::os::fd::AsFd::as_fd(&memfd));
         }
-        let mut header = Vec::new();
-        header.extend_from_slice(&(3u16 | 0x8000).to_le_bytes()); // REPLY, in a memfd
-        header.extend_from_slice(&0u16.to_le_bytes());
-        header.extend_from_slice(&0u32.to_le_bytes());
-        header.extend_from_slice(&u64::MAX.to_le_bytes());
-        header.extend_from_slice(&announced.to_le_bytes());
+        // REPLY, in a memfd.
+        let header = ipc_support::reply_header(0x8000, u64::MAX, announced);
         assert!(troika::process::__test::forge_reply_for_test(Some(&header)));
         std::process::id()
     }

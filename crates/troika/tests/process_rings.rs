@@ -44,24 +44,13 @@ troika::remote! {
     }
 }
 
-/// The header of a reply announcing `len` bytes for call `id`.
-fn reply_header(id: u64, len: u64) -> Vec<u8> {
-    let mut header = Vec::with_capacity(24);
-    header.extend_from_slice(&3u16.to_le_bytes()); // REPLY
-    header.extend_from_slice(&0u16.to_le_bytes()); // OK
-    header.extend_from_slice(&0u32.to_le_bytes());
-    header.extend_from_slice(&id.to_le_bytes());
-    header.extend_from_slice(&len.to_le_bytes());
-    header
-}
-
 troika::remote! {
     /// Write the first `written` bytes of a reply frame announcing
     /// `announced` bytes into the reply stream, then kill this worker
     /// (`stop` false) or stop it (`stop` true): a worker that dies or
     /// freezes in the middle of writing a frame.
     fn break_mid_reply(announced: u64, written: usize, stop: bool) -> u32 {
-        let mut frame = reply_header(u64::MAX - 1, announced);
+        let mut frame = ipc_support::reply_header(0, u64::MAX - 1, announced);
         frame.extend((0..written).map(|i| i as u8));
         assert!(troika::process::__test::forge_reply_for_test(Some(&frame)));
         let signal = if stop {
@@ -80,7 +69,7 @@ troika::remote! {
     /// (`bytes` true), or a ring position that cannot be.
     fn scribble(bytes: bool) -> u32 {
         if bytes {
-            let mut frame = reply_header(7, 0);
+            let mut frame = ipc_support::reply_header(0, 7, 0);
             frame[..2].copy_from_slice(&0x0777u16.to_le_bytes());
             assert!(troika::process::__test::forge_reply_for_test(Some(&frame)));
         } else {

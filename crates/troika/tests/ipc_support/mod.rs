@@ -272,6 +272,20 @@ pub fn send_fd(socket: std::os::fd::BorrowedFd<'_>, fd: std::os::fd::BorrowedFd<
     .unwrap();
 }
 
+/// The 24-byte header of a worker's reply frame (kind `REPLY`, status OK)
+/// for call `id` announcing a body of `len` bytes, with `flags` or-ed into
+/// the kind (`0x8000`: the body is in a memfd; `0x4000`: an arena), for
+/// tests that forge replies.
+pub fn reply_header(flags: u16, id: u64, len: u64) -> Vec<u8> {
+    let mut header = Vec::with_capacity(24);
+    header.extend_from_slice(&(3u16 | flags).to_le_bytes());
+    header.extend_from_slice(&0u16.to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes());
+    header.extend_from_slice(&id.to_le_bytes());
+    header.extend_from_slice(&len.to_le_bytes());
+    header
+}
+
 /// A process pool of one worker whose tasks time out after `timeout`.
 pub fn one_worker_with_timeout(timeout: Duration) -> troika::ProcessPool {
     troika::ProcessPool::builder()
