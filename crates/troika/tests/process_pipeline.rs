@@ -117,10 +117,12 @@ fn workers_killed_under_pipelined_calls_fail_only_the_running_call() {
             let mut died = 0;
             for (x, handle) in handles {
                 if x % (TASKS / 8) == 0 {
-                    // Kill whichever worker is there now, busy or not.
+                    // Kill whichever worker is there now, busy or not (none,
+                    // if both are being replaced at this moment).
                     let pids = pool.worker_pids();
-                    let pid = pids[(x as usize / 7) % pids.len()];
-                    if let Some(pid) = Pid::from_raw(pid as i32) {
+                    if let Some(&pid) = pids.get((x as usize / 7) % pids.len().max(1))
+                        && let Some(pid) = Pid::from_raw(pid as i32)
+                    {
                         let _ = kill_process(pid, Signal::KILL);
                         kills += 1;
                     }
@@ -133,8 +135,18 @@ fn workers_killed_under_pipelined_calls_fail_only_the_running_call() {
                     }
                 }
             }
+            // The last kill may have hit an idle worker whose death the
+            // pool has not seen yet: the next call sent to it fails as that
+            // death, once.
+            let last = match pool.submit(double, 21).result() {
+                Err(e) if e.is_worker_died() => {
+                    died += 1;
+                    pool.submit(double, 21).result()
+                }
+                other => other,
+            };
+            assert_eq!(last.unwrap(), 42);
             assert!(died <= kills, "{died} tasks failed for {kills} kills");
-            assert_eq!(pool.submit(double, 21).result().unwrap(), 42);
         },
     );
 }
