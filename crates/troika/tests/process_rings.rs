@@ -471,3 +471,22 @@ fn batched_calls_keep_timeouts_and_cancel_exact() {
         },
     );
 }
+
+/// The pool's counters hold a task by the time its handle resolves: a
+/// caller that has just seen the result (or the failure) finds it counted.
+#[test]
+fn stats_count_a_task_before_its_handle_resolves() {
+    guarded(
+        "stats_count_a_task_before_its_handle_resolves",
+        Duration::from_secs(120),
+        || {
+            let pool = ProcessPool::new(1).unwrap();
+            for i in 1..=2_000u64 {
+                let outcome = pool.submit(double_or_die, i).result();
+                assert_eq!(outcome.is_ok(), !i.is_multiple_of(997), "task {i}");
+                let stats = pool.stats();
+                assert_eq!((stats.succeeded + stats.failed) as u64, i, "{stats:?}");
+            }
+        },
+    );
+}

@@ -229,7 +229,7 @@ fn talk<R: serde::de::DeserializeOwned + Send + 'static>(
             sent.ok()?;
             let (promise, handle) = crate::futures::pair(0);
             let sink = task::One { promise };
-            task::Sink::finish(&sink, header.status, body);
+            task::Sink::finish(&sink, header.status, body, &|_| {});
             return Some(handle.result());
         }
     }

@@ -77,8 +77,11 @@ pub(crate) trait Sink: Send {
     fn is_done(&self) -> bool;
     /// What `cancel()` of the running task does.
     fn set_kill(&self, kill: Box<dyn FnOnce() + Send>);
-    /// Decode the worker's reply and complete the task. True if it succeeded.
-    fn finish(&self, status: u16, body: &[u8]) -> bool;
+    /// Decode the worker's reply and complete the task, calling `count`
+    /// with whether it succeeded just before the outcome is published (so
+    /// the pool's counters already hold a task whose handle is settled).
+    /// True if it succeeded.
+    fn finish(&self, status: u16, body: &[u8], count: &dyn Fn(bool)) -> bool;
     /// Fail the task.
     fn fail(&self, err: TaskError);
 }
@@ -287,13 +290,14 @@ impl<R: DeserializeOwned + Send + 'static> Sink for One<R> {
         self.promise.set_kill(kill);
     }
 
-    fn finish(&self, status: u16, body: &[u8]) -> bool {
+    fn finish(&self, status: u16, body: &[u8], count: &dyn Fn(bool)) -> bool {
         let outcome = if status == wire::OK {
             decode_result(body)
         } else {
             Err(status_error(status, body))
         };
         let ok = outcome.is_ok();
+        count(ok);
         self.promise.complete(outcome);
         ok
     }
@@ -324,13 +328,14 @@ impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
         self.promise.set_kill(kill);
     }
 
-    fn finish(&self, status: u16, body: &[u8]) -> bool {
+    fn finish(&self, status: u16, body: &[u8], count: &dyn Fn(bool)) -> bool {
         let outcome = if status == wire::OK {
             decode_chunk(body)
         } else {
             Err(status_error(status, body))
         };
         let ok = outcome.is_ok();
+        count(ok);
         self.promise.complete(outcome);
         ok
     }

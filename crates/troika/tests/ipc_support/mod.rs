@@ -237,13 +237,18 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// The descriptors open in this process, with what they point to.
+/// The descriptors open in this process, with what they point to (but not
+/// the one listing them, whose number depends on which were free).
 pub fn open_fds() -> Vec<String> {
+    let listing = std::path::PathBuf::from(format!("/proc/{}/fd", std::process::id()));
     let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .filter_map(|e| {
             let e = e.ok()?;
             let target = std::fs::read_link(e.path()).ok()?;
+            if target == listing {
+                return None;
+            }
             Some(format!(
                 "{} -> {}",
                 e.file_name().to_string_lossy(),

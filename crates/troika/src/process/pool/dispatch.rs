@@ -260,8 +260,8 @@ impl Shared {
             // A broken pool runs nothing: the task fails with the reason.
             let err = TaskError::new(ErrorKind::InitializerFailed(message.clone()));
             drop(state);
-            job.sink().fail(err);
             self.note_outcome(false);
+            job.sink().fail(err);
             return Ok(());
         }
         loop {

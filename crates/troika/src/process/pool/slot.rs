@@ -235,9 +235,9 @@ impl Shared {
                 // hanging.
                 let jobs: Vec<Job> = self.state.lock().queue.drain(..).collect();
                 for job in jobs {
+                    self.note_outcome(false);
                     job.sink()
                         .fail(TaskError::new(ErrorKind::Failed(message.to_owned())));
-                    self.note_outcome(false);
                 }
                 self.space.notify_all();
             }
@@ -295,8 +295,8 @@ impl Shared {
         self.space.notify_all();
         self.watch.notify_all();
         for job in jobs {
-            job.sink().fail(self.broken_error());
             self.note_outcome(false);
+            job.sink().fail(self.broken_error());
         }
     }
 
@@ -432,10 +432,19 @@ impl Shared {
                         // still escapes (the `Drop` of a value whose handle is
                         // gone, when the job goes) must not end this thread.
                         use std::panic::{AssertUnwindSafe, catch_unwind};
-                        let finish = || job.sink().finish(header.status, body);
+                        // Counted before the handle is settled (a panic in
+                        // the decoding counts it as failed below).
+                        let counted = std::cell::Cell::new(false);
+                        let count = |ok| {
+                            counted.set(true);
+                            self.note_outcome(ok);
+                        };
+                        let finish = || job.sink().finish(header.status, body, &count);
                         let ok = catch_unwind(AssertUnwindSafe(finish)).unwrap_or(false);
                         let _ = catch_unwind(AssertUnwindSafe(move || drop(job)));
-                        self.note_outcome(ok);
+                        if !counted.get() {
+                            self.note_outcome(ok);
+                        }
                     }
                     reader.shrink();
                 }
@@ -473,8 +482,6 @@ impl Shared {
         self.take_batch(state, index)
     }
 
-    /// The worker of `generation` in slot `index` corrupted its call ring:
-    /// a protocol error, if it is still the slot's worker.
     /// A send of calls to the worker of `generation` in slot `index` failed
     /// with `error`: if the worker corrupted its call ring it broke the
     /// protocol; if it is gone its I/O thread settles its tasks; any other
@@ -596,8 +603,8 @@ impl Shared {
             batch.write();
         }
         for (job, err) in failed {
-            job.sink().fail(err);
             self.note_outcome(false);
+            job.sink().fail(err);
         }
         let message = if in_initializer {
             format!("the initializer ended its worker with {exit}")
