@@ -56,11 +56,7 @@ troika::remote! {
     /// with `send_fd` false, the descriptor never comes.
     fn forge_reply(announced: u64, held: u64, sealed: bool, send_fd: bool) -> u32 {
         use rustix::fs::{MemfdFlags, SealFlags};
-        let marker = std::env::var("TROIKA_WORKER").unwrap();
-        let mut fds = marker.split(':').skip(1).map(|f| f.parse::<i32>().unwrap());
-        let socket = fds.next().unwrap();
-        // SAFETY: the worker's call socket, open for its life.
-        let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket) };
+        let socket = ipc_support::worker_call_socket();
         let memfd =
             rustix::fs::memfd_create("forged", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
                 .unwrap();

@@ -260,6 +260,15 @@ pub fn open_fds() -> Vec<String> {
     fds
 }
 
+/// In a worker process: its call socket (the second field of the
+/// `TROIKA_WORKER` marker), open for the worker's life.
+pub fn worker_call_socket() -> std::os::fd::BorrowedFd<'static> {
+    let marker = std::env::var("TROIKA_WORKER").unwrap();
+    let socket = marker.split(':').nth(1).unwrap().parse::<i32>().unwrap();
+    // SAFETY: the worker's call socket, open for its life.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(socket) }
+}
+
 /// Send `fd` on the Unix socket `socket` with one byte, as a worker sends
 /// a large reply's memfd (a test forging such a reply uses this).
 pub fn send_fd(socket: std::os::fd::BorrowedFd<'_>, fd: std::os::fd::BorrowedFd<'_>) {
