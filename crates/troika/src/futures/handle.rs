@@ -373,10 +373,16 @@ impl<T, J: ?Sized> Inner<T, J> {
         if self.is_ready() {
             return true;
         }
-        if self.owner != 0 && crate::thread::help_while(self.owner, || self.is_ready()) {
+        let spin_end = Instant::now() + SPIN;
+        if self.owner & crate::process::PROCESS_OWNER != 0 {
+            // A process pool's task: read its worker's replies meanwhile.
+            let until = deadline.map_or(spin_end, |d| d.min(spin_end));
+            if crate::process::help_while(self.owner, &|| self.is_ready(), until) {
+                return true;
+            }
+        } else if self.owner != 0 && crate::thread::help_while(self.owner, || self.is_ready()) {
             return true;
         }
-        let spin_end = Instant::now() + SPIN;
         let mut spins = 0u32;
         // Loom explores interleavings, not time: no spinning under the model.
         while !cfg!(troika_loom) && !self.is_ready() {

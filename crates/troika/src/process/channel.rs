@@ -201,6 +201,13 @@ impl Rings {
 }
 
 impl Rings {
+    /// Whether ring `dir` holds bytes its reader has not consumed (by the
+    /// published positions: a hint for a thread that may take the reader).
+    pub(crate) fn has_unread(&self, dir: Dir) -> bool {
+        let control = self.control(dir);
+        control.tail.0.load(Acquire) != control.head.0.load(Relaxed)
+    }
+
     /// Test hook (see `worker::forge_reply_for_test`): publish a tail the
     /// ring `dir` cannot have.
     pub(crate) fn corrupt_for_test(&self, dir: Dir) {

@@ -197,6 +197,27 @@ pub(crate) struct FrameReader {
 
 type FdSource = Box<dyn FnMut() -> io::Result<OwnedFd> + Send>;
 
+/// What [`FrameReader::peek_frame`] found.
+pub(crate) enum Peek<'a> {
+    /// A whole frame of the kind asked for, left in place.
+    Frame(Header, &'a [u8]),
+    /// Nothing whole yet.
+    NotYet,
+    /// Something that is not for the caller.
+    Other,
+}
+
+/// What a reader that does not wait found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fill {
+    /// Enough bytes (a whole frame) are here.
+    Ready,
+    /// Not yet.
+    Short,
+    /// The stream ended.
+    Eof,
+}
+
 impl FrameReader {
     /// Wrap the read end of a pipe; it is switched to non-blocking mode.
     pub(crate) fn new(fd: OwnedFd, spin: Duration) -> io::Result<FrameReader> {
@@ -270,18 +291,36 @@ impl FrameReader {
     /// limit is an `InvalidData` error (and [`refused`](Self::refused) tells
     /// which), detected before the body is allocated or read.
     pub(crate) fn next_frame(&mut self) -> io::Result<Option<(Header, &[u8])>> {
+        let mut spin_end: Option<Instant> = None;
+        loop {
+            let before = self.end;
+            match self.poll_frame()? {
+                Fill::Ready => return self.take_frame().map(Some),
+                Fill::Eof => return Ok(None),
+                Fill::Short => {
+                    if self.end != before {
+                        // Bytes came: spin afresh.
+                        spin_end = None;
+                    }
+                    self.wait_step(&mut spin_end)?;
+                }
+            }
+        }
+    }
+
+    /// Whether a whole frame can be taken now ([`take_frame`](Self::take_frame)),
+    /// without waiting: `Short` if its bytes are not all here yet, `Eof` at
+    /// a clean end of the stream. Errors as [`next_frame`](Self::next_frame).
+    pub(crate) fn poll_frame(&mut self) -> io::Result<Fill> {
         // The last frame's body is no longer borrowed.
         self.views.release();
-        if !self.fill(HEADER)? {
-            return if self.end == self.start {
-                Ok(None)
-            } else {
-                Err(io::ErrorKind::UnexpectedEof.into())
-            };
+        match self.fill_now(HEADER)? {
+            Fill::Ready => {}
+            Fill::Short => return Ok(Fill::Short),
+            Fill::Eof if self.end == self.start => return Ok(Fill::Eof),
+            Fill::Eof => return Err(io::ErrorKind::UnexpectedEof.into()),
         }
-        let mut raw = [0u8; HEADER];
-        raw.copy_from_slice(&self.buf[self.start..self.start + HEADER]);
-        let mut header = Header::decode(&raw);
+        let header = self.buffered_header();
         let total = match usize::try_from(header.len) {
             Ok(len) if header.len <= self.max_body => HEADER + len,
             _ => {
@@ -293,8 +332,21 @@ impl FrameReader {
             }
         };
         if header.kind & IN_MEMFD != 0 {
+            // The body is in a memfd: the header alone is the frame here.
+            return Ok(Fill::Ready);
+        }
+        match self.fill_now(total)? {
+            Fill::Eof => Err(io::ErrorKind::UnexpectedEof.into()),
+            fill => Ok(fill),
+        }
+    }
+
+    /// The frame [`poll_frame`](Self::poll_frame) found ready.
+    pub(crate) fn take_frame(&mut self) -> io::Result<(Header, &[u8])> {
+        let mut header = self.buffered_header();
+        if header.kind & IN_MEMFD != 0 {
             // The body is in the memfd that came with the header (the
-            // length was checked above, before anything is mapped).
+            // length was checked, before anything is mapped).
             self.start += HEADER;
             let in_arena = header.kind & IN_ARENA != 0;
             header.kind &= !(IN_MEMFD | IN_ARENA);
@@ -310,23 +362,84 @@ impl FrameReader {
                 (None, None) => return Err(no_descriptor()),
             };
             if in_arena {
-                return Ok(Some((header, self.views.open(fd, header.len)?)));
+                return Ok((header, self.views.open(fd, header.len)?));
             }
             let mapped = self.mapped.insert(Mapped::new(fd, header.len)?);
-            return Ok(Some((header, mapped.bytes())));
+            return Ok((header, mapped.bytes()));
         }
-        if !self.fill(total)? {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        let body = self.start + HEADER..self.start + total;
-        self.start += total;
-        Ok(Some((header, &self.buf[body])))
+        // `poll_frame` checked the length against the buffered bytes.
+        let body = self.start + HEADER..self.start + HEADER + header.len as usize;
+        self.start = body.end;
+        Ok((header, &self.buf[body]))
     }
 
-    /// Make at least `need` bytes available from `start`. False at end of file.
-    fn fill(&mut self, need: usize) -> io::Result<bool> {
+    /// A plain frame of kind `kind` whose bytes are all here (reading what
+    /// the ring holds, never waiting), left in place: for a reader that
+    /// serves only some frames and leaves the rest to the stream's owner
+    /// ([`skip_frame`](Self::skip_frame) consumes it). `Other` for a frame
+    /// of another kind, with its body in shared memory or over the limit,
+    /// and for a stream in error or at its end (the owner meets the error
+    /// when it reads).
+    pub(crate) fn peek_frame(&mut self, kind: u16) -> Peek<'_> {
+        self.views.release();
+        match self.fill_now(HEADER) {
+            Ok(Fill::Ready) => {}
+            Ok(Fill::Short) => return Peek::NotYet,
+            Ok(Fill::Eof) | Err(_) => return Peek::Other,
+        }
+        let header = self.buffered_header();
+        let Ok(len) = usize::try_from(header.len) else {
+            return Peek::Other;
+        };
+        if header.kind != kind || header.len > self.max_body {
+            return Peek::Other;
+        }
+        match self.fill_now(HEADER + len) {
+            Ok(Fill::Ready) => {}
+            Ok(Fill::Short) => return Peek::NotYet,
+            Ok(Fill::Eof) | Err(_) => return Peek::Other,
+        }
+        let body = self.start + HEADER..self.start + HEADER + len;
+        Peek::Frame(header, &self.buf[body])
+    }
+
+    /// Consume the frame [`peek_frame`](Self::peek_frame) returned.
+    pub(crate) fn skip_frame(&mut self) {
+        let len = self.buffered_header().len as usize;
+        self.start += HEADER + len;
+    }
+
+    /// Whether bytes of a frame not yet taken are buffered.
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.end != self.start
+    }
+
+    /// Whether the buffer holds what [`poll_frame`](Self::poll_frame)
+    /// would act on: a header, and its body unless that is in shared
+    /// memory or over the limit (an error to report).
+    fn whole_frame_buffered(&self) -> bool {
+        let held = self.end - self.start;
+        if held < HEADER {
+            return false;
+        }
+        let header = self.buffered_header();
+        header.kind & IN_MEMFD != 0
+            || header.len > self.max_body
+            || usize::try_from(header.len).is_ok_and(|len| held - HEADER >= len)
+    }
+
+    /// The header at the front of the buffer (which holds one).
+    fn buffered_header(&self) -> Header {
+        let mut raw = [0u8; HEADER];
+        raw.copy_from_slice(&self.buf[self.start..self.start + HEADER]);
+        Header::decode(&raw)
+    }
+
+    /// Read what is available until at least `need` bytes are buffered from
+    /// `start`, without waiting.
+    fn fill_now(&mut self, need: usize) -> io::Result<Fill> {
         if self.end - self.start >= need {
-            return Ok(true);
+            return Ok(Fill::Ready);
         }
         if self.start + need > self.buf.len() {
             // Move the partial frame to the front, and grow for big frames.
@@ -340,43 +453,40 @@ impl FrameReader {
             self.start = 0;
             self.end = 0;
         }
-        let mut spin_end: Option<Instant> = None;
         while self.end - self.start < need {
             match self.read_some() {
-                Ok(0) => return Ok(false),
-                Ok(n) => {
-                    self.end += n;
-                    spin_end = None;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let now = Instant::now();
-                    let end = *spin_end.get_or_insert(now + self.spin);
-                    if now < end {
-                        // A ring is checked with a load: spin on it a while
-                        // before letting a thread that shares this core run
-                        // (on a busy machine, maybe the very writer).
-                        if let Some(ring) = &self.ring {
-                            for _ in 0..64 {
-                                std::hint::spin_loop();
-                                if !ring.is_empty()? {
-                                    break;
-                                }
-                            }
-                            if !ring.is_empty()? {
-                                continue;
-                            }
-                        }
-                        std::thread::yield_now();
-                    } else {
-                        self.wait_readable()?;
-                        spin_end = None;
-                    }
-                }
+                Ok(0) => return Ok(Fill::Eof),
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::Short),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(true)
+        Ok(Fill::Ready)
+    }
+
+    /// Nothing to read: spin a while (`spin_end`, set on the first call),
+    /// then sleep until there may be.
+    fn wait_step(&mut self, spin_end: &mut Option<Instant>) -> io::Result<()> {
+        let now = Instant::now();
+        let end = *spin_end.get_or_insert(now + self.spin);
+        if now >= end {
+            *spin_end = None;
+            return self.wait_readable();
+        }
+        // A ring is checked with a load: spin on it a while before letting
+        // a thread that shares this core run (on a busy machine, maybe the
+        // very writer).
+        if let Some(ring) = &self.ring {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+                if !ring.is_empty()? {
+                    return Ok(());
+                }
+            }
+        }
+        std::thread::yield_now();
+        Ok(())
     }
 
     /// One read into the free end of the buffer; on a socket, also collect
@@ -469,10 +579,7 @@ impl FrameReader {
                 // is still read.
                 Ok(_) if watched == 2 && !fds[1].revents().is_empty() => {
                     if ring.is_empty()? {
-                        break Err(io::Error::new(
-                            io::ErrorKind::BrokenPipe,
-                            "the writing process exited; its pipe is held open by a process it started",
-                        ));
+                        break Err(exited_error());
                     }
                     break Ok(());
                 }
@@ -484,6 +591,86 @@ impl FrameReader {
             ring.sleep_end();
         }
         result
+    }
+
+    /// For a reader whose owner sleeps outside it (the pool's I/O thread,
+    /// which shares the reader with waiting threads, see `pool/slot.rs`):
+    /// about to sleep, ask the ring for its doorbell. `None` if there is no
+    /// need to sleep (bytes arrived meanwhile, or end of file: read again);
+    /// else how long a `poll` may sleep before [`sleep_finish`] should be
+    /// told it timed out (arenas kept are then released).
+    ///
+    /// [`sleep_finish`]: Self::sleep_finish
+    pub(crate) fn sleep_prepare(&mut self) -> io::Result<Option<Option<rustix::event::Timespec>>> {
+        let Some(ring) = &self.ring else {
+            return Ok(None);
+        };
+        // A whole frame may wait in the buffer: another thread that shares
+        // this reader copied it out of the ring and left it.
+        if self.eof || self.whole_frame_buffered() || ring.sleep_begin()? {
+            return Ok(None);
+        }
+        Ok(Some(idle_timeout(&mut self.views)))
+    }
+
+    /// Awake after [`sleep_prepare`](Self::sleep_prepare): `doorbell` if the
+    /// doorbell was readable, `exited` if the watched process has exited,
+    /// `timed_out` if the `poll` slept its whole timeout. An exited writer
+    /// whose ring is empty is an error, as in [`next_frame`](Self::next_frame).
+    pub(crate) fn sleep_finish(
+        &mut self,
+        doorbell: bool,
+        exited: bool,
+        timed_out: bool,
+    ) -> io::Result<()> {
+        if timed_out {
+            idle(&mut self.views);
+        }
+        let result = if doorbell {
+            self.drain_doorbell()
+        } else if exited
+            && self
+                .ring
+                .as_ref()
+                .is_some_and(|r| r.is_empty().unwrap_or(true))
+        {
+            Err(exited_error())
+        } else {
+            Ok(())
+        };
+        if let Some(ring) = &self.ring {
+            ring.sleep_end();
+        }
+        result
+    }
+
+    /// The ring's doorbell request, for a reader that stands in for its
+    /// sleeping owner: `false` withdraws it (the stand-in watches the ring,
+    /// so writers need not ring); `true` asks for it again, and says
+    /// whether bytes came meanwhile (then the request is withdrawn, and
+    /// the owner must be woken some other way).
+    pub(crate) fn ask_doorbell(&self, ask: bool) -> io::Result<bool> {
+        let Some(ring) = &self.ring else {
+            return Ok(false);
+        };
+        if ask {
+            ring.sleep_begin()
+        } else {
+            ring.sleep_end();
+            Ok(false)
+        }
+    }
+
+    /// Whether the watched process (see [`watch_exit`](Self::watch_exit))
+    /// is the descriptor to poll besides the doorbell.
+    pub(crate) fn watched(&self) -> Option<BorrowedFd<'_>> {
+        self.watch.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Block until the descriptor may have something (a reader without a
+    /// ring; see [`sleep_prepare`](Self::sleep_prepare) for one with).
+    pub(crate) fn wait_input(&mut self) -> io::Result<()> {
+        self.wait_readable()
     }
 
     fn wait_readable(&mut self) -> io::Result<()> {
@@ -519,12 +706,7 @@ impl FrameReader {
                 // Data (or end of file) first: a reply written before the
                 // exit is still read.
                 Ok(_) if !fds[0].revents().is_empty() => return Ok(()),
-                Ok(_) if !fds[1].revents().is_empty() => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        "the writing process exited; its pipe is held open by a process it started",
-                    ));
-                }
+                Ok(_) if !fds[1].revents().is_empty() => return Err(exited_error()),
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -571,6 +753,14 @@ fn idle_timeout(views: &mut Views) -> Option<rustix::event::Timespec> {
 fn idle(views: &mut Views) {
     views.trim(true);
     arena::trim_free();
+}
+
+/// The writer exited, leaving nothing more to read, though its pipe is open.
+fn exited_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the writing process exited; its pipe is held open by a process it started",
+    )
 }
 
 fn no_descriptor() -> io::Error {

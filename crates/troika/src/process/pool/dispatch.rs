@@ -221,7 +221,11 @@ impl Shared {
         if state.queue.is_empty() {
             return None;
         }
-        (0..state.slots.len()).find_map(|i| self.take_batch(state, i))
+        let (index, batch) =
+            (0..state.slots.len()).find_map(|i| self.take_batch(state, i).map(|b| (i, b)))?;
+        // A thread that waits for this call looks at that worker first.
+        super::help::note_sent(self.owner, index);
+        Some(batch)
     }
 
     /// Kill the worker in slot `index` if it is still running task `id`.

@@ -8,6 +8,7 @@
 //! exits); [`watchdog`] enforces the per-task timeout.
 
 mod dispatch;
+pub(crate) mod help;
 mod slot;
 mod watchdog;
 
@@ -298,7 +299,11 @@ impl ProcessPoolBuilder {
             done: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
             restarts: AtomicUsize::new(0),
+            owner: help::next_owner(),
+            helpers: AtomicUsize::new(0),
+            readers: (0..workers).map(|_| Mutex::new(None)).collect(),
         });
+        help::register(&shared);
         // From here on a failure leaves `teardown` to stop and reap what
         // was started (rayon-core's `Terminator`).
         let mut teardown = Teardown {
@@ -506,6 +511,19 @@ struct Shared {
     done: AtomicUsize,
     failed: AtomicUsize,
     restarts: AtomicUsize,
+    /// This pool's id in its handles (see `help.rs`).
+    owner: usize,
+    /// Threads that wait on the pool's tasks and read replies meanwhile:
+    /// the I/O threads do not spin while there are any.
+    helpers: AtomicUsize,
+    /// Each slot's reply reader, while its I/O thread serves a worker.
+    readers: Box<[Mutex<Option<Arc<help::SlotReader>>>]>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        help::unregister(self.owner);
+    }
 }
 
 impl ProcessPool {
@@ -607,7 +625,7 @@ impl ProcessPool {
                 return Handle::ready(Err(err));
             }
         };
-        let (promise, handle) = pair(0);
+        let (promise, handle) = pair(self.shared.owner);
         let job = Job::new(id, frame, One { promise });
         match self.shared.enqueue(job, true, transfer) {
             Ok(()) => handle,
@@ -673,7 +691,7 @@ impl ProcessPool {
                 return Ok(Handle::ready(Err(err)));
             }
         };
-        let (promise, handle) = pair(0);
+        let (promise, handle) = pair(self.shared.owner);
         let job = Job::new(id, frame, One { promise });
         match self.shared.enqueue(job, false, transfer) {
             Ok(()) => Ok(handle),
@@ -703,7 +721,7 @@ impl ProcessPool {
             Ok(frame) => frame,
             Err(err) => return Handle::ready(Err(err)),
         };
-        let (promise, handle) = pair(0);
+        let (promise, handle) = pair(self.shared.owner);
         let job = Job::new(id, frame, Chunk { promise });
         match self.shared.enqueue(job, true, transfer) {
             Ok(()) => handle,

@@ -11,12 +11,13 @@ use parking_lot::Mutex;
 use rustix::process::Signal;
 
 use super::dispatch::Batch;
+use super::help::SlotReader;
 use super::{INIT_ID, Shared, State};
 use crate::futures::{ErrorKind, Exit, TaskError};
 use crate::process::channel::{CallSender, Dir, RingReader, Rings};
 use crate::process::spawn::{self, ChildProc};
 use crate::process::task::{Job, Outgoing};
-use crate::process::wire::{self, FrameReader};
+use crate::process::wire::{self, Fill, FrameReader, Header};
 
 /// How long the parent's reader keeps polling a worker's pipe before it blocks.
 const READER_SPIN: Duration = Duration::from_micros(25);
@@ -107,8 +108,8 @@ impl Shared {
             let got_ready = match FrameReader::new(from_child, READER_SPIN) {
                 Ok(mut reader) => {
                     // Replies come through the ring; the pipe is its doorbell.
-                    if let Some(rings) = rings {
-                        reader.use_ring(RingReader::new(rings, Dir::Replies));
+                    if let Some(rings) = &rings {
+                        reader.use_ring(RingReader::new(Arc::clone(rings), Dir::Replies));
                     }
                     // A process the task forked may hold the pipe open after
                     // the worker died: the reader also wakes on its exit.
@@ -134,7 +135,16 @@ impl Shared {
                             wire::recv_fd(fd)
                         });
                     }
-                    self.serve(index, &mut reader)
+                    match SlotReader::new(reader, rings) {
+                        Ok(reader) => {
+                            let reader = Arc::new(reader);
+                            *self.readers[index].lock() = Some(Arc::clone(&reader));
+                            let ready = self.serve(index, &reader);
+                            *self.readers[index].lock() = None;
+                            ready
+                        }
+                        Err(_) => false,
+                    }
                 }
                 Err(_) => false,
             };
@@ -333,27 +343,40 @@ impl Shared {
     }
 
     /// Read the worker's messages until its pipe closes. Returns whether it
-    /// ever reported ready.
-    pub(super) fn serve(self: &Arc<Self>, index: usize, reader: &mut FrameReader) -> bool {
-        reader.set_max_body(self.max_frame);
+    /// ever reported ready. Threads waiting on the worker's tasks may read
+    /// its replies meanwhile (see `help.rs`).
+    pub(super) fn serve(self: &Arc<Self>, index: usize, slot: &SlotReader) -> bool {
+        slot.lock().set_max_body(self.max_frame);
         let mut ready = false;
+        let mut spin_end = None;
         loop {
-            let (header, body) = match reader.next_frame() {
+            let mut reader = slot.lock();
+            let polled = match reader.poll_frame() {
+                Ok(Fill::Ready) => reader.take_frame().map(Some),
+                Ok(Fill::Eof) => return ready,
+                Ok(Fill::Short) => Ok(None),
+                Err(e) => Err(e),
+            };
+            let (header, body) = match polled {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return ready,
-                Err(e) => {
-                    // A reply announced over the limit was refused unread,
-                    // or one in shared memory did not match its header: the
-                    // worker is broken or hostile. (Any other error is a
-                    // stream cut short: the worker died.)
-                    if let Some(refused) = reader.refused() {
-                        self.protocol_error(index, Fault::TooLarge(refused.len));
-                    } else if e.kind() == std::io::ErrorKind::InvalidData {
-                        self.protocol_error(index, Fault::Unexpected);
+                Ok(None) => {
+                    drop(reader);
+                    match slot.wait(&self.helpers, READER_SPIN, &mut spin_end) {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            self.read_failed(index, None, &e);
+                            return ready;
+                        }
                     }
+                }
+                Err(e) => {
+                    let refused = reader.refused();
+                    drop(reader);
+                    self.read_failed(index, refused, &e);
                     return ready;
                 }
             };
+            spin_end = None;
             match header.kind {
                 wire::READY => {
                     if let Some(init) = &self.initializer {
@@ -394,57 +417,10 @@ impl Shared {
                     self.mark_ready(index);
                 }
                 wire::REPLY => {
-                    let (job, batch) = {
-                        let mut state = self.state.lock();
-                        let slot = &mut state.slots[index];
-                        if slot.in_flight.front().map(|j| j.id) != Some(header.id) {
-                            drop(state);
-                            self.protocol_error(index, Fault::Unexpected);
-                            return ready;
-                        }
-                        let job = slot.in_flight.pop_front();
-                        // The worker starts the next call now: it can be
-                        // cancelled from here on.
-                        if let Some(next) = slot.in_flight.front() {
-                            self.arm_cancel(next, index, slot.generation);
-                        }
-                        slot.tasks_done += 1;
-                        slot.running_since = Some(Instant::now());
-                        let idle = slot.in_flight.is_empty();
-                        state.avg_run_us = 0.9 * state.avg_run_us + 0.1 * f64::from(header.aux);
-                        // The next call in flight starts now: its deadline
-                        // is later than the one the watchdog waits for.
-                        let batch = if idle {
-                            self.after_idle(&mut state, index)
-                        } else {
-                            // Short calls: the next batch goes before the
-                            // worker runs dry.
-                            self.take_batch_for(&mut state, index, true)
-                        };
-                        (job, batch)
-                    };
-                    if let Some(batch) = batch {
-                        batch.write();
-                    }
-                    if let Some(job) = job {
-                        // User code runs here (`Deserialize`, done-callbacks,
-                        // `Drop`): `finish` catches its panics, and a panic that
-                        // still escapes (the `Drop` of a value whose handle is
-                        // gone, when the job goes) must not end this thread.
-                        use std::panic::{AssertUnwindSafe, catch_unwind};
-                        // Counted before the handle is settled (a panic in
-                        // the decoding counts it as failed below).
-                        let counted = std::cell::Cell::new(false);
-                        let count = |ok| {
-                            counted.set(true);
-                            self.note_outcome(ok);
-                        };
-                        let finish = || job.sink().finish(header.status, body, &count);
-                        let ok = catch_unwind(AssertUnwindSafe(finish)).unwrap_or(false);
-                        let _ = catch_unwind(AssertUnwindSafe(move || drop(job)));
-                        if !counted.get() {
-                            self.note_outcome(ok);
-                        }
+                    if !self.on_reply(index, &header, body) {
+                        drop(reader);
+                        self.protocol_error(index, Fault::Unexpected);
+                        return ready;
                     }
                     reader.shrink();
                 }
@@ -453,6 +429,77 @@ impl Shared {
                     return ready;
                 }
             }
+        }
+    }
+
+    /// Settle the reply `header`/`body` read from the worker in slot
+    /// `index` (by its I/O thread or a waiting thread), and send the worker
+    /// more work if it is due. False, having changed nothing, if it is not
+    /// the reply of the call that runs (a protocol fault).
+    pub(super) fn on_reply(self: &Arc<Self>, index: usize, header: &Header, body: &[u8]) -> bool {
+        let (job, batch) = {
+            let mut state = self.state.lock();
+            let slot = &mut state.slots[index];
+            if slot.in_flight.front().map(|j| j.id) != Some(header.id) {
+                return false;
+            }
+            let job = slot.in_flight.pop_front();
+            // The worker starts the next call now: it can be
+            // cancelled from here on.
+            if let Some(next) = slot.in_flight.front() {
+                self.arm_cancel(next, index, slot.generation);
+            }
+            slot.tasks_done += 1;
+            slot.running_since = Some(Instant::now());
+            let idle = slot.in_flight.is_empty();
+            state.avg_run_us = 0.9 * state.avg_run_us + 0.1 * f64::from(header.aux);
+            // The next call in flight starts now: its deadline
+            // is later than the one the watchdog waits for.
+            let batch = if idle {
+                self.after_idle(&mut state, index)
+            } else {
+                // Short calls: the next batch goes before the
+                // worker runs dry.
+                self.take_batch_for(&mut state, index, true)
+            };
+            (job, batch)
+        };
+        if let Some(batch) = batch {
+            batch.write();
+        }
+        if let Some(job) = job {
+            // User code runs here (`Deserialize`, done-callbacks,
+            // `Drop`): `finish` catches its panics, and a panic that
+            // still escapes (the `Drop` of a value whose handle is
+            // gone, when the job goes) must not end this thread.
+            use std::panic::{AssertUnwindSafe, catch_unwind};
+            // Counted before the handle is settled (a panic in
+            // the decoding counts it as failed below).
+            let counted = std::cell::Cell::new(false);
+            let count = |ok| {
+                counted.set(true);
+                self.note_outcome(ok);
+            };
+            let finish = || job.sink().finish(header.status, body, &count);
+            let ok = catch_unwind(AssertUnwindSafe(finish)).unwrap_or(false);
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(job)));
+            if !counted.get() {
+                self.note_outcome(ok);
+            }
+        }
+        true
+    }
+
+    /// Reading the worker's stream in slot `index` failed with `error`
+    /// (`refused`: the header of a reply refused for its length).
+    fn read_failed(&self, index: usize, refused: Option<Header>, error: &std::io::Error) {
+        // A reply announced over the limit was refused unread, or one in
+        // shared memory did not match its header: the worker is broken or
+        // hostile. (Any other error is a stream cut short: the worker died.)
+        if let Some(refused) = refused {
+            self.protocol_error(index, Fault::TooLarge(refused.len));
+        } else if error.kind() == std::io::ErrorKind::InvalidData {
+            self.protocol_error(index, Fault::Unexpected);
         }
     }
 

@@ -1,0 +1,380 @@
+//! Waiting threads read their worker's replies themselves.
+//!
+//! A round trip used to keep three threads busy: the waiter spinning on its
+//! handle, the worker running the call, and the slot's I/O thread spinning
+//! on the reply ring to settle the handle. On a 2-core machine the three
+//! took turns through `sched_yield`, and the round trip cost that (issue
+//! 16). Now a thread that waits on a handle of the pool takes the reply
+//! reader of a worker while it spins, settles whatever replies it finds
+//! there, and the I/O thread, which does not spin while a waiter helps,
+//! sleeps on the doorbell. A round trip then keeps two threads busy: the
+//! waiter and the worker.
+//!
+//! The reader (`Reading`, behind `SlotReader::reading`) belongs to whoever
+//! holds its lock. The I/O thread reads and settles every kind of frame,
+//! and sleeps *without* the lock (in `poll` on the doorbell, the worker's
+//! pidfd and a wake-up `eventfd`), having asked the ring for its doorbell
+//! and noted `io_asleep`. A helper only ever `try_lock`s (it never waits for
+//! the I/O thread, nor for another helper), and serves only plain replies
+//! whose bytes are all in the ring ([`FrameReader::peek_frame`]); anything
+//! else (a ready message, a body in shared memory, a reply out of order, a
+//! corrupted ring, the end of the stream) it leaves where it is for the
+//! I/O thread, which it wakes.
+//!
+//! The doorbell. While the I/O thread sleeps, a helper that holds the
+//! reader withdraws the doorbell request (the helper watches the ring, so
+//! the worker need not make a system call per reply), and asks for it
+//! again before it lets go — the same steps as the I/O thread's own
+//! sleep, so a reply published after that rings — and if bytes came in
+//! between, or it left a frame for the I/O thread, it wakes the I/O thread
+//! through the `eventfd`. A reply is thus always either read by a helper
+//! or announced to the I/O thread.
+//!
+//! Worker death is the I/O thread's alone: the pidfd and the doorbell's
+//! end of file wake it whatever the helpers do, and it takes the reader
+//! (waiting at most for a helper's bounded spin) to read what the worker
+//! published before it died, as before.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, MutexGuard, RwLock};
+
+use super::Shared;
+use crate::process::channel::{Dir, Rings};
+use crate::process::wire::{self, FrameReader, Peek};
+
+/// Set in a process pool's owner id (see `futures::pair`): a waiter on its
+/// handles helps it through [`help_while`].
+pub(crate) const PROCESS_OWNER: usize = 1 << (usize::BITS - 1);
+
+/// The pools whose handles' waiters help, by owner id.
+static POOLS: RwLock<Vec<(usize, Weak<Shared>)>> = RwLock::new(Vec::new());
+
+/// The next owner id.
+static NEXT_OWNER: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// The pool and slot this thread last sent a call to: where a waiter
+    /// looks first.
+    static LAST_SLOT: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// A new owner id for a pool, registered so that waiters find it.
+pub(super) fn register(shared: &Arc<Shared>) {
+    POOLS.write().push((shared.owner, Arc::downgrade(shared)));
+}
+
+/// Forget the pool of `owner` (it is being dropped).
+pub(super) fn unregister(owner: usize) {
+    POOLS.write().retain(|(id, _)| *id != owner);
+}
+
+/// A fresh owner id.
+pub(super) fn next_owner() -> usize {
+    NEXT_OWNER.fetch_add(1, Ordering::Relaxed) | PROCESS_OWNER
+}
+
+/// Note that this thread sent a call to slot `index` of pool `owner`.
+pub(super) fn note_sent(owner: usize, index: usize) {
+    LAST_SLOT.with(|last| last.set((owner, index)));
+}
+
+/// While `done()` is false and `until` has not passed, read and settle the
+/// replies of the pool `owner`'s workers. Returns `done()`.
+pub(crate) fn help_while(owner: usize, done: &dyn Fn() -> bool, until: Instant) -> bool {
+    let shared = {
+        let pools = POOLS.read();
+        pools
+            .iter()
+            .find(|(id, _)| *id == owner)
+            .and_then(|(_, shared)| shared.upgrade())
+    };
+    match shared {
+        Some(shared) => shared.help(done, until),
+        None => done(),
+    }
+}
+
+/// One worker's reply reader, shared by its slot's I/O thread and the
+/// threads that wait on its tasks.
+pub(super) struct SlotReader {
+    reading: Mutex<Reading>,
+    /// The worker's rings, to see without the lock whether replies wait.
+    rings: Option<Arc<Rings>>,
+    /// Wakes the I/O thread from its sleep (see the module's comment).
+    bell: OwnedFd,
+    /// The reader's descriptors, for the I/O thread's `poll` outside the
+    /// lock: the doorbell and the worker's pidfd.
+    doorbell: OwnedFd,
+    pidfd: Option<OwnedFd>,
+}
+
+struct Reading {
+    reader: FrameReader,
+    /// The I/O thread sleeps (outside the lock) with the doorbell asked for.
+    io_asleep: bool,
+}
+
+impl SlotReader {
+    pub(super) fn new(
+        reader: FrameReader,
+        rings: Option<Arc<Rings>>,
+    ) -> std::io::Result<SlotReader> {
+        use rustix::event::{EventfdFlags, eventfd};
+        let bell = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let doorbell = reader.fd().try_clone_to_owned()?;
+        let pidfd = reader
+            .watched()
+            .map(|fd| fd.try_clone_to_owned())
+            .transpose()?;
+        Ok(SlotReader {
+            reading: Mutex::new(Reading {
+                reader,
+                io_asleep: false,
+            }),
+            rings,
+            bell,
+            doorbell,
+            pidfd,
+        })
+    }
+
+    /// The reader, for the I/O thread (which may wait for a helper's spin).
+    pub(super) fn lock(&self) -> MappedReader<'_> {
+        MappedReader(self.reading.lock())
+    }
+
+    /// Whether replies may wait in the ring (without the lock: a hint).
+    fn has_unread(&self) -> bool {
+        self.rings
+            .as_ref()
+            .is_some_and(|r| r.has_unread(Dir::Replies))
+    }
+
+    /// The I/O thread found nothing to read: spin while no thread helps and
+    /// `spin_end` (set on the first call) has not passed, then sleep until
+    /// the doorbell rings, a helper wakes it, the worker exits or arenas are
+    /// due for release. An error ends the stream, as one from
+    /// [`FrameReader::next_frame`].
+    pub(super) fn wait(
+        &self,
+        helpers: &AtomicUsize,
+        spin: Duration,
+        spin_end: &mut Option<Instant>,
+    ) -> std::io::Result<()> {
+        use rustix::event::{PollFd, PollFlags, poll};
+        if self.rings.is_none() {
+            // No ring (a worker started without one): block on the pipe,
+            // holding the reader; no helper reads such a worker.
+            return self.reading.lock().reader.wait_input();
+        }
+        let end = *spin_end.get_or_insert_with(|| Instant::now() + spin);
+        while helpers.load(Ordering::Relaxed) == 0 && Instant::now() < end {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+                if self.has_unread() {
+                    return Ok(());
+                }
+            }
+            // Let a thread that shares this core run (on a busy machine,
+            // maybe the very worker).
+            std::thread::yield_now();
+        }
+        *spin_end = None;
+        let timeout = {
+            let mut reading = self.reading.lock();
+            match reading.reader.sleep_prepare()? {
+                Some(timeout) => {
+                    reading.io_asleep = true;
+                    timeout
+                }
+                None => return Ok(()),
+            }
+        };
+        let (doorbell, exited, timed_out) = loop {
+            let mut fds = [
+                PollFd::new(&self.doorbell, PollFlags::IN),
+                PollFd::new(&self.bell, PollFlags::IN),
+                PollFd::new(&self.bell, PollFlags::IN),
+            ];
+            let polled = match &self.pidfd {
+                Some(pidfd) => {
+                    fds[2] = PollFd::new(pidfd, PollFlags::IN);
+                    3
+                }
+                None => 2,
+            };
+            match poll(&mut fds[..polled], timeout.as_ref()) {
+                Ok(0) => break (false, false, timeout.is_some()),
+                Ok(_) => {
+                    let ready = |i: usize| i < polled && !fds[i].revents().is_empty();
+                    break (ready(0), ready(2), false);
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    self.reading.lock().io_asleep = false;
+                    return Err(e.into());
+                }
+            }
+        };
+        let mut reading = self.reading.lock();
+        reading.io_asleep = false;
+        // Take the helpers' wake-up, if any.
+        let mut count = [0u8; 8];
+        let _ = rustix::io::read(&self.bell, &mut count);
+        reading.reader.sleep_finish(doorbell, exited, timed_out)
+    }
+
+    /// Wake the I/O thread from its sleep.
+    fn ring_bell(&self) {
+        let _ = rustix::io::write(&self.bell, &1u64.to_ne_bytes());
+    }
+}
+
+/// The reader, locked.
+pub(super) struct MappedReader<'a>(MutexGuard<'a, Reading>);
+
+impl std::ops::Deref for MappedReader<'_> {
+    type Target = FrameReader;
+
+    fn deref(&self) -> &FrameReader {
+        &self.0.reader
+    }
+}
+
+impl std::ops::DerefMut for MappedReader<'_> {
+    fn deref_mut(&mut self) -> &mut FrameReader {
+        &mut self.0.reader
+    }
+}
+
+/// A helper's hold on one slot's reader.
+struct Held<'a> {
+    slot: &'a SlotReader,
+    reading: MutexGuard<'a, Reading>,
+    /// It left a frame for the I/O thread.
+    handed_over: bool,
+}
+
+impl<'a> Held<'a> {
+    /// Take the reader if nobody holds it; stand in for a sleeping I/O
+    /// thread (its doorbell request is withdrawn while we watch).
+    fn try_take(slot: &'a SlotReader) -> Option<Held<'a>> {
+        let reading = slot.reading.try_lock()?;
+        if reading.io_asleep {
+            let _ = reading.reader.ask_doorbell(false);
+        }
+        Some(Held {
+            slot,
+            reading,
+            handed_over: false,
+        })
+    }
+}
+
+impl Drop for Held<'_> {
+    /// Let go: ask for the doorbell again for a sleeping I/O thread, and
+    /// wake it if bytes came meanwhile or a frame is left for it.
+    fn drop(&mut self) {
+        if !self.reading.io_asleep {
+            // Awake (blocked on the lock, or about to take it): it reads.
+            return;
+        }
+        let came = self.reading.reader.ask_doorbell(true).unwrap_or(true);
+        if came || self.handed_over || self.reading.reader.has_buffered() {
+            self.slot.ring_bell();
+        }
+    }
+}
+
+impl Shared {
+    /// Slot `index`'s reader, while its I/O thread serves a worker.
+    fn slot_reader(&self, index: usize) -> Option<Arc<SlotReader>> {
+        self.readers[index].lock().clone()
+    }
+
+    /// See [`help_while`].
+    fn help(self: &Arc<Self>, done: &dyn Fn() -> bool, until: Instant) -> bool {
+        let slots = self.readers.len();
+        let (owner, last) = LAST_SLOT.with(std::cell::Cell::get);
+        let first = if owner == self.owner { last % slots } else { 0 };
+        let readers: Vec<Option<Arc<SlotReader>>> = (0..slots)
+            .map(|k| self.slot_reader((first + k) % slots))
+            .collect();
+        self.helpers.fetch_add(1, Ordering::SeqCst);
+        let mut held: Option<Held<'_>> = None;
+        let mut handed_over = false;
+        let mut rounds = 0u32;
+        let ok = loop {
+            if done() {
+                break true;
+            }
+            rounds += 1;
+            if rounds.is_multiple_of(16) && Instant::now() >= until {
+                break done();
+            }
+            for (k, reader) in readers.iter().enumerate() {
+                let Some(reader) = reader else { continue };
+                let index = (first + k) % slots;
+                if k == 0 {
+                    // The slot this thread sent to last: keep its reader
+                    // while we wait, so that its worker need not ring, until
+                    // it holds something for the I/O thread.
+                    if held.is_none() && !handed_over {
+                        held = Held::try_take(reader);
+                    }
+                    if let Some(hold) = &mut held {
+                        self.serve_replies(index, hold);
+                        if hold.handed_over {
+                            handed_over = true;
+                            held = None;
+                        }
+                    }
+                } else if reader.has_unread()
+                    && let Some(mut hold) = Held::try_take(reader)
+                {
+                    self.serve_replies(index, &mut hold);
+                }
+            }
+            if rounds.is_multiple_of(64) {
+                // Let a thread that shares this core run: on a busy machine
+                // it may be the very worker this thread waits for.
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        };
+        drop(held);
+        self.helpers.fetch_sub(1, Ordering::SeqCst);
+        ok
+    }
+
+    /// Settle the plain replies waiting in the held reader of slot `index`;
+    /// leave anything else to the I/O thread.
+    fn serve_replies(self: &Arc<Self>, index: usize, hold: &mut Held<'_>) {
+        let reader = &mut hold.reading.reader;
+        loop {
+            match reader.peek_frame(wire::REPLY) {
+                Peek::Frame(header, body) => {
+                    if header.id == super::INIT_ID || !self.on_reply(index, &header, body) {
+                        // Not for a helper (the initializer's reply, or one
+                        // out of order: the I/O thread settles it, or finds
+                        // the fault).
+                        hold.handed_over = true;
+                        return;
+                    }
+                }
+                Peek::NotYet => return,
+                Peek::Other => {
+                    hold.handed_over = true;
+                    return;
+                }
+            }
+            reader.skip_frame();
+            reader.shrink();
+        }
+    }
+}
