@@ -597,8 +597,11 @@ impl<T> Handle<T> {
     /// Run `callback` once the task is done, with a reference to its value or error.
     ///
     /// If the task is already done, the callback runs at once on this thread;
-    /// otherwise it runs on the thread that completes the task. A panicking
-    /// callback is reported on stderr and otherwise ignored.
+    /// otherwise it runs on the thread that completes the task (for a
+    /// process pool: the pool's I/O thread, or a thread waiting on one of
+    /// the pool's tasks, which reads replies while it waits). A callback
+    /// must not block, least of all on another task of the same executor.
+    /// A panicking callback is reported on stderr and otherwise ignored.
     ///
     /// # Examples
     ///
