@@ -629,11 +629,13 @@ impl FrameReader {
         let result = if doorbell {
             self.drain_doorbell()
         } else if exited
+            && !self.whole_frame_buffered()
             && self
                 .ring
                 .as_ref()
                 .is_some_and(|r| r.is_empty().unwrap_or(true))
         {
+            // Data first: a frame a helper left in the buffer is still read.
             Err(exited_error())
         } else {
             Ok(())

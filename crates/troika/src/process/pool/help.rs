@@ -116,6 +116,11 @@ struct Reading {
     reader: FrameReader,
     /// The I/O thread sleeps (outside the lock) with the doorbell asked for.
     io_asleep: bool,
+    /// The I/O thread is done with this worker's stream (which may hold
+    /// replies it did not read: after a protocol fault, say): no helper
+    /// reads it any more, or it might settle a task that went back to the
+    /// queue with a dead worker's reply.
+    retired: bool,
 }
 
 impl SlotReader {
@@ -134,6 +139,7 @@ impl SlotReader {
             reading: Mutex::new(Reading {
                 reader,
                 io_asleep: false,
+                retired: false,
             }),
             rings,
             bell,
@@ -145,6 +151,11 @@ impl SlotReader {
     /// The reader, for the I/O thread (which may wait for a helper's spin).
     pub(super) fn lock(&self) -> MappedReader<'_> {
         MappedReader(self.reading.lock())
+    }
+
+    /// The I/O thread is done with this worker's stream: helpers leave it.
+    pub(super) fn retire(&self) {
+        self.reading.lock().retired = true;
     }
 
     /// Whether replies may wait in the ring (without the lock: a hint).
@@ -264,6 +275,9 @@ impl<'a> Held<'a> {
     /// thread (its doorbell request is withdrawn while we watch).
     fn try_take(slot: &'a SlotReader) -> Option<Held<'a>> {
         let reading = slot.reading.try_lock()?;
+        if reading.retired {
+            return None;
+        }
         if reading.io_asleep {
             let _ = reading.reader.ask_doorbell(false);
         }

@@ -140,6 +140,9 @@ impl Shared {
                             let reader = Arc::new(reader);
                             *self.readers[index].lock() = Some(Arc::clone(&reader));
                             let ready = self.serve(index, &reader);
+                            // Before the worker's tasks are settled: a
+                            // helper must not read its stream after that.
+                            reader.retire();
                             *self.readers[index].lock() = None;
                             ready
                         }
