@@ -374,18 +374,21 @@ impl<T, J: ?Sized> Inner<T, J> {
             return true;
         }
         let spin_end = Instant::now() + SPIN;
+        let mut spin = !cfg!(troika_loom);
         if self.owner & crate::process::PROCESS_OWNER != 0 {
-            // A process pool's task: read its worker's replies meanwhile.
+            // A process pool's task: read its worker's replies meanwhile
+            // (that is this thread's spin).
             let until = deadline.map_or(spin_end, |d| d.min(spin_end));
             if crate::process::help_while(self.owner, &|| self.is_ready(), until) {
                 return true;
             }
+            spin = false;
         } else if self.owner != 0 && crate::thread::help_while(self.owner, || self.is_ready()) {
             return true;
         }
         let mut spins = 0u32;
         // Loom explores interleavings, not time: no spinning under the model.
-        while !cfg!(troika_loom) && !self.is_ready() {
+        while spin && !self.is_ready() {
             std::hint::spin_loop();
             spins += 1;
             if spins.is_multiple_of(64) {

@@ -62,8 +62,8 @@ use super::{handshake, wire};
 pub(crate) const RING_BYTES: u32 = 128 << 10;
 /// Bytes of the control block before the rings' data.
 const CONTROL: usize = 4096;
-/// Bytes of one ring's control words (four cache lines).
-const RING_CONTROL: usize = 256;
+/// Bytes of one ring's control words (five cache lines).
+const RING_CONTROL: usize = 320;
 /// Size of the whole mapping: the control block and both rings.
 const MAPPING: usize = CONTROL + 2 * RING_BYTES as usize;
 /// A writer waiting for room checks this often whether its peer is gone.
@@ -95,6 +95,10 @@ struct RingControl {
     sleeping: Line,
     /// Set by a writer waiting for room; the reader wakes it.
     room_wanted: Line,
+    /// The CPU the reader spins on, plus one (0 while it does not spin): a
+    /// thread that waits for the reader's answer and finds itself on the
+    /// same CPU stops spinning (see `pool/help.rs`).
+    reader_cpu: Line,
 }
 const _: () = assert!(std::mem::size_of::<RingControl>() == RING_CONTROL);
 const _: () = assert!(2 * RING_CONTROL <= CONTROL);
@@ -201,6 +205,13 @@ impl Rings {
 }
 
 impl Rings {
+    /// The CPU the reader of ring `dir` spins on, if it spins (a hint: the
+    /// peer writes it).
+    pub(crate) fn reader_cpu(&self, dir: Dir) -> Option<usize> {
+        let cpu = self.control(dir).reader_cpu.0.load(Relaxed);
+        (cpu != 0).then(|| cpu as usize - 1)
+    }
+
     /// Whether ring `dir` holds bytes its reader has not consumed (by the
     /// published positions: a hint for a thread that may take the reader).
     pub(crate) fn has_unread(&self, dir: Dir) -> bool {
@@ -418,6 +429,16 @@ impl RingReader {
         }
         handshake::sleep_end(&control.sleeping.0);
         Ok(true)
+    }
+
+    /// The reader spins on this CPU (`Some`), or stops spinning (`None`).
+    pub(crate) fn note_spinning(&self, cpu: Option<usize>) {
+        let word = cpu.map_or(0, |cpu| (cpu as u32).wrapping_add(1));
+        self.rings
+            .control(self.dir)
+            .reader_cpu
+            .0
+            .store(word, Relaxed);
     }
 
     /// Awake again: withdraw the request for the doorbell.

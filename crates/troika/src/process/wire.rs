@@ -472,12 +472,16 @@ impl FrameReader {
         let end = *spin_end.get_or_insert(now + self.spin);
         if now >= end {
             *spin_end = None;
+            if let Some(ring) = &self.ring {
+                ring.note_spinning(None);
+            }
             return self.wait_readable();
         }
         // A ring is checked with a load: spin on it a while before letting
         // a thread that shares this core run (on a busy machine, maybe the
         // very writer).
         if let Some(ring) = &self.ring {
+            ring.note_spinning(current_cpu());
             for _ in 0..64 {
                 std::hint::spin_loop();
                 if !ring.is_empty()? {
@@ -755,6 +759,15 @@ fn idle_timeout(views: &mut Views) -> Option<rustix::event::Timespec> {
 fn idle(views: &mut Views) {
     views.trim(true);
     arena::trim_free();
+}
+
+/// The CPU this thread runs on (glibc reads it from the thread's `rseq`
+/// area: no system call).
+pub(crate) fn current_cpu() -> Option<usize> {
+    // SAFETY: `sched_getcpu` takes no arguments and touches no memory of
+    // ours; it returns -1 on failure.
+    let cpu = unsafe { libc::sched_getcpu() };
+    usize::try_from(cpu).ok()
 }
 
 /// The writer exited, leaving nothing more to read, though its pipe is open.

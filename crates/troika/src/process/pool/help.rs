@@ -239,6 +239,12 @@ impl SlotReader {
         reading.reader.sleep_finish(doorbell, exited, timed_out)
     }
 
+    /// Whether the worker spins, waiting for calls, on this thread's CPU.
+    fn shares_cpu(&self) -> bool {
+        let theirs = self.rings.as_ref().and_then(|r| r.reader_cpu(Dir::Calls));
+        theirs.is_some() && theirs == wire::current_cpu()
+    }
+
     /// Wake the I/O thread from its sleep.
     fn ring_bell(&self) {
         let _ = rustix::io::write(&self.bell, &1u64.to_ne_bytes());
@@ -354,6 +360,13 @@ impl Shared {
                 }
             }
             if rounds.is_multiple_of(64) {
+                if held.as_ref().is_some_and(|hold| hold.slot.shares_cpu()) {
+                    // The worker spins on this very CPU: spinning here only
+                    // takes turns with it. Sleep instead (the I/O thread
+                    // settles the reply), which also lets the scheduler
+                    // move one of the two to another CPU.
+                    break done();
+                }
                 // Let a thread that shares this core run: on a busy machine
                 // it may be the very worker this thread waits for.
                 std::thread::yield_now();
