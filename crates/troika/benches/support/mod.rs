@@ -20,15 +20,21 @@ pub(crate) fn cpu_time() -> Duration {
 /// Runs each variant (its number of tasks per run, and the run) `rounds`
 /// times, the variants interleaved within each round so that a change of
 /// the machine's load falls on all of them; returns per variant the median
-/// CPU ns and wall ns per task.
+/// CPU ns and wall ns per task (and, in the environment variable
+/// `BENCH_MIN=1`, prints each variant's least CPU ns per task too).
 pub(crate) fn medians_per_task(
     rounds: usize,
     variants: &[(u64, &dyn Fn() -> u64)],
 ) -> Vec<(f64, f64)> {
     let mut cpu = vec![Vec::new(); variants.len()];
     let mut wall = vec![Vec::new(); variants.len()];
-    for _ in 0..rounds {
-        for (i, (tasks, run)) in variants.iter().enumerate() {
+    for round in 0..rounds {
+        // Each round starts at another variant, so that no variant always
+        // follows the same one (the heap and the caches a run leaves
+        // behind change the next run's cost).
+        for k in 0..variants.len() {
+            let i = (round + k) % variants.len();
+            let (tasks, run) = &variants[i];
             let (c0, w0) = (cpu_time(), Instant::now());
             black_box(run());
             cpu[i].push((cpu_time() - c0).as_nanos() as f64 / *tasks as f64);
@@ -39,6 +45,12 @@ pub(crate) fn medians_per_task(
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
     };
+    if std::env::var_os("BENCH_MIN").is_some() {
+        for (i, c) in cpu.iter().enumerate() {
+            let min = c.iter().copied().fold(f64::INFINITY, f64::min);
+            println!("variant {i}: least cpu {min:7.1} ns/task");
+        }
+    }
     cpu.into_iter()
         .zip(wall)
         .map(|(c, w)| (median(c), median(w)))
