@@ -609,13 +609,16 @@ impl ProcessPool {
         };
         let (promise, handle) = pair(0);
         let job = Job::new(id, frame, One { promise });
-        match self.shared.enqueue(job, true, transfer) {
+        let handle = match self.shared.enqueue(job, true, transfer) {
             Ok(()) => handle,
             Err((job, _)) => {
                 job.sink().fail(TaskError::shut_down());
                 handle
             }
-        }
+        };
+        // Encoded: a large byte vector's buffer serves a result (`spare.rs`).
+        super::spare::recycle(arg);
+        handle
     }
 
     /// Queue `f(arg)`, or hand the call back if the pool is shut down or its
