@@ -678,7 +678,7 @@ impl ProcessPool {
         };
         let (promise, handle) = pair(0);
         let job = Job::new(id, frame, One { promise });
-        match self.shared.enqueue(job, false, transfer) {
+        let submitted = match self.shared.enqueue(job, false, transfer) {
             Ok(()) => Ok(handle),
             Err((job, reason)) => {
                 // Lost a race with shutdown or another producer; the argument
@@ -691,7 +691,10 @@ impl ProcessPool {
                 });
                 Ok(handle)
             }
-        }
+        };
+        // Encoded: a large byte vector's buffer serves a result (`spare.rs`).
+        super::spare::recycle(arg);
+        submitted
     }
 
     /// Run `f` over a chunk of arguments in one message: one handle for the
