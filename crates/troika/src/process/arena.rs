@@ -30,14 +30,22 @@
 //! receiver died before releasing it stays `LENT` and is never written
 //! again: it is dropped from the free list first.
 //!
-//! **Bounds.** A sending process keeps at most [`KEEP_FREE`] arenas between
-//! messages (plus one per large message in flight, as before), each at
-//! most the frame limit plus a page; a receiver keeps at most
-//! [`KEEP_VIEWS`] mappings. Both are released after [`IDLE`] without a large
-//! message (the readers' `poll` wakes for that while they hold any), and a
-//! `ProcessPool`'s drop releases the free arenas at once. The descriptor is
-//! the memfd's only name: when both sides have dropped their mappings and
-//! descriptors (or died), the kernel frees it.
+//! **Bounds.** A sending process keeps free arenas between messages: at
+//! most [`KEEP_FREE`] (8), and beyond the [`KEEP_ANY`] (2) most recently
+//! used — kept whatever their size — only while all of them add up to at
+//! most [`KEEP_FREE_BYTES`] (512 MiB); each is at most the frame limit plus
+//! a page. So the arenas of a burst of large messages in flight at once
+//! (four 64 MiB arguments on their way to two workers) all wait for the
+//! next burst, instead of two of them being made afresh each time — and
+//! what is kept is memory the process had in use at once a moment before.
+//! Arenas in use (one per large message in flight) are not counted. A
+//! receiver keeps at most [`KEEP_VIEWS`] mappings. Both are released after
+//! [`IDLE`] without a large message (the readers' `poll` wakes for that
+//! while they hold any), and a `ProcessPool`'s drop releases the free
+//! arenas at once (a pool built per job starts cold; one kept for many
+//! jobs stays warm). The descriptor is the memfd's only name: when both
+//! sides have dropped their mappings and descriptors (or died), the kernel
+//! frees it.
 //!
 //! **A peer that misbehaves.** A worker is the same program, but it may be
 //! broken (memory corruption, a task scribbling through `/proc/self/fd`). It
