@@ -23,8 +23,10 @@
 //! recently recycled go first), each dropped after [`arena::IDLE`] unused,
 //! and all of them with the free arenas (`arena::trim_free`,
 //! `arena::release_free`): the readers' idle wake-up and a `ProcessPool`'s
-//! drop. A worker's resident size, as `max_worker_rss` reads it between
-//! tasks, includes what it keeps.
+//! drop. A process whose address space is limited (`RLIMIT_AS`: a
+//! worker of a pool with a `memory_cap`) keeps none: a kept buffer could
+//! make a task's own allocation fail. A worker's resident size, as
+//! `max_worker_rss` reads it between tasks, includes what it keeps.
 
 use std::any::{Any, TypeId};
 use std::sync::Mutex;
@@ -62,9 +64,21 @@ pub(crate) fn recycle<T: 'static>(value: T) {
     }
 }
 
+/// Whether this process may keep buffers: not under a limit of its address
+/// space (a pool's `memory_cap` in a worker), where a kept buffer could make
+/// a task's own allocation fail that fitted without it.
+fn may_keep() -> bool {
+    static UNLIMITED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *UNLIMITED.get_or_init(|| {
+        rustix::process::getrlimit(rustix::process::Resource::As)
+            .current
+            .is_none()
+    })
+}
+
 /// Keep `bytes`' buffer (its contents are dropped).
 pub(crate) fn keep(mut bytes: Vec<u8>) {
-    if bytes.capacity() < MIN || bytes.capacity() > KEEP_BYTES {
+    if bytes.capacity() < MIN || bytes.capacity() > KEEP_BYTES || !may_keep() {
         return;
     }
     bytes.clear();
