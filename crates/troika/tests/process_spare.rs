@@ -10,7 +10,7 @@ mod ipc_support;
 
 use std::time::Duration;
 
-use ipc_support::{guarded, open_fds, pattern};
+use ipc_support::{guarded, open_fds, pattern, wait_until};
 use troika::ProcessPool;
 
 const MIB: usize = 1 << 20;
@@ -25,6 +25,21 @@ troika::remote! {
         }
         bytes
     }
+
+    /// This worker's pid.
+    fn worker_pid(_unit: ()) -> u32 {
+        std::process::id()
+    }
+}
+
+/// The anonymous resident memory of process `pid`, in bytes (`RssAnon`).
+fn rss_anon(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// Whether this process maps an arena.
@@ -93,6 +108,37 @@ fn byte_vectors_decoded_into_kept_buffers_are_exact() {
             }
             assert_eq!(open_fds(), before, "the parent's descriptors are as before");
             assert!(!maps_an_arena(), "no arena is mapped after the pool");
+        },
+    );
+}
+
+/// The buffer a worker keeps after answering with a large byte vector (its
+/// result's) is released once no large message came for a while, the pool
+/// alive and idle: the worker's anonymous memory falls back.
+#[test]
+fn a_kept_buffer_is_released_when_idle() {
+    guarded(
+        "a_kept_buffer_is_released_when_idle",
+        Duration::from_secs(120),
+        || {
+            let pool = ProcessPool::builder().workers(1).build().unwrap();
+            let pid = pool.submit(worker_pid, ()).result().unwrap();
+            let before = rss_anon(pid);
+            let arg = pattern(32 * MIB, 3);
+            let out = pool
+                .submit(complement_in_place, arg.clone())
+                .result()
+                .unwrap();
+            assert!(out.iter().zip(&arg).all(|(o, a)| *o == !*a));
+            wait_until("the worker's kept buffer released", || {
+                rss_anon(pid) < before + 8 * MIB as u64
+            });
+            // And a buffer kept is used again after the release: still exact.
+            let out = pool
+                .submit(complement_in_place, arg.clone())
+                .result()
+                .unwrap();
+            assert!(out.iter().zip(&arg).all(|(o, a)| *o == !*a));
         },
     );
 }
