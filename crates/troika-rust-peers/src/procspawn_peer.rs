@@ -203,10 +203,17 @@ fn payload_all(sizes: &[usize], tasks: u64, workers: usize) -> anyhow::Result<Ve
         .map(|&size| {
             let tasks = tasks_for(size, tasks);
             let template = pattern(size);
+            // The warm-up `transfers` gives troika's and the other peers'
+            // rows: echoes of this size, at once, untimed.
+            let warm_up = (WARM_UP as u64).min(tasks);
+            let warm: Vec<Vec<u8>> = (0..warm_up).map(|_| template.clone()).collect();
+            let mut whole = true;
+            pipelined(&pool, workers, warm, echo_task, |echo| {
+                whole &= echoed(&echo, size);
+                Ok(())
+            })?;
+            anyhow::ensure!(whole, "every warm-up echo came back whole");
             let args: Vec<Vec<u8>> = (0..tasks).map(|_| template.clone()).collect();
-            for _ in 0..WARM_UP {
-                pool.spawn(vec![1u8], echo_task).join()?;
-            }
             let start = Instant::now();
             let mut whole = true;
             pipelined(&pool, workers, args, echo_task, |echo| {

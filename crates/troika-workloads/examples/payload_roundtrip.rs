@@ -6,6 +6,12 @@
 //! shared machine. Run it in release mode:
 //! `cargo run --release -p troika-workloads --example payload_roundtrip [SIZE:TRIPS ...]`
 //! (default `1048576:200 67108864:20`).
+//!
+//! `burst:SIZE:TASKS:ROUNDS` measures bursts instead, as `troika bench`'s
+//! payload rows do: a fresh pool of 2 workers, then ROUNDS times TASKS
+//! echoes submitted at once and all waited for; per burst the wall time,
+//! the CPU time of the parent and its workers, and MB/s both ways (the
+//! first burst is the fresh pool's, the others find it warm).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -71,6 +77,10 @@ fn main() {
     drop((source, target));
     println!("memcpy: {memcpy_mb_s:.0} MB/s (64 MiB, best of 8)");
     for spec in specs {
+        if let Some(burst) = spec.strip_prefix("burst:") {
+            bursts(burst, memcpy_mb_s);
+            continue;
+        }
         let (size, trips) = spec.split_once(':').expect("SIZE:TRIPS");
         let size: usize = size.parse().expect("size");
         let trips: usize = trips.parse().expect("trips");
@@ -104,6 +114,70 @@ fn main() {
             ms(worker_cpu / n),
             100.0 * best / memcpy_mb_s,
             100.0 * typical / memcpy_mb_s,
+        );
+    }
+}
+
+/// The CPU time of this process's children (the pool's workers).
+fn children_cpu() -> Duration {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid = entry.file_name().into_string().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // After the command: ppid is field 4.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+            (ppid == me).then(|| cpu_time(&pid))
+        })
+        .sum()
+}
+
+/// `SIZE:TASKS:ROUNDS`: bursts on a fresh pool of 2 workers.
+fn bursts(spec: &str, memcpy_mb_s: f64) {
+    let fields: Vec<usize> = spec
+        .split(':')
+        .map(|f| f.parse().expect("burst:SIZE:TASKS:ROUNDS"))
+        .collect();
+    let [size, tasks, rounds] = fields[..] else {
+        panic!("burst:SIZE:TASKS:ROUNDS");
+    };
+    let template: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let pool = ProcessPool::builder().workers(2).build().expect("pool");
+    for _ in 0..16 {
+        pool.submit(echo, vec![1]).result().expect("warm-up");
+    }
+    for round in 0..rounds {
+        let args: Vec<Vec<u8>> = (0..tasks).map(|_| template.clone()).collect();
+        let (p0, w0) = (cpu_time("self"), children_cpu());
+        let t = Instant::now();
+        let handles: Vec<_> = args.into_iter().map(|a| pool.submit(echo, a)).collect();
+        let backs: Vec<Vec<u8>> = handles
+            .into_iter()
+            .map(|h| h.result().expect("echo"))
+            .collect();
+        let wall = t.elapsed();
+        let (parent, workers) = (
+            cpu_time("self").saturating_sub(p0),
+            children_cpu().saturating_sub(w0),
+        );
+        assert!(
+            backs
+                .iter()
+                .all(|b| b.len() == size && b.last() == template.last())
+        );
+        drop(backs);
+        let rate = 2.0 * (size * tasks) as f64 / wall.as_secs_f64() / 1e6;
+        println!(
+            "burst {round} ({}): {tasks} x {size} B: wall {:.1} ms, CPU parent {:.0} ms + workers {:.0} ms; \
+             {rate:.0} MB/s both ways ({:.1} % of memcpy)",
+            if round == 0 { "fresh pool" } else { "warm" },
+            wall.as_secs_f64() * 1e3,
+            parent.as_secs_f64() * 1e3,
+            workers.as_secs_f64() * 1e3,
+            100.0 * rate / memcpy_mb_s,
         );
     }
 }

@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 pub const SIZES: [usize; 4] = [8, 64 << 10, 1 << 20, 64 << 20];
 /// Round trips timed per size (at most).
 pub const SAMPLES: u64 = 100;
-/// Small echoes run before each size's timed ones, to wake the workers.
+/// Echoes of each size run, all at once and untimed, before its timed
+/// ones (at most this many, and at most the timed burst's): they wake the
+/// workers, and give the few tasks of a large size the warm state (pages,
+/// buffers, kept shared memory) that the first of a small size's thousand
+/// tasks give the rest.
 pub const WARM_UP: usize = 16;
 /// Bytes one size may send one way, to bound the run.
 const BUDGET: usize = 256 << 20;
@@ -39,10 +43,10 @@ pub struct NotEchoed {
     pub size: usize,
 }
 
-/// Echoes of copies of `template` through `submit` and `wait`: [`WARM_UP`]
-/// small ones, then `tasks` submitted all at once and waited for (the
-/// wall time returned), then up to [`SAMPLES`] one at a time (the round
-/// trips returned).
+/// Echoes of copies of `template` through `submit` and `wait`: up to
+/// [`WARM_UP`] (at most `tasks`) submitted at once, untimed, then `tasks`
+/// submitted all at once and waited for (the wall time returned), then up
+/// to [`SAMPLES`] one at a time (the round trips returned).
 pub fn transfers<H, E: From<NotEchoed>>(
     template: &[u8],
     tasks: u64,
@@ -57,10 +61,12 @@ pub fn transfers<H, E: From<NotEchoed>>(
             Err(E::from(NotEchoed { size }))
         }
     };
-    let args: Vec<Vec<u8>> = (0..tasks).map(|_| template.to_vec()).collect();
-    for _ in 0..WARM_UP {
-        wait(submit(vec![1]))?;
+    let warm_up = (WARM_UP as u64).min(tasks);
+    let handles: Vec<H> = (0..warm_up).map(|_| submit(template.to_vec())).collect();
+    for handle in handles {
+        whole(&wait(handle)?)?;
     }
+    let args: Vec<Vec<u8>> = (0..tasks).map(|_| template.to_vec()).collect();
     let start = Instant::now();
     let handles: Vec<H> = args.into_iter().map(&submit).collect();
     let echoes = handles

@@ -30,14 +30,22 @@
 //! receiver died before releasing it stays `LENT` and is never written
 //! again: it is dropped from the free list first.
 //!
-//! **Bounds.** A sending process keeps at most [`KEEP_FREE`] arenas between
-//! messages (plus one per large message in flight, as before), each at
-//! most the frame limit plus a page; a receiver keeps at most
-//! [`KEEP_VIEWS`] mappings. Both are released after [`IDLE`] without a large
-//! message (the readers' `poll` wakes for that while they hold any), and a
-//! `ProcessPool`'s drop releases the free arenas at once. The descriptor is
-//! the memfd's only name: when both sides have dropped their mappings and
-//! descriptors (or died), the kernel frees it.
+//! **Bounds.** A sending process keeps free arenas between messages: at
+//! most [`KEEP_FREE`] (8), and beyond the [`KEEP_ANY`] (2) most recently
+//! used — kept whatever their size — only while all of them add up to at
+//! most [`KEEP_FREE_BYTES`] (512 MiB); each is at most the frame limit plus
+//! a page. So the arenas of a burst of large messages in flight at once
+//! (four 64 MiB arguments on their way to two workers) all wait for the
+//! next burst, instead of two of them being made afresh each time — and
+//! what is kept is memory the process had in use at once a moment before.
+//! Arenas in use (one per large message in flight) are not counted. A
+//! receiver keeps at most [`KEEP_VIEWS`] mappings. Both are released after
+//! [`IDLE`] without a large message (the readers' `poll` wakes for that
+//! while they hold any), and a `ProcessPool`'s drop releases the free
+//! arenas at once (a pool built per job starts cold; one kept for many
+//! jobs stays warm). The descriptor is the memfd's only name: when both
+//! sides have dropped their mappings and descriptors (or died), the kernel
+//! frees it.
 //!
 //! **A peer that misbehaves.** A worker is the same program, but it may be
 //! broken (memory corruption, a task scribbling through `/proc/self/fd`). It
@@ -74,7 +82,13 @@ const LENT: u32 = 1;
 const GRAIN: usize = 2 << 20;
 
 /// At most this many arenas wait, free, for the next large message.
-pub(crate) const KEEP_FREE: usize = 2;
+pub(crate) const KEEP_FREE: usize = 8;
+/// Free arenas beyond [`KEEP_ANY`] are kept only while all the free ones
+/// add up to at most this many bytes.
+pub(crate) const KEEP_FREE_BYTES: usize = 512 << 20;
+/// This many free arenas are kept whatever their size (a body as large as
+/// the frame limit allows, sent again and again, stays warm).
+pub(crate) const KEEP_ANY: usize = 2;
 /// A receiver keeps at most this many arenas mapped.
 pub(crate) const KEEP_VIEWS: usize = 2;
 /// Arenas and mappings unused this long are released.
@@ -345,17 +359,21 @@ pub(crate) fn acquire(body: usize) -> io::Result<Lease> {
 
 /// Drop every free arena now (a `ProcessPool` is dropped: what it may have
 /// left must not outlive it).
+/// The spare buffers of large decoded bodies go too (`spare.rs`).
 pub(crate) fn release_free() {
     let dropped = std::mem::take(&mut *free_list());
     drop(dropped);
+    super::spare::trim(true);
 }
 
-/// Drop the free arenas unused for [`IDLE`]. Whether any are left.
+/// Drop the free arenas (and spare buffers, `spare.rs`) unused for
+/// [`IDLE`]. Whether any are left.
 pub(crate) fn trim_free() -> bool {
+    let spare = super::spare::trim(false);
     let mut list = free_list();
     let now = Instant::now();
     list.retain(|a| now.duration_since(a.used) < IDLE);
-    !list.is_empty()
+    spare || !list.is_empty()
 }
 
 /// Unit tests that count or expect reuse of this process's free arenas hold
@@ -411,7 +429,8 @@ impl Drop for Lease {
         arena.used = Instant::now();
         let mut list = free_list();
         list.push(arena);
-        if list.len() > KEEP_FREE {
+        let mut dropped = Vec::new();
+        while over_bounds(&list) {
             // Drop one: an arena a receiver never released first (it died
             // holding it), else the least recently used.
             let victim = list
@@ -424,11 +443,20 @@ impl Drop for Lease {
                         .map(|(i, _)| i)
                 })
                 .unwrap_or(0);
-            let dropped = list.swap_remove(victim);
-            drop(list);
-            drop(dropped);
+            dropped.push(list.swap_remove(victim));
         }
+        drop(list);
+        // Unmapped and closed outside the lock.
+        drop(dropped);
     }
+}
+
+/// Whether the free list holds more than it may keep: more than
+/// [`KEEP_FREE`] arenas, or more than [`KEEP_ANY`] whose sizes add up to
+/// more than [`KEEP_FREE_BYTES`].
+fn over_bounds(list: &[Arena]) -> bool {
+    let bytes: usize = list.iter().map(|a| a.size).sum();
+    list.len() > KEEP_FREE || (list.len() > KEEP_ANY && bytes > KEEP_FREE_BYTES)
 }
 
 /// A receiver's mapping of an arena, kept between messages.
@@ -669,6 +697,33 @@ mod tests {
         drop(lease);
         views.release();
         assert!(free_count() <= KEEP_FREE);
+        release_free();
+        assert_eq!(free_count(), 0);
+    }
+
+    /// The arenas of a burst of large messages in flight at once all wait
+    /// for the next burst (a 64 MiB burst of four on 2 workers found two
+    /// fresh arenas every time when only two were kept), within the bounds
+    /// in count and bytes; two are kept whatever their size.
+    #[test]
+    fn a_burst_s_arenas_are_all_kept_within_the_bounds() {
+        let _serial = TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        release_free();
+        let body = 64 << 20;
+        let burst: Vec<Lease> = (0..4).map(|_| acquire(body).unwrap()).collect();
+        drop(burst);
+        assert_eq!(free_count(), 4, "every arena of the burst is kept");
+        let again: Vec<Lease> = (0..4).map(|_| acquire(body).unwrap()).collect();
+        assert_eq!(free_count(), 0, "the next burst takes them all");
+        drop(again);
+        let many: Vec<Lease> = (0..KEEP_FREE + 3).map(|_| acquire(10).unwrap()).collect();
+        drop(many);
+        assert_eq!(free_count(), KEEP_FREE);
+        release_free();
+        let huge = KEEP_FREE_BYTES / 2;
+        let large: Vec<Lease> = (0..3).map(|_| acquire(huge).unwrap()).collect();
+        drop(large);
+        assert_eq!(free_count(), KEEP_ANY, "two of any size");
         release_free();
         assert_eq!(free_count(), 0);
     }

@@ -127,8 +127,9 @@ fn byte_vec(bytes: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// A copy of `bytes` in a new `Vec`. A large one asks the kernel for
-/// transparent huge pages first: its pages are fresh, and faulting them in
+/// A copy of `bytes` in a `Vec`: for a large one, a spare buffer of this
+/// process if one fits (`spare.rs`), else a new one that asks the kernel
+/// for transparent huge pages first: its pages are fresh, and faulting them in
 /// 4 KiB at a time cost several times the copy itself (see
 /// `benchmarks/fresh_pages.c`). Where huge pages are off, the advice is
 /// ignored.
@@ -136,6 +137,12 @@ pub(crate) fn copy_to_vec(bytes: &[u8]) -> Vec<u8> {
     const HUGE: usize = 2 << 20;
     if bytes.len() < 2 * HUGE {
         return bytes.to_vec();
+    }
+    // A buffer this process dropped, whose pages are in memory: the copy
+    // alone (see `spare.rs`).
+    if let Some(mut vec) = super::spare::take(bytes.len()) {
+        vec.extend_from_slice(bytes);
+        return vec;
     }
     let mut vec = Vec::with_capacity(bytes.len());
     let start = vec.as_mut_ptr() as usize;

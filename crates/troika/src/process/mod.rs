@@ -105,6 +105,7 @@ mod handshake;
 mod map;
 mod pool;
 mod registry;
+mod spare;
 mod spawn;
 mod task;
 mod wire;

@@ -182,12 +182,15 @@ fn run_one<F: RemoteFn>(input: &[u8], out: &mut FrameBuf) -> Result<(), (u16, St
             )
         })?;
         let value = F::run(arg);
-        encode_typed(&value, out).map_err(|e| {
+        let encoded = encode_typed(&value, out).map_err(|e| {
             (
                 wire::RESULT_ENCODE,
                 format!("encoding the result in the worker: {e}"),
             )
-        })
+        });
+        // A large byte vector's buffer serves the next call's argument.
+        super::spare::recycle(value);
+        encoded
     });
     match staged {
         Ok(done) => done,

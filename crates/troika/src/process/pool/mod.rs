@@ -627,13 +627,16 @@ impl ProcessPool {
         };
         let (promise, handle) = pair(self.shared.owner);
         let job = Job::new(id, frame, One { promise });
-        match self.shared.enqueue(job, true, transfer) {
+        let handle = match self.shared.enqueue(job, true, transfer) {
             Ok(()) => handle,
             Err((job, _)) => {
                 job.sink().fail(TaskError::shut_down());
                 handle
             }
-        }
+        };
+        // Encoded: a large byte vector's buffer serves a result (`spare.rs`).
+        super::spare::recycle(arg);
+        handle
     }
 
     /// Queue `f(arg)`, or hand the call back if the pool is shut down or its
@@ -693,7 +696,7 @@ impl ProcessPool {
         };
         let (promise, handle) = pair(self.shared.owner);
         let job = Job::new(id, frame, One { promise });
-        match self.shared.enqueue(job, false, transfer) {
+        let submitted = match self.shared.enqueue(job, false, transfer) {
             Ok(()) => Ok(handle),
             Err((job, reason)) => {
                 // Lost a race with shutdown or another producer; the argument
@@ -706,7 +709,10 @@ impl ProcessPool {
                 });
                 Ok(handle)
             }
-        }
+        };
+        // Encoded: a large byte vector's buffer serves a result (`spare.rs`).
+        super::spare::recycle(arg);
+        submitted
     }
 
     /// Run `f` over a chunk of arguments in one message: one handle for the
