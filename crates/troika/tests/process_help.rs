@@ -347,7 +347,7 @@ fn cancels_and_timeouts_racing_waiting_threads_settle_each_task_once() {
             let pool = Arc::new(
                 ProcessPool::builder()
                     .workers(2)
-                    .task_timeout(Duration::from_millis(30))
+                    .task_timeout(Duration::from_millis(500))
                     .build()
                     .unwrap(),
             );
@@ -358,8 +358,10 @@ fn cancels_and_timeouts_racing_waiting_threads_settle_each_task_once() {
                         let mut timed_out = 0;
                         for i in 0..300u64 {
                             let x = t * 1_000_000 + i;
-                            // Every 37th call overruns the timeout.
-                            let ms = if i % 37 == 5 { 2_000 } else { 0 };
+                            // Every 97th call overruns the timeout (which
+                            // is long enough for a fresh worker's first
+                            // call on a loaded machine).
+                            let ms = if i % 97 == 5 { 5_000 } else { 0 };
                             let handle = pool.submit(nap, (x, ms));
                             let cancelled = i % 11 == 3 && handle.cancel();
                             let outcome = handle.result_timeout(LIMIT).expect("settled");
