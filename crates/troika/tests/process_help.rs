@@ -442,12 +442,11 @@ fn a_pool_dropped_while_threads_wait_releases_every_waiter() {
 /// the same pool. One worker: the second call goes to the worker whose
 /// reply the callback's thread is settling.
 ///
-/// Deadlocks today (also before the helpers came, when callbacks ran only
-/// on the I/O thread): the thread that runs the callback holds the slot's
-/// reply reader (the I/O thread in `serve`, a helper in `serve_replies`)
-/// while the callback waits for a reply only that reader can read.
+/// Deadlocked (hung 30 s, 2 runs) when the thread that runs the callback
+/// held the slot's reply reader (the I/O thread in `serve`, a helper in
+/// `serve_replies`) while the callback waited for a reply only that reader
+/// could read — already so before the helpers came, for the I/O thread.
 #[test]
-#[ignore = "known deadlock: a done-callback that waits on the same worker (see the report of fix/waiter-tests)"]
 fn a_done_callback_may_wait_on_another_task_of_the_same_pool() {
     guarded(
         "a_done_callback_may_wait_on_another_task_of_the_same_pool",
