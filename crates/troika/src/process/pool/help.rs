@@ -272,6 +272,10 @@ impl<'a> Held<'a> {
     /// Take the reader if nobody holds it; stand in for a sleeping I/O
     /// thread (its doorbell request is withdrawn while we watch).
     fn try_take(slot: &'a SlotReader) -> Option<Held<'a>> {
+        // No ring: the I/O thread sleeps in `poll` on the pipe holding the
+        // reader, and a frame a helper left in the buffer between its
+        // reads would wait there unseen. No helper reads such a worker.
+        slot.rings.as_ref()?;
         let reading = slot.reading.try_lock()?;
         if reading.io_asleep {
             let _ = reading.reader.ask_doorbell(false);
