@@ -21,6 +21,14 @@
 //! corrupted ring, the end of the stream) it leaves where it is for the
 //! I/O thread, which it wakes.
 //!
+//! User code (`Deserialize`, done-callbacks, `Drop`) runs with no reader
+//! held: a helper claims a reply under the reader (`Shared::claim_reply`,
+//! in the worker's order), copies its body, lets go, then settles it; the
+//! I/O thread does the same for replies up to 64 KiB. So a done-callback
+//! may wait on another task of the pool, even of the same worker (test
+//! `process_help::a_done_callback_may_wait_on_another_task_of_the_same_pool`,
+//! which deadlocked when the settling thread held the reader).
+//!
 //! The doorbell. While the I/O thread sleeps, a helper that holds the
 //! reader withdraws the doorbell request (the helper watches the ring, so
 //! the worker need not make a system call per reply), and asks for it
@@ -44,7 +52,8 @@ use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use super::Shared;
 use crate::process::channel::{Dir, Rings};
-use crate::process::wire::{self, FrameReader, Peek};
+use crate::process::task::Job;
+use crate::process::wire::{self, FrameReader, Header, Peek};
 
 /// Set in a process pool's owner id (see `futures::pair`): a waiter on its
 /// handles helps it through [`help_while`].
@@ -280,6 +289,10 @@ impl<'a> Held<'a> {
     /// Take the reader if nobody holds it; stand in for a sleeping I/O
     /// thread (its doorbell request is withdrawn while we watch).
     fn try_take(slot: &'a SlotReader) -> Option<Held<'a>> {
+        // No ring: the I/O thread sleeps in `poll` on the pipe holding the
+        // reader, and a frame a helper left in the buffer between its
+        // reads would wait there unseen. No helper reads such a worker.
+        slot.rings.as_ref()?;
         let reading = slot.reading.try_lock()?;
         if reading.retired {
             return None;
@@ -327,6 +340,8 @@ impl Shared {
         self.helpers.fetch_add(1, Ordering::SeqCst);
         let mut held: Option<Held<'_>> = None;
         let mut handed_over = false;
+        // The body of a reply claimed, copied out of the reader.
+        let mut body = Vec::new();
         let mut rounds = 0u32;
         let ok = loop {
             if done() {
@@ -339,24 +354,35 @@ impl Shared {
             for (k, reader) in readers.iter().enumerate() {
                 let Some(reader) = reader else { continue };
                 let index = (first + k) % slots;
-                if k == 0 {
+                let claimed = if k == 0 {
                     // The slot this thread sent to last: keep its reader
                     // while we wait, so that its worker need not ring, until
                     // it holds something for the I/O thread.
                     if held.is_none() && !handed_over {
                         held = Held::try_take(reader);
                     }
+                    let mut claimed = None;
                     if let Some(hold) = &mut held {
-                        self.serve_replies(index, hold);
+                        claimed = self.serve_reply(index, hold, &mut body);
                         if hold.handed_over {
                             handed_over = true;
                             held = None;
                         }
                     }
+                    claimed
                 } else if reader.has_unread()
                     && let Some(mut hold) = Held::try_take(reader)
                 {
-                    self.serve_replies(index, &mut hold);
+                    self.serve_reply(index, &mut hold, &mut body)
+                } else {
+                    None
+                };
+                if let Some((job, header)) = claimed {
+                    // User code (`Deserialize`, done-callbacks, `Drop`) runs
+                    // with no reader held: a callback may wait on another
+                    // task of this pool, whose reply needs a reader.
+                    held = None;
+                    self.settle_reply(job, &header, &body);
                 }
             }
             if rounds.is_multiple_of(64) {
@@ -379,29 +405,41 @@ impl Shared {
         ok
     }
 
-    /// Settle the plain replies waiting in the held reader of slot `index`;
-    /// leave anything else to the I/O thread.
-    fn serve_replies(self: &Arc<Self>, index: usize, hold: &mut Held<'_>) {
+    /// Claim the next plain reply waiting in the held reader of slot
+    /// `index`, copy its body into `body` and consume it: the caller lets
+    /// go of the reader, then settles it. Anything else is left to the I/O
+    /// thread.
+    fn serve_reply(
+        self: &Arc<Self>,
+        index: usize,
+        hold: &mut Held<'_>,
+        body: &mut Vec<u8>,
+    ) -> Option<(Option<Job>, Header)> {
         let reader = &mut hold.reading.reader;
-        loop {
-            match reader.peek_frame(wire::REPLY) {
-                Peek::Frame(header, body) => {
-                    if header.id == super::INIT_ID || !self.on_reply(index, &header, body) {
-                        // Not for a helper (the initializer's reply, or one
-                        // out of order: the I/O thread settles it, or finds
-                        // the fault).
-                        hold.handed_over = true;
-                        return;
-                    }
-                }
-                Peek::NotYet => return,
-                Peek::Other => {
+        match reader.peek_frame(wire::REPLY) {
+            Peek::Frame(header, bytes) => {
+                // Not for a helper: the initializer's reply, or one out of
+                // order (the I/O thread settles it, or finds the fault).
+                let claimed = if header.id == super::INIT_ID {
+                    None
+                } else {
+                    self.claim_reply(index, &header)
+                };
+                let Some(job) = claimed else {
                     hold.handed_over = true;
-                    return;
-                }
+                    return None;
+                };
+                body.clear();
+                body.extend_from_slice(bytes);
+                reader.skip_frame();
+                reader.shrink();
+                Some((job, header))
             }
-            reader.skip_frame();
-            reader.shrink();
+            Peek::NotYet => None,
+            Peek::Other => {
+                hold.handed_over = true;
+                None
+            }
         }
     }
 }

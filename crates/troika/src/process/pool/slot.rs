@@ -22,6 +22,11 @@ use crate::process::wire::{self, Fill, FrameReader, Header};
 /// How long the parent's reader keeps polling a worker's pipe before it blocks.
 const READER_SPIN: Duration = Duration::from_micros(25);
 
+/// Replies up to this long are copied out of the reader, so that the I/O
+/// thread settles them (running user code) without holding it; longer ones
+/// are settled from the reader's buffer or shared memory, under its lock.
+const SETTLE_COPY_MAX: usize = 64 << 10;
+
 /// Why the pool killed a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum KillReason {
@@ -352,6 +357,8 @@ impl Shared {
         slot.lock().set_max_body(self.max_frame);
         let mut ready = false;
         let mut spin_end = None;
+        // A small reply's body, copied to settle it with the reader free.
+        let mut copied = Vec::new();
         loop {
             let mut reader = slot.lock();
             let polled = match reader.poll_frame() {
@@ -420,12 +427,27 @@ impl Shared {
                     self.mark_ready(index);
                 }
                 wire::REPLY => {
-                    if !self.on_reply(index, &header, body) {
+                    let Some(job) = self.claim_reply(index, &header) else {
                         drop(reader);
                         self.protocol_error(index, Fault::Unexpected);
                         return ready;
+                    };
+                    if body.len() <= SETTLE_COPY_MAX {
+                        // User code runs with the reader free (as on a
+                        // waiting thread, see `help.rs`): a done-callback
+                        // may wait on another task of this worker, whose
+                        // reply a waiting thread then reads.
+                        copied.clear();
+                        copied.extend_from_slice(body);
+                        reader.shrink();
+                        drop(reader);
+                        self.settle_reply(job, &header, &copied);
+                    } else {
+                        // A large body is borrowed from the reader (maybe
+                        // from its shared memory): settled under the lock.
+                        self.settle_reply(job, &header, body);
+                        reader.shrink();
                     }
-                    reader.shrink();
                 }
                 _ => {
                     self.protocol_error(index, Fault::Unexpected);
@@ -435,16 +457,23 @@ impl Shared {
         }
     }
 
-    /// Settle the reply `header`/`body` read from the worker in slot
-    /// `index` (by its I/O thread or a waiting thread), and send the worker
-    /// more work if it is due. False, having changed nothing, if it is not
-    /// the reply of the call that runs (a protocol fault).
-    pub(super) fn on_reply(self: &Arc<Self>, index: usize, header: &Header, body: &[u8]) -> bool {
+    /// A reply `header` read from the worker in slot `index` (by its I/O
+    /// thread or a waiting thread), while the reader is held, so that
+    /// replies are claimed in the worker's order: take the call it answers
+    /// out of the slot and send the worker more work if it is due; the
+    /// caller then settles it ([`settle_reply`](Self::settle_reply)).
+    /// `None`, having changed nothing, if it is not the reply of the call
+    /// that runs (a protocol fault). No user code runs here.
+    pub(super) fn claim_reply(
+        self: &Arc<Self>,
+        index: usize,
+        header: &Header,
+    ) -> Option<Option<Job>> {
         let (job, batch) = {
             let mut state = self.state.lock();
             let slot = &mut state.slots[index];
             if slot.in_flight.front().map(|j| j.id) != Some(header.id) {
-                return false;
+                return None;
             }
             let job = slot.in_flight.pop_front();
             // The worker starts the next call now: it can be
@@ -470,6 +499,14 @@ impl Shared {
         if let Some(batch) = batch {
             batch.write();
         }
+        Some(job)
+    }
+
+    /// After [`claim_reply`](Self::claim_reply): settle `job` with
+    /// the reply `header`/`body`. User code runs here (a waiting thread
+    /// that read the reply calls it after letting go of the reader, so that
+    /// a done-callback may wait on another task of the pool).
+    pub(super) fn settle_reply(&self, job: Option<Job>, header: &Header, body: &[u8]) {
         if let Some(job) = job {
             // User code runs here (`Deserialize`, done-callbacks,
             // `Drop`): `finish` catches its panics, and a panic that
@@ -490,7 +527,6 @@ impl Shared {
                 self.note_outcome(ok);
             }
         }
-        true
     }
 
     /// Reading the worker's stream in slot `index` failed with `error`
