@@ -69,6 +69,13 @@ thread_local! {
     /// The pool and slot this thread last sent a call to: where a waiter
     /// looks first.
     static LAST_SLOT: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+    /// The pool and slot this thread is the I/O thread of (owner 0: none).
+    static IO_SLOT: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// This thread is the I/O thread of slot `index` of pool `owner`.
+pub(super) fn mark_io_thread(owner: usize, index: usize) {
+    IO_SLOT.with(|io| io.set((owner, index)));
 }
 
 /// A new owner id for a pool, registered so that waiters find it.
@@ -333,7 +340,19 @@ impl Shared {
     fn help(self: &Arc<Self>, done: &dyn Fn() -> bool, until: Instant) -> bool {
         let slots = self.readers.len();
         let (owner, last) = LAST_SLOT.with(std::cell::Cell::get);
-        let first = if owner == self.owner { last % slots } else { 0 };
+        // A done-callback that waits, run by one of this pool's I/O threads
+        // (which settled its reply): nobody else reads that slot while the
+        // callback runs, so this wait stands in for its I/O thread and does
+        // not give up (no budget, no sleep) until the task is done.
+        let (io_owner, io_index) = IO_SLOT.with(std::cell::Cell::get);
+        let stand_in = io_owner == self.owner;
+        let first = if stand_in {
+            io_index % slots
+        } else if owner == self.owner {
+            last % slots
+        } else {
+            0
+        };
         let readers: Vec<Option<Arc<SlotReader>>> = (0..slots)
             .map(|k| self.slot_reader((first + k) % slots))
             .collect();
@@ -348,7 +367,7 @@ impl Shared {
                 break true;
             }
             rounds += 1;
-            if rounds.is_multiple_of(16) && Instant::now() >= until {
+            if !stand_in && rounds.is_multiple_of(16) && Instant::now() >= until {
                 break done();
             }
             for (k, reader) in readers.iter().enumerate() {
@@ -386,7 +405,7 @@ impl Shared {
                 }
             }
             if rounds.is_multiple_of(64) {
-                if held.as_ref().is_some_and(|hold| hold.slot.shares_cpu()) {
+                if !stand_in && held.as_ref().is_some_and(|hold| hold.slot.shares_cpu()) {
                     // The worker spins on this very CPU: spinning here only
                     // takes turns with it. Sleep instead (the I/O thread
                     // settles the reply), which also lets the scheduler

@@ -91,6 +91,7 @@ impl Shared {
     /// The life of one worker slot: start a worker, serve it, and when it
     /// exits settle its tasks and start the next, until the pool shuts down.
     pub(super) fn slot_thread(self: Arc<Self>, index: usize, mut first: Option<Installed>) {
+        super::help::mark_io_thread(self.owner, index);
         loop {
             let installed = match first.take() {
                 Some(installed) => installed,
