@@ -7,7 +7,7 @@ mod ipc_support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ipc_support::{guarded, holds_frame_memfd, one_worker_with_timeout, wait_until};
+use ipc_support::{guarded, holds_frame_memfd, one_worker_with_timeout, settled, wait_until};
 use troika::{ErrorKind, Exit, Process, ProcessPool};
 
 const SIGKILL: i32 = 9;
@@ -385,13 +385,13 @@ fn dropped_pool_and_process_leave_no_process_thread_or_descriptor() {
             assert_eq!(pool.submit(add_one, 1).result().unwrap(), 2);
             drop(pool);
             assert!(children_of(me).is_empty(), "{:?}", children_of(me));
-            assert_eq!(thread_count(), threads);
+            assert_eq!(settled(threads, thread_count), threads);
             assert_eq!(fd_count(), fds);
 
             let p = Process::spawn(add_one, 1).unwrap();
             assert_eq!(p.join().unwrap(), 2);
             assert!(children_of(me).is_empty(), "{:?}", children_of(me));
-            assert_eq!(thread_count(), threads);
+            assert_eq!(settled(threads, thread_count), threads);
             assert_eq!(fd_count(), fds);
         },
     );
@@ -447,7 +447,7 @@ fn dropped_executors_and_commands_leave_no_thread_or_descriptor() {
                 .unwrap();
             assert_eq!(pool.submit(|| 1).result().unwrap(), 1);
             drop(pool);
-            assert_eq!(thread_count(), threads, "ThreadPool");
+            assert_eq!(settled(threads, thread_count), threads, "ThreadPool");
             assert_eq!(fd_count(), fds, "ThreadPool");
 
             let executor = troika::aio::AsyncExecutor::builder()
@@ -458,7 +458,7 @@ fn dropped_executors_and_commands_leave_no_thread_or_descriptor() {
             assert_eq!(executor.spawn_blocking(|| 2).result().unwrap(), 2);
             drop(executor);
             assert_eq!(
-                thread_count(),
+                settled(threads, thread_count),
                 threads,
                 "AsyncExecutor: {:?}",
                 thread_names()

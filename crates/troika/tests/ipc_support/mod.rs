@@ -179,6 +179,22 @@ pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// What `read()` gives once it equals `expected`, or its last value after
+/// a few seconds (the failure path): for counts the kernel settles a moment
+/// after the event a test waits on, such as `/proc/self/task`, which may
+/// still list a thread after a join returned from it (the joiner is woken
+/// before the exiting thread is released).
+pub fn settled<T: PartialEq>(expected: T, mut read: impl FnMut() -> T) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = read();
+        if value == expected || Instant::now() >= deadline {
+            return value;
+        }
+        std::thread::yield_now();
+    }
+}
+
 /// Whether process `pid` holds the memfd of a large frame (troika's
 /// `memfd:troika-frame`, or an arena, `memfd:troika-arena`): open, or
 /// mapped. A fresh worker that does has received a large call's argument
