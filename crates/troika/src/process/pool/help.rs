@@ -270,6 +270,13 @@ impl SlotReader {
 /// The reader, locked.
 pub(super) struct MappedReader<'a>(MutexGuard<'a, Reading>);
 
+impl MappedReader<'_> {
+    /// The I/O thread stops reading here (see [`SlotReader::retire`]).
+    pub(super) fn retire(&mut self) {
+        self.0.retired = true;
+    }
+}
+
 impl std::ops::Deref for MappedReader<'_> {
     type Target = FrameReader;
 

@@ -146,8 +146,9 @@ impl Shared {
                             let reader = Arc::new(reader);
                             *self.readers[index].lock() = Some(Arc::clone(&reader));
                             let ready = self.serve(index, &reader);
-                            // Before the worker's tasks are settled: a
-                            // helper must not read its stream after that.
+                            // (`serve` retires the stream on every way out,
+                            // holding the reader: a helper must not read on
+                            // past where the I/O thread stopped.)
                             reader.retire();
                             *self.readers[index].lock() = None;
                             ready
@@ -364,7 +365,10 @@ impl Shared {
             let mut reader = slot.lock();
             let polled = match reader.poll_frame() {
                 Ok(Fill::Ready) => reader.take_frame().map(Some),
-                Ok(Fill::Eof) => return ready,
+                Ok(Fill::Eof) => {
+                    reader.retire();
+                    return ready;
+                }
                 Ok(Fill::Short) => Ok(None),
                 Err(e) => Err(e),
             };
@@ -375,6 +379,7 @@ impl Shared {
                     match slot.wait(&self.helpers, READER_SPIN, &mut spin_end) {
                         Ok(()) => continue,
                         Err(e) => {
+                            slot.retire();
                             self.read_failed(index, None, &e);
                             return ready;
                         }
@@ -382,6 +387,7 @@ impl Shared {
                 }
                 Err(e) => {
                     let refused = reader.refused();
+                    reader.retire();
                     drop(reader);
                     self.read_failed(index, refused, &e);
                     return ready;
@@ -422,6 +428,7 @@ impl Shared {
                             "in worker {pid}: {}",
                             String::from_utf8_lossy(body)
                         ));
+                        reader.retire();
                         return ready;
                     }
                     ready = true;
@@ -429,6 +436,7 @@ impl Shared {
                 }
                 wire::REPLY => {
                     let Some(job) = self.claim_reply(index, &header) else {
+                        reader.retire();
                         drop(reader);
                         self.protocol_error(index, Fault::Unexpected);
                         return ready;
@@ -451,6 +459,7 @@ impl Shared {
                     }
                 }
                 _ => {
+                    reader.retire();
                     self.protocol_error(index, Fault::Unexpected);
                     return ready;
                 }
