@@ -650,20 +650,22 @@ impl FrameReader {
         result
     }
 
-    /// The ring's doorbell request, for a reader that stands in for its
-    /// sleeping owner: `false` withdraws it (the stand-in watches the ring,
-    /// so writers need not ring); `true` asks for it again, and says
-    /// whether bytes came meanwhile (then the request is withdrawn, and
-    /// the owner must be woken some other way).
-    pub(crate) fn ask_doorbell(&self, ask: bool) -> io::Result<bool> {
-        let Some(ring) = &self.ring else {
-            return Ok(false);
-        };
-        if ask {
-            ring.sleep_begin()
-        } else {
+    /// For a reader that stands in for its sleeping owner: withdraw the
+    /// ring's doorbell request (the stand-in watches the ring, so writers
+    /// need not ring).
+    pub(crate) fn stop_doorbell(&self) {
+        if let Some(ring) = &self.ring {
             ring.sleep_end();
-            Ok(false)
+        }
+    }
+
+    /// The stand-in lets go: ask for the doorbell again, and say whether
+    /// bytes came meanwhile (then the request is withdrawn, and the owner
+    /// must be woken some other way).
+    pub(crate) fn ask_doorbell(&self) -> io::Result<bool> {
+        match &self.ring {
+            Some(ring) => ring.sleep_begin(),
+            None => Ok(false),
         }
     }
 

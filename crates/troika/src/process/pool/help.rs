@@ -312,7 +312,7 @@ impl<'a> Held<'a> {
             return None;
         }
         if reading.io_asleep {
-            let _ = reading.reader.ask_doorbell(false);
+            reading.reader.stop_doorbell();
         }
         Some(Held {
             slot,
@@ -330,7 +330,7 @@ impl Drop for Held<'_> {
             // Awake (blocked on the lock, or about to take it): it reads.
             return;
         }
-        let came = self.reading.reader.ask_doorbell(true).unwrap_or(true);
+        let came = self.reading.reader.ask_doorbell().unwrap_or(true);
         if came || self.handed_over || self.reading.reader.has_buffered() {
             self.slot.ring_bell();
         }
