@@ -516,3 +516,27 @@ fn waiters_on_several_pools_at_once_get_their_own_values() {
         },
     );
 }
+
+/// The waiting thread and the worker pinned to one CPU: every round trip
+/// meets the worker spinning on the waiter's own CPU, so the waiter stops
+/// helping and sleeps, and the I/O thread settles the reply. Each of many
+/// round trips still gets its exact value.
+#[test]
+fn a_waiter_on_its_worker_s_cpu_sleeps_and_still_gets_every_reply() {
+    guarded(
+        "a_waiter_on_its_worker_s_cpu_sleeps_and_still_gets_every_reply",
+        LIMIT,
+        || {
+            let pool = ProcessPool::new(1).unwrap();
+            let pid = pool.submit(worker_pid, 0).result().unwrap();
+            let mut one = rustix::thread::CpuSet::new();
+            one.set(0);
+            rustix::thread::sched_setaffinity(None, &one).unwrap();
+            rustix::thread::sched_setaffinity(Pid::from_raw(pid as i32), &one).unwrap();
+            for x in 0..2_000u64 {
+                assert_eq!(pool.submit(double, x).result().unwrap(), 2 * x, "task {x}");
+            }
+            assert_eq!(pool.submit(worker_pid, 0).result().unwrap(), pid);
+        },
+    );
+}
