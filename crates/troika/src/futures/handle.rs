@@ -124,8 +124,9 @@ struct Slow<T> {
     /// True while the outcome is out on loan to the callbacks.
     lent: bool,
     waker: Option<Waker>,
-    /// What a `cancel()` of a `KILLABLE` running task wakes: the process
-    /// pool's kill hook (see [`Hook`]), or the waker a future left when it
+    /// What a `cancel()` of a `KILLABLE` running task wakes: an executor's
+    /// kill hook (see [`Hook`]; the process pool needs none, see
+    /// [`Promise::mark_killable`]), or the waker a future left when it
     /// last returned `Pending` (none before that, so a task that never
     /// waits pays nothing), which makes it drop itself on its next poll.
     /// See [`Promise::park_until_decided`].
@@ -566,6 +567,11 @@ impl<T> Handle<T> {
                 self.inner.publish(Err(TaskError::cancelled()), true);
                 if let Some(kill) = kill {
                     kill.wake();
+                } else if self.inner.owner & crate::process::PROCESS_OWNER != 0 {
+                    // A process pool marks the call its worker runs killable
+                    // without a hook (no allocation per task): it finds the
+                    // call by its state and kills that worker.
+                    crate::process::kill_running(self.inner.owner, Arc::as_ptr(&self.inner).cast());
                 }
                 true
             }
@@ -771,6 +777,20 @@ impl<T> Promise<T> {
     pub fn set_kill(&self, kill: Box<dyn FnOnce() + Send>) {
         let hook = Hook(std::sync::Mutex::new(Some(kill)));
         self.inner.set_kill(Waker::from(Arc::new(hook)));
+    }
+
+    /// Let `cancel()` stop the running task through its executor, which
+    /// finds it by [`id`](Self::id) (the process pool kills the worker that
+    /// runs it): as [`set_kill`](Self::set_kill) without a hook, and without
+    /// making the completion take the slow path.
+    pub(crate) fn mark_killable(&self) {
+        self.inner.state.fetch_or(KILLABLE, Ordering::AcqRel);
+    }
+
+    /// What identifies this task to [`mark_killable`](Self::mark_killable)'s
+    /// executor: the address of its shared state.
+    pub(crate) fn id(&self) -> *const () {
+        Arc::as_ptr(&self.inner).cast()
     }
 }
 

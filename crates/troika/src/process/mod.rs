@@ -115,7 +115,7 @@ pub use child::{Process, ProcessBuilder, SpawnError};
 pub use command::{CommandOutput, CommandStatus, GroupChild, GroupKiller};
 pub use encoded::{call_encoded, decode_value, encode_value, is_registered};
 pub use map::{ProcessMap, ProcessMapUnordered};
-pub(crate) use pool::help::{PROCESS_OWNER, help_while};
+pub(crate) use pool::help::{PROCESS_OWNER, help_while, kill_running};
 pub use pool::{ProcessPool, ProcessPoolBuilder};
 pub use registry::RemoteFn;
 pub use task::Call;

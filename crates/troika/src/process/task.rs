@@ -75,8 +75,11 @@ pub(crate) trait Sink: Send {
     fn start(&self) -> bool;
     /// Whether its outcome is decided (cancelled, timed out).
     fn is_done(&self) -> bool;
-    /// What `cancel()` of the running task does.
-    fn set_kill(&self, kill: Box<dyn FnOnce() + Send>);
+    /// The worker runs the task now: `cancel()` kills it (the pool finds
+    /// the task by [`id`](Self::id), see `Shared::kill_running`).
+    fn mark_killable(&self);
+    /// Its promise's identity.
+    fn id(&self) -> *const ();
     /// Decode the worker's reply and complete the task, calling `count`
     /// with whether it succeeded just before the outcome is published (so
     /// the pool's counters already hold a task whose handle is settled).
@@ -286,8 +289,12 @@ impl<R: DeserializeOwned + Send + 'static> Sink for One<R> {
         self.promise.is_done()
     }
 
-    fn set_kill(&self, kill: Box<dyn FnOnce() + Send>) {
-        self.promise.set_kill(kill);
+    fn mark_killable(&self) {
+        self.promise.mark_killable();
+    }
+
+    fn id(&self) -> *const () {
+        self.promise.id()
     }
 
     fn finish(&self, status: u16, body: &[u8], count: &dyn Fn(bool)) -> bool {
@@ -324,8 +331,12 @@ impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
         self.promise.is_done()
     }
 
-    fn set_kill(&self, kill: Box<dyn FnOnce() + Send>) {
-        self.promise.set_kill(kill);
+    fn mark_killable(&self) {
+        self.promise.mark_killable();
+    }
+
+    fn id(&self) -> *const () {
+        self.promise.id()
     }
 
     fn finish(&self, status: u16, body: &[u8], count: &dyn Fn(bool)) -> bool {

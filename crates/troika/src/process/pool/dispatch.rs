@@ -172,7 +172,7 @@ impl Shared {
                 // Behind calls in flight, the first call is not the one
                 // that runs: it gets its hook when it reaches the front.
                 if !busy {
-                    self.arm_cancel(&job, index, slot.generation);
+                    Self::arm_cancel(&job);
                 }
                 first = Some(task);
             } else {
@@ -196,16 +196,10 @@ impl Shared {
         })
     }
 
-    /// Point the task's `cancel()` at the worker in slot `index`, of
-    /// `generation`, that runs it now.
-    pub(super) fn arm_cancel(self: &Arc<Self>, job: &Job, index: usize, generation: u64) {
-        let weak = Arc::downgrade(self);
-        let id = job.id;
-        job.sink().set_kill(Box::new(move || {
-            if let Some(shared) = weak.upgrade() {
-                shared.kill_running(index, generation, id, KillReason::Cancelled);
-            }
-        }));
+    /// The worker in slot `index` runs `job` now: its `cancel()` kills that
+    /// worker (see [`kill_running`](Self::kill_running)).
+    pub(super) fn arm_cancel(job: &Job) {
+        job.sink().mark_killable();
     }
 
     /// Tell a watchdog that waits with no deadline that a task started.
@@ -228,23 +222,27 @@ impl Shared {
         Some(batch)
     }
 
-    /// Kill the worker in slot `index` if it is still running task `id`.
-    pub(super) fn kill_running(&self, index: usize, generation: u64, id: u64, reason: KillReason) {
+    /// `cancel()` decided the task whose promise is `task` (see
+    /// [`Sink::id`](crate::process::task::Sink::id)): kill the worker that
+    /// runs it, if one does. A call whose reply was claimed meanwhile, or
+    /// that went back to the queue after its worker died, is at no worker's
+    /// front: its reply (if any) is dropped and a queued copy is skipped.
+    pub(super) fn kill_running(&self, task: *const ()) {
         let mut state = self.state.lock();
-        let Some(slot) = state.slots.get_mut(index) else {
+        for slot in &mut state.slots {
+            let Some(front) = slot.in_flight.front() else {
+                continue;
+            };
+            if front.sink().id() != task {
+                continue;
+            }
+            if slot.kill_reason.is_none() {
+                slot.kill_reason = Some((front.id, KillReason::Cancelled));
+            }
+            if let Some(worker) = &slot.worker {
+                worker.child.signal(Signal::KILL);
+            }
             return;
-        };
-        if slot.generation != generation || slot.in_flight.front().map(|j| j.id) != Some(id) {
-            // Finished, or requeued after its worker died: its outcome is
-            // decided, so its reply (if any) is dropped and a queued copy is
-            // skipped.
-            return;
-        }
-        if slot.kill_reason.is_none() {
-            slot.kill_reason = Some((id, reason));
-        }
-        if let Some(worker) = &slot.worker {
-            worker.child.signal(Signal::KILL);
         }
     }
 

@@ -101,17 +101,27 @@ pub(super) fn note_sent(owner: usize, index: usize) {
 /// While `done()` is false and `until` has not passed, read and settle the
 /// replies of the pool `owner`'s workers. Returns `done()`.
 pub(crate) fn help_while(owner: usize, done: &dyn Fn() -> bool, until: Instant) -> bool {
-    let shared = {
-        let pools = POOLS.read();
-        pools
-            .iter()
-            .find(|(id, _)| *id == owner)
-            .and_then(|(_, shared)| shared.upgrade())
-    };
-    match shared {
+    match pool_of(owner) {
         Some(shared) => shared.help(done, until),
         None => done(),
     }
+}
+
+/// `cancel()` decided a running task of the pool `owner`, whose promise is
+/// `task`: kill the worker that runs it.
+pub(crate) fn kill_running(owner: usize, task: *const ()) {
+    if let Some(shared) = pool_of(owner) {
+        shared.kill_running(task);
+    }
+}
+
+/// The pool of `owner`, while it lives.
+fn pool_of(owner: usize) -> Option<Arc<Shared>> {
+    let pools = POOLS.read();
+    pools
+        .iter()
+        .find(|(id, _)| *id == owner)
+        .and_then(|(_, shared)| shared.upgrade())
 }
 
 /// One worker's reply reader, shared by its slot's I/O thread and the

@@ -27,6 +27,9 @@ const READER_SPIN: Duration = Duration::from_micros(25);
 /// are settled from the reader's buffer or shared memory, under its lock.
 const SETTLE_COPY_MAX: usize = 64 << 10;
 
+/// At most this many replies already read are claimed together.
+const CLAIM_MAX: usize = 64;
+
 /// Why the pool killed a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum KillReason {
@@ -359,8 +362,11 @@ impl Shared {
         slot.lock().set_max_body(self.max_frame);
         let mut ready = false;
         let mut spin_end = None;
-        // A small reply's body, copied to settle it with the reader free.
+        // Small replies' bodies, copied to settle them with the reader
+        // free, with their headers and where each body ends in `copied`.
         let mut copied = Vec::new();
+        let mut headers: Vec<(Header, usize)> = Vec::new();
+        let mut jobs = Vec::new();
         loop {
             let mut reader = slot.lock();
             let polled = match reader.poll_frame() {
@@ -434,6 +440,46 @@ impl Shared {
                     ready = true;
                     self.mark_ready(index);
                 }
+                wire::REPLY if body.len() <= SETTLE_COPY_MAX => {
+                    // User code runs with the reader free (as on a waiting
+                    // thread, see `help.rs`): a done-callback may wait on
+                    // another task of this worker, whose reply a waiting
+                    // thread then reads. The small replies already here
+                    // are claimed together (one lock of the pool's state,
+                    // one look at the clock: a burst's replies arrive
+                    // faster than one at a time).
+                    copied.clear();
+                    copied.extend_from_slice(body);
+                    headers.clear();
+                    headers.push((header, copied.len()));
+                    while headers.len() < CLAIM_MAX {
+                        let wire::Peek::Frame(next, bytes) = reader.peek_frame(wire::REPLY) else {
+                            break;
+                        };
+                        if next.id == INIT_ID || bytes.len() > SETTLE_COPY_MAX {
+                            break;
+                        }
+                        copied.extend_from_slice(bytes);
+                        headers.push((next, copied.len()));
+                        reader.skip_frame();
+                    }
+                    let claimed =
+                        self.claim_replies(index, headers.iter().map(|(h, _)| h), |j| jobs.push(j));
+                    if claimed < headers.len() {
+                        reader.retire();
+                    }
+                    reader.shrink();
+                    drop(reader);
+                    let mut start = 0;
+                    for (job, (header, end)) in jobs.drain(..).zip(&headers) {
+                        self.settle_reply(job, header, &copied[start..*end]);
+                        start = *end;
+                    }
+                    if claimed < headers.len() {
+                        self.protocol_error(index, Fault::Unexpected);
+                        return ready;
+                    }
+                }
                 wire::REPLY => {
                     let Some(job) = self.claim_reply(index, &header) else {
                         reader.retire();
@@ -441,22 +487,10 @@ impl Shared {
                         self.protocol_error(index, Fault::Unexpected);
                         return ready;
                     };
-                    if body.len() <= SETTLE_COPY_MAX {
-                        // User code runs with the reader free (as on a
-                        // waiting thread, see `help.rs`): a done-callback
-                        // may wait on another task of this worker, whose
-                        // reply a waiting thread then reads.
-                        copied.clear();
-                        copied.extend_from_slice(body);
-                        reader.shrink();
-                        drop(reader);
-                        self.settle_reply(job, &header, &copied);
-                    } else {
-                        // A large body is borrowed from the reader (maybe
-                        // from its shared memory): settled under the lock.
-                        self.settle_reply(job, &header, body);
-                        reader.shrink();
-                    }
+                    // A large body is borrowed from the reader (maybe from
+                    // its shared memory): settled under the lock.
+                    self.settle_reply(job, &header, body);
+                    reader.shrink();
                 }
                 _ => {
                     reader.retire();
@@ -479,37 +513,61 @@ impl Shared {
         index: usize,
         header: &Header,
     ) -> Option<Option<Job>> {
-        let (job, batch) = {
+        let mut job = None;
+        let claimed = self.claim_replies(index, std::iter::once(header), |j| job = j);
+        (claimed == 1).then_some(job)
+    }
+
+    /// [`claim_reply`](Self::claim_reply) for several replies of slot
+    /// `index` in the worker's order, under one lock: each job claimed goes
+    /// to `take`. Returns how many were claimed: all of
+    /// them, or up to the first that is not the reply of the call that
+    /// runs (a protocol fault).
+    pub(super) fn claim_replies<'h>(
+        self: &Arc<Self>,
+        index: usize,
+        headers: impl Iterator<Item = &'h Header>,
+        mut take: impl FnMut(Option<Job>),
+    ) -> usize {
+        let (claimed, batch) = {
             let mut state = self.state.lock();
+            let mut claimed = 0;
+            let mut avg_run_us = state.avg_run_us;
             let slot = &mut state.slots[index];
-            if slot.in_flight.front().map(|j| j.id) != Some(header.id) {
-                return None;
+            for header in headers {
+                if slot.in_flight.front().map(|j| j.id) != Some(header.id) {
+                    break;
+                }
+                take(slot.in_flight.pop_front());
+                avg_run_us = 0.9 * avg_run_us + 0.1 * f64::from(header.aux);
+                claimed += 1;
             }
-            let job = slot.in_flight.pop_front();
-            // The worker starts the next call now: it can be
-            // cancelled from here on.
+            if claimed == 0 {
+                return 0;
+            }
+            slot.tasks_done += claimed;
+            // The worker starts the next call now: it can be cancelled from
+            // here on, and its deadline is later than the one the watchdog
+            // waits for.
             if let Some(next) = slot.in_flight.front() {
-                self.arm_cancel(next, index, slot.generation);
+                Self::arm_cancel(next);
             }
-            slot.tasks_done += 1;
             slot.running_since = Some(Instant::now());
             let idle = slot.in_flight.is_empty();
-            state.avg_run_us = 0.9 * state.avg_run_us + 0.1 * f64::from(header.aux);
-            // The next call in flight starts now: its deadline
-            // is later than the one the watchdog waits for.
+            state.avg_run_us = avg_run_us;
             let batch = if idle {
                 self.after_idle(&mut state, index)
             } else {
-                // Short calls: the next batch goes before the
-                // worker runs dry.
+                // Short calls: the next batch goes before the worker runs
+                // dry.
                 self.take_batch_for(&mut state, index, true)
             };
-            (job, batch)
+            (claimed, batch)
         };
         if let Some(batch) = batch {
             batch.write();
         }
-        Some(job)
+        claimed
     }
 
     /// After [`claim_reply`](Self::claim_reply): settle `job` with
