@@ -130,6 +130,10 @@ impl<S: Sink + Sync> Pending for Posted<S> {
 /// A queued or running task.
 pub(crate) struct Job {
     pub(crate) id: u64,
+    /// Its call frame's length, kept beside the id: dispatch sums the
+    /// lengths of the calls in flight, which must not touch each task's
+    /// allocation (a cache miss per call).
+    pub(crate) len: usize,
     /// Its whole call frame and its sink.
     pub(crate) task: Arc<dyn Pending>,
     /// Whether `sink().start()` already claimed it.
@@ -140,6 +144,7 @@ impl Job {
     pub(crate) fn new<S: Sink + Sync + 'static>(id: u64, frame: Frame, sink: S) -> Job {
         Job {
             id,
+            len: frame.len(),
             task: Arc::new(Posted { frame, sink }),
             started: false,
         }
@@ -149,9 +154,6 @@ impl Job {
         self.task.sink()
     }
 
-    pub(crate) fn frame(&self) -> &Frame {
-        self.task.frame()
-    }
 }
 
 impl std::fmt::Debug for Job {
@@ -164,11 +166,21 @@ impl std::fmt::Debug for Job {
 
 /// The frame of a call to `F`, up to its argument.
 fn begin_call<F: RemoteFn>(id: u64, kind: u16, capacity: usize) -> Result<FrameBuf, TaskError> {
-    if registry::lookup(F::NAME).is_none() {
-        return Err(TaskError::new(ErrorKind::Failed(format!(
-            "no function named `{}` is registered (define it with troika::remote!)",
-            F::NAME
-        ))));
+    thread_local! {
+        /// The name this thread last found registered: a burst of calls to
+        /// one function looks it up once.
+        static KNOWN: std::cell::Cell<(*const u8, usize)> =
+            const { std::cell::Cell::new((std::ptr::null(), 0)) };
+    }
+    let key = (F::NAME.as_ptr(), F::NAME.len());
+    if KNOWN.get() != key {
+        if registry::lookup(F::NAME).is_none() {
+            return Err(TaskError::new(ErrorKind::Failed(format!(
+                "no function named `{}` is registered (define it with troika::remote!)",
+                F::NAME
+            ))));
+        }
+        KNOWN.set(key);
     }
     let name = F::NAME.as_bytes();
     let mut frame = FrameBuf::frame(name.len() + capacity);

@@ -136,7 +136,7 @@ impl Shared {
             {
                 return None;
             }
-            bytes = slot.in_flight.iter().map(|job| job.frame().len()).sum();
+            bytes = slot.in_flight.iter().map(|job| job.len).sum();
         }
         let limit = if busy { PIPELINE_BYTES } else { BATCH_BYTES };
         let writer = Arc::clone(worker.writer.as_ref()?);
@@ -146,7 +146,7 @@ impl Shared {
             // A call sent again after its worker died goes first in a batch
             // to an idle worker: it may carry a cancel hook aimed at its old
             // worker (below).
-            let full = 1 + rest.len() >= target || bytes + job.frame().len() > limit || job.started;
+            let full = 1 + rest.len() >= target || bytes + job.len > limit || job.started;
             if (first.is_some() || busy) && full {
                 break;
             }
@@ -166,7 +166,7 @@ impl Shared {
             // the front (see `serve`). Until then `cancel()` returns false for
             // them: they are claimed and will run, like the calls Python's
             // pool has moved to its call queue.
-            bytes += job.frame().len();
+            bytes += job.len;
             let task: Arc<dyn Outgoing> = Arc::clone(&job.task) as Arc<dyn Outgoing>;
             if first.is_none() {
                 // Behind calls in flight, the first call is not the one
