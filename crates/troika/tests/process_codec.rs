@@ -799,3 +799,32 @@ fn reply_for_a_call_that_is_not_running_fails_the_task_as_a_protocol_error() {
         },
     );
 }
+
+#[test]
+fn a_forged_reply_behind_real_ones_settles_those_and_fails_its_task() {
+    guarded(
+        "a_forged_reply_behind_real_ones_settles_those_and_fails_its_task",
+        Duration::from_secs(60),
+        || {
+            let pool = one_worker();
+            for _ in 0..20 {
+                let pid = pool.submit(worker_pid, ()).result().unwrap();
+                // Real replies queued ahead of a forged one reach the parent
+                // together, and are claimed together (`claim_replies`): each
+                // real one settles with its own value, the forged one stops
+                // the batch and fails the call that was running.
+                let real: Vec<_> = (0..40).map(|_| pool.submit(worker_pid, ())).collect();
+                let forged = pool.submit(forge_reply, 0);
+                for handle in real {
+                    assert_eq!(handle.result().unwrap(), pid);
+                }
+                let err = forged.result().unwrap_err();
+                assert!(
+                    matches!(err.kind(), ErrorKind::Failed(m) if m.contains("protocol")),
+                    "{err}"
+                );
+                assert_ne!(pool.submit(worker_pid, ()).result().unwrap(), pid);
+            }
+        },
+    );
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use std::panic::AssertUnwindSafe;
 use std::task::{Context, Poll};
 
+use crossbeam_utils::CachePadded;
 use futures::FutureExt;
 use parking_lot::{Condvar, Mutex};
 use tokio::runtime::{Handle as RuntimeHandle, Runtime};
@@ -231,7 +232,7 @@ impl AsyncExecutorBuilder {
                 idle_lock: Mutex::new(()),
                 idle: Condvar::new(),
                 workers,
-                submitted: Padded(AtomicUsize::new(0)),
+                submitted: CachePadded::new(AtomicUsize::new(0)),
                 ended: Default::default(),
             }),
             runtime: Mutex::new(runtime),
@@ -258,11 +259,11 @@ struct Shared {
     /// Tasks submitted, written by the submitting threads only: on a cache
     /// line of its own, so that submitting does not contend with the
     /// runtime's threads, which write `ended`.
-    submitted: Padded<AtomicUsize>,
+    submitted: CachePadded<AtomicUsize>,
     /// What the runtime's threads count, each thread in its own shard (see
     /// [`shard`]), so that two workers do not take turns at one cache line;
     /// a count is the sum over the shards.
-    ended: [Padded<Ends>; SHARDS],
+    ended: [CachePadded<Ends>; SHARDS],
 }
 
 /// How many shards of [`Ends`] an executor has.
@@ -295,19 +296,6 @@ struct Ends {
     /// Tasks that ended without starting (cancelled while queued, or shut
     /// out by a shutdown).
     left: AtomicUsize,
-}
-
-/// A value alone on its cache line (two lines: adjacent-line prefetch).
-#[repr(align(128))]
-#[derive(Default)]
-struct Padded<T>(T);
-
-impl<T> std::ops::Deref for Padded<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.0
-    }
 }
 
 /// Futures on a tokio runtime, behind the same API as the pools: `submit`

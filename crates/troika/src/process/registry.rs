@@ -63,7 +63,7 @@ pub trait RemoteFn: Copy + Send + Sync + 'static {
 
 /// Run a request for function `F`: decode the input, call, encode the reply
 /// body into `out`. Returns the reply status.
-type Trampoline = fn(input: &[u8], chunk: bool, out: &mut FrameBuf) -> u16;
+pub(crate) type Trampoline = fn(input: &[u8], chunk: bool, out: &mut FrameBuf) -> u16;
 
 /// One entry of the registry. Public only for [`remote!`](crate::remote).
 #[doc(hidden)]
@@ -97,12 +97,17 @@ pub static REMOTE_FNS: [Registration];
 /// attacker chooses, so flooding is not a concern, and SipHash over a
 /// 40-byte module path cost more than the rest of the lookup.
 pub(crate) fn lookup(name: &str) -> Option<Trampoline> {
+    lookup_entry(name).map(|(_, run)| run)
+}
+
+/// [`lookup`], with the registered name (which lives as long as the program).
+pub(crate) fn lookup_entry(name: &str) -> Option<(&'static str, Trampoline)> {
     type Index = HashMap<&'static str, Trampoline, BuildHasherDefault<NameHasher>>;
     static INDEX: OnceLock<Index> = OnceLock::new();
     INDEX
         .get_or_init(|| REMOTE_FNS.iter().map(|r| (r.name, r.run)).collect())
-        .get(name)
-        .copied()
+        .get_key_value(name)
+        .map(|(name, run)| (*name, *run))
 }
 
 /// The registry's hasher: 8 bytes per step, rotate, xor, multiply (the

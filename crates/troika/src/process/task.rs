@@ -153,7 +153,6 @@ impl Job {
     pub(crate) fn sink(&self) -> &dyn Sink {
         self.task.sink()
     }
-
 }
 
 impl std::fmt::Debug for Job {

@@ -144,8 +144,8 @@ impl Shared {
         let mut rest = Vec::new();
         while let Some(job) = queue.front() {
             // A call sent again after its worker died goes first in a batch
-            // to an idle worker: it may carry a cancel hook aimed at its old
-            // worker (below).
+            // to an idle worker: it is still marked killable from its old
+            // worker (below), so it must run at the front.
             let full = 1 + rest.len() >= target || bytes + job.len > limit || job.started;
             if (first.is_some() || busy) && full {
                 break;
@@ -162,15 +162,15 @@ impl Shared {
                 continue; // sent again after a death, and cancelled meanwhile
             }
             // Only the first call of a batch can be cancelled now (by killing
-            // the worker); the ones behind it get their hook when they reach
-            // the front (see `serve`). Until then `cancel()` returns false for
+            // the worker); the ones behind it become killable when they
+            // reach the front (see `claim_replies`). Until then `cancel()` returns false for
             // them: they are claimed and will run, like the calls Python's
             // pool has moved to its call queue.
             bytes += job.len;
             let task: Arc<dyn Outgoing> = Arc::clone(&job.task) as Arc<dyn Outgoing>;
             if first.is_none() {
                 // Behind calls in flight, the first call is not the one
-                // that runs: it gets its hook when it reaches the front.
+                // that runs: it becomes killable when it reaches the front.
                 if !busy {
                     Self::arm_cancel(&job);
                 }
