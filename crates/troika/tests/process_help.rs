@@ -12,7 +12,7 @@
 mod ipc_support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use ipc_support::{Bytes, guarded};
@@ -476,6 +476,56 @@ fn a_done_callback_may_wait_on_another_task_of_the_same_pool() {
                     (1000 + round) * 2
                 };
                 assert_eq!(rx.recv().unwrap(), Some(expected), "round {round}");
+            }
+        },
+    );
+}
+
+/// The I/O thread claims the replies already read together and settles
+/// them one by one: a done-callback of one of them that waits on a task
+/// whose reply is further in that batch (claimed, so gone from the ring)
+/// must still get it. The main thread waits on a channel, not a handle, so
+/// the I/O thread reads every reply; the calls go out in bursts, so their
+/// replies arrive together.
+#[test]
+fn a_done_callback_may_wait_on_a_task_whose_reply_came_in_the_same_batch() {
+    guarded(
+        "a_done_callback_may_wait_on_a_task_whose_reply_came_in_the_same_batch",
+        LIMIT,
+        || {
+            let pool = ProcessPool::new(1).unwrap();
+            for round in 0..20u64 {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let mut handles = Vec::new();
+                for pair in 0..50u64 {
+                    let x = round * 1000 + pair;
+                    let first = pool.submit(double, x);
+                    let second = Arc::new(Mutex::new(Some(pool.submit(double, x + 1))));
+                    let awaited = Arc::clone(&second);
+                    let tx = tx.clone();
+                    first.add_done_callback(move |outcome| {
+                        let mine = outcome.copied().unwrap_or(u64::MAX);
+                        let theirs = awaited
+                            .lock()
+                            .unwrap()
+                            .take()
+                            .map(|h| h.result_timeout(LIMIT));
+                        let _ =
+                            tx.send((x, mine, theirs.and_then(|r| r.ok()).and_then(|r| r.ok())));
+                    });
+                    handles.push(first);
+                }
+                drop(tx);
+                let mut got: Vec<_> = rx.iter().collect();
+                got.sort_unstable();
+                assert_eq!(got.len(), 50, "round {round}");
+                for (x, mine, theirs) in got {
+                    assert_eq!(mine, 2 * x, "round {round}");
+                    assert_eq!(theirs, Some(2 * (x + 1)), "round {round}");
+                }
+                for handle in handles {
+                    assert!(handle.is_done());
+                }
             }
         },
     );

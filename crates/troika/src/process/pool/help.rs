@@ -383,6 +383,12 @@ impl Shared {
             if done() {
                 break true;
             }
+            // Standing in: the replies this I/O thread claimed together
+            // with the one whose callback waits are settled first (the
+            // awaited task may be one of them).
+            if stand_in && self.settle_unsettled() {
+                continue;
+            }
             rounds += 1;
             if !stand_in && rounds.is_multiple_of(16) && Instant::now() >= until {
                 break done();

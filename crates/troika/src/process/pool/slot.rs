@@ -30,6 +30,31 @@ const SETTLE_COPY_MAX: usize = 64 << 10;
 /// At most this many replies already read are claimed together.
 const CLAIM_MAX: usize = 64;
 
+thread_local! {
+    /// The replies this I/O thread claimed together and has not settled
+    /// yet (see `serve`).
+    static UNSETTLED: Unsettled = Unsettled::default();
+}
+
+/// A claimed reply's job, header and body (as a range of
+/// [`Unsettled::bytes`]).
+type Claimed = (Option<Job>, Header, std::ops::Range<usize>);
+
+/// Replies claimed together, settled one by one. A done-callback run while
+/// settling one of them may wait on a task whose reply is further in the
+/// batch: claimed, so no longer in the ring for a waiting thread to read.
+/// Its wait stands in for this I/O thread (`help.rs`) and settles the rest
+/// of the batch first ([`Shared::settle_unsettled`]).
+#[derive(Default)]
+struct Unsettled {
+    /// Each claimed job, its reply's header and where its body is in
+    /// `bytes`, in the worker's order.
+    entries: std::cell::RefCell<VecDeque<Claimed>>,
+    /// The bodies, copied out of the reader. Refilled only when `entries`
+    /// is empty, by `serve` (never while a settle is under way).
+    bytes: std::cell::RefCell<Vec<u8>>,
+}
+
 /// Why the pool killed a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum KillReason {
@@ -362,11 +387,9 @@ impl Shared {
         slot.lock().set_max_body(self.max_frame);
         let mut ready = false;
         let mut spin_end = None;
-        // Small replies' bodies, copied to settle them with the reader
-        // free, with their headers and where each body ends in `copied`.
-        let mut copied = Vec::new();
-        let mut headers: Vec<(Header, usize)> = Vec::new();
-        let mut jobs = Vec::new();
+        // The headers of small replies claimed together, and where each
+        // body is in `UNSETTLED`'s bytes.
+        let mut headers: Vec<(Header, std::ops::Range<usize>)> = Vec::new();
         loop {
             let mut reader = slot.lock();
             let polled = match reader.poll_frame() {
@@ -448,33 +471,42 @@ impl Shared {
                     // are claimed together (one lock of the pool's state,
                     // one look at the clock: a burst's replies arrive
                     // faster than one at a time).
-                    copied.clear();
-                    copied.extend_from_slice(body);
                     headers.clear();
-                    headers.push((header, copied.len()));
-                    while headers.len() < CLAIM_MAX {
-                        let wire::Peek::Frame(next, bytes) = reader.peek_frame(wire::REPLY) else {
-                            break;
-                        };
-                        if next.id == INIT_ID || bytes.len() > SETTLE_COPY_MAX {
-                            break;
+                    UNSETTLED.with(|unsettled| {
+                        let mut bytes = unsettled.bytes.borrow_mut();
+                        bytes.clear();
+                        bytes.extend_from_slice(body);
+                        headers.push((header, 0..bytes.len()));
+                    });
+                    let claimed = UNSETTLED.with(|unsettled| {
+                        let mut bytes = unsettled.bytes.borrow_mut();
+                        while headers.len() < CLAIM_MAX {
+                            let wire::Peek::Frame(next, more) = reader.peek_frame(wire::REPLY)
+                            else {
+                                break;
+                            };
+                            if next.id == INIT_ID || more.len() > SETTLE_COPY_MAX {
+                                break;
+                            }
+                            let start = bytes.len();
+                            bytes.extend_from_slice(more);
+                            headers.push((next, start..bytes.len()));
+                            reader.skip_frame();
                         }
-                        copied.extend_from_slice(bytes);
-                        headers.push((next, copied.len()));
-                        reader.skip_frame();
-                    }
-                    let claimed =
-                        self.claim_replies(index, headers.iter().map(|(h, _)| h), |j| jobs.push(j));
+                        let mut entries = unsettled.entries.borrow_mut();
+                        let mut bodies = headers.iter();
+                        self.claim_replies(index, headers.iter().map(|(h, _)| h), |job| {
+                            if let Some((header, body)) = bodies.next() {
+                                entries.push_back((job, *header, body.clone()));
+                            }
+                        })
+                    });
                     if claimed < headers.len() {
                         reader.retire();
                     }
                     reader.shrink();
                     drop(reader);
-                    let mut start = 0;
-                    for (job, (header, end)) in jobs.drain(..).zip(&headers) {
-                        self.settle_reply(job, header, &copied[start..*end]);
-                        start = *end;
-                    }
+                    self.settle_unsettled();
                     if claimed < headers.len() {
                         self.protocol_error(index, Fault::Unexpected);
                         return ready;
@@ -568,6 +600,26 @@ impl Shared {
             batch.write();
         }
         claimed
+    }
+
+    /// Settle the replies this thread (a slot's I/O thread) claimed
+    /// together and has not settled yet, in the worker's order (see
+    /// [`Unsettled`]). Returns whether there were any.
+    pub(super) fn settle_unsettled(&self) -> bool {
+        UNSETTLED.with(|unsettled| {
+            let mut any = false;
+            loop {
+                let next = unsettled.entries.borrow_mut().pop_front();
+                let Some((job, header, body)) = next else {
+                    return any;
+                };
+                // Shared: a callback that waits settles the rest of the
+                // batch from the same bytes (nested, through `help`).
+                let bytes = unsettled.bytes.borrow();
+                self.settle_reply(job, &header, &bytes[body]);
+                any = true;
+            }
+        })
     }
 
     /// After [`claim_reply`](Self::claim_reply): settle `job` with
