@@ -163,9 +163,9 @@ impl Shared {
             }
             // Only the first call of a batch can be cancelled now (by killing
             // the worker); the ones behind it become killable when they
-            // reach the front (see `claim_replies`). Until then `cancel()` returns false for
-            // them: they are claimed and will run, like the calls Python's
-            // pool has moved to its call queue.
+            // reach the front (see `claim_replies`). Until then `cancel()`
+            // returns false for them: they are claimed and will run, like
+            // the calls Python's pool has moved to its call queue.
             bytes += job.len;
             let task: Arc<dyn Outgoing> = Arc::clone(&job.task) as Arc<dyn Outgoing>;
             if first.is_none() {
@@ -196,8 +196,9 @@ impl Shared {
         })
     }
 
-    /// The worker in slot `index` runs `job` now: its `cancel()` kills that
-    /// worker (see [`kill_running`](Self::kill_running)).
+    /// A worker runs `job` now (it is at the front of that worker's
+    /// `in_flight`): its `cancel()` kills that worker (see
+    /// [`kill_running`](Self::kill_running)).
     pub(super) fn arm_cancel(job: &Job) {
         job.sink().mark_killable();
     }
