@@ -247,6 +247,66 @@ fn dropping_an_executor_with_a_task_that_never_finishes_returns() {
     );
 }
 
+/// An executor's tasks borrow its shared state (issue 16 item 4): a
+/// runtime thread still stuck in a task after the executor's drop gave up
+/// on it goes on using that state when the task ends, so the state must
+/// outlive the drop. The handle settles with the task's value.
+#[test]
+fn a_thread_stuck_in_a_task_past_the_executors_drop_settles_the_handle() {
+    ipc_support::guarded(
+        "a_thread_stuck_in_a_task_past_the_executors_drop_settles_the_handle",
+        Duration::from_secs(120),
+        || {
+            let executor = AsyncExecutor::builder()
+                .workers(1)
+                .drop_timeout(Duration::from_millis(10))
+                .build()
+                .unwrap();
+            let (started_tx, started_rx) = std::sync::mpsc::channel();
+            let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+            // Blocks its runtime thread (no `.await`): the runtime cannot
+            // drop it, and its thread outlives the runtime's stop.
+            let stuck = executor.submit(async move {
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                7
+            });
+            started_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+            // Returns after the drop timeout and the runtime's stop (1 s),
+            // with the task still running.
+            drop(executor);
+            assert!(!stuck.is_done());
+            release_tx.send(()).unwrap();
+            assert_eq!(stuck.result(), Ok(7));
+        },
+    );
+}
+
+/// Dropped inside async code, an executor cannot wait for its runtime to
+/// stop: a thread of its own stops it, and the tasks left are settled.
+#[test]
+fn an_executor_dropped_inside_async_code_settles_its_pending_tasks() {
+    ipc_support::guarded(
+        "an_executor_dropped_inside_async_code_settles_its_pending_tasks",
+        Duration::from_secs(60),
+        || {
+            let outer = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let executor = AsyncExecutor::builder()
+                .workers(1)
+                .drop_timeout(Duration::ZERO)
+                .build()
+                .unwrap();
+            let pending = executor.submit(std::future::pending::<()>());
+            let done = executor.submit(async { 5 });
+            assert_eq!(done.result(), Ok(5));
+            outer.block_on(async move { drop(executor) });
+            assert!(pending.result().unwrap_err().is_shut_down());
+        },
+    );
+}
+
 #[test]
 fn a_panic_unwinds_past_an_executor_with_a_stuck_task() {
     ipc_support::guarded(
@@ -581,4 +641,67 @@ fn tasks_that_never_start_leave_the_in_flight_count() {
     let stats = executor.stats();
     assert_eq!((stats.succeeded, stats.failed), (2, 0), "{stats:?}");
     assert_eq!((stats.queued, stats.busy), (0, 0), "{stats:?}");
+}
+
+/// A task's handle keeps tokio's `JoinHandle` (issue 16 item 4: the task's
+/// memory is then freed by the thread that drops the handle). Whoever goes
+/// last — a handle dropped before its task ran, one dropped after, one kept
+/// past the executor's drop, the task of a dropped handle cancelled by the
+/// runtime's stop — every task ends exactly once and every handle settles.
+#[test]
+fn handles_dropped_early_late_or_after_the_executor_settle_every_task_once() {
+    ipc_support::guarded(
+        "handles_dropped_early_late_or_after_the_executor_settle_every_task_once",
+        Duration::from_secs(120),
+        || {
+            let executor = AsyncExecutor::builder()
+                .workers(2)
+                .drop_timeout(Duration::from_millis(50))
+                .build()
+                .unwrap();
+            let (ran_tx, ran_rx) = std::sync::mpsc::channel::<()>();
+            let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
+            // Dropped at once, before (most of) their tasks run.
+            for _ in 0..1000 {
+                let ran = ran_tx.clone();
+                drop(executor.submit(async move {
+                    ran.send(()).unwrap();
+                }));
+            }
+            // Kept, waited, then dropped.
+            let kept: Vec<_> = (0..1000u64)
+                .map(|i| executor.submit(async move { i }))
+                .collect();
+            let sum: u64 = kept.into_iter().map(|h| h.result().unwrap()).sum();
+            assert_eq!(sum, 999 * 1000 / 2);
+            // Parked until the gate opens: some with handles dropped, some kept
+            // past the executor, which stops them.
+            for _ in 0..100 {
+                let mut gate = gate_rx.clone();
+                drop(executor.submit(async move {
+                    let _ = gate.wait_for(|open| *open).await;
+                }));
+            }
+            let parked: Vec<_> = (0..100)
+                .map(|_| {
+                    let mut gate = gate_rx.clone();
+                    executor.submit(async move {
+                        let _ = gate.wait_for(|open| *open).await;
+                    })
+                })
+                .collect();
+            for _ in 0..1000 {
+                ran_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+            }
+            drop(executor);
+            drop(gate_tx);
+            for handle in parked {
+                assert_eq!(
+                    handle.result().unwrap_err().kind(),
+                    &ErrorKind::ShutDown,
+                    "a task stopped by the executor's drop fails as shut down"
+                );
+            }
+        },
+    );
 }

@@ -216,17 +216,18 @@ pub(crate) fn pair<T>(owner: usize) -> (Promise<T>, Handle<T>) {
     )
 }
 
-/// A linked pair for a task run as a future (the async executor's): a
-/// `cancel()` of the running task decides it as cancelled and wakes the
-/// future, which then ends (see [`Promise::park_until_decided`]).
-pub(crate) fn future_pair<T>() -> (Promise<T>, Handle<T>) {
-    let inner: Arc<Erased<T>> = Arc::new(Inner::with_state(0, (), KILLABLE));
-    (
-        Promise {
-            inner: Arc::clone(&inner),
-        },
-        Handle { inner },
-    )
+/// A linked pair for a task run as a future (the async executor's), with
+/// the executor's `tail` in the task's allocation: a `cancel()` of the
+/// running task decides it as cancelled and wakes the future, which then
+/// ends (see [`Promise::park_until_decided`]). The handle is made from the
+/// returned state with [`Handle::from_inner`], once the executor has
+/// filled in its tail.
+pub(crate) fn future_pair<T, J: Tail + 'static>(tail: J) -> (Promise<T>, Arc<Inner<T, J>>) {
+    let inner = Arc::new(Inner::with_state(0, tail, KILLABLE));
+    let promise = Promise {
+        inner: Arc::clone(&inner) as Arc<Erased<T>>,
+    };
+    (promise, inner)
 }
 
 impl<T, J> Inner<T, J> {
@@ -939,7 +940,8 @@ mod loom_tests {
     /// executor's task waiting for a concurrency slot).
     fn cancel_wakes_a_parked_task(started: bool) {
         loom::model(move || {
-            let (promise, handle) = future_pair::<u32>();
+            let (promise, inner) = future_pair::<u32, ()>(());
+            let handle = Handle::from_inner(inner);
             if started {
                 assert!(promise.start());
             }
