@@ -20,6 +20,11 @@ troika::remote! {
         x.wrapping_mul(2)
     }
 
+    /// The bytes' sum and length, to check that an argument arrived whole.
+    fn digest(bytes: Vec<u8>) -> (u64, usize) {
+        (bytes.iter().map(|&b| u64::from(b)).sum(), bytes.len())
+    }
+
     /// `double`, noting in the file at `path` that `x` ran (one 8-byte
     /// append, atomic among the workers).
     fn noted_double(x: u64, path: String) -> u64 {
@@ -176,6 +181,75 @@ fn workers_are_recycled_under_a_flood_of_pipelined_calls() {
             let most = served.values().max().copied().unwrap_or(0);
             assert!(most <= MAX + 64, "a worker ran {most} tasks (limit {MAX})");
             assert!(served.len() as u64 >= TASKS / (MAX as u64 + 64));
+        },
+    );
+}
+
+/// A small call's frame lives in its handle's allocation (issue 16: the
+/// I/O thread then frees nothing of the call); larger ones, and those in
+/// shared memory, in their own. Around both limits, with handles dropped
+/// before their replies (the I/O thread frees the call), kept past the
+/// pool, and with a worker killed while such calls are in flight (they are
+/// sent again from the frame kept in the handle), every call arrives whole
+/// and settles once.
+#[test]
+fn calls_whose_frame_lives_in_the_handle_settle_once_whoever_frees_them() {
+    guarded(
+        "calls_whose_frame_lives_in_the_handle_settle_once_whoever_frees_them",
+        LIMIT,
+        || {
+            let pool = ProcessPool::new(2).unwrap();
+            let sizes = [0usize, 1, 3_990, 4_080, 4_096, 4_200, 70_000, 600_000];
+            let arg = |size: usize, i: usize| -> Vec<u8> {
+                (0..size).map(|j| (j.wrapping_mul(31) ^ i) as u8).collect()
+            };
+            let expected = |bytes: &[u8]| {
+                (
+                    bytes.iter().map(|&b| u64::from(b)).sum::<u64>(),
+                    bytes.len(),
+                )
+            };
+            for round in 0..3 {
+                // Dropped at once: their replies find no handle.
+                for (i, &size) in sizes.iter().enumerate() {
+                    drop(pool.submit(digest, arg(size, i + round)));
+                }
+                let kept: Vec<_> = sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &size)| {
+                        let bytes = arg(size, i + round);
+                        (expected(&bytes), pool.submit(digest, bytes))
+                    })
+                    .collect();
+                if round == 1 {
+                    // Kill a worker with small calls queued behind it.
+                    let pid = pool.submit(worker_pid, 0).result().unwrap();
+                    let flood: Vec<_> = (0..2_000u64).map(|x| pool.submit(double, x)).collect();
+                    kill_process(Pid::from_raw(pid as i32).unwrap(), Signal::KILL).unwrap();
+                    for (x, handle) in (0..2_000u64).zip(flood) {
+                        match handle.result() {
+                            Ok(value) => assert_eq!(value, x * 2),
+                            // The call the killed worker ran fails with it.
+                            Err(err) => assert!(
+                                err.to_string().contains("worker"),
+                                "a call lost with its worker says so: {err}"
+                            ),
+                        }
+                    }
+                }
+                for (want, handle) in kept {
+                    assert_eq!(handle.result().unwrap(), want);
+                }
+            }
+            let late = pool.submit(digest, arg(100, 7));
+            let want = expected(&arg(100, 7));
+            drop(pool);
+            assert_eq!(
+                late.result().unwrap(),
+                want,
+                "a handle kept past the pool settles"
+            );
         },
     );
 }

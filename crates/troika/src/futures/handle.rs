@@ -289,6 +289,27 @@ impl<T, J: ?Sized> Inner<T, J> {
         }
     }
 
+    /// [`Promise::start`], for an executor that keeps its task in the
+    /// tail (and so holds the state, not a promise).
+    pub(crate) fn start(&self) -> bool {
+        self.advance(RUNNING, |phase| phase == PENDING, PENDING)
+    }
+
+    /// [`Promise::is_done`], as [`start`](Self::start).
+    pub(crate) fn is_done(&self) -> bool {
+        self.phase() >= DONE
+    }
+
+    /// [`Promise::mark_killable`], as [`start`](Self::start).
+    pub(crate) fn mark_killable(&self) {
+        self.state.fetch_or(KILLABLE, Ordering::AcqRel);
+    }
+
+    /// [`Promise::complete`], as [`start`](Self::start).
+    pub(crate) fn complete(&self, outcome: Result<T, TaskError>) -> bool {
+        self.decide(outcome)
+    }
+
     /// Win the right to decide the outcome, if nobody has yet. The winner
     /// must then [`publish`](Self::publish) it.
     fn claim(&self) -> bool {
@@ -724,14 +745,13 @@ impl<T> Promise<T> {
     /// Claim the task for running. False if it was cancelled (or otherwise
     /// decided) first: then the executor must skip it.
     pub fn start(&self) -> bool {
-        self.inner
-            .advance(RUNNING, |phase| phase == PENDING, PENDING)
+        self.inner.start()
     }
 
     /// Complete the task. Returns false if its outcome was already decided
     /// (cancelled or timed out), in which case `outcome` is dropped.
     pub fn complete(&self, outcome: Result<T, TaskError>) -> bool {
-        self.inner.decide(outcome)
+        self.inner.complete(outcome)
     }
 
     /// The first half of [`complete`](Self::complete): win the right to
@@ -751,7 +771,7 @@ impl<T> Promise<T> {
 
     /// Whether the outcome was already decided (cancelled, timed out or done).
     pub fn is_done(&self) -> bool {
-        self.inner.phase() >= DONE
+        self.inner.is_done()
     }
 
     /// For a task made by [`future_pair`] whose future returned `Pending`:
@@ -785,7 +805,7 @@ impl<T> Promise<T> {
     /// runs it): as [`set_kill`](Self::set_kill) without a hook, and without
     /// making the completion take the slow path.
     pub(crate) fn mark_killable(&self) {
-        self.inner.state.fetch_or(KILLABLE, Ordering::AcqRel);
+        self.inner.mark_killable();
     }
 
     /// What identifies this task to [`mark_killable`](Self::mark_killable)'s

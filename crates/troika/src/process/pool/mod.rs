@@ -26,7 +26,7 @@ use rustix::process::Signal;
 use super::framebuf::Frame;
 use super::registry::RemoteFn;
 use super::spawn::{self, SpawnConfig};
-use super::task::{self, Call, Chunk, ChunkOutcome, Job, One};
+use super::task::{self, Call, Chunk, ChunkOutcome, Job};
 use super::wire;
 use crate::futures::{
     BuildError, ConfigError, ErrorKind, Handle, PoolStats, SubmitError, SubmitErrorReason,
@@ -632,8 +632,7 @@ impl ProcessPool {
                 return Handle::ready(Err(err));
             }
         };
-        let (promise, handle) = pair(self.shared.owner);
-        let job = Job::new(id, frame, One { promise });
+        let (job, handle) = Job::call(id, frame, self.shared.owner);
         let handle = match self.shared.enqueue(job, true, transfer) {
             Ok(()) => handle,
             Err((job, _)) => {
@@ -701,8 +700,7 @@ impl ProcessPool {
                 return Ok(Handle::ready(Err(err)));
             }
         };
-        let (promise, handle) = pair(self.shared.owner);
-        let job = Job::new(id, frame, One { promise });
+        let (job, handle) = Job::call(id, frame, self.shared.owner);
         let submitted = match self.shared.enqueue(job, false, transfer) {
             Ok(()) => Ok(handle),
             Err((job, reason)) => {
