@@ -23,7 +23,8 @@
 //! ([`Lease::as_fd`]) stores `LENT` in the state word. The receiver maps the
 //! arena — or finds the mapping it kept from an earlier message of the same
 //! arena — reads the body, and when it is done with it (before it answers,
-//! for a worker; after the reply is decoded, for the parent) stores `FREE`.
+//! for a worker; once the reply is decoded and before the call's handle is
+//! settled, for the parent: [`Release`]) stores `FREE`.
 //! The sender takes an arena again only once it reads `FREE` (acquire
 //! ordering, the pair of the receiver's release store), so it never writes
 //! a body that a well-behaved receiver is still reading. An arena whose
@@ -478,6 +479,29 @@ impl Drop for View {
     }
 }
 
+/// The release of one body lent by [`Views::open_released_by`]: tells the
+/// sender, once, that the body is no longer read, when [`now`](Self::now)
+/// is called — which its holder must do on every path (it has no `Drop`,
+/// so that it borrows the receiver only until its last use; a body never
+/// released keeps its arena from its sender for good). It borrows the
+/// receiver's views, so the mapping outlives it. Empty (releasing nothing)
+/// for a body that was not in an arena.
+#[derive(Debug, Default)]
+pub(crate) struct Release<'a> {
+    state: std::cell::Cell<Option<&'a AtomicU32>>,
+}
+
+impl Release<'_> {
+    /// Release the body now (release ordering: every read of it happens
+    /// before the sender's next write); later calls and the drop do
+    /// nothing.
+    pub(crate) fn now(&self) {
+        if let Some(state) = self.state.take() {
+            state.store(FREE, Ordering::Release);
+        }
+    }
+}
+
 /// A receiver's arenas: the mappings it keeps, and the one whose body it
 /// is reading now.
 #[derive(Debug, Default)]
@@ -501,6 +525,27 @@ impl Views {
     /// arena's magic number, or not mappable read-write (a read-only
     /// descriptor).
     pub(crate) fn open(&mut self, fd: OwnedFd, len: u64) -> io::Result<&[u8]> {
+        Ok(self.open_as(fd, len, false)?.0)
+    }
+
+    /// [`open`](Self::open), but the body is released through the returned
+    /// [`Release`] (as soon as its reader is done with it), not by this
+    /// value's next [`release`](Self::release).
+    pub(crate) fn open_released_by(
+        &mut self,
+        fd: OwnedFd,
+        len: u64,
+    ) -> io::Result<(&[u8], Release<'_>)> {
+        let (body, release) = self.open_as(fd, len, true)?;
+        Ok((body, release.unwrap_or_default()))
+    }
+
+    fn open_as(
+        &mut self,
+        fd: OwnedFd,
+        len: u64,
+        detached: bool,
+    ) -> io::Result<(&[u8], Option<Release<'_>>)> {
         use rustix::fs::{FileType, SealFlags};
         self.release();
         let stat = rustix::fs::fstat(&fd)?;
@@ -572,7 +617,19 @@ impl Views {
         drop(fd);
         let view = &mut self.views[index];
         view.used = Instant::now();
-        self.lent = Some(index);
+        let release = if detached {
+            // SAFETY: the view's mapping is at least `BODY_AT` bytes and
+            // lives as long as `view`, which the returned `Release`
+            // borrows (through `self`).
+            let word = unsafe { state(view.map) };
+            Some(Release {
+                state: std::cell::Cell::new(Some(word)),
+            })
+        } else {
+            self.lent = Some(index);
+            None
+        };
+        let view = &self.views[index];
         let body = need - BODY_AT;
         // SAFETY: `BODY_AT .. need` lies inside the view's mapping of
         // `view.len >= need` bytes of a file that cannot shrink below its
@@ -583,7 +640,8 @@ impl Views {
         // a broken sender that does can change the bytes read, never the
         // slice's bounds or the mapping's life (module note, "A peer that
         // misbehaves").
-        Ok(unsafe { std::slice::from_raw_parts(view.map.add(BODY_AT), body) })
+        let body = unsafe { std::slice::from_raw_parts(view.map.add(BODY_AT), body) };
+        Ok((body, release))
     }
 
     /// Tell the sender the body lent last is no longer read (release: every
@@ -699,6 +757,61 @@ mod tests {
         assert!(free_count() <= KEEP_FREE);
         release_free();
         assert_eq!(free_count(), 0);
+    }
+
+    /// A body opened with its own [`Release`] is released by it, once: not
+    /// by the views' next `release` (so a second lending of the same arena,
+    /// after the sender took it back, is never released by the first
+    /// message's reader), and a second `now()` stores nothing.
+    #[test]
+    fn a_detached_release_frees_the_arena_once() {
+        let _serial = TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        release_free();
+        let mut views = Views::default();
+        let a: Vec<u8> = (0..1 << 20).map(|i| (i % 239) as u8).collect();
+        let mut lease = acquire(a.len()).unwrap();
+        lease.write(0, &a).unwrap();
+        let fd = lease.as_fd().try_clone_to_owned().unwrap();
+        let ino = rustix::fs::fstat(&fd).unwrap().st_ino;
+        let state_word = |lease: &Lease| lease.0.as_ref().unwrap().state().load(Ordering::Acquire);
+        {
+            let (body, release) = views.open_released_by(fd, a.len() as u64).unwrap();
+            assert!(body == a.as_slice());
+            assert_eq!(state_word(&lease), LENT, "lent until released");
+            release.now();
+            assert_eq!(state_word(&lease), FREE);
+            // The sender takes it back and lends it again...
+            lease
+                .0
+                .as_ref()
+                .unwrap()
+                .state()
+                .store(LENT, Ordering::Release);
+            // ...and the first message's release is spent.
+            release.now();
+            assert_eq!(state_word(&lease), LENT, "a spent release stores nothing");
+        }
+        views.release();
+        assert_eq!(
+            state_word(&lease),
+            LENT,
+            "the views did not lend it: nothing to release"
+        );
+        lease
+            .0
+            .as_ref()
+            .unwrap()
+            .state()
+            .store(FREE, Ordering::Release);
+        drop(lease);
+        // Released: the next message takes the same arena.
+        let again = acquire(10).unwrap();
+        let again_ino = rustix::fs::fstat(again.0.as_ref().unwrap().fd.as_fd())
+            .unwrap()
+            .st_ino;
+        assert_eq!(again_ino, ino);
+        drop(again);
+        release_free();
     }
 
     /// The arenas of a burst of large messages in flight at once all wait

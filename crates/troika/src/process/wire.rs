@@ -343,6 +343,27 @@ impl FrameReader {
 
     /// The frame [`poll_frame`](Self::poll_frame) found ready.
     pub(crate) fn take_frame(&mut self) -> io::Result<(Header, &[u8])> {
+        let (header, body, _) = self.take_frame_as(false)?;
+        Ok((header, body))
+    }
+
+    /// [`take_frame`](Self::take_frame), but a body in an arena is released
+    /// to its sender through the returned [`Release`] (see
+    /// [`Views::open_released_by`]) rather than by this reader's next read:
+    /// a reader that settles a reply releases it as soon as the reply is
+    /// decoded, before the task's handle is settled, so that whoever waits
+    /// on the handle finds the sender's arena free.
+    pub(crate) fn take_frame_released_by(
+        &mut self,
+    ) -> io::Result<(Header, &[u8], arena::Release<'_>)> {
+        let (header, body, release) = self.take_frame_as(true)?;
+        Ok((header, body, release.unwrap_or_default()))
+    }
+
+    fn take_frame_as(
+        &mut self,
+        detached: bool,
+    ) -> io::Result<(Header, &[u8], Option<arena::Release<'_>>)> {
         let mut header = self.buffered_header();
         if header.kind & IN_MEMFD != 0 {
             // The body is in the memfd that came with the header (the
@@ -362,15 +383,19 @@ impl FrameReader {
                 (None, None) => return Err(no_descriptor()),
             };
             if in_arena {
-                return Ok((header, self.views.open(fd, header.len)?));
+                if detached {
+                    let (body, release) = self.views.open_released_by(fd, header.len)?;
+                    return Ok((header, body, Some(release)));
+                }
+                return Ok((header, self.views.open(fd, header.len)?, None));
             }
             let mapped = self.mapped.insert(Mapped::new(fd, header.len)?);
-            return Ok((header, mapped.bytes()));
+            return Ok((header, mapped.bytes(), None));
         }
         // `poll_frame` checked the length against the buffered bytes.
         let body = self.start + HEADER..self.start + HEADER + header.len as usize;
         self.start = body.end;
-        Ok((header, &self.buf[body]))
+        Ok((header, &self.buf[body], None))
     }
 
     /// A plain frame of kind `kind` whose bytes are all here (reading what

@@ -14,6 +14,7 @@ use super::dispatch::Batch;
 use super::help::SlotReader;
 use super::{INIT_ID, Shared, State};
 use crate::futures::{ErrorKind, Exit, TaskError};
+use crate::process::arena::Release;
 use crate::process::channel::{CallSender, Dir, RingReader, Rings};
 use crate::process::spawn::{self, ChildProc};
 use crate::process::task::{Job, Outgoing};
@@ -393,7 +394,7 @@ impl Shared {
         loop {
             let mut reader = slot.lock();
             let polled = match reader.poll_frame() {
-                Ok(Fill::Ready) => reader.take_frame().map(Some),
+                Ok(Fill::Ready) => reader.take_frame_released_by().map(Some),
                 Ok(Fill::Eof) => {
                     reader.retire();
                     return ready;
@@ -401,7 +402,7 @@ impl Shared {
                 Ok(Fill::Short) => Ok(None),
                 Err(e) => Err(e),
             };
-            let (header, body) = match polled {
+            let (header, body, release) = match polled {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
                     drop(reader);
@@ -423,8 +424,12 @@ impl Shared {
                 }
             };
             spin_end = None;
+            // `release` hands a body's arena back to the worker: every arm
+            // calls it once it has read the body (a body in an arena is
+            // only expected in a task's large reply).
             match header.kind {
                 wire::READY => {
+                    release.now();
                     if let Some(init) = &self.initializer {
                         // The worker gets no task before its initializer
                         // has answered (see the INIT_ID reply below).
@@ -453,13 +458,13 @@ impl Shared {
                             .worker
                             .as_ref()
                             .map_or(0, |w| w.child.pid());
-                        self.break_pool(format!(
-                            "in worker {pid}: {}",
-                            String::from_utf8_lossy(body)
-                        ));
+                        let message = format!("in worker {pid}: {}", String::from_utf8_lossy(body));
+                        release.now();
+                        self.break_pool(message);
                         reader.retire();
                         return ready;
                     }
+                    release.now();
                     ready = true;
                     self.mark_ready(index);
                 }
@@ -478,6 +483,7 @@ impl Shared {
                         bytes.extend_from_slice(body);
                         headers.push((header, 0..bytes.len()));
                     });
+                    release.now();
                     let claimed = UNSETTLED.with(|unsettled| {
                         let mut bytes = unsettled.bytes.borrow_mut();
                         while headers.len() < CLAIM_MAX {
@@ -514,17 +520,23 @@ impl Shared {
                 }
                 wire::REPLY => {
                     let Some(job) = self.claim_reply(index, &header) else {
+                        release.now();
                         reader.retire();
                         drop(reader);
                         self.protocol_error(index, Fault::Unexpected);
                         return ready;
                     };
                     // A large body is borrowed from the reader (maybe from
-                    // its shared memory): settled under the lock.
-                    self.settle_reply(job, &header, body);
+                    // its shared memory): settled under the lock, its arena
+                    // released once the reply is decoded.
+                    self.settle_reply_releasing(job, &header, body, &release);
+                    // Not decoded (no call to settle, or a panic first):
+                    // released now.
+                    release.now();
                     reader.shrink();
                 }
                 _ => {
+                    release.now();
                     reader.retire();
                     self.protocol_error(index, Fault::Unexpected);
                     return ready;
@@ -627,6 +639,21 @@ impl Shared {
     /// that read the reply calls it after letting go of the reader, so that
     /// a done-callback may wait on another task of the pool).
     pub(super) fn settle_reply(&self, job: Option<Job>, header: &Header, body: &[u8]) {
+        self.settle_reply_releasing(job, header, body, &Release::default());
+    }
+
+    /// [`settle_reply`](Self::settle_reply) of a body in the worker's
+    /// arena: `release` hands the arena back as soon as the reply is
+    /// decoded, before the handle is settled, so that a thread woken by the
+    /// handle finds it free (its next large call is answered in the same
+    /// arena instead of a new one).
+    fn settle_reply_releasing(
+        &self,
+        job: Option<Job>,
+        header: &Header,
+        body: &[u8],
+        release: &Release<'_>,
+    ) {
         if let Some(job) = job {
             // User code runs here (`Deserialize`, done-callbacks,
             // `Drop`): `finish` catches its panics, and a panic that
@@ -637,6 +664,8 @@ impl Shared {
             // the decoding counts it as failed below).
             let counted = std::cell::Cell::new(false);
             let count = |ok| {
+                // Decoded: the body is read no more.
+                release.now();
                 counted.set(true);
                 self.note_outcome(ok);
             };
