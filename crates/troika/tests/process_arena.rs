@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use ipc_support::{Bytes, guarded, open_fds, pattern, wait_until};
+use ipc_support::{Bytes, assert_fds_as_before, guarded, open_fds, pattern, wait_until};
 use troika::{ErrorKind, Exit, ProcessPool};
 
 const MIB: usize = 1 << 20;
@@ -262,7 +262,7 @@ fn arenas_are_reused_across_mixed_sizes() {
                     worker_seen.len()
                 );
             }
-            assert_eq!(open_fds(), before, "the parent's descriptors are as before");
+            assert_fds_as_before(&before);
             assert!(arenas().1.is_empty(), "no arena is mapped after the pool");
         },
     );
@@ -366,7 +366,7 @@ fn a_worker_killed_mid_transfer_either_way_fails_its_task_only() {
                     assert!(open.len() <= 3, "the parent holds {open:?}");
                 }
             }
-            assert_eq!(open_fds(), before, "the parent's descriptors are as before");
+            assert_fds_as_before(&before);
         },
     );
 }

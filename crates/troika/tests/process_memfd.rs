@@ -7,7 +7,7 @@ mod ipc_support;
 
 use std::time::Duration;
 
-use ipc_support::{Bytes, guarded, open_fds, pattern, wait_until};
+use ipc_support::{Bytes, assert_fds_as_before, guarded, open_fds, pattern, wait_until};
 use troika::{ErrorKind, Exit, ProcessPool};
 
 const MIB: usize = 1 << 20;
@@ -139,7 +139,7 @@ fn a_worker_killed_mid_reply_settles_and_leaks_nothing() {
                         <= 2
                 });
             }
-            assert_eq!(open_fds(), before, "the parent's descriptors are as before");
+            assert_fds_as_before(&before);
         },
     );
 }

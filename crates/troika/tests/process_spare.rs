@@ -10,7 +10,7 @@ mod ipc_support;
 
 use std::time::Duration;
 
-use ipc_support::{guarded, open_fds, pattern, wait_until};
+use ipc_support::{assert_fds_as_before, guarded, open_fds, pattern, wait_until};
 use troika::ProcessPool;
 
 const MIB: usize = 1 << 20;
@@ -106,7 +106,7 @@ fn byte_vectors_decoded_into_kept_buffers_are_exact() {
                     }
                 }
             }
-            assert_eq!(open_fds(), before, "the parent's descriptors are as before");
+            assert_fds_as_before(&before);
             assert!(!maps_an_arena(), "no arena is mapped after the pool");
         },
     );

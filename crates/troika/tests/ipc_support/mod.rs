@@ -276,6 +276,39 @@ pub fn open_fds() -> Vec<String> {
     fds
 }
 
+/// Asserts that this process's descriptors are `before` again (after a
+/// pool or process was dropped). On a mismatch the failure names the
+/// extra and missing descriptors, the threads alive at that moment, and
+/// whether the difference went away within a few seconds (a thread still
+/// ending would explain a late close; a leak would not): the diagnosis for
+/// a failure seen once under load and not reproduced since.
+pub fn assert_fds_as_before(before: &[String]) {
+    let now = open_fds();
+    if now == before {
+        return;
+    }
+    let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|name| name.trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let extra: Vec<&String> = now.iter().filter(|f| !before.contains(f)).collect();
+    let missing: Vec<&String> = before.iter().filter(|f| !now.contains(f)).collect();
+    let later = settled(before.to_vec(), open_fds);
+    panic!(
+        "the parent's descriptors are not as before: extra {extra:?}, missing {missing:?}; \
+         threads alive then: {threads:?}; {}",
+        if later == before {
+            "they were as before a moment later (closed late)".to_owned()
+        } else {
+            format!("still different after 10 s: {later:?}")
+        }
+    );
+}
+
 /// In a worker process: its call socket (the second field of the
 /// `TROIKA_WORKER` marker), open for the worker's life.
 pub fn worker_call_socket() -> std::os::fd::BorrowedFd<'static> {
