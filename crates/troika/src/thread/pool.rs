@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::job::Job;
@@ -195,7 +196,7 @@ impl ThreadPoolBuilder {
         };
         let shared = Arc::new(Shared {
             id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
-            sender: RwLock::new(Some(sender)),
+            sender: CachePadded::new(RwLock::new(Some(sender))),
             receiver,
             workers,
             name: self.name,
@@ -204,8 +205,8 @@ impl ThreadPoolBuilder {
             stack_size: self.stack_size,
             threads: Mutex::new(Vec::new()),
             spawned: AtomicUsize::new(0),
-            busy: AtomicUsize::new(0),
-            succeeded: AtomicUsize::new(0),
+            busy: CachePadded::new(AtomicUsize::new(0)),
+            succeeded: CachePadded::new(AtomicUsize::new(0)),
             failed: AtomicUsize::new(0),
             restarts: AtomicUsize::new(0),
             running_tokens: Mutex::new(RunningTokens::default()),
@@ -264,7 +265,10 @@ pub struct ThreadPool {
 
 pub(crate) struct Shared {
     pub(crate) id: usize,
-    sender: RwLock<Option<Sender<Job>>>,
+    /// Written (its lock word) by every submit: alone on its cache line
+    /// (`CachePadded`), so that a submit does not take from a worker the
+    /// line of the fields it reads or writes per task.
+    sender: CachePadded<RwLock<Option<Sender<Job>>>>,
     receiver: Receiver<Job>,
     workers: usize,
     name: String,
@@ -273,8 +277,11 @@ pub(crate) struct Shared {
     stack_size: Option<usize>,
     threads: Mutex<Vec<(Arc<WorkerSlot>, JoinHandle<()>)>>,
     spawned: AtomicUsize,
-    busy: AtomicUsize,
-    succeeded: AtomicUsize,
+    /// Written by the workers per task (`busy` twice, `succeeded` once): each
+    /// on a line of its own, away from the submitters' `sender` and from the
+    /// fields both sides only read.
+    busy: CachePadded<AtomicUsize>,
+    succeeded: CachePadded<AtomicUsize>,
     failed: AtomicUsize,
     restarts: AtomicUsize,
     /// The cancel tokens of the running `submit_with_token` tasks, which
