@@ -65,6 +65,13 @@ troika::remote! {
         BASE.load(std::sync::atomic::Ordering::SeqCst) + x
     }
 
+    /// Sleep `ms` milliseconds (in the worker), then `len` bytes as
+    /// [`make_bytes`] makes them.
+    fn late_bytes(len: usize, seed: u8, ms: u64) -> Bytes {
+        std::thread::sleep(Duration::from_millis(ms));
+        Bytes((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect())
+    }
+
     /// Sleep `ms` milliseconds (in the worker), then return `x`.
     fn nap(x: u64, ms: u64) -> u64 {
         std::thread::sleep(Duration::from_millis(ms));
@@ -477,6 +484,57 @@ fn a_done_callback_may_wait_on_another_task_of_the_same_pool() {
                 };
                 assert_eq!(rx.recv().unwrap(), Some(expected), "round {round}");
             }
+        },
+    );
+}
+
+/// The same with a large reply: its done-callback (run by the slot's I/O
+/// thread, which alone reads a body over 64 KiB: from its buffer, or from
+/// the worker's shared memory from 512 KiB on) submits and waits on a small
+/// task of the same worker. The task naps first, so that the callback is
+/// in place before the reply comes.
+///
+/// Hung (killed at the deadline) when the I/O thread published a large
+/// reply still holding the slot's reader: the callback's wait could not
+/// read the small reply behind it.
+#[test]
+fn a_done_callback_of_a_large_reply_may_wait_on_another_task_of_the_same_worker() {
+    guarded(
+        "a_done_callback_of_a_large_reply_may_wait_on_another_task_of_the_same_worker",
+        LIMIT,
+        || {
+            let pool = Arc::new(ProcessPool::new(1).unwrap());
+            for (round, len) in [100 << 10, 1 << 20, 3 << 20, 200 << 10]
+                .into_iter()
+                .enumerate()
+            {
+                let round = round as u64;
+                let (tx, rx) = std::sync::mpsc::channel();
+                let handle = pool.submit(late_bytes, (len, round as u8, 20));
+                let inner = Arc::clone(&pool);
+                handle.add_done_callback(move |outcome| {
+                    let len = outcome.map(|b| b.0.len()).ok();
+                    let got = inner.submit(double, 1000 + round).result_timeout(LIMIT);
+                    let _ = tx.send((len, got.map(|r| r.ok()).ok().flatten()));
+                });
+                let bytes = handle.result().unwrap();
+                assert_eq!(bytes.0.len(), len);
+                assert!(
+                    bytes
+                        .0
+                        .iter()
+                        .enumerate()
+                        .all(|(i, b)| *b == (i as u8).wrapping_mul(31).wrapping_add(round as u8)),
+                    "round {round}: the bytes are exact"
+                );
+                assert_eq!(
+                    rx.recv().unwrap(),
+                    (Some(len), Some((1000 + round) * 2)),
+                    "round {round}"
+                );
+            }
+            let stats = pool.stats();
+            assert_eq!((stats.succeeded, stats.failed), (8, 0), "{stats:?}");
         },
     );
 }

@@ -85,8 +85,28 @@ pub(crate) trait Sink: Send {
     /// the pool's counters already hold a task whose handle is settled).
     /// True if it succeeded.
     fn finish(&self, status: u16, body: &[u8], count: &dyn Fn(bool)) -> bool;
+    /// [`finish`](Self::finish) in two steps, for a body borrowed from
+    /// something the caller must let go of before user code runs (the
+    /// reader of a worker's large reply): decode the reply now, publish
+    /// the outcome later with [`Decoded::publish`].
+    fn decode<'a>(&'a self, status: u16, body: &[u8]) -> Decoded<'a>;
     /// Fail the task.
     fn fail(&self, err: TaskError);
+}
+
+/// A reply decoded for its task and not yet published (see
+/// [`Sink::decode`]).
+pub(crate) struct Decoded<'a> {
+    /// Whether the task succeeded.
+    pub(crate) ok: bool,
+    publish: Box<dyn FnOnce() + 'a>,
+}
+
+impl Decoded<'_> {
+    /// Publish the outcome: the handle settles, its done-callbacks run.
+    pub(crate) fn publish(self) {
+        (self.publish)();
+    }
 }
 
 /// Something whose call frame a batch writes: a task's [`Posted`], or the
@@ -242,6 +262,12 @@ where
         })
     }
 
+    fn decode<'a>(&'a self, status: u16, body: &[u8]) -> Decoded<'a> {
+        decoded(status, body, decode_result::<R>, move |outcome| {
+            Inner::complete(self, outcome);
+        })
+    }
+
     fn fail(&self, err: TaskError) {
         Inner::complete(self, Err(err));
     }
@@ -254,15 +280,50 @@ fn finish_one<R: DeserializeOwned + Send + 'static>(
     count: &dyn Fn(bool),
     complete: impl FnOnce(Result<R, TaskError>),
 ) -> bool {
-    let outcome = if status == wire::OK {
-        decode_result(body)
-    } else {
-        Err(status_error(status, body))
-    };
+    finish_with(status, body, count, decode_result, complete)
+}
+
+/// Decode a reply with `decode` (or its error status), count it, then
+/// complete with it: whoever sees the outcome finds it counted.
+fn finish_with<T>(
+    status: u16,
+    body: &[u8],
+    count: &dyn Fn(bool),
+    decode: impl FnOnce(&[u8]) -> Result<T, TaskError>,
+    complete: impl FnOnce(Result<T, TaskError>),
+) -> bool {
+    let outcome = outcome_of(status, body, decode);
     let ok = outcome.is_ok();
     count(ok);
     complete(outcome);
     ok
+}
+
+/// [`finish_with`]'s first step (see [`Sink::decode`]).
+fn decoded<'a, T: 'a>(
+    status: u16,
+    body: &[u8],
+    decode: impl FnOnce(&[u8]) -> Result<T, TaskError>,
+    complete: impl FnOnce(Result<T, TaskError>) + 'a,
+) -> Decoded<'a> {
+    let outcome = outcome_of(status, body, decode);
+    Decoded {
+        ok: outcome.is_ok(),
+        publish: Box::new(move || complete(outcome)),
+    }
+}
+
+/// The outcome a reply with `status` and `body` carries.
+fn outcome_of<T>(
+    status: u16,
+    body: &[u8],
+    decode: impl FnOnce(&[u8]) -> Result<T, TaskError>,
+) -> Result<T, TaskError> {
+    if status == wire::OK {
+        decode(body)
+    } else {
+        Err(status_error(status, body))
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -424,6 +485,12 @@ impl<R: DeserializeOwned + Send + 'static> Sink for One<R> {
         })
     }
 
+    fn decode<'a>(&'a self, status: u16, body: &[u8]) -> Decoded<'a> {
+        decoded(status, body, decode_result::<R>, move |outcome| {
+            self.promise.complete(outcome);
+        })
+    }
+
     fn fail(&self, err: TaskError) {
         self.promise.complete(Err(err));
     }
@@ -455,15 +522,15 @@ impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
     }
 
     fn finish(&self, status: u16, body: &[u8], count: &dyn Fn(bool)) -> bool {
-        let outcome = if status == wire::OK {
-            decode_chunk(body)
-        } else {
-            Err(status_error(status, body))
-        };
-        let ok = outcome.is_ok();
-        count(ok);
-        self.promise.complete(outcome);
-        ok
+        finish_with(status, body, count, decode_chunk, |outcome| {
+            self.promise.complete(outcome);
+        })
+    }
+
+    fn decode<'a>(&'a self, status: u16, body: &[u8]) -> Decoded<'a> {
+        decoded(status, body, decode_chunk::<R>, move |outcome| {
+            self.promise.complete(outcome);
+        })
     }
 
     fn fail(&self, err: TaskError) {

@@ -24,7 +24,9 @@
 //! User code (`Deserialize`, done-callbacks, `Drop`) runs with no reader
 //! held: a helper claims a reply under the reader (`Shared::claim_reply`,
 //! in the worker's order), copies its body, lets go, then settles it; the
-//! I/O thread does the same for replies up to 64 KiB. So a done-callback
+//! I/O thread does the same for replies up to 64 KiB, and decodes a larger
+//! one under the reader but publishes it after letting go (`Sink::decode`).
+//! So a done-callback
 //! may wait on another task of the pool, even of the same worker (test
 //! `process_help::a_done_callback_may_wait_on_another_task_of_the_same_pool`,
 //! which deadlocked when the settling thread held the reader).

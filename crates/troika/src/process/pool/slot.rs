@@ -14,10 +14,9 @@ use super::dispatch::Batch;
 use super::help::SlotReader;
 use super::{INIT_ID, Shared, State};
 use crate::futures::{ErrorKind, Exit, TaskError};
-use crate::process::arena::Release;
 use crate::process::channel::{CallSender, Dir, RingReader, Rings};
 use crate::process::spawn::{self, ChildProc};
-use crate::process::task::{Job, Outgoing};
+use crate::process::task::{Decoded, Job, Outgoing};
 use crate::process::wire::{self, Fill, FrameReader, Header};
 
 /// How long the parent's reader keeps polling a worker's pipe before it blocks.
@@ -527,13 +526,20 @@ impl Shared {
                         return ready;
                     };
                     // A large body is borrowed from the reader (maybe from
-                    // its shared memory): settled under the lock, its arena
-                    // released once the reply is decoded.
-                    self.settle_reply_releasing(job, &header, body, &release);
-                    // Not decoded (no call to settle, or a panic first):
-                    // released now.
+                    // its shared memory): decoded under the lock; then its
+                    // arena goes back to the worker and the reader is let
+                    // go before the outcome is published, so that user code
+                    // (done-callbacks) runs with the reader free, as for
+                    // small replies: a callback may wait on another task of
+                    // this worker, whose reply a waiting thread then reads.
+                    let decoded = job.as_ref().map(|job| decode_reply(job, &header, body));
                     release.now();
                     reader.shrink();
+                    drop(reader);
+                    if let (Some(job), Some(decoded)) = (&job, decoded) {
+                        self.publish_reply(job, decoded);
+                    }
+                    drop_job(job);
                 }
                 _ => {
                     release.now();
@@ -639,41 +645,40 @@ impl Shared {
     /// that read the reply calls it after letting go of the reader, so that
     /// a done-callback may wait on another task of the pool).
     pub(super) fn settle_reply(&self, job: Option<Job>, header: &Header, body: &[u8]) {
-        self.settle_reply_releasing(job, header, body, &Release::default());
-    }
-
-    /// [`settle_reply`](Self::settle_reply) of a body in the worker's
-    /// arena: `release` hands the arena back as soon as the reply is
-    /// decoded, before the handle is settled, so that a thread woken by the
-    /// handle finds it free (its next large call is answered in the same
-    /// arena instead of a new one).
-    fn settle_reply_releasing(
-        &self,
-        job: Option<Job>,
-        header: &Header,
-        body: &[u8],
-        release: &Release<'_>,
-    ) {
-        if let Some(job) = job {
-            // User code runs here (`Deserialize`, done-callbacks,
-            // `Drop`): `finish` catches its panics, and a panic that
-            // still escapes (the `Drop` of a value whose handle is
-            // gone, when the job goes) must not end this thread.
+        if let Some(job) = &job {
+            // User code runs here (`Deserialize`, done-callbacks): `finish`
+            // catches its panics; one that still escapes must not end this
+            // thread.
             use std::panic::{AssertUnwindSafe, catch_unwind};
             // Counted before the handle is settled (a panic in
             // the decoding counts it as failed below).
             let counted = std::cell::Cell::new(false);
             let count = |ok| {
-                // Decoded: the body is read no more.
-                release.now();
                 counted.set(true);
                 self.note_outcome(ok);
             };
             let finish = || job.sink().finish(header.status, body, &count);
             let ok = catch_unwind(AssertUnwindSafe(finish)).unwrap_or(false);
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(job)));
             if !counted.get() {
                 self.note_outcome(ok);
+            }
+        }
+        drop_job(job);
+    }
+
+    /// Count and publish a reply [`decode_reply`] decoded (user code runs:
+    /// done-callbacks).
+    fn publish_reply(&self, job: &Job, decoded: Result<Decoded<'_>, TaskError>) {
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+        match decoded {
+            Ok(decoded) => {
+                // Counted before the handle is settled.
+                self.note_outcome(decoded.ok);
+                let _ = catch_unwind(AssertUnwindSafe(move || decoded.publish()));
+            }
+            Err(err) => {
+                self.note_outcome(false);
+                let _ = catch_unwind(AssertUnwindSafe(|| job.sink().fail(err)));
             }
         }
     }
@@ -859,4 +864,19 @@ fn rss_bytes(pid: u32) -> Option<u64> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     let page = rustix::param::page_size() as u64;
     Some(pages * page)
+}
+
+/// Decode a large reply for `job` (user code: `Deserialize`, whose panics
+/// the decoding catches; one that still escapes fails the task).
+fn decode_reply<'j>(job: &'j Job, header: &Header, body: &[u8]) -> Result<Decoded<'j>, TaskError> {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    catch_unwind(AssertUnwindSafe(|| job.sink().decode(header.status, body)))
+        .map_err(|payload| TaskError::panicked(&*payload))
+}
+
+/// Drop a settled job: its value's `Drop` (user code, when the handle is
+/// gone) may panic, which must not end the settling thread.
+fn drop_job(job: Option<Job>) {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(job)));
 }
