@@ -539,6 +539,67 @@ fn a_done_callback_of_a_large_reply_may_wait_on_another_task_of_the_same_worker(
     );
 }
 
+/// A done-callback run by the slot's I/O thread waits on a task of the same
+/// worker whose reply is in shared memory (≥ 512 KiB), which only the I/O
+/// thread reads: the callback's wait stands in for that thread and reads
+/// it. The main thread waits on a channel, not on a handle, so that the
+/// I/O thread settles every reply (and runs every callback).
+///
+/// Hung (killed at the deadline) when the stand-in left such a reply to
+/// the I/O thread, that is to itself.
+#[test]
+fn a_done_callback_on_the_io_thread_may_wait_on_a_reply_in_shared_memory() {
+    guarded(
+        "a_done_callback_on_the_io_thread_may_wait_on_a_reply_in_shared_memory",
+        LIMIT,
+        || {
+            let pool = Arc::new(ProcessPool::new(1).unwrap());
+            let rounds = [
+                (8, 1 << 20),
+                (1 << 20, 600 << 10),
+                (8, 3 << 20),
+                (100 << 10, 1 << 20),
+            ];
+            for (round, (first, awaited)) in rounds.into_iter().enumerate() {
+                let seed = round as u8;
+                let (tx, rx) = std::sync::mpsc::channel();
+                let handle = pool.submit(late_bytes, (first, seed, 20));
+                let inner = Arc::clone(&pool);
+                handle.add_done_callback(move |outcome| {
+                    let first = outcome.map(|b| b.0.len()).ok();
+                    let got = inner
+                        .submit(make_bytes, (awaited, seed.wrapping_add(1)))
+                        .result_timeout(LIMIT);
+                    let bytes = got.ok().and_then(Result::ok);
+                    let _ = tx.send((
+                        std::thread::current().name().map(str::to_owned),
+                        first,
+                        bytes,
+                    ));
+                });
+                let (thread, got_first, bytes) = rx.recv_timeout(LIMIT).unwrap();
+                assert!(
+                    thread.is_some_and(|name| name.contains("io")),
+                    "round {round}: the I/O thread ran the callback"
+                );
+                assert_eq!(got_first, Some(first), "round {round}");
+                let bytes = bytes.expect("the awaited task's bytes");
+                assert_eq!(bytes.0.len(), awaited, "round {round}");
+                assert!(
+                    bytes.0.iter().enumerate().all(|(i, b)| *b
+                        == (i as u8)
+                            .wrapping_mul(31)
+                            .wrapping_add(seed.wrapping_add(1))),
+                    "round {round}: the bytes are exact"
+                );
+                assert_eq!(handle.result().unwrap().0.len(), first);
+            }
+            let stats = pool.stats();
+            assert_eq!((stats.succeeded, stats.failed), (8, 0), "{stats:?}");
+        },
+    );
+}
+
 /// The I/O thread claims the replies already read together and settles
 /// them one by one: a done-callback of one of them that waits on a task
 /// whose reply is further in that batch (claimed, so gone from the ring)

@@ -428,6 +428,13 @@ impl FrameReader {
         Peek::Frame(header, &self.buf[body])
     }
 
+    /// The header of the next frame if it is in, without consuming it or
+    /// waiting.
+    pub(crate) fn peek_header(&mut self) -> Option<Header> {
+        self.views.release();
+        matches!(self.fill_now(HEADER), Ok(Fill::Ready)).then(|| self.buffered_header())
+    }
+
     /// Consume the frame [`peek_frame`](Self::peek_frame) returned.
     pub(crate) fn skip_frame(&mut self) {
         let len = self.buffered_header().len as usize;

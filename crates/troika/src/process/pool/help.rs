@@ -287,6 +287,12 @@ impl MappedReader<'_> {
     pub(super) fn retire(&mut self) {
         self.0.retired = true;
     }
+
+    /// Whether the stream is retired (by a done-callback of the I/O thread
+    /// standing in for it, which met a fault).
+    pub(super) fn is_retired(&self) -> bool {
+        self.0.retired
+    }
 }
 
 impl std::ops::Deref for MappedReader<'_> {
@@ -409,6 +415,10 @@ impl Shared {
                     if let Some(hold) = &mut held {
                         claimed = self.serve_reply(index, hold, &mut body);
                         if hold.handed_over {
+                            if stand_in && self.serve_large_standing_in(index, &mut held) {
+                                // Read as its I/O thread would: go on.
+                                continue;
+                            }
                             handed_over = true;
                             held = None;
                         }
@@ -447,6 +457,71 @@ impl Shared {
         drop(held);
         self.helpers.fetch_sub(1, Ordering::SeqCst);
         ok
+    }
+
+    /// Standing in for the I/O thread of slot `index` (a done-callback it
+    /// runs waits), holding its reader: if the next frame is a task's reply
+    /// whose body is in shared memory — which helpers leave to the I/O
+    /// thread, that is to this very thread — take it, decode it, let go of
+    /// the reader and publish it, as `serve` does. False, having consumed
+    /// nothing, for anything else (the initializer's reply, a ready
+    /// message, the end of the stream: a callback that waits on those
+    /// still waits for ever). A fault in the frame is reported, the
+    /// stream retired (the I/O thread stops reading it once the callback
+    /// returns), and true returned.
+    fn serve_large_standing_in(
+        self: &Arc<Self>,
+        index: usize,
+        held: &mut Option<Held<'_>>,
+    ) -> bool {
+        let Some(hold) = held.as_mut() else {
+            return false;
+        };
+        let reading = &mut *hold.reading;
+        let reader = &mut reading.reader;
+        let Some(next) = reader.peek_header() else {
+            return false;
+        };
+        let in_memfd = next.kind & wire::IN_MEMFD != 0;
+        let kind = next.kind & !(wire::IN_MEMFD | wire::IN_ARENA);
+        if !in_memfd || kind != wire::REPLY || next.id == super::INIT_ID {
+            return false;
+        }
+        // The frame is consumed from here on: `serve` would now read it.
+        let frame = match reader.poll_frame() {
+            Ok(wire::Fill::Ready) => reader.take_frame_released_by(),
+            Ok(_) => return false,
+            Err(e) => Err(e),
+        };
+        let (header, body, release) = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                let refused = reader.refused();
+                reading.retired = true;
+                *held = None;
+                self.read_failed(index, refused, &e);
+                return true;
+            }
+        };
+        let Some(job) = self.claim_reply(index, &header) else {
+            release.now();
+            reading.retired = true;
+            *held = None;
+            self.protocol_error(index, super::slot::Fault::Unexpected);
+            return true;
+        };
+        let decoded = job
+            .as_ref()
+            .map(|job| super::slot::decode_reply(job, &header, body));
+        release.now();
+        reader.shrink();
+        // User code runs with no reader held.
+        *held = None;
+        if let (Some(job), Some(decoded)) = (&job, decoded) {
+            self.publish_reply(job, decoded);
+        }
+        super::slot::drop_job(job);
+        true
     }
 
     /// Claim the next plain reply waiting in the held reader of slot

@@ -392,6 +392,11 @@ impl Shared {
         let mut headers: Vec<(Header, std::ops::Range<usize>)> = Vec::new();
         loop {
             let mut reader = slot.lock();
+            if reader.is_retired() {
+                // A done-callback standing in for this thread met a fault
+                // in the stream (see `help.rs`) and reported it.
+                return ready;
+            }
             let polled = match reader.poll_frame() {
                 Ok(Fill::Ready) => reader.take_frame_released_by().map(Some),
                 Ok(Fill::Eof) => {
@@ -668,7 +673,7 @@ impl Shared {
 
     /// Count and publish a reply [`decode_reply`] decoded (user code runs:
     /// done-callbacks).
-    fn publish_reply(&self, job: &Job, decoded: Result<Decoded<'_>, TaskError>) {
+    pub(super) fn publish_reply(&self, job: &Job, decoded: Result<Decoded<'_>, TaskError>) {
         use std::panic::{AssertUnwindSafe, catch_unwind};
         match decoded {
             Ok(decoded) => {
@@ -685,7 +690,12 @@ impl Shared {
 
     /// Reading the worker's stream in slot `index` failed with `error`
     /// (`refused`: the header of a reply refused for its length).
-    fn read_failed(&self, index: usize, refused: Option<Header>, error: &std::io::Error) {
+    pub(super) fn read_failed(
+        &self,
+        index: usize,
+        refused: Option<Header>,
+        error: &std::io::Error,
+    ) {
         // A reply announced over the limit was refused unread, or one in
         // shared memory did not match its header: the worker is broken or
         // hostile. (Any other error is a stream cut short: the worker died.)
@@ -868,7 +878,11 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 
 /// Decode a large reply for `job` (user code: `Deserialize`, whose panics
 /// the decoding catches; one that still escapes fails the task).
-fn decode_reply<'j>(job: &'j Job, header: &Header, body: &[u8]) -> Result<Decoded<'j>, TaskError> {
+pub(super) fn decode_reply<'j>(
+    job: &'j Job,
+    header: &Header,
+    body: &[u8],
+) -> Result<Decoded<'j>, TaskError> {
     use std::panic::{AssertUnwindSafe, catch_unwind};
     catch_unwind(AssertUnwindSafe(|| job.sink().decode(header.status, body)))
         .map_err(|payload| TaskError::panicked(&*payload))
@@ -876,7 +890,7 @@ fn decode_reply<'j>(job: &'j Job, header: &Header, body: &[u8]) -> Result<Decode
 
 /// Drop a settled job: its value's `Drop` (user code, when the handle is
 /// gone) may panic, which must not end the settling thread.
-fn drop_job(job: Option<Job>) {
+pub(super) fn drop_job(job: Option<Job>) {
     use std::panic::{AssertUnwindSafe, catch_unwind};
     let _ = catch_unwind(AssertUnwindSafe(move || drop(job)));
 }
