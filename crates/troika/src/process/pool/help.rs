@@ -25,8 +25,10 @@
 //! held: a helper claims a reply under the reader (`Shared::claim_reply`,
 //! in the worker's order), copies its body, lets go, then settles it; the
 //! I/O thread does the same for replies up to 64 KiB, and decodes a larger
-//! one under the reader but publishes it after letting go (`Sink::decode`).
-//! So a done-callback
+//! one under the reader but publishes it after letting go (`Sink::decode`);
+//! and a done-callback run by the I/O thread that waits, standing in for
+//! that thread, also reads the replies in shared memory that helpers leave
+//! to it (`Shared::serve_large_standing_in`). So a done-callback
 //! may wait on another task of the pool, even of the same worker (test
 //! `process_help::a_done_callback_may_wait_on_another_task_of_the_same_pool`,
 //! which deadlocked when the settling thread held the reader).
