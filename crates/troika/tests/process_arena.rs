@@ -362,8 +362,13 @@ fn a_worker_killed_mid_transfer_either_way_fails_its_task_only() {
                     };
                     let out = pool.submit(pass, whole).result().unwrap();
                     assert!(out.bytes == pattern(MIB, 9));
+                    // The killed worker's argument arena is never released:
+                    // it goes with its task instead of waiting among the free
+                    // ones (where three kills kept three until the idle trim).
+                    // Left: the arena the calls reuse, and perhaps the last
+                    // call's, whose frame the I/O thread may not have dropped.
                     let (open, _) = arenas();
-                    assert!(open.len() <= 3, "the parent holds {open:?}");
+                    assert!(open.len() <= 2, "the parent holds {open:?}");
                 }
             }
             assert_fds_as_before(&before);

@@ -29,7 +29,10 @@
 //! ordering, the pair of the receiver's release store), so it never writes
 //! a body that a well-behaved receiver is still reading. An arena whose
 //! receiver died before releasing it stays `LENT` and is never written
-//! again: it is dropped from the free list first.
+//! again. When the pool fails the task that worker was running, it marks
+//! the call's arena abandoned ([`Lease::abandon`]), and the arena is
+//! dropped with the call's frame instead of joining the free list; any
+//! other arena found `LENT` there is the first dropped.
 //!
 //! **Bounds.** A sending process keeps free arenas between messages: at
 //! most [`KEEP_FREE`] (8), and beyond the [`KEEP_ANY`] (2) most recently
@@ -78,6 +81,9 @@ const STATE_AT: usize = 16;
 const FREE: u32 = 0;
 /// The arena was handed to a receiver that has not released it yet.
 const LENT: u32 = 1;
+/// The receiver died holding the arena ([`Lease::abandon`]): it will never
+/// be released, so the lease's end drops it instead of keeping it.
+const ABANDONED: u32 = 2;
 
 /// Arenas grow in steps of whole huge pages.
 const GRAIN: usize = 2 << 20;
@@ -422,11 +428,33 @@ impl AsFd for Lease {
     }
 }
 
+impl Lease {
+    /// The receiver this arena was lent to died before releasing it (the
+    /// pool fails the task it was running): the arena is never written
+    /// again, so when this lease ends it is dropped, not kept among the
+    /// free ones (where it would only hold memory and a descriptor until
+    /// the idle trim, and count against the bounds).
+    pub(crate) fn abandon(&self) {
+        if let Some(arena) = &self.0 {
+            let _ = arena.state().compare_exchange(
+                LENT,
+                ABANDONED,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         let Some(mut arena) = self.0.take() else {
             return;
         };
+        if arena.state().load(Ordering::Relaxed) == ABANDONED {
+            // Unmapped and closed now.
+            return;
+        }
         arena.used = Instant::now();
         let mut list = free_list();
         list.push(arena);

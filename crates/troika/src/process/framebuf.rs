@@ -276,6 +276,14 @@ impl Frame {
         }
     }
 
+    /// The worker this frame was sent to died before releasing its body
+    /// (see [`Lease::abandon`](super::arena::Lease::abandon)).
+    pub(crate) fn abandon(&self) {
+        if let Frame::Shared(sealed) = self {
+            sealed.memfd.abandon();
+        }
+    }
+
     /// The whole frame, if it is in memory.
     pub(crate) fn in_memory(&self) -> Option<&[u8]> {
         match self {

@@ -853,6 +853,9 @@ impl Shared {
             batch.write();
         }
         for (job, err) in failed {
+            // Its worker is dead: an argument it was reading from shared
+            // memory is never released, so its arena goes with the job.
+            job.task.frame().abandon();
             self.note_outcome(false);
             job.sink().fail(err);
         }
