@@ -65,7 +65,7 @@ const SPIN: Duration = Duration::from_micros(40);
 /// core and makes the next write wait for it. Measured on the 2-core KVM
 /// guest (a pause there is 8.6 ns): a thread-pool round trip's p50 0.93–0.98
 /// µs looking after every pause, 0.66–0.70 µs with this spacing
-/// (`BENCHMARKS.md`, 2026-12-03).
+/// (`examples/thread_round_trip.rs`; `BENCHMARKS.md`, 2026-12-03).
 const SPIN_GAP_MAX: u32 = 8;
 
 type Callback<T> = Box<dyn FnOnce(Result<&T, &TaskError>) + Send>;
