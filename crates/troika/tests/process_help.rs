@@ -72,6 +72,32 @@ troika::remote! {
         Bytes((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect())
     }
 
+    /// Break this worker as the I/O thread alone can see: with `forge`,
+    /// answer with a reply whose arena is shorter than the body it
+    /// announces (a protocol fault); else die of SIGKILL.
+    fn break_worker(forge: bool) -> u64 {
+        if forge {
+            use rustix::fs::{MemfdFlags, SealFlags};
+            let memfd = rustix::fs::memfd_create(
+                "troika-arena",
+                MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+            )
+            .unwrap();
+            rustix::fs::ftruncate(&memfd, 1 << 20).unwrap();
+            rustix::fs::fcntl_add_seals(&memfd, SealFlags::SHRINK).unwrap();
+            ipc_support::send_fd(ipc_support::worker_call_socket(), std::os::fd::AsFd::as_fd(&memfd));
+            // REPLY, in a memfd that is an arena, announcing 10 MiB.
+            let header = ipc_support::reply_header(0x8000 | 0x4000, u64::MAX, 10 << 20);
+            assert!(troika::process::__test::forge_reply_for_test(Some(&header)));
+            // The worker's real reply would follow; it is killed first.
+            std::thread::sleep(Duration::from_secs(60));
+            0
+        } else {
+            let _ = kill_process(rustix::process::getpid(), Signal::KILL);
+            0
+        }
+    }
+
     /// Sleep `ms` milliseconds (in the worker), then return `x`.
     fn nap(x: u64, ms: u64) -> u64 {
         std::thread::sleep(Duration::from_millis(ms));
@@ -596,6 +622,59 @@ fn a_done_callback_on_the_io_thread_may_wait_on_a_reply_in_shared_memory() {
             }
             let stats = pool.stats();
             assert_eq!((stats.succeeded, stats.failed), (8, 0), "{stats:?}");
+        },
+    );
+}
+
+/// A done-callback run by the slot's I/O thread waits, with a deadline, on
+/// a task of the same worker that kills its worker or answers with a forged
+/// reply in shared memory: a death or a fault only the I/O thread acts on,
+/// and it is the thread waiting. The wait stands in for it until the
+/// deadline (it reports the fault and retires the stream), then gives up;
+/// the callback returns, the I/O thread fails the task and replaces the
+/// worker, and the pool runs on.
+///
+/// Hung (killed at the test's deadline) when the stand-in ignored its
+/// caller's deadline.
+#[test]
+fn a_done_callback_on_the_io_thread_gives_up_at_its_deadline_when_its_worker_breaks() {
+    guarded(
+        "a_done_callback_on_the_io_thread_gives_up_at_its_deadline_when_its_worker_breaks",
+        LIMIT,
+        || {
+            let pool = Arc::new(ProcessPool::new(1).unwrap());
+            for (round, forge) in [false, true, false, true].into_iter().enumerate() {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let handle = pool.submit(nap, (round as u64, 20));
+                let inner = Arc::clone(&pool);
+                handle.add_done_callback(move |_| {
+                    let waited = inner
+                        .submit(break_worker, forge)
+                        .result_timeout(Duration::from_millis(300));
+                    let name = std::thread::current().name().map(str::to_owned);
+                    let _ = tx.send((name, waited));
+                });
+                let (thread, waited) = rx.recv_timeout(LIMIT).unwrap();
+                assert!(
+                    thread.is_some_and(|name| name.contains("io")),
+                    "round {round}: the I/O thread ran the callback"
+                );
+                let broken = waited.expect_err("the wait gave up at its deadline");
+                let err = broken.result().unwrap_err();
+                if forge {
+                    assert!(err.to_string().contains("broke the protocol"), "{err}");
+                } else {
+                    assert!(err.is_worker_died(), "{err:?}");
+                }
+                assert_eq!(handle.result().unwrap(), round as u64);
+                assert_eq!(
+                    pool.submit(double, 21).result().unwrap(),
+                    42,
+                    "round {round}"
+                );
+            }
+            let stats = pool.stats();
+            assert_eq!((stats.succeeded, stats.failed), (8, 4), "{stats:?}");
         },
     );
 }

@@ -411,8 +411,7 @@ impl<T, J: ?Sized> Inner<T, J> {
         if self.owner & crate::process::PROCESS_OWNER != 0 {
             // A process pool's task: read its worker's replies meanwhile
             // (that is this thread's spin).
-            let until = deadline.map_or(spin_end, |d| d.min(spin_end));
-            if crate::process::help_while(self.owner, &|| self.is_ready(), until) {
+            if crate::process::help_while(self.owner, &|| self.is_ready(), spin_end, deadline) {
                 return true;
             }
             spin = false;

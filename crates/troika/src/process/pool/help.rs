@@ -102,11 +102,19 @@ pub(super) fn note_sent(owner: usize, index: usize) {
     LAST_SLOT.with(|last| last.set((owner, index)));
 }
 
-/// While `done()` is false and `until` has not passed, read and settle the
-/// replies of the pool `owner`'s workers. Returns `done()`.
-pub(crate) fn help_while(owner: usize, done: &dyn Fn() -> bool, until: Instant) -> bool {
+/// While `done()` is false and neither `spin_end` nor `deadline` has
+/// passed, read and settle the replies of the pool `owner`'s workers; a
+/// done-callback run by one of the pool's I/O threads, standing in for it,
+/// goes on past `spin_end` until `deadline` (see [`Shared::help`]).
+/// Returns `done()`.
+pub(crate) fn help_while(
+    owner: usize,
+    done: &dyn Fn() -> bool,
+    spin_end: Instant,
+    deadline: Option<Instant>,
+) -> bool {
     match pool_of(owner) {
-        Some(shared) => shared.help(done, until),
+        Some(shared) => shared.help(done, spin_end, deadline),
         None => done(),
     }
 }
@@ -364,13 +372,20 @@ impl Shared {
     }
 
     /// See [`help_while`].
-    fn help(self: &Arc<Self>, done: &dyn Fn() -> bool, until: Instant) -> bool {
+    fn help(
+        self: &Arc<Self>,
+        done: &dyn Fn() -> bool,
+        spin_end: Instant,
+        deadline: Option<Instant>,
+    ) -> bool {
+        let until = deadline.map_or(spin_end, |d| d.min(spin_end));
         let slots = self.readers.len();
         let (owner, last) = LAST_SLOT.with(std::cell::Cell::get);
         // A done-callback that waits, run by one of this pool's I/O threads
         // (which settled its reply): nobody else reads that slot while the
         // callback runs, so this wait stands in for its I/O thread and does
-        // not give up (no budget, no sleep) until the task is done.
+        // not give up (no budget, no sleep) until the task is done or the
+        // caller's deadline (`result_timeout`) has passed.
         let (io_owner, io_index) = IO_SLOT.with(std::cell::Cell::get);
         let stand_in = io_owner == self.owner;
         let first = if stand_in {
@@ -400,7 +415,11 @@ impl Shared {
                 continue;
             }
             rounds += 1;
-            if !stand_in && rounds.is_multiple_of(16) && Instant::now() >= until {
+            // A helper gives up at the end of its spin (the I/O thread
+            // reads on); a stand-in only at its caller's deadline (nobody
+            // else reads the slot), after which its caller's wait returns.
+            let give_up = if stand_in { deadline } else { Some(until) };
+            if rounds.is_multiple_of(16) && give_up.is_some_and(|t| Instant::now() >= t) {
                 break done();
             }
             for (k, reader) in readers.iter().enumerate() {
