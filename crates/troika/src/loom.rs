@@ -59,6 +59,14 @@ impl<T> UnsafeCell<T> {
     }
 }
 
+#[cfg(troika_loom)]
+pub(crate) use loom::thread::yield_now;
+/// Give the CPU away: the thread's, or under the model loom's (a spin
+/// that waits on another thread must yield there, or the model never lets
+/// that thread run).
+#[cfg(not(troika_loom))]
+pub(crate) use std::thread::yield_now;
+
 /// The calling thread's identity, for [`RLock`](crate::sync::RLock)'s owner.
 #[cfg(not(troika_loom))]
 pub(crate) type ThreadId = std::thread::ThreadId;

@@ -335,6 +335,45 @@ impl<T, J: ?Sized> Inner<T, J> {
         true
     }
 
+    /// Decide and publish the outcome of a running task that only this
+    /// thread can decide: one read-modify-write of `state` where
+    /// [`claim`](Self::claim) and [`publish`](Self::publish) take two.
+    /// The state's line is the one the waiter spins on, so each write the
+    /// worker makes to it while the waiter looks costs a transfer between
+    /// the cores (issue 16: the thread pool's round trip).
+    ///
+    /// # Safety
+    ///
+    /// The caller started the task (`start` returned true) and nobody else
+    /// can decide it while it runs: it is not killable (no kill hook, not
+    /// marked killable, not a future) and no watchdog holds a promise of
+    /// it. Then the outcome slot is this thread's alone until `READY` is set.
+    unsafe fn settle_running(&self, outcome: Result<T, TaskError>) {
+        // SAFETY: by the contract above, this thread is the slot's only
+        // writer, and nobody reads it before `READY` is set below.
+        self.outcome
+            .with_mut(|slot| unsafe { *slot = Some(outcome) });
+        // The first guess is the state of a started task nobody watches.
+        let mut state = RUNNING;
+        loop {
+            debug_assert_eq!(state & PHASE, RUNNING, "a sole decider's task was decided");
+            let watched = state & WATCHED != 0;
+            // Watched: decided here, published by the watched completion.
+            let ready = if watched { 0 } else { READY };
+            // Release: a reader that sees `READY` sees the outcome.
+            match self.state.compare_exchange_weak(
+                state,
+                (state & !PHASE) | DONE | ready,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) if watched => return self.publish_watched(self.slow.lock(), false),
+                Ok(_) => return,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
     /// Store the outcome of a task this thread [`claim`](Self::claim)ed, and
     /// make it ready. With `wake_task`, a future parked by
     /// [`Promise::park_until_decided`] is woken to end itself (the decision
@@ -779,6 +818,19 @@ impl<T> Promise<T> {
         self.inner.claim().then_some(Claim { inner: &self.inner })
     }
 
+    /// Complete a running task that only this thread can decide, in one
+    /// step where [`claim`](Self::claim) and publish take two.
+    ///
+    /// # Safety
+    ///
+    /// As `Inner::settle_running`: this thread's [`start`](Self::start)
+    /// returned true, the task is not killable, and nobody else holds a
+    /// promise of it that may complete it.
+    pub(crate) unsafe fn settle_running(&self, outcome: Result<T, TaskError>) {
+        // SAFETY: the caller's contract is the callee's.
+        unsafe { self.inner.settle_running(outcome) }
+    }
+
     /// Set the task's stop flag, which its [`CancelToken`](super::CancelToken)
     /// reports, without deciding its outcome.
     pub(crate) fn request_stop(&self) {
@@ -922,6 +974,33 @@ mod loom_tests {
             adder.join().unwrap();
             assert!(handle.is_done());
             assert_eq!(calls.load(Ordering::SeqCst), 1);
+        });
+    }
+
+    /// The one-step settle of a task only its worker can decide, racing a
+    /// late callback and a blocked waiter: the callback runs once with the
+    /// value, and the waiter returns.
+    #[test]
+    fn loom_sole_deciders_settle_races_a_callback_and_a_waiter() {
+        loom::model(|| {
+            let (promise, handle) = pair::<u32>(0);
+            let handle = Arc::new(handle);
+            assert!(promise.start());
+            let worker = loom::thread::spawn(move || {
+                // SAFETY: started above; nothing else can decide this task.
+                unsafe { promise.settle_running(Ok(9)) };
+            });
+            let calls = Arc::new(AtomicUsize::new(0));
+            let seen = Arc::clone(&calls);
+            handle.add_done_callback(move |outcome| {
+                assert_eq!(outcome.ok(), Some(&9));
+                seen.fetch_add(1, Ordering::SeqCst);
+            });
+            handle.wait();
+            worker.join().unwrap();
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+            let handle = Arc::into_inner(handle).unwrap();
+            assert_eq!(handle.result().unwrap(), 9);
         });
     }
 

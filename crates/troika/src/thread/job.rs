@@ -18,6 +18,10 @@ pub(crate) enum Job {
     /// A submitted task: its closure lives in the same allocation as its
     /// handle's state, so a task costs one allocation.
     Task(Arc<dyn RunTask>),
+    /// A submitted task already marked running: handed straight to a
+    /// worker waiting for it (see `Shared::enqueue`), so the worker need not
+    /// write the task's state to start it.
+    Started(Arc<dyn RunTask>),
     /// Anything else (scoped tasks, whose borrows cannot live in a handle).
     Boxed(JobFn),
 }
@@ -29,15 +33,28 @@ impl Job {
 
     pub(crate) fn run(self, shared: &Shared) {
         match self {
-            Job::Task(task) => task.run(Some(shared)),
+            Job::Task(task) => task.run(Some(shared), false),
+            Job::Started(task) => task.run(Some(shared), true),
             Job::Boxed(f) => f(Some(shared)),
         }
     }
 
     pub(crate) fn cancel_now(self) {
         match self {
-            Job::Task(task) => task.run(None),
+            Job::Task(task) => task.run(None, false),
+            Job::Started(task) => task.run(None, true),
             Job::Boxed(f) => f(None),
+        }
+    }
+
+    /// Mark a submitted task running now, for a worker that is certain to
+    /// run it next: [`Job::Started`] if its `start` succeeded (it was not
+    /// cancelled meanwhile), else unchanged (the worker then finds it
+    /// decided and skips it).
+    pub(crate) fn start_now(self) -> Job {
+        match self {
+            Job::Task(task) if task.start() => Job::Started(task),
+            other => other,
         }
     }
 }
@@ -57,7 +74,12 @@ unsafe impl<F: Send> Sync for Closure<F> {}
 
 /// A submitted task, run (with the pool) or cancelled (with `None`) once.
 pub(crate) trait RunTask: Send + Sync {
-    fn run(self: Arc<Self>, shared: Option<&Shared>);
+    /// `started`: the task was already moved to running (by [`start`](Self::start)).
+    fn run(self: Arc<Self>, shared: Option<&Shared>, started: bool);
+
+    /// Move the task from pending to running; false if it was decided
+    /// (cancelled) first.
+    fn start(&self) -> bool;
 }
 
 impl<F, R> RunTask for Inner<R, Closure<F>>
@@ -65,16 +87,20 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    fn run(self: Arc<Self>, shared: Option<&Shared>) {
+    fn run(self: Arc<Self>, shared: Option<&Shared>, started: bool) {
         // SAFETY: this is the consumer of the task's only job (see `Closure`).
         let f = unsafe { (*self.tail.0.get()).take() };
         let promise = Promise::from_inner(self);
         match (shared, f) {
-            (Some(shared), Some(f)) => shared.run(&promise, f),
+            (Some(shared), Some(f)) => shared.run(&promise, f, started),
             _ => {
                 promise.complete(Err(TaskError::cancelled()));
             }
         }
+    }
+
+    fn start(&self) -> bool {
+        Inner::start(self)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Threads: the [`ThreadPool`] executor and its scoped variant.
 
+mod handoff;
 mod job;
 mod pool;
 mod pool_api;
