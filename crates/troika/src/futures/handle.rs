@@ -585,7 +585,9 @@ impl<T> Handle<T> {
     /// The process pool also counts a call it has already written to a
     /// worker behind another one: it can no longer be taken back and runs
     /// next, so `cancel()` returns false for it (as Python's pool does for
-    /// calls in its call queue).
+    /// calls in its call queue). The thread pool likewise counts a task
+    /// it handed straight to a worker spinning idle: it is running from
+    /// the moment `submit` returns.
     pub fn is_running(&self) -> bool {
         self.inner.phase() == RUNNING
     }
@@ -594,7 +596,9 @@ impl<T> Handle<T> {
     ///
     /// A task that has not started is removed and never runs. A running task
     /// is asked to stop through its [`CancelToken`](super::CancelToken); the
-    /// thread pool cannot stop a running thread, so for it this returns false,
+    /// thread pool cannot stop a running thread, so for it this returns false
+    /// (also for a task submitted while a worker was idle, which that worker
+    /// runs at once; see [`is_running`](Self::is_running)),
     /// while the process pool kills the worker and returns true (but returns
     /// false for a call already written to a worker behind another one, which
     /// will run). Cancelling a finished task is a no-op that returns false.
