@@ -565,11 +565,36 @@ fn a_done_callback_of_a_large_reply_may_wait_on_another_task_of_the_same_worker(
     );
 }
 
+/// Run `wait` in a done-callback of `handle` and return what it returned,
+/// checking that the pool's I/O thread ran it. The caller waits on a
+/// channel, not on a handle, so that the I/O thread settles every reply
+/// (and runs every callback).
+fn on_io_thread<R, T>(
+    handle: &troika::Handle<R>,
+    round: usize,
+    wait: impl FnOnce(Result<&R, &troika::TaskError>) -> T + Send + 'static,
+) -> T
+where
+    R: Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    handle.add_done_callback(move |outcome| {
+        let got = wait(outcome);
+        let _ = tx.send((std::thread::current().name().map(str::to_owned), got));
+    });
+    let (thread, got) = rx.recv_timeout(LIMIT).unwrap();
+    assert!(
+        thread.is_some_and(|name| name.contains("io")),
+        "round {round}: the I/O thread ran the callback"
+    );
+    got
+}
+
 /// A done-callback run by the slot's I/O thread waits on a task of the same
 /// worker whose reply is in shared memory (≥ 512 KiB), which only the I/O
 /// thread reads: the callback's wait stands in for that thread and reads
-/// it. The main thread waits on a channel, not on a handle, so that the
-/// I/O thread settles every reply (and runs every callback).
+/// it (see [`on_io_thread`]).
 ///
 /// Hung (killed at the deadline) when the stand-in left such a reply to
 /// the I/O thread, that is to itself.
@@ -588,26 +613,15 @@ fn a_done_callback_on_the_io_thread_may_wait_on_a_reply_in_shared_memory() {
             ];
             for (round, (first, awaited)) in rounds.into_iter().enumerate() {
                 let seed = round as u8;
-                let (tx, rx) = std::sync::mpsc::channel();
                 let handle = pool.submit(late_bytes, (first, seed, 20));
                 let inner = Arc::clone(&pool);
-                handle.add_done_callback(move |outcome| {
+                let (got_first, bytes) = on_io_thread(&handle, round, move |outcome| {
                     let first = outcome.map(|b| b.0.len()).ok();
                     let got = inner
                         .submit(make_bytes, (awaited, seed.wrapping_add(1)))
                         .result_timeout(LIMIT);
-                    let bytes = got.ok().and_then(Result::ok);
-                    let _ = tx.send((
-                        std::thread::current().name().map(str::to_owned),
-                        first,
-                        bytes,
-                    ));
+                    (first, got.ok().and_then(Result::ok))
                 });
-                let (thread, got_first, bytes) = rx.recv_timeout(LIMIT).unwrap();
-                assert!(
-                    thread.is_some_and(|name| name.contains("io")),
-                    "round {round}: the I/O thread ran the callback"
-                );
                 assert_eq!(got_first, Some(first), "round {round}");
                 let bytes = bytes.expect("the awaited task's bytes");
                 assert_eq!(bytes.0.len(), awaited, "round {round}");
@@ -644,21 +658,13 @@ fn a_done_callback_on_the_io_thread_gives_up_at_its_deadline_when_its_worker_bre
         || {
             let pool = Arc::new(ProcessPool::new(1).unwrap());
             for (round, forge) in [false, true, false, true].into_iter().enumerate() {
-                let (tx, rx) = std::sync::mpsc::channel();
                 let handle = pool.submit(nap, (round as u64, 20));
                 let inner = Arc::clone(&pool);
-                handle.add_done_callback(move |_| {
-                    let waited = inner
+                let waited = on_io_thread(&handle, round, move |_| {
+                    inner
                         .submit(break_worker, forge)
-                        .result_timeout(Duration::from_millis(300));
-                    let name = std::thread::current().name().map(str::to_owned);
-                    let _ = tx.send((name, waited));
+                        .result_timeout(Duration::from_millis(300))
                 });
-                let (thread, waited) = rx.recv_timeout(LIMIT).unwrap();
-                assert!(
-                    thread.is_some_and(|name| name.contains("io")),
-                    "round {round}: the I/O thread ran the callback"
-                );
                 let broken = waited.expect_err("the wait gave up at its deadline");
                 let err = broken.result().unwrap_err();
                 if forge {
