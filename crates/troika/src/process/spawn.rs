@@ -229,7 +229,19 @@ fn spawner_loop(requests: &Receiver<Request>) {
                     Some(spare) if spare.child.try_exit().is_none() => Ok(spare),
                     _ => spawn_now(&config),
                 };
+                if !leases.iter().any(|(c, _)| *c == config) {
+                    // Nothing to refill: the request's configuration (and
+                    // the working directory it holds open) is closed
+                    // before the caller hears back, so that a caller who
+                    // then drops everything leaves no descriptor behind.
+                    let cap = config.memory_cap;
+                    drop(config);
+                    let _ = reply.send(spawned);
+                    after_reply(cap);
+                    continue;
+                }
                 let _ = reply.send(spawned);
+                after_reply(config.memory_cap);
                 config
             }
             Request::Lease(config) => {
@@ -248,7 +260,12 @@ fn spawner_loop(requests: &Receiver<Request>) {
                         spares.retain(|(c, _)| *c != config);
                     }
                 }
+                // Closed before the reply, as above: the pool being
+                // dropped waits for it and then finds its descriptors gone.
+                let cap = config.memory_cap;
+                drop(config);
                 let _ = done.send(());
+                after_reply(cap);
                 continue;
             }
         };
@@ -262,6 +279,20 @@ fn spawner_loop(requests: &Receiver<Request>) {
         {
             spares.push((config, spare));
         }
+    }
+}
+
+/// Run by the spawner right after it answered a request for a
+/// configuration with this memory cap; unit tests hold it there.
+#[cfg(test)]
+type AfterReply = Box<dyn Fn(Option<u64>) + Send>;
+#[cfg(test)]
+static AFTER_REPLY: Mutex<Option<AfterReply>> = Mutex::new(None);
+
+fn after_reply(_memory_cap: Option<u64>) {
+    #[cfg(test)]
+    if let Some(hook) = AFTER_REPLY.lock().as_ref() {
+        hook(_memory_cap);
     }
 }
 
@@ -495,5 +526,52 @@ pub(crate) fn exit_of(status: &rustix::process::WaitIdStatus) -> Exit {
         Exit::Code(code)
     } else {
         Exit::Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A memory cap no other test uses, so the hook holds only this test's
+    /// requests (1 TiB: no limit in practice).
+    const MARK: u64 = 1 << 40;
+
+    /// The spawner closes its copy of a configuration (which holds the
+    /// working directory open) before it answers, so that a caller who
+    /// drops its own copy once answered holds no descriptor: the spawner is
+    /// held right after its answer while the copies are counted. (With the
+    /// answer first, a pool dropped in a test sometimes left the directory
+    /// open for a moment, seen once by a descriptor check in CI.)
+    #[test]
+    fn the_spawner_drops_its_copy_of_a_configuration_before_it_answers() {
+        let (go, wait) = crossbeam_channel::bounded::<()>(0);
+        let (held, is_held) = crossbeam_channel::bounded::<()>(0);
+        let wait = Mutex::new(wait);
+        *AFTER_REPLY.lock() = Some(Box::new(move |cap| {
+            // Never a panic here: it would end the spawner of every test.
+            if cap == Some(MARK) && held.send(()).is_ok() {
+                let _ = wait.lock().recv();
+            }
+        }));
+        let config = SpawnConfig::capture(Some(MARK));
+        let cwd = Arc::clone(config.cwd.as_ref().expect("the working directory opens"));
+        // A worker spawned alone (no lease, nothing to refill).
+        let spawned = spawn_worker(config.clone()).expect("a worker starts");
+        is_held.recv().unwrap();
+        assert_eq!(Arc::strong_count(&cwd), 2, "the test's config and `cwd`");
+        go.send(()).unwrap();
+        drop(spawned);
+        // A lease released: its spare and both copies are gone at the answer.
+        let lease = SpareLease::new(&config);
+        let spawned = spawn_worker(config.clone()).expect("a worker starts");
+        is_held.recv().unwrap();
+        go.send(()).unwrap();
+        drop(spawned);
+        drop(lease);
+        is_held.recv().unwrap();
+        assert_eq!(Arc::strong_count(&cwd), 2, "the test's config and `cwd`");
+        go.send(()).unwrap();
+        *AFTER_REPLY.lock() = None;
     }
 }

@@ -280,8 +280,9 @@ pub fn open_fds() -> Vec<String> {
 /// pool or process was dropped). On a mismatch the failure names the
 /// extra and missing descriptors, the threads alive at that moment, and
 /// whether the difference went away within a few seconds (a thread still
-/// ending would explain a late close; a leak would not): the diagnosis for
-/// a failure seen once under load and not reproduced since.
+/// ending would explain a late close; a leak would not). It found the
+/// spawner thread answering before it closed its copy of the working
+/// directory (fixed; `process::spawn`'s unit test holds that instant).
 pub fn assert_fds_as_before(before: &[String]) {
     let now = open_fds();
     if now == before {
