@@ -23,10 +23,10 @@
 //! ```
 
 #[cfg(not(troika_loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, fence};
 
 #[cfg(troika_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, fence};
 
 #[cfg(not(troika_loom))]
 pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};

@@ -91,7 +91,7 @@ impl Shared {
     }
 
     /// Take calls for the idle worker in `index`, if it is idle and ready.
-    pub(super) fn take_batch(self: &Arc<Self>, state: &mut State, index: usize) -> Option<Batch> {
+    pub(super) fn take_batch(&self, state: &mut State, index: usize) -> Option<Batch> {
         self.take_batch_for(state, index, false)
     }
 
@@ -102,7 +102,7 @@ impl Shared {
     /// then published whole, so batches reach the worker in the order they
     /// were taken (the order of `in_flight`).
     pub(super) fn take_batch_for(
-        self: &Arc<Self>,
+        &self,
         state: &mut State,
         index: usize,
         pipeline: bool,
@@ -212,7 +212,7 @@ impl Shared {
     }
 
     /// A batch for any idle worker.
-    pub(super) fn take_any_batch(self: &Arc<Self>, state: &mut State) -> Option<Batch> {
+    pub(super) fn take_any_batch(&self, state: &mut State) -> Option<Batch> {
         if state.queue.is_empty() {
             return None;
         }
@@ -229,7 +229,7 @@ impl Shared {
     /// that went back to the queue after its worker died, is at no worker's
     /// front: its reply (if any) is dropped and a queued copy is skipped.
     pub(super) fn kill_running(&self, task: *const ()) {
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         for slot in &mut state.slots {
             let Some(front) = slot.in_flight.front() else {
                 continue;
@@ -258,7 +258,19 @@ impl Shared {
         block: bool,
         transfer: Transfer,
     ) -> Result<(), (Job, SubmitErrorReason)> {
-        let mut state = self.state.lock();
+        // No idle worker (the common case in a burst): the call waits in
+        // `incoming` for the next holder of the lock (see `lock.rs`).
+        let job = match self.push_incoming(job) {
+            Ok(dispatch) => {
+                transfer.commit();
+                if dispatch {
+                    self.dispatch_incoming();
+                }
+                return Ok(());
+            }
+            Err(job) => job,
+        };
+        let mut state = self.lock();
         if let Some(message) = &state.broken {
             // A broken pool runs nothing: the task fails with the reason.
             let err = TaskError::new(ErrorKind::InitializerFailed(message.clone()));
@@ -276,7 +288,7 @@ impl Shared {
                     if !block {
                         return Err((job, SubmitErrorReason::Full));
                     }
-                    self.space.wait(&mut state);
+                    state.wait(&self.space);
                 }
                 _ => break,
             }

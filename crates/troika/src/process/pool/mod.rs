@@ -9,6 +9,7 @@
 
 mod dispatch;
 pub(crate) mod help;
+mod lock;
 mod slot;
 mod watchdog;
 
@@ -294,6 +295,7 @@ impl ProcessPoolBuilder {
                 broken: None,
                 exited: 0,
             })),
+            incoming: CachePadded::new(lock::Incoming::default()),
             space: Condvar::new(),
             watch: Condvar::new(),
             next_id: CachePadded::new(AtomicU64::new(1)),
@@ -351,7 +353,7 @@ impl ProcessPoolBuilder {
         teardown.armed = false;
         let threads = std::mem::take(&mut teardown.threads);
         drop(teardown);
-        shared.state.lock().threads = threads;
+        shared.lock().threads = threads;
         // A spare worker for quick replacements, kept while the pool lives.
         let spare = spawn::SpareLease::new(&shared.spawn);
         Ok(ProcessPool {
@@ -379,8 +381,9 @@ impl Drop for Teardown<'_> {
             return;
         }
         let orphans: Vec<_> = {
-            let mut state = self.shared.state.lock();
+            let mut state = self.shared.lock();
             state.closed = true;
+            self.shared.shut_incoming(&mut state);
             state.terminating = true;
             // The watchdog ends once every slot thread has: slots that never
             // got one count as ended.
@@ -509,7 +512,11 @@ struct Shared {
     /// them evicts the others or the read-only settings above. (A burst's
     /// profile had a sixth of `submit`'s samples on `next_id`'s increment;
     /// padding it made no difference measurable on this 2-core machine.)
+    /// Taken through [`Shared::lock`] only (see `lock.rs`).
     state: CachePadded<Mutex<State>>,
+    /// Calls submitted while no worker was idle, on their way to the
+    /// queue without the state's lock (see `lock.rs`).
+    incoming: CachePadded<lock::Incoming>,
     /// Signalled when the queue shrinks or the pool changes state.
     space: Condvar,
     /// Wakes the watchdog.
@@ -570,7 +577,7 @@ impl ProcessPool {
     /// }
     /// ```
     pub fn worker_pids(&self) -> Vec<u32> {
-        let state = self.shared.state.lock();
+        let state = self.shared.lock();
         state
             .slots
             .iter()
@@ -581,7 +588,7 @@ impl ProcessPool {
     /// Queue depth, busy workers and counters, readable at any time (see
     /// [`PoolStats`]).
     pub fn stats(&self) -> PoolStats {
-        let state = self.shared.state.lock();
+        let state = self.shared.lock();
         PoolStats {
             workers: self.shared.workers,
             queued: state.queue.len(),
@@ -672,7 +679,7 @@ impl ProcessPool {
         arg: F::Arg,
     ) -> Result<Handle<F::Output>, SubmitError<Call<F>>> {
         let refused = {
-            let state = self.shared.state.lock();
+            let state = self.shared.lock();
             if state.closed {
                 Some(SubmitErrorReason::ShutDown)
             } else if self
@@ -769,8 +776,9 @@ impl ProcessPool {
     /// ```
     pub fn shutdown(&self, wait: bool, cancel_pending: bool) {
         let (cancelled, threads) = {
-            let mut state = self.shared.state.lock();
+            let mut state = self.shared.lock();
             state.closed = true;
+            self.shared.shut_incoming(&mut state);
             let cancelled: Vec<Job> = if cancel_pending {
                 state.queue.drain(..).collect()
             } else {
@@ -821,8 +829,9 @@ impl ProcessPool {
     /// ```
     pub fn terminate(&self) {
         let (cancelled, threads) = {
-            let mut state = self.shared.state.lock();
+            let mut state = self.shared.lock();
             state.closed = true;
+            self.shared.shut_incoming(&mut state);
             state.terminating = true;
             let cancelled: Vec<Job> = state.queue.drain(..).collect();
             for slot in &mut state.slots {
@@ -887,21 +896,17 @@ impl ProcessPool {
     pub fn shutdown_timeout(&self, timeout: Duration) -> bool {
         if self.detached.load(Ordering::Acquire) {
             // Given up before: the threads are on their own.
-            return self.shared.state.lock().exited >= self.shared.workers;
+            return self.shared.lock().exited >= self.shared.workers;
         }
         self.shutdown(false, false);
         let deadline = Instant::now().checked_add(timeout);
         let finished = {
-            let mut state = self.shared.state.lock();
+            let mut state = self.shared.lock();
             while state.exited < self.shared.workers {
                 let timed_out = match deadline {
-                    Some(deadline) => self
-                        .shared
-                        .space
-                        .wait_until(&mut state, deadline)
-                        .timed_out(),
+                    Some(deadline) => state.wait_until(&self.shared.space, deadline).timed_out(),
                     None => {
-                        self.shared.space.wait(&mut state);
+                        state.wait(&self.shared.space);
                         false
                     }
                 };
@@ -916,7 +921,7 @@ impl ProcessPool {
         } else {
             // Detached: the threads end once their workers are done.
             self.detached.store(true, Ordering::Release);
-            drop(std::mem::take(&mut self.shared.state.lock().threads));
+            drop(std::mem::take(&mut self.shared.lock().threads));
         }
         finished
     }

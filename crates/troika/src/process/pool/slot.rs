@@ -151,7 +151,7 @@ impl Shared {
                         reader.watch_exit(pidfd);
                     }
                     // Large replies' memfds come on the call socket.
-                    let socket = self.state.lock().slots[index]
+                    let socket = self.lock().slots[index]
                         .worker
                         .as_ref()
                         .map(|w| w.socket.clone());
@@ -191,7 +191,7 @@ impl Shared {
             let exit = child
                 .wait_exit(Some(Duration::from_secs(2)))
                 .unwrap_or_else(|| child.kill_and_reap());
-            let writer = self.state.lock().slots[index]
+            let writer = self.lock().slots[index]
                 .worker
                 .as_ref()
                 .map(|w| (w.socket.0.upgrade(), w.socket.1));
@@ -213,7 +213,7 @@ impl Shared {
         let child = Arc::new(spawned.child);
         let raw = std::os::fd::AsRawFd::as_raw_fd(&spawned.to_child);
         let mut sender = CallSender::new(spawned.to_child, spawned.rings.as_ref());
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         let slot = &mut state.slots[index];
         slot.generation += 1;
         // A send that failed part-way ends this worker's call stream.
@@ -248,7 +248,7 @@ impl Shared {
     /// initializer); true if the thread should end.
     pub(super) fn spawn_failed(&self, message: &str, in_initializer: bool) -> bool {
         let (failures, stop) = {
-            let mut state = self.state.lock();
+            let mut state = self.lock();
             state.startup_failures += 1;
             let stop = state.terminating
                 || (state.closed && state.queue.is_empty())
@@ -265,7 +265,7 @@ impl Shared {
         }
         if failures >= 3 {
             let ready = {
-                let state = self.state.lock();
+                let state = self.lock();
                 state
                     .slots
                     .iter()
@@ -281,7 +281,7 @@ impl Shared {
             if !ready {
                 // Workers cannot start at all: fail what waits instead of
                 // hanging.
-                let jobs: Vec<Job> = self.state.lock().queue.drain(..).collect();
+                let jobs: Vec<Job> = self.lock().queue.drain(..).collect();
                 for job in jobs {
                     self.note_outcome(false);
                     job.sink()
@@ -294,12 +294,12 @@ impl Shared {
         // that cannot start do not make the pool spin.
         let pause = Duration::from_millis(10 << failures.min(7));
         let until = Instant::now() + pause;
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         loop {
             let stopping = state.terminating
                 || state.broken.is_some()
                 || (state.closed && state.queue.is_empty());
-            if stopping || self.space.wait_until(&mut state, until).timed_out() {
+            if stopping || state.wait_until(&self.space, until).timed_out() {
                 break;
             }
         }
@@ -313,7 +313,7 @@ impl Shared {
 
     /// The slot thread of a broken pool ends.
     pub(super) fn spawn_failed_stop(&self) -> bool {
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         state.exited += 1;
         self.watch.notify_all();
         self.space.notify_all();
@@ -325,10 +325,11 @@ impl Shared {
     /// first). No worker is started again.
     pub(super) fn break_pool(&self, message: String) {
         let jobs: Vec<Job> = {
-            let mut state = self.state.lock();
+            let mut state = self.lock();
             if state.broken.is_none() {
                 state.broken = Some(message);
             }
+            self.shut_incoming(&mut state);
             // Idle workers are closed now; a busy one when its reply has
             // come (`after_idle`): a large reply's memfd comes on the socket.
             for slot in &mut state.slots {
@@ -350,7 +351,7 @@ impl Shared {
 
     /// The error of every task of a broken pool.
     pub(super) fn broken_error(&self) -> TaskError {
-        let message = self.state.lock().broken.clone().unwrap_or_default();
+        let message = self.lock().broken.clone().unwrap_or_default();
         TaskError::new(ErrorKind::InitializerFailed(message))
     }
 
@@ -358,7 +359,7 @@ impl Shared {
     /// any, has returned): hand it work.
     pub(super) fn mark_ready(self: &Arc<Self>, index: usize) {
         let batch = {
-            let mut state = self.state.lock();
+            let mut state = self.lock();
             state.startup_failures = 0;
             let broken = state.broken.is_some();
             let slot = &mut state.slots[index];
@@ -438,7 +439,7 @@ impl Shared {
                         // The worker gets no task before its initializer
                         // has answered (see the INIT_ID reply below).
                         let writer = {
-                            let mut state = self.state.lock();
+                            let mut state = self.lock();
                             let slot = &mut state.slots[index];
                             slot.initializing = true;
                             slot.worker.as_ref().and_then(|w| w.writer.clone())
@@ -458,7 +459,7 @@ impl Shared {
                 }
                 wire::REPLY if header.id == INIT_ID => {
                     if header.status != wire::OK {
-                        let pid = self.state.lock().slots[index]
+                        let pid = self.lock().slots[index]
                             .worker
                             .as_ref()
                             .map_or(0, |w| w.child.pid());
@@ -585,7 +586,7 @@ impl Shared {
         mut take: impl FnMut(Option<Job>),
     ) -> usize {
         let (claimed, batch) = {
-            let mut state = self.state.lock();
+            let mut state = self.lock();
             let mut claimed = 0;
             let mut avg_run_us = state.avg_run_us;
             let slot = &mut state.slots[index];
@@ -739,7 +740,7 @@ impl Shared {
     /// worker waiting for the rest of a frame that will never come, so it
     /// is killed, and the task it was to run fails saying why.
     pub(super) fn send_failed(&self, index: usize, generation: u64, error: &std::io::Error) {
-        if self.state.lock().slots[index].generation != generation {
+        if self.lock().slots[index].generation != generation {
             return;
         }
         match error.kind() {
@@ -752,7 +753,7 @@ impl Shared {
     /// The worker sent something that makes no sense: kill it. The call it
     /// was running fails with an error that says what happened.
     pub(super) fn protocol_error(&self, index: usize, fault: Fault) {
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         let slot = &mut state.slots[index];
         if let (Some(job), None) = (slot.in_flight.front(), slot.kill_reason) {
             slot.kill_reason = Some((job.id, KillReason::Protocol(fault)));
@@ -773,7 +774,7 @@ impl Shared {
     ) -> bool {
         let mut failed = Vec::new();
         let (stop, batches, in_initializer) = {
-            let mut state = self.state.lock();
+            let mut state = self.lock();
             let slot = &mut state.slots[index];
             debug_assert_eq!(slot.generation, generation);
             slot.worker = None;

@@ -15,7 +15,7 @@ impl Shared {
         let Some(timeout) = self.timeout else {
             return;
         };
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         loop {
             if state.exited >= self.workers {
                 return;
@@ -41,11 +41,11 @@ impl Shared {
             }
             match earliest {
                 Some(deadline) => {
-                    self.watch.wait_until(&mut state, deadline);
+                    state.wait_until(&self.watch, deadline);
                 }
                 None => {
                     state.watchdog_idle = true;
-                    self.watch.wait(&mut state);
+                    state.wait(&self.watch);
                     state.watchdog_idle = false;
                 }
             }
