@@ -291,6 +291,16 @@ impl FrameReader {
     /// limit is an `InvalidData` error (and [`refused`](Self::refused) tells
     /// which), detected before the body is allocated or read.
     pub(crate) fn next_frame(&mut self) -> io::Result<Option<(Header, &[u8])>> {
+        self.next_frame_noting_wait(&mut false)
+    }
+
+    /// [`next_frame`](Self::next_frame), setting `waited` if it found
+    /// nothing to read at first (a worker times back-to-back calls from
+    /// the end of the one before).
+    pub(crate) fn next_frame_noting_wait(
+        &mut self,
+        waited: &mut bool,
+    ) -> io::Result<Option<(Header, &[u8])>> {
         let mut spin_end: Option<Instant> = None;
         loop {
             let before = self.end;
@@ -302,6 +312,7 @@ impl FrameReader {
                         // Bytes came: spin afresh.
                         spin_end = None;
                     }
+                    *waited = true;
                     self.wait_step(&mut spin_end)?;
                 }
             }
