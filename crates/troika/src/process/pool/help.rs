@@ -277,10 +277,11 @@ impl SlotReader {
         reading.reader.sleep_finish(doorbell, exited, timed_out)
     }
 
-    /// Whether the worker spins, waiting for calls, on this thread's CPU.
-    fn shares_cpu(&self) -> bool {
-        let theirs = self.rings.as_ref().and_then(|r| r.reader_cpu(Dir::Calls));
-        theirs.is_some() && theirs == wire::current_cpu()
+    /// The CPU this thread runs on, if the worker spins there waiting for
+    /// calls.
+    fn shared_cpu(&self) -> Option<usize> {
+        let theirs = self.rings.as_ref().and_then(|r| r.reader_cpu(Dir::Calls))?;
+        (Some(theirs) == wire::current_cpu()).then_some(theirs)
     }
 
     /// Wake the I/O thread from its sleep.
@@ -404,6 +405,8 @@ impl Shared {
         // The body of a reply claimed, copied out of the reader.
         let mut body = Vec::new();
         let mut rounds = 0u32;
+        // Whether this wait moved its thread off the worker's CPU.
+        let mut moved = false;
         let ok = loop {
             if done() {
                 break true;
@@ -461,11 +464,24 @@ impl Shared {
                 }
             }
             if rounds.is_multiple_of(64) {
-                if !stand_in && held.as_ref().is_some_and(|hold| hold.slot.shares_cpu()) {
+                if !stand_in
+                    && let Some(cpu) = held.as_ref().and_then(|hold| hold.slot.shared_cpu())
+                {
                     // The worker spins on this very CPU: spinning here only
-                    // takes turns with it. Sleep instead (the I/O thread
-                    // settles the reply), which also lets the scheduler
-                    // move one of the two to another CPU.
+                    // takes turns with it. Move to another CPU once per
+                    // wait and spin on there; failing that, sleep (the I/O
+                    // thread settles the reply). Sleeping alone was meant
+                    // to let the scheduler part the two, but it often
+                    // did not: the two wake-ups of the I/O thread and of
+                    // this thread made every round trip 30-50 µs for
+                    // thousands of round trips (`BENCHMARKS.md`,
+                    // 2026-12-03 13:00).
+                    if !moved {
+                        moved = true;
+                        if move_off(cpu) {
+                            continue;
+                        }
+                    }
                     break done();
                 }
                 // Let a thread that shares this core run: on a busy machine
@@ -581,5 +597,83 @@ impl Shared {
                 None
             }
         }
+    }
+}
+
+/// Move this thread off `cpu`, where the worker it waits for spins: the
+/// thread's allowed CPUs are set for a moment to its own set without
+/// `cpu` (the kernel moves it at once), then back to its own set, so
+/// that it ends where it may always run and with the set it had. False
+/// if it may run on `cpu` alone, or the system calls fail.
+fn move_off(cpu: usize) -> bool {
+    use rustix::thread::{sched_getaffinity, sched_setaffinity};
+    let Ok(allowed) = sched_getaffinity(None) else {
+        return false;
+    };
+    if !allowed.is_set(cpu) || allowed.count() < 2 {
+        return false;
+    }
+    let mut elsewhere = allowed;
+    elsewhere.unset(cpu);
+    if sched_setaffinity(None, &elsewhere).is_err() {
+        return false;
+    }
+    // The set as it was (restoring a set the thread had a moment ago
+    // fails only if those CPUs went offline meanwhile).
+    let _ = sched_setaffinity(None, &allowed);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
+
+    use super::move_off;
+    use crate::process::wire::current_cpu;
+
+    /// A set of the given CPUs.
+    fn set_of(cpus: &[usize]) -> CpuSet {
+        let mut set = CpuSet::new();
+        for &cpu in cpus {
+            set.set(cpu);
+        }
+        set
+    }
+
+    /// In a thread of its own (whose allowed CPUs the test changes): moved
+    /// off its CPU, a waiter runs elsewhere and keeps the set it had; one
+    /// allowed a single CPU stays there, with its set untouched.
+    #[test]
+    fn a_waiter_moved_off_its_workers_cpu_keeps_its_allowed_cpus() {
+        let allowed = sched_getaffinity(None).unwrap();
+        let cpus: Vec<usize> = (0..CpuSet::MAX_CPU)
+            .filter(|&c| allowed.is_set(c))
+            .collect();
+        if cpus.len() < 2 {
+            return; // nowhere to move to
+        }
+        std::thread::spawn(move || {
+            let both = set_of(&cpus[..2]);
+            // Put the thread on the first CPU, then allow both.
+            sched_setaffinity(None, &set_of(&cpus[..1])).unwrap();
+            assert_eq!(current_cpu(), Some(cpus[0]));
+            sched_setaffinity(None, &both).unwrap();
+            // The scheduler may move it back at any time after, but not
+            // before the move returns: look at once, a few times over.
+            let moved = (0..3).any(|_| {
+                let from = current_cpu().unwrap();
+                move_off(from) && current_cpu() != Some(from)
+            });
+            assert!(moved, "the thread never ran elsewhere after a move");
+            assert_eq!(sched_getaffinity(None).unwrap(), both, "the set as before");
+            // Allowed one CPU: no move, and the set is as before.
+            sched_setaffinity(None, &set_of(&cpus[1..2])).unwrap();
+            assert!(!move_off(cpus[1]));
+            assert_eq!(sched_getaffinity(None).unwrap(), set_of(&cpus[1..2]));
+            // A CPU the thread may not run on is not its to leave.
+            assert!(!move_off(cpus[0]));
+        })
+        .join()
+        .unwrap();
     }
 }
