@@ -46,7 +46,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
-use parking_lot::{Condvar, Mutex, MutexGuard, WaitTimeoutResult};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::dispatch::Batch;
 use super::slot::Slot;
@@ -234,35 +234,46 @@ impl<'a> StateGuard<'a> {
         shared.take_any_batch(&mut self.guard)
     }
 
-    /// Let go of the lock until `cv` is signalled, as `Condvar::wait`.
+    /// Let go of the lock until `cv` is signalled, as `Condvar::wait`, and
+    /// as it, return at times without a signal (callers wait in a loop on
+    /// their condition): at once, if handing out calls let go of the lock
+    /// already, since what the caller waits for may have come meanwhile.
     pub(super) fn wait(&mut self, cv: &Condvar) {
-        self.dispatch_pending();
+        if self.dispatch_pending() {
+            return;
+        }
         cv.wait(&mut self.guard);
         self.shared.take_incoming(&mut self.guard);
     }
 
     /// Let go of the lock until `cv` is signalled or `deadline` passes, as
-    /// `Condvar::wait_until`.
-    pub(super) fn wait_until(&mut self, cv: &Condvar, deadline: Instant) -> WaitTimeoutResult {
-        self.dispatch_pending();
+    /// `Condvar::wait_until` (and returning early as [`wait`](Self::wait)
+    /// does); true if the deadline passed.
+    pub(super) fn wait_until(&mut self, cv: &Condvar, deadline: Instant) -> bool {
+        if self.dispatch_pending() {
+            return Instant::now() >= deadline;
+        }
         let result = cv.wait_until(&mut self.guard, deadline);
         self.shared.take_incoming(&mut self.guard);
-        result
+        result.timed_out()
     }
 
     /// Hand out what idle workers can take, writing each batch with the
-    /// lock let go, until none can.
-    fn dispatch_pending(&mut self) {
+    /// lock let go, until none can; true if the lock was let go.
+    fn dispatch_pending(&mut self) -> bool {
+        let mut let_go = false;
         while let Some(batch) = self.before_unlock() {
             MutexGuard::unlocked(&mut self.guard, || batch.write());
             self.shared.take_incoming(&mut self.guard);
+            let_go = true;
         }
+        let_go
     }
 }
 
 impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
-        self.dispatch_pending();
+        let _ = self.dispatch_pending();
     }
 }
 

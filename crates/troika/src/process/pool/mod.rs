@@ -904,7 +904,7 @@ impl ProcessPool {
             let mut state = self.shared.lock();
             while state.exited < self.shared.workers {
                 let timed_out = match deadline {
-                    Some(deadline) => state.wait_until(&self.shared.space, deadline).timed_out(),
+                    Some(deadline) => state.wait_until(&self.shared.space, deadline),
                     None => {
                         state.wait(&self.shared.space);
                         false

@@ -299,7 +299,7 @@ impl Shared {
             let stopping = state.terminating
                 || state.broken.is_some()
                 || (state.closed && state.queue.is_empty());
-            if stopping || state.wait_until(&self.space, until).timed_out() {
+            if stopping || state.wait_until(&self.space, until) {
                 break;
             }
         }
