@@ -111,7 +111,7 @@ impl Shared {
         let State { queue, slots, .. } = state;
         let slot = &mut slots[index];
         let worker = slot.worker.as_ref()?;
-        if !worker.ready || worker.retiring {
+        if !worker.takes_calls() {
             return None;
         }
         let busy = !slot.in_flight.is_empty();

@@ -49,7 +49,7 @@ use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::dispatch::Batch;
-use super::slot::Slot;
+use super::slot::{Slot, Worker};
 use super::{Shared, State};
 use crate::loom::{AtomicBool, AtomicUsize, fence};
 use crate::process::task::Job;
@@ -149,13 +149,10 @@ impl DerefMut for StateGuard<'_> {
 }
 
 impl Slot {
-    /// Its worker could be handed a batch now (as `take_batch` requires).
+    /// Its worker could be handed a batch now (what `take_batch` requires
+    /// of a slot: idle, and a worker that takes calls).
     fn can_take_batch(&self) -> bool {
-        self.in_flight.is_empty()
-            && self
-                .worker
-                .as_ref()
-                .is_some_and(|w| w.ready && !w.retiring && w.writer.is_some())
+        self.in_flight.is_empty() && self.worker.as_ref().is_some_and(Worker::takes_calls)
     }
 }
 
@@ -207,6 +204,13 @@ impl Shared {
         let mut list = self.incoming.list.lock();
         state.queue.extend(list.jobs.drain(..));
         self.incoming.handshake.set_pending(0);
+    }
+
+    /// Close the pool to new calls: `State::closed`, and no call comes
+    /// through `incoming` any more (those in it join the queue).
+    pub(super) fn close(&self, state: &mut State) {
+        state.closed = true;
+        self.shut_incoming(state);
     }
 
     /// The pool closed or broke: no call comes through `incoming` any

@@ -382,8 +382,7 @@ impl Drop for Teardown<'_> {
         }
         let orphans: Vec<_> = {
             let mut state = self.shared.lock();
-            state.closed = true;
-            self.shared.shut_incoming(&mut state);
+            self.shared.close(&mut state);
             state.terminating = true;
             // The watchdog ends once every slot thread has: slots that never
             // got one count as ended.
@@ -777,8 +776,7 @@ impl ProcessPool {
     pub fn shutdown(&self, wait: bool, cancel_pending: bool) {
         let (cancelled, threads) = {
             let mut state = self.shared.lock();
-            state.closed = true;
-            self.shared.shut_incoming(&mut state);
+            self.shared.close(&mut state);
             let cancelled: Vec<Job> = if cancel_pending {
                 state.queue.drain(..).collect()
             } else {
@@ -830,8 +828,7 @@ impl ProcessPool {
     pub fn terminate(&self) {
         let (cancelled, threads) = {
             let mut state = self.shared.lock();
-            state.closed = true;
-            self.shared.shut_incoming(&mut state);
+            self.shared.close(&mut state);
             state.terminating = true;
             let cancelled: Vec<Job> = state.queue.drain(..).collect();
             for slot in &mut state.slots {

@@ -107,6 +107,15 @@ pub(super) struct Worker {
     pub(super) retiring: bool,
 }
 
+impl Worker {
+    /// It may be sent calls: ready (its initializer answered), not being
+    /// retired, its socket not closed. (Whether it is idle is its slot's
+    /// `in_flight`.)
+    pub(super) fn takes_calls(&self) -> bool {
+        self.ready && !self.retiring && self.writer.is_some()
+    }
+}
+
 /// A worker placed in its slot, handed to the slot's I/O thread.
 pub(super) struct Installed {
     pub(super) child: Arc<ChildProc>,
