@@ -7,7 +7,9 @@
 //! left waiting while a worker idles, among many submitters; and a
 //! shutdown, a `terminate` or an initializer that breaks the pool, racing
 //! the submitters, gives every call exactly one outcome. Each test runs in
-//! a child with an outer deadline: a call left behind is a hang.
+//! a child with an outer deadline: a call left behind is a hang. One more
+//! holds batching to its promise: calls of every size, some copied into
+//! their batch and some not, still arrive whole and in order.
 //!
 //! The handshake itself (a call pushed while the worker goes idle) is
 //! model-checked: `process::pool::lock::loom_tests`.
@@ -42,6 +44,13 @@ troika::remote! {
             std::hint::spin_loop();
         }
         x.0 * 2
+    }
+
+    /// The call's number and text back, and how many calls this worker ran
+    /// before it. (A string, not a byte vector: it decodes in one copy, so
+    /// that even unoptimized, calls are short enough to go in batches.)
+    fn echoed(x: (u64, String)) -> (u64, String, u64) {
+        (x.0, x.1, RUN.fetch_add(1, Ordering::Relaxed))
     }
 
     fn init_panics() -> () {
@@ -112,6 +121,66 @@ fn one_threads_calls_run_in_submission_order_across_idle_gaps() {
                         pair[0].0,
                         pair[1].0
                     );
+                }
+            });
+        },
+    );
+}
+
+/// One worker, running calls while more are submitted, so that they queue
+/// up and go in batches: calls
+/// of every size, mixed (a few bytes, around the 4 KiB under which a batch
+/// copies its calls, over the 32 KiB a batch aims at, and over the 512 KiB
+/// from which an argument travels in shared memory), each arrive whole
+/// with their own argument, once, in submission order. A batch copies its
+/// small calls and holds the others: this fails if a small call after a
+/// held one is copied ahead of it (planted and seen).
+#[test]
+fn calls_of_every_size_in_one_batch_arrive_whole_and_in_order() {
+    ipc_support::guarded(
+        "calls_of_every_size_in_one_batch_arrive_whole_and_in_order",
+        LIMIT,
+        || {
+            let pool = ProcessPool::new(1).unwrap();
+            let config = ProptestConfig {
+                cases: 24,
+                ..ProptestConfig::default()
+            };
+            // Long calls make batches short (a batch aims at 50 µs of
+            // work): the large sizes are rarer.
+            let size = prop_oneof![
+                4 => 0usize..64,
+                4 => (4usize << 10) - 64..(4 << 10) + 64,
+                1 => (32usize << 10)..(40 << 10),
+                1 => (512usize << 10)..(520 << 10),
+            ];
+            let next = std::cell::Cell::new(0u64);
+            proptest!(config, |(sizes in prop::collection::vec(size, 1..120))| {
+                let args: Vec<(u64, String)> = sizes
+                    .iter()
+                    .map(|&len| {
+                        let i = next.get();
+                        next.set(i + 1);
+                        let text = (0..len).map(|k| char::from(b'a' + ((k as u64 ^ i) % 26) as u8)).collect();
+                        (i, text)
+                    })
+                    .collect();
+                let sent = args.clone();
+                // The worker runs this while the calls are submitted: they
+                // queue behind it. (Its length makes the batches after it
+                // short at first: a batch aims at 50 µs of recent calls.)
+                let busy = pool.submit(double_after, (1, 300));
+                let handles: Vec<_> = args.into_iter().map(|arg| pool.submit(echoed, arg)).collect();
+                prop_assert_eq!(busy.result().unwrap(), 2);
+                let mut before = None;
+                for (handle, (i, text)) in handles.into_iter().zip(sent) {
+                    let (id, got, run) = handle.result().unwrap();
+                    prop_assert_eq!(id, i);
+                    prop_assert!(got == text, "call {} came back changed", i);
+                    if let Some(before) = before {
+                        prop_assert_eq!(run, before + 1, "call {} ran out of order", i);
+                    }
+                    before = Some(run);
                 }
             });
         },

@@ -527,13 +527,23 @@ impl CallSender {
         &mut self,
         frames: impl ExactSizeIterator<Item = &'a Frame>,
     ) -> io::Result<()> {
+        self.send_frames_after(&[], frames)
+    }
+
+    /// [`send_frames`](Self::send_frames), after `copied`: whole small
+    /// frames in memory, back to back.
+    pub(crate) fn send_frames_after<'a>(
+        &mut self,
+        copied: &[u8],
+        frames: impl ExactSizeIterator<Item = &'a Frame>,
+    ) -> io::Result<()> {
         if self.broken {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "an earlier send to this worker failed part-way",
             ));
         }
-        let result = self.send_frames_inner(frames);
+        let result = self.send_frames_inner(copied, frames);
         if let Err(e) = &result {
             self.broken = true;
             if let Some(fault) = &self.on_fault {
@@ -545,11 +555,15 @@ impl CallSender {
 
     fn send_frames_inner<'a>(
         &mut self,
+        copied: &[u8],
         mut frames: impl ExactSizeIterator<Item = &'a Frame>,
     ) -> io::Result<()> {
         let Some(ring) = &mut self.ring else {
             // On the socket: small frames in one write.
-            if frames.len() == 1 {
+            if frames.len() == 0 {
+                return wire::send_all(&self.socket, copied);
+            }
+            if copied.is_empty() && frames.len() == 1 {
                 return frames.try_for_each(|frame| frame.send(&self.socket));
             }
             let frames: Vec<&Frame> = frames.collect();
@@ -557,11 +571,14 @@ impl CallSender {
                 .iter()
                 .any(|f| f.len() >= wire::MEMFD_MIN || f.in_memory().is_none())
             {
+                wire::send_all(&self.socket, copied)?;
                 return frames
                     .into_iter()
                     .try_for_each(|frame| frame.send(&self.socket));
             }
-            let mut all = Vec::with_capacity(frames.iter().map(|f| f.len()).sum());
+            let mut all =
+                Vec::with_capacity(copied.len() + frames.iter().map(|f| f.len()).sum::<usize>());
+            all.extend_from_slice(copied);
             for frame in frames.iter().filter_map(|f| f.in_memory()) {
                 all.extend_from_slice(frame);
             }
@@ -570,6 +587,7 @@ impl CallSender {
         let socket = self.socket.as_fd();
         let doorbell = || ring_doorbell(socket, true);
         let gone = || hung_up(socket);
+        ring.append(copied, &doorbell, &gone)?;
         for frame in frames {
             match frame {
                 Frame::Inline(frame) if frame.len() < wire::HEADER + wire::MEMFD_MIN => {

@@ -2,6 +2,7 @@
 //! worker, several small ones in one write; pipeline the next batch of short
 //! calls to a worker that still has calls in flight.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -37,50 +38,75 @@ const BATCH_WORK_US: f64 = 50.0;
 
 /// Calls to write to one worker, taken from the queue under the lock and
 /// written after it is released.
+///
+/// Small calls in memory are copied into the batch under the lock (a few
+/// dozen bytes each), so that the write needs nothing of theirs: the batch
+/// holds no reference to a task, and taking and writing it costs no atomic
+/// operation per call on the task's state (a task's allocation was made on
+/// the submitting thread's core; each such operation waited for its line).
 pub(super) struct Batch {
     pub(super) writer: Arc<Mutex<CallSender>>,
-    /// The first call, and the others: a batch of one (every call of a
-    /// round trip) allocates no list.
-    pub(super) first: Arc<dyn Outgoing>,
-    pub(super) rest: Vec<Arc<dyn Outgoing>>,
+    /// The small calls' frames, back to back, written first.
+    copied: Vec<u8>,
+    /// Then these: from the first call that is not copied (large, or in
+    /// shared memory) on, in order.
+    then: Vec<Arc<dyn Outgoing>>,
+}
+
+/// Frames up to this length are copied into their batch (see [`Batch`]).
+const COPY_MAX: usize = 4 << 10;
+
+thread_local! {
+    /// The bytes of this thread's last batch, kept for its next one: a
+    /// batch of one call (every round trip) allocates nothing.
+    static COPY_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 impl Batch {
+    /// An empty batch for `writer`.
+    pub(super) fn new(writer: Arc<Mutex<CallSender>>) -> Batch {
+        Batch {
+            writer,
+            copied: COPY_BUF.try_with(Cell::take).unwrap_or_default(),
+            then: Vec::new(),
+        }
+    }
+
+    /// Add a call after those in the batch: its `frame`, copied if it is
+    /// small, else the task that holds it (`task` is called only then).
+    pub(super) fn push(&mut self, frame: &Frame, task: impl FnOnce() -> Arc<dyn Outgoing>) {
+        if self.then.is_empty()
+            && let Some(bytes) = frame.in_memory()
+            && bytes.len() <= COPY_MAX
+        {
+            self.copied.extend_from_slice(bytes);
+        } else {
+            self.then.push(task());
+        }
+    }
+
     pub(super) fn write(self) {
         let mut writer = self.writer.lock();
-        let frames = Frames {
-            first: Some(self.first.frame()),
-            rest: self.rest.iter(),
-        };
         // A failed write means the worker is dead or dying: its I/O thread
         // sees end of file and deals with the tasks it had. (A worker that
         // corrupted its call ring is killed by the sender.)
-        let _ = writer.send_frames(frames);
+        let _ = writer.send_frames_after(&self.copied, self.then.iter().map(|f| f.frame()));
     }
 }
 
-/// A batch's frames, in order.
-struct Frames<'a> {
-    first: Option<&'a Frame>,
-    rest: std::slice::Iter<'a, Arc<dyn Outgoing>>,
-}
-
-impl<'a> Iterator for Frames<'a> {
-    type Item = &'a Frame;
-
-    fn next(&mut self) -> Option<&'a Frame> {
-        self.first
-            .take()
-            .or_else(|| self.rest.next().map(|f| f.frame()))
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let len = usize::from(self.first.is_some()) + self.rest.len();
-        (len, Some(len))
+impl Drop for Batch {
+    fn drop(&mut self) {
+        let mut copied = std::mem::take(&mut self.copied);
+        // Copies fill at most `PIPELINE_BYTES` (the bound of a batch that
+        // copies only calls under `COPY_MAX`); a buffer grown larger than
+        // that is let go.
+        if copied.capacity() <= PIPELINE_BYTES {
+            copied.clear();
+            let _ = COPY_BUF.try_with(|buf| buf.set(copied));
+        }
     }
 }
 
-impl ExactSizeIterator for Frames<'_> {}
 impl Shared {
     pub(super) fn batch_target(&self, state: &State) -> usize {
         // Under a task timeout, batching is exact enough: a task's clock
@@ -139,15 +165,14 @@ impl Shared {
             bytes = slot.in_flight.iter().map(|job| job.len).sum();
         }
         let limit = if busy { PIPELINE_BYTES } else { BATCH_BYTES };
-        let writer = Arc::clone(worker.writer.as_ref()?);
-        let mut first: Option<Arc<dyn Outgoing>> = None;
-        let mut rest = Vec::new();
+        let mut batch = Batch::new(Arc::clone(worker.writer.as_ref()?));
+        let mut taken = 0;
         while let Some(job) = queue.front() {
             // A call sent again after its worker died goes first in a batch
             // to an idle worker: it is still marked killable from its old
             // worker (below), so it must run at the front.
-            let full = 1 + rest.len() >= target || bytes + job.len > limit || job.started;
-            if (first.is_some() || busy) && full {
+            let full = taken >= target || bytes + job.len > limit || job.started;
+            if (taken > 0 || busy) && full {
                 break;
             }
             let Some(mut job) = queue.pop_front() else {
@@ -167,20 +192,20 @@ impl Shared {
             // returns false for them: they are claimed and will run, like
             // the calls Python's pool has moved to its call queue.
             bytes += job.len;
-            let task: Arc<dyn Outgoing> = Arc::clone(&job.task) as Arc<dyn Outgoing>;
-            if first.is_none() {
-                // Behind calls in flight, the first call is not the one
-                // that runs: it becomes killable when it reaches the front.
-                if !busy {
-                    Self::arm_cancel(&job);
-                }
-                first = Some(task);
-            } else {
-                rest.push(task);
+            // Behind calls in flight, the first call is not the one that
+            // runs: it becomes killable when it reaches the front.
+            if taken == 0 && !busy {
+                Self::arm_cancel(&job);
             }
+            batch.push(job.task.frame(), || {
+                Arc::clone(&job.task) as Arc<dyn Outgoing>
+            });
+            taken += 1;
             slot.in_flight.push_back(job);
         }
-        let first = first?;
+        if taken == 0 {
+            return None;
+        }
         if !busy {
             // (A pipelined batch leaves the running call's clock alone.)
             slot.running_since = Some(Instant::now());
@@ -189,11 +214,7 @@ impl Shared {
             self.space.notify_all();
         }
         self.wake_idle_watchdog(state);
-        Some(Batch {
-            writer,
-            first,
-            rest,
-        })
+        Some(batch)
     }
 
     /// A worker runs `job` now (it is at the front of that worker's

@@ -454,12 +454,9 @@ impl Shared {
                             slot.worker.as_ref().and_then(|w| w.writer.clone())
                         };
                         if let Some(writer) = writer {
-                            Batch {
-                                writer,
-                                first: Arc::clone(init) as Arc<dyn Outgoing>,
-                                rest: Vec::new(),
-                            }
-                            .write();
+                            let mut batch = Batch::new(writer);
+                            batch.push(init.frame(), || Arc::clone(init) as Arc<dyn Outgoing>);
+                            batch.write();
                         }
                         continue;
                     }
