@@ -506,11 +506,10 @@ struct Shared {
     /// The longest frame body either side may send (`max_frame_bytes`).
     max_frame: u64,
     /// Each value written on the hot path sits alone on its cache line
-    /// (`CachePadded`): the submitter's `next_id`, the settling threads'
-    /// `done`, the waiters' `helpers` and the lock's word, so that none of
-    /// them evicts the others or the read-only settings above. (A burst's
-    /// profile had a sixth of `submit`'s samples on `next_id`'s increment;
-    /// padding it made no difference measurable on this 2-core machine.)
+    /// (`CachePadded`): the submitters' `next_id` (taken a block of ids at
+    /// a time, see `Shared::next_id`), the settling threads' `done`, the
+    /// waiters' `helpers` and the lock's word, so that none of them evicts
+    /// the others or the read-only settings above.
     /// Taken through [`Shared::lock`] only (see `lock.rs`).
     state: CachePadded<Mutex<State>>,
     /// Calls submitted while no worker was idle, on their way to the
