@@ -735,6 +735,55 @@ fn a_done_callback_may_wait_on_a_task_whose_reply_came_in_the_same_batch() {
     );
 }
 
+/// A waiting thread claims the replies already in a worker's ring together
+/// and settles them one by one, running their done-callbacks: a callback
+/// of one of them that waits on a task whose reply was claimed with its
+/// own must still get it, as must one that waits on another pool's task
+/// meanwhile. The main thread waits on the last call of each burst, so it
+/// is the thread that reads the replies (when the I/O thread does not get
+/// there first). Hangs until the deadline, and fails, without a wait
+/// settling the claimed replies first (planted and seen).
+#[test]
+fn a_done_callback_run_by_a_waiter_may_wait_on_a_reply_claimed_with_its_own() {
+    guarded(
+        "a_done_callback_run_by_a_waiter_may_wait_on_a_reply_claimed_with_its_own",
+        LIMIT,
+        || {
+            let pool = ProcessPool::new(1).unwrap();
+            let other = Arc::new(ProcessPool::new(1).unwrap());
+            for round in 0..20u64 {
+                let (tx, rx) = std::sync::mpsc::channel();
+                for pair in 0..50u64 {
+                    let x = round * 1000 + pair;
+                    let first = pool.submit(double, x);
+                    let second = pool.submit(double, x + 1);
+                    let elsewhere = (pair % 5 == 0).then(|| other.submit(double, x + 2));
+                    let tx = tx.clone();
+                    first.add_done_callback(move |outcome| {
+                        let mine = outcome.copied().unwrap_or(u64::MAX);
+                        let theirs = second.result_timeout(LIMIT).ok().and_then(|r| r.ok());
+                        let far =
+                            elsewhere.map(|h| h.result_timeout(LIMIT).ok().and_then(|r| r.ok()));
+                        let _ = tx.send((x, mine, theirs, far));
+                    });
+                }
+                drop(tx);
+                assert_eq!(pool.submit(double, 7).result().unwrap(), 14);
+                let mut got: Vec<_> = rx.iter().collect();
+                got.sort_unstable();
+                assert_eq!(got.len(), 50, "round {round}");
+                for (x, mine, theirs, far) in got {
+                    assert_eq!(mine, 2 * x, "round {round}");
+                    assert_eq!(theirs, Some(2 * (x + 1)), "round {round}");
+                    if let Some(far) = far {
+                        assert_eq!(far, Some(2 * (x + 2)), "round {round}");
+                    }
+                }
+            }
+        },
+    );
+}
+
 /// Threads wait on tasks of two pools at once (each waiter helps the pool
 /// of its own handle only): every value is exact.
 #[test]

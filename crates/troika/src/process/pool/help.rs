@@ -22,8 +22,15 @@
 //! I/O thread, which it wakes.
 //!
 //! User code (`Deserialize`, done-callbacks, `Drop`) runs with no reader
-//! held: a helper claims a reply under the reader (`Shared::claim_reply`,
-//! in the worker's order), copies its body, lets go, then settles it; the
+//! held: a helper claims the replies already whole in the ring under the
+//! reader, together and in the worker's order (`Shared::serve_replies`, one
+//! lock of the pool's state for up to 64), copies their bodies into a
+//! thread-local store, lets go, then settles them in order; a wait on the
+//! same pool (a done-callback's) settles what is left of that store first,
+//! so a callback may wait on a task whose reply was claimed with its own
+//! (test `a_done_callback_run_by_a_waiter_may_wait_on_a_reply_claimed_with_its_own`).
+//! As for the I/O thread's claims, a callback must not wait for another
+//! callback of such a batch by any other means than the task's handle. The
 //! I/O thread does the same for replies up to 64 KiB, and decodes a larger
 //! one under the reader but publishes it after letting go (`Sink::decode`);
 //! and a done-callback run by the I/O thread that waits, standing in for
@@ -75,6 +82,27 @@ thread_local! {
     static LAST_SLOT: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
     /// The pool and slot this thread is the I/O thread of (owner 0: none).
     static IO_SLOT: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// A waiter claims at most this many replies of one worker at a time.
+const HELP_CLAIM_MAX: usize = 64;
+/// ... and stops adding replies to the claim once their bodies reach this
+/// many bytes.
+const HELP_CLAIM_BYTES: usize = 64 << 10;
+
+/// Replies a waiting thread claimed together and has not settled yet, of
+/// any pool, in the order claimed (see [`Shared::settle_helped`]).
+#[derive(Default)]
+struct Helped {
+    /// The pool (its owner id), the call claimed, its reply's header and
+    /// where its body is in `bytes`.
+    entries: std::collections::VecDeque<(usize, Option<Job>, Header, std::ops::Range<usize>)>,
+    /// The bodies, back to back; emptied when `entries` is.
+    bytes: Vec<u8>,
+}
+
+thread_local! {
+    static HELPED: std::cell::RefCell<Helped> = std::cell::RefCell::default();
 }
 
 /// This thread is the I/O thread of slot `index` of pool `owner`.
@@ -408,6 +436,10 @@ impl Shared {
         // Whether this wait moved its thread off the worker's CPU.
         let mut moved = false;
         let ok = loop {
+            // Replies of this pool that this thread claimed (in an outer
+            // wait, whose done-callback waits now) go first: the task
+            // waited for may be one of them.
+            self.settle_helped();
             if done() {
                 break true;
             }
@@ -437,21 +469,39 @@ impl Shared {
                     }
                     let mut claimed = None;
                     if let Some(hold) = &mut held {
-                        claimed = self.serve_reply(index, hold, &mut body);
-                        if hold.handed_over {
-                            if stand_in && self.serve_large_standing_in(index, &mut held) {
-                                // Read as its I/O thread would: go on.
-                                continue;
-                            }
-                            handed_over = true;
+                        if stand_in {
+                            claimed = self.serve_reply(index, hold, &mut body);
+                        } else if self.serve_replies(index, hold) > 0 {
+                            // Every reply already here, claimed together:
+                            // settled with the reader let go.
                             held = None;
+                            self.settle_helped();
+                            continue;
                         }
+                    }
+                    if let Some(hold) = &mut held
+                        && hold.handed_over
+                    {
+                        if stand_in && self.serve_large_standing_in(index, &mut held) {
+                            // Read as its I/O thread would: go on.
+                            continue;
+                        }
+                        handed_over = true;
+                        held = None;
                     }
                     claimed
                 } else if reader.has_unread()
                     && let Some(mut hold) = Held::try_take(reader)
                 {
-                    self.serve_reply(index, &mut hold, &mut body)
+                    if stand_in {
+                        self.serve_reply(index, &mut hold, &mut body)
+                    } else {
+                        if self.serve_replies(index, &mut hold) > 0 {
+                            drop(hold);
+                            self.settle_helped();
+                        }
+                        None
+                    }
                 } else {
                     None
                 };
@@ -596,6 +646,101 @@ impl Shared {
                 hold.handed_over = true;
                 None
             }
+        }
+    }
+}
+
+impl Shared {
+    /// Claim the plain replies already whole in slot `index`'s ring, the
+    /// first of which must be the reply of the call its worker runs, up to
+    /// [`HELP_CLAIM_MAX`] of them, under one lock of the pool's state (as
+    /// the I/O thread does), copying their bodies into this thread's
+    /// [`Helped`] store; the caller lets go of the reader, then settles
+    /// them ([`settle_helped`](Self::settle_helped)). Before, a waiter
+    /// claimed one reply at a time, taking the state's lock and handing the
+    /// reader back (often with a wake-up of the sleeping I/O thread) for
+    /// each: in the wait after a burst that had outrun the workers, that
+    /// made the waiter the bottleneck. Returns how many it claimed; none,
+    /// and the frame left for the I/O thread (`handed_over`), if the first
+    /// is not a reply a helper may take (see [`serve_reply`](Self::serve_reply)).
+    fn serve_replies(self: &Arc<Self>, index: usize, hold: &mut Held<'_>) -> usize {
+        let reader = &mut hold.reading.reader;
+        match reader.peek_frame(wire::REPLY) {
+            Peek::NotYet => return 0,
+            Peek::Frame(header, _) if header.id != super::INIT_ID => {}
+            Peek::Frame(..) | Peek::Other => {
+                hold.handed_over = true;
+                return 0;
+            }
+        }
+        let owner = self.owner;
+        let claimed = HELPED.with(|helped| {
+            let (mut count, start) = (0, helped.borrow().bytes.len());
+            self.claim_replies_while(
+                index,
+                |front| {
+                    let mut helped = helped.borrow_mut();
+                    let Helped { entries, bytes } = &mut *helped;
+                    if count >= HELP_CLAIM_MAX || bytes.len() - start >= HELP_CLAIM_BYTES {
+                        return None;
+                    }
+                    let Peek::Frame(header, body) = reader.peek_frame(wire::REPLY) else {
+                        return None;
+                    };
+                    if header.id != front || header.id == super::INIT_ID {
+                        return None;
+                    }
+                    let at = bytes.len();
+                    bytes.extend_from_slice(body);
+                    // Its job is filled in by `take`, which follows.
+                    entries.push_back((owner, None, header, at..bytes.len()));
+                    reader.skip_frame();
+                    count += 1;
+                    Some(header)
+                },
+                |job| {
+                    if let Some(entry) = helped.borrow_mut().entries.back_mut() {
+                        entry.1 = job;
+                    }
+                },
+            )
+        });
+        if claimed == 0 {
+            // Not the reply of the call that runs: a fault the I/O thread
+            // finds and reports.
+            hold.handed_over = true;
+        }
+        hold.reading.reader.shrink();
+        claimed
+    }
+
+    /// Settle, in the order claimed, the replies of this pool that this
+    /// thread claimed together ([`serve_replies`](Self::serve_replies)),
+    /// those of other pools staying for their own waits. User code runs
+    /// with no reader held, and may wait again: a wait on this pool
+    /// settles the rest first (see `help`'s loop), so a done-callback may
+    /// wait on a task whose reply was claimed with its own.
+    fn settle_helped(&self) {
+        let mut body = Vec::new();
+        loop {
+            let next = HELPED.with(|helped| {
+                let mut helped = helped.borrow_mut();
+                if helped.entries.is_empty() {
+                    return None;
+                }
+                let at = helped.entries.iter().position(|e| e.0 == self.owner)?;
+                let (_, job, header, range) = helped.entries.remove(at)?;
+                body.clear();
+                body.extend_from_slice(&helped.bytes[range]);
+                if helped.entries.is_empty() {
+                    helped.bytes.clear();
+                }
+                Some((job, header))
+            });
+            let Some((job, header)) = next else {
+                return;
+            };
+            self.settle_reply(job, &header, &body);
         }
     }
 }

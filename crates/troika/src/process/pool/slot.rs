@@ -589,6 +589,24 @@ impl Shared {
         self: &Arc<Self>,
         index: usize,
         headers: impl Iterator<Item = &'h Header>,
+        take: impl FnMut(Option<Job>),
+    ) -> usize {
+        let mut headers = headers.peekable();
+        self.claim_replies_while(
+            index,
+            |front| headers.next_if(|h| h.id == front).copied(),
+            take,
+        )
+    }
+
+    /// [`claim_replies`](Self::claim_replies), the replies read as they
+    /// are claimed: `next` is given the id of the call at the front of the
+    /// worker's `in_flight` and returns the header of the next reply if it
+    /// is that call's (having consumed it), `None` to stop.
+    pub(super) fn claim_replies_while(
+        self: &Arc<Self>,
+        index: usize,
+        mut next: impl FnMut(u64) -> Option<Header>,
         mut take: impl FnMut(Option<Job>),
     ) -> usize {
         let (claimed, batch) = {
@@ -596,10 +614,11 @@ impl Shared {
             let mut claimed = 0;
             let mut avg_run_us = state.avg_run_us;
             let slot = &mut state.slots[index];
-            for header in headers {
-                if slot.in_flight.front().map(|j| j.id) != Some(header.id) {
+            while let Some(front) = slot.in_flight.front().map(|j| j.id) {
+                let Some(header) = next(front) else {
                     break;
-                }
+                };
+                debug_assert_eq!(header.id, front, "a reply claimed for another call");
                 take(slot.in_flight.pop_front());
                 avg_run_us = 0.9 * avg_run_us + 0.1 * f64::from(header.aux);
                 claimed += 1;
