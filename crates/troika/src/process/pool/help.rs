@@ -721,13 +721,19 @@ impl Shared {
     /// settles the rest first (see `help`'s loop), so a done-callback may
     /// wait on a task whose reply was claimed with its own.
     fn settle_helped(&self) {
-        let mut body = Vec::new();
+        thread_local! {
+            /// The buffer a body is copied into to be settled, kept for
+            /// this thread's next one (a wait nested in a callback takes
+            /// an empty one).
+            static BODY: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+        }
+        if HELPED.with(|helped| helped.borrow().entries.is_empty()) {
+            return;
+        }
+        let mut body = BODY.with(std::cell::Cell::take);
         loop {
             let next = HELPED.with(|helped| {
                 let mut helped = helped.borrow_mut();
-                if helped.entries.is_empty() {
-                    return None;
-                }
                 let at = helped.entries.iter().position(|e| e.0 == self.owner)?;
                 let (_, job, header, range) = helped.entries.remove(at)?;
                 body.clear();
@@ -738,10 +744,12 @@ impl Shared {
                 Some((job, header))
             });
             let Some((job, header)) = next else {
-                return;
+                break;
             };
             self.settle_reply(job, &header, &body);
         }
+        body.clear();
+        BODY.with(|kept| kept.set(body));
     }
 }
 
