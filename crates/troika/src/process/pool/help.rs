@@ -89,6 +89,19 @@ const HELP_CLAIM_MAX: usize = 64;
 /// ... and stops adding replies to the claim once their bodies reach this
 /// many bytes.
 const HELP_CLAIM_BYTES: usize = 64 << 10;
+/// A reply whose body is longer is claimed alone and copied once (a claim
+/// together copies each body twice: into the store, then out of it).
+const HELP_CLAIM_BODY_MAX: usize = 1 << 10;
+
+/// What [`Shared::serve_replies`] claimed.
+enum Served {
+    /// Small replies, into this thread's [`Helped`] store.
+    Together,
+    /// One large reply, its body copied into the caller's buffer.
+    One(Option<Job>, Header),
+    /// None.
+    Nothing,
+}
 
 /// Replies a waiting thread claimed together and has not settled yet, of
 /// any pool, in the order claimed (see [`Shared::settle_helped`]).
@@ -471,12 +484,19 @@ impl Shared {
                     if let Some(hold) = &mut held {
                         if stand_in {
                             claimed = self.serve_reply(index, hold, &mut body);
-                        } else if self.serve_replies(index, hold) > 0 {
-                            // Every reply already here, claimed together:
-                            // settled with the reader let go.
-                            held = None;
-                            self.settle_helped();
-                            continue;
+                        } else {
+                            match self.serve_replies(index, hold, &mut body) {
+                                Served::Together => {
+                                    // Every small reply already here,
+                                    // claimed together: settled with the
+                                    // reader let go.
+                                    held = None;
+                                    self.settle_helped();
+                                    continue;
+                                }
+                                Served::One(job, header) => claimed = Some((job, header)),
+                                Served::Nothing => {}
+                            }
                         }
                     }
                     if let Some(hold) = &mut held
@@ -496,11 +516,15 @@ impl Shared {
                     if stand_in {
                         self.serve_reply(index, &mut hold, &mut body)
                     } else {
-                        if self.serve_replies(index, &mut hold) > 0 {
-                            drop(hold);
-                            self.settle_helped();
+                        match self.serve_replies(index, &mut hold, &mut body) {
+                            Served::Together => {
+                                drop(hold);
+                                self.settle_helped();
+                                None
+                            }
+                            Served::One(job, header) => Some((job, header)),
+                            Served::Nothing => None,
                         }
-                        None
                     }
                 } else {
                     None
@@ -660,17 +684,33 @@ impl Shared {
     /// claimed one reply at a time, taking the state's lock and handing the
     /// reader back (often with a wake-up of the sleeping I/O thread) for
     /// each: in the wait after a burst that had outrun the workers, that
-    /// made the waiter the bottleneck. Returns how many it claimed; none,
-    /// and the frame left for the I/O thread (`handed_over`), if the first
-    /// is not a reply a helper may take (see [`serve_reply`](Self::serve_reply)).
-    fn serve_replies(self: &Arc<Self>, index: usize, hold: &mut Held<'_>) -> usize {
+    /// made the waiter the bottleneck. A reply whose body is over
+    /// [`HELP_CLAIM_BODY_MAX`] ends the claim, and one that comes first is
+    /// claimed alone as [`serve_reply`](Self::serve_reply) does (its body
+    /// copied once, into `body`). Nothing is claimed, and the frame is left
+    /// for the I/O thread (`handed_over`), if the first is not a reply a
+    /// helper may take.
+    fn serve_replies(
+        self: &Arc<Self>,
+        index: usize,
+        hold: &mut Held<'_>,
+        body: &mut Vec<u8>,
+    ) -> Served {
         let reader = &mut hold.reading.reader;
         match reader.peek_frame(wire::REPLY) {
-            Peek::NotYet => return 0,
-            Peek::Frame(header, _) if header.id != super::INIT_ID => {}
+            Peek::NotYet => return Served::Nothing,
+            Peek::Frame(header, bytes) if header.id != super::INIT_ID => {
+                if bytes.len() > HELP_CLAIM_BODY_MAX {
+                    // Copied once, into `body`, and settled alone.
+                    return match self.serve_reply(index, hold, body) {
+                        Some((job, header)) => Served::One(job, header),
+                        None => Served::Nothing,
+                    };
+                }
+            }
             Peek::Frame(..) | Peek::Other => {
                 hold.handed_over = true;
-                return 0;
+                return Served::Nothing;
             }
         }
         let owner = self.owner;
@@ -687,7 +727,10 @@ impl Shared {
                     let Peek::Frame(header, body) = reader.peek_frame(wire::REPLY) else {
                         return None;
                     };
-                    if header.id != front || header.id == super::INIT_ID {
+                    if header.id != front
+                        || header.id == super::INIT_ID
+                        || body.len() > HELP_CLAIM_BODY_MAX
+                    {
                         return None;
                     }
                     let at = bytes.len();
@@ -705,13 +748,14 @@ impl Shared {
                 },
             )
         });
+        hold.reading.reader.shrink();
         if claimed == 0 {
             // Not the reply of the call that runs: a fault the I/O thread
             // finds and reports.
             hold.handed_over = true;
+            return Served::Nothing;
         }
-        hold.reading.reader.shrink();
-        claimed
+        Served::Together
     }
 
     /// Settle, in the order claimed, the replies of this pool that this
