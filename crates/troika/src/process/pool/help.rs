@@ -22,10 +22,11 @@
 //! I/O thread, which it wakes.
 //!
 //! User code (`Deserialize`, done-callbacks, `Drop`) runs with no reader
-//! held: a helper claims the replies already whole in the ring under the
-//! reader, together and in the worker's order (`Shared::serve_replies`, one
-//! lock of the pool's state for up to 64), copies their bodies into a
-//! thread-local store, lets go, then settles them in order; a wait on the
+//! held: a helper claims the small replies already whole in the ring under
+//! the reader, together and in the worker's order (`Shared::serve_replies`,
+//! one lock of the pool's state for up to 64; a reply over 1 KiB alone),
+//! copies their bodies into a thread-local store, lets go, then settles
+//! them in order; a wait on the
 //! same pool (a done-callback's) settles what is left of that store first,
 //! so a callback may wait on a task whose reply was claimed with its own
 //! (test `a_done_callback_run_by_a_waiter_may_wait_on_a_reply_claimed_with_its_own`).
