@@ -85,11 +85,9 @@ thread_local! {
     static IO_SLOT: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
 }
 
-/// A waiter claims at most this many replies of one worker at a time.
+/// A waiter claims at most this many replies of one worker at a time (so
+/// at most 64 KiB of bodies, with `HELP_CLAIM_BODY_MAX`).
 const HELP_CLAIM_MAX: usize = 64;
-/// ... and stops adding replies to the claim once their bodies reach this
-/// many bytes.
-const HELP_CLAIM_BYTES: usize = 64 << 10;
 /// A reply whose body is longer is claimed alone and copied once (a claim
 /// together copies each body twice: into the store, then out of it).
 const HELP_CLAIM_BODY_MAX: usize = 1 << 10;
@@ -449,11 +447,12 @@ impl Shared {
         let mut rounds = 0u32;
         // Whether this wait moved its thread off the worker's CPU.
         let mut moved = false;
+        // Replies of this pool that this thread claimed together (in an
+        // outer wait, whose done-callback waits now) go first: the task
+        // waited for may be one of them. Only an outer wait leaves any, and
+        // this wait settles its own claims at once, so once is enough.
+        self.settle_helped();
         let ok = loop {
-            // Replies of this pool that this thread claimed (in an outer
-            // wait, whose done-callback waits now) go first: the task
-            // waited for may be one of them.
-            self.settle_helped();
             if done() {
                 break true;
             }
@@ -716,13 +715,13 @@ impl Shared {
         }
         let owner = self.owner;
         let claimed = HELPED.with(|helped| {
-            let (mut count, start) = (0, helped.borrow().bytes.len());
+            let mut count = 0;
             self.claim_replies_while(
                 index,
                 |front| {
                     let mut helped = helped.borrow_mut();
                     let Helped { entries, bytes } = &mut *helped;
-                    if count >= HELP_CLAIM_MAX || bytes.len() - start >= HELP_CLAIM_BYTES {
+                    if count >= HELP_CLAIM_MAX {
                         return None;
                     }
                     let Peek::Frame(header, body) = reader.peek_frame(wire::REPLY) else {
@@ -763,7 +762,7 @@ impl Shared {
     /// thread claimed together ([`serve_replies`](Self::serve_replies)),
     /// those of other pools staying for their own waits. User code runs
     /// with no reader held, and may wait again: a wait on this pool
-    /// settles the rest first (see `help`'s loop), so a done-callback may
+    /// settles the rest when it begins (see `help`), so a done-callback may
     /// wait on a task whose reply was claimed with its own.
     fn settle_helped(&self) {
         thread_local! {
